@@ -1,0 +1,154 @@
+#!/usr/bin/env lua5.4
+-- configure.lua: find the toolchain and libraries, then write build.ninja.
+--   lua5.4 configure.lua          (CC, CFLAGS, CUDA_HOME are read from the environment)
+-- Sources are found by their place: runtime/*.c make libpoa (and libpoa_f64, the fp64
+-- build for gradient checks), runtime/main.c is the `poa` CLI, tests/c/test_*.c and
+-- tests/c/f64_*.c are test programs, bench/*.c are benchmarks. The generator (gen/emit.lua)
+-- emits the kernels of every recipe in recipes/ and tests/recipes/ into build/gen/.
+package.path = "./?.lua;" .. package.path
+
+local function shell(command)
+  local f = io.popen(command .. " 2>/dev/null")
+  local out = f:read("a")
+  local ok = f:close()
+  return ok and (out:gsub("%s+$", "")) or nil
+end
+
+local function glob(pattern)
+  local list = {}
+  local out = shell("ls -1 " .. pattern)
+  for line in (out or ""):gmatch("[^\n]+") do list[#list + 1] = line end
+  table.sort(list)
+  return list
+end
+
+local function need_pkg(name, package)
+  local flags = shell("pkg-config --cflags --libs " .. name)
+  if not flags then
+    io.stderr:write(string.format("configure.lua: %s not found (install %s, or run ./setup)\n",
+                                  name, package))
+    os.exit(1)
+  end
+  return flags
+end
+
+local function basename(path) return (path:gsub("^.*/", ""):gsub("%.[^.]*$", "")) end
+
+local cc = os.getenv("CC") or "cc"
+local source_dir = shell("pwd")
+local cuda = os.getenv("CUDA_HOME") or "/usr/local/cuda"
+local has_nvrtc = io.open(cuda .. "/include/nvrtc.h") ~= nil
+
+local lua_flags = need_pkg("lua5.4", "liblua5.4-dev")
+local blas_flags = need_pkg("openblas", "libopenblas-dev")
+local jpeg_flags = need_pkg("libturbojpeg", "libturbojpeg0-dev")
+local function cflags_of(flags) return (flags:gsub("%-l%S+", ""):gsub("%-L%S+", "")) end
+local function libs_of(flags)
+  local out = {}
+  for w in flags:gmatch("%S+") do if w:match("^%-[lL]") then out[#out + 1] = w end end
+  return table.concat(out, " ")
+end
+
+local cflags = table.concat({
+  "-std=c11 -O2 -g -march=x86-64-v2 -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE",
+  "-Iruntime -Ibuild/gen",
+  '-DPOA_SOURCE_DIR=\\"' .. source_dir .. '/\\"',
+  cflags_of(lua_flags), cflags_of(blas_flags), cflags_of(jpeg_flags),
+  has_nvrtc and ("-I" .. cuda .. "/include -DPOA_HAVE_NVRTC=1") or "",
+  os.getenv("CFLAGS") or "",
+}, " ")
+local libs = table.concat({
+  libs_of(lua_flags), libs_of(blas_flags), libs_of(jpeg_flags), "-lz -lm -ldl -lpthread -fopenmp",
+}, " ")
+local nvrtc_libs = has_nvrtc and ("-L" .. cuda .. "/lib64 -lnvrtc -Wl,-rpath," .. cuda .. "/lib64") or ""
+
+local recipes = {}
+for _, p in ipairs(glob("recipes/*.lua")) do recipes[#recipes + 1] = p end
+for _, p in ipairs(glob("tests/recipes/*.lua")) do recipes[#recipes + 1] = p end
+
+local emit = require("gen.emit")
+local generated = emit.outputs(recipes, "build/gen")
+
+local out = {}
+local function w(s) out[#out + 1] = s end
+w("# build.ninja: written by configure.lua; edit configure.lua instead.")
+w("ninja_required_version = 1.10")
+w("builddir = build")
+w("cc = " .. cc)
+w("cflags = " .. cflags)
+w("libs = " .. libs)
+w("")
+w("rule cc")
+w("  command = $cc -MMD -MF $out.d $cflags $extra -c $in -o $out")
+w("  depfile = $out.d")
+w("  deps = gcc")
+w("  description = CC $out")
+w("rule ar")
+w("  command = rm -f $out && ar crs $out $in")
+w("  description = AR $out")
+w("rule link")
+w("  command = $cc $in -o $out $libs $extra")
+w("  description = LINK $out")
+w("rule gen")
+w("  command = lua5.4 gen/emit.lua build/gen $recipes")
+w("  description = GEN build/gen")
+w("rule configure")
+w("  command = lua5.4 configure.lua")
+w("  generator = 1")
+w("  description = CONFIGURE")
+w("")
+
+local gen_inputs = table.concat(glob("gen/*.lua"), " ") .. " " .. table.concat(glob("templates/*"), " ")
+  .. " " .. table.concat(glob("models/*.lua"), " ") .. " " .. table.concat(recipes, " ")
+local gen_outputs = {}
+for _, kind in ipairs({ "c", "cu", "text" }) do
+  for _, f in ipairs(generated[kind]) do gen_outputs[#gen_outputs + 1] = f end
+end
+w("build " .. table.concat(gen_outputs, " ") .. ": gen " .. gen_inputs)
+w("  recipes = " .. table.concat(recipes, " "))
+w("build build.ninja: configure configure.lua gen/emit.lua | " .. table.concat(recipes, " "))
+w("")
+
+-- libpoa (fp32) and libpoa_f64 (fp64) from the runtime and the generated C kernels.
+local library_sources = {}
+for _, s in ipairs(glob("runtime/*.c")) do
+  if s ~= "runtime/main.c" then library_sources[#library_sources + 1] = s end
+end
+for _, s in ipairs(generated.c) do library_sources[#library_sources + 1] = s end
+for _, variant in ipairs({ { "", "" }, { "_f64", "-DPOA_FP64" } }) do
+  local suffix, define = variant[1], variant[2]
+  local objects = {}
+  for _, s in ipairs(library_sources) do
+    local o = "build/obj" .. suffix .. "/" .. s:gsub("^build/", ""):gsub("%.c$", ".o")
+    w("build " .. o .. ": cc " .. s .. " || " .. gen_outputs[1])
+    if define ~= "" then w("  extra = " .. define) end
+    objects[#objects + 1] = o
+  end
+  w("build build/libpoa" .. suffix .. ".a: ar " .. table.concat(objects, " "))
+end
+
+local programs = { "build/poa" }
+w("build build/obj/runtime/main.o: cc runtime/main.c || " .. gen_outputs[1])
+w("build build/poa: link build/obj/runtime/main.o build/libpoa.a")
+for _, pattern in ipairs({ "tests/c/test_*.c", "tests/c/f64_*.c", "bench/*.c" }) do
+  for _, s in ipairs(glob(pattern)) do
+    local f64 = s:match("/f64_") ~= nil
+    local name = basename(s)
+    local dir = s:match("^bench/") and "build/bench/" or "build/tests/"
+    local o = "build/obj" .. (f64 and "_f64/" or "/") .. s:gsub("%.c$", ".o")
+    w("build " .. o .. ": cc " .. s .. " || " .. gen_outputs[1])
+    if f64 then w("  extra = -DPOA_FP64") end
+    w("build " .. dir .. name .. ": link " .. o .. " build/libpoa" .. (f64 and "_f64" or "") .. ".a")
+    if name:match("nvrtc") then w("  extra = " .. nvrtc_libs) end
+    programs[#programs + 1] = dir .. name
+  end
+end
+w("")
+w("build all: phony " .. table.concat(programs, " "))
+w("default all")
+
+local f = assert(io.open("build.ninja", "w"))
+f:write(table.concat(out, "\n"), "\n")
+f:close()
+print(string.format("configure.lua: %d recipes, %d generated C files, %d CUDA files; nvrtc %s",
+  #recipes, #generated.c, #generated.cu, has_nvrtc and "found" or "not found"))

@@ -1,0 +1,121 @@
+-- gen/recipe.lua: load a recipe file, merge its model over the family's defaults
+-- (models/<family>.lua) and check every field. Errors name the file and the field.
+local recipe = {}
+
+local function fail(path, field, message)
+  error(string.format("%s: field '%s': %s", path, field, message), 0)
+end
+
+local function check_type(path, field, value, kind)
+  if type(value) ~= kind then
+    fail(path, field, string.format("expected a %s, got %s", kind, type(value)))
+  end
+end
+
+local function check_range(path, field, r)
+  check_type(path, field, r, "table")
+  if #r ~= 3 then fail(path, field, "expected {min, max, step}") end
+  for i = 1, 3 do
+    if math.type(r[i]) ~= "integer" or r[i] <= 0 then
+      fail(path, field, "expected positive integers {min, max, step}")
+    end
+  end
+  if r[1] > r[2] then fail(path, field, "min is larger than max") end
+  if (r[2] - r[1]) % r[3] ~= 0 then fail(path, field, "max - min is not a multiple of step") end
+end
+
+-- The directory holding models/ and gen/ (the source tree).
+function recipe.source_dir()
+  local here = debug.getinfo(1, "S").source:match("^@(.*)gen/recipe%.lua$")
+  return (here == nil or here == "") and "./" or here
+end
+
+function recipe.load_model(name)
+  local path = recipe.source_dir() .. "models/" .. name .. ".lua"
+  local chunk, err = loadfile(path, "t", {})
+  if not chunk then error("unknown model family '" .. name .. "' (" .. err .. ")", 0) end
+  return chunk()
+end
+
+local crop_fields = { count = "integer", size = "integer", scale = "table" }
+
+local function check_crops(path, field, c)
+  check_type(path, field, c, "table")
+  for k, v in pairs(c) do
+    local kind = crop_fields[k]
+    if not kind then fail(path, field .. "." .. tostring(k), "unknown field") end
+    if kind == "integer" then
+      if math.type(v) ~= "integer" or v <= 0 then
+        fail(path, field .. "." .. k, "expected a positive integer")
+      end
+    else
+      check_type(path, field .. "." .. k, v, kind)
+    end
+  end
+  for k in pairs(crop_fields) do
+    if c[k] == nil then fail(path, field .. "." .. k, "missing") end
+  end
+end
+
+-- Checks a merged ViT model table; returns it with derived fields.
+local function check_vit(path, m, defaults)
+  for k, v in pairs(m) do
+    local d = defaults[k]
+    if d == nil then fail(path, "model." .. tostring(k), "unknown field") end
+    if type(v) ~= type(d) then
+      fail(path, "model." .. k, string.format("expected a %s, got %s", type(d), type(v)))
+    end
+  end
+  check_range(path, "model.width", m.width)
+  check_range(path, "model.depth", m.depth)
+  for _, k in ipairs({ "patch_size", "head_dim", "mlp_ratio", "in_channels" }) do
+    if math.type(m[k]) ~= "integer" or m[k] <= 0 then
+      fail(path, "model." .. k, "expected a positive integer")
+    end
+  end
+  for w = m.width[1], m.width[2], m.width[3] do
+    if w % m.head_dim ~= 0 then
+      fail(path, "model.width", string.format("width %d is not a multiple of head_dim %d", w, m.head_dim))
+    end
+  end
+  if m.drop_path_rate < 0 or m.drop_path_rate >= 1 then
+    fail(path, "model.drop_path_rate", "expected 0 <= rate < 1")
+  end
+  return m
+end
+
+-- load(path) -> recipe table with `model` merged over its family's defaults.
+function recipe.load(path)
+  local chunk, err = loadfile(path, "t", {})
+  if not chunk then error(err, 0) end
+  local ok, r = pcall(chunk)
+  if not ok then error(path .. ": " .. tostring(r), 0) end
+  check_type(path, "(recipe)", r, "table")
+  check_type(path, "name", r.name, "string")
+  check_type(path, "model", r.model, "table")
+  check_type(path, "model.family", r.model.family, "string")
+  local ok2, defaults = pcall(recipe.load_model, r.model.family)
+  if not ok2 then fail(path, "model.family", defaults) end
+  local m = {}
+  for k, v in pairs(defaults) do m[k] = v end
+  for k, v in pairs(r.model) do m[k] = v end
+  if m.family == "vit" then check_vit(path, m, defaults) end
+  check_crops(path, "global_crops", r.global_crops)
+  check_crops(path, "local_crops", r.local_crops)
+  if r.global_crops.size % m.patch_size ~= 0 then
+    fail(path, "global_crops.size", "not a multiple of model.patch_size")
+  end
+  if r.local_crops.size % m.patch_size ~= 0 then
+    fail(path, "local_crops.size", "not a multiple of model.patch_size")
+  end
+  local known = { name = 1, model = 1, global_crops = 1, local_crops = 1, train = 1, data = 1,
+                  heads = 1, loss = 1, optim = 1, teacher = 1, ibot = 1, eval = 1 }
+  for k in pairs(r) do
+    if not known[k] then fail(path, tostring(k), "unknown field") end
+  end
+  r.model = m
+  r.path = path
+  return r
+end
+
+return recipe
