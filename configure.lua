@@ -42,7 +42,11 @@ local has_nvrtc = io.open(cuda .. "/include/nvrtc.h") ~= nil
 local lua_flags = need_pkg("lua5.4", "liblua5.4-dev")
 local blas_flags = need_pkg("openblas", "libopenblas-dev")
 local jpeg_flags = need_pkg("libturbojpeg", "libturbojpeg0-dev")
-local function cflags_of(flags) return (flags:gsub("%-l%S+", ""):gsub("%-L%S+", "")) end
+local function cflags_of(flags)
+  local out = {}
+  for w in flags:gmatch("%S+") do if not w:match("^%-[lL]") then out[#out + 1] = w end end
+  return table.concat(out, " ")
+end
 local function libs_of(flags)
   local out = {}
   for w in flags:gmatch("%S+") do if w:match("^%-[lL]") then out[#out + 1] = w end end

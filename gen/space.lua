@@ -226,4 +226,34 @@ function space.list_text(r)
   return table.concat(lines, "\n") .. "\n"
 end
 
+-- Parses a member of recipe r from text: "WxD" (640x16), "W_D" (640_16, the reference's form),
+-- or a name of model.named ("ViT-S"), also without its prefix ("S") or as the reference's
+-- small/base/large. Returns width, depth, or raises an error that names the family's range.
+local long_names = { small = "S", base = "B", large = "L", huge = "H" }
+function space.parse_member(r, text)
+  local model = r.model
+  local w, d = text:match("^(%d+)[x_](%d+)$")
+  local width, depth = tonumber(w), tonumber(d)
+  if not width then
+    local key = (long_names[text:lower()] or text):lower()
+    for _, nm in ipairs(model.named or {}) do
+      local n = nm.name:lower()
+      if n == key or n:match("%-(.*)$") == key then width, depth = nm.width, nm.depth end
+    end
+  end
+  local ok = width and depth and width >= model.width[1] and width <= model.width[2]
+    and (width - model.width[1]) % model.width[3] == 0
+    and depth >= model.depth[1] and depth <= model.depth[2]
+    and (depth - model.depth[1]) % model.depth[3] == 0
+  if not ok then
+    local names = {}
+    for _, nm in ipairs(model.named or {}) do names[#names + 1] = nm.name end
+    error(string.format("unknown sub-network '%s' in %s: widths %d..%d step %d, depths %d..%d step %d%s",
+      text, r.name, model.width[1], model.width[2], model.width[3], model.depth[1],
+      model.depth[2], model.depth[3],
+      #names > 0 and (", or one of " .. table.concat(names, ", ")) or ""), 0)
+  end
+  return width, depth
+end
+
 return space

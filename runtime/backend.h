@@ -1,0 +1,26 @@
+/* backend.h: the few dense primitives the runtime needs from a backend.
+   The CPU backend (backend_cpu.c) runs GEMMs through OpenBLAS on the full
+   parameter buffers, addressing a member's prefix slice by leading dimension,
+   so no weight is ever copied. All matrices are row-major. */
+#ifndef POA_BACKEND_H
+#define POA_BACKEND_H
+
+#include "real.h"
+
+/* C = alpha * op(A) * op(B) + beta * C, op(A) m x k, op(B) k x n. */
+void poa_gemm(int transpose_a, int transpose_b, long m, long n, long k, real alpha,
+              const real *a, long lda, const real *b, long ldb, real beta, real *c, long ldc);
+
+/* Every row of the rows x cols block at dst (rows ld apart) = vec (or 0 if vec is NULL). */
+void poa_fill_rows(real *dst, long ld, const real *vec, long rows, long cols);
+
+/* dst[j] += sum over rows of src[r * ld + j], j < cols (a bias gradient). */
+void poa_column_sum_accumulate(real *dst, const real *src, long ld, long rows, long cols);
+
+/* y += x, n elements. */
+void poa_add(real *y, const real *x, long n);
+
+/* Threads used by the backend (OpenBLAS and the kernels' OpenMP loops). */
+void poa_set_threads(int threads);
+
+#endif

@@ -1,0 +1,9 @@
+/* commands.h: the poa subcommands. Each returns the process exit status and
+   prints its own errors (prefixed "poa <command>: "). */
+#ifndef POA_COMMANDS_H
+#define POA_COMMANDS_H
+
+int poa_command_list(int argc, char **argv);
+int poa_command_forward(int argc, char **argv);
+
+#endif

@@ -1,0 +1,39 @@
+/* main.c: the poa command line. Each subcommand lives in its own function;
+   this file only dispatches and is the one place that exits on an error. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+
+typedef struct command {
+    const char *name, *usage;
+    int (*run)(int argc, char **argv);
+} command;
+
+static const command commands[] = {
+    { "list", "list <recipe.lua>                    every member: width, depth, heads, params, GFLOPs, p",
+      poa_command_list },
+    { "forward",
+      "forward <recipe.lua> --params P.safetensors --input X.safetensors --net WxD --out Y.safetensors\n"
+      "                                           final-LayerNorm CLS and patch tokens of one member",
+      poa_command_forward },
+};
+
+static void usage(FILE *to) {
+    fprintf(to, "usage: poa <command> [arguments]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(to, "  %s\n", commands[i].usage);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "poa: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,164 @@
+/* recipe.c: the embedded Lua that reads recipes through gen/. */
+#include "recipe.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef POA_SOURCE_DIR
+#define POA_SOURCE_DIR "./"
+#endif
+
+lua_State *poa_lua_open(poa_error *e) {
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        poa_fail(e, "cannot create a Lua state");
+        return NULL;
+    }
+    luaL_openlibs(L);
+    const char *home = getenv("POA_HOME");
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s%s", home ? home : POA_SOURCE_DIR,
+             home && home[0] && home[strlen(home) - 1] != '/' ? "/" : "");
+    lua_getglobal(L, "package");
+    lua_pushfstring(L, "%s?.lua", dir);
+    lua_setfield(L, -2, "path");
+    lua_pop(L, 1);
+    return L;
+}
+
+/* require(module)[function] on the stack, or an error. */
+static int push_function(lua_State *L, const char *module, const char *function, poa_error *e) {
+    lua_getglobal(L, "require");
+    lua_pushstring(L, module);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        poa_fail(e, "%s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return -1;
+    }
+    lua_getfield(L, -1, function);
+    lua_remove(L, -2);
+    if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 1);
+        return poa_fail(e, "%s has no function %s", module, function);
+    }
+    return 0;
+}
+
+static int call(lua_State *L, int args, int results, poa_error *e) {
+    if (lua_pcall(L, args, results, 0) != LUA_OK) {
+        poa_fail(e, "%s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return -1;
+    }
+    return 0;
+}
+
+static int field_int(lua_State *L, int table, const char *name) {
+    lua_getfield(L, table, name);
+    int v = lua_isboolean(L, -1) ? lua_toboolean(L, -1) : (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static double field_number(lua_State *L, int table, const char *name) {
+    lua_getfield(L, table, name);
+    double v = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static void field_range(lua_State *L, int table, const char *name, int *lo, int *hi, int *step) {
+    lua_getfield(L, table, name);
+    lua_rawgeti(L, -1, 1);
+    lua_rawgeti(L, -2, 2);
+    lua_rawgeti(L, -3, 3);
+    *lo = (int)lua_tointeger(L, -3);
+    *hi = (int)lua_tointeger(L, -2);
+    *step = (int)lua_tointeger(L, -1);
+    lua_pop(L, 4);
+}
+
+static void field_crops(lua_State *L, int table, const char *name, int *count, int *size) {
+    lua_getfield(L, table, name);
+    int t = lua_gettop(L);
+    *count = field_int(L, t, "count");
+    *size = field_int(L, t, "size");
+    lua_pop(L, 1);
+}
+
+int poa_recipe_load(lua_State *L, const char *path, poa_recipe *r, poa_error *e) {
+    memset(r, 0, sizeof *r);
+    if (push_function(L, "gen.recipe", "load", e)) return -1;
+    lua_pushstring(L, path);
+    if (call(L, 1, 1, e)) return -1;
+    int t = lua_gettop(L);
+    lua_getfield(L, t, "name");
+    snprintf(r->name, sizeof r->name, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    snprintf(r->path, sizeof r->path, "%s", path);
+    field_crops(L, t, "global_crops", &r->global_crop_count, &r->global_crop_size);
+    field_crops(L, t, "local_crops", &r->local_crop_count, &r->local_crop_size);
+    lua_getfield(L, t, "model");
+    int m = lua_gettop(L);
+    lua_getfield(L, m, "family");
+    int is_vit = strcmp(lua_tostring(L, -1), "vit") == 0;
+    lua_pop(L, 1);
+    if (!is_vit) {
+        lua_settop(L, t - 1);
+        return poa_fail(e, "%s: field 'model.family': only the vit family runs so far", path);
+    }
+    field_range(L, m, "width", &r->width_min, &r->width_max, &r->width_step);
+    field_range(L, m, "depth", &r->depth_min, &r->depth_max, &r->depth_step);
+    poa_vit_config *c = &r->vit;
+    c->max_width = r->width_max;
+    c->max_depth = r->depth_max;
+    c->head_dim = field_int(L, m, "head_dim");
+    c->mlp_ratio = field_int(L, m, "mlp_ratio");
+    c->patch_size = field_int(L, m, "patch_size");
+    c->in_channels = field_int(L, m, "in_channels");
+    c->image_size = r->global_crop_size;
+    c->qkv_bias = field_int(L, m, "qkv_bias");
+    c->proj_bias = field_int(L, m, "proj_bias");
+    c->ffn_bias = field_int(L, m, "ffn_bias");
+    c->layerscale = field_number(L, m, "layerscale");
+    c->norm_eps = field_number(L, m, "norm_eps");
+    lua_settop(L, t - 1);
+    return 0;
+}
+
+char *poa_lua_call_string(lua_State *L, const char *module, const char *function,
+                          const char *recipe_path, poa_error *e) {
+    if (push_function(L, module, function, e)) return NULL;
+    if (push_function(L, "gen.recipe", "load", e)) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    lua_pushstring(L, recipe_path);
+    if (call(L, 1, 1, e) || call(L, 1, 1, e)) return NULL;
+    char *text = lua_isstring(L, -1) ? strdup(lua_tostring(L, -1)) : NULL;
+    if (!text) poa_fail(e, "%s.%s returned no text", module, function);
+    lua_pop(L, 1);
+    return text;
+}
+
+int poa_recipe_member(lua_State *L, const poa_recipe *r, const char *text, int *width,
+                      int *depth, poa_error *e) {
+    if (push_function(L, "gen.space", "parse_member", e)) return -1;
+    if (push_function(L, "gen.recipe", "load", e)) {
+        lua_pop(L, 1);
+        return -1;
+    }
+    lua_pushstring(L, r->path);
+    if (call(L, 1, 1, e)) {
+        lua_pop(L, 1);
+        return -1;
+    }
+    lua_pushstring(L, text);
+    if (call(L, 2, 2, e)) return -1;
+    *width = (int)lua_tointeger(L, -2);
+    *depth = (int)lua_tointeger(L, -1);
+    lua_pop(L, 2);
+    return 0;
+}

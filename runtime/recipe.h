@@ -1,0 +1,36 @@
+/* recipe.h: recipes are Lua (recipes/NAME.lua); the runtime embeds Lua 5.4 and
+   asks gen/ (the same modules the generator uses) for everything it needs. */
+#ifndef POA_RECIPE_H
+#define POA_RECIPE_H
+
+#include <lua.h>
+
+#include "error.h"
+#include "vit.h"
+
+typedef struct poa_recipe {
+    char name[128];
+    char path[1024];
+    poa_vit_config vit;
+    int width_min, width_max, width_step, depth_min, depth_max, depth_step;
+    int global_crop_count, global_crop_size, local_crop_count, local_crop_size;
+} poa_recipe;
+
+/* A Lua state whose require() finds gen/ and models/ of the source tree
+   (POA_HOME overrides the directory compiled in). NULL on failure. */
+lua_State *poa_lua_open(poa_error *e);
+
+/* Loads and checks a recipe (gen/recipe.lua); errors name the file and field. */
+int poa_recipe_load(lua_State *L, const char *path, poa_recipe *recipe, poa_error *e);
+
+/* Calls require(module)[function](recipe_path) and returns its string result
+   (malloc'd), e.g. gen.space.list_text. */
+char *poa_lua_call_string(lua_State *L, const char *module, const char *function,
+                          const char *recipe_path, poa_error *e);
+
+/* Parses a member: "WxD" (e.g. 640x16), "W_D", or a named member of the
+   family (ViT-S, S, small, ...); checks it belongs to the family. */
+int poa_recipe_member(lua_State *L, const poa_recipe *recipe, const char *text, int *width,
+                      int *depth, poa_error *e);
+
+#endif

@@ -1,0 +1,103 @@
+/* vit.h: the elastic ViT on the CPU backend (reference poa-vit-and-training.md §1).
+
+   One fp32 (or fp64) parameter buffer holds the intact network at full size,
+   in the order of the state-dict table below; a member (width D, depth L)
+   reads the prefix slices of it through leading dimensions, with
+   alpha = Dmax / D folded into every linear layer's GEMM. Its gradients
+   accumulate (+=) into a gradient buffer of the same layout, so the intact
+   and the elastic student share one buffer and entries outside the member's
+   slice are untouched. */
+#ifndef POA_VIT_H
+#define POA_VIT_H
+
+#include "error.h"
+#include "kernels.h"
+#include "real.h"
+
+#define POA_VIT_MAX_DEPTH 64
+#define POA_VIT_NAME_SIZE 64
+
+typedef struct poa_vit_config {
+    int max_width, max_depth, head_dim, mlp_ratio;
+    int patch_size, in_channels, image_size; /* image_size: the native (global crop) size */
+    int qkv_bias, proj_bias, ffn_bias;
+    double layerscale, norm_eps;
+} poa_vit_config;
+
+typedef struct poa_vit_tensor {
+    char name[POA_VIT_NAME_SIZE]; /* state-dict name, e.g. blocks.3.attn.qkv.linear.weight */
+    int ndim;
+    long long shape[4];
+    long offset, count; /* in elements of the parameter buffer */
+} poa_vit_tensor;
+
+/* Offsets of one block's tensors (-1 when the model has no such tensor). */
+typedef struct poa_vit_block_offsets {
+    long norm1_weight, norm1_bias, qkv_weight, qkv_bias, proj_weight, proj_bias, ls1;
+    long norm2_weight, norm2_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, ls2;
+} poa_vit_block_offsets;
+
+typedef struct poa_vit {
+    poa_vit_config config;
+    int tensor_count;
+    poa_vit_tensor *tensors;
+    long patch_weight, patch_bias, cls_token, pos_embed, mask_token, norm_weight, norm_bias;
+    poa_vit_block_offsets blocks[POA_VIT_MAX_DEPTH];
+    long parameter_count;
+} poa_vit;
+
+int poa_vit_init(poa_vit *model, const poa_vit_config *config, poa_error *e);
+void poa_vit_free(poa_vit *model);
+const poa_vit_tensor *poa_vit_find_tensor(const poa_vit *model, const char *name);
+
+/* Initial values as the reference (§1.1): trunc-normal 0.02 linears, LayerNorm 1/0,
+   LayerScale = config.layerscale, cls normal 1e-6, pos trunc-normal 0.02, mask 0,
+   patch conv as PyTorch's Conv2d default. Deterministic in seed. */
+void poa_vit_init_parameters(const poa_vit *model, real *params, unsigned long long seed);
+
+/* Reads every tensor by its state-dict name (a "backbone." prefix is accepted)
+   with a check of its shape; names the file and tensor on failure. */
+int poa_vit_load_parameters(const poa_vit *model, real *params, const char *path, poa_error *e);
+int poa_vit_save_parameters(const poa_vit *model, const real *params, const char *path,
+                            poa_error *e);
+
+/* One member's pass over one crop batch: its block ids, kernels and the
+   activation arena that the backward reads. */
+typedef struct poa_vit_pass {
+    const poa_vit *model;
+    int width, depth, hidden, heads;
+    int block_ids[POA_VIT_MAX_DEPTH];
+    const poa_vit_kernels *kernels;
+    poa_vit_kernels reference_kernels; /* used when no generated set has this shape */
+    long batch, image_size, grid, patches, tokens, rows;
+    real alpha;
+    real *arena;
+    long arena_count;
+    real *resample;   /* patches x max_patches bicubic matrix, NULL at the native size */
+    real *pos;        /* tokens x width position table of this image size */
+    real *ones;       /* LayerScale of 1 when the model has none */
+    const unsigned char *mask; /* of the last forward */
+    const real *drop_scale;    /* of the last forward: depth x 2 x batch, or NULL */
+} poa_vit_pass;
+
+int poa_vit_pass_init(poa_vit_pass *pass, const poa_vit *model, int width, int depth,
+                      long batch, int image_size, poa_error *e);
+void poa_vit_pass_free(poa_vit_pass *pass);
+
+/* images: batch x C x S x S. mask: batch x patches (non-zero = replace by the
+   mask token) or NULL. drop_scale: per active block j, branch (0 attention,
+   1 MLP) and sample, the stochastic-depth factor (0 or batch/keep), or NULL.
+   The final-LayerNorm tokens (batch x tokens x width) are at poa_vit_output. */
+void poa_vit_forward(poa_vit_pass *pass, const real *params, const real *images,
+                     const unsigned char *mask, const real *drop_scale);
+real *poa_vit_output(const poa_vit_pass *pass);
+
+/* Accumulates d(loss)/d(params) into grads, from dout = d(loss)/d(output). */
+void poa_vit_backward(poa_vit_pass *pass, const real *params, real *grads, const real *dout);
+
+/* The bicubic resampling matrix of reference §1.7 (PyTorch's bicubic with
+   align_corners=False and scale factor (out + 0.1) / in, A = -0.75, clamped
+   taps): out_grid^2 x in_grid^2. */
+void poa_vit_resample_matrix(real *matrix, int in_grid, int out_grid);
+
+#endif

@@ -1,0 +1,205 @@
+/* vit_model.c: the ViT's parameter table (state-dict names and intact shapes),
+   initial values, safetensors load/save, and the pos-embed resampling matrix. */
+#include "vit.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "random.h"
+#include "safetensors.h"
+
+static long add_tensor(poa_vit *m, const char *name, int ndim, long long d0, long long d1,
+                       long long d2, long long d3) {
+    poa_vit_tensor *t = &m->tensors[m->tensor_count++];
+    long long shape[4] = { d0, d1, d2, d3 };
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ndim = ndim;
+    t->count = 1;
+    for (int i = 0; i < 4; i++) {
+        t->shape[i] = i < ndim ? shape[i] : 1;
+        if (i < ndim) t->count *= (long)shape[i];
+    }
+    t->offset = m->parameter_count;
+    m->parameter_count += t->count;
+    return t->offset;
+}
+
+int poa_vit_init(poa_vit *m, const poa_vit_config *c, poa_error *e) {
+    memset(m, 0, sizeof *m);
+    m->config = *c;
+    if (c->max_depth < 1 || c->max_depth > POA_VIT_MAX_DEPTH)
+        return poa_fail(e, "model: depth %d outside 1..%d", c->max_depth, POA_VIT_MAX_DEPTH);
+    if (c->max_width % c->head_dim || c->image_size % c->patch_size)
+        return poa_fail(e, "model: width %d / head_dim %d or image %d / patch %d not whole",
+                        c->max_width, c->head_dim, c->image_size, c->patch_size);
+    const long long D = c->max_width, F = (long long)c->max_width * c->mlp_ratio;
+    const long long P = c->patch_size, C = c->in_channels;
+    const long long grid = c->image_size / c->patch_size;
+    m->tensors = calloc((size_t)(8 + 16 * c->max_depth), sizeof *m->tensors);
+    if (!m->tensors) return poa_fail(e, "model: out of memory");
+    m->patch_weight = add_tensor(m, "patch_embed.proj.weight", 4, D, C, P, P);
+    m->patch_bias = add_tensor(m, "patch_embed.proj.bias", 1, D, 0, 0, 0);
+    m->cls_token = add_tensor(m, "cls_token", 3, 1, 1, D, 0);
+    m->pos_embed = add_tensor(m, "pos_embed", 3, 1, 1 + grid * grid, D, 0);
+    m->mask_token = add_tensor(m, "mask_token", 2, 1, D, 0, 0);
+    for (int i = 0; i < c->max_depth; i++) {
+        poa_vit_block_offsets *b = &m->blocks[i];
+        char n[POA_VIT_NAME_SIZE];
+#define BLOCK_TENSOR(field, suffix, ndim, d0, d1)                       \
+    snprintf(n, sizeof n, "blocks.%d.%s", i, suffix);                   \
+    b->field = add_tensor(m, n, ndim, d0, d1, 0, 0)
+        BLOCK_TENSOR(norm1_weight, "norm1.norm.weight", 1, D, 0);
+        BLOCK_TENSOR(norm1_bias, "norm1.norm.bias", 1, D, 0);
+        BLOCK_TENSOR(qkv_weight, "attn.qkv.linear.weight", 2, 3 * D, D);
+        b->qkv_bias = -1;
+        if (c->qkv_bias) { BLOCK_TENSOR(qkv_bias, "attn.qkv.linear.bias", 1, 3 * D, 0); }
+        BLOCK_TENSOR(proj_weight, "attn.proj.linear.weight", 2, D, D);
+        b->proj_bias = -1;
+        if (c->proj_bias) { BLOCK_TENSOR(proj_bias, "attn.proj.linear.bias", 1, D, 0); }
+        b->ls1 = b->ls2 = -1;
+        if (c->layerscale != 0) { BLOCK_TENSOR(ls1, "ls1.gamma", 1, D, 0); }
+        BLOCK_TENSOR(norm2_weight, "norm2.norm.weight", 1, D, 0);
+        BLOCK_TENSOR(norm2_bias, "norm2.norm.bias", 1, D, 0);
+        BLOCK_TENSOR(fc1_weight, "mlp.fc1.linear.weight", 2, F, D);
+        b->fc1_bias = b->fc2_bias = -1;
+        if (c->ffn_bias) { BLOCK_TENSOR(fc1_bias, "mlp.fc1.linear.bias", 1, F, 0); }
+        BLOCK_TENSOR(fc2_weight, "mlp.fc2.linear.weight", 2, D, F);
+        if (c->ffn_bias) { BLOCK_TENSOR(fc2_bias, "mlp.fc2.linear.bias", 1, D, 0); }
+        if (c->layerscale != 0) { BLOCK_TENSOR(ls2, "ls2.gamma", 1, D, 0); }
+#undef BLOCK_TENSOR
+    }
+    m->norm_weight = add_tensor(m, "norm.norm.weight", 1, D, 0, 0, 0);
+    m->norm_bias = add_tensor(m, "norm.norm.bias", 1, D, 0, 0, 0);
+    return 0;
+}
+
+void poa_vit_free(poa_vit *m) {
+    free(m->tensors);
+    m->tensors = NULL;
+}
+
+const poa_vit_tensor *poa_vit_find_tensor(const poa_vit *m, const char *name) {
+    for (int i = 0; i < m->tensor_count; i++)
+        if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
+    return NULL;
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* Normal(0, std) truncated to [-2, 2] absolute, as torch.nn.init.trunc_normal_. */
+static double truncated_normal(uint64_t seed, uint64_t stream, uint64_t index, double std) {
+    for (uint64_t attempt = 0;; attempt++) {
+        double v = std * poa_normal(seed, stream, index * 64 + attempt);
+        if (v >= -2.0 && v <= 2.0) return v;
+    }
+}
+
+void poa_vit_init_parameters(const poa_vit *m, real *params, unsigned long long seed) {
+    const poa_vit_config *c = &m->config;
+    const double fan_in = (double)c->in_channels * c->patch_size * c->patch_size;
+    for (int i = 0; i < m->tensor_count; i++) {
+        const poa_vit_tensor *t = &m->tensors[i];
+        real *p = params + t->offset;
+        for (long j = 0; j < t->count; j++) {
+            double v = 0;
+            if (strncmp(t->name, "patch_embed.", 12) == 0)
+                v = (2 * poa_uniform(seed, (uint64_t)i, (uint64_t)j) - 1) / sqrt(fan_in);
+            else if (strcmp(t->name, "cls_token") == 0)
+                v = 1e-6 * poa_normal(seed, (uint64_t)i, (uint64_t)j);
+            else if (strcmp(t->name, "pos_embed") == 0 || ends_with(t->name, "linear.weight"))
+                v = truncated_normal(seed, (uint64_t)i, (uint64_t)j, 0.02);
+            else if (ends_with(t->name, "norm.weight"))
+                v = 1;
+            else if (ends_with(t->name, ".gamma"))
+                v = c->layerscale;
+            p[j] = (real)v; /* biases, LayerNorm biases and mask_token stay 0 */
+        }
+    }
+}
+
+int poa_vit_load_parameters(const poa_vit *m, real *params, const char *path, poa_error *e) {
+    poa_safetensors f;
+    if (poa_safetensors_open(&f, path, e)) return -1;
+    int rc = 0;
+    for (int i = 0; i < m->tensor_count && rc == 0; i++) {
+        const poa_vit_tensor *t = &m->tensors[i];
+        char prefixed[POA_VIT_NAME_SIZE + 16];
+        snprintf(prefixed, sizeof prefixed, "backbone.%s", t->name);
+        const char *name = poa_safetensors_find(&f, t->name) ? t->name : prefixed;
+        const poa_tensor_info *info = poa_safetensors_find(&f, name);
+        if (!info) {
+            rc = poa_fail(e, "%s: missing tensor '%s'", path, t->name);
+            break;
+        }
+        int same = info->ndim == t->ndim;
+        for (int d = 0; same && d < t->ndim; d++) same = info->shape[d] == t->shape[d];
+        if (!same) {
+            char want[96] = "", got[96] = "";
+            for (int d = 0; d < t->ndim; d++)
+                snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? "," : "", t->shape[d]);
+            for (int d = 0; d < info->ndim && d < 8; d++)
+                snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? "," : "", info->shape[d]);
+            rc = poa_fail(e, "%s: tensor '%s' has shape (%s), the model needs (%s)", path, name, got, want);
+            break;
+        }
+        rc = poa_safetensors_read_real(&f, name, params + t->offset, t->count, e);
+    }
+    poa_safetensors_close(&f);
+    return rc;
+}
+
+int poa_vit_save_parameters(const poa_vit *m, const real *params, const char *path, poa_error *e) {
+    poa_safetensors_writer *w = poa_safetensors_writer_new();
+    if (!w) return poa_fail(e, "%s: out of memory", path);
+    int rc = 0;
+    for (int i = 0; i < m->tensor_count && rc == 0; i++) {
+        const poa_vit_tensor *t = &m->tensors[i];
+        rc = poa_safetensors_writer_add_real(w, t->name, t->ndim, t->shape, params + t->offset, e);
+    }
+    if (rc == 0) rc = poa_safetensors_writer_save(w, path, e);
+    poa_safetensors_writer_free(w);
+    return rc;
+}
+
+/* PyTorch's cubic convolution weights (A = -0.75) for fractional offset t. */
+static void cubic_weights(double t, double w[4]) {
+    const double A = -0.75;
+    double x;
+    x = t + 1; w[0] = ((A * x - 5 * A) * x + 8 * A) * x - 4 * A;
+    x = t;     w[1] = ((A + 2) * x - (A + 3)) * x * x + 1;
+    x = 1 - t; w[2] = ((A + 2) * x - (A + 3)) * x * x + 1;
+    x = 2 - t; w[3] = ((A * x - 5 * A) * x + 8 * A) * x - 4 * A;
+}
+
+/* One axis: out x in weights. The source coordinate of output o is
+   (o + 0.5) / s - 0.5 with s = (out + 0.1) / in, taps clamped to the edges. */
+static void resample_axis(double *weights, int in, int out) {
+    double s = (out + 0.1) / in;
+    memset(weights, 0, sizeof(double) * (size_t)in * (size_t)out);
+    for (int o = 0; o < out; o++) {
+        double src = (o + 0.5) / s - 0.5;
+        double f = floor(src), w[4];
+        cubic_weights(src - f, w);
+        for (int k = 0; k < 4; k++) {
+            int i = (int)f - 1 + k;
+            i = i < 0 ? 0 : i >= in ? in - 1 : i;
+            weights[o * in + i] += w[k];
+        }
+    }
+}
+
+void poa_vit_resample_matrix(real *matrix, int in_grid, int out_grid) {
+    double *axis = malloc(sizeof(double) * (size_t)in_grid * (size_t)out_grid);
+    resample_axis(axis, in_grid, out_grid);
+    for (int oy = 0; oy < out_grid; oy++)
+        for (int ox = 0; ox < out_grid; ox++)
+            for (int iy = 0; iy < in_grid; iy++)
+                for (int ix = 0; ix < in_grid; ix++) {
+                    matrix[(long)(oy * out_grid + ox) * in_grid * in_grid + iy * in_grid + ix] =
+                        (real)(axis[oy * in_grid + iy] * axis[ox * in_grid + ix]);
+                }
+    free(axis);
+}
