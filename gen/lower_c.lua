@@ -1,0 +1,173 @@
+-- gen/lower_c.lua: lower an op of gen/ops.lua (IR of gen/ir.lua) to one C function.
+-- Row stages: `#pragma omp parallel for` over the rows, one thread per row, the column loops
+-- inside (reductions as `omp simd` sums, whose order is fixed at compile time).
+-- Column reductions: one thread per block of COLS columns (and kept index), the rows added in
+-- increasing order into a local accumulator, then added once to the output; no atomics.
+-- Scalars are `real` (real.h): the same file compiles in fp32 and fp64.
+local ir = require("gen.ir")
+local template = require("gen.template")
+
+local lower_c = {}
+
+local target = {
+  real = function(v) return "(real)" .. ir.format_real(v) end,
+  call = function(fn, args) return "real_" .. fn .. "(" .. args .. ")" end,
+  present = function(name) return name .. " != NULL" end,
+}
+
+local function printer(op, row, column)
+  local ctx = { op = op, row = row, column = column or "i" }
+  return function(e) return ir.print(e, target, ctx) end
+end
+
+local ctypes = { out = "real *", ["in"] = "const real *", mask = "const unsigned char *", long = "long " }
+
+function lower_c.params(op)
+  local list = {}
+  for _, p in ipairs(op.params) do list[#list + 1] = ctypes[p[2]] .. p[1] end
+  return table.concat(list, ", ")
+end
+
+-- The largest of 64, 32, ..., 1 that divides n: the column block of the column reductions.
+function lower_c.column_block(n)
+  local cb = 64
+  while n % cb ~= 0 do cb = cb // 2 end
+  return cb
+end
+
+local function indent(n) return string.rep("    ", n) end
+
+-- Nested row loops; returns the lines opening them and the depth inside.
+local function open_loops(lines, loops, depth, p)
+  for _, l in ipairs(loops) do
+    lines[#lines + 1] = string.format("%sfor (long %s = 0; %s < %s; %s++)", indent(depth), l[1], l[1],
+      p(l[2]), l[1])
+  end
+  lines[#lines] = lines[#lines] .. " {"
+  return depth + 1
+end
+
+local function let_type(e, ctype)
+  if ctype == "int" or ir.is_condition(e) then return "int" end
+  return "real"
+end
+
+local function row_body(op, lines, depth)
+  local p = printer(op, op.row)
+  local len = op.length
+  for _, s in ipairs(op.row_stages) do
+    local pad = indent(depth)
+    if s.stage == "reduce" then
+      lines[#lines + 1] = pad .. "real " .. s.name .. " = 0;"
+      lines[#lines + 1] = pad .. "#pragma omp simd reduction(+:" .. s.name .. ")"
+      lines[#lines + 1] = string.format("%sfor (int i = 0; i < %s; i++) %s += %s;", pad, len, s.name, p(s.expr))
+    elseif s.stage == "let" then
+      lines[#lines + 1] = string.format("%sconst %s %s = %s;", pad, let_type(s.expr, s.ctype), s.name, p(s.expr))
+    elseif s.stage == "store" then
+      lines[#lines + 1] = string.format("%s%s[%s] = %s;", pad, s.target, p(s.row or op.row), p(s.expr))
+    elseif s.stage == "map" then
+      local t = op.tensors[s.target]
+      local out = ir.print(ir.load(s.target, s.row), target, { op = op, row = op.row, column = "i" })
+      assert(t.shape == "rows", op.name .. ": map target must be a row tensor")
+      local inner = pad
+      if s.where then
+        lines[#lines + 1] = pad .. "if (" .. p(s.where) .. ") {"
+        inner = indent(depth + 1)
+      end
+      lines[#lines + 1] = inner .. "#pragma omp simd"
+      lines[#lines + 1] = string.format("%sfor (int i = 0; i < %s; i++) %s %s %s;", inner, len, out,
+        s.accumulate and "+=" or "=", p(s.expr))
+      if s.where then lines[#lines + 1] = pad .. "}" end
+    end
+  end
+end
+
+local function row_stages(op, lines)
+  if #op.row_stages == 0 then return end
+  local p = printer(op, op.row)
+  local collapse = #op.loops > 1 and (" collapse(" .. #op.loops .. ")") or ""
+  lines[#lines + 1] = indent(1) .. "#pragma omp parallel for" .. collapse .. " schedule(static)"
+  local depth = open_loops(lines, op.loops, 1, p)
+  row_body(op, lines, depth)
+  lines[#lines + 1] = indent(1) .. "}"
+end
+
+local function colsum(op, s, lines)
+  local cb = lower_c.column_block(lower_c.length_value(op))
+  local p = printer(op, op.row)
+  local depth = 1
+  local names = {}
+  for _, o in ipairs(s.outputs) do names[#names + 1] = o.target end
+  lines[#lines + 1] = string.format("%s/* %s: column sums over the rows, %d columns per thread. */",
+    indent(1), table.concat(names, ", "), cb)
+  if s.when then
+    lines[#lines + 1] = indent(1) .. "if (" .. p(s.when) .. ") {"
+    depth = 2
+  end
+  lines[#lines + 1] = string.format("%s#pragma omp parallel for collapse(%d) schedule(static)",
+    indent(depth), #s.keep + 1)
+  for _, l in ipairs(s.keep) do
+    lines[#lines + 1] = string.format("%sfor (long %s = 0; %s < %s; %s++)", indent(depth), l[1], l[1], p(l[2]), l[1])
+  end
+  lines[#lines + 1] = string.format("%sfor (int c0 = 0; c0 < %s; c0 += %d) {", indent(depth), op.length, cb)
+  local d1 = depth + 1
+  for i, o in ipairs(s.outputs) do
+    lines[#lines + 1] = string.format("%sreal acc%d[%d] = {0}; /* %s */", indent(d1), i - 1, cb, o.target)
+  end
+  local d2 = open_loops(lines, s.over, d1, p)
+  for _, l in ipairs(s.lets) do
+    lines[#lines + 1] = string.format("%sconst %s %s = %s;", indent(d2), let_type(l[2], l[3]), l[1], p(l[2]))
+  end
+  local d3 = d2
+  if s.where then
+    lines[#lines + 1] = indent(d2) .. "if (" .. p(s.where) .. ") {"
+    d3 = d2 + 1
+  end
+  lines[#lines + 1] = indent(d3) .. "#pragma omp simd"
+  lines[#lines + 1] = string.format("%sfor (int c = 0; c < %d; c++) {", indent(d3), cb)
+  lines[#lines + 1] = indent(d3 + 1) .. "const int i = c0 + c;"
+  for i, o in ipairs(s.outputs) do
+    lines[#lines + 1] = string.format("%sacc%d[c] += %s;", indent(d3 + 1), i - 1, p(o.expr))
+  end
+  lines[#lines + 1] = indent(d3) .. "}"
+  if s.where then lines[#lines + 1] = indent(d2) .. "}" end
+  lines[#lines + 1] = indent(d1) .. "}"
+  lines[#lines + 1] = string.format("%sfor (int c = 0; c < %d; c++) {", indent(d1), cb)
+  lines[#lines + 1] = indent(d1 + 1) .. "const int i = c0 + c;"
+  for i, o in ipairs(s.outputs) do
+    local out = ir.print(ir.load(o.target, o.row), target, { op = op, row = op.row, column = "i" })
+    lines[#lines + 1] = string.format("%s%s += acc%d[c];", indent(d1 + 1), out, i - 1)
+  end
+  lines[#lines + 1] = indent(d1) .. "}"
+  lines[#lines + 1] = indent(depth) .. "}"
+  if s.when then lines[#lines + 1] = indent(1) .. "}" end
+end
+
+-- The numeric row length of op in the set `dims` ({WIDTH = .., HIDDEN = ..}); set by function().
+function lower_c.length_value(op)
+  local v = lower_c.dims[op.length]
+  assert(v, "lower_c: unknown length " .. tostring(op.length))
+  return v
+end
+
+-- The C function of op for the set with compile-time dims {WIDTH=, HIDDEN=, HEADS=, HEAD_DIM=}.
+function lower_c.op(op, dims)
+  lower_c.dims = dims
+  local lines = {}
+  local p = printer(op, op.row)
+  for _, pre in ipairs(op.prelude) do
+    lines[#lines + 1] = string.format("%sconst long %s = %s;", indent(1), pre[1], p(pre[2]))
+  end
+  row_stages(op, lines)
+  for _, s in ipairs(op.colsums) do colsum(op, s, lines) end
+  local math = {}
+  for _, m in ipairs(op.math) do math[#math + 1] = "     " .. m end
+  return template.fill("rowwise_function.c.tmpl", {
+    NAME = op.name,
+    MATH = table.concat(math, "\n"),
+    PARAMS = lower_c.params(op),
+    BODY = table.concat(lines, "\n") .. "\n",
+  })
+end
+
+return lower_c

@@ -1,0 +1,195 @@
+-- gen/lower_cuda.lua: lower an op of gen/ops.lua (IR of gen/ir.lua) to CUDA kernels (float).
+-- Row stages: one `extern "C" __global__` kernel, one block per row; threads stride over the
+-- columns; reductions are block-wide (warp shuffles, then shared memory: block_sum of
+-- templates/cuda_prelude.cu.tmpl). Column reductions: one kernel per colsum stage with a
+-- 32 x LANES block; each thread owns a column and adds its rows in a fixed order, then the
+-- LANES partials are added in order: deterministic, no atomics.
+-- Every kernel of an op takes the op's parameters in the order of the C function (no `k`).
+local ir = require("gen.ir")
+local template = require("gen.template")
+
+local lower_cuda = {}
+
+lower_cuda.LANES = 8
+
+local function real_literal(v)
+  local s = ir.format_real(v)
+  if s:find("[eE]") or s:find("%.") then return s .. "f" end
+  return s .. ".0f"
+end
+
+local calls = { exp = "expf", sqrt = "sqrtf", erf = "erff" }
+local target = {
+  real = real_literal,
+  call = function(fn, args) return assert(calls[fn], fn) .. "(" .. args .. ")" end,
+  present = function(name) return name .. " != nullptr" end,
+}
+
+local function printer(op, column)
+  local ctx = { op = op, row = op.row, column = column or "i" }
+  return function(e) return ir.print(e, target, ctx) end
+end
+
+local ctypes = { out = "float *", ["in"] = "const float *", mask = "const unsigned char *", long = "long " }
+
+function lower_cuda.params(op)
+  local list = {}
+  for _, p in ipairs(op.params) do list[#list + 1] = ctypes[p[2]] .. p[1] end
+  return table.concat(list, ", ")
+end
+
+local function math_comment(op)
+  local out = {}
+  for _, m in ipairs(op.math) do out[#out + 1] = "//   " .. m end
+  return table.concat(out, "\n")
+end
+
+-- The threads of a row kernel: the row length rounded up to a warp, at most 256.
+function lower_cuda.block_size(length)
+  local n = ((length + 31) // 32) * 32
+  return math.min(n, 256)
+end
+
+local function let_type(e, ctype)
+  if ctype == "int" or ir.is_condition(e) then return "int" end
+  return "float"
+end
+
+-- Lines that split the flat index `flat` into the loop variables of `loops` (outermost first).
+local function split_index(lines, loops, flat, p, pad)
+  if #loops == 1 then
+    lines[#lines + 1] = string.format("%sconst long %s = %s;", pad, loops[1][1], flat)
+    return
+  end
+  lines[#lines + 1] = string.format("%slong rest = %s;", pad, flat)
+  for j = #loops, 2, -1 do
+    local v, ext = loops[j][1], p(loops[j][2])
+    lines[#lines + 1] = string.format("%sconst long %s = rest %% %s;", pad, v, ext)
+    lines[#lines + 1] = string.format("%srest /= %s;", pad, ext)
+  end
+  lines[#lines + 1] = string.format("%sconst long %s = rest;", pad, loops[1][1])
+end
+
+local function extent(loops, p)
+  if #loops == 0 then return "1" end
+  local parts = {}
+  for _, l in ipairs(loops) do
+    local s = p(l[2])
+    if l[2].kind == "bin" then s = "(" .. s .. ")" end
+    parts[#parts + 1] = s
+  end
+  return table.concat(parts, " * ")
+end
+
+local function prelude(op, lines, p)
+  for _, pre in ipairs(op.prelude) do
+    lines[#lines + 1] = string.format("    const long %s = %s;", pre[1], p(pre[2]))
+  end
+end
+
+local function row_kernel(op, dims)
+  local p = printer(op)
+  local len, block = op.length, lower_cuda.block_size(dims[op.length])
+  local lines = {}
+  prelude(op, lines, p)
+  local total = extent(op.loops, p)
+  lines[#lines + 1] = "    if (blockIdx.x >= " .. total .. ") return;"
+  split_index(lines, op.loops, "blockIdx.x", p, "    ")
+  local stride = string.format("for (int i = threadIdx.x; i < %s; i += %d)", len, block)
+  for _, s in ipairs(op.row_stages) do
+    if s.stage == "reduce" then
+      lines[#lines + 1] = string.format("    float %s = 0.0f;", s.name)
+      lines[#lines + 1] = string.format("    %s %s += %s;", stride, s.name, p(s.expr))
+      lines[#lines + 1] = string.format("    %s = block_sum(%s);", s.name, s.name)
+    elseif s.stage == "let" then
+      lines[#lines + 1] = string.format("    const %s %s = %s;", let_type(s.expr, s.ctype), s.name, p(s.expr))
+    elseif s.stage == "store" then
+      lines[#lines + 1] = string.format("    if (threadIdx.x == 0) %s[%s] = %s;", s.target,
+        p(s.row or op.row), p(s.expr))
+    elseif s.stage == "map" then
+      local out = p(ir.load(s.target, s.row))
+      local body = string.format("%s %s %s %s;", stride, out, s.accumulate and "+=" or "=", p(s.expr))
+      if s.where then
+        lines[#lines + 1] = "    if (" .. p(s.where) .. ")"
+        lines[#lines + 1] = "        " .. body
+      else
+        lines[#lines + 1] = "    " .. body
+      end
+    end
+  end
+  return template.fill("rowwise_kernel.cu.tmpl", {
+    NAME = op.name, BLOCK = block, GRID = total, MATH = math_comment(op),
+    PARAMS = lower_cuda.params(op), BODY = table.concat(lines, "\n") .. "\n",
+  }), { name = op.name, grid = { total, "1" }, block = { block, 1 } }
+end
+
+local function colsum_kernel(op, s)
+  local p = printer(op)
+  local lanes = lower_cuda.LANES
+  local names = {}
+  for _, o in ipairs(s.outputs) do names[#names + 1] = o.target end
+  local name = op.name .. "_" .. table.concat(names, "_")
+  local lines = {}
+  lines[#lines + 1] = string.format("    __shared__ float partial[%d][%d][33];", #s.outputs, lanes)
+  if s.when then lines[#lines + 1] = "    if (!(" .. p(s.when) .. ")) return;" end
+  prelude(op, lines, p)
+  lines[#lines + 1] = "    const int i = blockIdx.x * 32 + threadIdx.x;"
+  if #s.keep > 0 then
+    lines[#lines + 1] = "    if (blockIdx.y >= " .. extent(s.keep, p) .. ") return;"
+    split_index(lines, s.keep, "blockIdx.y", p, "    ")
+  end
+  for j = 1, #s.outputs do lines[#lines + 1] = string.format("    float acc%d = 0.0f;", j - 1) end
+  lines[#lines + 1] = "    if (i < " .. op.length .. ") {"
+  lines[#lines + 1] = string.format("        for (long o = threadIdx.y; o < %s; o += %d) {",
+    extent(s.over, p), lanes)
+  local inner = {}
+  split_index(inner, s.over, "o", p, "            ")
+  for _, l in ipairs(inner) do lines[#lines + 1] = l end
+  for _, l in ipairs(s.lets) do
+    lines[#lines + 1] = string.format("            const %s %s = %s;", let_type(l[2], l[3]), l[1], p(l[2]))
+  end
+  local pad = "            "
+  if s.where then
+    lines[#lines + 1] = pad .. "if (" .. p(s.where) .. ") {"
+    pad = pad .. "    "
+  end
+  for j, o in ipairs(s.outputs) do
+    lines[#lines + 1] = string.format("%sacc%d += %s;", pad, j - 1, p(o.expr))
+  end
+  if s.where then lines[#lines + 1] = "            }" end
+  lines[#lines + 1] = "        }"
+  lines[#lines + 1] = "    }"
+  for j = 1, #s.outputs do
+    lines[#lines + 1] = string.format("    partial[%d][threadIdx.y][threadIdx.x] = acc%d;", j - 1, j - 1)
+  end
+  lines[#lines + 1] = "    __syncthreads();"
+  lines[#lines + 1] = "    if (threadIdx.y == 0 && i < " .. op.length .. ") {"
+  for j, o in ipairs(s.outputs) do
+    lines[#lines + 1] = string.format("        float sum%d = 0.0f;", j - 1)
+    lines[#lines + 1] = string.format("        for (int y = 0; y < %d; y++) sum%d += partial[%d][y][threadIdx.x];",
+      lanes, j - 1, j - 1)
+    local out = ir.print(ir.load(o.target, o.row), target, { op = op, row = op.row, column = "i" })
+    lines[#lines + 1] = string.format("        %s += sum%d;", out, j - 1)
+  end
+  lines[#lines + 1] = "    }"
+  local grid_x = string.format("%s / 32 rounded up", op.length)
+  local grid_y = extent(s.keep, p)
+  return template.fill("colsum_kernel.cu.tmpl", {
+    NAME = name, OP = op.name, LANES = lanes, GRID_X = grid_x, GRID_Y = grid_y,
+    MATH = math_comment(op), PARAMS = lower_cuda.params(op), BODY = table.concat(lines, "\n") .. "\n",
+  }), { name = name, grid = { "(" .. op.length .. " + 31) / 32", grid_y }, block = { 32, lanes } }
+end
+
+-- The CUDA text of op and its kernels in launch order: {name, grid = {x, y}, block = {x, y}}.
+function lower_cuda.op(op, dims)
+  local texts, kernels = {}, {}
+  if #op.row_stages > 0 then
+    texts[#texts + 1], kernels[#kernels + 1] = row_kernel(op, dims)
+  end
+  for _, s in ipairs(op.colsums) do
+    texts[#texts + 1], kernels[#kernels + 1] = colsum_kernel(op, s)
+  end
+  return table.concat(texts, "\n"), kernels
+end
+
+return lower_cuda
