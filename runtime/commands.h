@@ -5,5 +5,6 @@
 
 int poa_command_list(int argc, char **argv);
 int poa_command_forward(int argc, char **argv);
+int poa_command_data(int argc, char **argv);
 
 #endif

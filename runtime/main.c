@@ -18,6 +18,9 @@ static const command commands[] = {
       "forward <recipe.lua> --params P.safetensors --input X.safetensors --net WxD --out Y.safetensors\n"
       "                                           final-LayerNorm CLS and patch tokens of one member",
       poa_command_forward },
+    { "data", "data fashion-mnist [--out DIR] [--size N] [--limit N]\n"
+      "                                           Fashion-MNIST as a JPEG folder tree (default 32 px)",
+      poa_command_data },
 };
 
 static void usage(FILE *to) {
