@@ -74,7 +74,10 @@ local function dims_of(set)
   return { WIDTH = set.width, HEADS = set.heads, HEAD_DIM = set.head_dim, HIDDEN = set.hidden }
 end
 
-local function scale_of(set) return string.format("%.9g", 1 / math.sqrt(set.head_dim)) end
+local ir = require("gen.ir")
+
+-- The attention scale 1 / sqrt(head_dim) as a literal that reads back as the same double.
+local function scale_of(set) return ir.format_real(1 / math.sqrt(set.head_dim)) end
 
 function emit.c_text(set)
   local dims = dims_of(set)
