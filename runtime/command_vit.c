@@ -30,6 +30,7 @@ int poa_command_list(int argc, char **argv) {
 
 typedef struct forward_options {
     const char *recipe, *params, *input, *net, *out;
+    const char *images_name, *masks_name; /* tensors of the input file */
     int threads;
 } forward_options;
 
@@ -41,6 +42,8 @@ static int parse_forward(int argc, char **argv, forward_options *o, poa_error *e
                           : strcmp(a, "--input") == 0  ? &o->input
                           : strcmp(a, "--net") == 0    ? &o->net
                           : strcmp(a, "--out") == 0    ? &o->out
+                          : strcmp(a, "--images") == 0 ? &o->images_name
+                          : strcmp(a, "--masks") == 0  ? &o->masks_name
                                                        : NULL;
         if (slot || strcmp(a, "--threads") == 0) {
             if (i + 1 >= argc) return poa_fail(e, "%s needs a value", a);
@@ -56,20 +59,24 @@ static int parse_forward(int argc, char **argv, forward_options *o, poa_error *e
     }
     if (!o->recipe || !o->params || !o->input || !o->net || !o->out)
         return poa_fail(e, "usage: poa forward <recipe.lua> --params P.safetensors --input "
-                           "X.safetensors --net WxD --out Y.safetensors [--threads N]");
+                           "X.safetensors --net WxD --out Y.safetensors [--images NAME] "
+                           "[--masks NAME] [--threads N]");
+    if (!o->images_name) o->images_name = "images";
+    if (!o->masks_name) o->masks_name = "masks";
     return 0;
 }
 
 /* The images (B x C x S x S) and the optional mask (B x patches) of an input file. */
-static int read_input(const char *path, const poa_vit_config *c, real **images, long *batch,
-                      int *size, unsigned char **mask, poa_error *e) {
+static int read_input(const forward_options *o, const poa_vit_config *c, real **images,
+                      long *batch, int *size, unsigned char **mask, poa_error *e) {
+    const char *path = o->input;
     poa_safetensors f;
     if (poa_safetensors_open(&f, path, e)) return -1;
-    const poa_tensor_info *t = poa_safetensors_find(&f, "images");
+    const poa_tensor_info *t = poa_safetensors_find(&f, o->images_name);
     if (!t && f.count == 1) t = &f.tensors[0];
     int rc = 0;
     if (!t) {
-        rc = poa_fail(e, "%s: no tensor 'images'", path);
+        rc = poa_fail(e, "%s: no tensor '%s'", path, o->images_name);
     } else if (t->ndim != 4 || t->shape[1] != c->in_channels || t->shape[2] != t->shape[3] ||
                t->shape[2] % c->patch_size) {
         rc = poa_fail(e, "%s: tensor '%s' must be (batch, %d, S, S) with S a multiple of %d",
@@ -82,13 +89,13 @@ static int read_input(const char *path, const poa_vit_config *c, real **images, 
         rc = *images ? poa_safetensors_read_real(&f, t->name, *images, n, e)
                      : poa_fail(e, "%s: out of memory", path);
     }
-    const poa_tensor_info *m = rc == 0 ? poa_safetensors_find(&f, "masks") : NULL;
+    const poa_tensor_info *m = rc == 0 ? poa_safetensors_find(&f, o->masks_name) : NULL;
     *mask = NULL;
     if (m) {
         long patches = (long)(*size / c->patch_size) * (*size / c->patch_size);
         if (poa_tensor_numel(m) != *batch * patches ||
             poa_safetensors_dtype_bits(m->dtype) != 8)
-            rc = poa_fail(e, "%s: tensor 'masks' must be U8/BOOL (batch, %ld)", path, patches);
+            rc = poa_fail(e, "%s: tensor '%s' must be U8/BOOL (batch, %ld)", path, m->name, patches);
         else if ((*mask = malloc((size_t)(*batch * patches))))
             memcpy(*mask, f.data + m->offset, (size_t)(*batch * patches));
     }
@@ -115,7 +122,7 @@ static int run_forward(const forward_options *o, poa_error *e) {
     poa_vit_pass pass = { 0 };
     rc = params ? 0 : poa_fail(e, "out of memory for %ld parameters", model.parameter_count);
     if (rc == 0) rc = poa_vit_load_parameters(&model, params, o->params, e);
-    if (rc == 0) rc = read_input(o->input, &recipe.vit, &images, &batch, &size, &mask, e);
+    if (rc == 0) rc = read_input(o, &recipe.vit, &images, &batch, &size, &mask, e);
     if (rc == 0) rc = poa_vit_pass_init(&pass, &model, width, depth, batch, size, e);
     if (rc == 0) {
         poa_vit_forward(&pass, params, images, mask, NULL);

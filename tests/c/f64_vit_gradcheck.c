@@ -4,6 +4,7 @@
    through the bicubic position resampling. */
 #include <string.h>
 
+#include "backend.h"
 #include "check.h"
 #include "vit_test_util.h"
 
@@ -89,6 +90,7 @@ static void check_member(const poa_vit *m, real *params, int width, int depth) {
 }
 
 int main(void) {
+    poa_set_threads(1); /* thousands of tiny passes: threads only add overhead here */
     poa_recipe recipe;
     poa_vit model;
     test_load_model("tests/recipes/tiny_vit.lua", &recipe, &model);

@@ -11,7 +11,7 @@
 #include "vit.h"
 
 /* Loads a recipe's ViT; exits on failure (tests only). */
-static void test_load_model(const char *recipe_path, poa_recipe *recipe, poa_vit *model) {
+static inline void test_load_model(const char *recipe_path, poa_recipe *recipe, poa_vit *model) {
     poa_error e = { { 0 } };
     lua_State *L = poa_lua_open(&e);
     if (!L || poa_recipe_load(L, recipe_path, recipe, &e) || poa_vit_init(model, &recipe->vit, &e)) {
@@ -22,14 +22,14 @@ static void test_load_model(const char *recipe_path, poa_recipe *recipe, poa_vit
 }
 
 /* n values ~ scale * N(0, 1) (plus offset), from (seed, stream). */
-static void test_fill_normal(real *x, long n, double offset, double scale, uint64_t seed,
+static inline void test_fill_normal(real *x, long n, double offset, double scale, uint64_t seed,
                              uint64_t stream) {
     for (long i = 0; i < n; i++) x[i] = (real)(offset + scale * poa_normal(seed, stream, (uint64_t)i));
 }
 
 /* Parameters that make every path matter: LayerScale and LayerNorm weights
    around 1, weights ~ 1/sqrt(fan_in). */
-static void test_random_parameters(const poa_vit *m, real *params, uint64_t seed) {
+static inline void test_random_parameters(const poa_vit *m, real *params, uint64_t seed) {
     for (int i = 0; i < m->tensor_count; i++) {
         const poa_vit_tensor *t = &m->tensors[i];
         double scale = 0.1, offset = 0;
