@@ -28,9 +28,10 @@ function lower_c.params(op)
   return table.concat(list, ", ")
 end
 
--- The largest of 64, 32, ..., 1 that divides n: the column block of the column reductions.
+-- The largest of 16, 8, ..., 1 that divides n: the column block of the column reductions
+-- (16 floats: whole cache lines per row, and D / 16 parallel tasks).
 function lower_c.column_block(n)
-  local cb = 64
+  local cb = 16
   while n % cb ~= 0 do cb = cb // 2 end
   return cb
 end
