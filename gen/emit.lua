@@ -26,10 +26,14 @@ end
 -- The loaded ViT recipes and the distinct kernel sets, in a stable order:
 -- sets = { {name, width, heads, head_dim, hidden, recipes = {names}} } sorted by shape.
 function emit.collect(recipe_paths)
-  local loaded, sets, by_name = {}, {}, {}
+  local loaded, sets, by_name, paths = {}, {}, {}, {}
   for _, path in ipairs(recipe_paths) do
     local r = recipe.load(path)
-    if r.model.family == "vit" then
+    if paths[r.name] and paths[r.name] ~= path then
+      error(string.format("%s: field 'name': recipe name '%s' is also used by %s", path, r.name, paths[r.name]), 0)
+    end
+    if not paths[r.name] and r.model.family == "vit" then
+      paths[r.name] = path
       loaded[#loaded + 1] = r
       for _, w in ipairs(widths_of(r.model)) do
         local dh, f = r.model.head_dim, r.model.mlp_ratio * w
