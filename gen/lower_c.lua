@@ -93,8 +93,8 @@ local function row_stages(op, lines)
   lines[#lines + 1] = indent(1) .. "}"
 end
 
-local function colsum(op, s, lines)
-  local cb = lower_c.column_block(lower_c.length_value(op))
+local function colsum(op, s, lines, dims)
+  local cb = lower_c.column_block(assert(dims[op.length], "lower_c: unknown length " .. tostring(op.length)))
   local p = printer(op, op.row)
   local depth = 1
   local names = {}
@@ -144,23 +144,15 @@ local function colsum(op, s, lines)
   if s.when then lines[#lines + 1] = indent(1) .. "}" end
 end
 
--- The numeric row length of op in the set `dims` ({WIDTH = .., HIDDEN = ..}); set by function().
-function lower_c.length_value(op)
-  local v = lower_c.dims[op.length]
-  assert(v, "lower_c: unknown length " .. tostring(op.length))
-  return v
-end
-
 -- The C function of op for the set with compile-time dims {WIDTH=, HIDDEN=, HEADS=, HEAD_DIM=}.
 function lower_c.op(op, dims)
-  lower_c.dims = dims
   local lines = {}
   local p = printer(op, op.row)
   for _, pre in ipairs(op.prelude) do
     lines[#lines + 1] = string.format("%sconst long %s = %s;", indent(1), pre[1], p(pre[2]))
   end
   row_stages(op, lines)
-  for _, s in ipairs(op.colsums) do colsum(op, s, lines) end
+  for _, s in ipairs(op.colsums) do colsum(op, s, lines, dims) end
   local math = {}
   for _, m in ipairs(op.math) do math[#math + 1] = "     " .. m end
   return template.fill("rowwise_function.c.tmpl", {
