@@ -13,27 +13,23 @@
 -- "T"; the weights are the full-size parameters (prefix slices, leading dimension of the intact
 -- network), alpha = Dmax / D on the inputs of qkv, proj, fc1 and fc2 (reference §1.3). The bias
 -- add of a forward GEMM and the bias gradient (column sums, "bias_grad") are not scaled.
+local space = require("gen.space")
+
 local plan = {}
 
 local ALIGN = 16
 
 local function align(n) return (n + ALIGN - 1) // ALIGN * ALIGN end
 
--- 0-based ids of the intact blocks a depth-L member runs (paper Eq. 4, reference §1.4).
-function plan.block_ids(model, depth)
-  local lmax = model.depth[2]
-  if depth == 1 then return { 0 } end
-  local ids = {}
-  for j = 0, depth - 1 do ids[j + 1] = ((lmax - 1) * j) // (depth - 1) end
-  return ids
-end
+-- 0-based ids of the intact blocks a depth-L member runs (reference §1.4).
+plan.block_ids = space.block_ids
 
 -- The buffer list {name, count} of a pass, in arena order.
 local function vit_buffers(d, f, h, depth, batch, tokens, patches, cpp)
   local rows = batch * tokens
   local list = {
     { "patches", batch * patches * cpp }, { "patch_tokens", batch * patches * d },
-    { "pos", tokens * d }, { "x0", rows * d },
+    { "pos", tokens * d },
   }
   local function add(name, count) list[#list + 1] = { name, count } end
   for j = 0, depth - 1 do
@@ -87,7 +83,6 @@ local function block_forward(ctx, j, id, x_out)
   local d, f, rows, dmax, fmax, alpha = ctx.d, ctx.f, ctx.rows, ctx.dmax, ctx.fmax, ctx.alpha
   local b, p = "block" .. j .. ".", "blocks." .. id .. "."
   ctx.block, ctx.j = id, j
-  if j == 0 then step(ctx, { op = "copy", src = "x0", dst = b .. "x_in", count = rows * d }) end
   kernel(ctx, "layernorm_forward", { b .. "x_in", "param:" .. p .. "norm1.weight", "param:" .. p .. "norm1.bias" },
     { b .. "ln1", b .. "ln1_mean", b .. "ln1_rstd" })
   for g = 0, 2 do
@@ -155,7 +150,9 @@ local function embed_forward(ctx, cpp)
               m = ctx.batch * ctx.patches, n = ctx.d, k = cpp, lda = cpp, ldb = cpp, ldc = ctx.d,
               trans_b = "T", alpha = 1, bias = "param:patch_embed.proj.bias" })
   kernel(ctx, "pos_resample", { "param:pos_embed" }, { "pos" })
-  kernel(ctx, "tokens_forward", { "patch_tokens", "param:cls_token", "param:mask_token", "pos", "mask" }, { "x0" })
+  -- the tokens are the first block's input (or the final LayerNorm's, for depth 0)
+  kernel(ctx, "tokens_forward", { "patch_tokens", "param:cls_token", "param:mask_token", "pos", "mask" },
+    { ctx.first_input })
 end
 
 local function embed_backward(ctx, cpp)
@@ -184,6 +181,7 @@ function plan.vit_pass(model, width, depth, batch, tokens, patches)
     result.buffers[#result.buffers + 1] = { name = b[1], offset = result.total, count = b[2] }
     result.total = result.total + align(b[2])
   end
+  ctx.first_input = depth > 0 and "block0.x_in" or "x_final"
   embed_forward(ctx, cpp)
   local ids = result.block_ids
   for j = 0, depth - 1 do

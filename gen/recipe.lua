@@ -108,8 +108,25 @@ function recipe.load(path)
   if r.local_crops.size % m.patch_size ~= 0 then
     fail(path, "local_crops.size", "not a multiple of model.patch_size")
   end
-  local known = { name = 1, model = 1, global_crops = 1, local_crops = 1, train = 1, data = 1,
-                  heads = 1, loss = 1, optim = 1, teacher = 1, ibot = 1, eval = 1 }
+  for _, field in ipairs({ "global_crops", "local_crops" }) do
+    local sc = r[field].scale
+    if #sc ~= 2 or type(sc[1]) ~= "number" or type(sc[2]) ~= "number"
+        or sc[1] <= 0 or sc[1] > sc[2] or sc[2] > 1 then
+      fail(path, field .. ".scale", "expected {min, max} with 0 < min <= max <= 1")
+    end
+  end
+  r.augment = r.augment or {}
+  check_type(path, "augment", r.augment, "table")
+  for k, v in pairs(r.augment) do
+    if k ~= "blur" then fail(path, "augment." .. tostring(k), "unknown field") end
+    if v ~= "reference" and v ~= "paper" then
+      fail(path, "augment.blur", "expected \"reference\" (0 / 0.9 / 0.5, what the official code does) "
+        .. "or \"paper\" (1.0 / 0.1 / 0.5)")
+    end
+  end
+  r.augment.blur = r.augment.blur or "reference"
+  local known = { name = 1, model = 1, global_crops = 1, local_crops = 1, augment = 1, train = 1,
+                  data = 1, heads = 1, loss = 1, optim = 1, teacher = 1, ibot = 1, eval = 1 }
   for k in pairs(r) do
     if not known[k] then fail(path, tostring(k), "unknown field") end
   end

@@ -47,26 +47,28 @@ function space.round_half_even(x)
   return (n % 2 == 0) and n or n + 1
 end
 
--- 0-based ids of the intact blocks a depth-L member runs: floor((Lmax-1) * j / (L-1)) for
--- j = 0..L-1 (paper Eq. 4), computed in integers. The official code truncates the float
--- numpy.linspace(0, Lmax-1, L); space.block_ids_linspace computes that for comparison.
+-- 0-based ids of the intact blocks a depth-L member runs, as the official get_block_idx:
+-- int(numpy.linspace(0, Lmax-1, L)), truncated (DESIGN: match the official code). For every
+-- Lmax <= 30 this equals the paper's Eq. 4, floor((Lmax-1) j / (L-1)) (space.block_ids_eq4);
+-- from Lmax = 31 on, float rounding makes a few ids differ (tests/lua/test_space.lua).
 function space.block_ids(model, depth)
   local lmax = model.depth[2]
   if math.type(depth) ~= "integer" or depth < 1 or depth > lmax then
     error(string.format("space.block_ids: depth %s is not in 1..%d", tostring(depth), lmax), 2)
   end
-  if depth == 1 then return { 0 } end
   local ids = {}
-  for j = 0, depth - 1 do ids[j + 1] = ((lmax - 1) * j) // (depth - 1) end
+  for i, v in ipairs(space.linspace(0, lmax - 1, depth)) do
+    ids[i] = math.tointeger(math.floor(v))
+  end
   return ids
 end
 
--- The official get_block_idx: int(numpy.linspace(0, Lmax-1, L)) (truncation toward zero).
-function space.block_ids_linspace(model, depth)
+-- The paper's Eq. 4 in integers, for comparison.
+function space.block_ids_eq4(model, depth)
+  local lmax = model.depth[2]
+  if depth == 1 then return { 0 } end
   local ids = {}
-  for i, v in ipairs(space.linspace(0, model.depth[2] - 1, depth)) do
-    ids[i] = math.tointeger(math.floor(v))
-  end
+  for j = 0, depth - 1 do ids[j + 1] = ((lmax - 1) * j) // (depth - 1) end
   return ids
 end
 

@@ -80,12 +80,18 @@ static void field_range(lua_State *L, int table, const char *name, int *lo, int 
     lua_pop(L, 4);
 }
 
-static void field_crops(lua_State *L, int table, const char *name, int *count, int *size) {
+static void field_crops(lua_State *L, int table, const char *name, int *count, int *size,
+                        double scale[2]) {
     lua_getfield(L, table, name);
     int t = lua_gettop(L);
     *count = field_int(L, t, "count");
     *size = field_int(L, t, "size");
-    lua_pop(L, 1);
+    lua_getfield(L, t, "scale");
+    lua_rawgeti(L, -1, 1);
+    lua_rawgeti(L, -2, 2);
+    scale[0] = lua_tonumber(L, -2);
+    scale[1] = lua_tonumber(L, -1);
+    lua_pop(L, 4);
 }
 
 int poa_recipe_load(lua_State *L, const char *path, poa_recipe *r, poa_error *e) {
@@ -98,8 +104,14 @@ int poa_recipe_load(lua_State *L, const char *path, poa_recipe *r, poa_error *e)
     snprintf(r->name, sizeof r->name, "%s", lua_tostring(L, -1));
     lua_pop(L, 1);
     snprintf(r->path, sizeof r->path, "%s", path);
-    field_crops(L, t, "global_crops", &r->global_crop_count, &r->global_crop_size);
-    field_crops(L, t, "local_crops", &r->local_crop_count, &r->local_crop_size);
+    field_crops(L, t, "global_crops", &r->global_crop_count, &r->global_crop_size,
+                r->global_crop_scale);
+    field_crops(L, t, "local_crops", &r->local_crop_count, &r->local_crop_size,
+                r->local_crop_scale);
+    lua_getfield(L, t, "augment");
+    lua_getfield(L, -1, "blur");
+    r->paper_blur = strcmp(lua_tostring(L, -1), "paper") == 0;
+    lua_pop(L, 2);
     lua_getfield(L, t, "model");
     int m = lua_gettop(L);
     lua_getfield(L, m, "family");

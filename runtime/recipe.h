@@ -14,6 +14,8 @@ typedef struct poa_recipe {
     poa_vit_config vit;
     int width_min, width_max, width_step, depth_min, depth_max, depth_step;
     int global_crop_count, global_crop_size, local_crop_count, local_crop_size;
+    double global_crop_scale[2], local_crop_scale[2]; /* RandomResizedCrop area range */
+    int paper_blur; /* augment.blur = "paper": blur 1.0 / 0.1 / 0.5 instead of 0 / 0.9 / 0.5 */
 } poa_recipe;
 
 /* A Lua state whose require() finds gen/ and models/ of the source tree

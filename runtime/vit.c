@@ -8,21 +8,33 @@
 
 #include "backend.h"
 
-/* Arena offsets of one active block's saved activations. */
+/* The activation arena, in the order and with the names of gen/plan.lua's
+   vit_pass (tests/c/test_vit_plan.c holds the two equal): per-pass buffers,
+   then each active block's saved activations, then the final LayerNorm and the
+   backward's scratch. Every buffer starts on a multiple of 16 elements. */
 enum {
     B_X_IN, B_LN1, B_LN1_MEAN, B_LN1_RSTD, B_QKV, B_PROBS, B_ATTN, B_H1, B_X_MID,
     B_LN2, B_LN2_MEAN, B_LN2_RSTD, B_U, B_G, B_H2, BLOCK_BUFFERS
 };
-/* Offsets of the pass-wide buffers. */
 enum {
-    S_PATCHES, S_PATCH_TOKENS, S_X0, S_X_FINAL, S_NORM_MEAN, S_NORM_RSTD, S_OUT,
+    S_PATCHES, S_PATCH_TOKENS, S_POS, S_X_FINAL, S_NORM_MEAN, S_NORM_RSTD, S_OUT,
     S_GRAD_X, S_GRAD_LN, S_GRAD_QKV, S_GRAD_ATTN, S_GRAD_H, S_GRAD_U, S_GRAD_G,
     S_GRAD_WORK, S_GRAD_PATCH_TOKENS, S_GRAD_POS, STATIC_BUFFERS
 };
+static const char *const block_buffer_names[BLOCK_BUFFERS] = {
+    "x_in", "ln1", "ln1_mean", "ln1_rstd", "qkv", "probs", "attn", "h1", "x_mid",
+    "ln2", "ln2_mean", "ln2_rstd", "u", "g", "h2"
+};
+static const char *const static_buffer_names[STATIC_BUFFERS] = {
+    "patches", "patch_tokens", "pos", "x_final", "norm_mean", "norm_rstd", "out",
+    "grad.x", "grad.ln", "grad.qkv", "grad.attn", "grad.h", "grad.u", "grad.g",
+    "grad.work", "grad.patch_tokens", "grad.pos"
+};
+#define FIRST_TAIL_BUFFER S_X_FINAL /* static buffers from here on follow the blocks */
 
 typedef struct vit_layout {
-    long fixed[STATIC_BUFFERS];
-    long block[POA_VIT_MAX_DEPTH][BLOCK_BUFFERS];
+    long fixed[STATIC_BUFFERS], fixed_count[STATIC_BUFFERS];
+    long block[POA_VIT_MAX_DEPTH][BLOCK_BUFFERS], block_count[BLOCK_BUFFERS];
 } vit_layout;
 
 static long place(long *total, long count) {
@@ -31,26 +43,45 @@ static long place(long *total, long count) {
     return at;
 }
 
-/* Lays the arena out: per-block activations in block order, then scratch. */
 static void vit_layout_compute(vit_layout *l, const poa_vit_pass *p, long *total) {
     const long M = p->rows, D = p->width, F = p->hidden, H = p->heads, T = p->tokens;
     const poa_vit_config *c = &p->model->config;
     const long patch_len = (long)c->in_channels * c->patch_size * c->patch_size;
-    const long BN = p->batch * p->patches;
+    const long BN = p->batch * p->patches, probs = p->batch * H * T * T;
+    const long fixed[STATIC_BUFFERS] = { BN * patch_len, BN * D, T * D, M * D, M, M, M * D,
+                                         M * D, M * D, 3 * M * D, M * D, M * D, M * F, M * F,
+                                         probs, BN * D, T * D };
+    const long block[BLOCK_BUFFERS] = { M * D, M * D, M, M, 3 * M * D, probs, M * D, M * D,
+                                        M * D, M * D, M, M, M * F, M * F, M * D };
+    memcpy(l->fixed_count, fixed, sizeof fixed);
+    memcpy(l->block_count, block, sizeof block);
     *total = 0;
-    l->fixed[S_PATCHES] = place(total, BN * patch_len);
-    l->fixed[S_PATCH_TOKENS] = place(total, BN * D);
-    l->fixed[S_X0] = place(total, M * D);
-    for (int j = 0; j < p->depth; j++) {
-        long *b = l->block[j];
-        long counts[BLOCK_BUFFERS] = { M * D, M * D, M, M, 3 * M * D, p->batch * H * T * T,
-                                       M * D, M * D, M * D, M * D, M, M, M * F, M * F, M * D };
-        for (int i = 0; i < BLOCK_BUFFERS; i++) b[i] = place(total, counts[i]);
+    for (int i = 0; i < FIRST_TAIL_BUFFER; i++) l->fixed[i] = place(total, fixed[i]);
+    for (int j = 0; j < p->depth; j++)
+        for (int i = 0; i < BLOCK_BUFFERS; i++) l->block[j][i] = place(total, block[i]);
+    for (int i = FIRST_TAIL_BUFFER; i < STATIC_BUFFERS; i++) l->fixed[i] = place(total, fixed[i]);
+}
+
+int poa_vit_pass_buffers(const poa_vit_pass *p, poa_vit_buffer *out, int capacity) {
+    vit_layout l;
+    long total;
+    int n = 0;
+    vit_layout_compute(&l, p, &total);
+    for (int i = 0; i < STATIC_BUFFERS; i++) {
+        if (i == FIRST_TAIL_BUFFER)
+            for (int j = 0; j < p->depth; j++)
+                for (int k = 0; k < BLOCK_BUFFERS; k++, n++)
+                    if (n < capacity) {
+                        snprintf(out[n].name, sizeof out[n].name, "block%d.%s", j, block_buffer_names[k]);
+                        out[n].offset = l.block[j][k], out[n].count = l.block_count[k];
+                    }
+        if (n < capacity) {
+            snprintf(out[n].name, sizeof out[n].name, "%s", static_buffer_names[i]);
+            out[n].offset = l.fixed[i], out[n].count = l.fixed_count[i];
+        }
+        n++;
     }
-    long scratch[STATIC_BUFFERS] = { 0, 0, 0, M * D, M, M, M * D, M * D, M * D, 3 * M * D,
-                                     M * D, M * D, M * F, M * F, p->batch * H * T * T, BN * D,
-                                     T * D };
-    for (int i = S_X_FINAL; i < STATIC_BUFFERS; i++) l->fixed[i] = place(total, scratch[i]);
+    return n;
 }
 
 int poa_vit_pass_init(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch,
@@ -70,9 +101,12 @@ int poa_vit_pass_init(poa_vit_pass *p, const poa_vit *model, int width, int dept
     p->depth = depth;
     p->hidden = width * c->mlp_ratio;
     p->heads = width / c->head_dim;
-    /* Block ids: floor(j * (Lmax - 1) / (L - 1)), the reference's truncated linspace. */
-    for (int j = 0; j < depth; j++)
-        p->block_ids[j] = depth == 1 ? 0 : (int)((long)j * (c->max_depth - 1) / (depth - 1));
+    /* Block ids: int(numpy.linspace(0, Lmax - 1, L)) as the official code (reference §1.4):
+       j * step truncated, the last exactly Lmax - 1 (gen/space.lua's block_ids). */
+    for (int j = 0; j < depth; j++) {
+        double step = depth > 1 ? (double)(c->max_depth - 1) / (depth - 1) : 0;
+        p->block_ids[j] = j == depth - 1 && depth > 1 ? c->max_depth - 1 : (int)(j * step);
+    }
     p->kernels = poa_vit_kernels_find(width, c->head_dim, p->hidden);
     if (!p->kernels) {
         poa_vit_kernels_reference(&p->reference_kernels, width, c->head_dim, p->hidden);
@@ -88,14 +122,13 @@ int poa_vit_pass_init(poa_vit_pass *p, const poa_vit *model, int width, int dept
     vit_layout layout;
     vit_layout_compute(&layout, p, &p->arena_count);
     p->arena = calloc((size_t)p->arena_count, sizeof(real));
-    p->pos = calloc((size_t)(p->tokens * width), sizeof(real));
     p->ones = malloc(sizeof(real) * (size_t)width);
     const long native_grid = c->image_size / c->patch_size;
     if (p->grid != native_grid) {
         p->resample = malloc(sizeof(real) * (size_t)(p->patches * native_grid * native_grid));
         if (p->resample) poa_vit_resample_matrix(p->resample, (int)native_grid, (int)p->grid);
     }
-    if (!p->arena || !p->pos || !p->ones || (p->grid != native_grid && !p->resample)) {
+    if (!p->arena || !p->ones || (p->grid != native_grid && !p->resample)) {
         poa_vit_pass_free(p);
         return poa_fail(e, "member %dx%d: out of memory for %ld activations", width, depth,
                         p->arena_count);
@@ -106,10 +139,9 @@ int poa_vit_pass_init(poa_vit_pass *p, const poa_vit *model, int width, int dept
 
 void poa_vit_pass_free(poa_vit_pass *p) {
     free(p->arena);
-    free(p->pos);
     free(p->ones);
     free(p->resample);
-    p->arena = p->pos = p->ones = p->resample = NULL;
+    p->arena = p->ones = p->resample = NULL;
 }
 
 real *poa_vit_output(const poa_vit_pass *p) {
@@ -195,7 +227,8 @@ static void block_forward(poa_vit_pass *p, const vit_layout *l, const real *para
 
 /* The position table of this image size: row 0 is the cls position, rows
    1.. are the patch positions, resampled by the bicubic matrix if needed. */
-static const real *position_table(poa_vit_pass *p, const real *params, long *ld) {
+static const real *position_table(poa_vit_pass *p, const vit_layout *l, const real *params,
+                                  long *ld) {
     const poa_vit *m = p->model;
     const long Dmax = m->config.max_width;
     if (!p->resample) {
@@ -203,11 +236,12 @@ static const real *position_table(poa_vit_pass *p, const real *params, long *ld)
         return params + m->pos_embed;
     }
     const long native = (m->config.image_size / m->config.patch_size);
-    memcpy(p->pos, params + m->pos_embed, sizeof(real) * (size_t)p->width);
+    real *pos = p->arena + l->fixed[S_POS];
+    memcpy(pos, params + m->pos_embed, sizeof(real) * (size_t)p->width);
     poa_gemm(0, 0, p->patches, p->width, native * native, 1, p->resample, native * native,
-             params + m->pos_embed + Dmax, Dmax, 0, p->pos + p->width, p->width);
+             params + m->pos_embed + Dmax, Dmax, 0, pos + p->width, p->width);
     *ld = p->width;
-    return p->pos;
+    return pos;
 }
 
 void poa_vit_forward(poa_vit_pass *p, const real *params, const real *images,
@@ -229,7 +263,7 @@ void poa_vit_forward(poa_vit_pass *p, const real *params, const real *images,
     linear_forward(a + l.fixed[S_PATCH_TOKENS], D, a + l.fixed[S_PATCHES], patch_len, params,
                    m->patch_weight, patch_len, m->patch_bias, BN, D, 1);
     long pos_ld;
-    const real *pos = position_table(p, params, &pos_ld);
+    const real *pos = position_table(p, &l, params, &pos_ld);
     real *x0 = p->depth > 0 ? a + l.block[0][B_X_IN] : a + l.fixed[S_X_FINAL];
     k->tokens_forward(k, x0, a + l.fixed[S_PATCH_TOKENS], params + m->cls_token,
                       params + m->mask_token, pos, pos_ld, mask, p->batch, p->patches);

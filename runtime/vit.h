@@ -74,11 +74,20 @@ typedef struct poa_vit_pass {
     real *arena;
     long arena_count;
     real *resample;   /* patches x max_patches bicubic matrix, NULL at the native size */
-    real *pos;        /* tokens x width position table of this image size */
     real *ones;       /* LayerScale of 1 when the model has none */
     const unsigned char *mask; /* of the last forward */
     const real *drop_scale;    /* of the last forward: depth x 2 x batch, or NULL */
 } poa_vit_pass;
+
+/* One buffer of a pass's activation arena (offset and count in elements). */
+typedef struct poa_vit_buffer {
+    char name[32];
+    long offset, count;
+} poa_vit_buffer;
+
+/* The arena's buffers in order, named as gen/plan.lua names them; returns how
+   many there are (writes at most capacity). */
+int poa_vit_pass_buffers(const poa_vit_pass *pass, poa_vit_buffer *out, int capacity);
 
 int poa_vit_pass_init(poa_vit_pass *pass, const poa_vit *model, int width, int depth,
                       long batch, int image_size, poa_error *e);

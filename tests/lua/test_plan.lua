@@ -75,7 +75,7 @@ do
   local b = by_name(pass)
   local rows = B * T
   local want = {
-    patches = B * N * 3 * 16 * 16, patch_tokens = B * N * D, pos = T * D, x0 = rows * D,
+    patches = B * N * 3 * 16 * 16, patch_tokens = B * N * D, pos = T * D,
     ["block0.qkv"] = rows * 3 * D, ["block15.probs"] = B * H * T * T, ["block7.u"] = rows * F,
     ["block7.g"] = rows * F, ["block3.ln1_mean"] = rows, ["block3.ln2_rstd"] = rows,
     ["block15.h2"] = rows * D, x_final = rows * D, out = rows * D, norm_rstd = rows,

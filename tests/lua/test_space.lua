@@ -149,8 +149,8 @@ local want_blocks = {
 }
 for depth = 12, 24 do
   check.equal("vit_l block ids L=" .. depth, join(space.block_ids(model, depth)), want_blocks[depth])
-  check.equal("vit_l linspace block ids L=" .. depth,
-    join(space.block_ids_linspace(model, depth)), want_blocks[depth])
+  check.equal("vit_l Eq. 4 block ids L=" .. depth,
+    join(space.block_ids_eq4(model, depth)), want_blocks[depth])
 end
 check.equal("block ids L=1", join(space.block_ids(model, 1)), "0")
 do
@@ -161,12 +161,12 @@ do
   for lmax = 2, 31 do
     for depth = 2, lmax do
       local m = { depth = { 1, lmax, 1 } }
-      local a, b = space.block_ids(m, depth), space.block_ids_linspace(m, depth)
+      local a, b = space.block_ids_eq4(m, depth), space.block_ids(m, depth)
       if join(a) ~= join(b) and not first then first = string.format("%d %d", lmax, depth) end
     end
   end
   check.equal("Eq. 4 equals linspace up to Lmax 30, first difference", first, "31 23")
-  check.equal("linspace(0, 30, 23)[11] truncated", space.block_ids_linspace({ depth = { 1, 31, 1 } }, 23)[12], 14)
+  check.equal("linspace(0, 30, 23)[11] truncated", space.block_ids({ depth = { 1, 31, 1 } }, 23)[12], 14)
 end
 
 -- Parameter counts and MACs against PyTorch (tests/golden/vit_param_counts.py).

@@ -1,0 +1,21 @@
+/* data_recipe.c: the loader configuration a recipe asks for: crop counts,
+   sizes and scales, the blur probabilities (reference or paper), and the
+   iBOT mask grid of the model's patch size. */
+#include "data_recipe.h"
+
+static void set_scale(poa_crop_spec *spec, const double scale[2]) {
+    spec->scale_min = (float)scale[0];
+    spec->scale_max = (float)scale[1];
+}
+
+void poa_loader_config_from_recipe(poa_loader_config *c, const poa_recipe *r,
+                                   const poa_dataset *dataset, int batch_size) {
+    poa_loader_config_default(c, dataset, r->global_crop_size, r->local_crop_size,
+                              r->local_crop_count, r->vit.patch_size, batch_size);
+    poa_augment_config_default(&c->augment, r->global_crop_size, r->local_crop_size,
+                               r->local_crop_count, r->paper_blur);
+    c->augment.global_count = r->global_crop_count;
+    set_scale(&c->augment.global_first, r->global_crop_scale);
+    set_scale(&c->augment.global_second, r->global_crop_scale);
+    set_scale(&c->augment.local, r->local_crop_scale);
+}
