@@ -84,13 +84,16 @@ local function check_vit(path, m, defaults)
   return m
 end
 
--- load(path) -> recipe table with `model` merged over its family's defaults.
-function recipe.load(path)
+-- load(path [, overrides]) -> recipe table with `model` merged over its family's defaults and
+-- the training sections completed (gen/training.lua); overrides are "section.field=value".
+function recipe.load(path, overrides)
   local chunk, err = loadfile(path, "t", {})
   if not chunk then error(err, 0) end
   local ok, r = pcall(chunk)
   if not ok then error(path .. ": " .. tostring(r), 0) end
   check_type(path, "(recipe)", r, "table")
+  local ok3, err3 = pcall(require("gen.training").override, r, overrides)
+  if not ok3 then error(path .. ": " .. tostring(err3), 0) end
   check_type(path, "name", r.name, "string")
   check_type(path, "model", r.model, "table")
   check_type(path, "model.family", r.model.family, "string")
@@ -132,7 +135,7 @@ function recipe.load(path)
   end
   r.model = m
   r.path = path
-  return r
+  return require("gen.training").complete(path, r)
 end
 
 return recipe
