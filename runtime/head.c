@@ -1,0 +1,348 @@
+/* head.c: the projection heads on the CPU backend (head.h; reference §2).
+
+   Head h over rows x (width D), alpha = in / D:
+     a0 = alpha x W0[:, :D]^T + b0      h0 = GELU(a0)           (GELU(t) = t Phi(t), exact erf)
+     a1 = h0 W1^T + b1                  h1 = GELU(a1)
+     z  = h1 W2^T + b2                  u  = z / max(||z||, 1e-12)
+     Wn_k = g_k v_k / ||v_k||           logits = u Wn^T
+   Every GEMM runs on the full parameter buffer; W0's first D columns are addressed with its
+   leading dimension `in`, so no weight is copied. The arena holds, per head, a0 h0 a1 h1 z u
+   ||z|| Wn ||v|| logits, then a copy of the input x (the backward's dW0 needs it, and the
+   caller may reuse its buffer), then the backward's scratch (shared by the heads). */
+#include "head.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "random.h"
+
+#define HEAD_NORM_EPS 1e-12
+#define HEAD_STREAM_TAG 0x4845414400000000ull /* "HEAD": streams apart from the ViT's */
+
+static long add_tensor(poa_heads *heads, const char *name, int ndim, long long d0, long long d1) {
+    poa_vit_tensor *t = &heads->tensors[heads->tensor_count++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ndim = ndim;
+    t->shape[0] = d0;
+    t->shape[1] = ndim > 1 ? d1 : 1;
+    t->shape[2] = t->shape[3] = 1;
+    t->count = (long)(d0 * (ndim > 1 ? d1 : 1));
+    t->offset = heads->parameter_count;
+    heads->parameter_count += t->count;
+    return t->offset;
+}
+
+int poa_heads_init(poa_heads *heads, const poa_head_config *config, poa_error *e) {
+    memset(heads, 0, sizeof *heads);
+    heads->config = *config;
+    const poa_head_config *c = config;
+    if (c->heads < 1 || c->heads > POA_MAX_HEADS)
+        return poa_fail(e, "heads: count %d outside 1..%d", c->heads, POA_MAX_HEADS);
+    if (c->in_dim < 1 || c->hidden < 1 || c->bottleneck < 1)
+        return poa_fail(e, "heads: in_dim %d, hidden %d, bottleneck %d must be positive", c->in_dim,
+                        c->hidden, c->bottleneck);
+    for (int h = 0; h < c->heads; h++)
+        if (c->prototypes[h] < 1)
+            return poa_fail(e, "heads: prototypes[%d] = %d must be positive", h, c->prototypes[h]);
+    heads->tensors = calloc((size_t)(8 * c->heads), sizeof *heads->tensors);
+    if (!heads->tensors) return poa_fail(e, "heads: out of memory");
+    const long long in = c->in_dim, hid = c->hidden, bot = c->bottleneck;
+    for (int h = 0; h < c->heads; h++) {
+        poa_head_offsets *o = &heads->head[h];
+        const long long k = c->prototypes[h];
+        char n[POA_VIT_NAME_SIZE];
+#define HEAD_TENSOR(field, format, ndim, d0, d1) \
+    snprintf(n, sizeof n, format, h);            \
+    o->field = add_tensor(heads, n, ndim, d0, d1)
+        HEAD_TENSOR(w0, "mlp%d.0.weight", 2, hid, in);
+        HEAD_TENSOR(b0, "mlp%d.0.bias", 1, hid, 0);
+        HEAD_TENSOR(w1, "mlp%d.2.weight", 2, hid, hid);
+        HEAD_TENSOR(b1, "mlp%d.2.bias", 1, hid, 0);
+        HEAD_TENSOR(w2, "mlp%d.4.weight", 2, bot, hid);
+        HEAD_TENSOR(b2, "mlp%d.4.bias", 1, bot, 0);
+        HEAD_TENSOR(weight_g, "last_layer%d.weight_g", 2, k, 1);
+        HEAD_TENSOR(weight_v, "last_layer%d.weight_v", 2, k, bot);
+#undef HEAD_TENSOR
+    }
+    return 0;
+}
+
+void poa_heads_free(poa_heads *heads) {
+    free(heads->tensors);
+    heads->tensors = NULL;
+}
+
+/* Normal(0, std) truncated to [-2, 2] absolute, as torch.nn.init.trunc_normal_ (rejection). */
+static double truncated_normal(uint64_t seed, uint64_t stream, uint64_t index, double std) {
+    for (uint64_t attempt = 0;; attempt++) {
+        double v = std * poa_normal(seed, stream, index * 64 + attempt);
+        if (v >= -2.0 && v <= 2.0) return v;
+    }
+}
+
+void poa_heads_init_parameters(const poa_heads *heads, real *params, unsigned long long seed) {
+    const double bound = 1.0 / sqrt((double)heads->config.bottleneck);
+    for (int i = 0; i < heads->tensor_count; i++) {
+        const poa_vit_tensor *t = &heads->tensors[i];
+        const uint64_t stream = HEAD_STREAM_TAG + (uint64_t)i;
+        const size_t len = strlen(t->name);
+        const int is_g = len > 9 && strcmp(t->name + len - 9, ".weight_g") == 0;
+        const int is_v = len > 9 && strcmp(t->name + len - 9, ".weight_v") == 0;
+        const int is_weight = len > 7 && strcmp(t->name + len - 7, ".weight") == 0;
+        real *p = params + t->offset;
+        for (long j = 0; j < t->count; j++) {
+            double v = 0; /* biases */
+            if (is_g)
+                v = 1;
+            else if (is_v)
+                v = bound * (2 * poa_uniform(seed, stream, (uint64_t)j) - 1);
+            else if (is_weight)
+                v = truncated_normal(seed, stream, (uint64_t)j, 0.02);
+            p[j] = (real)v;
+        }
+    }
+}
+
+/* Arena offsets of head h's saved activations (elements). */
+typedef struct head_buffers {
+    long a0, h0, a1, h1, z, u, znorm, wn, vnorm, logits;
+} head_buffers;
+
+static long head_buffers_of(const poa_head_config *c, long rows, int h, long start,
+                            head_buffers *b) {
+    long at = start, hid = c->hidden, bot = c->bottleneck, k = c->prototypes[h];
+    b->a0 = at, at += rows * hid;
+    b->h0 = at, at += rows * hid;
+    b->a1 = at, at += rows * hid;
+    b->h1 = at, at += rows * hid;
+    b->z = at, at += rows * bot;
+    b->u = at, at += rows * bot;
+    b->znorm = at, at += rows;
+    b->wn = at, at += k * bot;
+    b->vnorm = at, at += k;
+    b->logits = at, at += rows * k;
+    return at;
+}
+
+/* The input copy (rows x width) and the backward's scratch (shared by the heads): two rows x hidden, two rows x bottleneck,
+   one K_max x bottleneck. Returns the end. */
+static long scratch_of(const poa_head_config *c, long rows, long width, long start, long *x,
+                       long *d_hidden_a, long *d_hidden_b, long *d_bot_a, long *d_bot_b,
+                       long *d_wn) {
+    long at = start, kmax = 0;
+    for (int h = 0; h < c->heads; h++) kmax = c->prototypes[h] > kmax ? c->prototypes[h] : kmax;
+    *x = at, at += rows * width;
+    *d_hidden_a = at, at += rows * c->hidden;
+    *d_hidden_b = at, at += rows * c->hidden;
+    *d_bot_a = at, at += rows * c->bottleneck;
+    *d_bot_b = at, at += rows * c->bottleneck;
+    *d_wn = at, at += kmax * c->bottleneck;
+    return at;
+}
+
+int poa_heads_pass_init(poa_heads_pass *pass, const poa_heads *heads, int width, long rows,
+                        poa_error *e) {
+    memset(pass, 0, sizeof *pass);
+    const poa_head_config *c = &heads->config;
+    if (width < 1 || width > c->in_dim)
+        return poa_fail(e, "heads pass: width %d outside 1..%d", width, c->in_dim);
+    if (rows < 0) return poa_fail(e, "heads pass: rows %ld negative", rows);
+    pass->heads = heads;
+    pass->width = width;
+    pass->rows = rows;
+    pass->alpha = (real)((double)c->in_dim / width);
+    long at = 0;
+    head_buffers b;
+    for (int h = 0; h < c->heads; h++) at = head_buffers_of(c, rows, h, at, &b);
+    long sx, s0, s1, s2, s3, s4;
+    at = scratch_of(c, rows, width, at, &sx, &s0, &s1, &s2, &s3, &s4);
+    pass->arena_count = at;
+    pass->arena = calloc((size_t)(at > 0 ? at : 1), sizeof(real));
+    if (!pass->arena)
+        return poa_fail(e, "heads pass: out of memory for %ld rows (%ld values)", rows, at);
+    at = 0;
+    for (int h = 0; h < c->heads; h++) {
+        long next = head_buffers_of(c, rows, h, at, &b);
+        pass->logits[h] = pass->arena + b.logits;
+        at = next;
+    }
+    return 0;
+}
+
+void poa_heads_pass_free(poa_heads_pass *pass) {
+    free(pass->arena);
+    pass->arena = NULL;
+}
+
+/* y = GELU(x) = x * Phi(x) = x/2 (1 + erf(x / sqrt 2)), n values. */
+static void gelu_forward(real *y, const real *x, long n) {
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) {
+        double t = x[i];
+        y[i] = (real)(0.5 * t * (1.0 + erf(t * 0.70710678118654752440)));
+    }
+}
+
+/* dx = dy * GELU'(x), GELU'(t) = Phi(t) + t phi(t); in place allowed (dx == dy). */
+static void gelu_backward(real *dx, const real *dy, const real *x, long n) {
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) {
+        double t = x[i];
+        double cdf = 0.5 * (1.0 + erf(t * 0.70710678118654752440));
+        double pdf = 0.39894228040143267794 * exp(-0.5 * t * t);
+        dx[i] = (real)((double)dy[i] * (cdf + t * pdf));
+    }
+}
+
+/* dst[j] += sum_r src[r * cols + j] (a bias gradient), double accumulators, one owner per j. */
+static void column_sum_accumulate(real *dst, const real *src, long rows, long cols) {
+#pragma omp parallel for schedule(static)
+    for (long j = 0; j < cols; j++) {
+        double acc = 0;
+        for (long r = 0; r < rows; r++) acc += src[r * cols + j];
+        dst[j] += (real)acc;
+    }
+}
+
+/* u_r = z_r / max(||z_r||, 1e-12); norm_r = ||z_r||. */
+static void l2_normalize_rows(real *u, real *norm, const real *z, long rows, long d) {
+#pragma omp parallel for schedule(static)
+    for (long r = 0; r < rows; r++) {
+        double s = 0;
+        for (long j = 0; j < d; j++) s += (double)z[r * d + j] * z[r * d + j];
+        double n = sqrt(s), denom = n > HEAD_NORM_EPS ? n : HEAD_NORM_EPS;
+        norm[r] = (real)n;
+        for (long j = 0; j < d; j++) u[r * d + j] = (real)(z[r * d + j] / denom);
+    }
+}
+
+/* Weight norm: wn_k = g_k v_k / ||v_k||, vnorm_k = ||v_k||, k < K, rows of length d. */
+static void weight_norm_forward(real *wn, real *vnorm, const real *g, const real *v, long k,
+                                long d) {
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < k; i++) {
+        double s = 0;
+        for (long j = 0; j < d; j++) s += (double)v[i * d + j] * v[i * d + j];
+        double n = sqrt(s), f = g[i] / n;
+        vnorm[i] = (real)n;
+        for (long j = 0; j < d; j++) wn[i * d + j] = (real)(f * v[i * d + j]);
+    }
+}
+
+void poa_heads_forward(poa_heads_pass *pass, const real *params, const real *x) {
+    const poa_head_config *c = &pass->heads->config;
+    const long rows = pass->rows, hid = c->hidden, bot = c->bottleneck, in = c->in_dim;
+    const long width = pass->width;
+    real *a = pass->arena;
+    long at = 0;
+    head_buffers b;
+    for (int h = 0; h < c->heads; h++) at = head_buffers_of(c, rows, h, at, &b);
+    long sx, s0, s1, s2, s3, s4;
+    scratch_of(c, rows, width, at, &sx, &s0, &s1, &s2, &s3, &s4);
+    if (rows > 0) memcpy(a + sx, x, sizeof(real) * (size_t)(rows * width));
+    at = 0;
+    for (int h = 0; h < c->heads; h++) {
+        const poa_head_offsets *o = &pass->heads->head[h];
+        const long k = c->prototypes[h];
+        at = head_buffers_of(c, rows, h, at, &b);
+        weight_norm_forward(a + b.wn, a + b.vnorm, params + o->weight_g, params + o->weight_v, k,
+                            bot);
+        if (rows == 0) continue;
+        poa_fill_rows(a + b.a0, hid, params + o->b0, rows, hid);
+        poa_gemm(0, 1, rows, hid, width, pass->alpha, x, width, params + o->w0, in, 1, a + b.a0,
+                 hid);
+        gelu_forward(a + b.h0, a + b.a0, rows * hid);
+        poa_fill_rows(a + b.a1, hid, params + o->b1, rows, hid);
+        poa_gemm(0, 1, rows, hid, hid, 1, a + b.h0, hid, params + o->w1, hid, 1, a + b.a1, hid);
+        gelu_forward(a + b.h1, a + b.a1, rows * hid);
+        poa_fill_rows(a + b.z, bot, params + o->b2, rows, bot);
+        poa_gemm(0, 1, rows, bot, hid, 1, a + b.h1, hid, params + o->w2, hid, 1, a + b.z, bot);
+        l2_normalize_rows(a + b.u, a + b.znorm, a + b.z, rows, bot);
+        poa_gemm(0, 1, rows, k, bot, 1, a + b.u, bot, a + b.wn, bot, 0, a + b.logits, k);
+    }
+}
+
+/* Weight-norm backward, from dw = dL/dWn (K x d):
+   dg_k += <dw_k, v_k> / ||v_k||;  dv_k += (g_k / ||v_k||) (dw_k - (<dw_k, v_k> / ||v_k||^2) v_k). */
+static void weight_norm_backward(real *dg, real *dv, const real *dw, const real *g, const real *v,
+                                 const real *vnorm, long k, long d) {
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < k; i++) {
+        double dot = 0, n = vnorm[i];
+        for (long j = 0; j < d; j++) dot += (double)dw[i * d + j] * v[i * d + j];
+        dg[i] += (real)(dot / n);
+        double f = g[i] / n, proj = dot / (n * n);
+        for (long j = 0; j < d; j++) dv[i * d + j] += (real)(f * (dw[i * d + j] - proj * v[i * d + j]));
+    }
+}
+
+/* L2-normalise backward: with n = ||z|| > eps, dz = (du - u <du, u>) / n; else dz = du / eps
+   (the clamp is constant there). */
+static void l2_normalize_backward(real *dz, const real *du, const real *u, const real *norm,
+                                  long rows, long d) {
+#pragma omp parallel for schedule(static)
+    for (long r = 0; r < rows; r++) {
+        double n = norm[r];
+        if (n > HEAD_NORM_EPS) {
+            double dot = 0;
+            for (long j = 0; j < d; j++) dot += (double)du[r * d + j] * u[r * d + j];
+            for (long j = 0; j < d; j++) dz[r * d + j] = (real)((du[r * d + j] - u[r * d + j] * dot) / n);
+        } else {
+            for (long j = 0; j < d; j++) dz[r * d + j] = (real)(du[r * d + j] / HEAD_NORM_EPS);
+        }
+    }
+}
+
+/* One head's backward (see the file comment for the forward it inverts); dx += its input
+   gradient when accumulate_dx, else dx = it. */
+static void head_backward(poa_heads_pass *pass, int h, const head_buffers *b, const real *params,
+                          real *grads, const real *dlogits, const real *x, real *dx,
+                          int accumulate_dx,
+                          real *d_hid_a, real *d_hid_b, real *d_bot_a, real *d_bot_b,
+                          real *d_wn) {
+    const poa_head_config *c = &pass->heads->config;
+    const poa_head_offsets *o = &pass->heads->head[h];
+    const long rows = pass->rows, hid = c->hidden, bot = c->bottleneck, in = c->in_dim;
+    const long k = c->prototypes[h], width = pass->width;
+    const real *a = pass->arena;
+    /* logits = u Wn^T: du = G Wn, dWn = G^T u */
+    poa_gemm(0, 0, rows, bot, k, 1, dlogits, k, a + b->wn, bot, 0, d_bot_a, bot);
+    poa_gemm(1, 0, k, bot, rows, 1, dlogits, k, a + b->u, bot, 0, d_wn, bot);
+    weight_norm_backward(grads + o->weight_g, grads + o->weight_v, d_wn, params + o->weight_g,
+                         params + o->weight_v, a + b->vnorm, k, bot);
+    l2_normalize_backward(d_bot_b, d_bot_a, a + b->u, a + b->znorm, rows, bot);
+    /* z = h1 W2^T + b2 */
+    column_sum_accumulate(grads + o->b2, d_bot_b, rows, bot);
+    poa_gemm(1, 0, bot, hid, rows, 1, d_bot_b, bot, a + b->h1, hid, 1, grads + o->w2, hid);
+    poa_gemm(0, 0, rows, hid, bot, 1, d_bot_b, bot, params + o->w2, hid, 0, d_hid_a, hid);
+    gelu_backward(d_hid_a, d_hid_a, a + b->a1, rows * hid);
+    /* a1 = h0 W1^T + b1 */
+    column_sum_accumulate(grads + o->b1, d_hid_a, rows, hid);
+    poa_gemm(1, 0, hid, hid, rows, 1, d_hid_a, hid, a + b->h0, hid, 1, grads + o->w1, hid);
+    poa_gemm(0, 0, rows, hid, hid, 1, d_hid_a, hid, params + o->w1, hid, 0, d_hid_b, hid);
+    gelu_backward(d_hid_b, d_hid_b, a + b->a0, rows * hid);
+    /* a0 = alpha x W0[:, :D]^T + b0: dW0[:, :D] += alpha da0^T x, dx (+)= alpha da0 W0[:, :D] */
+    column_sum_accumulate(grads + o->b0, d_hid_b, rows, hid);
+    poa_gemm(1, 0, hid, width, rows, pass->alpha, d_hid_b, hid, x, width, 1,
+             grads + o->w0, in);
+    if (dx)
+        poa_gemm(0, 0, rows, width, hid, pass->alpha, d_hid_b, hid, params + o->w0, in,
+                 accumulate_dx ? 1 : 0, dx, width);
+}
+
+void poa_heads_backward(poa_heads_pass *pass, const real *params, real *grads,
+                        real *const *dlogits, real *dx) {
+    const poa_head_config *c = &pass->heads->config;
+    const long rows = pass->rows;
+    real *a = pass->arena;
+    long at = 0;
+    head_buffers b[POA_MAX_HEADS];
+    for (int h = 0; h < c->heads; h++) at = head_buffers_of(c, rows, h, at, &b[h]);
+    long sx, s0, s1, s2, s3, s4;
+    scratch_of(c, rows, pass->width, at, &sx, &s0, &s1, &s2, &s3, &s4);
+    if (rows == 0) return;
+    for (int h = 0; h < c->heads; h++)
+        head_backward(pass, h, &b[h], params, grads, dlogits[h], a + sx, dx, h > 0, a + s0,
+                      a + s1, a + s2, a + s3, a + s4);
+}

@@ -1,0 +1,203 @@
+/* loss.c: the loss math of the POA step (loss.h; reference §3.3-3.5). Every sum is taken in
+   double; every parallel loop gives each output element one owner and sums in a fixed order,
+   so results do not depend on the thread count. */
+#include "loss.h"
+
+#include <float.h>
+#include <stdlib.h>
+
+/* Sinkhorn-Knopp, kept in factored form: Q_ij = E_ij r_i c_j with
+   E_ij = exp((l_ij - m) / tau), m = max over the block. The reference's rounds
+   (prototype j: Q_.j /= sum_i Q_ij, /= K; sample i: Q_i. /= sum_j Q_ij, /= n) only rescale
+   c and r:  c_j = 1 / (K sum_i E_ij r_i),  r_i = 1 / (n sum_j E_ij c_j).  The initial division
+   by the total sum is r_i = 1 / sum E; the output is n Q. Global factors (m, the total, K, n)
+   cancel exactly, so this equals the reference's exp(l / tau) version. E is stored in
+   `targets` (real); r, c and all sums are double. */
+void poa_sinkhorn_knopp(real *targets, const real *logits, long n, long k, double tau,
+                        int iterations) {
+    if (n <= 0 || k <= 0) return;
+    double m = -DBL_MAX;
+    for (long i = 0; i < n * k; i++) m = logits[i] > m ? logits[i] : m;
+    double *r = malloc(sizeof(double) * (size_t)n), *c = malloc(sizeof(double) * (size_t)k);
+    double *row_total = malloc(sizeof(double) * (size_t)n);
+    if (!r || !c || !row_total) { /* no memory: NaN targets, which the step's NaN check sees */
+        for (long i = 0; i < n * k; i++) targets[i] = (real)NAN;
+        free(r), free(c), free(row_total);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) {
+        double s = 0;
+        for (long j = 0; j < k; j++) {
+            real e = (real)exp(((double)logits[i * k + j] - m) / tau);
+            targets[i * k + j] = e;
+            s += e;
+        }
+        row_total[i] = s;
+    }
+    double total = 0;
+    for (long i = 0; i < n; i++) total += row_total[i];
+    for (long i = 0; i < n; i++) r[i] = 1.0 / total;
+    enum { COLUMN_BLOCK = 64 };
+    const long blocks = (k + COLUMN_BLOCK - 1) / COLUMN_BLOCK;
+    for (int it = 0; it < iterations; it++) {
+#pragma omp parallel for schedule(static)
+        for (long blk = 0; blk < blocks; blk++) { /* prototypes: c_j = 1 / (K sum_i E_ij r_i) */
+            long begin = blk * COLUMN_BLOCK, end = begin + COLUMN_BLOCK < k ? begin + COLUMN_BLOCK : k;
+            double acc[COLUMN_BLOCK] = { 0 };
+            for (long i = 0; i < n; i++)
+                for (long j = begin; j < end; j++) acc[j - begin] += (double)targets[i * k + j] * r[i];
+            for (long j = begin; j < end; j++) c[j] = 1.0 / ((double)k * acc[j - begin]);
+        }
+#pragma omp parallel for schedule(static)
+        for (long i = 0; i < n; i++) { /* samples: r_i = 1 / (n sum_j E_ij c_j) */
+            double s = 0;
+            for (long j = 0; j < k; j++) s += (double)targets[i * k + j] * c[j];
+            r[i] = 1.0 / ((double)n * s);
+        }
+    }
+    if (iterations == 0)
+        for (long j = 0; j < k; j++) c[j] = 1;
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++)
+        for (long j = 0; j < k; j++)
+            targets[i * k + j] = (real)((double)targets[i * k + j] * r[i] * c[j] * (double)n);
+    free(r), free(c), free(row_total);
+}
+
+void poa_softmax_rows(real *targets, const real *logits, long n, long k, double temperature) {
+    /* targets_ij = exp((l_ij - max_j l_ij) / T) / sum_j exp((l_ij - max_j l_ij) / T) */
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) {
+        const real *l = logits + i * k;
+        double m = -DBL_MAX, s = 0;
+        for (long j = 0; j < k; j++) m = l[j] > m ? l[j] : m;
+        for (long j = 0; j < k; j++) s += exp(((double)l[j] - m) / temperature);
+        for (long j = 0; j < k; j++) targets[i * k + j] = (real)(exp(((double)l[j] - m) / temperature) / s);
+    }
+}
+
+/* One row of the soft cross-entropy: with s = l / T, lse = log sum_j exp(s_j),
+   P = sum_j p_j: CE = P lse - sum_j p_j s_j. If d is not NULL,
+   d_j += w (P softmax(s)_j - p_j) / T (the exact gradient; = w (softmax - p) / T when P = 1).
+   Returns CE (unweighted). */
+static double cross_entropy_row(const real *p, const real *l, long k, double temperature,
+                                double w, real *d) {
+    double m = -DBL_MAX, s = 0, mass = 0, dot = 0;
+    for (long j = 0; j < k; j++) m = l[j] > m ? l[j] : m;
+    m /= temperature;
+    for (long j = 0; j < k; j++) {
+        double sj = (double)l[j] / temperature;
+        s += exp(sj - m);
+        mass += p[j];
+        dot += (double)p[j] * sj;
+    }
+    double lse = m + log(s);
+    if (d)
+        for (long j = 0; j < k; j++) {
+            double soft = exp((double)l[j] / temperature - lse);
+            d[j] += (real)(w * (mass * soft - (double)p[j]) / temperature);
+        }
+    return mass * lse - dot;
+}
+
+double poa_soft_cross_entropy(const real *targets, const real *logits, long n, long k,
+                              double temperature, const real *weight, double scale,
+                              real *dlogits) {
+    if (n <= 0) return 0;
+    double *row_loss = malloc(sizeof(double) * (size_t)n);
+    double total = 0;
+    if (row_loss) {
+#pragma omp parallel for schedule(static)
+        for (long i = 0; i < n; i++) {
+            double w = weight ? scale * weight[i] : scale;
+            row_loss[i] = w * cross_entropy_row(targets + i * k, logits + i * k, k, temperature, w,
+                                                dlogits ? dlogits + i * k : NULL);
+        }
+        for (long i = 0; i < n; i++) total += row_loss[i];
+        free(row_loss);
+    } else { /* the same rows and the same order of summation, one thread */
+        for (long i = 0; i < n; i++) {
+            double w = weight ? scale * weight[i] : scale;
+            total += w * cross_entropy_row(targets + i * k, logits + i * k, k, temperature, w,
+                                           dlogits ? dlogits + i * k : NULL);
+        }
+    }
+    return total;
+}
+
+#define KOLEO_EPS 1e-8
+
+/* KoLeo (loss.h). Forward: zhat_i = x_i / max(||x_i||, eps); nn(i) = the first argmax over
+   j != i of <zhat_i, zhat_j>; diff_i = zhat_i - zhat_nn(i) + eps (every component);
+   dist_i = ||diff_i||; loss = -(1/n) sum_i log(dist_i + eps).
+   Backward (nn fixed): with a_i = -(1/n) / (dist_i + eps) and g_i = a_i diff_i / dist_i,
+   dzhat_j = g_j - sum_{i: nn(i) = j} g_i; dx_j = (dzhat_j - zhat_j <dzhat_j, zhat_j>) / ||x_j||
+   when ||x_j|| > eps, else dzhat_j / eps. Returns NaN if it cannot allocate its scratch. */
+double poa_koleo(const real *x, long n, long d, double scale, real *dx) {
+    if (n < 2) return 0; /* no neighbour to take: the reference needs n >= 2 */
+    double *zhat = malloc(sizeof(double) * (size_t)(n * d));
+    double *norm = malloc(sizeof(double) * (size_t)n), *dist = malloc(sizeof(double) * (size_t)n);
+    double *g = malloc(sizeof(double) * (size_t)(n * d));
+    double *dzhat = malloc(sizeof(double) * (size_t)(n * d));
+    long *nn = malloc(sizeof(long) * (size_t)n);
+    double loss = NAN;
+    if (!zhat || !norm || !dist || !g || !dzhat || !nn) goto done;
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) {
+        double s = 0;
+        for (long t = 0; t < d; t++) s += (double)x[i * d + t] * x[i * d + t];
+        norm[i] = sqrt(s);
+        double denom = norm[i] > KOLEO_EPS ? norm[i] : KOLEO_EPS;
+        for (long t = 0; t < d; t++) zhat[i * d + t] = x[i * d + t] / denom;
+    }
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) {
+        double best = -DBL_MAX;
+        long arg = 0;
+        for (long j = 0; j < n; j++) {
+            double dot = -1; /* the diagonal, as the reference fills it */
+            if (j != i) {
+                dot = 0;
+                for (long t = 0; t < d; t++) dot += zhat[i * d + t] * zhat[j * d + t];
+            }
+            if (dot > best) best = dot, arg = j;
+        }
+        nn[i] = arg;
+        double s = 0;
+        for (long t = 0; t < d; t++) {
+            double diff = zhat[i * d + t] - zhat[arg * d + t] + KOLEO_EPS;
+            s += diff * diff;
+        }
+        dist[i] = sqrt(s);
+        double a = -1.0 / ((double)n * (dist[i] + KOLEO_EPS));
+        for (long t = 0; t < d; t++) {
+            double diff = zhat[i * d + t] - zhat[arg * d + t] + KOLEO_EPS;
+            g[i * d + t] = dist[i] > 0 ? a * diff / dist[i] : 0;
+        }
+    }
+    loss = 0;
+    for (long i = 0; i < n; i++) loss -= log(dist[i] + KOLEO_EPS);
+    loss /= (double)n;
+    if (dx) {
+#pragma omp parallel for schedule(static)
+        for (long j = 0; j < n; j++) {
+            double *dz = dzhat + j * d, dot = 0;
+            for (long t = 0; t < d; t++) dz[t] = g[j * d + t];
+            for (long i = 0; i < n; i++)
+                if (nn[i] == j)
+                    for (long t = 0; t < d; t++) dz[t] -= g[i * d + t];
+            if (norm[j] > KOLEO_EPS) {
+                for (long t = 0; t < d; t++) dot += dz[t] * zhat[j * d + t];
+                for (long t = 0; t < d; t++)
+                    dx[j * d + t] += (real)(scale * (dz[t] - zhat[j * d + t] * dot) / norm[j]);
+            } else {
+                for (long t = 0; t < d; t++) dx[j * d + t] += (real)(scale * dz[t] / KOLEO_EPS);
+            }
+        }
+    }
+    loss *= scale;
+done:
+    free(zhat), free(norm), free(dist), free(g), free(dzhat), free(nn);
+    return loss;
+}
