@@ -1,0 +1,388 @@
+/* knn.c: weighted k-NN of a member's features (see knn.h for the protocol). */
+#include "knn.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "augment.h"
+#include "backend.h"
+#include "jpeg_decode.h"
+#include "safetensors.h"
+
+const int poa_knn_default_ks[POA_KNN_K_COUNT] = { 10, 20, 100, 200 };
+
+/* ---- the classifier ---- */
+
+typedef struct neighbour {
+    real similarity;
+    long index;
+} neighbour;
+
+/* a ranks before b: greater similarity, then lower train index. */
+static int ranks_before(const neighbour *a, const neighbour *b) {
+    return a->similarity > b->similarity ||
+           (a->similarity == b->similarity && a->index < b->index);
+}
+
+static int compare_neighbours(const void *pa, const void *pb) {
+    const neighbour *a = pa, *b = pb;
+    return ranks_before(a, b) ? -1 : ranks_before(b, a) ? 1 : 0;
+}
+
+/* The heap's root is its worst-ranked neighbour. */
+static void sift_down(neighbour *heap, int size, int i) {
+    for (;;) {
+        int worst = i, l = 2 * i + 1, r = l + 1;
+        if (l < size && ranks_before(&heap[worst], &heap[l])) worst = l;
+        if (r < size && ranks_before(&heap[worst], &heap[r])) worst = r;
+        if (worst == i) return;
+        neighbour t = heap[i];
+        heap[i] = heap[worst];
+        heap[worst] = t;
+        i = worst;
+    }
+}
+
+static void sift_up(neighbour *heap, int i) {
+    while (i > 0) {
+        int parent = (i - 1) / 2;
+        if (!ranks_before(&heap[parent], &heap[i])) return;
+        neighbour t = heap[i];
+        heap[i] = heap[parent];
+        heap[parent] = t;
+        i = parent;
+    }
+}
+
+/* The best `count` of n similarities, best first. */
+static void top_neighbours(const real *similarity, long n, int count, neighbour *out) {
+    int size = 0;
+    for (long j = 0; j < n; j++) {
+        neighbour c = { similarity[j], j };
+        if (size < count) {
+            out[size] = c;
+            sift_up(out, size++);
+        } else if (ranks_before(&c, &out[0])) {
+            out[0] = c;
+            sift_down(out, size, 0);
+        }
+    }
+    qsort(out, (size_t)size, sizeof *out, compare_neighbours);
+}
+
+/* Best class (ties: lower index) and the rank of `label` among the classes. */
+static void rank_classes(const double *score, int class_count, int label, int *best, int *rank) {
+    *best = 0;
+    *rank = 0;
+    for (int c = 0; c < class_count; c++) {
+        if (score[c] > score[*best]) *best = c;
+        if (score[c] > score[label] || (score[c] == score[label] && c < label)) (*rank)++;
+    }
+}
+
+int poa_knn_classify(const real *train, const int *train_labels, long n_train,
+                     const real *val, const int *val_labels, long n_val, int dim,
+                     int class_count, const int *ks, int k_count, double temperature,
+                     double *top1, double *top5, int *predictions, poa_error *e) {
+    if (n_train <= 0 || n_val <= 0) return poa_fail(e, "k-NN: empty train or val set");
+    if (class_count <= 0 || k_count <= 0 || dim <= 0 || temperature <= 0)
+        return poa_fail(e, "k-NN: bad arguments");
+    int max_k = 0;
+    for (int i = 0; i < k_count; i++) {
+        if (ks[i] <= 0) return poa_fail(e, "k-NN: k must be positive (got %d)", ks[i]);
+        if (ks[i] > max_k) max_k = ks[i];
+    }
+    int neighbours = n_train < max_k ? (int)n_train : max_k;
+    for (long i = 0; i < n_train; i++)
+        if (train_labels[i] < 0 || train_labels[i] >= class_count)
+            return poa_fail(e, "k-NN: train label %d of row %ld outside [0, %d)", train_labels[i], i, class_count);
+    for (long i = 0; i < n_val; i++)
+        if (val_labels[i] < 0 || val_labels[i] >= class_count)
+            return poa_fail(e, "k-NN: val label %d of row %ld outside [0, %d)", val_labels[i], i, class_count);
+
+    const long chunk = 256;
+    real *similarity = malloc(sizeof(real) * (size_t)(chunk * n_train));
+    long *correct1 = calloc((size_t)k_count, sizeof(long));
+    long *correct5 = calloc((size_t)k_count, sizeof(long));
+    if (!similarity || !correct1 || !correct5) {
+        free(similarity);
+        free(correct1);
+        free(correct5);
+        return poa_fail(e, "k-NN: out of memory for a %ld x %ld similarity block", chunk, n_train);
+    }
+    int top_m = class_count < 5 ? class_count : 5;
+    int failed = 0;
+    for (long v0 = 0; v0 < n_val && !failed; v0 += chunk) {
+        long rows = n_val - v0 < chunk ? n_val - v0 : chunk;
+        /* similarity = val_rows . train^T (cosine: the rows are unit vectors) */
+        poa_gemm(0, 1, rows, n_train, dim, 1, val + v0 * dim, dim, train, dim, 0, similarity,
+                 n_train);
+#pragma omp parallel reduction(+ : failed)
+        {
+            neighbour *best = malloc(sizeof(neighbour) * (size_t)neighbours);
+            double *weight = malloc(sizeof(double) * (size_t)neighbours);
+            double *score = malloc(sizeof(double) * (size_t)class_count);
+            long *hit1 = calloc((size_t)k_count, sizeof(long));
+            long *hit5 = calloc((size_t)k_count, sizeof(long));
+            if (!best || !weight || !score || !hit1 || !hit5) failed++;
+#pragma omp for schedule(dynamic, 8)
+            for (long r = 0; r < rows; r++) {
+                if (!best || !weight || !score || !hit1 || !hit5) continue;
+                long v = v0 + r;
+                top_neighbours(similarity + r * n_train, n_train, neighbours, best);
+                /* weights = softmax(sim / T) over the neighbours */
+                double top = (double)best[0].similarity / temperature, total = 0;
+                for (int j = 0; j < neighbours; j++) {
+                    weight[j] = exp((double)best[j].similarity / temperature - top);
+                    total += weight[j];
+                }
+                memset(score, 0, sizeof(double) * (size_t)class_count);
+                for (int j = 0; j < neighbours; j++) {
+                    score[train_labels[best[j].index]] += weight[j] / total;
+                    for (int i = 0; i < k_count; i++) {
+                        int k = ks[i] < neighbours ? ks[i] : neighbours;
+                        if (k != j + 1) continue;
+                        int predicted, rank;
+                        rank_classes(score, class_count, val_labels[v], &predicted, &rank);
+                        hit1[i] += predicted == val_labels[v];
+                        hit5[i] += rank < top_m;
+                        if (predictions) predictions[v * k_count + i] = predicted;
+                    }
+                }
+            }
+#pragma omp critical
+            for (int i = 0; i < k_count && hit1 && hit5; i++) {
+                correct1[i] += hit1[i];
+                correct5[i] += hit5[i];
+            }
+            free(best);
+            free(weight);
+            free(score);
+            free(hit1);
+            free(hit5);
+        }
+    }
+    for (int i = 0; i < k_count; i++) {
+        top1[i] = (double)correct1[i] / (double)n_val;
+        top5[i] = (double)correct5[i] / (double)n_val;
+    }
+    free(similarity);
+    free(correct1);
+    free(correct5);
+    return failed ? poa_fail(e, "k-NN: out of memory") : 0;
+}
+
+/* ---- the subset and the images ---- */
+
+long poa_knn_subset(long count, long limit, long *indices) {
+    if (limit <= 0 || limit >= count) limit = count;
+    for (long i = 0; i < limit; i++)
+        indices[i] = (long)((long double)i * count / limit);
+    return limit;
+}
+
+int poa_knn_eval_transform(const unsigned char *rgb, int width, int height, int size,
+                           unsigned char *out, unsigned char **scratch,
+                           size_t *scratch_size, poa_error *e) {
+    /* torchvision Resize(int): the shorter side becomes `resize`, the longer
+       int(resize * long / short); then CenterCrop with int(round(...)) offsets. */
+    int resize = (int)lround(size * 256.0 / 224.0);
+    int new_w, new_h;
+    if (width <= height) {
+        new_w = resize;
+        new_h = (int)((long long)resize * height / width);
+    } else {
+        new_h = resize;
+        new_w = (int)((long long)resize * width / height);
+    }
+    if (new_w < size || new_h < size)
+        return poa_fail(e, "eval transform: %dx%d resized to %dx%d is smaller than the %d crop",
+                        width, height, new_w, new_h, size);
+    unsigned char *resized = malloc((size_t)new_w * new_h * 3);
+    if (!resized) return poa_fail(e, "eval transform: out of memory");
+    int rc = poa_resize_bicubic(rgb, width, height, 0, 0, width, height, resized, new_w, new_h,
+                                scratch, scratch_size, e);
+    if (rc == 0) {
+        int top = (int)nearbyint((new_h - size) / 2.0), left = (int)nearbyint((new_w - size) / 2.0);
+        for (int y = 0; y < size; y++)
+            memcpy(out + (size_t)y * size * 3, resized + ((size_t)(top + y) * new_w + left) * 3,
+                   (size_t)size * 3);
+    }
+    free(resized);
+    return rc;
+}
+
+void poa_knn_images_free(poa_knn_images *images) {
+    free(images->pixels);
+    free(images->labels);
+    memset(images, 0, sizeof *images);
+}
+
+int poa_knn_load_images(poa_knn_images *out, const poa_dataset *d, long limit, int size,
+                        int threads, poa_error *e) {
+    memset(out, 0, sizeof *out);
+    if (d->count <= 0) return poa_fail(e, "k-NN: the dataset has no images");
+    long *indices = malloc(sizeof(long) * (size_t)d->count);
+    if (!indices) return poa_fail(e, "k-NN: out of memory");
+    long n = poa_knn_subset(d->count, limit, indices);
+    size_t image_bytes = (size_t)size * size * 3;
+    out->pixels = malloc(image_bytes * (size_t)n);
+    out->labels = malloc(sizeof(int) * (size_t)n);
+    if (!out->pixels || !out->labels) {
+        free(indices);
+        poa_knn_images_free(out);
+        return poa_fail(e, "k-NN: out of memory for %ld images of %dx%d", n, size, size);
+    }
+    out->count = n;
+    out->size = size;
+    out->class_count = d->class_count;
+    int failed = 0;
+    poa_error first = { { 0 } };
+#pragma omp parallel num_threads(threads > 0 ? threads : omp_get_max_threads())
+    {
+        poa_jpeg_decoder *decoder = poa_jpeg_decoder_create();
+        unsigned char *file = NULL, *scratch = NULL;
+        size_t file_size = 0, file_capacity = 0, scratch_size = 0;
+        poa_image image = { 0 };
+        poa_error local = { { 0 } };
+        int mine = decoder ? 0 : poa_fail(&local, "k-NN: cannot create a JPEG decoder");
+#pragma omp for schedule(dynamic, 4)
+        for (long i = 0; i < n; i++) {
+            if (mine) continue;
+            const char *path = d->paths[indices[i]];
+            int num, denom;
+            out->labels[i] = d->labels[indices[i]];
+            mine = poa_read_file(path, &file, &file_size, &file_capacity, &local);
+            if (!mine)
+                mine = poa_image_decode(decoder, file, file_size, 1.0, &image, &num, &denom, path,
+                                        &local);
+            if (!mine && poa_knn_eval_transform(image.pixels, image.width, image.height, size,
+                                                out->pixels + image_bytes * (size_t)i, &scratch,
+                                                &scratch_size, &local)) {
+                poa_error why = local;
+                mine = poa_fail(&local, "%s: %s", path, why.message);
+            }
+        }
+#pragma omp critical
+        if (mine && !failed) {
+            failed = 1;
+            first = local;
+        }
+        if (decoder) poa_jpeg_decoder_destroy(decoder);
+        free(file);
+        free(scratch);
+        poa_image_free(&image);
+    }
+    free(indices);
+    if (failed) {
+        poa_knn_images_free(out);
+        return poa_fail(e, "%s", first.message);
+    }
+    return 0;
+}
+
+/* ---- features ---- */
+
+int poa_knn_features(const poa_vit *model, const real *params, int width, int depth,
+                     const poa_knn_images *images, long batch, real *features,
+                     poa_error *e) {
+    int size = images->size;
+    poa_vit_pass pass = { 0 };
+    if (batch <= 0) {
+        /* The arena grows linearly with the batch: measure one image's. */
+        if (poa_vit_pass_init(&pass, model, width, depth, 1, size, e)) return -1;
+        double per_image = (double)pass.arena_count * sizeof(real);
+        poa_vit_pass_free(&pass);
+        batch = (long)((1u << 30) / (per_image > 1 ? per_image : 1));
+        if (batch < 1) batch = 1;
+        if (batch > 64) batch = 64;
+    }
+    if (batch > images->count) batch = images->count;
+    if (poa_vit_pass_init(&pass, model, width, depth, batch, size, e)) return -1;
+    size_t plane = (size_t)size * size, image_bytes = plane * 3;
+    real *input = calloc((size_t)batch * 3 * plane, sizeof(real));
+    float *normalized = malloc(sizeof(float) * 3 * plane);
+    if (!input || !normalized) {
+        free(input);
+        free(normalized);
+        poa_vit_pass_free(&pass);
+        return poa_fail(e, "k-NN: out of memory for a batch of %ld images", batch);
+    }
+    for (long b0 = 0; b0 < images->count; b0 += batch) {
+        long rows = images->count - b0 < batch ? images->count - b0 : batch;
+        for (long b = 0; b < rows; b++) {
+            poa_normalize(images->pixels + image_bytes * (size_t)(b0 + b), size, size,
+                          poa_imagenet_mean, poa_imagenet_std, normalized);
+            for (size_t i = 0; i < 3 * plane; i++) input[(size_t)b * 3 * plane + i] = normalized[i];
+        }
+        /* a short last batch: the rows past `rows` keep old images; they are ignored */
+        poa_vit_forward(&pass, params, input, NULL, NULL);
+        const real *out = poa_vit_output(&pass);
+        for (long b = 0; b < rows; b++) {
+            const real *cls = out + b * pass.tokens * width;
+            real *f = features + (b0 + b) * width;
+            double norm = 0;
+            for (int j = 0; j < width; j++) norm += (double)cls[j] * cls[j];
+            norm = sqrt(norm);
+            if (norm < 1e-12) norm = 1e-12; /* F.normalize's eps */
+            for (int j = 0; j < width; j++) f[j] = (real)(cls[j] / norm);
+        }
+    }
+    free(input);
+    free(normalized);
+    poa_vit_pass_free(&pass);
+    return 0;
+}
+
+int poa_knn_load_backbone(const poa_vit *model, real *params, const char *path,
+                          const char **prefix_used, poa_error *e) {
+    static const char *prefixes[] = { "teacher.backbone.", "backbone.", "" };
+    poa_safetensors f;
+    if (poa_safetensors_open(&f, path, e)) return -1;
+    char name[POA_VIT_NAME_SIZE + 32];
+    const char *prefix = NULL;
+    for (int p = 0; p < 3 && !prefix; p++) {
+        int all = 1;
+        for (int i = 0; i < model->tensor_count && all; i++) {
+            snprintf(name, sizeof name, "%s%s", prefixes[p], model->tensors[i].name);
+            all = poa_safetensors_find(&f, name) != NULL;
+        }
+        if (all) prefix = prefixes[p];
+    }
+    int rc = 0;
+    if (!prefix) {
+        /* name the first missing tensor under the most likely prefix */
+        const char *guess = poa_safetensors_find(&f, "teacher.backbone.cls_token") ? "teacher.backbone."
+                          : poa_safetensors_find(&f, "backbone.cls_token")       ? "backbone."
+                                                                                 : "";
+        for (int i = 0; i < model->tensor_count; i++) {
+            snprintf(name, sizeof name, "%s%s", guess, model->tensors[i].name);
+            if (!poa_safetensors_find(&f, name)) break;
+        }
+        rc = poa_fail(e, "%s: no backbone: missing tensor '%s' (looked for the prefixes "
+                         "'teacher.backbone.', 'backbone.' and none)", path, name);
+    }
+    for (int i = 0; i < model->tensor_count && rc == 0; i++) {
+        const poa_vit_tensor *t = &model->tensors[i];
+        snprintf(name, sizeof name, "%s%s", prefix, t->name);
+        const poa_tensor_info *info = poa_safetensors_find(&f, name);
+        int same = info->ndim == t->ndim;
+        for (int d = 0; same && d < t->ndim; d++) same = info->shape[d] == t->shape[d];
+        if (!same) {
+            char want[96] = "", got[96] = "";
+            for (int d = 0; d < t->ndim; d++)
+                snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? "," : "", t->shape[d]);
+            for (int d = 0; d < info->ndim && d < 8; d++)
+                snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? "," : "", info->shape[d]);
+            rc = poa_fail(e, "%s: tensor '%s' has shape (%s), the recipe's model needs (%s)", path,
+                          name, got, want);
+            break;
+        }
+        rc = poa_safetensors_read_real(&f, name, params + t->offset, t->count, e);
+    }
+    poa_safetensors_close(&f);
+    if (rc == 0 && prefix_used) *prefix_used = prefix;
+    return rc;
+}
