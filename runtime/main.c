@@ -21,6 +21,9 @@ static const command commands[] = {
     { "data", "data fashion-mnist [--out DIR] [--size N] [--limit N]\n"
       "                                           Fashion-MNIST as a JPEG folder tree (default 32 px)",
       poa_command_data },
+    { "knn", "knn <checkpoint> --data DIR [--recipe R.lua] [--nets all|S,B,L|WxD,...] [--train-limit N]\n"
+      "      [--val-limit N] [--out DIR] [--threads N]   weighted k-NN of members: table and heatmap",
+      poa_command_knn },
 };
 
 static void usage(FILE *to) {
