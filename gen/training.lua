@@ -50,8 +50,8 @@ training.defaults = {
   },
   train = {
     batch_size = 50,          -- images per micro-batch (per GPU in the official run)
-    accumulate = 1,           -- micro-batches per optimizer step (one elastic draw each)
-    world_size = 32,          -- the global batch of the schedules = batch_size * accumulate * world_size
+    accumulate = 1,           -- micro-batches per optimizer step (one elastic draw each);
+                              -- the global batch (lr rule) = batch_size * accumulate * ranks
     official_epoch_length = 800,
     elastic = true,           -- false: the plain single-network (DINOv2-style) baseline
     draws = "micro_batch",    -- or "step": one elastic member per optimizer step
@@ -102,7 +102,7 @@ function training.complete(path, r)
   if #r.heads.prototypes < 1 or #r.heads.prototypes > 8 then
     fail(path, "heads.prototypes", "expected 1 to 8 heads")
   end
-  for _, k in ipairs({ "batch_size", "accumulate", "world_size", "official_epoch_length",
+  for _, k in ipairs({ "batch_size", "accumulate", "official_epoch_length",
                        "checkpoint_every", "keep_checkpoints", "log_every" }) do
     if math.type(t[k]) ~= "integer" or t[k] < 1 then fail(path, "train." .. k, "expected a positive integer") end
   end

@@ -26,6 +26,7 @@ return {
             warmup_epochs = 10, weight_decay = 0.04, weight_decay_end = 0.4, clip_grad = 1.5,
             freeze_last_layer_epochs = 1, patch_embed_lr_mult = 0.2, layerwise_decay = 0.9,
             iter_num_scale = 0.78 },
-  train = { batch_size = 50, world_size = 32, official_epoch_length = 800 },
+  -- 50 images per GPU on 32 GPUs: global batch 1600 (on fewer GPUs, raise train.accumulate).
+  train = { batch_size = 50, official_epoch_length = 800 },
   data = { train = "imagenet/train", val = "imagenet/val" },
 }

@@ -7,15 +7,11 @@
 
 #include <stdint.h>
 
+#include "random.h" /* poa_mix64 */
+
 typedef struct poa_rng {
     uint64_t key, counter;
 } poa_rng;
-
-static inline uint64_t poa_mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 /* A stream keyed by up to six numbers (unused ones 0). */
 static inline poa_rng poa_rng_make(uint64_t seed, uint64_t rank, uint64_t step, uint64_t sample,

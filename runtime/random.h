@@ -6,8 +6,8 @@
 #include <math.h>
 #include <stdint.h>
 
+/* SplitMix64's finaliser: a bijective 64-bit mix. */
 static inline uint64_t poa_mix64(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ull;
     x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
     x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
     return x ^ (x >> 31);
@@ -15,7 +15,8 @@ static inline uint64_t poa_mix64(uint64_t x) {
 
 /* Uniform in [0, 1) with 53 random bits. */
 static inline double poa_uniform(uint64_t seed, uint64_t stream, uint64_t index) {
-    uint64_t h = poa_mix64(poa_mix64(seed ^ poa_mix64(stream)) + index);
+    const uint64_t golden = 0x9e3779b97f4a7c15ull;
+    uint64_t h = poa_mix64(poa_mix64((seed ^ poa_mix64(stream + golden)) + golden) + index * golden + golden);
     return (double)(h >> 11) * (1.0 / 9007199254740992.0);
 }
 

@@ -95,10 +95,20 @@ static void field_crops(lua_State *L, int table, const char *name, int *count, i
 }
 
 int poa_recipe_load(lua_State *L, const char *path, poa_recipe *r, poa_error *e) {
+    return poa_recipe_load_overrides(L, path, NULL, 0, r, e);
+}
+
+int poa_recipe_load_overrides(lua_State *L, const char *path, const char *const *overrides,
+                              int override_count, poa_recipe *r, poa_error *e) {
     memset(r, 0, sizeof *r);
     if (push_function(L, "gen.recipe", "load", e)) return -1;
     lua_pushstring(L, path);
-    if (call(L, 1, 1, e)) return -1;
+    lua_createtable(L, override_count, 0);
+    for (int i = 0; i < override_count; i++) {
+        lua_pushstring(L, overrides[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    if (call(L, 2, 1, e)) return -1;
     int t = lua_gettop(L);
     lua_getfield(L, t, "name");
     snprintf(r->name, sizeof r->name, "%s", lua_tostring(L, -1));

@@ -25,6 +25,10 @@ lua_State *poa_lua_open(poa_error *e);
 /* Loads and checks a recipe (gen/recipe.lua); errors name the file and field. */
 int poa_recipe_load(lua_State *L, const char *path, poa_recipe *recipe, poa_error *e);
 
+/* The same with "section.field=value" overrides applied before the checks. */
+int poa_recipe_load_overrides(lua_State *L, const char *path, const char *const *overrides,
+                              int override_count, poa_recipe *recipe, poa_error *e);
+
 /* Calls require(module)[function](recipe_path) and returns its string result
    (malloc'd), e.g. gen.space.list_text. */
 char *poa_lua_call_string(lua_State *L, const char *module, const char *function,

@@ -1,0 +1,315 @@
+/* train_step.c: one POA micro-batch (reference §3-§4): teacher targets, then the intact
+   and the elastic student with every loss term of §3.5, their backward into the one
+   gradient buffer; poa_trainer_step adds the optimizer step. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loss.h"
+#include "random.h"
+#include "trainer.h"
+
+void poa_trainer_apply(poa_trainer *t, poa_step_stats *s);
+
+/* Shapes of one micro-batch. */
+typedef struct shapes {
+    long B;                 /* images */
+    int G, L;               /* global and local crops per image */
+    int S, s;               /* their sizes */
+    long N;                 /* patches of a global crop */
+    long masked;            /* masked global-crop tokens (iBOT), 0 when inactive */
+} shapes;
+
+/* Teacher targets per head: SK of the CLS logits (G*B rows, crop-major) and of the masked
+   patch logits (masked rows), at the scheduled teacher temperature. */
+typedef struct targets {
+    real *cls[POA_MAX_HEADS], *patch[POA_MAX_HEADS];
+} targets;
+
+/* One student branch's outputs kept for the losses and the backward. */
+typedef struct branch {
+    int width, depth;
+    double weight;            /* lambda or 1 - lambda (1 for the baseline) */
+    poa_vit_pass global, local;
+    poa_heads_pass heads;     /* rows: L*B local CLS, G*B global CLS, masked patches */
+    real *features;           /* head input rows x width */
+    real *dlogits[POA_MAX_HEADS];
+    real *dfeatures;
+    real *drop_global, *drop_local;
+} branch;
+
+/* Stochastic depth with an exact keep count (reference §1.5): for every active block and
+   residual branch, keep = max(int(batch (1 - rate)), 1) samples chosen by a random
+   permutation get batch / keep, the others 0. NULL when rate is 0. */
+static real *draw_drop_path(int depth, long batch, double rate, uint64_t seed, uint64_t stream) {
+    if (rate <= 0) return NULL;
+    real *scale = calloc((size_t)(depth * 2 * batch), sizeof(real));
+    long keep = (long)(batch * (1 - rate));
+    if (keep < 1) keep = 1;
+    long *order = malloc(sizeof(long) * (size_t)batch);
+    for (int r = 0; r < depth * 2; r++) {
+        for (long i = 0; i < batch; i++) order[i] = i;
+        for (long i = batch - 1; i > 0; i--) {
+            long j = (long)(poa_uniform(seed, stream + (uint64_t)r, (uint64_t)i) * (i + 1));
+            long x = order[i];
+            order[i] = order[j], order[j] = x;
+        }
+        for (long i = 0; i < keep; i++) scale[r * batch + order[i]] = (real)((double)batch / keep);
+    }
+    free(order);
+    return scale;
+}
+
+/* Copies the CLS rows and the masked patch rows of a pass's output into head-input rows. */
+static void gather_rows(real *dst, const poa_vit_pass *p, const int *indices, long count,
+                        long patches) {
+    const real *out = poa_vit_output(p);
+    const long D = p->width;
+    if (!indices) {
+        for (long b = 0; b < p->batch; b++)
+            memcpy(dst + b * D, out + b * p->tokens * D, sizeof(real) * (size_t)D);
+        return;
+    }
+    for (long i = 0; i < count; i++) {
+        long slot = indices[i] / patches, token = indices[i] % patches;
+        memcpy(dst + i * D, out + (slot * p->tokens + 1 + token) * D, sizeof(real) * (size_t)D);
+    }
+}
+
+/* The transpose of gather_rows: adds head-input gradient rows into d(output). */
+static void scatter_rows(real *dout, const poa_vit_pass *p, const real *src, const int *indices,
+                         long count, long patches) {
+    const long D = p->width;
+    if (!indices) {
+        for (long b = 0; b < p->batch; b++)
+            for (long i = 0; i < D; i++) dout[b * p->tokens * D + i] += src[b * D + i];
+        return;
+    }
+    for (long r = 0; r < count; r++) {
+        long slot = indices[r] / patches, token = indices[r] % patches;
+        for (long i = 0; i < D; i++) dout[(slot * p->tokens + 1 + token) * D + i] += src[r * D + i];
+    }
+}
+
+/* The micro-batch's crops as `real` (the loader writes float; the fp64 build converts). */
+typedef struct crops {
+    const real *global, *local;
+    real *owned[2];
+} crops;
+
+static void crops_of(crops *c, const poa_batch *mb, const shapes *sh) {
+    const float *src[2] = { mb->global_crops, mb->local_crops };
+    long n[2] = { sh->G * sh->B * 3L * sh->S * sh->S, sh->L * sh->B * 3L * sh->s * sh->s };
+    for (int i = 0; i < 2; i++) {
+#ifdef POA_FP64
+        c->owned[i] = malloc(sizeof(real) * (size_t)n[i]);
+        for (long j = 0; j < n[i]; j++) c->owned[i][j] = src[i][j];
+        (i ? &c->local : &c->global)[0] = c->owned[i];
+#else
+        (void)n;
+        c->owned[i] = NULL;
+        (i ? &c->local : &c->global)[0] = src[i];
+#endif
+    }
+}
+
+static int teacher_targets(poa_trainer *t, const poa_batch *mb, const crops *crops,
+                           const shapes *sh, double temp, targets *tg, poa_error *e) {
+    const poa_vit_config *vc = &t->model.config;
+    poa_vit_pass pass;
+    poa_heads_pass heads;
+    const long rows = sh->G * sh->B + sh->masked;
+    if (poa_vit_pass_init(&pass, &t->model, vc->max_width, vc->max_depth, sh->G * sh->B, sh->S, e))
+        return -1;
+    if (poa_heads_pass_init(&heads, &t->heads, vc->max_width, rows, e)) {
+        poa_vit_pass_free(&pass);
+        return -1;
+    }
+    real *input = malloc(sizeof(real) * (size_t)(rows * vc->max_width));
+    poa_vit_forward(&pass, t->teacher, crops->global, NULL, NULL);
+    gather_rows(input, &pass, NULL, 0, sh->N);
+    gather_rows(input + sh->G * sh->B * vc->max_width, &pass, mb->masks.indices, sh->masked, sh->N);
+    poa_heads_forward(&heads, t->teacher_heads, input);
+    for (int h = 0; h < t->heads.config.heads; h++) {
+        const long K = t->heads.config.prototypes[h];
+        tg->cls[h] = malloc(sizeof(real) * (size_t)(sh->G * sh->B * K));
+        poa_sinkhorn_knopp(tg->cls[h], heads.logits[h], sh->G * sh->B, K, temp,
+                           t->config.sinkhorn_iterations);
+        tg->patch[h] = NULL;
+        if (sh->masked) {
+            tg->patch[h] = malloc(sizeof(real) * (size_t)(sh->masked * K));
+            poa_sinkhorn_knopp(tg->patch[h], heads.logits[h] + sh->G * sh->B * K, sh->masked, K,
+                               temp, t->config.sinkhorn_iterations);
+        }
+    }
+    free(input);
+    poa_heads_pass_free(&heads);
+    poa_vit_pass_free(&pass);
+    return 0;
+}
+
+/* Forward of one student branch: backbone on the global (masked if iBOT) and local crops,
+   then the heads on [local CLS; global CLS; masked patches]. */
+static int branch_forward(poa_trainer *t, branch *x, const poa_batch *mb, const crops *crops,
+                          const shapes *sh, uint64_t stream, poa_error *e) {
+    const long D = x->width, rows = sh->L * sh->B + sh->G * sh->B + sh->masked;
+    const double rate = t->config.drop_path_rate;
+    if (poa_vit_pass_init(&x->global, &t->model, x->width, x->depth, sh->G * sh->B, sh->S, e) ||
+        poa_vit_pass_init(&x->local, &t->model, x->width, x->depth, sh->L * sh->B, sh->s, e) ||
+        poa_heads_pass_init(&x->heads, &t->heads, x->width, rows, e))
+        return -1;
+    x->drop_global = draw_drop_path(x->depth, sh->G * sh->B, rate, t->config.seed, stream);
+    x->drop_local = draw_drop_path(x->depth, sh->L * sh->B, rate, t->config.seed, stream + 4096);
+    x->features = malloc(sizeof(real) * (size_t)(rows * D));
+    x->dfeatures = malloc(sizeof(real) * (size_t)(rows * D));
+    poa_vit_forward(&x->global, t->student, crops->global, sh->masked ? mb->masks.masks : NULL,
+                    x->drop_global);
+    poa_vit_forward(&x->local, t->student, crops->local, NULL, x->drop_local);
+    gather_rows(x->features, &x->local, NULL, 0, sh->N);
+    gather_rows(x->features + sh->L * sh->B * D, &x->global, NULL, 0, sh->N);
+    gather_rows(x->features + (sh->L + sh->G) * sh->B * D, &x->global, mb->masks.indices,
+                sh->masked, sh->N);
+    poa_heads_forward(&x->heads, t->student_heads, x->features);
+    for (int h = 0; h < t->heads.config.heads; h++)
+        x->dlogits[h] = calloc((size_t)(rows * t->heads.config.prototypes[h]), sizeof(real));
+    return 0;
+}
+
+static void branch_free(branch *x, int heads) {
+    poa_vit_pass_free(&x->global);
+    poa_vit_pass_free(&x->local);
+    poa_heads_pass_free(&x->heads);
+    for (int h = 0; h < heads; h++) free(x->dlogits[h]);
+    free(x->features), free(x->dfeatures), free(x->drop_global), free(x->drop_local);
+}
+
+/* The loss terms of one branch (reference §3.5), scaled by `scale` (1 / micro-batches);
+   their gradients accumulate into x->dlogits and, for KoLeo, into dout_global. intact is the
+   intact branch when x is the elastic one (for the same-view distillation), else NULL. */
+static void branch_losses(poa_trainer *t, branch *x, const branch *intact, const targets *tg,
+                          const poa_batch *mb, const shapes *sh, double scale, real *dout_global,
+                          poa_step_stats *st) {
+    const poa_train_config *c = &t->config;
+    const int H = t->heads.config.heads;
+    const long B = sh->B, local_rows = sh->L * B, global_rows = sh->G * B;
+    const double T = c->student_temp, pairs = (double)sh->G * sh->L + sh->G * (sh->G - 1);
+    for (int h = 0; h < H; h++) {
+        const long K = t->heads.config.prototypes[h];
+        real *S = x->heads.logits[h], *dS = x->dlogits[h];
+        real *S_global = S + local_rows * K, *dS_global = dS + local_rows * K;
+        /* (a) cross-view DINO: every local crop and every other global crop against each
+           teacher global crop, each a mean over B rows, averaged over the pairs and heads. */
+        double w = scale * c->dino_weight * x->weight / H / pairs / B, dino = 0;
+        for (int g = 0; g < sh->G; g++) {
+            const real *P = tg->cls[h] + g * B * K;
+            for (int l = 0; l < sh->L; l++)
+                dino += poa_soft_cross_entropy(P, S + l * B * K, B, K, T, NULL, w, dS + l * B * K);
+            for (int s2 = 0; s2 < sh->G; s2++)
+                if (s2 != g)
+                    dino += poa_soft_cross_entropy(P, S_global + s2 * B * K, B, K, T, NULL, w,
+                                                   dS_global + s2 * B * K);
+        }
+        st->dino += dino;
+        /* (b) same-view intact -> elastic distillation (elastic only): mean over the local
+           rows plus mean over the global rows, targets softmax(S_intact / 0.1). */
+        if (intact) {
+            const real *SI = intact->heads.logits[h];
+            real *Q = malloc(sizeof(real) * (size_t)((local_rows + global_rows) * K));
+            poa_softmax_rows(Q, SI, local_rows + global_rows, K, c->distill_temp);
+            double wd = scale * (1 - c->lambda) / H;
+            st->distill += poa_soft_cross_entropy(Q, S, local_rows, K, T, NULL, wd / local_rows, dS);
+            st->distill += poa_soft_cross_entropy(Q + local_rows * K, S_global, global_rows, K, T,
+                                                  NULL, wd / global_rows, dS_global);
+            free(Q);
+        }
+        /* (d) iBOT: per masked token weight 1 / (masked tokens of its image), over G*B images. */
+        if (sh->masked) {
+            double wi = scale * c->ibot_weight * x->weight / H / global_rows;
+            real *weights = malloc(sizeof(real) * (size_t)sh->masked);
+            for (long i = 0; i < sh->masked; i++) weights[i] = mb->masks.weights[i];
+            long at = (local_rows + global_rows) * K;
+            st->ibot += poa_soft_cross_entropy(tg->patch[h], S + at, sh->masked, K, T, weights, wi,
+                                               dS + at);
+            free(weights);
+        }
+    }
+    /* (c) KoLeo on the final-LN CLS features of each global crop (B rows each). */
+    const long D = x->width;
+    const double wk = scale * c->koleo_weight * (c->elastic ? 0.5 : 1.0);
+    real *f = malloc(sizeof(real) * (size_t)(B * D)), *df = calloc((size_t)(B * D), sizeof(real));
+    for (int g = 0; g < sh->G; g++) {
+        memcpy(f, x->features + (local_rows + g * B) * D, sizeof(real) * (size_t)(B * D));
+        memset(df, 0, sizeof(real) * (size_t)(B * D));
+        st->koleo += poa_koleo(f, B, D, wk, df);
+        for (long b = 0; b < B; b++)
+            for (long i = 0; i < D; i++)
+                dout_global[((g * B + b) * x->global.tokens) * D + i] += df[b * D + i];
+    }
+    free(f), free(df);
+}
+
+/* Heads backward, then the backbone backward of both crop batches. */
+static void branch_backward(poa_trainer *t, branch *x, const poa_batch *mb, const shapes *sh,
+                            real *dout_global) {
+    const long D = x->width, local_rows = sh->L * sh->B;
+    poa_heads_backward(&x->heads, t->student_heads, t->grads_heads, x->dlogits, x->dfeatures);
+    real *dout_local = calloc((size_t)(x->local.rows * D), sizeof(real));
+    scatter_rows(dout_local, &x->local, x->dfeatures, NULL, 0, sh->N);
+    scatter_rows(dout_global, &x->global, x->dfeatures + local_rows * D, NULL, 0, sh->N);
+    scatter_rows(dout_global, &x->global, x->dfeatures + (local_rows + sh->G * sh->B) * D,
+                 mb->masks.indices, sh->masked, sh->N);
+    poa_vit_backward(&x->global, t->student, t->grads, dout_global);
+    poa_vit_backward(&x->local, t->student, t->grads, dout_local);
+    free(dout_local);
+}
+
+/* One micro-batch: teacher targets, the intact branch, the elastic branch. */
+static int micro_batch(poa_trainer *t, const poa_batch *mb, int micro, double scale,
+                       poa_step_stats *st, poa_error *e) {
+    const poa_train_config *c = &t->config;
+    const poa_vit_config *vc = &t->model.config;
+    shapes sh = { mb->batch_size, mb->global_count, mb->local_count, mb->global_size,
+                  mb->local_size, (long)(mb->global_size / vc->patch_size) * (mb->global_size / vc->patch_size),
+                  st->ibot_active ? mb->masks.masked : 0 };
+    crops cr;
+    crops_of(&cr, mb, &sh);
+    targets tg = { { 0 }, { 0 } };
+    branch x[2];
+    memset(x, 0, sizeof x);
+    int branches = c->elastic ? 2 : 1, rc = 0;
+    rc = teacher_targets(t, mb, &cr, &sh, st->teacher_temp, &tg, e);
+    x[0].width = vc->max_width, x[0].depth = vc->max_depth;
+    x[0].weight = c->elastic ? c->lambda : 1.0;
+    if (branches == 2) {
+        if (micro == 0 || !c->draw_per_step) poa_trainer_next_member(t, &st->width, &st->depth);
+        x[1].width = st->width, x[1].depth = st->depth, x[1].weight = 1 - c->lambda;
+    }
+    const uint64_t stream = ((uint64_t)t->step * 64 + (uint64_t)micro) << 16;
+    for (int b = 0; b < branches && rc == 0; b++) {
+        rc = branch_forward(t, &x[b], mb, &cr, &sh, stream + (uint64_t)b * 8192, e);
+        if (rc) break;
+        real *dout_global = calloc((size_t)(x[b].global.rows * x[b].width), sizeof(real));
+        branch_losses(t, &x[b], b ? &x[0] : NULL, &tg, mb, &sh, scale, dout_global, st);
+        branch_backward(t, &x[b], mb, &sh, dout_global);
+        free(dout_global);
+    }
+    for (int b = 0; b < branches; b++) branch_free(&x[b], t->heads.config.heads);
+    for (int h = 0; h < POA_MAX_HEADS; h++) free(tg.cls[h]), free(tg.patch[h]);
+    free(cr.owned[0]), free(cr.owned[1]);
+    return rc;
+}
+
+int poa_trainer_step(poa_trainer *t, const poa_batch *const *micro_batches, poa_error *e) {
+    poa_step_stats st;
+    memset(&st, 0, sizeof st);
+    st.teacher_temp = poa_cosine_value(&t->teacher_temp, t->step);
+    st.ibot_active = t->step >= t->ibot_start_step;
+    st.width = t->model.config.max_width, st.depth = t->model.config.max_depth;
+    const int n = t->config.accumulate;
+    for (int m = 0; m < n; m++)
+        if (micro_batch(t, micro_batches[m], m, 1.0 / n, &st, e)) return -1;
+    st.loss = st.dino + st.distill + st.koleo + st.ibot;
+    poa_trainer_apply(t, &st);
+    t->last = st;
+    return 0;
+}

@@ -1,0 +1,125 @@
+/* trainer.c: training state, schedules, the optimizer update and the teacher EMA. */
+#include "trainer.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "random.h"
+
+static real *zeros(long n) { return calloc((size_t)(n > 0 ? n : 1), sizeof(real)); }
+
+int poa_trainer_init(poa_trainer *t, poa_train_config *c, poa_error *e) {
+    memset(t, 0, sizeof *t);
+    t->config = *c;
+    memset(c, 0, sizeof *c); /* the trainer owns the slot arrays now */
+    c = &t->config;
+    if (poa_vit_init(&t->model, &c->recipe.vit, e)) return -1;
+    if (poa_heads_init(&t->heads, &c->heads, e)) return -1;
+    const long n = t->model.parameter_count, nh = t->heads.parameter_count;
+    t->student = zeros(n), t->teacher = zeros(n), t->grads = zeros(n);
+    t->adam_m = zeros(n), t->adam_v = zeros(n);
+    t->student_heads = zeros(nh), t->teacher_heads = zeros(nh), t->grads_heads = zeros(nh);
+    t->adam_m_heads = zeros(nh), t->adam_v_heads = zeros(nh);
+    t->groups = calloc((size_t)t->model.tensor_count, sizeof *t->groups);
+    t->groups_heads = calloc((size_t)t->heads.tensor_count, sizeof *t->groups_heads);
+    if (!t->student || !t->teacher || !t->grads || !t->adam_m || !t->adam_v ||
+        !t->student_heads || !t->teacher_heads || !t->grads_heads || !t->adam_m_heads ||
+        !t->adam_v_heads || !t->groups || !t->groups_heads)
+        return poa_fail(e, "out of memory for %ld + %ld parameters", n, nh);
+    poa_vit_init_parameters(&t->model, t->student, c->seed);
+    poa_heads_init_parameters(&t->heads, t->student_heads, c->seed + 1);
+    memcpy(t->teacher, t->student, sizeof(real) * (size_t)n);
+    memcpy(t->teacher_heads, t->student_heads, sizeof(real) * (size_t)nh);
+    poa_vit_param_groups(&t->model, c->layerwise_decay, c->patch_embed_lr_mult, t->groups);
+    poa_heads_param_groups(&t->heads, t->groups_heads);
+
+    /* Schedules (reference §5.3), in optimizer steps; the lr scales with the global batch. */
+    const double epoch = c->official_epoch_length;
+    const double global_batch = (double)c->batch_size * c->accumulate;
+    t->total_steps = (long)(c->epochs * epoch);
+    double peak = c->base_lr * (c->lr_sqrt_rule ? sqrt(global_batch / 1024.0) : 1.0);
+    t->lr = (poa_cosine_schedule){ peak, c->min_lr, t->total_steps,
+                                   (long)(c->warmup_epochs * epoch), 0, c->iter_num_scale };
+    t->weight_decay = (poa_cosine_schedule){ c->weight_decay, c->weight_decay_end, t->total_steps,
+                                             0, 0, c->iter_num_scale };
+    t->momentum = (poa_cosine_schedule){ c->momentum, c->final_momentum, t->total_steps, 0, 0,
+                                         c->iter_num_scale };
+    t->teacher_temp = (poa_cosine_schedule){ c->temp, c->temp, t->total_steps,
+                                             (long)(c->warmup_temp_epochs * epoch),
+                                             c->warmup_temp, c->iter_num_scale };
+    t->freeze_last_layer_steps = (long)(c->freeze_last_layer_epochs * epoch);
+    t->ibot_start_step = (long)(c->ibot_activate_epochs * epoch);
+    return 0;
+}
+
+void poa_trainer_free(poa_trainer *t) {
+    real *buffers[] = { t->student, t->teacher, t->grads, t->adam_m, t->adam_v,
+                        t->student_heads, t->teacher_heads, t->grads_heads, t->adam_m_heads,
+                        t->adam_v_heads };
+    for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++) free(buffers[i]);
+    free(t->groups);
+    free(t->groups_heads);
+    poa_vit_free(&t->model);
+    poa_heads_free(&t->heads);
+    poa_train_config_free(&t->config);
+    memset(t, 0, sizeof *t);
+}
+
+/* Slot `draw % slots` of the cycle `draw / slots`: each cycle is a fresh Fisher-Yates
+   shuffle of the replicated slots keyed by (seed, rank, cycle), so every cycle trains each
+   member exactly its replica count and the state is the draw counter alone. */
+void poa_trainer_next_member(poa_trainer *t, int *width, int *depth) {
+    const poa_train_config *c = &t->config;
+    const long n = c->slot_count, cycle = t->draws / n, at = t->draws % n;
+    int *order = malloc(sizeof(int) * (size_t)n);
+    for (long i = 0; i < n; i++) order[i] = (int)i;
+    for (long i = n - 1; i > 0; i--) {
+        long j = (long)(poa_uniform(c->seed, 0x5a3c1e00ull + (uint64_t)cycle, (uint64_t)i) * (i + 1));
+        int tmp = order[i];
+        order[i] = order[j], order[j] = tmp;
+    }
+    *width = c->slot_width[order[at]];
+    *depth = c->slot_depth[order[at]];
+    free(order);
+    t->draws++;
+}
+
+/* AdamW over every tensor with its group's lr and weight decay, after clipping. */
+static void optimizer_update(poa_trainer *t, double lr, double lr_last, double wd) {
+    const poa_train_config *c = &t->config;
+    long step = t->step + 1;
+    for (int pass = 0; pass < 2; pass++) {
+        const poa_vit_tensor *tensors = pass ? t->heads.tensors : t->model.tensors;
+        const poa_param_group *groups = pass ? t->groups_heads : t->groups;
+        int count = pass ? t->heads.tensor_count : t->model.tensor_count;
+        real *p = pass ? t->student_heads : t->student, *g = pass ? t->grads_heads : t->grads;
+        real *m = pass ? t->adam_m_heads : t->adam_m, *v = pass ? t->adam_v_heads : t->adam_v;
+        for (int i = 0; i < count; i++) {
+            const poa_vit_tensor *x = &tensors[i];
+            double group_lr = (groups[i].last_layer ? lr_last : lr) * groups[i].lr_mult;
+            poa_adamw_update(p + x->offset, g + x->offset, m + x->offset, v + x->offset, x->count,
+                             group_lr, wd * groups[i].wd_mult, c->beta1, c->beta2, c->eps, step);
+        }
+    }
+}
+
+/* After the gradients of a step are in: NaN check, clipping per module, AdamW, EMA. */
+void poa_trainer_apply(poa_trainer *t, poa_step_stats *s) {
+    const long n = t->model.parameter_count, nh = t->heads.parameter_count;
+    s->lr = poa_cosine_value(&t->lr, t->step);
+    s->weight_decay = poa_cosine_value(&t->weight_decay, t->step);
+    s->momentum = poa_cosine_value(&t->momentum, t->step);
+    s->skipped = isnan(s->loss) || isinf(s->loss);
+    if (!s->skipped) {
+        s->grad_norm_backbone = poa_clip_grad_norm(t->grads, n, t->config.clip_grad);
+        s->grad_norm_heads = poa_clip_grad_norm(t->grads_heads, nh, t->config.clip_grad);
+        double lr_last = t->step < t->freeze_last_layer_steps ? 0 : s->lr;
+        optimizer_update(t, s->lr, lr_last, s->weight_decay);
+        poa_ema_update(t->teacher, t->student, n, s->momentum);
+        poa_ema_update(t->teacher_heads, t->student_heads, nh, s->momentum);
+    }
+    memset(t->grads, 0, sizeof(real) * (size_t)n);
+    memset(t->grads_heads, 0, sizeof(real) * (size_t)nh);
+    t->step++;
+}

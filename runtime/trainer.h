@@ -1,0 +1,55 @@
+/* trainer.h: the POA tri-branch training state and step on the CPU backend
+   (reference poa-vit-and-training.md §3-§5): an EMA teacher, the intact student and
+   an elastic student drawn per micro-batch from the shuffled replicated cycle,
+   sharing one parameter set and one gradient buffer. */
+#ifndef POA_TRAINER_H
+#define POA_TRAINER_H
+
+#include "data_loader.h"
+#include "error.h"
+#include "head.h"
+#include "optim.h"
+#include "train_config.h"
+#include "vit.h"
+
+typedef struct poa_step_stats {
+    double loss, dino, distill, koleo, ibot;        /* this step's terms (mean over micro-batches) */
+    double lr, weight_decay, momentum, teacher_temp;
+    double grad_norm_backbone, grad_norm_heads;      /* before clipping */
+    int width, depth;                                /* the last elastic member */
+    int ibot_active, skipped;                        /* skipped: NaN loss, no update, no EMA */
+} poa_step_stats;
+
+typedef struct poa_trainer {
+    poa_train_config config;
+    poa_vit model;
+    poa_heads heads;
+    real *student, *teacher, *student_heads, *teacher_heads; /* parameters */
+    real *grads, *grads_heads;
+    real *adam_m, *adam_v, *adam_m_heads, *adam_v_heads;
+    poa_param_group *groups, *groups_heads;
+    long step;           /* optimizer steps done */
+    long draws;          /* elastic draws done */
+    long total_steps;    /* epochs x official_epoch_length */
+    poa_cosine_schedule lr, weight_decay, momentum, teacher_temp;
+    long freeze_last_layer_steps, ibot_start_step;
+    poa_step_stats last;
+} poa_trainer;
+
+/* Builds the networks from the config (taking ownership of it), initialises the student
+   as the reference does and copies it into the teacher. */
+int poa_trainer_init(poa_trainer *t, poa_train_config *config, poa_error *e);
+void poa_trainer_free(poa_trainer *t);
+
+/* The next elastic member of the cycle of rank 0 (advances t->draws). */
+void poa_trainer_next_member(poa_trainer *t, int *width, int *depth);
+
+/* One optimizer step over config.accumulate micro-batches (one loader batch each). */
+int poa_trainer_step(poa_trainer *t, const poa_batch *const *micro_batches, poa_error *e);
+
+/* Checkpoints: student, teacher (backbone and heads), AdamW moments, step and draw
+   counters and the recipe, in one safetensors file written atomically. */
+int poa_trainer_save(const poa_trainer *t, const char *path, poa_error *e);
+int poa_trainer_load(poa_trainer *t, const char *path, poa_error *e);
+
+#endif
