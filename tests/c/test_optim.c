@@ -332,26 +332,35 @@ static void test_vit_groups(void) {
 }
 
 static void test_head_groups(void) {
-    /* The head table of head.h for 2 heads. */
-    const char *suffixes[8] = { "mlp%d.0.weight", "mlp%d.0.bias", "mlp%d.2.weight", "mlp%d.2.bias",
-                                "mlp%d.4.weight", "mlp%d.4.bias", "last_layer%d.weight_g", "last_layer%d.weight_v" };
-    const float want_wd[8] = { 1, 0, 1, 0, 1, 0, 1, 1 };
-    const int want_last[8] = { 0, 0, 0, 0, 0, 0, 1, 1 };
-    poa_vit_tensor tensors[16];
-    memset(tensors, 0, sizeof tensors);
-    for (int h = 0; h < 2; h++)
-        for (int k = 0; k < 8; k++) snprintf(tensors[h * 8 + k].name, POA_VIT_NAME_SIZE, suffixes[k], h);
-    poa_heads heads = { .tensor_count = 16, .tensors = tensors };
-    poa_param_group groups[16];
+    /* Two small heads from poa_heads_init: per head mlp{h}.0/2/4 weight and bias, then
+       last_layer{h}.weight_g and weight_v. */
+    poa_head_config config = { .heads = 2, .in_dim = 16, .hidden = 8, .bottleneck = 4,
+                               .prototypes = { 5, 7 } };
+    poa_heads heads;
+    poa_error e = { { 0 } };
+    if (poa_heads_init(&heads, &config, &e)) {
+        CHECK("heads parameter groups", 0, "%s", e.message);
+        return;
+    }
+    poa_param_group *groups = malloc(sizeof *groups * (size_t)heads.tensor_count);
     poa_heads_param_groups(&heads, groups);
-    int bad = 0;
-    for (int i = 0; i < 16; i++)
-        if (groups[i].lr_mult != 1.0f || groups[i].wd_mult != want_wd[i % 8] ||
-            groups[i].last_layer != want_last[i % 8])
-            bad++, printf("  %s: lr x %g wd x %g last %d\n", tensors[i].name, groups[i].lr_mult,
-                          groups[i].wd_mult, groups[i].last_layer);
+    int bad = 0, biases = 0, last = 0;
+    for (int i = 0; i < heads.tensor_count; i++) {
+        const char *name = heads.tensors[i].name;
+        size_t n = strlen(name);
+        int is_bias = n > 5 && strcmp(name + n - 5, ".bias") == 0;
+        int is_last = strncmp(name, "last_layer", 10) == 0;
+        biases += is_bias, last += is_last;
+        if (groups[i].lr_mult != 1.0f || groups[i].wd_mult != (is_bias ? 0.0f : 1.0f) ||
+            groups[i].last_layer != is_last)
+            bad++, printf("  %s: lr x %g wd x %g last %d\n", name, groups[i].lr_mult, groups[i].wd_mult,
+                          groups[i].last_layer);
+    }
     CHECK("heads: lr x 1, biases wd 0, weights and last_layer weight_g/weight_v wd 1 and last_layer",
-          bad == 0, "%d tensors off", bad);
+          bad == 0 && heads.tensor_count == 16 && biases == 6 && last == 4,
+          "%d tensors off; %d tensors, %d biases, %d last-layer", bad, heads.tensor_count, biases, last);
+    free(groups);
+    poa_heads_free(&heads);
 }
 
 /* ---- thread-count independence ---- */
