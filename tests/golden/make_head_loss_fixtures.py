@@ -45,8 +45,9 @@ Losses (reference §3.3-3.5):
       row, row 9 a row summing to 0.7), logits F32 (10, 40), weight F32 (10) (one 0),
       value F64 (), dlogits F64 (10, 40) by autograd. metadata: temperature, scale.
   loss_koleo.safetensors: case a x.a F32 (9, 24), scale 0.1; case b x.b F32 (6, 16) with one
-      row scaled to 1e-9 (below the eps of the normalisation), scale 1;
-      value.{a,b} F64 () = scale * KoLeo, dx.{a,b} F64 by autograd, nn.{a,b} F64 (the neighbour
+      row scaled to 1e-9 (below the eps of the normalisation), scale 1; case c x.c F32 (5, 8) with
+      rows 1 and 3 equal (their distance is the eps alone: ||1e-8 * ones||), scale 0.1;
+      value.{a,b,c} F64 () = scale * KoLeo, dx.{a,b,c} F64 by autograd, nn.{a,b,c} F64 (the neighbour
       indices). KoLeo(z) = -mean_i log(PairwiseDistance(2, eps=1e-8)(zhat_i, zhat_nn(i)) + 1e-8),
       zhat = F.normalize(z, eps=1e-8), nn = argmax of zhat zhat^T with the diagonal set to -1.
 """
@@ -237,10 +238,12 @@ def loss_fixtures(gen, check):
     # KoLeo
     out = {}
     pdist = torch.nn.PairwiseDistance(2, eps=1e-8)
-    for case, n, d, scale in (("a", 9, 24, 0.1), ("b", 6, 16, 1.0)):
+    for case, n, d, scale in (("a", 9, 24, 0.1), ("b", 6, 16, 1.0), ("c", 5, 8, 0.1)):
         x = torch.randn(n, d, generator=gen)
         if case == "b":
             x[4] *= 1e-9
+        if case == "c":
+            x[3] = x[1]
         x = x.float().double().requires_grad_(True)
         z = F.normalize(x, eps=1e-8, p=2, dim=-1)
         dots = z @ z.t()
@@ -253,11 +256,18 @@ def loss_fixtures(gen, check):
         out[f"value.{case}"] = value.detach()
         out[f"dx.{case}"] = x.grad.clone()
         out[f"nn.{case}"] = nn.double()
-        # the neighbours are well separated (no near-ties that float32 could flip)
-        srt = dots.detach().sort(dim=1, descending=True).values
+        # the neighbours are well separated (no near-ties that float32 could flip), counting the
+        # equal rows of case c once; their exact ties go to the first index, as in the C code
+        dd = dots.detach().clone()
+        if case == "c":
+            dd[:, 3] = -2
+            check("koleo c: exact ties between the equal rows go to the first index (1)",
+                  all(int(nn[i]) != 3 for i in range(n) if i not in (1, 3)) and int(nn[1]) == 3 and int(nn[3]) == 1)
+        srt = dd.sort(dim=1, descending=True).values
         gap = float((srt[:, 0] - srt[:, 1]).min())
         check(f"koleo {case}: nearest-neighbour margin {gap:.2g} > 1e-4", gap > 1e-4)
-    write_safetensors(os.path.join(FIXTURES, "loss_koleo.safetensors"), out, {"scale_a": "0.1", "scale_b": "1"})
+    write_safetensors(os.path.join(FIXTURES, "loss_koleo.safetensors"), out,
+                      {"scale_a": "0.1", "scale_b": "1", "scale_c": "0.1"})
 
 
 def main():
