@@ -57,7 +57,8 @@ typedef struct poa_heads_pass {
 int poa_heads_pass_init(poa_heads_pass *pass, const poa_heads *heads, int width, long rows,
                         poa_error *e);
 void poa_heads_pass_free(poa_heads_pass *pass);
-/* x: rows x width features. Fills pass->logits[h]. */
+/* x: rows x width features. Fills pass->logits[h]; keeps a copy of x in the arena for the
+   backward, so the caller may reuse x's buffer. */
 void poa_heads_forward(poa_heads_pass *pass, const real *params, const real *x);
 /* dlogits[h]: rows x K_h. grads += d/dparams; dx (rows x width) = sum over heads of the
    input gradient (written). Requires the last forward of this pass. */
