@@ -12,11 +12,14 @@
    c and r:  c_j = 1 / (K sum_i E_ij r_i),  r_i = 1 / (n sum_j E_ij c_j).  The initial division
    by the total sum is r_i = 1 / sum E; the output is n Q. Global factors (m, the total, K, n)
    cancel exactly, so this equals the reference's exp(l / tau) version. E is stored in
-   `targets` (real); r, c and all sums are double. */
+   `targets` (real); r, c and all sums are double. In fp32, E underflows to 0 where
+   l < m - 87 tau (gap 3.5 at tau 0.04); a prototype with all of its E at 0 gives NaN targets,
+   as the reference's division by a zero row sum does, and the step's NaN check sees it. */
 void poa_sinkhorn_knopp(real *targets, const real *logits, long n, long k, double tau,
                         int iterations) {
     if (n <= 0 || k <= 0) return;
-    double m = -DBL_MAX;
+    double m = -DBL_MAX; /* the max is exact in any order: thread-independent */
+#pragma omp parallel for schedule(static) reduction(max : m)
     for (long i = 0; i < n * k; i++) m = logits[i] > m ? logits[i] : m;
     double *r = malloc(sizeof(double) * (size_t)n), *c = malloc(sizeof(double) * (size_t)k);
     double *row_total = malloc(sizeof(double) * (size_t)n);
