@@ -247,7 +247,7 @@ static void colour_of(double t, unsigned char out[3]) {
         out[ch] = (unsigned char)(stops[i][ch] + f * (stops[i + 1][ch] - stops[i][ch]) + 0.5);
 }
 
-enum { CELL_W = 32, CELL_H = 24, LABEL = 2, HEAT_K = 1 /* k = 20 */ };
+enum { CELL_W = 48, CELL_H = 28, LABEL = 2, HEAT_K = 1 /* k = 20 */ };
 
 static int write_heatmap(const char *path, const knn_member *m, int count, poa_error *e) {
     /* the family's distinct widths (rows, largest on top) and depths (columns) */
@@ -266,14 +266,14 @@ static int write_heatmap(const char *path, const knn_member *m, int count, poa_e
         }
     }
     if (hi < lo) lo = hi = 0;
-    if (hi - lo < 1e-9) {
-        lo -= 0.5;
-        hi += 0.5;
+    if (hi - lo < 1e-9) { /* one value: a 1-point scale that stays within [0, 100] */
+        if (hi >= 1) lo = hi - 1;
+        else hi = lo + 1;
     }
     const int char_h = 5 * LABEL, left = 8 + text_width("WIDTH", LABEL) + 8;
     const int top = 8 + char_h + 8 + char_h + 6, grid_w = nd * CELL_W, grid_h = nw * CELL_H;
     const int strip_h = grid_h > 120 ? grid_h : 120, legend_x = left + grid_w + 16;
-    canvas c = { NULL, legend_x + 16 + 6 + text_width("100.0", LABEL) + 8,
+    canvas c = { NULL, legend_x + 22 + text_width("NOT EVALUATED", 1) + 8,
                  top + strip_h + 6 + char_h + 6 + char_h + 8 };
     int min_w = left + text_width("KNN TOP-1 % AT K=20", LABEL) + 8;
     if (c.width < min_w) c.width = min_w;
@@ -301,8 +301,8 @@ static int write_heatmap(const char *path, const knn_member *m, int count, poa_e
             if (cell && cell->selected) {
                 double luma = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2];
                 snprintf(text, sizeof text, "%.1f", 100 * cell->top1[HEAT_K]);
-                draw_text(&c, x + (CELL_W - 1 - text_width(text, 1)) / 2, y + (CELL_H - 1 - 5) / 2,
-                          1, text, luma > 140 ? black : white);
+                draw_text(&c, x + (CELL_W - 1 - text_width(text, LABEL)) / 2,
+                          y + (CELL_H - 1 - char_h) / 2, LABEL, text, luma > 140 ? black : white);
             }
         }
     }
@@ -324,7 +324,7 @@ static int write_heatmap(const char *path, const knn_member *m, int count, poa_e
     snprintf(text, sizeof text, "%.1f", lo);
     draw_text(&c, legend_x + 22, top + strip_h - char_h, LABEL, text, black);
     fill_rect(&c, legend_x, top + strip_h + 6, 16, char_h, grey);
-    draw_text(&c, legend_x + 22, top + strip_h + 6 + LABEL, 1, "NOT EVALUATED", black);
+    draw_text(&c, legend_x + 22, top + strip_h + 6 + (char_h - 5) / 2, 1, "NOT EVALUATED", black);
     int rc = poa_png_write_rgb(path, c.rgb, c.width, c.height, e);
     free(c.rgb);
     return rc;
@@ -367,6 +367,7 @@ static int evaluate(const knn_options *o, const poa_recipe *r, const poa_vit *mo
         if (rc == 0)
             rc = poa_knn_features(model, params, m[i].width, m[i].depth, &val_images, o->batch,
                                   val_features, e);
+        double t1 = seconds_now();
         if (rc == 0)
             rc = poa_knn_classify(train_features, train_images.labels, train_images.count,
                                   val_features, val_images.labels, val_images.count, m[i].width,
@@ -376,8 +377,9 @@ static int evaluate(const knn_options *o, const poa_recipe *r, const poa_vit *mo
             poa_error why = *e;
             poa_fail(e, "member %dx%d: %s", m[i].width, m[i].depth, why.message);
         } else
-            fprintf(stderr, "poa knn: %-10s k=20 top-1 %6.2f%%  top-5 %6.2f%%  (%.1f s)\n", m[i].name,
-                    100 * m[i].top1[HEAT_K], 100 * m[i].top5[HEAT_K], seconds_now() - t0);
+            fprintf(stderr, "poa knn: %-10s k=20 top-1 %6.2f%%  top-5 %6.2f%%  (features %.2f s, "
+                    "k-NN %.2f s)\n", m[i].name, 100 * m[i].top1[HEAT_K], 100 * m[i].top5[HEAT_K],
+                    t1 - t0, seconds_now() - t1);
     }
     free(train_features);
     free(val_features);
