@@ -18,6 +18,9 @@ static const command commands[] = {
       "forward <recipe.lua> --params P.safetensors --input X.safetensors --net WxD --out Y.safetensors\n"
       "                                           final-LayerNorm CLS and patch tokens of one member",
       poa_command_forward },
+    { "train", "train <recipe.lua> [section.field=value ...] [--resume PATH|auto] [--steps N]\n"
+      "                                           the POA tri-branch training run (checkpoints, metrics)",
+      poa_command_train },
     { "data", "data fashion-mnist [--out DIR] [--size N] [--limit N]\n"
       "                                           Fashion-MNIST as a JPEG folder tree (default 32 px)",
       poa_command_data },

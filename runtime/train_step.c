@@ -299,17 +299,21 @@ static int micro_batch(poa_trainer *t, const poa_batch *mb, int micro, double sc
     return rc;
 }
 
-int poa_trainer_step(poa_trainer *t, const poa_batch *const *micro_batches, poa_error *e) {
-    poa_step_stats st;
-    memset(&st, 0, sizeof st);
-    st.teacher_temp = poa_cosine_value(&t->teacher_temp, t->step);
-    st.ibot_active = t->step >= t->ibot_start_step;
-    st.width = t->model.config.max_width, st.depth = t->model.config.max_depth;
-    const int n = t->config.accumulate;
-    for (int m = 0; m < n; m++)
-        if (micro_batch(t, micro_batches[m], m, 1.0 / n, &st, e)) return -1;
-    st.loss = st.dino + st.distill + st.koleo + st.ibot;
-    poa_trainer_apply(t, &st);
-    t->last = st;
-    return 0;
+void poa_trainer_begin_step(poa_trainer *t) {
+    poa_step_stats *st = &t->current;
+    memset(st, 0, sizeof *st);
+    st->teacher_temp = poa_cosine_value(&t->teacher_temp, t->step);
+    st->ibot_active = t->step >= t->ibot_start_step;
+    st->width = t->model.config.max_width, st->depth = t->model.config.max_depth;
+}
+
+int poa_trainer_micro_batch(poa_trainer *t, const poa_batch *batch, int micro, poa_error *e) {
+    return micro_batch(t, batch, micro, 1.0 / t->config.accumulate, &t->current, e);
+}
+
+void poa_trainer_end_step(poa_trainer *t) {
+    poa_step_stats *st = &t->current;
+    st->loss = st->dino + st->distill + st->koleo + st->ibot;
+    poa_trainer_apply(t, st);
+    t->last = *st;
 }

@@ -33,7 +33,7 @@ typedef struct poa_trainer {
     long total_steps;    /* epochs x official_epoch_length */
     poa_cosine_schedule lr, weight_decay, momentum, teacher_temp;
     long freeze_last_layer_steps, ibot_start_step;
-    poa_step_stats last;
+    poa_step_stats current, last;
 } poa_trainer;
 
 /* Builds the networks from the config (taking ownership of it), initialises the student
@@ -44,8 +44,11 @@ void poa_trainer_free(poa_trainer *t);
 /* The next elastic member of the cycle of rank 0 (advances t->draws). */
 void poa_trainer_next_member(poa_trainer *t, int *width, int *depth);
 
-/* One optimizer step over config.accumulate micro-batches (one loader batch each). */
-int poa_trainer_step(poa_trainer *t, const poa_batch *const *micro_batches, poa_error *e);
+/* One optimizer step: begin, then config.accumulate micro-batches (one loader batch each,
+   micro = 0, 1, ...), then end (NaN check, clipping, AdamW, EMA; stats in t->last). */
+void poa_trainer_begin_step(poa_trainer *t);
+int poa_trainer_micro_batch(poa_trainer *t, const poa_batch *batch, int micro, poa_error *e);
+void poa_trainer_end_step(poa_trainer *t);
 
 /* Checkpoints: student, teacher (backbone and heads), AdamW moments, step and draw
    counters and the recipe, in one safetensors file written atomically. */

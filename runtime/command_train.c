@@ -1,0 +1,202 @@
+/* command_train.c: `poa train <recipe.lua> [section.field=value ...] [--resume PATH|auto]
+   [--steps N]`: the training loop with a live progress line, JSON-lines metrics, atomic
+   checkpoints (every train.checkpoint_every steps, at the end, and on SIGINT/SIGTERM),
+   keeping the last train.keep_checkpoints. */
+#include <dirent.h>
+#include <errno.h>
+#include <lauxlib.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "commands.h"
+#include "data_recipe.h"
+#include "trainer.h"
+
+static volatile sig_atomic_t stop_requested;
+static void on_signal(int signal_number) { stop_requested = signal_number; }
+
+static double seconds_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+typedef struct train_options {
+    const char *recipe, *resume;
+    const char *overrides[64];
+    int override_count;
+    long max_steps; /* 0: until the schedule ends */
+} train_options;
+
+static int parse(int argc, char **argv, train_options *o, poa_error *e) {
+    memset(o, 0, sizeof *o);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--resume") == 0 || strcmp(argv[i], "--steps") == 0) {
+            if (i + 1 >= argc) return poa_fail(e, "%s needs a value", argv[i]);
+            if (argv[i][2] == 'r') o->resume = argv[++i];
+            else o->max_steps = atol(argv[++i]);
+        } else if (argv[i][0] == '-') {
+            return poa_fail(e, "unknown option %s", argv[i]);
+        } else if (strchr(argv[i], '=')) {
+            if (o->override_count == 64) return poa_fail(e, "too many overrides");
+            o->overrides[o->override_count++] = argv[i];
+        } else if (!o->recipe) {
+            o->recipe = argv[i];
+        } else {
+            return poa_fail(e, "unexpected argument %s", argv[i]);
+        }
+    }
+    if (!o->recipe)
+        return poa_fail(e, "usage: poa train <recipe.lua> [section.field=value ...] "
+                           "[--resume PATH|auto] [--steps N]");
+    return 0;
+}
+
+/* checkpoint_<step>.safetensors files of dir, newest first; returns how many (<= max). */
+static int list_checkpoints(const char *dir, long *steps, int max) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *entry;
+    while (d && (entry = readdir(d))) {
+        long step;
+        char tail[32];
+        if (sscanf(entry->d_name, "checkpoint_%ld.%31s", &step, tail) == 2 &&
+            strcmp(tail, "safetensors") == 0 && n < max)
+            steps[n++] = step;
+    }
+    if (d) closedir(d);
+    for (int i = 0; i < n; i++) /* newest first */
+        for (int j = i + 1; j < n; j++)
+            if (steps[j] > steps[i]) { long x = steps[i]; steps[i] = steps[j]; steps[j] = x; }
+    return n;
+}
+
+static int save_checkpoint(const poa_trainer *t, poa_error *e) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/checkpoint_%ld.safetensors", t->config.output, t->step);
+    if (poa_trainer_save(t, path, e)) return -1;
+    long steps[256];
+    int n = list_checkpoints(t->config.output, steps, 256);
+    for (int i = t->config.keep_checkpoints; i < n; i++) {
+        snprintf(path, sizeof path, "%s/checkpoint_%ld.safetensors", t->config.output, steps[i]);
+        unlink(path);
+    }
+    return 0;
+}
+
+static void log_step(const poa_trainer *t, FILE *metrics, double images_per_second, double eta) {
+    const poa_step_stats *s = &t->last;
+    fprintf(stderr,
+            "\rstep %ld/%ld | %.1f img/s | ETA %02d:%02d:%02d | loss %.4f (dino %.4f sv %.4f koleo "
+            "%.4f ibot %.4f) | elastic %dx%d | lr %.2e%s   ",
+            t->step, t->total_steps, images_per_second, (int)(eta / 3600), (int)(eta / 60) % 60,
+            (int)eta % 60, s->loss, s->dino, s->distill, s->koleo, s->ibot, s->width, s->depth,
+            s->lr, s->skipped ? " SKIPPED (NaN)" : "");
+    fprintf(metrics,
+            "{\"step\": %ld, \"loss\": %.6g, \"dino\": %.6g, \"distill\": %.6g, \"koleo\": %.6g, "
+            "\"ibot\": %.6g, \"lr\": %.6g, \"wd\": %.6g, \"momentum\": %.8g, \"teacher_temp\": %.6g, "
+            "\"grad_norm_backbone\": %.6g, \"grad_norm_heads\": %.6g, \"elastic\": \"%dx%d\", "
+            "\"ibot_active\": %d, \"skipped\": %d, \"images_per_second\": %.4g}\n",
+            t->step, s->loss, s->dino, s->distill, s->koleo, s->ibot, s->lr, s->weight_decay,
+            s->momentum, s->teacher_temp, s->grad_norm_backbone, s->grad_norm_heads, s->width,
+            s->depth, s->ibot_active, s->skipped, images_per_second);
+    fflush(metrics);
+}
+
+static int train(const train_options *o, poa_error *e) {
+    lua_State *L = poa_lua_open(e);
+    if (!L) return -1;
+    poa_train_config config;
+    int rc = poa_train_config_load(L, o->recipe, o->overrides, o->override_count, &config, e);
+    lua_close(L);
+    if (rc) return -1;
+    if (!config.train_data[0])
+        return poa_fail(e, "%s: field 'data.train' is empty: give an ImageFolder tree "
+                           "(data.train=PATH on the command line)", o->recipe);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    poa_set_threads(config.threads > 0 ? config.threads : (int)cores);
+    poa_dataset dataset;
+    if (poa_dataset_open(&dataset, config.train_data, e)) return -1;
+    poa_trainer t;
+    if (poa_trainer_init(&t, &config, e)) return -1;
+    if (mkdir(t.config.output, 0777) && errno != EEXIST)
+        return poa_fail(e, "cannot create %s: %s", t.config.output, strerror(errno));
+    if (o->resume) {
+        char path[1200];
+        long steps[1];
+        if (strcmp(o->resume, "auto") == 0 && list_checkpoints(t.config.output, steps, 1))
+            snprintf(path, sizeof path, "%s/checkpoint_%ld.safetensors", t.config.output, steps[0]);
+        else
+            snprintf(path, sizeof path, "%s", strcmp(o->resume, "auto") ? o->resume : "");
+        if (path[0] && poa_trainer_load(&t, path, e)) return -1;
+        if (path[0]) fprintf(stderr, "poa train: resumed %s at step %ld\n", path, t.step);
+    }
+    poa_loader_config lc;
+    poa_loader_config_from_recipe(&lc, &t.config.recipe, &dataset, t.config.batch_size);
+    lc.threads = t.config.loader_threads > 0 ? t.config.loader_threads : (int)cores;
+    lc.seed = t.config.seed;
+    lc.first_step = t.step * t.config.accumulate;
+    lc.mask_probability = t.config.mask_probability;
+    lc.mask_ratio_min = t.config.mask_ratio_min, lc.mask_ratio_max = t.config.mask_ratio_max;
+    poa_loader *loader;
+    if (poa_loader_create(&loader, &lc, e)) return -1;
+    char metrics_path[1200];
+    snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", t.config.output);
+    FILE *metrics = fopen(metrics_path, "a");
+    if (!metrics) return poa_fail(e, "cannot write %s: %s", metrics_path, strerror(errno));
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    fprintf(stderr, "poa train: %s, %d members, %ld steps of %d x %d images, output %s\n",
+            t.config.recipe.name, t.config.slot_count + 1, t.total_steps, t.config.accumulate,
+            t.config.batch_size, t.config.output);
+    long end = o->max_steps ? t.step + o->max_steps : t.total_steps;
+    if (end > t.total_steps) end = t.total_steps;
+    double started = seconds_now(), last = started;
+    long first = t.step;
+    while (rc == 0 && t.step < end && !stop_requested) {
+        poa_trainer_begin_step(&t);
+        for (int m = 0; m < t.config.accumulate && rc == 0; m++) {
+            const poa_batch *batch;
+            rc = poa_loader_next(loader, &batch, e);
+            if (rc == 0) rc = poa_trainer_micro_batch(&t, batch, m, e);
+        }
+        if (rc) break;
+        poa_trainer_end_step(&t);
+        double now = seconds_now(), per_step = (now - started) / (double)(t.step - first);
+        if (t.step % t.config.log_every == 0 || t.step == end)
+            log_step(&t, metrics, t.config.batch_size * t.config.accumulate / (now - last),
+                     per_step * (double)(end - t.step));
+        last = now;
+        if (t.step % t.config.checkpoint_every == 0 && t.step < end) rc = save_checkpoint(&t, e);
+    }
+    fprintf(stderr, "\n");
+    if (stop_requested) fprintf(stderr, "poa train: signal %d, saving a checkpoint\n", (int)stop_requested);
+    if (rc == 0) rc = save_checkpoint(&t, e);
+    if (rc == 0)
+        fprintf(stderr, "poa train: step %ld, checkpoint %s/checkpoint_%ld.safetensors\n", t.step,
+                t.config.output, t.step);
+    fclose(metrics);
+    poa_loader_destroy(loader);
+    poa_trainer_free(&t);
+    poa_dataset_free(&dataset);
+    return rc;
+}
+
+int poa_command_train(int argc, char **argv) {
+    train_options o;
+    poa_error e = { { 0 } };
+    if (parse(argc, argv, &o, &e)) {
+        fprintf(stderr, "poa train: %s\n", e.message);
+        return 2;
+    }
+    if (train(&o, &e)) {
+        fprintf(stderr, "poa train: %s\n", e.message);
+        return 1;
+    }
+    return 0;
+}
