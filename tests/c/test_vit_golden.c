@@ -8,38 +8,12 @@
 #include <string.h>
 
 #include "check.h"
+#include "fixture_util.h"
 #include "commands.h"
 #include "safetensors.h"
 #include "vit_test_util.h"
 
-#define FIXTURES "tests/golden/fixtures/"
-#define TOLERANCE 1e-4
 
-static real *read_tensor(const poa_safetensors *f, const char *name, long long *count) {
-    const poa_tensor_info *t = poa_safetensors_find(f, name);
-    poa_error e = { { 0 } };
-    if (!t) {
-        printf("FAIL %s: no tensor %s\n", f->path, name);
-        exit(1);
-    }
-    *count = poa_tensor_numel(t);
-    real *x = malloc(sizeof(real) * (size_t)(*count ? *count : 1));
-    if (poa_safetensors_read_real(f, name, x, *count, &e)) {
-        printf("FAIL %s\n", e.message);
-        exit(1);
-    }
-    return x;
-}
-
-/* max |a - b| / max |b|; an all-zero reference must be matched exactly. */
-static double relative_error(const real *a, const real *b, long long n) {
-    double diff = 0, size = 0;
-    for (long long i = 0; i < n; i++) {
-        diff = fmax(diff, fabs((double)a[i] - b[i]));
-        size = fmax(size, fabs((double)b[i]));
-    }
-    return size == 0 ? (diff == 0 ? 0 : INFINITY) : diff / size;
-}
 
 static void check_case(const poa_vit *m, const real *params, const char *name) {
     char path[256], label[256];
