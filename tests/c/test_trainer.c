@@ -1,0 +1,105 @@
+/* test_trainer.c: a step updates the student and the teacher; a step whose loss is NaN
+   changes neither (no update, no EMA) and says it skipped; the baseline switch trains the
+   intact network alone (no same-view term, no elastic draw). */
+#include <lua.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "data_random.h"
+#include "masking.h"
+#include "random.h"
+#include "trainer.h"
+
+static poa_batch make_batch(const poa_trainer *t) {
+    const poa_recipe *r = &t->config.recipe;
+    poa_batch b;
+    memset(&b, 0, sizeof b);
+    b.batch_size = t->config.batch_size, b.global_count = r->global_crop_count;
+    b.local_count = r->local_crop_count, b.global_size = r->global_crop_size;
+    b.local_size = r->local_crop_size;
+    long ng = (long)b.global_count * b.batch_size * 3 * b.global_size * b.global_size;
+    long nl = (long)b.local_count * b.batch_size * 3 * b.local_size * b.local_size;
+    b.global_crops = malloc(sizeof(float) * (size_t)ng);
+    b.local_crops = malloc(sizeof(float) * (size_t)nl);
+    for (long i = 0; i < ng; i++) b.global_crops[i] = (float)poa_normal(1, 1, (uint64_t)i);
+    for (long i = 0; i < nl; i++) b.local_crops[i] = (float)poa_normal(1, 2, (uint64_t)i);
+    int grid = b.global_size / r->vit.patch_size;
+    poa_mask_generator g;
+    poa_mask_generator_init(&g, grid, grid);
+    poa_mask_batch_alloc(&b.masks, b.global_count * b.batch_size, grid * grid, NULL);
+    poa_rng rng = poa_rng_make(1, 0, 0, 0, 0, 7);
+    poa_collate_masks(&g, &rng, 0.5, 0.1, 0.5, &b.masks);
+    return b;
+}
+
+static int open_trainer(poa_trainer *t, const char *override) {
+    poa_error e = { { 0 } };
+    lua_State *L = poa_lua_open(&e);
+    poa_train_config config;
+    const char *overrides[] = { "optim.warmup_epochs=0", override };
+    int rc = poa_train_config_load(L, "tests/recipes/tiny_train.lua", overrides, override ? 2 : 1,
+                                   &config, &e) || poa_trainer_init(t, &config, &e);
+    if (rc) printf("FAIL trainer: %s\n", e.message);
+    lua_close(L);
+    return rc;
+}
+
+static int step(poa_trainer *t, const poa_batch *b) {
+    poa_error e = { { 0 } };
+    poa_trainer_begin_step(t);
+    int rc = poa_trainer_micro_batch(t, b, 0, &e);
+    if (rc) printf("FAIL step: %s\n", e.message);
+    else poa_trainer_end_step(t);
+    return rc;
+}
+
+static long differing(const real *a, const real *b, long n) {
+    long d = 0;
+    for (long i = 0; i < n; i++) d += memcmp(&a[i], &b[i], sizeof(real)) != 0;
+    return d;
+}
+
+int main(void) {
+    poa_trainer t;
+    if (open_trainer(&t, NULL)) return 1;
+    poa_batch b = make_batch(&t);
+    const long n = t.model.parameter_count;
+    real *student = malloc(sizeof(real) * (size_t)n), *teacher = malloc(sizeof(real) * (size_t)n);
+    memcpy(student, t.student, sizeof(real) * (size_t)n);
+    memcpy(teacher, t.teacher, sizeof(real) * (size_t)n);
+    step(&t, &b);
+    long moved = differing(student, t.student, n), followed = differing(teacher, t.teacher, n);
+    CHECK("a step updates the student", moved > n / 2 && !t.last.skipped, "%ld of %ld changed", moved, n);
+    CHECK("a step moves the teacher by EMA", followed > n / 2, "%ld of %ld changed", followed, n);
+    CHECK("every loss term is finite and the elastic terms are there",
+          isfinite(t.last.loss) && t.last.distill > 0 && t.last.koleo != 0 && t.last.ibot > 0,
+          "loss %g distill %g koleo %g ibot %g", t.last.loss, t.last.distill, t.last.koleo, t.last.ibot);
+
+    /* A NaN in the input makes the loss NaN: no update, no EMA. */
+    memcpy(student, t.student, sizeof(real) * (size_t)n);
+    memcpy(teacher, t.teacher, sizeof(real) * (size_t)n);
+    float saved = b.local_crops[5];
+    b.local_crops[5] = NAN;
+    long step_before = t.step;
+    step(&t, &b);
+    CHECK("a NaN loss is reported as skipped", t.last.skipped && isnan(t.last.loss), "skipped %d loss %g",
+          t.last.skipped, t.last.loss);
+    CHECK("a NaN loss changes neither student nor teacher",
+          differing(student, t.student, n) == 0 && differing(teacher, t.teacher, n) == 0,
+          "student %ld, teacher %ld entries changed", differing(student, t.student, n),
+          differing(teacher, t.teacher, n));
+    CHECK("a skipped step still counts", t.step == step_before + 1, "step %ld", t.step);
+    b.local_crops[5] = saved;
+    poa_trainer_free(&t);
+
+    /* The baseline: one network, no elastic branch. */
+    if (open_trainer(&t, "train.elastic=false")) return 1;
+    step(&t, &b);
+    CHECK("the baseline trains the intact network alone",
+          !t.last.skipped && t.last.distill == 0 && t.draws == 0 && t.last.width == 96 && t.last.depth == 4,
+          "distill %g draws %ld member %dx%d", t.last.distill, t.draws, t.last.width, t.last.depth);
+    poa_trainer_free(&t);
+    free(student), free(teacher);
+    CHECK_EXIT();
+}
