@@ -55,9 +55,11 @@ const poa_vit_tensor *poa_vit_find_tensor(const poa_vit *model, const char *name
    patch conv as PyTorch's Conv2d default. Deterministic in seed. */
 void poa_vit_init_parameters(const poa_vit *model, real *params, unsigned long long seed);
 
-/* Reads every tensor by its state-dict name (a "backbone." prefix is accepted)
-   with a check of its shape; names the file and tensor on failure. */
-int poa_vit_load_parameters(const poa_vit *model, real *params, const char *path, poa_error *e);
+/* Reads every tensor by its state-dict name, with no prefix, "backbone." or (a training
+   checkpoint's teacher) "teacher.backbone.", checking its shape; names the file and the
+   tensor on failure. *prefix_used (may be NULL) gets the prefix found. */
+int poa_vit_load_parameters(const poa_vit *model, real *params, const char *path,
+                            const char **prefix_used, poa_error *e);
 int poa_vit_save_parameters(const poa_vit *model, const real *params, const char *path,
                             poa_error *e);
 

@@ -120,34 +120,63 @@ void poa_vit_init_parameters(const poa_vit *m, real *params, unsigned long long 
     }
 }
 
-int poa_vit_load_parameters(const poa_vit *m, real *params, const char *path, poa_error *e) {
+/* The first prefix under which every tensor of the model is in f, or NULL. */
+static const char *backbone_prefix(const poa_vit *m, const poa_safetensors *f) {
+    static const char *const prefixes[] = { "", "backbone.", "teacher.backbone." };
+    char name[POA_VIT_NAME_SIZE + 32];
+    for (int p = 0; p < 3; p++) {
+        int all = 1;
+        for (int i = 0; i < m->tensor_count && all; i++) {
+            snprintf(name, sizeof name, "%s%s", prefixes[p], m->tensors[i].name);
+            all = poa_safetensors_find(f, name) != NULL;
+        }
+        if (all) return prefixes[p];
+    }
+    return NULL;
+}
+
+static void shape_text(char *out, size_t size, const long long *shape, int ndim) {
+    out[0] = 0;
+    for (int d = 0; d < ndim && d < 8; d++)
+        snprintf(out + strlen(out), size - strlen(out), "%s%lld", d ? "," : "", shape[d]);
+}
+
+int poa_vit_load_parameters(const poa_vit *m, real *params, const char *path,
+                            const char **prefix_used, poa_error *e) {
     poa_safetensors f;
     if (poa_safetensors_open(&f, path, e)) return -1;
+    const char *prefix = backbone_prefix(m, &f);
+    char name[POA_VIT_NAME_SIZE + 32];
     int rc = 0;
+    if (!prefix) {
+        /* name the first missing tensor under the most likely prefix */
+        const char *guess = poa_safetensors_find(&f, "teacher.backbone.cls_token") ? "teacher.backbone."
+                          : poa_safetensors_find(&f, "backbone.cls_token")       ? "backbone."
+                                                                                 : "";
+        for (int i = 0; i < m->tensor_count; i++) {
+            snprintf(name, sizeof name, "%s%s", guess, m->tensors[i].name);
+            if (!poa_safetensors_find(&f, name)) break;
+        }
+        rc = poa_fail(e, "%s: missing tensor '%s' (looked for the backbone with no prefix, "
+                         "'backbone.' and 'teacher.backbone.')", path, name);
+    }
     for (int i = 0; i < m->tensor_count && rc == 0; i++) {
         const poa_vit_tensor *t = &m->tensors[i];
-        char prefixed[POA_VIT_NAME_SIZE + 16];
-        snprintf(prefixed, sizeof prefixed, "backbone.%s", t->name);
-        const char *name = poa_safetensors_find(&f, t->name) ? t->name : prefixed;
+        snprintf(name, sizeof name, "%s%s", prefix, t->name);
         const poa_tensor_info *info = poa_safetensors_find(&f, name);
-        if (!info) {
-            rc = poa_fail(e, "%s: missing tensor '%s'", path, t->name);
-            break;
-        }
         int same = info->ndim == t->ndim;
         for (int d = 0; same && d < t->ndim; d++) same = info->shape[d] == t->shape[d];
         if (!same) {
-            char want[96] = "", got[96] = "";
-            for (int d = 0; d < t->ndim; d++)
-                snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? "," : "", t->shape[d]);
-            for (int d = 0; d < info->ndim && d < 8; d++)
-                snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? "," : "", info->shape[d]);
+            char want[96], got[96];
+            shape_text(want, sizeof want, t->shape, t->ndim);
+            shape_text(got, sizeof got, info->shape, info->ndim);
             rc = poa_fail(e, "%s: tensor '%s' has shape (%s), the model needs (%s)", path, name, got, want);
             break;
         }
         rc = poa_safetensors_read_real(&f, name, params + t->offset, t->count, e);
     }
     poa_safetensors_close(&f);
+    if (rc == 0 && prefix_used) *prefix_used = prefix;
     return rc;
 }
 

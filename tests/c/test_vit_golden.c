@@ -124,7 +124,7 @@ int main(void) {
     poa_error e = { { 0 } };
     test_load_model("tests/recipes/tiny_vit.lua", &recipe, &m);
     real *params = malloc(sizeof(real) * (size_t)m.parameter_count);
-    if (poa_vit_load_parameters(&m, params, FIXTURES "vit_tiny_params.safetensors", &e)) {
+    if (poa_vit_load_parameters(&m, params, FIXTURES "vit_tiny_params.safetensors", NULL, &e)) {
         printf("FAIL parameters: %s\n", e.message);
         return 1;
     }
