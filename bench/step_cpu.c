@@ -1,0 +1,189 @@
+/* bench/step_cpu.c: CPU time of full POA training steps (reference §3-§5): teacher on the
+   global crops with Sinkhorn-Knopp targets, the intact and the elastic student (global crops
+   masked when iBOT is on, local crops), heads, every loss term, backward, clipping per
+   module, AdamW, EMA, on one synthetic micro-batch reused every step.
+     build/bench/step_cpu [RECIPE] [--steps N] [--warmup W] [--ibot 0|1] [--batch B]
+                          [--threads T] [--member WxD] [section.field=value ...]
+   RECIPE defaults to recipes/quickstart.lua. --member fixes the elastic member of every
+   step (the cycle's slots are all set to it); without it the members come from the
+   trainer's own cycle and are printed in order, warm-up steps included, so that a peer
+   can replay the same sequence (bench/step_cpu_torch.py does). Prints the step's shapes
+   ("config ..."), the members, the mask counts per global-crop slot, then the median wall
+   and process-CPU ms per step and images/s. */
+#include <lua.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "data_random.h"
+#include "masking.h"
+#include "random.h"
+#include "trainer.h"
+
+static double clock_ms(clockid_t id) {
+    struct timespec t;
+    clock_gettime(id, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static int compare(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof(double), compare);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Random normalised crops (N(0, 1) per value, as after the loader's normalisation) and
+   the collate function's iBOT masks for the global-crop slots. */
+static poa_batch make_batch(const poa_trainer *t) {
+    const poa_recipe *r = &t->config.recipe;
+    poa_batch b;
+    memset(&b, 0, sizeof b);
+    b.batch_size = t->config.batch_size, b.global_count = r->global_crop_count;
+    b.local_count = r->local_crop_count, b.global_size = r->global_crop_size;
+    b.local_size = r->local_crop_size;
+    long ng = (long)b.global_count * b.batch_size * 3 * b.global_size * b.global_size;
+    long nl = (long)b.local_count * b.batch_size * 3 * b.local_size * b.local_size;
+    b.global_crops = malloc(sizeof(float) * (size_t)ng);
+    b.local_crops = malloc(sizeof(float) * (size_t)nl);
+    for (long i = 0; i < ng; i++) b.global_crops[i] = (float)poa_normal(11, 1, (uint64_t)i);
+    for (long i = 0; i < nl; i++) b.local_crops[i] = (float)poa_normal(11, 2, (uint64_t)i);
+    int grid = b.global_size / r->vit.patch_size;
+    poa_mask_generator g;
+    poa_mask_generator_init(&g, grid, grid);
+    poa_mask_batch_alloc(&b.masks, b.global_count * b.batch_size, grid * grid, NULL);
+    poa_rng rng = poa_rng_make(t->config.seed, 0, 0, 0, 0, 7);
+    poa_collate_masks(&g, &rng, t->config.mask_probability, t->config.mask_ratio_min,
+                      t->config.mask_ratio_max, &b.masks);
+    return b;
+}
+
+static void usage(void) {
+    fprintf(stderr, "usage: step_cpu [RECIPE] [--steps N] [--warmup W] [--ibot 0|1] [--batch B] "
+                    "[--threads T] [--member WxD] [section.field=value ...]\n");
+}
+
+int main(int argc, char **argv) {
+    /* As poa itself (runtime/main.c): passive OpenMP waiting unless the user chose. */
+    if (!getenv("OMP_WAIT_POLICY")) {
+        setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+        execv("/proc/self/exe", argv);
+    }
+    const char *recipe = "recipes/quickstart.lua", *member = NULL;
+    int steps = 5, warmup = 2, ibot = 1, threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    long batch = 0;
+    const char **overrides = calloc((size_t)argc + 4, sizeof(char *));
+    int n_over = 0;
+    static char batch_override[64];
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return usage(), 0;
+        if (!strncmp(a, "--", 2)) {
+            if (!v) return usage(), 2;
+            if (!strcmp(a, "--steps")) steps = atoi(v);
+            else if (!strcmp(a, "--warmup")) warmup = atoi(v);
+            else if (!strcmp(a, "--ibot")) ibot = atoi(v);
+            else if (!strcmp(a, "--batch")) batch = atol(v);
+            else if (!strcmp(a, "--threads")) threads = atoi(v);
+            else if (!strcmp(a, "--member")) member = v;
+            else return usage(), 2;
+            i++;
+        } else if (strchr(a, '=')) {
+            overrides[n_over++] = a;
+        } else {
+            recipe = a;
+        }
+    }
+    if (steps < 1 || warmup < 0 || threads < 1) return usage(), 2;
+    /* iBOT on from step 0, or never. */
+    overrides[n_over++] = ibot ? "ibot.activate_epochs=0" : "ibot.activate_epochs=1e9";
+    if (batch > 0) {
+        snprintf(batch_override, sizeof batch_override, "train.batch_size=%ld", batch);
+        overrides[n_over++] = batch_override;
+    }
+    overrides[n_over++] = "train.accumulate=1";
+
+    poa_set_threads(threads);
+    poa_error e = { { 0 } };
+    lua_State *L = poa_lua_open(&e);
+    poa_train_config config;
+    poa_trainer t;
+    if (!L || poa_train_config_load(L, recipe, overrides, n_over, &config, &e)) {
+        fprintf(stderr, "step_cpu: %s\n", e.message);
+        return 1;
+    }
+    int fixed_w = 0, fixed_d = 0;
+    if (member && poa_recipe_member(L, &config.recipe, member, &fixed_w, &fixed_d, &e)) {
+        fprintf(stderr, "step_cpu: %s\n", e.message);
+        return 1;
+    }
+    lua_close(L);
+    if (poa_trainer_init(&t, &config, &e)) {
+        fprintf(stderr, "step_cpu: %s\n", e.message);
+        return 1;
+    }
+    if (member) /* every slot of the cycle is the chosen member */
+        for (int i = 0; i < t.config.slot_count; i++)
+            t.config.slot_width[i] = fixed_w, t.config.slot_depth[i] = fixed_d;
+
+    const poa_train_config *c = &t.config;
+    const poa_recipe *r = &c->recipe;
+    poa_batch b = make_batch(&t);
+    printf("config width %d %d depth %d %d patch %d head_dim %d mlp_ratio %d layerscale %g "
+           "global %d %d local %d %d batch %d heads %d hidden %d bottleneck %d prototypes",
+           r->width_min, r->width_max, r->depth_min, r->depth_max, r->vit.patch_size,
+           r->vit.head_dim, r->vit.mlp_ratio, r->vit.layerscale, r->global_crop_count,
+           r->global_crop_size, r->local_crop_count, r->local_crop_size, c->batch_size,
+           c->heads.heads, c->heads.hidden, c->heads.bottleneck);
+    for (int h = 0; h < c->heads.heads; h++) printf(" %d", c->heads.prototypes[h]);
+    printf(" drop_path %g lambda %g student_temp %g distill_temp %g dino_weight %g "
+           "koleo_weight %g ibot_weight %g sinkhorn %d clip %g layerwise_decay %g "
+           "patch_embed_lr_mult %g beta1 %g beta2 %g eps %g elastic %d ibot %d threads %d\n",
+           c->drop_path_rate, c->lambda, c->student_temp, c->distill_temp, c->dino_weight,
+           c->koleo_weight, c->ibot_weight, c->sinkhorn_iterations, c->clip_grad,
+           c->layerwise_decay, c->patch_embed_lr_mult, c->beta1, c->beta2, c->eps, c->elastic,
+           ibot, threads);
+    printf("masks");
+    for (int s = 0; s < b.masks.slots; s++) {
+        int n = 0;
+        for (int k = 0; k < b.masks.tokens; k++) n += b.masks.masks[(long)s * b.masks.tokens + k];
+        printf(" %d", n);
+    }
+    printf("\n");
+    fflush(stdout);
+
+    double *wall = malloc(sizeof(double) * (size_t)steps), *cpu = malloc(sizeof(double) * (size_t)steps);
+    char *members = calloc((size_t)(warmup + steps), 16);
+    for (int it = -warmup; it < steps; it++) {
+        double w0 = clock_ms(CLOCK_MONOTONIC), c0 = clock_ms(CLOCK_PROCESS_CPUTIME_ID);
+        poa_trainer_begin_step(&t);
+        if (poa_trainer_micro_batch(&t, &b, 0, &e)) {
+            fprintf(stderr, "step_cpu: %s\n", e.message);
+            return 1;
+        }
+        poa_trainer_end_step(&t);
+        double w1 = clock_ms(CLOCK_MONOTONIC), c1 = clock_ms(CLOCK_PROCESS_CPUTIME_ID);
+        if (it >= 0) wall[it] = w1 - w0, cpu[it] = c1 - c0;
+        snprintf(members + (size_t)(it + warmup) * 16, 16, "%dx%d", t.last.width, t.last.depth);
+        fprintf(stderr, "step %d member %dx%d loss %.4f wall ms %.1f\n", it, t.last.width,
+                t.last.depth, t.last.loss, w1 - w0);
+    }
+    printf("members");
+    for (int i = 0; i < warmup + steps; i++) printf(" %s", members + (size_t)i * 16);
+    printf("\nwarmup %d steps %d (%s)\n", warmup, steps,
+           member ? "fixed member" : "the trainer's elastic cycle");
+    double wall_ms = median(wall, steps), cpu_ms = median(cpu, steps);
+    printf("step median wall ms %.2f cpu ms %.2f images/s %.2f\n", wall_ms, cpu_ms,
+           c->batch_size / (wall_ms / 1e3));
+    free(wall), free(cpu), free(members), free(overrides);
+    free(b.global_crops), free(b.local_crops);
+    poa_mask_batch_free(&b.masks);
+    poa_trainer_free(&t);
+    return 0;
+}
