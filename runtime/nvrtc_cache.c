@@ -37,6 +37,9 @@ static struct {
     nvrtc_result (*destroy_program)(nvrtc_program *);
 } nvrtc;
 
+const char *const poa_nvrtc_kernel_options[] = { "--std=c++17" };
+const int poa_nvrtc_kernel_option_count = 1;
+
 static pthread_once_t nvrtc_once = PTHREAD_ONCE_INIT;
 
 void poa_blob_free(poa_blob *blob) {

@@ -46,6 +46,12 @@ int poa_nvrtc_compile(const char *source, const char *name, const char *arch,
                       const char *const *options, int option_count, poa_blob *out, char **log,
                       poa_error *e);
 
+/* The NVRTC options (after --gpu-architecture) of the generated kernel files, the same as
+   tests/c/test_nvrtc_compile.c's: start-up and `poa cuda warm` must pass the same ones for the
+   cache to hit. */
+extern const char *const poa_nvrtc_kernel_options[];
+extern const int poa_nvrtc_kernel_option_count;
+
 /* What one cached compile did. */
 typedef struct poa_nvrtc_outcome {
     int cache_hit;     /* 1: read from the cache (no NVRTC call) */
