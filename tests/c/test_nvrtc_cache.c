@@ -4,7 +4,9 @@
    With NVRTC (loaded by dlopen; SKIP when it cannot be): a miss then a hit with identical
    bytes, another option or architecture is a miss, PTX for compute_XX, a corrupted and a
    truncated entry are detected, reported, deleted and rebuilt, two threads compiling the
-   same key leave one whole entry and no temporary file, a compile error carries NVRTC's log. */
+   same key leave one whole entry and no temporary file, a compile error carries NVRTC's log;
+   `poa cuda warm` on tests/recipes/tiny_vit.lua misses 3 files then hits 3, and `poa cuda
+   report` gives a register count for each of their 48 kernels. */
 #include <dirent.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -320,6 +322,70 @@ static void test_compile_cache(const char *dir) {
     poa_blob_free(&miss);
 }
 
+
+/* Runs command, returns its output (malloc'd) and exit status. */
+static char *run(const char *command, int *status) {
+    FILE *p = popen(command, "r");
+    if (!p) return NULL;
+    size_t used = 0, capacity = 1 << 16;
+    char *text = malloc(capacity);
+    for (size_t n; (n = fread(text + used, 1, capacity - used - 1, p)) > 0;) {
+        used += n;
+        if (capacity - used < 4096) text = realloc(text, capacity *= 2);
+    }
+    text[used] = 0;
+    *status = pclose(p);
+    return text;
+}
+
+static int count_lines_with(const char *text, const char *needle) {
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, needle)); p += strlen(needle)) n++;
+    return n;
+}
+
+/* `poa cuda warm` on a 3-width recipe: all misses, then all hits; `poa cuda report` tables
+   every kernel with a register count. */
+static void test_command(const char *dir) {
+    const char *poa = POA_SOURCE_DIR "build/poa";
+    if (access(poa, X_OK) != 0) {
+        CHECK("poa cuda warm", 0, "%s is missing (run ninja)", poa);
+        return;
+    }
+    char command[4096];
+    snprintf(command, sizeof command, "POA_CACHE='%s' %s cuda warm %stests/recipes/tiny_vit.lua --arch sm_80 2>&1",
+             dir, poa, POA_SOURCE_DIR);
+    int status;
+    char *cold = run(command, &status);
+    CHECK("poa cuda warm: cold run compiles 3 files", cold && status == 0 && count_lines_with(cold, " miss ") == 3 &&
+          strstr(cold, "3 files: 3 compiled, 0 from the cache, 0 failed") && strstr(cold, "(cold)"),
+          "status %d:\n%s", status, cold ? cold : "");
+    if (cold) printf("%s", strstr(cold, "3 files:") ? strstr(cold, "3 files:") : cold);
+    char *cached = run(command, &status);
+    CHECK("poa cuda warm: second run is all hits", cached && status == 0 && count_lines_with(cached, " hit ") == 3 &&
+          strstr(cached, "3 files: 0 compiled, 3 from the cache, 0 failed") && strstr(cached, "(cached)"),
+          "status %d:\n%s", status, cached ? cached : "");
+    if (cached) printf("%s", strstr(cached, "3 files:") ? strstr(cached, "3 files:") : cached);
+    snprintf(command, sizeof command, "POA_CACHE='%s' %s cuda report %stests/recipes/tiny_vit.lua --arch sm_80 2>&1",
+             dir, poa, POA_SOURCE_DIR);
+    char *report = run(command, &status);
+    int rows = 0, zero_registers = 0;
+    for (const char *line = report; line && (line = strstr(line, "\nvit_w")); line++) {
+        char file[128], kernel[128];
+        int registers = 0;
+        if (sscanf(line + 1, "%127s %127s %d", file, kernel, &registers) == 3) {
+            rows++;
+            zero_registers += registers <= 0;
+        }
+    }
+    CHECK("poa cuda report: a row with registers per kernel (16 kernels x 3 files)",
+          report && status == 0 && rows == 48 && zero_registers == 0 && strstr(report, "48 kernels in 3 files"),
+          "status %d, %d rows, %d without registers:\n%s", status, rows, zero_registers, report ? report : "");
+    free(cold);
+    free(cached);
+    free(report);
+}
+
 int main(void) {
     char dir[] = "/tmp/poa_test_nvrtc_cache.XXXXXX";
     if (!mkdtemp(dir)) {
@@ -342,6 +408,9 @@ int main(void) {
         char compiles[512];
         snprintf(compiles, sizeof compiles, "%s/compiles", dir);
         test_compile_cache(compiles);
+        char commands[600];
+        snprintf(commands, sizeof commands, "%s/command", dir);
+        test_command(commands);
     }
     remove_tree(dir);
     CHECK_EXIT();
