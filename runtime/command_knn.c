@@ -424,7 +424,7 @@ static int run_knn(const knn_options *o, poa_error *e) {
     real *params = malloc(sizeof(real) * (size_t)model.parameter_count);
     const char *prefix = "";
     rc = params ? 0 : poa_fail(e, "out of memory for %ld parameters", model.parameter_count);
-    if (rc == 0) rc = poa_knn_load_backbone(&model, params, o->checkpoint, &prefix, e);
+    if (rc == 0) rc = poa_vit_load_parameters(&model, params, o->checkpoint, &prefix, e);
     if (rc == 0)
         fprintf(stderr, "poa knn: backbone %s'%s*' of %s, recipe %s\n", prefix[0] ? "" : "(no prefix) ",
                 prefix, o->checkpoint, recipe.path);

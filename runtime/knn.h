@@ -70,11 +70,4 @@ int poa_knn_features(const poa_vit *model, const real *params, int width, int de
                      const poa_knn_images *images, long batch, real *features,
                      poa_error *e);
 
-/* Loads a backbone from a safetensors file whose tensor names are the state-dict
-   names behind a prefix: the first of "teacher.backbone.", "backbone.", "" under
-   which the file has every tensor of the model. *prefix_used (may be NULL) points
-   at the prefix taken. */
-int poa_knn_load_backbone(const poa_vit *model, real *params, const char *path,
-                          const char **prefix_used, poa_error *e);
-
 #endif

@@ -327,7 +327,7 @@ static void test_features(const char *root) {
     if (rc == 0) rc = poa_vit_init(&model, &r.vit, &e);
     real *params = rc == 0 ? malloc(sizeof(real) * (size_t)model.parameter_count) : NULL;
     const char *prefix = NULL;
-    if (rc == 0) rc = poa_knn_load_backbone(&model, params, PARAMS, &prefix, &e);
+    if (rc == 0) rc = poa_vit_load_parameters(&model, params, PARAMS, &prefix, &e);
     CHECK("knn loads a plain backbone file (no prefix)", rc == 0 && prefix && prefix[0] == 0, "%s", e.message);
     /* the same parameters as "teacher.backbone.<name>" among other tensors */
     char path[512];
@@ -346,7 +346,7 @@ static void test_features(const char *root) {
     if (w && rc == 0) rc = poa_safetensors_writer_save(w, path, &e);
     if (w) poa_safetensors_writer_free(w);
     real *again = params ? malloc(sizeof(real) * (size_t)model.parameter_count) : NULL;
-    int rc2 = again ? poa_knn_load_backbone(&model, again, path, &prefix, &e) : -1;
+    int rc2 = again ? poa_vit_load_parameters(&model, again, path, &prefix, &e) : -1;
     CHECK("knn loads 'teacher.backbone.' tensors of a checkpoint", rc == 0 && rc2 == 0 &&
           strcmp(prefix, "teacher.backbone.") == 0 &&
           memcmp(params, again, sizeof(real) * (size_t)model.parameter_count) == 0, "%s", e.message);
