@@ -144,6 +144,14 @@ static long scratch_of(const poa_head_config *c, long rows, long width, long sta
 int poa_heads_pass_init(poa_heads_pass *pass, const poa_heads *heads, int width, long rows,
                         poa_error *e) {
     memset(pass, 0, sizeof *pass);
+    return poa_heads_pass_prepare(pass, heads, width, rows, e);
+}
+
+int poa_heads_pass_prepare(poa_heads_pass *pass, const poa_heads *heads, int width, long rows,
+                           poa_error *e) {
+    real *arena = pass->arena;
+    long capacity = pass->arena_capacity;
+    memset(pass, 0, sizeof *pass);
     const poa_head_config *c = &heads->config;
     if (width < 1 || width > c->in_dim)
         return poa_fail(e, "heads pass: width %d outside 1..%d", width, c->in_dim);
@@ -158,7 +166,13 @@ int poa_heads_pass_init(poa_heads_pass *pass, const poa_heads *heads, int width,
     long sx, s0, s1, s2, s3, s4;
     at = scratch_of(c, rows, width, at, &sx, &s0, &s1, &s2, &s3, &s4);
     pass->arena_count = at;
-    pass->arena = calloc((size_t)(at > 0 ? at : 1), sizeof(real));
+    if (arena && capacity >= at) { /* keep the buffer of an earlier shape */
+        pass->arena = arena, pass->arena_capacity = capacity;
+    } else {
+        free(arena);
+        pass->arena = calloc((size_t)(at > 0 ? at : 1), sizeof(real));
+        pass->arena_capacity = at;
+    }
     if (!pass->arena)
         return poa_fail(e, "heads pass: out of memory for %ld rows (%ld values)", rows, at);
     at = 0;

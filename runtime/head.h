@@ -50,12 +50,15 @@ typedef struct poa_heads_pass {
     long rows;
     real alpha;          /* in_dim / width */
     real *arena;         /* saved activations */
-    long arena_count;
+    long arena_count, arena_capacity;
     real *logits[POA_MAX_HEADS]; /* rows x K_h, valid after poa_heads_forward */
 } poa_heads_pass;
 
 int poa_heads_pass_init(poa_heads_pass *pass, const poa_heads *heads, int width, long rows,
                         poa_error *e);
+/* Re-targets an initialised pass, keeping its buffer when it is large enough. */
+int poa_heads_pass_prepare(poa_heads_pass *pass, const poa_heads *heads, int width, long rows,
+                           poa_error *e);
 void poa_heads_pass_free(poa_heads_pass *pass);
 /* x: rows x width features. Fills pass->logits[h]; keeps a copy of x in the arena for the
    backward, so the caller may reuse x's buffer. */

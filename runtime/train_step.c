@@ -30,8 +30,8 @@ typedef struct targets {
 typedef struct branch {
     int width, depth;
     double weight;            /* lambda or 1 - lambda (1 for the baseline) */
-    poa_vit_pass global, local;
-    poa_heads_pass heads;     /* rows: L*B local CLS, G*B global CLS, masked patches */
+    poa_vit_pass *global, *local; /* the trainer's passes of this branch */
+    poa_heads_pass *heads;        /* rows: L*B local CLS, G*B global CLS, masked patches */
     real *features;           /* head input rows x width */
     real *dlogits[POA_MAX_HEADS];
     real *dfeatures;
@@ -116,69 +116,63 @@ static void crops_of(crops *c, const poa_batch *mb, const shapes *sh) {
 static int teacher_targets(poa_trainer *t, const poa_batch *mb, const crops *crops,
                            const shapes *sh, double temp, targets *tg, poa_error *e) {
     const poa_vit_config *vc = &t->model.config;
-    poa_vit_pass pass;
-    poa_heads_pass heads;
+    poa_vit_pass *pass = &t->teacher_pass;
+    poa_heads_pass *heads = &t->teacher_heads_pass;
     const long rows = sh->G * sh->B + sh->masked;
-    if (poa_vit_pass_init(&pass, &t->model, vc->max_width, vc->max_depth, sh->G * sh->B, sh->S, e))
+    if (poa_vit_pass_prepare(pass, &t->model, vc->max_width, vc->max_depth, sh->G * sh->B, sh->S, e) ||
+        poa_heads_pass_prepare(heads, &t->heads, vc->max_width, rows, e))
         return -1;
-    if (poa_heads_pass_init(&heads, &t->heads, vc->max_width, rows, e)) {
-        poa_vit_pass_free(&pass);
-        return -1;
-    }
     real *input = malloc(sizeof(real) * (size_t)(rows * vc->max_width));
-    poa_vit_forward(&pass, t->teacher, crops->global, NULL, NULL);
-    gather_rows(input, &pass, NULL, 0, sh->N);
-    gather_rows(input + sh->G * sh->B * vc->max_width, &pass, mb->masks.indices, sh->masked, sh->N);
-    poa_heads_forward(&heads, t->teacher_heads, input);
+    poa_vit_forward(pass, t->teacher, crops->global, NULL, NULL);
+    gather_rows(input, pass, NULL, 0, sh->N);
+    gather_rows(input + sh->G * sh->B * vc->max_width, pass, mb->masks.indices, sh->masked, sh->N);
+    poa_heads_forward(heads, t->teacher_heads, input);
     for (int h = 0; h < t->heads.config.heads; h++) {
         const long K = t->heads.config.prototypes[h];
         tg->cls[h] = malloc(sizeof(real) * (size_t)(sh->G * sh->B * K));
-        poa_sinkhorn_knopp(tg->cls[h], heads.logits[h], sh->G * sh->B, K, temp,
+        poa_sinkhorn_knopp(tg->cls[h], heads->logits[h], sh->G * sh->B, K, temp,
                            t->config.sinkhorn_iterations);
         tg->patch[h] = NULL;
         if (sh->masked) {
             tg->patch[h] = malloc(sizeof(real) * (size_t)(sh->masked * K));
-            poa_sinkhorn_knopp(tg->patch[h], heads.logits[h] + sh->G * sh->B * K, sh->masked, K,
+            poa_sinkhorn_knopp(tg->patch[h], heads->logits[h] + sh->G * sh->B * K, sh->masked, K,
                                temp, t->config.sinkhorn_iterations);
         }
     }
     free(input);
-    poa_heads_pass_free(&heads);
-    poa_vit_pass_free(&pass);
     return 0;
 }
 
 /* Forward of one student branch: backbone on the global (masked if iBOT) and local crops,
    then the heads on [local CLS; global CLS; masked patches]. */
-static int branch_forward(poa_trainer *t, branch *x, const poa_batch *mb, const crops *crops,
-                          const shapes *sh, uint64_t stream, poa_error *e) {
+static int branch_forward(poa_trainer *t, int index, branch *x, const poa_batch *mb,
+                          const crops *crops, const shapes *sh, uint64_t stream, poa_error *e) {
     const long D = x->width, rows = sh->L * sh->B + sh->G * sh->B + sh->masked;
     const double rate = t->config.drop_path_rate;
-    if (poa_vit_pass_init(&x->global, &t->model, x->width, x->depth, sh->G * sh->B, sh->S, e) ||
-        poa_vit_pass_init(&x->local, &t->model, x->width, x->depth, sh->L * sh->B, sh->s, e) ||
-        poa_heads_pass_init(&x->heads, &t->heads, x->width, rows, e))
+    x->global = &t->student_global[index], x->local = &t->student_local[index];
+    x->heads = &t->student_heads_pass[index];
+    if (poa_vit_pass_prepare(x->global, &t->model, x->width, x->depth, sh->G * sh->B, sh->S, e) ||
+        poa_vit_pass_prepare(x->local, &t->model, x->width, x->depth, sh->L * sh->B, sh->s, e) ||
+        poa_heads_pass_prepare(x->heads, &t->heads, x->width, rows, e))
         return -1;
     x->drop_global = draw_drop_path(x->depth, sh->G * sh->B, rate, t->config.seed, stream);
     x->drop_local = draw_drop_path(x->depth, sh->L * sh->B, rate, t->config.seed, stream + 4096);
     x->features = malloc(sizeof(real) * (size_t)(rows * D));
     x->dfeatures = malloc(sizeof(real) * (size_t)(rows * D));
-    poa_vit_forward(&x->global, t->student, crops->global, sh->masked ? mb->masks.masks : NULL,
+    poa_vit_forward(x->global, t->student, crops->global, sh->masked ? mb->masks.masks : NULL,
                     x->drop_global);
-    poa_vit_forward(&x->local, t->student, crops->local, NULL, x->drop_local);
-    gather_rows(x->features, &x->local, NULL, 0, sh->N);
-    gather_rows(x->features + sh->L * sh->B * D, &x->global, NULL, 0, sh->N);
-    gather_rows(x->features + (sh->L + sh->G) * sh->B * D, &x->global, mb->masks.indices,
+    poa_vit_forward(x->local, t->student, crops->local, NULL, x->drop_local);
+    gather_rows(x->features, x->local, NULL, 0, sh->N);
+    gather_rows(x->features + sh->L * sh->B * D, x->global, NULL, 0, sh->N);
+    gather_rows(x->features + (sh->L + sh->G) * sh->B * D, x->global, mb->masks.indices,
                 sh->masked, sh->N);
-    poa_heads_forward(&x->heads, t->student_heads, x->features);
+    poa_heads_forward(x->heads, t->student_heads, x->features);
     for (int h = 0; h < t->heads.config.heads; h++)
         x->dlogits[h] = calloc((size_t)(rows * t->heads.config.prototypes[h]), sizeof(real));
     return 0;
 }
 
 static void branch_free(branch *x, int heads) {
-    poa_vit_pass_free(&x->global);
-    poa_vit_pass_free(&x->local);
-    poa_heads_pass_free(&x->heads);
     for (int h = 0; h < heads; h++) free(x->dlogits[h]);
     free(x->features), free(x->dfeatures), free(x->drop_global), free(x->drop_local);
 }
@@ -195,7 +189,7 @@ static void branch_losses(poa_trainer *t, branch *x, const branch *intact, const
     const double T = c->student_temp, pairs = (double)sh->G * sh->L + sh->G * (sh->G - 1);
     for (int h = 0; h < H; h++) {
         const long K = t->heads.config.prototypes[h];
-        real *S = x->heads.logits[h], *dS = x->dlogits[h];
+        real *S = x->heads->logits[h], *dS = x->dlogits[h];
         real *S_global = S + local_rows * K, *dS_global = dS + local_rows * K;
         /* (a) cross-view DINO: every local crop and every other global crop against each
            teacher global crop, each a mean over B rows, averaged over the pairs and heads. */
@@ -213,7 +207,7 @@ static void branch_losses(poa_trainer *t, branch *x, const branch *intact, const
         /* (b) same-view intact -> elastic distillation (elastic only): mean over the local
            rows plus mean over the global rows, targets softmax(S_intact / 0.1). */
         if (intact) {
-            const real *SI = intact->heads.logits[h];
+            const real *SI = intact->heads->logits[h];
             real *Q = malloc(sizeof(real) * (size_t)((local_rows + global_rows) * K));
             poa_softmax_rows(Q, SI, local_rows + global_rows, K, c->distill_temp);
             double wd = scale * (1 - c->lambda) / H;
@@ -243,7 +237,7 @@ static void branch_losses(poa_trainer *t, branch *x, const branch *intact, const
         st->koleo += poa_koleo(f, B, D, wk, df);
         for (long b = 0; b < B; b++)
             for (long i = 0; i < D; i++)
-                dout_global[((g * B + b) * x->global.tokens) * D + i] += df[b * D + i];
+                dout_global[((g * B + b) * x->global->tokens) * D + i] += df[b * D + i];
     }
     free(f), free(df);
 }
@@ -252,14 +246,14 @@ static void branch_losses(poa_trainer *t, branch *x, const branch *intact, const
 static void branch_backward(poa_trainer *t, branch *x, const poa_batch *mb, const shapes *sh,
                             real *dout_global) {
     const long D = x->width, local_rows = sh->L * sh->B;
-    poa_heads_backward(&x->heads, t->student_heads, t->grads_heads, x->dlogits, x->dfeatures);
-    real *dout_local = calloc((size_t)(x->local.rows * D), sizeof(real));
-    scatter_rows(dout_local, &x->local, x->dfeatures, NULL, 0, sh->N);
-    scatter_rows(dout_global, &x->global, x->dfeatures + local_rows * D, NULL, 0, sh->N);
-    scatter_rows(dout_global, &x->global, x->dfeatures + (local_rows + sh->G * sh->B) * D,
+    poa_heads_backward(x->heads, t->student_heads, t->grads_heads, x->dlogits, x->dfeatures);
+    real *dout_local = calloc((size_t)(x->local->rows * D), sizeof(real));
+    scatter_rows(dout_local, x->local, x->dfeatures, NULL, 0, sh->N);
+    scatter_rows(dout_global, x->global, x->dfeatures + local_rows * D, NULL, 0, sh->N);
+    scatter_rows(dout_global, x->global, x->dfeatures + (local_rows + sh->G * sh->B) * D,
                  mb->masks.indices, sh->masked, sh->N);
-    poa_vit_backward(&x->global, t->student, t->grads, dout_global);
-    poa_vit_backward(&x->local, t->student, t->grads, dout_local);
+    poa_vit_backward(x->global, t->student, t->grads, dout_global);
+    poa_vit_backward(x->local, t->student, t->grads, dout_local);
     free(dout_local);
 }
 
@@ -286,9 +280,9 @@ static int micro_batch(poa_trainer *t, const poa_batch *mb, int micro, double sc
     }
     const uint64_t stream = ((uint64_t)t->step * 64 + (uint64_t)micro) << 16;
     for (int b = 0; b < branches && rc == 0; b++) {
-        rc = branch_forward(t, &x[b], mb, &cr, &sh, stream + (uint64_t)b * 8192, e);
+        rc = branch_forward(t, b, &x[b], mb, &cr, &sh, stream + (uint64_t)b * 8192, e);
         if (rc) break;
-        real *dout_global = calloc((size_t)(x[b].global.rows * x[b].width), sizeof(real));
+        real *dout_global = calloc((size_t)(x[b].global->rows * x[b].width), sizeof(real));
         branch_losses(t, &x[b], b ? &x[0] : NULL, &tg, mb, &sh, scale, dout_global, st);
         branch_backward(t, &x[b], mb, &sh, dout_global);
         free(dout_global);

@@ -60,6 +60,13 @@ void poa_trainer_free(poa_trainer *t) {
     for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++) free(buffers[i]);
     free(t->groups);
     free(t->groups_heads);
+    poa_vit_pass_free(&t->teacher_pass);
+    poa_heads_pass_free(&t->teacher_heads_pass);
+    for (int b = 0; b < 2; b++) {
+        poa_vit_pass_free(&t->student_global[b]);
+        poa_vit_pass_free(&t->student_local[b]);
+        poa_heads_pass_free(&t->student_heads_pass[b]);
+    }
     poa_vit_free(&t->model);
     poa_heads_free(&t->heads);
     poa_train_config_free(&t->config);

@@ -34,6 +34,10 @@ typedef struct poa_trainer {
     poa_cosine_schedule lr, weight_decay, momentum, teacher_temp;
     long freeze_last_layer_steps, ibot_start_step;
     poa_step_stats current, last;
+    /* Work buffers kept across steps: the teacher's pass and heads pass, and per student
+       branch (intact, elastic) its global, local and heads passes. */
+    poa_vit_pass teacher_pass, student_global[2], student_local[2];
+    poa_heads_pass teacher_heads_pass, student_heads_pass[2];
 } poa_trainer;
 
 /* Builds the networks from the config (taking ownership of it), initialises the student

@@ -86,8 +86,13 @@ int poa_vit_pass_buffers(const poa_vit_pass *p, poa_vit_buffer *out, int capacit
 
 int poa_vit_pass_init(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch,
                       int image_size, poa_error *e) {
-    const poa_vit_config *c = &model->config;
     memset(p, 0, sizeof *p);
+    return poa_vit_pass_prepare(p, model, width, depth, batch, image_size, e);
+}
+
+int poa_vit_pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch,
+                         int image_size, poa_error *e) {
+    const poa_vit_config *c = &model->config;
     if (width < c->head_dim || width > c->max_width || width % c->head_dim)
         return poa_fail(e, "member %dx%d: width must be a multiple of %d in %d..%d", width, depth,
                         c->head_dim, c->head_dim, c->max_width);
@@ -96,6 +101,11 @@ int poa_vit_pass_init(poa_vit_pass *p, const poa_vit *model, int width, int dept
     if (image_size <= 0 || image_size % c->patch_size)
         return poa_fail(e, "image size %d is not a multiple of the patch size %d", image_size,
                         c->patch_size);
+    /* Buffers of an earlier shape are kept when they are large enough (a fresh arena
+       costs a page fault per page on every step). */
+    real *arena = p->arena, *ones = p->ones, *resample = p->resample;
+    long capacity = p->arena_capacity, resample_grid = p->resample ? p->grid : 0;
+    memset(p, 0, sizeof *p);
     p->model = model;
     p->width = width;
     p->depth = depth;
@@ -121,12 +131,24 @@ int poa_vit_pass_init(poa_vit_pass *p, const poa_vit *model, int width, int dept
     p->alpha = (real)((double)c->max_width / width);
     vit_layout layout;
     vit_layout_compute(&layout, p, &p->arena_count);
-    p->arena = calloc((size_t)p->arena_count, sizeof(real));
+    if (arena && capacity >= p->arena_count) {
+        p->arena = arena, p->arena_capacity = capacity;
+    } else {
+        free(arena);
+        p->arena = calloc((size_t)p->arena_count, sizeof(real));
+        p->arena_capacity = p->arena_count;
+    }
+    free(ones);
     p->ones = malloc(sizeof(real) * (size_t)width);
     const long native_grid = c->image_size / c->patch_size;
-    if (p->grid != native_grid) {
-        p->resample = malloc(sizeof(real) * (size_t)(p->patches * native_grid * native_grid));
-        if (p->resample) poa_vit_resample_matrix(p->resample, (int)native_grid, (int)p->grid);
+    if (p->grid != native_grid && resample_grid == p->grid) {
+        p->resample = resample;
+    } else {
+        free(resample);
+        if (p->grid != native_grid) {
+            p->resample = malloc(sizeof(real) * (size_t)(p->patches * native_grid * native_grid));
+            if (p->resample) poa_vit_resample_matrix(p->resample, (int)native_grid, (int)p->grid);
+        }
     }
     if (!p->arena || !p->ones || (p->grid != native_grid && !p->resample)) {
         poa_vit_pass_free(p);

@@ -74,7 +74,7 @@ typedef struct poa_vit_pass {
     long batch, image_size, grid, patches, tokens, rows;
     real alpha;
     real *arena;
-    long arena_count;
+    long arena_count, arena_capacity;
     real *resample;   /* patches x max_patches bicubic matrix, NULL at the native size */
     real *ones;       /* LayerScale of 1 when the model has none */
     const unsigned char *mask; /* of the last forward */
@@ -93,6 +93,10 @@ int poa_vit_pass_buffers(const poa_vit_pass *pass, poa_vit_buffer *out, int capa
 
 int poa_vit_pass_init(poa_vit_pass *pass, const poa_vit *model, int width, int depth,
                       long batch, int image_size, poa_error *e);
+/* Re-targets an initialised pass to another member or batch, keeping its buffers when they
+   are large enough. */
+int poa_vit_pass_prepare(poa_vit_pass *pass, const poa_vit *model, int width, int depth,
+                         long batch, int image_size, poa_error *e);
 void poa_vit_pass_free(poa_vit_pass *pass);
 
 /* images: batch x C x S x S. mask: batch x patches (non-zero = replace by the
