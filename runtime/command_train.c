@@ -93,10 +93,11 @@ static void log_step(const poa_trainer *t, FILE *metrics, double images_per_seco
     const poa_step_stats *s = &t->last;
     fprintf(stderr,
             "\rstep %ld/%ld | %.1f img/s | ETA %02d:%02d:%02d | loss %.4f (dino %.4f sv %.4f koleo "
-            "%.4f ibot %.4f) | elastic %dx%d | lr %.2e%s   ",
+            "%.4f ibot %.4f) | %s %dx%d | lr %.2e%s   ",
             t->step, t->total_steps, images_per_second, (int)(eta / 3600), (int)(eta / 60) % 60,
-            (int)eta % 60, s->loss, s->dino, s->distill, s->koleo, s->ibot, s->width, s->depth,
-            s->lr, s->skipped ? " SKIPPED (NaN)" : "");
+            (int)eta % 60, s->loss, s->dino, s->distill, s->koleo, s->ibot,
+            t->config.elastic ? "elastic" : "baseline", s->width, s->depth, s->lr,
+            s->skipped ? " SKIPPED (NaN)" : "");
     fprintf(metrics,
             "{\"step\": %ld, \"loss\": %.6g, \"dino\": %.6g, \"distill\": %.6g, \"koleo\": %.6g, "
             "\"ibot\": %.6g, \"lr\": %.6g, \"wd\": %.6g, \"momentum\": %.8g, \"teacher_temp\": %.6g, "
