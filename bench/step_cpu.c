@@ -21,6 +21,7 @@
 #include "data_random.h"
 #include "masking.h"
 #include "random.h"
+#include "data_synthetic.h"
 #include "trainer.h"
 
 static double clock_ms(clockid_t id) {
@@ -37,31 +38,6 @@ static int compare(const void *a, const void *b) {
 static double median(double *v, int n) {
     qsort(v, (size_t)n, sizeof(double), compare);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-/* Random normalised crops (N(0, 1) per value, as after the loader's normalisation) and
-   the collate function's iBOT masks for the global-crop slots. */
-static poa_batch make_batch(const poa_trainer *t) {
-    const poa_recipe *r = &t->config.recipe;
-    poa_batch b;
-    memset(&b, 0, sizeof b);
-    b.batch_size = t->config.batch_size, b.global_count = r->global_crop_count;
-    b.local_count = r->local_crop_count, b.global_size = r->global_crop_size;
-    b.local_size = r->local_crop_size;
-    long ng = (long)b.global_count * b.batch_size * 3 * b.global_size * b.global_size;
-    long nl = (long)b.local_count * b.batch_size * 3 * b.local_size * b.local_size;
-    b.global_crops = malloc(sizeof(float) * (size_t)ng);
-    b.local_crops = malloc(sizeof(float) * (size_t)nl);
-    for (long i = 0; i < ng; i++) b.global_crops[i] = (float)poa_normal(11, 1, (uint64_t)i);
-    for (long i = 0; i < nl; i++) b.local_crops[i] = (float)poa_normal(11, 2, (uint64_t)i);
-    int grid = b.global_size / r->vit.patch_size;
-    poa_mask_generator g;
-    poa_mask_generator_init(&g, grid, grid);
-    poa_mask_batch_alloc(&b.masks, b.global_count * b.batch_size, grid * grid, NULL);
-    poa_rng rng = poa_rng_make(t->config.seed, 0, 0, 0, 0, 7);
-    poa_collate_masks(&g, &rng, t->config.mask_probability, t->config.mask_ratio_min,
-                      t->config.mask_ratio_max, &b.masks);
-    return b;
 }
 
 static void usage(void) {
@@ -134,7 +110,11 @@ int main(int argc, char **argv) {
 
     const poa_train_config *c = &t.config;
     const poa_recipe *r = &c->recipe;
-    poa_batch b = make_batch(&t);
+    poa_batch b;
+    if (poa_synthetic_batch(&b, c, 11, &e)) {
+        fprintf(stderr, "step_cpu: %s\n", e.message);
+        return 1;
+    }
     printf("config width %d %d depth %d %d patch %d head_dim %d mlp_ratio %d layerscale %g "
            "global %d %d local %d %d batch %d heads %d hidden %d bottleneck %d prototypes",
            r->width_min, r->width_max, r->depth_min, r->depth_max, r->vit.patch_size,

@@ -9,32 +9,11 @@
 
 #include "backend.h"
 #include "check.h"
+#include "data_synthetic.h"
 #include "data_random.h"
 #include "masking.h"
 #include "random.h"
 #include "trainer.h"
-
-static poa_batch make_batch(const poa_trainer *t) {
-    const poa_recipe *r = &t->config.recipe;
-    poa_batch b;
-    memset(&b, 0, sizeof b);
-    b.batch_size = t->config.batch_size, b.global_count = r->global_crop_count;
-    b.local_count = r->local_crop_count, b.global_size = r->global_crop_size;
-    b.local_size = r->local_crop_size;
-    long ng = (long)b.global_count * b.batch_size * 3 * b.global_size * b.global_size;
-    long nl = (long)b.local_count * b.batch_size * 3 * b.local_size * b.local_size;
-    b.global_crops = malloc(sizeof(float) * (size_t)ng);
-    b.local_crops = malloc(sizeof(float) * (size_t)nl);
-    for (long i = 0; i < ng; i++) b.global_crops[i] = (float)poa_normal(1, 1, (uint64_t)i);
-    for (long i = 0; i < nl; i++) b.local_crops[i] = (float)poa_normal(1, 2, (uint64_t)i);
-    int grid = b.global_size / r->vit.patch_size;
-    poa_mask_generator g;
-    poa_mask_generator_init(&g, grid, grid);
-    poa_mask_batch_alloc(&b.masks, b.global_count * b.batch_size, grid * grid, NULL);
-    poa_rng rng = poa_rng_make(1, 0, 0, 0, 0, 7);
-    poa_collate_masks(&g, &rng, 0.5, 0.1, 0.5, &b.masks);
-    return b;
-}
 
 /* The step's loss with the trainer's current parameters (no update; grads accumulate). */
 static double step_loss(poa_trainer *t, const poa_batch *b) {
@@ -99,7 +78,8 @@ int main(void) {
     /* Random weights that make every path matter (the init's tiny LayerScale would not). */
     for (long i = 0; i < t.model.parameter_count; i++)
         t.student[i] += (real)(0.05 * poa_normal(4, 1, (uint64_t)i));
-    poa_batch b = make_batch(&t);
+    poa_batch b;
+    poa_synthetic_batch(&b, &t.config, 1, &e);
     check_gradients(&t, &b, 0, "patch_embed.proj.weight");
     check_gradients(&t, &b, 0, "pos_embed");
     check_gradients(&t, &b, 0, "mask_token");

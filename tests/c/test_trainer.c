@@ -6,32 +6,11 @@
 #include <string.h>
 
 #include "check.h"
+#include "data_synthetic.h"
 #include "data_random.h"
 #include "masking.h"
 #include "random.h"
 #include "trainer.h"
-
-static poa_batch make_batch(const poa_trainer *t) {
-    const poa_recipe *r = &t->config.recipe;
-    poa_batch b;
-    memset(&b, 0, sizeof b);
-    b.batch_size = t->config.batch_size, b.global_count = r->global_crop_count;
-    b.local_count = r->local_crop_count, b.global_size = r->global_crop_size;
-    b.local_size = r->local_crop_size;
-    long ng = (long)b.global_count * b.batch_size * 3 * b.global_size * b.global_size;
-    long nl = (long)b.local_count * b.batch_size * 3 * b.local_size * b.local_size;
-    b.global_crops = malloc(sizeof(float) * (size_t)ng);
-    b.local_crops = malloc(sizeof(float) * (size_t)nl);
-    for (long i = 0; i < ng; i++) b.global_crops[i] = (float)poa_normal(1, 1, (uint64_t)i);
-    for (long i = 0; i < nl; i++) b.local_crops[i] = (float)poa_normal(1, 2, (uint64_t)i);
-    int grid = b.global_size / r->vit.patch_size;
-    poa_mask_generator g;
-    poa_mask_generator_init(&g, grid, grid);
-    poa_mask_batch_alloc(&b.masks, b.global_count * b.batch_size, grid * grid, NULL);
-    poa_rng rng = poa_rng_make(1, 0, 0, 0, 0, 7);
-    poa_collate_masks(&g, &rng, 0.5, 0.1, 0.5, &b.masks);
-    return b;
-}
 
 static int open_trainer(poa_trainer *t, const char *override) {
     poa_error e = { { 0 } };
@@ -63,7 +42,8 @@ static long differing(const real *a, const real *b, long n) {
 int main(void) {
     poa_trainer t;
     if (open_trainer(&t, NULL)) return 1;
-    poa_batch b = make_batch(&t);
+    poa_batch b;
+    poa_synthetic_batch(&b, &t.config, 1, NULL);
     const long n = t.model.parameter_count;
     real *student = malloc(sizeof(real) * (size_t)n), *teacher = malloc(sizeof(real) * (size_t)n);
     memcpy(student, t.student, sizeof(real) * (size_t)n);
