@@ -1,0 +1,159 @@
+/* cuda_vit.h: forward and backward of one elastic ViT member on the GPU, fp32, mirroring
+   runtime/vit.h's CPU pass step for step.
+
+   Memory: one device allocation each for the parameters and the gradients (the intact
+   network's full-size buffers, laid out as poa_vit's tensor table), and one for the
+   activation arena with exactly the offsets of the CPU pass (poa_vit_pass_buffers, i.e.
+   gen/plan.lua's vit_pass). Small extras: the LayerScale ones, the bicubic position matrix
+   (poa_vit_resample_matrix, uploaded once; NULL at the native size), the images, the mask
+   and the stochastic-depth factors of the last forward.
+
+   Kernels: the generated set of the member's width (gen/emit.lua's cu_text, the text
+   `poa cuda warm` compiles) and templates/vit_glue.cu.tmpl (patchify = im2col on the device,
+   bias rows, column sums, add, copy, fill), both through poa_nvrtc_compile_cached for the
+   device's sm_XX. Every generated kernel's grid and block are read from the table at the top
+   of its .cu (gen/lower_cuda.lua writes them as expressions of rows, batch, tokens, T,
+   patches, WIDTH, HEADS, HEAD_DIM, HIDDEN) and evaluated for the pass's shape.
+
+   GEMMs: cuBLASLt (runtime/cublaslt.h) on the full parameter buffers with leading dimensions,
+   alpha = Dmax / D folded in, as runtime/vit.c. Bias: a bias-rows kernel then the GEMM with
+   beta = 1, as the CPU's poa_fill_rows + poa_gemm.
+
+   Order: the steps of gen/plan.lua's vit_pass (which is runtime/vit.c's order, except that in
+   a linear layer's backward the plan and this file issue dgrad, wgrad, then the bias
+   gradient, where vit.c sums the bias first; the three are independent).
+
+   Tracing: a pass made with cuda == NULL allocates nothing and launches nothing; forward and
+   backward then only record what they would issue (kernel names with their evaluated
+   geometry, GEMMs with operands as offsets into the buffers, copies, adds, bias gradients),
+   so the order and the operands can be checked against the plan on a machine without a GPU.
+   A pass on a GPU records the same trace when trace is set. */
+#ifndef POA_CUDA_VIT_H
+#define POA_CUDA_VIT_H
+
+#include "cublaslt.h"
+#include "cuda_driver.h"
+#include "error.h"
+#include "vit.h"
+
+/* ---- the kernel table of a generated .cu ---- */
+
+typedef struct poa_cuda_kernel_entry {
+    char name[64];
+    char grid[3][96]; /* expressions; "1" where the table gives fewer */
+    char block[3][32];
+} poa_cuda_kernel_entry;
+
+/* Parses the "Kernels, in launch order" table of a generated .cu. *entries is malloc'd. */
+int poa_cuda_kernel_table(const char *source, poa_cuda_kernel_entry **entries, int *count,
+                          poa_error *e);
+
+/* Names bound in a table expression. */
+typedef struct poa_cuda_dims {
+    long rows, batch, tokens, patches, width, heads, head_dim, hidden;
+} poa_cuda_dims;
+
+/* Evaluates an integer expression of + - * / ( ) over numbers and the names rows, batch,
+   tokens, T (= tokens), patches, WIDTH, HEADS, HEAD_DIM, HIDDEN. */
+int poa_cuda_eval(const char *expression, const poa_cuda_dims *dims, long *value, poa_error *e);
+
+/* Whether the source defines `extern "C" __global__ ... name(`. */
+int poa_cuda_source_defines(const char *source, const char *name);
+
+/* The generated .cu text of the kernel set of `width` in the recipe's family (exactly what
+   `poa cuda warm` compiles) and the glue kernels' text; *name gets "vit_w64_h32_f256.cu".
+   malloc'd; either out pointer may be NULL. */
+int poa_cuda_vit_sources(const char *recipe_path, int width, char **kernel_set, char **glue,
+                         char *name, size_t name_size, poa_error *e);
+
+/* ---- the trace ---- */
+
+typedef enum poa_cuda_step_kind {
+    POA_CUDA_STEP_KERNEL,    /* a generated kernel */
+    POA_CUDA_STEP_GLUE,      /* a glue kernel (fill_rows, fill) not named by the plan */
+    POA_CUDA_STEP_GEMM,
+    POA_CUDA_STEP_COPY,
+    POA_CUDA_STEP_AXPY,
+    POA_CUDA_STEP_BIAS_GRAD,
+    POA_CUDA_STEP_MARK,      /* the start of a plan step made of other steps (pos_resample) */
+} poa_cuda_step_kind;
+
+typedef struct poa_cuda_step {
+    poa_cuda_step_kind kind;
+    char name[64];    /* kernel name, GEMM/bias "what" as the plan's, or the MARK's name */
+    int inside_mark;  /* 1: part of the preceding MARK's step */
+    unsigned grid[3], block[3];
+    /* GEMM: row-major C = alpha op(A) op(B) + beta C; bias (the bias-rows step before it) */
+    int trans_a, trans_b;
+    long m, n, k, lda, ldb, ldc;
+    float alpha, beta;
+    CUdeviceptr a, b, c, bias;
+    /* COPY, AXPY: dst (+)= src; BIAS_GRAD: dst += column sums of src (m x n, ld lda) */
+    CUdeviceptr src, dst;
+    long count;
+} poa_cuda_step;
+
+/* ---- the pass ---- */
+
+enum { POA_CUDA_VIT_MAX_KERNELS = 64 };
+
+typedef struct poa_cuda_vit_pass {
+    poa_vit_pass host;  /* the CPU pass of the same shape: block ids, layout, resample matrix */
+    const poa_vit *model;
+    poa_cuda *cuda;     /* NULL: trace only */
+    poa_cublaslt *lt;
+    int width, depth;
+    long batch, rows, tokens, patches, arena_count;
+    float alpha;
+    /* device memory (in trace mode: distinct fake addresses, nothing allocated) */
+    CUdeviceptr params, grads, arena, ones, resample, images, mask, drop_scale;
+    int has_mask, has_drop_scale;
+    /* kernels */
+    CUmodule set_module, glue_module;
+    int kernel_count;
+    poa_cuda_kernel_entry kernels[POA_CUDA_VIT_MAX_KERNELS];
+    CUfunction functions[POA_CUDA_VIT_MAX_KERNELS];
+    unsigned geometry[POA_CUDA_VIT_MAX_KERNELS][2][3]; /* grid, block */
+    CUfunction glue[6];
+    /* buffers of the arena (element offsets) */
+    poa_vit_buffer *buffers;
+    int buffer_count;
+    /* trace */
+    int trace;          /* record steps (always on without a GPU) */
+    int in_mark;
+    poa_cuda_step *steps;
+    int step_count, step_capacity;
+} poa_cuda_vit_pass;
+
+/* A pass of member width x depth over batch images of image_size pixels. cuda NULL: trace
+   mode (lt ignored). Otherwise lt is an initialised poa_cublaslt on cuda. kernel_set and glue
+   are the sources of poa_cuda_vit_sources; they are compiled through the NVRTC cache for the
+   device's architecture (unused in trace mode except for the table). */
+int poa_cuda_vit_pass_init(poa_cuda_vit_pass *pass, poa_cuda *cuda, poa_cublaslt *lt,
+                           const poa_vit *model, int width, int depth, long batch, int image_size,
+                           const char *kernel_set, const char *glue, poa_error *e);
+void poa_cuda_vit_pass_free(poa_cuda_vit_pass *pass);
+
+/* Host <-> device: parameters (model->parameter_count floats), gradients (the same), the
+   gradients set to zero; the output of the last forward (rows x width floats). */
+int poa_cuda_vit_upload_parameters(poa_cuda_vit_pass *pass, const float *params, poa_error *e);
+int poa_cuda_vit_upload_gradients(poa_cuda_vit_pass *pass, const float *grads, poa_error *e);
+int poa_cuda_vit_zero_gradients(poa_cuda_vit_pass *pass, poa_error *e);
+int poa_cuda_vit_download_gradients(poa_cuda_vit_pass *pass, float *grads, poa_error *e);
+int poa_cuda_vit_download_output(poa_cuda_vit_pass *pass, float *out, poa_error *e);
+
+/* As poa_vit_forward: images batch x C x S x S (host), mask batch x patches or NULL,
+   drop_scale depth x 2 x batch or NULL. Asynchronous on cuda's stream. */
+int poa_cuda_vit_forward(poa_cuda_vit_pass *pass, const float *images, const unsigned char *mask,
+                         const float *drop_scale, poa_error *e);
+/* As poa_vit_backward: gradients accumulate (+=) into the device gradient buffer; dout (host,
+   rows x width) = d(loss)/d(output). */
+int poa_cuda_vit_backward(poa_cuda_vit_pass *pass, const float *dout, poa_error *e);
+
+/* The name of what a device address in a trace points at: "arena buffer+offset",
+   "param:<tensor>+offset", "param_grad:<tensor>+offset", or a fixed name (ones, resample,
+   images, mask, drop_scale); offset in elements. Returns 0, or -1 when it points nowhere. */
+int poa_cuda_vit_address_name(const poa_cuda_vit_pass *pass, CUdeviceptr address, char *name,
+                              size_t size, long *offset);
+
+#endif
