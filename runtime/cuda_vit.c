@@ -339,6 +339,7 @@ static int launch(poa_cuda_vit_pass *p, const char *name, void **args, poa_error
     memcpy(s.grid, p->geometry[i][0], sizeof s.grid);
     memcpy(s.block, p->geometry[i][1], sizeof s.block);
     if (record(p, &s, e)) return -1;
+    if (p->emulator) return p->emulator->launch(p->emulator->context, name, p->geometry[i][0], p->geometry[i][1], args, e);
     if (!p->cuda) return 0;
     char what[96];
     snprintf(what, sizeof what, "launch %s", name);
@@ -354,7 +355,7 @@ static int launch(poa_cuda_vit_pass *p, const char *name, void **args, poa_error
 static int glue(poa_cuda_vit_pass *p, int which, long elements, void **args, const poa_cuda_step *s,
                 poa_error *e) {
     if (record(p, s, e)) return -1;
-    if (!p->cuda || elements <= 0) return 0;
+    if ((!p->cuda && !p->emulator) || elements <= 0) return 0;
     unsigned grid[3] = { 1, 1, 1 }, block[3] = { 256, 1, 1 };
     if (which == GLUE_COLUMN_SUM) {
         grid[0] = (unsigned)((elements + 31) / 32);
@@ -364,6 +365,7 @@ static int glue(poa_cuda_vit_pass *p, int which, long elements, void **args, con
         if (blocks > 0x7fffffffL) return poa_fail(e, "%s: %ld elements is too many", glue_names[which], elements);
         grid[0] = (unsigned)blocks;
     }
+    if (p->emulator) return p->emulator->launch(p->emulator->context, glue_names[which], grid, block, args, e);
     if (poa_cuda_launch(p->cuda, p->glue[which], grid, block, 0, args, e)) {
         char message[sizeof e->message];
         snprintf(message, sizeof message, "%s", e->message);
@@ -416,6 +418,11 @@ static int gemm(poa_cuda_vit_pass *p, const char *what, int ta, int tb, long m, 
                         .a = a, .b = b, .c = c, .bias = bias };
     snprintf(s.name, sizeof s.name, "%s", what);
     if (record(p, &s, e)) return -1;
+    if (p->emulator) {
+        poa_cublaslt_colmajor call;
+        poa_cublaslt_colmajor_of(ta, tb, m, n, k, lda, ldb, ldc, &call);
+        return p->emulator->gemm(p->emulator->context, &call, alpha, b, a, beta, c, e);
+    }
     if (!p->cuda) return 0;
     if (poa_cublaslt_gemm(p->lt, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, e)) {
         char message[sizeof e->message];
@@ -535,6 +542,7 @@ static int block_forward(poa_cuda_vit_pass *p, const float alpha, int j, poa_err
 }
 
 static int upload(poa_cuda_vit_pass *p, CUdeviceptr to, const void *from, size_t bytes, poa_error *e) {
+    if (p->emulator && bytes) memcpy((void *)(uintptr_t)to, from, bytes);
     if (!p->cuda || bytes == 0) return 0;
     return poa_cuda_copy_to_device_async(p->cuda, to, from, bytes, e);
 }
@@ -698,6 +706,10 @@ int poa_cuda_vit_backward(poa_cuda_vit_pass *p, const float *dout, poa_error *e)
 /* ---- set-up ---- */
 
 static int allocate(poa_cuda_vit_pass *p, CUdeviceptr *pointer, int region, size_t bytes, poa_error *e) {
+    if (p->emulator) {
+        *pointer = (CUdeviceptr)(uintptr_t)calloc(bytes ? bytes : 4, 1);
+        return *pointer ? 0 : poa_fail(e, "out of host memory for %zu bytes", bytes);
+    }
     if (!p->cuda) {
         *pointer = (CUdeviceptr)region << 40;
         return 0;
@@ -719,10 +731,12 @@ static int load_module(poa_cuda_vit_pass *p, const char *source, const char *nam
     return rc;
 }
 
-int poa_cuda_vit_pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *model,
-                           int width, int depth, long batch, int image_size, const char *kernel_set,
-                           const char *glue_source, poa_error *e) {
+static int pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *lt,
+                     const poa_cuda_vit_emulator *emulator, const poa_vit *model, int width, int depth,
+                     long batch, int image_size, const char *kernel_set, const char *glue_source,
+                     poa_error *e) {
     memset(p, 0, sizeof *p);
+    p->emulator = emulator;
     if (cuda && !lt) return poa_fail(e, "CUDA ViT pass: a GPU pass needs a cuBLASLt handle");
     if (poa_vit_pass_init(&p->host, model, width, depth, batch, image_size, e)) return -1;
     /* the host pass is kept for its shape, block ids and resampling matrix, not its arena */
@@ -731,7 +745,7 @@ int poa_cuda_vit_pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *l
     p->model = model;
     p->cuda = cuda;
     p->lt = lt;
-    p->trace = cuda == NULL;
+    p->trace = cuda == NULL; /* trace-only and emulated passes */
     p->width = width, p->depth = depth, p->batch = batch;
     p->rows = p->host.rows, p->tokens = p->host.tokens, p->patches = p->host.patches;
     p->arena_count = p->host.arena_count;
@@ -834,7 +848,7 @@ int poa_cuda_vit_pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *l
         poa_cuda_vit_pass_free(p);
         return poa_fail(e, "%s: device memory: %s", label, message);
     }
-    if (!cuda) return 0;
+    if (!cuda && !emulator) return 0;
 
     /* constants: LayerScale ones and the resampling matrix (as float) */
     long constant_count = p->host.resample ? p->patches * native * native : 0;
@@ -849,8 +863,12 @@ int poa_cuda_vit_pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *l
         for (long i = 0; i < p->patches * native * native; i++) host[i] = (float)p->host.resample[i];
         rc = upload(p, p->resample, host, f * (size_t)(p->patches * native * native), e);
     }
-    if (!rc) rc = poa_cuda_synchronize(cuda, e); /* host is freed next */
+    if (!rc && cuda) rc = poa_cuda_synchronize(cuda, e); /* host is freed next */
     free(host);
+    if (!cuda) {
+        if (rc) poa_cuda_vit_pass_free(p);
+        return rc;
+    }
 
     /* modules and functions */
     char set_name[80];
@@ -870,11 +888,26 @@ int poa_cuda_vit_pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *l
     return 0;
 }
 
+int poa_cuda_vit_pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *model,
+                           int width, int depth, long batch, int image_size, const char *kernel_set,
+                           const char *glue_source, poa_error *e) {
+    return pass_init(p, cuda, lt, NULL, model, width, depth, batch, image_size, kernel_set, glue_source, e);
+}
+
+int poa_cuda_vit_pass_init_emulated(poa_cuda_vit_pass *p, const poa_cuda_vit_emulator *emulator,
+                                    const poa_vit *model, int width, int depth, long batch, int image_size,
+                                    const char *kernel_set, poa_error *e) {
+    if (!emulator) return poa_fail(e, "emulated pass: no emulator");
+    return pass_init(p, NULL, NULL, emulator, model, width, depth, batch, image_size, kernel_set, "", e);
+}
+
 void poa_cuda_vit_pass_free(poa_cuda_vit_pass *p) {
+    CUdeviceptr *pointers[] = { &p->params, &p->grads, &p->arena, &p->ones, &p->resample,
+                                &p->images, &p->mask, &p->drop_scale };
+    if (p->emulator)
+        for (size_t i = 0; i < sizeof pointers / sizeof pointers[0]; i++) free((void *)(uintptr_t)*pointers[i]);
     if (p->cuda) {
         poa_error ignored;
-        CUdeviceptr *pointers[] = { &p->params, &p->grads, &p->arena, &p->ones, &p->resample,
-                                    &p->images, &p->mask, &p->drop_scale };
         for (size_t i = 0; i < sizeof pointers / sizeof pointers[0]; i++)
             if (*pointers[i]) poa_cuda_free(p->cuda, *pointers[i], &ignored);
         if (p->set_module) p->cuda->api.module_unload(p->set_module);
@@ -889,7 +922,7 @@ void poa_cuda_vit_pass_free(poa_cuda_vit_pass *p) {
 /* ---- host <-> device ---- */
 
 static int need_gpu(const poa_cuda_vit_pass *p, const char *what, poa_error *e) {
-    return p->cuda ? 0 : poa_fail(e, "%s: no GPU (a trace-only pass)", what);
+    return p->cuda || p->emulator ? 0 : poa_fail(e, "%s: no GPU (a trace-only pass)", what);
 }
 
 int poa_cuda_vit_upload_parameters(poa_cuda_vit_pass *p, const float *params, poa_error *e) {
@@ -912,6 +945,10 @@ int poa_cuda_vit_zero_gradients(poa_cuda_vit_pass *p, poa_error *e) {
 }
 
 static int download(poa_cuda_vit_pass *p, void *to, CUdeviceptr from, size_t bytes, poa_error *e) {
+    if (p->emulator) {
+        memcpy(to, (const void *)(uintptr_t)from, bytes);
+        return 0;
+    }
     if (poa_cuda_copy_to_host_async(p->cuda, to, from, bytes, e)) return -1;
     return poa_cuda_synchronize(p->cuda, e);
 }

@@ -27,7 +27,9 @@
    backward then only record what they would issue (kernel names with their evaluated
    geometry, GEMMs with operands as offsets into the buffers, copies, adds, bias gradients),
    so the order and the operands can be checked against the plan on a machine without a GPU.
-   A pass on a GPU records the same trace when trace is set. */
+   A pass on a GPU records the same trace when trace is set. An emulated pass
+   (poa_cuda_vit_pass_init_emulated) runs the same code with host memory and hands every launch
+   and GEMM to callbacks: tests/c/test_cuda_vit.c runs them with the CPU kernels. */
 #ifndef POA_CUDA_VIT_H
 #define POA_CUDA_VIT_H
 
@@ -97,11 +99,26 @@ typedef struct poa_cuda_step {
 
 enum { POA_CUDA_VIT_MAX_KERNELS = 64 };
 
+/* Host emulation (tests on machines without a GPU): device addresses are host pointers
+   (calloc'd), copies are memcpy, and every launch and GEMM goes to these callbacks instead of
+   the driver and cuBLASLt. launch gets the kernel's name, the geometry it would launch with
+   and the very argument array cuLaunchKernel would get. gemm gets the column-major call
+   poa_cublaslt_gemm would make (after the transposition trick) with cuBLASLt's operands:
+   its_a is our B, its_b our A, c is C and D. */
+typedef struct poa_cuda_vit_emulator {
+    void *context;
+    int (*launch)(void *context, const char *kernel, const unsigned grid[3], const unsigned block[3],
+                  void **args, poa_error *e);
+    int (*gemm)(void *context, const poa_cublaslt_colmajor *call, float alpha, CUdeviceptr its_a,
+                CUdeviceptr its_b, float beta, CUdeviceptr c, poa_error *e);
+} poa_cuda_vit_emulator;
+
 typedef struct poa_cuda_vit_pass {
     poa_vit_pass host;  /* the CPU pass of the same shape: block ids, layout, resample matrix */
     const poa_vit *model;
-    poa_cuda *cuda;     /* NULL: trace only */
+    poa_cuda *cuda;     /* NULL: trace only or emulated */
     poa_cublaslt *lt;
+    const poa_cuda_vit_emulator *emulator; /* non-NULL: emulated on the host */
     int width, depth;
     long batch, rows, tokens, patches, arena_count;
     float alpha;
@@ -132,6 +149,11 @@ typedef struct poa_cuda_vit_pass {
 int poa_cuda_vit_pass_init(poa_cuda_vit_pass *pass, poa_cuda *cuda, poa_cublaslt *lt,
                            const poa_vit *model, int width, int depth, long batch, int image_size,
                            const char *kernel_set, const char *glue, poa_error *e);
+/* The same pass emulated on the host through emulator (see poa_cuda_vit_emulator); it records
+   the trace too. */
+int poa_cuda_vit_pass_init_emulated(poa_cuda_vit_pass *pass, const poa_cuda_vit_emulator *emulator,
+                                    const poa_vit *model, int width, int depth, long batch,
+                                    int image_size, const char *kernel_set, poa_error *e);
 void poa_cuda_vit_pass_free(poa_cuda_vit_pass *pass);
 
 /* Host <-> device: parameters (model->parameter_count floats), gradients (the same), the

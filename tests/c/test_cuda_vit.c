@@ -18,6 +18,13 @@
      vit_pass steps in order: kernel names, GEMMs with their operands (buffer or parameter
      and offset), shapes, leading dimensions, transpositions, alpha and beta, copies, adds and
      bias gradients.
+   - The launch geometry read from the w96 table for a known shape.
+   - The pass emulated on the host (poa_cuda_vit_pass_init_emulated): device pointers are host
+     pointers, each launch runs the CPU kernel of its op with the very argument array the pass
+     gives cuLaunchKernel, each GEMM the column-major call cuBLASLt would get. It must pass the
+     golden cases and match the CPU backend as the GPU must (below). This checks the GPU
+     code's buffers, argument order, GEMM operands through the transposition trick and order;
+     not the CUDA kernels, cuBLASLt or the driver.
 
    With a GPU (else SKIP lines say what did not run):
    - cuBLASLt GEMMs of all four transpositions at 4-byte-aligned offsets against poa_gemm.
@@ -566,6 +573,193 @@ done:
     poa_vit_free(&m);
 }
 
+/* The launch geometry a pass takes from its table, for 96x4, batch 2 at 32 px (17 tokens). */
+static void check_geometry(void) {
+    const char *label = "launch geometry from the w96 table: layernorm, gelu, dpos column sums, attention";
+    poa_recipe r;
+    poa_vit m;
+    poa_error e = { { 0 } };
+    char *set = NULL;
+    poa_cuda_vit_pass p;
+    test_load_model(TINY, &r, &m);
+    if (poa_cuda_vit_sources(TINY, 96, &set, NULL, NULL, 0, &e) ||
+        poa_cuda_vit_pass_init(&p, NULL, NULL, &m, 96, 4, 2, 32, set, "", &e)) {
+        CHECK(label, 0, "%s", e.message);
+    } else {
+        const struct { const char *name; unsigned grid[3], block[3]; } want[] = {
+            { "layernorm_forward", { 34, 1, 1 }, { 96, 1, 1 } },
+            { "gelu_forward", { 34, 1, 1 }, { 256, 1, 1 } },
+            { "tokens_backward_dpos", { 3, 17, 1 }, { 32, 8, 1 } },
+            { "attention_forward", { 5, 3, 2 }, { 128, 1, 1 } },
+            { "attention_backward_dkv", { 5, 3, 2 }, { 128, 1, 1 } },
+        };
+        int bad = 0;
+        for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+            int t = 0;
+            while (t < p.kernel_count && strcmp(p.kernels[t].name, want[i].name)) t++;
+            if (t == p.kernel_count || memcmp(p.geometry[t][0], want[i].grid, sizeof want[i].grid) ||
+                memcmp(p.geometry[t][1], want[i].block, sizeof want[i].block)) {
+                bad++;
+                if (t < p.kernel_count)
+                    printf("  %s: grid (%u, %u, %u) block (%u, %u, %u)\n", want[i].name, p.geometry[t][0][0],
+                           p.geometry[t][0][1], p.geometry[t][0][2], p.geometry[t][1][0], p.geometry[t][1][1],
+                           p.geometry[t][1][2]);
+            }
+        }
+        CHECK(label, bad == 0, "%d of %zu wrong", bad, sizeof want / sizeof want[0]);
+        poa_cuda_vit_pass_free(&p);
+    }
+    free(set);
+    poa_vit_free(&m);
+}
+
+/* ---- the pass emulated on the host ---- */
+
+/* The emulator runs each launch with the CPU backend's kernel of the same op (the generated
+   C set of the width, runtime/kernels.h), unpacking the argument array the pass hands to
+   cuLaunchKernel by the .cu signatures (the C function's parameters in order, without k). A
+   row kernel gets the op's accumulated outputs redirected to scratch and a column-sum kernel
+   its written outputs, so each kernel does only its own part; the pair
+   attention_backward_dq/_dkv runs the CPU attention_backward once (at _dq). GEMMs evaluate
+   the column-major call cuBLASLt would get, by plain loops. Glue kernels: plain loops. */
+typedef struct emulator_state {
+    const poa_vit_kernels *k;
+    poa_vit_kernels reference;
+    float *scratch;
+    long scratch_count;
+    long launches, gemms;
+} emulator_state;
+
+static float *ptr(void **args, int i) { return (float *)(uintptr_t)*(CUdeviceptr *)args[i]; }
+static long num(void **args, int i) { return *(long *)args[i]; }
+
+static int emulate_launch(void *context, const char *name, const unsigned grid[3], const unsigned block[3],
+                          void **args, poa_error *e) {
+    emulator_state *st = context;
+    const poa_vit_kernels *k = st->k;
+    float *s1 = st->scratch, *s2 = st->scratch + st->scratch_count / 4, *s3 = st->scratch + st->scratch_count / 2;
+    (void)grid, (void)block;
+    st->launches++;
+    if (!strcmp(name, "layernorm_forward")) {
+        k->layernorm_forward(k, ptr(args, 0), ptr(args, 1), ptr(args, 2), ptr(args, 3), ptr(args, 4), ptr(args, 5), num(args, 6));
+    } else if (!strcmp(name, "layernorm_backward")) {
+        k->layernorm_backward(k, ptr(args, 0), s1, s2, ptr(args, 3), ptr(args, 4), ptr(args, 5), ptr(args, 6), ptr(args, 7),
+                              num(args, 8));
+    } else if (!strcmp(name, "layernorm_backward_dw_db")) {
+        k->layernorm_backward(k, s1, ptr(args, 1), ptr(args, 2), ptr(args, 3), ptr(args, 4), ptr(args, 5), ptr(args, 6),
+                              ptr(args, 7), num(args, 8));
+    } else if (!strcmp(name, "gelu_forward")) {
+        k->gelu_forward(k, ptr(args, 0), ptr(args, 1), num(args, 2));
+    } else if (!strcmp(name, "gelu_backward")) {
+        k->gelu_backward(k, ptr(args, 0), ptr(args, 1), ptr(args, 2), num(args, 3));
+    } else if (!strcmp(name, "residual_forward")) {
+        k->residual_forward(k, ptr(args, 0), ptr(args, 1), ptr(args, 2), ptr(args, 3), num(args, 4), num(args, 5));
+    } else if (!strcmp(name, "residual_backward")) {
+        k->residual_backward(k, ptr(args, 0), s1, ptr(args, 2), ptr(args, 3), ptr(args, 4), ptr(args, 5), num(args, 6),
+                             num(args, 7));
+    } else if (!strcmp(name, "residual_backward_dgamma")) {
+        k->residual_backward(k, s1, ptr(args, 1), ptr(args, 2), ptr(args, 3), ptr(args, 4), ptr(args, 5), num(args, 6),
+                             num(args, 7));
+    } else if (!strcmp(name, "tokens_forward")) {
+        k->tokens_forward(k, ptr(args, 0), ptr(args, 1), ptr(args, 2), ptr(args, 3), ptr(args, 4), num(args, 5),
+                          (const unsigned char *)ptr(args, 6), num(args, 7), num(args, 8));
+    } else if (!strncmp(name, "tokens_backward", 15)) {
+        /* dpatch, dcls, dmask_token, dpos, pos_ld, dx, mask, batch, patches */
+        float *out[4] = { s1, s2, s2, s3 };
+        int which = !strcmp(name, "tokens_backward") ? 0 : !strcmp(name, "tokens_backward_dcls") ? 1
+                    : !strcmp(name, "tokens_backward_dmask_token") ? 2 : !strcmp(name, "tokens_backward_dpos") ? 3 : -1;
+        if (which < 0) return poa_fail(e, "emulator: no kernel %s", name);
+        out[which] = ptr(args, which);
+        k->tokens_backward(k, out[0], out[1], out[2], out[3], num(args, 4), ptr(args, 5),
+                           (const unsigned char *)ptr(args, 6), num(args, 7), num(args, 8));
+    } else if (!strcmp(name, "attention_forward")) {
+        k->attention_forward(k, ptr(args, 0), ptr(args, 1), ptr(args, 2), num(args, 3), num(args, 4));
+    } else if (!strcmp(name, "attention_backward_dq")) {
+        k->attention_backward(k, ptr(args, 0), ptr(args, 1), ptr(args, 2), ptr(args, 3), ptr(args, 4), num(args, 5),
+                              num(args, 6));
+    } else if (!strcmp(name, "attention_backward_dkv")) {
+        /* done with _dq */
+    } else if (!strcmp(name, "poa_glue_patchify")) {
+        float *patches = ptr(args, 0);
+        const float *images = ptr(args, 1);
+        long batch = num(args, 2), channels = num(args, 3), size = num(args, 4), patch = num(args, 5);
+        long g = size / patch, len = channels * patch * patch;
+        for (long i = 0; i < batch * g * g * len; i++) {
+            long row = i / len, col = i % len, b = row / (g * g), cell = row % (g * g);
+            long c = col / (patch * patch), kk = col % (patch * patch);
+            patches[i] = images[((b * channels + c) * size + cell / g * patch + kk / patch) * size +
+                                cell % g * patch + kk % patch];
+        }
+    } else if (!strcmp(name, "poa_glue_fill_rows")) {
+        poa_fill_rows(ptr(args, 0), num(args, 1), ptr(args, 2), num(args, 3), num(args, 4));
+    } else if (!strcmp(name, "poa_glue_column_sum_accumulate")) {
+        poa_column_sum_accumulate(ptr(args, 0), ptr(args, 1), num(args, 2), num(args, 3), num(args, 4));
+    } else if (!strcmp(name, "poa_glue_add")) {
+        poa_add(ptr(args, 0), ptr(args, 1), num(args, 2));
+    } else if (!strcmp(name, "poa_glue_copy")) {
+        memcpy(ptr(args, 0), ptr(args, 1), sizeof(float) * (size_t)num(args, 2));
+    } else if (!strcmp(name, "poa_glue_fill")) {
+        float *dst = ptr(args, 0), value = *(float *)args[1];
+        for (long i = 0; i < num(args, 2); i++) dst[i] = value;
+    } else {
+        return poa_fail(e, "emulator: no kernel %s", name);
+    }
+    return 0;
+}
+
+static int emulate_gemm(void *context, const poa_cublaslt_colmajor *c, float alpha, CUdeviceptr its_a,
+                        CUdeviceptr its_b, float beta, CUdeviceptr out, poa_error *e) {
+    emulator_state *st = context;
+    const float *a = (const float *)(uintptr_t)its_a, *b = (const float *)(uintptr_t)its_b;
+    float *d = (float *)(uintptr_t)out;
+    st->gemms++;
+    if (c->a_rows > c->lda || c->b_rows > c->ldb || c->c_rows > c->ldc)
+        return poa_fail(e, "emulator: a layout's rows exceed its leading dimension");
+    for (long j = 0; j < c->n; j++)
+        for (long i = 0; i < c->m; i++) {
+            double s = 0;
+            for (long l = 0; l < c->k; l++)
+                s += (double)(c->transa ? a[l + i * c->lda] : a[i + l * c->lda]) *
+                     (c->transb ? b[j + l * c->ldb] : b[l + j * c->ldb]);
+            float *y = &d[i + j * c->ldc];
+            *y = (float)(alpha * s + (beta == 0 ? 0.0 : beta * (double)*y));
+        }
+    return 0;
+}
+
+/* One emulated pass: forward and backward, output into out, gradients accumulated. */
+static int emulated_pass(const poa_vit *m, const char *recipe, int width, int depth, long batch, int image,
+                         const float *params, const float *images, const unsigned char *mask, const float *drop,
+                         const float *dout, float *out, float *grads, long *launches, poa_error *e) {
+    char *set = NULL;
+    emulator_state st = { 0 };
+    const int hidden = width * m->config.mlp_ratio;
+    st.k = poa_vit_kernels_find(width, m->config.head_dim, hidden);
+    if (!st.k) {
+        poa_vit_kernels_reference(&st.reference, width, m->config.head_dim, hidden);
+        st.k = &st.reference;
+    }
+    const long tokens = (long)(image / m->config.patch_size) * (image / m->config.patch_size) + 1;
+    st.scratch_count = 4 * (batch * tokens * 3 * (long)hidden + tokens * m->config.max_width + 64);
+    st.scratch = calloc((size_t)st.scratch_count, sizeof(float));
+    poa_cuda_vit_emulator em = { .context = &st, .launch = emulate_launch, .gemm = emulate_gemm };
+    poa_cuda_vit_pass p;
+    int rc = st.scratch ? 0 : poa_fail(e, "out of memory");
+    if (!rc) rc = poa_cuda_vit_sources(recipe, width, &set, NULL, NULL, 0, e);
+    if (!rc) rc = poa_cuda_vit_pass_init_emulated(&p, &em, m, width, depth, batch, image, set, e);
+    free(set);
+    if (!rc) {
+        rc = poa_cuda_vit_upload_parameters(&p, params, e) || poa_cuda_vit_upload_gradients(&p, grads, e) ||
+             poa_cuda_vit_forward(&p, images, mask, drop, e) || poa_cuda_vit_download_output(&p, out, e) ||
+             poa_cuda_vit_backward(&p, dout, e) || poa_cuda_vit_download_gradients(&p, grads, e)
+                 ? -1 : 0;
+        poa_cuda_vit_pass_free(&p);
+    }
+    free(st.scratch);
+    if (launches) *launches += st.launches + st.gemms;
+    return rc;
+}
+
 /* ---- on a GPU ---- */
 
 static void check_gpu_gemm(poa_cublaslt *lt, poa_cuda *cuda) {
@@ -629,8 +823,25 @@ static int gpu_pass(poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m, const ch
     return rc ? -1 : 0;
 }
 
-static void check_gpu_golden(poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m, const float *params,
-                             const char *name) {
+/* Where a pass runs: on the GPU (cuda non-NULL) or emulated on the host. */
+typedef struct runner {
+    const char *prefix; /* "gpu" or "emulated" */
+    poa_cuda *cuda;
+    poa_cublaslt *lt;
+    long launches;
+} runner;
+
+static int run_pass(runner *r, const poa_vit *m, const char *recipe, int width, int depth, long batch, int image,
+                    const float *params, const float *images, const unsigned char *mask, const float *drop,
+                    const float *dout, float *out, float *grads, poa_error *e) {
+    if (r->cuda)
+        return gpu_pass(r->cuda, r->lt, m, recipe, width, depth, batch, image, params, images, mask, drop, dout, out,
+                        grads, e);
+    return emulated_pass(m, recipe, width, depth, batch, image, params, images, mask, drop, dout, out, grads,
+                         &r->launches, e);
+}
+
+static void check_golden(runner *r, const poa_vit *m, const float *params, const char *name) {
     char path[256], label[256];
     snprintf(path, sizeof path, FIXTURES "vit_%s.safetensors", name);
     poa_safetensors f;
@@ -656,8 +867,9 @@ static void check_gpu_golden(poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m,
         snprintf(key, sizeof key, "out.%s", batches[i]);
         real *want = read_tensor(&f, key, &n);
         float *out = malloc(sizeof(float) * (size_t)n);
-        snprintf(label, sizeof label, "gpu: golden %s %dx%d %s output within 1e-4", name, width, depth, batches[i]);
-        if (gpu_pass(cuda, lt, m, TINY, width, depth, sizes[i][0], (int)sizes[i][1], params, images,
+        snprintf(label, sizeof label, "%s: golden %s %dx%d %s output within 1e-4", r->prefix, name, width, depth,
+                 batches[i]);
+        if (run_pass(r, m, TINY, width, depth, sizes[i][0], (int)sizes[i][1], params, images,
                      i == 0 ? mask : NULL, drop, dout, out, grads, &e)) {
             CHECK(label, 0, "%s", e.message);
             failed = 1;
@@ -683,8 +895,8 @@ static void check_gpu_golden(poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m,
             worst = fmax(worst, err);
             free(want);
         }
-        snprintf(label, sizeof label, "gpu: golden %s %dx%d gradients of all %d parameters within 1e-4", name, width,
-                 depth, m->tensor_count);
+        snprintf(label, sizeof label, "%s: golden %s %dx%d gradients of all %d parameters within 1e-4", r->prefix,
+                 name, width, depth, m->tensor_count);
         CHECK(label, bad == 0, "%d tensors off, worst %.3g", bad, worst);
     }
     free(grads);
@@ -692,11 +904,11 @@ static void check_gpu_golden(poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m,
 }
 
 /* The GPU against the CPU backend on the same random parameters and inputs. */
-static void check_gpu_cpu(poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m, int width, int depth, long batch,
-                          int image, int masked) {
+static void check_against_cpu(runner *r, const poa_vit *m, int width, int depth, long batch, int image,
+                              int masked) {
     char label[256];
-    snprintf(label, sizeof label, "gpu: %dx%d batch %ld at %d px%s: output and gradients equal the CPU backend's within 1e-4",
-             width, depth, batch, image, masked ? " (mask, stochastic depth)" : "");
+    snprintf(label, sizeof label, "%s: %dx%d batch %ld at %d px%s: output and gradients equal the CPU backend's within 1e-4",
+             r->prefix, width, depth, batch, image, masked ? " (mask, stochastic depth)" : "");
     poa_error e = { { 0 } };
     poa_vit_pass cpu;
     if (poa_vit_pass_init(&cpu, m, width, depth, batch, image, &e)) {
@@ -717,7 +929,7 @@ static void check_gpu_cpu(poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m, in
     for (long i = 0; i < batch * cpu.patches; i++) mask[i] = (unsigned char)(i % 5 == 2);
     poa_vit_forward(&cpu, params, images, masked ? mask : NULL, masked ? drop : NULL);
     poa_vit_backward(&cpu, params, cpu_grads, dout);
-    if (gpu_pass(cuda, lt, m, TINY, width, depth, batch, image, params, images, masked ? mask : NULL,
+    if (run_pass(r, m, TINY, width, depth, batch, image, params, images, masked ? mask : NULL,
                  masked ? drop : NULL, dout, out, gpu_grads, &e)) {
         CHECK(label, 0, "%s", e.message);
     } else {
@@ -736,6 +948,36 @@ static void check_gpu_cpu(poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m, in
     }
     free(params), free(images), free(dout), free(out), free(drop), free(cpu_grads), free(gpu_grads), free(mask);
     poa_vit_pass_free(&cpu);
+}
+
+static const char *const golden_cases[] = { "intact_96x4", "elastic_32x2", "elastic_64x3", "elastic_96x2",
+                                             "elastic_32x4" };
+
+static void check_all(runner *r, const poa_vit *m, const float *params) {
+    for (int i = 0; i < 5; i++) check_golden(r, m, params, golden_cases[i]);
+    check_against_cpu(r, m, 64, 3, 3, 32, 1);
+    check_against_cpu(r, m, 64, 3, 3, 16, 0);
+    check_against_cpu(r, m, 96, 4, 2, 32, 1);
+    check_against_cpu(r, m, 32, 2, 4, 16, 0);
+}
+
+/* The same checks with the pass emulated on the host: the GPU code's buffers, arguments,
+   GEMM operands (through the transposition trick) and order against PyTorch and the CPU. */
+static void check_emulated(void) {
+    poa_recipe recipe;
+    poa_vit m;
+    poa_error e = { { 0 } };
+    test_load_model(TINY, &recipe, &m);
+    float *params = malloc(sizeof(float) * (size_t)m.parameter_count);
+    if (poa_vit_load_parameters(&m, params, FIXTURES "vit_tiny_params.safetensors", NULL, &e)) {
+        CHECK("emulated: golden parameters", 0, "%s", e.message);
+    } else {
+        runner r = { .prefix = "emulated" };
+        check_all(&r, &m, params);
+        printf("  emulated: %ld launches and GEMMs\n", r.launches);
+    }
+    free(params);
+    poa_vit_free(&m);
 }
 
 static void skip_gpu(const char *why) {
@@ -779,13 +1021,9 @@ static void check_gpu(void) {
     if (poa_vit_load_parameters(&m, params, FIXTURES "vit_tiny_params.safetensors", NULL, &e)) {
         CHECK("gpu: golden parameters", 0, "%s", e.message);
     } else {
-        const char *cases[] = { "intact_96x4", "elastic_32x2", "elastic_64x3", "elastic_96x2", "elastic_32x4" };
-        for (int i = 0; i < 5; i++) check_gpu_golden(&cuda, &lt, &m, params, cases[i]);
+        runner r = { .prefix = "gpu", .cuda = &cuda, .lt = &lt };
+        check_all(&r, &m, params);
     }
-    check_gpu_cpu(&cuda, &lt, &m, 64, 3, 3, 32, 1);
-    check_gpu_cpu(&cuda, &lt, &m, 64, 3, 3, 16, 0);
-    check_gpu_cpu(&cuda, &lt, &m, 96, 4, 2, 32, 1);
-    check_gpu_cpu(&cuda, &lt, &m, 32, 2, 4, 16, 0);
     printf("  cuBLASLt: %ld shapes planned\n", lt.heuristic_calls);
     free(params);
     poa_vit_free(&m);
@@ -813,6 +1051,8 @@ int main(void) {
     check_trace(L, LARGE, 384, 12, 2, 224, 1);
     check_trace(L, LARGE, 640, 17, 3, 96, 0);
     lua_close(L);
+    check_geometry();
+    check_emulated();
     check_gpu();
     CHECK_EXIT();
 }
