@@ -1,0 +1,40 @@
+#!/bin/bash
+# tests/cli/test_cli.sh: the poa command line as a user meets it: poa list names the ViT-S,
+# ViT-B and ViT-L members of the paper's family; bad input (an unknown sub-network, a
+# truncated or foreign parameter file, a wrong recipe field, an unknown command) gives a
+# clear error that names it and a non-zero exit, never a crash.
+set -u
+cd "$(dirname "$0")/../.."
+poa=build/poa
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+check() { if eval "$2"; then echo "PASS $1"; else echo "FAIL $1"; fi; }
+expect_error() { # name, pattern, command...
+  local name=$1 pattern=$2; shift 2
+  "$@" > "$tmp/out" 2> "$tmp/err"; local rc=$?
+  if [ $rc -ne 0 ] && [ $rc -lt 128 ] && grep -q -- "$pattern" "$tmp/err"; then echo "PASS $name"
+  else echo "FAIL $name: exit $rc, stderr: $(head -c 300 "$tmp/err")"; fi
+}
+
+$poa list recipes/vit_l16_ee1200.lua > "$tmp/list"
+check "poa list: 143 members, 11 kernel sets, 572 elastic slots" \
+      "head -1 $tmp/list | grep -q '143 members, 11 kernel sets (distinct widths), 572 elastic slots'"
+check "poa list names ViT-S 384x12" "grep -Eq '^ +384 +12 +6 +21.68 .*ViT-S$' $tmp/list"
+check "poa list names ViT-B 768x12" "grep -Eq '^ +768 +12 +12 +85.82 .*ViT-B$' $tmp/list"
+check "poa list names ViT-L 1024x24 (the intact net)" "grep -Eq '^ +1024 +24 +16 +303.35 .*intact +ViT-L$' $tmp/list"
+
+fixtures=tests/golden/fixtures
+forward=(forward tests/recipes/tiny_vit.lua --input $fixtures/vit_elastic_64x3.safetensors --images input.global --out "$tmp/y.safetensors")
+expect_error "unknown sub-network is named with the family's range" "unknown sub-network '48x3'.*widths 32..96 step 32" \
+  $poa "${forward[@]}" --params $fixtures/vit_tiny_params.safetensors --net 48x3
+head -c 5000 $fixtures/vit_tiny_params.safetensors > "$tmp/truncated.safetensors"
+expect_error "truncated parameter file is named" "truncated.safetensors: truncated" \
+  $poa "${forward[@]}" --params "$tmp/truncated.safetensors" --net 64x3
+expect_error "a file without the backbone names the missing tensor" "missing tensor 'patch_embed.proj.weight'" \
+  $poa "${forward[@]}" --params $fixtures/vit_elastic_64x3.safetensors --net 64x3
+printf 'return { name = "x", model = { family = "vit", widht = { 32, 64, 32 } } }\n' > "$tmp/bad.lua"
+expect_error "a wrong recipe field is named" "field 'model.widht': unknown field" $poa list "$tmp/bad.lua"
+expect_error "a missing recipe file is named" "nonexistent.lua" $poa list "$tmp/nonexistent.lua"
+expect_error "an unknown command is refused" "unknown command 'frobnicate'" $poa frobnicate
+$poa "${forward[@]}" --params $fixtures/vit_tiny_params.safetensors --net 64x3 2> "$tmp/err"
+check "poa forward of a member writes the output file" "[ -s $tmp/y.safetensors ]"
