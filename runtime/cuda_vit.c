@@ -328,13 +328,15 @@ static int mark(poa_cuda_vit_pass *p, const char *name, poa_error *e) {
 static void end_mark(poa_cuda_vit_pass *p) { p->in_mark = 0; }
 
 /* A generated kernel by name, with the geometry of its table entry. */
-static int launch(poa_cuda_vit_pass *p, const char *name, void **args, poa_error *e) {
+#define ARGC(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+static int launch(poa_cuda_vit_pass *p, const char *name, void **args, int arg_count, poa_error *e) {
     int i = 0;
     while (i < p->kernel_count && strcmp(p->kernels[i].name, name)) i++;
     if (i == p->kernel_count)
         return poa_fail(e, "member %dx%d: kernel %s is not in the kernel set's table", p->width,
                         p->depth, name);
-    poa_cuda_step s = { .kind = POA_CUDA_STEP_KERNEL };
+    poa_cuda_step s = { .kind = POA_CUDA_STEP_KERNEL, .arg_count = arg_count };
     snprintf(s.name, sizeof s.name, "%s", name);
     memcpy(s.grid, p->geometry[i][0], sizeof s.grid);
     memcpy(s.block, p->geometry[i][1], sizeof s.block);
@@ -352,9 +354,11 @@ static int launch(poa_cuda_vit_pass *p, const char *name, void **args, poa_error
 }
 
 /* A glue kernel over `elements` threads (or `elements` columns for the column sum). */
-static int glue(poa_cuda_vit_pass *p, int which, long elements, void **args, const poa_cuda_step *s,
-                poa_error *e) {
-    if (record(p, s, e)) return -1;
+static int glue(poa_cuda_vit_pass *p, int which, long elements, void **args, int arg_count,
+                const poa_cuda_step *step, poa_error *e) {
+    poa_cuda_step s = *step;
+    s.arg_count = arg_count;
+    if (record(p, &s, e)) return -1;
     if ((!p->cuda && !p->emulator) || elements <= 0) return 0;
     unsigned grid[3] = { 1, 1, 1 }, block[3] = { 256, 1, 1 };
     if (which == GLUE_COLUMN_SUM) {
@@ -377,19 +381,19 @@ static int glue(poa_cuda_vit_pass *p, int which, long elements, void **args, con
 static int copy(poa_cuda_vit_pass *p, CUdeviceptr dst, CUdeviceptr src, long n, poa_error *e) {
     poa_cuda_step s = { .kind = POA_CUDA_STEP_COPY, .name = "copy", .src = src, .dst = dst, .count = n };
     void *args[] = { &dst, &src, &n };
-    return glue(p, GLUE_COPY, n, args, &s, e);
+    return glue(p, GLUE_COPY, n, args, ARGC(args), &s, e);
 }
 
 static int add(poa_cuda_vit_pass *p, CUdeviceptr y, CUdeviceptr x, long n, poa_error *e) {
     poa_cuda_step s = { .kind = POA_CUDA_STEP_AXPY, .name = "axpy", .src = x, .dst = y, .count = n };
     void *args[] = { &y, &x, &n };
-    return glue(p, GLUE_ADD, n, args, &s, e);
+    return glue(p, GLUE_ADD, n, args, ARGC(args), &s, e);
 }
 
 static int fill(poa_cuda_vit_pass *p, CUdeviceptr dst, float value, long n, poa_error *e) {
     poa_cuda_step s = { .kind = POA_CUDA_STEP_GLUE, .name = "poa_glue_fill", .dst = dst, .count = n };
     void *args[] = { &dst, &value, &n };
-    return glue(p, GLUE_FILL, n, args, &s, e);
+    return glue(p, GLUE_FILL, n, args, ARGC(args), &s, e);
 }
 
 static int fill_rows(poa_cuda_vit_pass *p, CUdeviceptr dst, long ld, CUdeviceptr vec, long rows,
@@ -397,7 +401,7 @@ static int fill_rows(poa_cuda_vit_pass *p, CUdeviceptr dst, long ld, CUdeviceptr
     poa_cuda_step s = { .kind = POA_CUDA_STEP_GLUE, .name = "poa_glue_fill_rows", .dst = dst,
                         .src = vec, .m = rows, .n = cols, .ldc = ld };
     void *args[] = { &dst, &ld, &vec, &rows, &cols };
-    return glue(p, GLUE_FILL_ROWS, rows * cols, args, &s, e);
+    return glue(p, GLUE_FILL_ROWS, rows * cols, args, ARGC(args), &s, e);
 }
 
 /* dst[j] += sum of the rows of src (rows x cols, ld): the bias gradient of a linear layer. */
@@ -407,7 +411,7 @@ static int bias_grad(poa_cuda_vit_pass *p, const char *what, CUdeviceptr dst, CU
                         .n = cols, .lda = ld };
     snprintf(s.name, sizeof s.name, "%s bgrad", what);
     void *args[] = { &dst, &src, &ld, &rows, &cols };
-    return glue(p, GLUE_COLUMN_SUM, cols, args, &s, e);
+    return glue(p, GLUE_COLUMN_SUM, cols, args, ARGC(args), &s, e);
 }
 
 static int gemm(poa_cuda_vit_pass *p, const char *what, int ta, int tb, long m, long n, long k,
@@ -468,7 +472,7 @@ static int layernorm_forward(poa_cuda_vit_pass *p, CUdeviceptr y, CUdeviceptr me
                              CUdeviceptr x, CUdeviceptr w, CUdeviceptr b, poa_error *e) {
     long rows = p->rows;
     void *args[] = { &y, &mean, &rstd, &x, &w, &b, &rows };
-    return launch(p, "layernorm_forward", args, e);
+    return launch(p, "layernorm_forward", args, ARGC(args), e);
 }
 
 static int layernorm_backward(poa_cuda_vit_pass *p, CUdeviceptr dx, CUdeviceptr dw, CUdeviceptr db,
@@ -476,15 +480,15 @@ static int layernorm_backward(poa_cuda_vit_pass *p, CUdeviceptr dx, CUdeviceptr 
                               CUdeviceptr w, poa_error *e) {
     long rows = p->rows;
     void *args[] = { &dx, &dw, &db, &dy, &x, &mean, &rstd, &w, &rows };
-    if (launch(p, "layernorm_backward", args, e)) return -1;
-    return launch(p, "layernorm_backward_dw_db", args, e);
+    if (launch(p, "layernorm_backward", args, ARGC(args), e)) return -1;
+    return launch(p, "layernorm_backward_dw_db", args, ARGC(args), e);
 }
 
 static int residual_forward(poa_cuda_vit_pass *p, CUdeviceptr x, CUdeviceptr h, CUdeviceptr gamma,
                             CUdeviceptr scale, poa_error *e) {
     long batch = p->batch, tokens = p->tokens;
     void *args[] = { &x, &h, &gamma, &scale, &batch, &tokens };
-    return launch(p, "residual_forward", args, e);
+    return launch(p, "residual_forward", args, ARGC(args), e);
 }
 
 /* dgamma 0 (no LayerScale in the model): the dgamma column sums are not launched. */
@@ -492,8 +496,8 @@ static int residual_backward(poa_cuda_vit_pass *p, CUdeviceptr dh, CUdeviceptr d
                              CUdeviceptr h, CUdeviceptr gamma, CUdeviceptr scale, poa_error *e) {
     long batch = p->batch, tokens = p->tokens;
     void *args[] = { &dh, &dgamma, &dx, &h, &gamma, &scale, &batch, &tokens };
-    if (launch(p, "residual_backward", args, e)) return -1;
-    return dgamma ? launch(p, "residual_backward_dgamma", args, e) : 0;
+    if (launch(p, "residual_backward", args, ARGC(args), e)) return -1;
+    return dgamma ? launch(p, "residual_backward_dgamma", args, ARGC(args), e) : 0;
 }
 
 static int block_forward(poa_cuda_vit_pass *p, const float alpha, int j, poa_error *e) {
@@ -515,7 +519,7 @@ static int block_forward(poa_cuda_vit_pass *p, const float alpha, int j, poa_err
         CUdeviceptr out = AB(p, j, "attn"), probs = AB(p, j, "probs"), qkv = AB(p, j, "qkv");
         long batch = p->batch, tokens = p->tokens;
         void *args[] = { &out, &probs, &qkv, &batch, &tokens };
-        if (launch(p, "attention_forward", args, e)) return -1;
+        if (launch(p, "attention_forward", args, ARGC(args), e)) return -1;
     }
     if (linear_forward(p, "proj", AB(p, j, "h1"), D, AB(p, j, "attn"), D, o->proj_weight, Dmax,
                        o->proj_bias, M, D, alpha, e) ||
@@ -530,7 +534,7 @@ static int block_forward(poa_cuda_vit_pass *p, const float alpha, int j, poa_err
         CUdeviceptr g = AB(p, j, "g"), u = AB(p, j, "u");
         long rows = M;
         void *args[] = { &g, &u, &rows };
-        if (launch(p, "gelu_forward", args, e)) return -1;
+        if (launch(p, "gelu_forward", args, ARGC(args), e)) return -1;
     }
     CUdeviceptr x_out = j + 1 < p->depth ? AB(p, j + 1, "x_in") : A(p, "x_final");
     if (linear_forward(p, "fc2", AB(p, j, "h2"), D, AB(p, j, "g"), Fh, o->fc2_weight, Fmax, o->fc2_bias,
@@ -566,7 +570,7 @@ int poa_cuda_vit_forward(poa_cuda_vit_pass *p, const float *images, const unsign
         void *args[] = { &patches, &imgs, &batch, &channels, &size, &patch };
         poa_cuda_step s = { .kind = POA_CUDA_STEP_GLUE, .name = "poa_glue_patchify", .src = imgs,
                             .dst = patches, .count = BN * patch_len };
-        if (glue(p, GLUE_PATCHIFY, BN * patch_len, args, &s, e)) return -1;
+        if (glue(p, GLUE_PATCHIFY, BN * patch_len, args, ARGC(args), &s, e)) return -1;
     }
     /* The conv's first D output channels; no alpha (its input is the image). */
     if (linear_forward(p, "patch_embed", A(p, "patch_tokens"), D, A(p, "patches"), patch_len,
@@ -593,7 +597,7 @@ int poa_cuda_vit_forward(poa_cuda_vit_pass *p, const float *images, const unsign
         CUdeviceptr mask_d = p->has_mask ? p->mask : 0;
         long batch = p->batch, patches = p->patches;
         void *args[] = { &x, &patch, &cls, &mask_token, &pos, &pos_ld, &mask_d, &batch, &patches };
-        if (launch(p, "tokens_forward", args, e)) return -1;
+        if (launch(p, "tokens_forward", args, ARGC(args), e)) return -1;
     }
     for (int j = 0; j < p->depth; j++)
         if (block_forward(p, p->alpha, j, e)) return -1;
@@ -619,7 +623,7 @@ static int block_backward(poa_cuda_vit_pass *p, int j, poa_error *e) {
         CUdeviceptr u = AB(p, j, "u");
         long rows = M;
         void *args[] = { &du, &dg, &u, &rows };
-        if (launch(p, "gelu_backward", args, e)) return -1;
+        if (launch(p, "gelu_backward", args, ARGC(args), e)) return -1;
     }
     if (linear_backward(p, "fc1", dln, 0, du, Fh, AB(p, j, "ln2"), D, o->fc1_weight, Dmax, o->fc1_bias,
                         M, Fh, alpha, e) ||
@@ -636,7 +640,7 @@ static int block_backward(poa_cuda_vit_pass *p, int j, poa_error *e) {
         CUdeviceptr work = A(p, "grad.work"), qkv = AB(p, j, "qkv"), probs = AB(p, j, "probs");
         long batch = p->batch, tokens = p->tokens;
         void *args[] = { &dqkv, &work, &dattn, &qkv, &probs, &batch, &tokens };
-        if (launch(p, "attention_backward_dq", args, e) || launch(p, "attention_backward_dkv", args, e))
+        if (launch(p, "attention_backward_dq", args, ARGC(args), e) || launch(p, "attention_backward_dkv", args, ARGC(args), e))
             return -1;
     }
     for (int g = 0; g < 3; g++) {
@@ -659,9 +663,9 @@ static int tokens_backward(poa_cuda_vit_pass *p, CUdeviceptr dpatch, CUdeviceptr
     CUdeviceptr mask_d = p->has_mask ? p->mask : 0;
     long batch = p->batch, patches = p->patches;
     void *args[] = { &dpatch, &dcls, &dmask, &dpos, &pos_ld, &dx, &mask_d, &batch, &patches };
-    return launch(p, "tokens_backward", args, e) || launch(p, "tokens_backward_dcls", args, e) ||
-                   launch(p, "tokens_backward_dpos", args, e) ||
-                   launch(p, "tokens_backward_dmask_token", args, e)
+    return launch(p, "tokens_backward", args, ARGC(args), e) || launch(p, "tokens_backward_dcls", args, ARGC(args), e) ||
+                   launch(p, "tokens_backward_dpos", args, ARGC(args), e) ||
+                   launch(p, "tokens_backward_dmask_token", args, ARGC(args), e)
                ? -1
                : 0;
 }

@@ -84,6 +84,7 @@ typedef struct poa_cuda_step {
     poa_cuda_step_kind kind;
     char name[64];    /* kernel name, GEMM/bias "what" as the plan's, or the MARK's name */
     int inside_mark;  /* 1: part of the preceding MARK's step */
+    int arg_count;    /* KERNEL, GLUE and the glue kernels of COPY, AXPY, BIAS_GRAD: arguments passed */
     unsigned grid[3], block[3];
     /* GEMM: row-major C = alpha op(A) op(B) + beta C; bias (the bias-rows step before it) */
     int trans_a, trans_b;

@@ -15,7 +15,8 @@
      and stochastic depth and at a resampled size without: every kernel the pass launches is
      in its width's table; each op launches exactly the table's kernels of that op in table
      order; every table kernel is launched; and the pass's steps equal gen/plan.lua's
-     vit_pass steps in order: kernel names, GEMMs with their operands (buffer or parameter
+     vit_pass steps in order, and each launch passes as many arguments as its kernel's
+     definition has parameters: kernel names, GEMMs with their operands (buffer or parameter
      and offset), shapes, leading dimensions, transpositions, alpha and beta, copies, adds and
      bias gradients.
    - The launch geometry read from the w96 table for a known shape.
@@ -33,6 +34,7 @@
      gradient of every parameter within 1e-4 relative error.
    - The GPU against the CPU backend on the same random parameters and inputs (64x3 and 96x4,
      both crop sizes): outputs and all gradients within 1e-4. */
+#include <ctype.h>
 #include <lauxlib.h>
 #include <string.h>
 
@@ -458,6 +460,52 @@ static int same_step(lua_State *L, const poa_cuda_vit_pass *p, const flat_step *
     return 0;
 }
 
+/* The number of parameters of kernel `name` as defined in source (`__global__ ... name(...)`),
+   or -1 when it is not defined there. */
+static int source_param_count(const char *source, const char *name) {
+    size_t n = strlen(name);
+    for (const char *at = strstr(source, name); at; at = strstr(at + 1, name)) {
+        if (at == source || at[-1] != ' ' || at[n] != '(') continue;
+        const char *line = at;
+        while (line > source && line[-1] != '\n') line--;
+        const char *global = strstr(line, "__global__");
+        if (!global || global > at) continue;
+        int depth = 0, count = 1, empty = 1;
+        for (const char *c = at + n; *c; c++) {
+            if (*c == '(') depth++;
+            else if (*c == ')' && --depth == 0) return empty ? 0 : count;
+            else if (*c == ',' && depth == 1) count++;
+            else if (!isspace((unsigned char)*c)) empty = 0;
+        }
+        return -1;
+    }
+    return -1;
+}
+
+/* Every launch of a trace passes as many arguments as its kernel has parameters. */
+static int check_argument_counts(const poa_cuda_vit_pass *p, const char *set, const char *glue, char *why,
+                                 size_t size) {
+    for (int i = 0; i < p->step_count; i++) {
+        const poa_cuda_step *s = &p->steps[i];
+        const char *kernel = s->name, *source = glue;
+        switch (s->kind) {
+        case POA_CUDA_STEP_KERNEL: source = set; break;
+        case POA_CUDA_STEP_GLUE: break;
+        case POA_CUDA_STEP_COPY: kernel = "poa_glue_copy"; break;
+        case POA_CUDA_STEP_AXPY: kernel = "poa_glue_add"; break;
+        case POA_CUDA_STEP_BIAS_GRAD: kernel = "poa_glue_column_sum_accumulate"; break;
+        default: continue;
+        }
+        int want = source_param_count(source, kernel);
+        if (want != s->arg_count) {
+            snprintf(why, size, "step %d: %s gets %d arguments, its definition has %d parameters", i, kernel,
+                     s->arg_count, want);
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static void check_trace(lua_State *L, const char *recipe_path, int width, int depth, long batch, int image,
                         int masked) {
     char label[256], why[2048] = "";
@@ -518,6 +566,7 @@ static void check_trace(lua_State *L, const char *recipe_path, int width, int de
             }
         }
     }
+    if (problems == 0 && !check_argument_counts(&p, set, glue, why, sizeof why)) problems++;
     for (int t = 0; t < p.kernel_count; t++)
         if (!used[t] && problems++ == 0)
             snprintf(why, sizeof why, "table kernel %s is never launched", p.kernels[t].name);
