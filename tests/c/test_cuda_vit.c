@@ -162,51 +162,95 @@ static const char *const glue_kernels[] = {
     "poa_glue_copy", "poa_glue_fill",
 };
 
-static void check_sources(const char *recipe, int width) {
-    char label[192], name[96];
+/* One width of a family: every kernel of its .cu table is defined in the text, and traced
+   passes (native size with mask and stochastic depth, local crop size without) find every
+   kernel they launch in the table (a launch of a name not in it fails). Returns the number
+   of problems, the first described in why. */
+static int check_width(const poa_recipe *r, const poa_vit *m, int width, char *why, size_t size) {
+    char name[96];
     char *set = NULL, *glue = NULL;
     poa_error e = { { 0 } };
-    snprintf(label, sizeof label, "%s width %d: every kernel of the .cu table is defined in it", recipe, width);
-    if (poa_cuda_vit_sources(recipe, width, &set, &glue, name, sizeof name, &e)) {
+    int problems = 0;
+    if (poa_cuda_vit_sources(r->path, width, &set, &glue, name, sizeof name, &e)) {
+        snprintf(why, size, "width %d: %.800s", width, e.message);
+        return 1;
+    }
+    poa_cuda_kernel_entry *entries;
+    int count;
+    if (poa_cuda_kernel_table(set, &entries, &count, &e)) {
+        if (problems++ == 0) snprintf(why, size, "%s: %.800s", name, e.message);
+    } else {
+        for (int i = 0; i < count; i++)
+            if (!poa_cuda_source_defines(set, entries[i].name) && problems++ == 0)
+                snprintf(why, size, "%s: %s is listed but not defined", name, entries[i].name);
+        if (count < 16 && problems++ == 0) snprintf(why, size, "%s: only %d kernels listed", name, count);
+        free(entries);
+    }
+    static const float fake_float[1];
+    static const unsigned char fake_mask[1];
+    const int sizes[2] = { r->global_crop_size, r->local_crop_size };
+    for (int i = 0; i < 2 && problems == 0; i++) {
+        poa_cuda_vit_pass p;
+        if (poa_cuda_vit_pass_init(&p, NULL, NULL, m, width, r->depth_min, 2, sizes[i], set, glue, &e) ||
+            poa_cuda_vit_forward(&p, fake_float, i == 0 ? fake_mask : NULL, i == 0 ? fake_float : NULL, &e) ||
+            poa_cuda_vit_backward(&p, fake_float, &e)) {
+            if (problems++ == 0) snprintf(why, size, "%s traced at %d px: %.800s", name, sizes[i], e.message);
+        }
+        poa_cuda_vit_pass_free(&p);
+    }
+    free(set);
+    free(glue);
+    return problems;
+}
+
+static void check_family(lua_State *L, const char *recipe_path) {
+    char label[256], why[1024] = "";
+    poa_recipe r;
+    poa_vit m;
+    poa_error e = { { 0 } };
+    if (poa_recipe_load(L, recipe_path, &r, &e) || poa_vit_init(&m, &r.vit, &e)) {
+        snprintf(label, sizeof label, "%s: kernel tables", recipe_path);
         CHECK(label, 0, "%s", e.message);
         return;
     }
-    poa_cuda_kernel_entry *entries;
-    int count, missing = 0;
-    if (poa_cuda_kernel_table(set, &entries, &count, &e)) {
-        CHECK(label, 0, "%s", e.message);
-    } else {
-        for (int i = 0; i < count; i++)
-            if (!poa_cuda_source_defines(set, entries[i].name)) {
-                missing++;
-                printf("  %s: %s is listed but not defined\n", name, entries[i].name);
-            }
-        CHECK(label, missing == 0 && count >= 16, "%d of %d missing", missing, count);
-        free(entries);
+    int widths = 0, problems = 0;
+    for (int w = r.width_min; w <= r.width_max; w += r.width_step, widths++)
+        problems += check_width(&r, &m, w, problems ? NULL : why, problems ? 0 : sizeof why);
+    snprintf(label, sizeof label,
+             "%s: all %d widths: every table kernel is defined in its .cu, every kernel a traced pass launches is in "
+             "its table", recipe_path, widths);
+    CHECK(label, problems == 0 && widths > 0, "%d problems; first: %s", problems, why);
+    poa_vit_free(&m);
+}
+
+/* The glue kernels: defined in their source, and NVRTC compiles them. */
+static void check_glue(void) {
+    char *glue = NULL;
+    poa_error e = { { 0 } };
+    if (poa_cuda_vit_sources(TINY, 64, NULL, &glue, NULL, 0, &e)) {
+        CHECK("glue source", 0, "%s", e.message);
+        return;
     }
-    if (width == 64 && !strcmp(recipe, TINY)) {
-        missing = 0;
-        for (size_t i = 0; i < sizeof glue_kernels / sizeof glue_kernels[0]; i++)
-            if (!poa_cuda_source_defines(glue, glue_kernels[i])) missing++;
-        int defines_other = poa_cuda_source_defines(glue, "layernorm_forward");
-        CHECK("glue source defines every glue kernel (and the name search is not fooled)",
-              missing == 0 && !defines_other, "%d missing, other %d", missing, defines_other);
-        if (poa_nvrtc_load(&e)) {
-            CHECK_SKIP("NVRTC compiles the glue kernels for sm_80 and sm_90", e.message);
-        } else {
-            const char *arches[] = { "sm_80", "sm_90" };
-            for (int a = 0; a < 2; a++) {
-                poa_blob blob = { 0 };
-                char what[96];
-                snprintf(what, sizeof what, "NVRTC compiles the glue kernels for %s", arches[a]);
-                int rc = poa_nvrtc_compile(glue, "vit_glue.cu", arches[a], poa_nvrtc_kernel_options,
-                                           poa_nvrtc_kernel_option_count, &blob, NULL, &e);
-                CHECK(what, rc == 0 && blob.size > 0, "%s", e.message);
-                poa_blob_free(&blob);
-            }
+    int missing = 0;
+    for (size_t i = 0; i < sizeof glue_kernels / sizeof glue_kernels[0]; i++)
+        if (!poa_cuda_source_defines(glue, glue_kernels[i])) missing++;
+    int defines_other = poa_cuda_source_defines(glue, "layernorm_forward");
+    CHECK("glue source defines every glue kernel (and the name search is not fooled)",
+          missing == 0 && !defines_other, "%d missing, other %d", missing, defines_other);
+    if (poa_nvrtc_load(&e)) {
+        CHECK_SKIP("NVRTC compiles the glue kernels for sm_80 and sm_90", e.message);
+    } else {
+        const char *arches[] = { "sm_80", "sm_90" };
+        for (int a = 0; a < 2; a++) {
+            poa_blob blob = { 0 };
+            char what[96];
+            snprintf(what, sizeof what, "NVRTC compiles the glue kernels for %s", arches[a]);
+            int rc = poa_nvrtc_compile(glue, "vit_glue.cu", arches[a], poa_nvrtc_kernel_options,
+                                       poa_nvrtc_kernel_option_count, &blob, NULL, &e);
+            CHECK(what, rc == 0 && blob.size > 0, "%s", e.message);
+            poa_blob_free(&blob);
         }
     }
-    free(set);
     free(glue);
 }
 
@@ -1085,14 +1129,15 @@ int main(void) {
     check_cublaslt_load();
     check_transposition_trick();
     check_eval();
-    for (int w = 32; w <= 96; w += 32) check_sources(TINY, w);
-    check_sources(LARGE, 384);
-    check_sources(LARGE, 1024);
+    check_glue();
     lua_State *L = poa_lua_open(&e);
     if (!L) {
         printf("FAIL lua: %s\n", e.message);
         return 1;
     }
+    const char *families[] = { TINY, "tests/recipes/tiny_train.lua", "recipes/quickstart.lua",
+                               "recipes/small_vit.lua", LARGE };
+    for (int i = 0; i < 5; i++) check_family(L, families[i]);
     check_trace(L, TINY, 96, 4, 2, 32, 1);
     check_trace(L, TINY, 64, 3, 3, 32, 1);
     check_trace(L, TINY, 32, 2, 3, 16, 0);
