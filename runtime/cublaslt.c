@@ -53,13 +53,58 @@ _Static_assert(sizeof(cublasStatus_t) == sizeof(int) && sizeof(cublasComputeType
 
 /* ---- loading ---- */
 
+/* Loads one library and resolves every entry point; error names what failed. */
+static int open_library(const char *path, poa_cublaslt_api *api, void **handle, char *error, size_t size) {
+    void *library = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!library) {
+        const char *why = dlerror();
+        snprintf(error, size, "%s", why ? why : path);
+        return -1;
+    }
+    struct { void **slot; const char *name; } symbols[] = {
+        { (void **)&api->create, "cublasLtCreate" },
+        { (void **)&api->destroy, "cublasLtDestroy" },
+        { (void **)&api->get_version, "cublasLtGetVersion" },
+        { (void **)&api->get_status_name, "cublasLtGetStatusName" },
+        { (void **)&api->get_status_string, "cublasLtGetStatusString" },
+        { (void **)&api->matmul_desc_create, "cublasLtMatmulDescCreate" },
+        { (void **)&api->matmul_desc_destroy, "cublasLtMatmulDescDestroy" },
+        { (void **)&api->matmul_desc_set_attribute, "cublasLtMatmulDescSetAttribute" },
+        { (void **)&api->matrix_layout_create, "cublasLtMatrixLayoutCreate" },
+        { (void **)&api->matrix_layout_destroy, "cublasLtMatrixLayoutDestroy" },
+        { (void **)&api->preference_create, "cublasLtMatmulPreferenceCreate" },
+        { (void **)&api->preference_destroy, "cublasLtMatmulPreferenceDestroy" },
+        { (void **)&api->preference_set_attribute, "cublasLtMatmulPreferenceSetAttribute" },
+        { (void **)&api->algo_get_heuristic, "cublasLtMatmulAlgoGetHeuristic" },
+        { (void **)&api->matmul, "cublasLtMatmul" },
+    };
+    for (size_t i = 0; i < sizeof symbols / sizeof symbols[0]; i++) {
+        *symbols[i].slot = dlsym(library, symbols[i].name);
+        if (!*symbols[i].slot) {
+            snprintf(error, size, "%s has no %s", path, symbols[i].name);
+            dlclose(library);
+            memset(api, 0, sizeof *api);
+            return -1;
+        }
+    }
+    *handle = library;
+    return 0;
+}
+
+int poa_cublaslt_open_library(const char *path, poa_cublaslt_api *api, void **library, poa_error *e) {
+    char error[768];
+    memset(api, 0, sizeof *api);
+    if (open_library(path, api, library, error, sizeof error)) return poa_fail(e, "cannot load cuBLASLt: %s", error);
+    return 0;
+}
+
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
 static poa_cublaslt_api loaded_api;
 static int load_status; /* 0 ok, -1 failed */
 static char load_name[512], load_error[1024];
 
 static void load_library(void) {
-    char candidates[3][512];
+    char candidates[2][512];
     int n = 0;
     const char *env = getenv("POA_LIBCUBLASLT");
     if (env && *env) {
@@ -70,51 +115,20 @@ static void load_library(void) {
         snprintf(candidates[n++], sizeof candidates[0], "%s/lib64/libcublasLt.so.13",
                  home && *home ? home : "/usr/local/cuda");
     }
-    void *library = NULL;
     size_t used = 0;
     load_error[0] = 0;
-    for (int i = 0; i < n && !library; i++) {
-        library = dlopen(candidates[i], RTLD_NOW | RTLD_LOCAL);
-        if (library) {
+    load_status = -1;
+    for (int i = 0; i < n && load_status; i++) {
+        char error[768];
+        void *library;
+        if (open_library(candidates[i], &loaded_api, &library, error, sizeof error) == 0) {
             memcpy(load_name, candidates[i], sizeof load_name);
-        } else {
-            const char *why = dlerror();
-            int w = snprintf(load_error + used, sizeof load_error - used, "%s%s", used ? "; " : "",
-                             why ? why : candidates[i]);
+            load_status = 0;
+        } else if (used < sizeof load_error - 1) {
+            int w = snprintf(load_error + used, sizeof load_error - used, "%s%s", used ? "; " : "", error);
             if (w > 0) used += (size_t)w < sizeof load_error - used ? (size_t)w : sizeof load_error - used - 1;
         }
     }
-    if (!library) {
-        load_status = -1;
-        return;
-    }
-    struct { void **slot; const char *name; } symbols[] = {
-        { (void **)&loaded_api.create, "cublasLtCreate" },
-        { (void **)&loaded_api.destroy, "cublasLtDestroy" },
-        { (void **)&loaded_api.get_version, "cublasLtGetVersion" },
-        { (void **)&loaded_api.get_status_name, "cublasLtGetStatusName" },
-        { (void **)&loaded_api.get_status_string, "cublasLtGetStatusString" },
-        { (void **)&loaded_api.matmul_desc_create, "cublasLtMatmulDescCreate" },
-        { (void **)&loaded_api.matmul_desc_destroy, "cublasLtMatmulDescDestroy" },
-        { (void **)&loaded_api.matmul_desc_set_attribute, "cublasLtMatmulDescSetAttribute" },
-        { (void **)&loaded_api.matrix_layout_create, "cublasLtMatrixLayoutCreate" },
-        { (void **)&loaded_api.matrix_layout_destroy, "cublasLtMatrixLayoutDestroy" },
-        { (void **)&loaded_api.preference_create, "cublasLtMatmulPreferenceCreate" },
-        { (void **)&loaded_api.preference_destroy, "cublasLtMatmulPreferenceDestroy" },
-        { (void **)&loaded_api.preference_set_attribute, "cublasLtMatmulPreferenceSetAttribute" },
-        { (void **)&loaded_api.algo_get_heuristic, "cublasLtMatmulAlgoGetHeuristic" },
-        { (void **)&loaded_api.matmul, "cublasLtMatmul" },
-    };
-    for (size_t i = 0; i < sizeof symbols / sizeof symbols[0]; i++) {
-        *symbols[i].slot = dlsym(library, symbols[i].name);
-        if (!*symbols[i].slot) {
-            snprintf(load_error, sizeof load_error, "%s has no %s", load_name, symbols[i].name);
-            dlclose(library);
-            load_status = -1;
-            return;
-        }
-    }
-    load_status = 0;
 }
 
 int poa_cublaslt_load(const poa_cublaslt_api **api, char *name, size_t name_size, poa_error *e) {

@@ -59,6 +59,11 @@ typedef struct poa_cublaslt_api {
    for the life of the process (thread-safe; one load). */
 int poa_cublaslt_load(const poa_cublaslt_api **api, char *name, size_t name_size, poa_error *e);
 
+/* Loads the library at path (uncached; for tests and tools) into *api; *library is the dlopen
+   handle (the caller may dlclose it). Fails with "cannot load cuBLASLt: <why>": dlopen's
+   message, or "<path> has no <symbol>". */
+int poa_cublaslt_open_library(const char *path, poa_cublaslt_api *api, void **library, poa_error *e);
+
 typedef struct poa_cublaslt_plan poa_cublaslt_plan; /* one cached shape */
 
 typedef struct poa_cublaslt {

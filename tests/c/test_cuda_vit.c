@@ -55,6 +55,15 @@ static void check_cublaslt_load(void) {
     const poa_cublaslt_api *api;
     char name[512];
     poa_error e = { { 0 } };
+    poa_cublaslt_api other;
+    void *library = NULL;
+    int missing = poa_cublaslt_open_library("/nonexistent/libcublasLt.so.13", &other, &library, &e);
+    int missing_named = strstr(e.message, "cannot load cuBLASLt: ") && strstr(e.message, "/nonexistent");
+    int foreign = poa_cublaslt_open_library("libm.so.6", &other, &library, &e);
+    int foreign_named = strstr(e.message, "libm.so.6 has no cublasLtCreate") != NULL;
+    CHECK("cuBLASLt: a missing library and one without its entry points are clear errors",
+          missing == -1 && missing_named && foreign == -1 && foreign_named, "%d %d %d %d: %s", missing,
+          missing_named, foreign, foreign_named, e.message);
     if (poa_cublaslt_load(&api, name, sizeof name, &e)) {
         if (strstr(e.message, "cannot load cuBLASLt")) {
             CHECK_SKIP("cuBLASLt loads by dlopen", e.message);
