@@ -20,6 +20,8 @@ typedef struct knn_options {
     const char *checkpoint, *recipe, *data, *nets, *out;
     long train_limit, val_limit, batch;
     int threads;
+    const char *overrides[64]; /* section.field=value, applied over the recipe */
+    int override_count;
 } knn_options;
 
 /* One member of the family and, once evaluated, its accuracies (fractions). */
@@ -34,7 +36,8 @@ typedef struct knn_member {
 static const char *usage_text =
     "usage: poa knn <checkpoint.safetensors> [--recipe R.lua] --data DIR (with train/ and val/)\n"
     "               [--nets all|S,B,L|WxD,...] [--train-limit N] [--val-limit N] [--out DIR]\n"
-    "               [--threads N] [--batch N]";
+    "               [--threads N] [--batch N] [section.field=value ...]\n"
+    "  Without --recipe, the checkpoint's recipe and the overrides it was trained with are used.";
 
 static int parse_options(int argc, char **argv, knn_options *o, poa_error *e) {
     memset(o, 0, sizeof *o);
@@ -65,6 +68,9 @@ static int parse_options(int argc, char **argv, knn_options *o, poa_error *e) {
             else o->threads = (int)n;
         } else if (a[0] == '-') {
             return poa_fail(e, "unknown option %s\n%s", a, usage_text);
+        } else if (strchr(a, '=') && o->checkpoint) {
+            if (o->override_count == 64) return poa_fail(e, "too many overrides");
+            o->overrides[o->override_count++] = a;
         } else if (!o->checkpoint) {
             o->checkpoint = a;
         } else {
@@ -79,15 +85,17 @@ static int parse_options(int argc, char **argv, knn_options *o, poa_error *e) {
 static int family_members(lua_State *L, const poa_recipe *r, knn_member **out, int *count,
                           poa_error *e) {
     static const char *chunk =
-        "local path = ...\n"
-        "local r = require('gen.recipe').load(path)\n"
+        "local r = ...\n"
         "local rows = {}\n"
         "for _, m in ipairs(require('gen.space').members(r)) do\n"
         "  rows[#rows + 1] = string.format('%d %d %d %s', m.width, m.depth, m.params, m.name or '-')\n"
         "end\n"
         "return table.concat(rows, '\\n')\n";
     if (luaL_loadstring(L, chunk) != LUA_OK) return poa_fail(e, "%s", lua_tostring(L, -1));
-    lua_pushstring(L, r->path);
+    if (poa_recipe_push(L, r, e)) {
+        lua_pop(L, 1);
+        return -1;
+    }
     if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
         poa_fail(e, "%s: %s", r->path, lua_tostring(L, -1));
         lua_pop(L, 1);
@@ -392,23 +400,30 @@ static int evaluate(const knn_options *o, const poa_recipe *r, const poa_vit *mo
 
 static int run_knn(const knn_options *o, poa_error *e) {
     const char *recipe_path = o->recipe;
-    char from_checkpoint[1024] = "";
+    char from_checkpoint[1024] = "", trained_with[2048] = "";
+    const char *overrides[128];
+    int override_count = 0;
     if (!recipe_path) {
+        /* The recipe and the overrides the checkpoint was trained with. */
         poa_safetensors f;
         if (poa_safetensors_open(&f, o->checkpoint, e)) return -1;
         const char *meta = poa_safetensors_metadata(&f, "recipe");
+        const char *meta_overrides = poa_safetensors_metadata(&f, "overrides");
         if (meta) snprintf(from_checkpoint, sizeof from_checkpoint, "%s", meta);
+        if (meta_overrides) snprintf(trained_with, sizeof trained_with, "%s", meta_overrides);
         poa_safetensors_close(&f);
         if (!meta)
             return poa_fail(e, "%s: no \"recipe\" in its metadata; pass --recipe", o->checkpoint);
         recipe_path = from_checkpoint;
+        override_count = poa_split_overrides(trained_with, overrides, 64);
     }
+    for (int i = 0; i < o->override_count; i++) overrides[override_count++] = o->overrides[i];
     lua_State *L = poa_lua_open(e);
     if (!L) return -1;
     poa_recipe recipe;
     knn_member *members = NULL;
     int count = 0;
-    int rc = poa_recipe_load(L, recipe_path, &recipe, e);
+    int rc = poa_recipe_load_overrides(L, recipe_path, overrides, override_count, &recipe, e);
     if (rc == 0) rc = family_members(L, &recipe, &members, &count, e);
     if (rc == 0) rc = select_members(L, &recipe, o->nets, members, count, e);
     lua_close(L);

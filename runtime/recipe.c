@@ -101,6 +101,12 @@ int poa_recipe_load(lua_State *L, const char *path, poa_recipe *r, poa_error *e)
 int poa_recipe_load_overrides(lua_State *L, const char *path, const char *const *overrides,
                               int override_count, poa_recipe *r, poa_error *e) {
     memset(r, 0, sizeof *r);
+    for (int i = 0; i < override_count; i++) {
+        size_t used = strlen(r->overrides), n = strlen(overrides[i]);
+        if (strchr(overrides[i], '\n') || used + n + 2 > sizeof r->overrides)
+            return poa_fail(e, "%s: override '%s' is too long or has a line break", path, overrides[i]);
+        snprintf(r->overrides + used, sizeof r->overrides - used, "%s%s", used ? "\n" : "", overrides[i]);
+    }
     if (push_function(L, "gen.recipe", "load", e)) return -1;
     lua_pushstring(L, path);
     lua_createtable(L, override_count, 0);
@@ -165,15 +171,32 @@ char *poa_lua_call_string(lua_State *L, const char *module, const char *function
     return text;
 }
 
+int poa_split_overrides(char *text, const char **out, int max) {
+    int n = 0;
+    for (char *line = strtok(text, "\n"); line && n < max; line = strtok(NULL, "\n"))
+        out[n++] = line;
+    return n;
+}
+
+int poa_recipe_push(lua_State *L, const poa_recipe *r, poa_error *e) {
+    char text[sizeof r->overrides];
+    const char *overrides[64];
+    snprintf(text, sizeof text, "%s", r->overrides);
+    int n = poa_split_overrides(text, overrides, 64);
+    if (push_function(L, "gen.recipe", "load", e)) return -1;
+    lua_pushstring(L, r->path);
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_pushstring(L, overrides[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return call(L, 2, 1, e);
+}
+
 int poa_recipe_member(lua_State *L, const poa_recipe *r, const char *text, int *width,
                       int *depth, poa_error *e) {
     if (push_function(L, "gen.space", "parse_member", e)) return -1;
-    if (push_function(L, "gen.recipe", "load", e)) {
-        lua_pop(L, 1);
-        return -1;
-    }
-    lua_pushstring(L, r->path);
-    if (call(L, 1, 1, e)) {
+    if (poa_recipe_push(L, r, e)) {
         lua_pop(L, 1);
         return -1;
     }

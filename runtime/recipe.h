@@ -11,6 +11,7 @@
 typedef struct poa_recipe {
     char name[128];
     char path[1024];
+    char overrides[2048]; /* "section.field=value" lines applied over the file */
     poa_vit_config vit;
     int width_min, width_max, width_step, depth_min, depth_max, depth_step;
     int global_crop_count, global_crop_size, local_crop_count, local_crop_size;
@@ -28,6 +29,12 @@ int poa_recipe_load(lua_State *L, const char *path, poa_recipe *recipe, poa_erro
 /* The same with "section.field=value" overrides applied before the checks. */
 int poa_recipe_load_overrides(lua_State *L, const char *path, const char *const *overrides,
                               int override_count, poa_recipe *recipe, poa_error *e);
+
+/* Pushes the recipe's Lua table (gen.recipe.load of its path and overrides). */
+int poa_recipe_push(lua_State *L, const poa_recipe *recipe, poa_error *e);
+
+/* Splits newline-separated overrides in place into at most max pointers; returns the count. */
+int poa_split_overrides(char *text, const char **out, int max);
 
 /* Calls require(module)[function](recipe_path) and returns its string result
    (malloc'd), e.g. gen.space.list_text. */

@@ -33,28 +33,6 @@ static int pair(lua_State *L, int recipe, const char *section, const char *field
     return 0;
 }
 
-/* recipe.load(path, overrides) on the stack top, or an error. */
-static int load_recipe(lua_State *L, const char *path, const char *const *overrides, int count,
-                       poa_error *e) {
-    lua_getglobal(L, "require");
-    lua_pushstring(L, "gen.recipe");
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK) goto lua_error;
-    lua_getfield(L, -1, "load");
-    lua_remove(L, -2);
-    lua_pushstring(L, path);
-    lua_createtable(L, count, 0);
-    for (int i = 0; i < count; i++) {
-        lua_pushstring(L, overrides[i]);
-        lua_rawseti(L, -2, i + 1);
-    }
-    if (lua_pcall(L, 2, 1, 0) != LUA_OK) goto lua_error;
-    return 0;
-lua_error:
-    poa_fail(e, "%s", lua_tostring(L, -1));
-    lua_pop(L, 1);
-    return -1;
-}
-
 /* The elastic slots: require("gen.space").replicas(recipe.model).slots. */
 static int load_slots(lua_State *L, int recipe, poa_train_config *c, poa_error *e) {
     lua_getglobal(L, "require");
@@ -83,7 +61,7 @@ int poa_train_config_load(lua_State *L, const char *path, const char *const *ove
                           int override_count, poa_train_config *c, poa_error *e) {
     memset(c, 0, sizeof *c);
     if (poa_recipe_load_overrides(L, path, overrides, override_count, &c->recipe, e)) return -1;
-    if (load_recipe(L, path, overrides, override_count, e)) return -1;
+    if (poa_recipe_push(L, &c->recipe, e)) return -1;
     int r = lua_gettop(L);
     lua_getfield(L, r, "heads");
     lua_getfield(L, -1, "prototypes");

@@ -3,7 +3,8 @@
      teacher.dino_head.<name>       parameters under their state-dict names (F32);
      optimizer.exp_avg.backbone, optimizer.exp_avg_sq.backbone, optimizer.exp_avg.heads,
      optimizer.exp_avg_sq.heads     the AdamW moments, flat (F32, or F64 in the fp64 build);
-   metadata: format = poa-checkpoint-1, recipe (path), recipe_name, step, draws, seed and
+   metadata: format = poa-checkpoint-1, recipe (path), recipe_name, overrides (the
+   command line's section.field=value, one a line), step, draws, seed and
    the parameter counts. The step and draw counters are the whole sampler and RNG state:
    every random choice is a function of (seed, rank, step, ...). Written atomically
    (poa_safetensors_writer_save: temporary file, fsync, rename). */
@@ -69,10 +70,11 @@ int poa_trainer_save(const poa_trainer *t, const char *path, poa_error *e) {
     snprintf(number[1], 32, "%ld", t->draws);
     snprintf(number[2], 32, "%llu", t->config.seed);
     snprintf(number[3], 32, "%ld+%ld", t->model.parameter_count, t->heads.parameter_count);
-    const char *keys[] = { "format", "recipe", "recipe_name", "step", "draws", "seed", "parameters" };
+    const char *keys[] = { "format", "recipe", "recipe_name", "overrides", "step", "draws", "seed",
+                           "parameters" };
     const char *values[] = { CHECKPOINT_FORMAT, t->config.recipe.path, t->config.recipe.name,
-                             number[0], number[1], number[2], number[3] };
-    for (int i = 0; i < 7 && rc == 0; i++) rc = poa_safetensors_writer_metadata(w, keys[i], values[i], e);
+                             t->config.recipe.overrides, number[0], number[1], number[2], number[3] };
+    for (int i = 0; i < 8 && rc == 0; i++) rc = poa_safetensors_writer_metadata(w, keys[i], values[i], e);
     if (rc == 0) rc = poa_safetensors_writer_save(w, path, e);
     poa_safetensors_writer_free(w);
     free(names);

@@ -57,3 +57,12 @@ $poa train "${common[@]}" train.output=$dir/f --resume $dir/a/checkpoint_12.safe
 check "a checkpoint of another network is refused" "grep -q 'another network' $dir/f.log"
 $poa train "${common[@]}" optim.base_lrr=1 --steps 1 2> $dir/g.log
 check "a wrong recipe field is named" "grep -q \"optim.base_lrr\" $dir/g.log"
+
+# A run trained with model overrides (the baseline of one member) is evaluated by poa knn with
+# the recipe and overrides recorded in its checkpoint.
+$poa train "${common[@]}" 'model.width={32,32,32}' 'model.depth={2,2,1}' train.elastic=false \
+  train.output=$dir/h --steps 2 2> $dir/h.log
+$poa knn $dir/h/checkpoint_2.safetensors --data $dir/fm --nets all --train-limit 60 --val-limit 30 \
+  --out $dir/h/knn > $dir/h_knn.log 2>&1
+check "poa knn applies the overrides a checkpoint was trained with" \
+      "[ \$(grep -c '^| 32x2 ' $dir/h_knn.log) -eq 1 ] && [ \$(grep -c '^| [0-9]' $dir/h_knn.log) -eq 1 ]"
