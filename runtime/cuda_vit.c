@@ -883,6 +883,13 @@ static int pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *lt,
         rc = poa_cuda_get_function(cuda, p->set_module, p->kernels[i].name, &p->functions[i], e);
     for (int i = 0; !rc && i < GLUE_COUNT; i++)
         rc = poa_cuda_get_function(cuda, p->glue_module, glue_names[i], &p->glue[i], e);
+    /* a zeroed arena, as the CPU's calloc'd one (buffers a shape leaves unused stay 0) */
+    if (!rc) {
+        int trace = p->trace;
+        p->trace = 0;
+        rc = fill(p, p->arena, 0.0f, p->arena_count, e);
+        p->trace = trace;
+    }
     if (rc) {
         char message[sizeof e->message];
         snprintf(message, sizeof message, "%s", e->message);
@@ -965,6 +972,11 @@ int poa_cuda_vit_download_gradients(poa_cuda_vit_pass *p, float *grads, poa_erro
 int poa_cuda_vit_download_output(poa_cuda_vit_pass *p, float *out, poa_error *e) {
     if (need_gpu(p, "download output", e)) return -1;
     return download(p, out, A(p, "out"), sizeof(float) * (size_t)(p->rows * p->width), e);
+}
+
+int poa_cuda_vit_download_arena(poa_cuda_vit_pass *p, float *arena, poa_error *e) {
+    if (need_gpu(p, "download arena", e)) return -1;
+    return download(p, arena, p->arena, sizeof(float) * (size_t)p->arena_count, e);
 }
 
 /* ---- addresses of a trace ---- */

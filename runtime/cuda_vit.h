@@ -164,6 +164,9 @@ int poa_cuda_vit_upload_gradients(poa_cuda_vit_pass *pass, const float *grads, p
 int poa_cuda_vit_zero_gradients(poa_cuda_vit_pass *pass, poa_error *e);
 int poa_cuda_vit_download_gradients(poa_cuda_vit_pass *pass, float *grads, poa_error *e);
 int poa_cuda_vit_download_output(poa_cuda_vit_pass *pass, float *out, poa_error *e);
+/* The whole activation arena (arena_count floats, the CPU pass's layout): for debugging a
+   mismatch buffer by buffer against the CPU pass's arena. */
+int poa_cuda_vit_download_arena(poa_cuda_vit_pass *pass, float *arena, poa_error *e);
 
 /* As poa_vit_forward: images batch x C x S x S (host), mask batch x patches or NULL,
    drop_scale depth x 2 x batch or NULL. Asynchronous on cuda's stream. */

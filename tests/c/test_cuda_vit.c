@@ -832,7 +832,8 @@ static int emulate_gemm(void *context, const poa_cublaslt_colmajor *c, float alp
 /* One emulated pass: forward and backward, output into out, gradients accumulated. */
 static int emulated_pass(const poa_vit *m, const char *recipe, int width, int depth, long batch, int image,
                          const float *params, const float *images, const unsigned char *mask, const float *drop,
-                         const float *dout, float *out, float *grads, long *launches, poa_error *e) {
+                         const float *dout, float *out, float *grads, long *launches, float **arena,
+                         poa_error *e) {
     char *set = NULL;
     emulator_state st = { 0 };
     const int hidden = width * m->config.mlp_ratio;
@@ -855,6 +856,10 @@ static int emulated_pass(const poa_vit *m, const char *recipe, int width, int de
              poa_cuda_vit_forward(&p, images, mask, drop, e) || poa_cuda_vit_download_output(&p, out, e) ||
              poa_cuda_vit_backward(&p, dout, e) || poa_cuda_vit_download_gradients(&p, grads, e)
                  ? -1 : 0;
+        if (!rc && arena) {
+            *arena = malloc(sizeof(float) * (size_t)p.arena_count);
+            rc = !*arena || poa_cuda_vit_download_arena(&p, *arena, e) ? -1 : 0;
+        }
         poa_cuda_vit_pass_free(&p);
     }
     free(st.scratch);
@@ -907,11 +912,11 @@ static void check_gpu_gemm(poa_cublaslt *lt, poa_cuda *cuda) {
 }
 
 /* One GPU pass: forward and backward of a batch, output into out, gradients accumulated on
-   the device. */
+   the device; the arena after both into *arena (malloc'd) when arena is not NULL. */
 static int gpu_pass(poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m, const char *recipe, int width,
                     int depth, long batch, int image, const float *params, const float *images,
                     const unsigned char *mask, const float *drop, const float *dout, float *out,
-                    float *grads, poa_error *e) {
+                    float *grads, float **arena, poa_error *e) {
     char *set = NULL, *glue = NULL;
     poa_cuda_vit_pass p;
     if (poa_cuda_vit_sources(recipe, width, &set, &glue, NULL, 0, e)) return -1;
@@ -921,6 +926,10 @@ static int gpu_pass(poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m, const ch
     rc = poa_cuda_vit_upload_parameters(&p, params, e) || poa_cuda_vit_upload_gradients(&p, grads, e) ||
          poa_cuda_vit_forward(&p, images, mask, drop, e) || poa_cuda_vit_download_output(&p, out, e) ||
          poa_cuda_vit_backward(&p, dout, e) || poa_cuda_vit_download_gradients(&p, grads, e);
+    if (!rc && arena) {
+        *arena = malloc(sizeof(float) * (size_t)p.arena_count);
+        rc = !*arena || poa_cuda_vit_download_arena(&p, *arena, e);
+    }
     poa_cuda_vit_pass_free(&p);
     return rc ? -1 : 0;
 }
@@ -935,12 +944,12 @@ typedef struct runner {
 
 static int run_pass(runner *r, const poa_vit *m, const char *recipe, int width, int depth, long batch, int image,
                     const float *params, const float *images, const unsigned char *mask, const float *drop,
-                    const float *dout, float *out, float *grads, poa_error *e) {
+                    const float *dout, float *out, float *grads, float **arena, poa_error *e) {
     if (r->cuda)
         return gpu_pass(r->cuda, r->lt, m, recipe, width, depth, batch, image, params, images, mask, drop, dout, out,
-                        grads, e);
+                        grads, arena, e);
     return emulated_pass(m, recipe, width, depth, batch, image, params, images, mask, drop, dout, out, grads,
-                         &r->launches, e);
+                         &r->launches, arena, e);
 }
 
 static void check_golden(runner *r, const poa_vit *m, const float *params, const char *name) {
@@ -972,7 +981,7 @@ static void check_golden(runner *r, const poa_vit *m, const float *params, const
         snprintf(label, sizeof label, "%s: golden %s %dx%d %s output within 1e-4", r->prefix, name, width, depth,
                  batches[i]);
         if (run_pass(r, m, TINY, width, depth, sizes[i][0], (int)sizes[i][1], params, images,
-                     i == 0 ? mask : NULL, drop, dout, out, grads, &e)) {
+                     i == 0 ? mask : NULL, drop, dout, out, grads, NULL, &e)) {
             CHECK(label, 0, "%s", e.message);
             failed = 1;
         } else {
@@ -1031,10 +1040,35 @@ static void check_against_cpu(runner *r, const poa_vit *m, int width, int depth,
     for (long i = 0; i < batch * cpu.patches; i++) mask[i] = (unsigned char)(i % 5 == 2);
     poa_vit_forward(&cpu, params, images, masked ? mask : NULL, masked ? drop : NULL);
     poa_vit_backward(&cpu, params, cpu_grads, dout);
+    float *arena = NULL;
     if (run_pass(r, m, TINY, width, depth, batch, image, params, images, masked ? mask : NULL,
-                 masked ? drop : NULL, dout, out, gpu_grads, &e)) {
+                 masked ? drop : NULL, dout, out, gpu_grads, &arena, &e)) {
         CHECK(label, 0, "%s", e.message);
     } else {
+        /* every buffer of the arena after forward and backward, against the CPU pass's (the
+           same layout): on a GPU a diagnostic that says where a mismatch starts (grad.work
+           is scratch whose content may legitimately differ), emulated a check */
+        int n = poa_vit_pass_buffers(&cpu, NULL, 0), off = 0;
+        poa_vit_buffer *buffers = malloc(sizeof *buffers * (size_t)n);
+        poa_vit_pass_buffers(&cpu, buffers, n);
+        char first[128] = "";
+        for (int i = 0; i < n; i++) {
+            double err = relative_error(arena + buffers[i].offset, cpu.arena + buffers[i].offset, buffers[i].count);
+            if (err > TOLERANCE) {
+                if (off++ < 8) printf("  %s arena buffer %s: relative error %.3g\n", r->prefix, buffers[i].name, err);
+                if (!first[0]) snprintf(first, sizeof first, "%s", buffers[i].name);
+            }
+        }
+        if (!r->cuda) {
+            char arena_label[300];
+            snprintf(arena_label, sizeof arena_label, "%s: %dx%d batch %ld at %d px: every arena buffer equals the CPU pass's",
+                     r->prefix, width, depth, batch, image);
+            CHECK(arena_label, off == 0, "%d buffers differ, first %s", off, first);
+        } else {
+            printf("  %s: %d arena buffers differ from the CPU pass's%s%s\n", r->prefix, off, off ? ", first " : "", first);
+        }
+        free(buffers);
+        free(arena);
         double out_err = relative_error(out, poa_vit_output(&cpu), out_count);
         int bad = 0;
         double worst = 0;
