@@ -12,7 +12,8 @@
    c and r:  c_j = 1 / (K sum_i E_ij r_i),  r_i = 1 / (n sum_j E_ij c_j).  The initial division
    by the total sum is r_i = 1 / sum E; the output is n Q. Global factors (m, the total, K, n)
    cancel exactly, so this equals the reference's exp(l / tau) version. E is stored in
-   `targets` (real); r, c and all sums are double. In fp32, E underflows to 0 where
+   `targets` (real), computed by real_fast_exp (fp32: fast_math.h, within 1.4 ulp of expf);
+   r, c and all sums are double. In fp32, E underflows to 0 where
    l < m - 87 tau (gap 3.5 at tau 0.04); a prototype with all of its E at 0 gives NaN targets,
    as the reference's division by a zero row sum does, and the step's NaN check sees it. */
 void poa_sinkhorn_knopp(real *targets, const real *logits, long n, long k, double tau,
@@ -28,11 +29,13 @@ void poa_sinkhorn_knopp(real *targets, const real *logits, long n, long k, doubl
         free(r), free(c), free(row_total);
         return;
     }
+    const double inv_tau = 1.0 / tau;
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < n; i++) {
         double s = 0;
+#pragma omp simd reduction(+ : s)
         for (long j = 0; j < k; j++) {
-            real e = (real)exp(((double)logits[i * k + j] - m) / tau);
+            const real e = real_fast_exp((real)(((double)logits[i * k + j] - m) * inv_tau));
             targets[i * k + j] = e;
             s += e;
         }
@@ -69,38 +72,55 @@ void poa_sinkhorn_knopp(real *targets, const real *logits, long n, long k, doubl
 }
 
 void poa_softmax_rows(real *targets, const real *logits, long n, long k, double temperature) {
-    /* targets_ij = exp((l_ij - max_j l_ij) / T) / sum_j exp((l_ij - max_j l_ij) / T) */
+    /* targets_ij = exp((l_ij - max_j l_ij) / T) / sum_j exp((l_ij - max_j l_ij) / T), the
+       exponentials by real_fast_exp (fp32: within 1.4 ulp of expf), the sum in double. */
+    const double inv_t = 1.0 / temperature;
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < n; i++) {
         const real *l = logits + i * k;
+        real *t = targets + i * k;
         double m = -DBL_MAX, s = 0;
+#pragma omp simd reduction(max : m)
         for (long j = 0; j < k; j++) m = l[j] > m ? l[j] : m;
-        for (long j = 0; j < k; j++) s += exp(((double)l[j] - m) / temperature);
-        for (long j = 0; j < k; j++) targets[i * k + j] = (real)(exp(((double)l[j] - m) / temperature) / s);
+#pragma omp simd reduction(+ : s)
+        for (long j = 0; j < k; j++) {
+            t[j] = real_fast_exp((real)(((double)l[j] - m) * inv_t));
+            s += t[j];
+        }
+        const double inv_s = 1.0 / s;
+#pragma omp simd
+        for (long j = 0; j < k; j++) t[j] = (real)(t[j] * inv_s);
     }
 }
 
 /* One row of the soft cross-entropy: with s = l / T, lse = log sum_j exp(s_j),
    P = sum_j p_j: CE = P lse - sum_j p_j s_j. If d is not NULL,
    d_j += w (P softmax(s)_j - p_j) / T (the exact gradient; = w (softmax - p) / T when P = 1).
-   Returns CE (unweighted). */
+   Returns CE (unweighted). The exponentials are real_fast_exp (fp32: within 1.4 ulp of expf)
+   of arguments <= 0 rounded to real; every sum is double. */
 static double cross_entropy_row(const real *p, const real *l, long k, double temperature,
                                 double w, real *d) {
+    const double inv_t = 1.0 / temperature;
     double m = -DBL_MAX, s = 0, mass = 0, dot = 0;
+#pragma omp simd reduction(max : m)
     for (long j = 0; j < k; j++) m = l[j] > m ? l[j] : m;
-    m /= temperature;
+    m *= inv_t;
+#pragma omp simd reduction(+ : s, mass, dot)
     for (long j = 0; j < k; j++) {
-        double sj = (double)l[j] / temperature;
-        s += exp(sj - m);
+        const double sj = (double)l[j] * inv_t;
+        s += real_fast_exp((real)(sj - m));
         mass += p[j];
         dot += (double)p[j] * sj;
     }
-    double lse = m + log(s);
-    if (d)
+    const double lse = m + log(s);
+    if (d) {
+        const double scale = w * inv_t;
+#pragma omp simd
         for (long j = 0; j < k; j++) {
-            double soft = exp((double)l[j] / temperature - lse);
-            d[j] += (real)(w * (mass * soft - (double)p[j]) / temperature);
+            const double soft = real_fast_exp((real)((double)l[j] * inv_t - lse));
+            d[j] += (real)(scale * (mass * soft - (double)p[j]));
         }
+    }
     return mass * lse - dot;
 }
 

@@ -1,6 +1,9 @@
 /* real.h: the scalar type of the CPU backend.
    The normal build computes in float (fp32); the gradient-check build defines
-   POA_FP64 and computes everything, GEMMs included, in double. */
+   POA_FP64 and computes everything, GEMMs included, in double.
+   real_exp, real_erf, ... are libm's. real_fast_exp and real_fast_erf are the vectorisable
+   float versions of fast_math.h (errors stated there) in fp32, and libm's exp and erf in
+   fp64, so the gradient checks keep libm's accuracy. */
 #ifndef POA_REAL_H
 #define POA_REAL_H
 
@@ -15,7 +18,10 @@ typedef double real;
 #define real_erf erf
 #define real_log log
 #define real_fabs fabs
+#define real_fast_exp exp
+#define real_fast_erf erf
 #else
+#include "fast_math.h"
 typedef float real;
 #define REAL_NAME "f32"
 #define REAL_SAFETENSORS_DTYPE "F32"
@@ -24,6 +30,8 @@ typedef float real;
 #define real_erf erff
 #define real_log logf
 #define real_fabs fabsf
+#define real_fast_exp poa_fast_expf
+#define real_fast_erf poa_fast_erff
 #endif
 
 #endif
