@@ -795,6 +795,23 @@ static int emulate_launch(void *context, const char *name, const unsigned grid[3
     float *s1 = st->scratch, *s2 = st->scratch + st->scratch_count / 4, *s3 = st->scratch + st->scratch_count / 2;
     st->launches++;
     if (strncmp(name, "poa_glue_", 9) && check_launch_geometry(st, name, grid, block, args, e)) return -1;
+    if (!strncmp(name, "poa_glue_", 9)) {
+        /* the glue kernels: 256 threads per block as their __launch_bounds__, enough threads */
+        long need;
+        int column_sum = !strcmp(name, "poa_glue_column_sum_accumulate");
+        if (column_sum) need = num(args, 4);
+        else if (!strcmp(name, "poa_glue_patchify"))
+            need = num(args, 2) * (num(args, 4) / num(args, 5)) * (num(args, 4) / num(args, 5)) * num(args, 3) *
+                   num(args, 5) * num(args, 5);
+        else if (!strcmp(name, "poa_glue_fill_rows")) need = num(args, 3) * num(args, 4);
+        else need = num(args, 2);
+        long covered = (long)grid[0] * (column_sum ? 32 : (long)block[0]);
+        if (block[0] * block[1] * block[2] != 256 || grid[1] != 1 || grid[2] != 1 || covered < need ||
+            (column_sum && (block[0] != 32 || block[1] != 8)))
+            return poa_fail(e, "emulator: %s launched with grid (%u, %u, %u) block (%u, %u, %u) for %ld", name, grid[0],
+                            grid[1], grid[2], block[0], block[1], block[2], need);
+        st->geometry_checked++;
+    }
     if (!strcmp(name, "layernorm_forward")) {
         k->layernorm_forward(k, ptr(args, 0), ptr(args, 1), ptr(args, 2), ptr(args, 3), ptr(args, 4), ptr(args, 5), num(args, 6));
     } else if (!strcmp(name, "layernorm_backward")) {
