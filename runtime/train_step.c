@@ -26,27 +26,43 @@ typedef struct targets {
     real *cls[POA_MAX_HEADS], *patch[POA_MAX_HEADS];
 } targets;
 
-/* One student branch's outputs kept for the losses and the backward. */
+/* One student branch's outputs kept for the losses and the backward. The pointers are into
+   the trainer's passes and work buffers (t->branch_work), kept across steps. */
 typedef struct branch {
     int width, depth;
     double weight;            /* lambda or 1 - lambda (1 for the baseline) */
     poa_vit_pass *global, *local; /* the trainer's passes of this branch */
     poa_heads_pass *heads;        /* rows: L*B local CLS, G*B global CLS, masked patches */
     real *features;           /* head input rows x width */
-    real *dlogits[POA_MAX_HEADS];
+    real *dlogits[POA_MAX_HEADS]; /* zeroed, the losses add into them */
     real *dfeatures;
-    real *drop_global, *drop_local;
+    real *dout_global, *dout_local; /* d(backbone output), zeroed */
+    real *drop_global, *drop_local; /* NULL when the drop-path rate is 0 */
 } branch;
+
+/* n values of b, zeroed; NULL when out of memory. */
+static real *work_zeros(poa_work_buffer *b, long n) {
+    real *p = poa_work_buffer_get(b, n);
+    if (p) memset(p, 0, sizeof(real) * (size_t)(n > 0 ? n : 1));
+    return p;
+}
 
 /* Stochastic depth with an exact keep count (reference §1.5): for every active block and
    residual branch, keep = max(int(batch (1 - rate)), 1) samples chosen by a random
-   permutation get batch / keep, the others 0. NULL when rate is 0. */
-static real *draw_drop_path(int depth, long batch, double rate, uint64_t seed, uint64_t stream) {
+   permutation get batch / keep, the others 0, written into the depth x 2 x batch `scale`.
+   Returns scale, or NULL when rate is 0 (or out of memory: *failed is set). */
+static real *draw_drop_path(real *scale, int depth, long batch, double rate, uint64_t seed,
+                            uint64_t stream, int *failed) {
     if (rate <= 0) return NULL;
-    real *scale = calloc((size_t)(depth * 2 * batch), sizeof(real));
     long keep = (long)(batch * (1 - rate));
     if (keep < 1) keep = 1;
     long *order = malloc(sizeof(long) * (size_t)batch);
+    if (!scale || !order) {
+        free(order);
+        *failed = 1;
+        return NULL;
+    }
+    memset(scale, 0, sizeof(real) * (size_t)(depth * 2 * batch));
     for (int r = 0; r < depth * 2; r++) {
         for (long i = 0; i < batch; i++) order[i] = i;
         for (long i = batch - 1; i > 0; i--) {
@@ -122,24 +138,27 @@ static int teacher_targets(poa_trainer *t, const poa_batch *mb, const crops *cro
     if (poa_vit_pass_prepare(pass, &t->model, vc->max_width, vc->max_depth, sh->G * sh->B, sh->S, e) ||
         poa_heads_pass_prepare(heads, &t->heads, vc->max_width, rows, e))
         return -1;
-    real *input = malloc(sizeof(real) * (size_t)(rows * vc->max_width));
+    real *input = poa_work_buffer_get(&t->teacher_input, rows * vc->max_width);
+    for (int h = 0; h < t->heads.config.heads && input; h++) {
+        const long K = t->heads.config.prototypes[h];
+        tg->cls[h] = poa_work_buffer_get(&t->targets_cls[h], sh->G * sh->B * K);
+        tg->patch[h] = sh->masked ? poa_work_buffer_get(&t->targets_patch[h], sh->masked * K) : NULL;
+        if (!tg->cls[h] || (sh->masked && !tg->patch[h])) input = NULL;
+    }
+    if (!input) return poa_fail(e, "teacher: out of memory for %ld head rows", rows);
     poa_vit_forward(pass, t->teacher, crops->global, NULL, NULL);
     gather_rows(input, pass, NULL, 0, sh->N);
     gather_rows(input + sh->G * sh->B * vc->max_width, pass, mb->masks.indices, sh->masked, sh->N);
     poa_heads_forward(heads, t->teacher_heads, input);
     for (int h = 0; h < t->heads.config.heads; h++) {
         const long K = t->heads.config.prototypes[h];
-        tg->cls[h] = malloc(sizeof(real) * (size_t)(sh->G * sh->B * K));
         poa_sinkhorn_knopp(tg->cls[h], heads->logits[h], sh->G * sh->B, K, temp,
                            t->config.sinkhorn_iterations);
-        tg->patch[h] = NULL;
         if (sh->masked) {
-            tg->patch[h] = malloc(sizeof(real) * (size_t)(sh->masked * K));
             poa_sinkhorn_knopp(tg->patch[h], heads->logits[h] + sh->G * sh->B * K, sh->masked, K,
                                temp, t->config.sinkhorn_iterations);
         }
     }
-    free(input);
     return 0;
 }
 
@@ -155,10 +174,23 @@ static int branch_forward(poa_trainer *t, int index, branch *x, const poa_batch 
         poa_vit_pass_prepare(x->local, &t->model, x->width, x->depth, sh->L * sh->B, sh->s, e) ||
         poa_heads_pass_prepare(x->heads, &t->heads, x->width, rows, e))
         return -1;
-    x->drop_global = draw_drop_path(x->depth, sh->G * sh->B, rate, t->config.seed, stream);
-    x->drop_local = draw_drop_path(x->depth, sh->L * sh->B, rate, t->config.seed, stream + 4096);
-    x->features = malloc(sizeof(real) * (size_t)(rows * D));
-    x->dfeatures = malloc(sizeof(real) * (size_t)(rows * D));
+    poa_branch_work *w = &t->branch_work[index];
+    const long drop_count = x->depth * 2L * (sh->G > sh->L ? sh->G : sh->L) * sh->B;
+    int failed = 0;
+    x->drop_global = draw_drop_path(poa_work_buffer_get(&w->drop_global, drop_count), x->depth,
+                                    sh->G * sh->B, rate, t->config.seed, stream, &failed);
+    x->drop_local = draw_drop_path(poa_work_buffer_get(&w->drop_local, drop_count), x->depth,
+                                   sh->L * sh->B, rate, t->config.seed, stream + 4096, &failed);
+    x->features = poa_work_buffer_get(&w->features, rows * D);
+    x->dfeatures = poa_work_buffer_get(&w->dfeatures, rows * D);
+    x->dout_global = work_zeros(&w->dout_global, x->global->rows * D);
+    x->dout_local = work_zeros(&w->dout_local, x->local->rows * D);
+    failed = failed || !x->features || !x->dfeatures || !x->dout_global || !x->dout_local;
+    for (int h = 0; h < t->heads.config.heads && !failed; h++) {
+        x->dlogits[h] = work_zeros(&w->dlogits[h], rows * t->heads.config.prototypes[h]);
+        failed = !x->dlogits[h];
+    }
+    if (failed) return poa_fail(e, "member %ldx%d: out of memory for the branch's buffers", D, x->depth);
     poa_vit_forward(x->global, t->student, crops->global, sh->masked ? mb->masks.masks : NULL,
                     x->drop_global);
     poa_vit_forward(x->local, t->student, crops->local, NULL, x->drop_local);
@@ -167,22 +199,16 @@ static int branch_forward(poa_trainer *t, int index, branch *x, const poa_batch 
     gather_rows(x->features + (sh->L + sh->G) * sh->B * D, x->global, mb->masks.indices,
                 sh->masked, sh->N);
     poa_heads_forward(x->heads, t->student_heads, x->features);
-    for (int h = 0; h < t->heads.config.heads; h++)
-        x->dlogits[h] = calloc((size_t)(rows * t->heads.config.prototypes[h]), sizeof(real));
     return 0;
 }
 
-static void branch_free(branch *x, int heads) {
-    for (int h = 0; h < heads; h++) free(x->dlogits[h]);
-    free(x->features), free(x->dfeatures), free(x->drop_global), free(x->drop_local);
-}
-
 /* The loss terms of one branch (reference §3.5), scaled by `scale` (1 / micro-batches);
-   their gradients accumulate into x->dlogits and, for KoLeo, into dout_global. intact is the
-   intact branch when x is the elastic one (for the same-view distillation), else NULL. */
+   their gradients accumulate into x->dlogits and, for KoLeo, into x->dout_global. intact is
+   the intact branch when x is the elastic one (for the same-view distillation), else NULL.
+   The scratch buffers are the trainer's (distill_targets, ibot_weights, koleo_*), sized by
+   losses_prepare. */
 static void branch_losses(poa_trainer *t, branch *x, const branch *intact, const targets *tg,
-                          const poa_batch *mb, const shapes *sh, double scale, real *dout_global,
-                          poa_step_stats *st) {
+                          const poa_batch *mb, const shapes *sh, double scale, poa_step_stats *st) {
     const poa_train_config *c = &t->config;
     const int H = t->heads.config.heads;
     const long B = sh->B, local_rows = sh->L * B, global_rows = sh->G * B;
@@ -208,29 +234,27 @@ static void branch_losses(poa_trainer *t, branch *x, const branch *intact, const
            rows plus mean over the global rows, targets softmax(S_intact / 0.1). */
         if (intact) {
             const real *SI = intact->heads->logits[h];
-            real *Q = malloc(sizeof(real) * (size_t)((local_rows + global_rows) * K));
+            real *Q = t->distill_targets.data;
             poa_softmax_rows(Q, SI, local_rows + global_rows, K, c->distill_temp);
             double wd = scale * (1 - c->lambda) / H;
             st->distill += poa_soft_cross_entropy(Q, S, local_rows, K, T, NULL, wd / local_rows, dS);
             st->distill += poa_soft_cross_entropy(Q + local_rows * K, S_global, global_rows, K, T,
                                                   NULL, wd / global_rows, dS_global);
-            free(Q);
         }
         /* (d) iBOT: per masked token weight 1 / (masked tokens of its image), over G*B images. */
         if (sh->masked) {
             double wi = scale * c->ibot_weight * x->weight / H / global_rows;
-            real *weights = malloc(sizeof(real) * (size_t)sh->masked);
+            real *weights = t->ibot_weights.data;
             for (long i = 0; i < sh->masked; i++) weights[i] = mb->masks.weights[i];
             long at = (local_rows + global_rows) * K;
             st->ibot += poa_soft_cross_entropy(tg->patch[h], S + at, sh->masked, K, T, weights, wi,
                                                dS + at);
-            free(weights);
         }
     }
     /* (c) KoLeo on the final-LN CLS features of each global crop (B rows each). */
     const long D = x->width;
     const double wk = scale * c->koleo_weight * (c->elastic ? 0.5 : 1.0);
-    real *f = malloc(sizeof(real) * (size_t)(B * D)), *df = calloc((size_t)(B * D), sizeof(real));
+    real *f = t->koleo_features.data, *df = t->koleo_grads.data, *dout_global = x->dout_global;
     for (int g = 0; g < sh->G; g++) {
         memcpy(f, x->features + (local_rows + g * B) * D, sizeof(real) * (size_t)(B * D));
         memset(df, 0, sizeof(real) * (size_t)(B * D));
@@ -239,22 +263,34 @@ static void branch_losses(poa_trainer *t, branch *x, const branch *intact, const
             for (long i = 0; i < D; i++)
                 dout_global[((g * B + b) * x->global->tokens) * D + i] += df[b * D + i];
     }
-    free(f), free(df);
+}
+
+/* Sizes the loss scratch of branch_losses for this micro-batch (the widest member). */
+static int losses_prepare(poa_trainer *t, const shapes *sh, poa_error *e) {
+    long kmax = 0;
+    for (int h = 0; h < t->heads.config.heads; h++)
+        kmax = t->heads.config.prototypes[h] > kmax ? t->heads.config.prototypes[h] : kmax;
+    const long D = t->model.config.max_width;
+    if (!poa_work_buffer_get(&t->distill_targets, (sh->L + sh->G) * sh->B * kmax) ||
+        !poa_work_buffer_get(&t->ibot_weights, sh->masked) ||
+        !poa_work_buffer_get(&t->koleo_features, sh->B * D) ||
+        !poa_work_buffer_get(&t->koleo_grads, sh->B * D))
+        return poa_fail(e, "losses: out of memory for %ld rows of %ld prototypes",
+                        (sh->L + sh->G) * sh->B, kmax);
+    return 0;
 }
 
 /* Heads backward, then the backbone backward of both crop batches. */
-static void branch_backward(poa_trainer *t, branch *x, const poa_batch *mb, const shapes *sh,
-                            real *dout_global) {
+static void branch_backward(poa_trainer *t, branch *x, const poa_batch *mb, const shapes *sh) {
     const long D = x->width, local_rows = sh->L * sh->B;
+    real *dout_global = x->dout_global, *dout_local = x->dout_local;
     poa_heads_backward(x->heads, t->student_heads, t->grads_heads, x->dlogits, x->dfeatures);
-    real *dout_local = calloc((size_t)(x->local->rows * D), sizeof(real));
     scatter_rows(dout_local, x->local, x->dfeatures, NULL, 0, sh->N);
     scatter_rows(dout_global, x->global, x->dfeatures + local_rows * D, NULL, 0, sh->N);
     scatter_rows(dout_global, x->global, x->dfeatures + (local_rows + sh->G * sh->B) * D,
                  mb->masks.indices, sh->masked, sh->N);
     poa_vit_backward(x->global, t->student, t->grads, dout_global);
     poa_vit_backward(x->local, t->student, t->grads, dout_local);
-    free(dout_local);
 }
 
 /* One micro-batch: teacher targets, the intact branch, the elastic branch. */
@@ -271,7 +307,8 @@ static int micro_batch(poa_trainer *t, const poa_batch *mb, int micro, double sc
     branch x[2];
     memset(x, 0, sizeof x);
     int branches = c->elastic ? 2 : 1, rc = 0;
-    rc = teacher_targets(t, mb, &cr, &sh, st->teacher_temp, &tg, e);
+    rc = losses_prepare(t, &sh, e);
+    if (rc == 0) rc = teacher_targets(t, mb, &cr, &sh, st->teacher_temp, &tg, e);
     x[0].width = vc->max_width, x[0].depth = vc->max_depth;
     x[0].weight = c->elastic ? c->lambda : 1.0;
     if (branches == 2) {
@@ -282,13 +319,9 @@ static int micro_batch(poa_trainer *t, const poa_batch *mb, int micro, double sc
     for (int b = 0; b < branches && rc == 0; b++) {
         rc = branch_forward(t, b, &x[b], mb, &cr, &sh, stream + (uint64_t)b * 8192, e);
         if (rc) break;
-        real *dout_global = calloc((size_t)(x[b].global->rows * x[b].width), sizeof(real));
-        branch_losses(t, &x[b], b ? &x[0] : NULL, &tg, mb, &sh, scale, dout_global, st);
-        branch_backward(t, &x[b], mb, &sh, dout_global);
-        free(dout_global);
+        branch_losses(t, &x[b], b ? &x[0] : NULL, &tg, mb, &sh, scale, st);
+        branch_backward(t, &x[b], mb, &sh);
     }
-    for (int b = 0; b < branches; b++) branch_free(&x[b], t->heads.config.heads);
-    for (int h = 0; h < POA_MAX_HEADS; h++) free(tg.cls[h]), free(tg.patch[h]);
     free(cr.owned[0]), free(cr.owned[1]);
     return rc;
 }

@@ -67,10 +67,40 @@ void poa_trainer_free(poa_trainer *t) {
         poa_vit_pass_free(&t->student_local[b]);
         poa_heads_pass_free(&t->student_heads_pass[b]);
     }
+    poa_work_buffer *work[] = { &t->teacher_input, &t->distill_targets, &t->ibot_weights,
+                                &t->koleo_features, &t->koleo_grads };
+    for (size_t i = 0; i < sizeof work / sizeof work[0]; i++) poa_work_buffer_free(work[i]);
+    for (int h = 0; h < POA_MAX_HEADS; h++) {
+        poa_work_buffer_free(&t->targets_cls[h]);
+        poa_work_buffer_free(&t->targets_patch[h]);
+    }
+    for (int b = 0; b < 2; b++) {
+        poa_branch_work *w = &t->branch_work[b];
+        poa_work_buffer *branch[] = { &w->features, &w->dfeatures, &w->dout_global,
+                                      &w->dout_local, &w->drop_global, &w->drop_local };
+        for (size_t i = 0; i < sizeof branch / sizeof branch[0]; i++) poa_work_buffer_free(branch[i]);
+        for (int h = 0; h < POA_MAX_HEADS; h++) poa_work_buffer_free(&w->dlogits[h]);
+    }
     poa_vit_free(&t->model);
     poa_heads_free(&t->heads);
     poa_train_config_free(&t->config);
     memset(t, 0, sizeof *t);
+}
+
+real *poa_work_buffer_get(poa_work_buffer *b, long n) {
+    if (n < 1) n = 1;
+    if (b->capacity < n) {
+        free(b->data);
+        b->data = malloc(sizeof(real) * (size_t)n);
+        b->capacity = b->data ? n : 0;
+    }
+    return b->data;
+}
+
+void poa_work_buffer_free(poa_work_buffer *b) {
+    free(b->data);
+    b->data = NULL;
+    b->capacity = 0;
 }
 
 /* Slot `draw % slots` of the cycle `draw / slots`: each cycle is a fresh Fisher-Yates

@@ -20,6 +20,23 @@ typedef struct poa_step_stats {
     int ibot_active, skipped;                        /* skipped: NaN loss, no update, no EMA */
 } poa_step_stats;
 
+/* A work buffer kept across steps: grown when a micro-batch needs more, never shrunk. */
+typedef struct poa_work_buffer {
+    real *data;
+    long capacity; /* values */
+} poa_work_buffer;
+
+/* The first n values of b (contents undefined), grown if needed; NULL when out of memory. */
+real *poa_work_buffer_get(poa_work_buffer *b, long n);
+void poa_work_buffer_free(poa_work_buffer *b);
+
+/* A student branch's work buffers (runtime/train_step.c): head input and its gradient,
+   the loss gradients per head, the backbone output gradients, the drop-path scales. */
+typedef struct poa_branch_work {
+    poa_work_buffer features, dfeatures, dlogits[POA_MAX_HEADS];
+    poa_work_buffer dout_global, dout_local, drop_global, drop_local;
+} poa_branch_work;
+
 typedef struct poa_trainer {
     poa_train_config config;
     poa_vit model;
@@ -38,6 +55,11 @@ typedef struct poa_trainer {
        branch (intact, elastic) its global, local and heads passes. */
     poa_vit_pass teacher_pass, student_global[2], student_local[2];
     poa_heads_pass teacher_heads_pass, student_heads_pass[2];
+    /* ... and the micro-batch's other buffers: the teacher's head input and targets, per
+       branch its poa_branch_work, the distillation targets, iBOT weights, KoLeo rows. */
+    poa_work_buffer teacher_input, targets_cls[POA_MAX_HEADS], targets_patch[POA_MAX_HEADS];
+    poa_branch_work branch_work[2];
+    poa_work_buffer distill_targets, ibot_weights, koleo_features, koleo_grads;
 } poa_trainer;
 
 /* Builds the networks from the config (taking ownership of it), initialises the student
