@@ -149,8 +149,41 @@ local function colsum(op, s, lines, dims)
   if s.when then lines[#lines + 1] = indent(1) .. "}" end
 end
 
+-- An op of one row loop whose stages are maps, lets and stores only (no reductions: GELU):
+-- its rows are a function compiled once per instruction set (rowwise_cloned_function.c.tmpl).
+local function elementwise(op)
+  if #op.loops ~= 1 or #op.prelude > 0 or #op.colsums > 0 then return false end
+  for _, s in ipairs(op.row_stages) do
+    if s.stage == "reduce" then return false end
+  end
+  return true
+end
+
+local function cloned(op)
+  local lines = {}
+  row_body(op, lines, 2)
+  local args, unused = {}, {}
+  for _, p in ipairs(op.params) do
+    args[#args + 1] = p[1]
+    if p[2] == "long" then unused[#unused + 1] = "    (void)" .. p[1] .. ";\n" end
+  end
+  local math = {}
+  for _, m in ipairs(op.math) do math[#math + 1] = "     " .. m end
+  return template.fill("rowwise_cloned_function.c.tmpl", {
+    NAME = op.name,
+    MATH = table.concat(math, "\n"),
+    PARAMS = lower_c.params(op),
+    ARGS = table.concat(args, ", "),
+    UNUSED = table.concat(unused),
+    ROW = op.loops[1][1],
+    EXTENT = printer(op, op.row)(op.loops[1][2]),
+    BODY = table.concat(lines, "\n") .. "\n",
+  })
+end
+
 -- The C function of op for the set with compile-time dims {WIDTH=, HIDDEN=, HEADS=, HEAD_DIM=}.
 function lower_c.op(op, dims)
+  if elementwise(op) then return cloned(op) end
   local lines = {}
   local p = printer(op, op.row)
   for _, pre in ipairs(op.prelude) do

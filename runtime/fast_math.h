@@ -36,6 +36,19 @@
 #define POA_FAST_INLINE static inline
 #endif
 
+/* POA_CPU_CLONES before a function: GCC compiles it for x86-64 (the build's baseline),
+   x86-64-v3 (AVX2, 8 floats a vector) and x86-64-v4 (AVX-512, 16), and the loader picks the
+   widest this CPU runs (ifunc). The vectorised loops of these functions run 4.5x (v3) and 7x
+   (v4) faster than the baseline's SSE (measured: GELU with poa_fast_erff, 1.67M floats, 8.1
+   -> 1.8 -> 1.1 ns a value). Use it only for code whose every value is computed alone by the
+   same operations in every version (no reduction, whose order would follow the vector width;
+   C11 mode does not contract a * b + c into fma), so all versions give the same bits. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define POA_CPU_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#else
+#define POA_CPU_CLONES
+#endif
+
 POA_FAST_INLINE float poa_bits_to_float(uint32_t u) {
     float f;
     memcpy(&f, &u, sizeof f);

@@ -189,26 +189,45 @@ void poa_heads_pass_free(poa_heads_pass *pass) {
     pass->arena = NULL;
 }
 
-/* y = GELU(x) = x * Phi(x) = x/2 (1 + erf(x / sqrt 2)), n values; erf is real_fast_erf
-   (fast_math.h in fp32: within 7.1e-8 of erf, vectorised; libm's erf in fp64). */
-static void gelu_forward(real *y, const real *x, long n) {
-#pragma omp parallel for simd schedule(static)
-    for (long i = 0; i < n; i++) {
+/* The GELUs below run blocks of GELU_BLOCK values in parallel; each block is a function
+   compiled per instruction set (POA_CPU_CLONES, fast_math.h), every value computed alone, so
+   the result is the same bits for any thread count and any version. */
+enum { GELU_BLOCK = 4096 };
+
+/* y = GELU(x) = x * Phi(x) = x/2 (1 + erf(x / sqrt 2)), values [begin, end); erf is
+   real_fast_erf (fast_math.h in fp32: within 7.1e-8 of erf, vectorised; libm's erf in fp64). */
+POA_CPU_CLONES
+static void gelu_forward_block(real *y, const real *x, long begin, long end) {
+#pragma omp simd
+    for (long i = begin; i < end; i++) {
         const real t = x[i];
         y[i] = (real)0.5 * t * (1 + real_fast_erf(t * (real)0.70710678118654752440));
     }
 }
 
-/* dx = dy * GELU'(x), GELU'(t) = Phi(t) + t phi(t), phi(t) = exp(-t^2 / 2) / sqrt(2 pi);
-   in place allowed (dx == dy). */
-static void gelu_backward(real *dx, const real *dy, const real *x, long n) {
-#pragma omp parallel for simd schedule(static)
-    for (long i = 0; i < n; i++) {
+static void gelu_forward(real *y, const real *x, long n) {
+#pragma omp parallel for schedule(static)
+    for (long b = 0; b < n; b += GELU_BLOCK)
+        gelu_forward_block(y, x, b, b + GELU_BLOCK < n ? b + GELU_BLOCK : n);
+}
+
+/* dx = dy * GELU'(x), GELU'(t) = Phi(t) + t phi(t), phi(t) = exp(-t^2 / 2) / sqrt(2 pi),
+   values [begin, end); in place allowed (dx == dy). */
+POA_CPU_CLONES
+static void gelu_backward_block(real *dx, const real *dy, const real *x, long begin, long end) {
+#pragma omp simd
+    for (long i = begin; i < end; i++) {
         const real t = x[i];
         const real cdf = (real)0.5 * (1 + real_fast_erf(t * (real)0.70710678118654752440));
         const real pdf = (real)0.39894228040143267794 * real_fast_exp((real)-0.5 * t * t);
         dx[i] = dy[i] * (cdf + t * pdf);
     }
+}
+
+static void gelu_backward(real *dx, const real *dy, const real *x, long n) {
+#pragma omp parallel for schedule(static)
+    for (long b = 0; b < n; b += GELU_BLOCK)
+        gelu_backward_block(dx, dy, x, b, b + GELU_BLOCK < n ? b + GELU_BLOCK : n);
 }
 
 /* dst[j] += sum_r src[r * cols + j] (a bias gradient), double accumulators, one owner per j. */

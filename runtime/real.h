@@ -9,6 +9,8 @@
 
 #include <math.h>
 
+#include "fast_math.h"
+
 #ifdef POA_FP64
 typedef double real;
 #define REAL_NAME "f64"
@@ -21,7 +23,6 @@ typedef double real;
 #define real_fast_exp exp
 #define real_fast_erf erf
 #else
-#include "fast_math.h"
 typedef float real;
 #define REAL_NAME "f32"
 #define REAL_SAFETENSORS_DTYPE "F32"

@@ -5,7 +5,8 @@
      below the normal range within one denormal step of expf.
    - poa_fast_erff: absolute error <= 7.5e-8 everywhere, relative error <= 1.1e-7 where
      |a| >= 1e-37, odd, +-1 at +-inf, NaN for NaN.
-   - An `omp simd` loop (vectorised) gives the same bits as the scalar calls. */
+   - An `omp simd` loop (vectorised) gives the same bits as the scalar calls, and the
+     x86-64-v3 and x86-64-v4 versions of the GELU loop (POA_CPU_CLONES) the baseline's bits. */
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -105,9 +106,55 @@ static void check_vector(void) {
     free(x), free(e), free(f);
 }
 
+/* The GELU loop of the kernels (forward and backward values together), in one function per
+   instruction set as POA_CPU_CLONES makes them: the versions must give the same bits. */
+#define GELU_LOOP(name)                                                                    \
+    static void name(float *y, const float *x, long n) {                                   \
+        _Pragma("omp simd") for (long i = 0; i < n; i++) {                                 \
+            const float t = x[i], cdf = 0.5f * (1 + poa_fast_erff(t * 0.70710678f));       \
+            y[2 * i] = t * cdf;                                                            \
+            y[2 * i + 1] = cdf + t * (0.39894228f * poa_fast_expf(-0.5f * t * t));         \
+        }                                                                                  \
+    }
+GELU_LOOP(gelu_baseline)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target("arch=x86-64-v3"))) GELU_LOOP(gelu_v3)
+__attribute__((target("arch=x86-64-v4"))) GELU_LOOP(gelu_v4)
+#endif
+
+static void check_clones(void) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+    enum { N = 10007 };
+    float *x = malloc(sizeof(float) * N), *want = malloc(sizeof(float) * 2 * N);
+    float *got = malloc(sizeof(float) * 2 * N);
+    for (int i = 0; i < N; i++) x[i] = -12.0f + 24.0f * (float)i / N;
+    gelu_baseline(want, x, N);
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        gelu_v3(got, x, N);
+        CHECK("fast math GELU: the x86-64-v3 (AVX2) version gives the baseline's bits",
+              memcmp(got, want, sizeof(float) * 2 * N) == 0, "differs");
+    } else {
+        CHECK_SKIP("fast math GELU: x86-64-v3 version", "this CPU has no AVX2");
+    }
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")) {
+        gelu_v4(got, x, N);
+        CHECK("fast math GELU: the x86-64-v4 (AVX-512) version gives the baseline's bits",
+              memcmp(got, want, sizeof(float) * 2 * N) == 0, "differs");
+    } else {
+        CHECK_SKIP("fast math GELU: x86-64-v4 version", "this CPU has no AVX-512");
+    }
+    free(x), free(want), free(got);
+#else
+    CHECK_SKIP("fast math GELU: instruction-set versions", "not GCC on x86-64");
+#endif
+}
+
 int main(void) {
     check_exp();
     check_erf();
     check_vector();
+    check_clones();
     CHECK_EXIT();
 }
