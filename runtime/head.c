@@ -230,13 +230,20 @@ static void gelu_backward(real *dx, const real *dy, const real *x, long n) {
         gelu_backward_block(dx, dy, x, b, b + GELU_BLOCK < n ? b + GELU_BLOCK : n);
 }
 
-/* dst[j] += sum_r src[r * cols + j] (a bias gradient), double accumulators, one owner per j. */
+/* dst[j] += sum_r src[r * cols + j] (a bias gradient), double accumulators, the rows in
+   increasing order; one thread per block of 16 columns, read a row segment at a time. */
 static void column_sum_accumulate(real *dst, const real *src, long rows, long cols) {
+    enum { CHUNK = 16 };
+    const long chunks = (cols + CHUNK - 1) / CHUNK;
 #pragma omp parallel for schedule(static)
-    for (long j = 0; j < cols; j++) {
-        double acc = 0;
-        for (long r = 0; r < rows; r++) acc += src[r * cols + j];
-        dst[j] += (real)acc;
+    for (long c = 0; c < chunks; c++) {
+        const long begin = c * CHUNK, count = begin + CHUNK < cols ? CHUNK : cols - begin;
+        double acc[CHUNK] = { 0 };
+        for (long r = 0; r < rows; r++) {
+            const real *row = src + r * cols + begin;
+            for (long j = 0; j < count; j++) acc[j] += row[j];
+        }
+        for (long j = 0; j < count; j++) dst[begin + j] += (real)acc[j];
     }
 }
 
