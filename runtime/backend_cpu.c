@@ -30,27 +30,29 @@ void poa_fill_rows(real *dst, long ld, const real *vec, long rows, long cols) {
     }
 }
 
-/* One thread per block of 16 columns (a cache line of floats; D / 16 blocks to share), each
-   column summed over the rows in increasing order, so the sums do not depend on the thread
-   count; a full block's 16 sums are one `omp simd` loop per row. */
+/* Each thread owns a contiguous range of columns (cut at multiples of 16) and adds the rows
+   into it in increasing order, SPAN columns per pass over the rows: every column is summed
+   over the rows in the same order whatever the ranges, so the sums do not depend on the
+   thread count; the rows are read in contiguous segments (one `omp simd` loop each). */
 void poa_column_sum_accumulate(real *dst, const real *src, long ld, long rows, long cols) {
-    enum { CHUNK = 16 };
-    long chunks = (cols + CHUNK - 1) / CHUNK;
-#pragma omp parallel for schedule(static)
-    for (long c = 0; c < chunks; c++) {
-        const long begin = c * CHUNK, count = begin + CHUNK < cols ? CHUNK : cols - begin;
-        real acc[CHUNK] = { 0 };
-        if (count == CHUNK) {
+    enum { ALIGN = 16, SPAN = 1024 };
+#pragma omp parallel
+    {
+        const long threads = omp_get_num_threads(), id = omp_get_thread_num();
+        const long blocks = (cols + ALIGN - 1) / ALIGN;
+        const long first = blocks * id / threads * ALIGN, last = blocks * (id + 1) / threads * ALIGN;
+        const long end = last < cols ? last : cols;
+        real acc[SPAN];
+        for (long begin = first; begin < end; begin += SPAN) {
+            const long count = end - begin < SPAN ? end - begin : SPAN;
+            for (long j = 0; j < count; j++) acc[j] = 0;
             for (long r = 0; r < rows; r++) {
                 const real *row = src + r * ld + begin;
 #pragma omp simd
-                for (int j = 0; j < CHUNK; j++) acc[j] += row[j];
+                for (long j = 0; j < count; j++) acc[j] += row[j];
             }
-        } else {
-            for (long r = 0; r < rows; r++)
-                for (long j = 0; j < count; j++) acc[j] += src[r * ld + begin + j];
+            for (long j = 0; j < count; j++) dst[begin + j] += acc[j];
         }
-        for (long j = 0; j < count; j++) dst[begin + j] += acc[j];
     }
 }
 
