@@ -49,9 +49,18 @@ int poa_idx_read(const char *path, int expect_dims, unsigned char **data, int *n
     return 0;
 }
 
+/* mkdir -p: the folder and any missing parents. */
 static int make_dir(const char *path, poa_error *e) {
-    if (mkdir(path, 0755) != 0 && errno != EEXIST)
-        return poa_fail(e, "%s: cannot create folder: %s", path, strerror(errno));
+    char partial[4096];
+    size_t n = strlen(path);
+    if (n >= sizeof partial) return poa_fail(e, "%s: path too long", path);
+    for (size_t i = 1; i <= n; i++) {
+        if (path[i] != '/' && path[i] != 0) continue;
+        memcpy(partial, path, i);
+        partial[i] = 0;
+        if (mkdir(partial, 0755) != 0 && errno != EEXIST)
+            return poa_fail(e, "%s: cannot create folder: %s", partial, strerror(errno));
+    }
     return 0;
 }
 

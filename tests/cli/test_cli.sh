@@ -38,3 +38,5 @@ expect_error "a missing recipe file is named" "nonexistent.lua" $poa list "$tmp/
 expect_error "an unknown command is refused" "unknown command 'frobnicate'" $poa frobnicate
 $poa "${forward[@]}" --params $fixtures/vit_tiny_params.safetensors --net 64x3 2> "$tmp/err"
 check "poa forward of a member writes the output file" "[ -s $tmp/y.safetensors ]"
+$poa data fashion-mnist --out "$tmp/new/nested/fm" --limit 50 > /dev/null 2> "$tmp/err"
+check "poa data creates missing parent folders" "[ -d $tmp/new/nested/fm/train ] && [ -d $tmp/new/nested/fm/val ]"
