@@ -13,6 +13,7 @@
 #include "commands.h"
 #include "knn.h"
 #include "png_write.h"
+#include "files.h"
 #include "recipe.h"
 #include "safetensors.h"
 
@@ -443,8 +444,7 @@ static int run_knn(const knn_options *o, poa_error *e) {
     if (rc == 0)
         fprintf(stderr, "poa knn: backbone %s'%s*' of %s, recipe %s\n", prefix[0] ? "" : "(no prefix) ",
                 prefix, o->checkpoint, recipe.path);
-    if (rc == 0 && mkdir(o->out, 0755) != 0 && errno != EEXIST)
-        rc = poa_fail(e, "%s: cannot create (%s)", o->out, strerror(errno));
+    if (rc == 0) rc = poa_make_folders(o->out, e);
     if (rc == 0) rc = evaluate(o, &recipe, &model, params, members, count, e);
     char *markdown = NULL, heatmap[4096];
     snprintf(heatmap, sizeof heatmap, "%s/knn_heatmap.png", o->out);

@@ -15,6 +15,7 @@
 #include "backend.h"
 #include "commands.h"
 #include "data_recipe.h"
+#include "files.h"
 #include "trainer.h"
 
 static volatile sig_atomic_t stop_requested;
@@ -125,8 +126,7 @@ static int train(const train_options *o, poa_error *e) {
     if (poa_dataset_open(&dataset, config.train_data, e)) return -1;
     poa_trainer t;
     if (poa_trainer_init(&t, &config, e)) return -1;
-    if (mkdir(t.config.output, 0777) && errno != EEXIST)
-        return poa_fail(e, "cannot create %s: %s", t.config.output, strerror(errno));
+    if (poa_make_folders(t.config.output, e)) return -1;
     if (o->resume) {
         char path[1200];
         long steps[1];

@@ -1,5 +1,6 @@
 /* fashion_mnist.c: IDX reading and the Fashion-MNIST JPEG tree (see fashion_mnist.h). */
 #include "fashion_mnist.h"
+#include "files.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -49,20 +50,6 @@ int poa_idx_read(const char *path, int expect_dims, unsigned char **data, int *n
     return 0;
 }
 
-/* mkdir -p: the folder and any missing parents. */
-static int make_dir(const char *path, poa_error *e) {
-    char partial[4096];
-    size_t n = strlen(path);
-    if (n >= sizeof partial) return poa_fail(e, "%s: path too long", path);
-    for (size_t i = 1; i <= n; i++) {
-        if (path[i] != '/' && path[i] != 0) continue;
-        memcpy(partial, path, i);
-        partial[i] = 0;
-        if (mkdir(partial, 0755) != 0 && errno != EEXIST)
-            return poa_fail(e, "%s: cannot create folder: %s", partial, strerror(errno));
-    }
-    return 0;
-}
 
 static void describe(char *buf, size_t n, int size, int limit) {
     snprintf(buf, n, "fashion-mnist size %d limit %d\n", size, limit);
@@ -89,10 +76,10 @@ static int convert_split(const char *source, const char *out, const char *split,
     }
     if (limit > 0 && limit < n) n = limit;
     snprintf(path, sizeof path, "%s/%s", out, split);
-    if (make_dir(path, e) != 0) goto done;
+    if (poa_make_folders(path, e) != 0) goto done;
     for (int c = 0; c < 10; c++) {
         snprintf(path, sizeof path, "%s/%s/%s", out, split, poa_fashion_mnist_classes[c]);
-        if (make_dir(path, e) != 0) goto done;
+        if (poa_make_folders(path, e) != 0) goto done;
     }
     rgb = malloc((size_t)rows * cols * 3);
     resized = malloc((size_t)size * size * 3);
@@ -161,7 +148,7 @@ int poa_fashion_mnist_convert(const char *source, const char *out, int size, int
         }
     }
     remove(marker); /* a different or unfinished tree is rewritten */
-    if (make_dir(out, e) != 0) return -1;
+    if (poa_make_folders(out, e) != 0) return -1;
     if (convert_split(source, out, "train", "train", size, limit, &result->train,
                       result->train_per_class, e) != 0 ||
         convert_split(source, out, "val", "t10k", size, limit, &result->val,

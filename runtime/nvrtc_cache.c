@@ -1,6 +1,7 @@
 /* nvrtc_cache.c: NVRTC through dlopen, and the on-disk cache of its output (see nvrtc_cache.h
    for the format and the guarantees). */
 #include "nvrtc_cache.h"
+#include "files.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -298,21 +299,6 @@ int poa_nvrtc_cache_dir(char *dir, size_t size, poa_error *e) {
     return 0;
 }
 
-/* mkdir -p */
-static int make_directories(const char *dir, poa_error *e) {
-    char path[1024];
-    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) return poa_fail(e, "%s: path too long", dir);
-    for (char *p = path + 1;; p++) {
-        if (*p == '/' || *p == 0) {
-            char c = *p;
-            *p = 0;
-            if (mkdir(path, 0755) != 0 && errno != EEXIST)
-                return poa_fail(e, "cannot create %s: %s", path, strerror(errno));
-            *p = c;
-            if (!c) return 0;
-        }
-    }
-}
 
 /* ---- entries ---- */
 
@@ -463,7 +449,7 @@ int poa_nvrtc_compile_cached_in(const char *dir, const char *source, const char 
     }
     if (poa_nvrtc_compile(source, name, arch, options, option_count, out, NULL, e)) return -1;
     poa_error store_error = { { 0 } };
-    if (make_directories(dir, &store_error) == 0 &&
+    if (poa_make_folders(dir, &store_error) == 0 &&
         poa_nvrtc_cache_store(outcome->entry, &key, out->data, out->size, &store_error) == 0) {
         outcome->stored = 1;
     } else {
