@@ -28,6 +28,7 @@ typedef struct poa_train_config {
     int batch_size, accumulate, official_epoch_length, elastic, draw_per_step;
     int checkpoint_every, keep_checkpoints, log_every, threads, loader_threads;
     unsigned long long seed;
+    int rank; /* this process's data-parallel rank: RANK (torchrun) or SLURM_PROCID, else 0 */
     char output[1024];
     /* data */
     char train_data[1024], val_data[1024];

@@ -105,14 +105,16 @@ void poa_work_buffer_free(poa_work_buffer *b) {
 
 /* Slot `draw % slots` of the cycle `draw / slots`: each cycle is a fresh Fisher-Yates
    shuffle of the replicated slots keyed by (seed, rank, cycle), so every cycle trains each
-   member exactly its replica count and the state is the draw counter alone. */
+   member exactly its replica count, ranks draw independently (reference §3.2), and the
+   state is the draw counter alone. */
 void poa_trainer_next_member(poa_trainer *t, int *width, int *depth) {
     const poa_train_config *c = &t->config;
     const long n = c->slot_count, cycle = t->draws / n, at = t->draws % n;
     int *order = malloc(sizeof(int) * (size_t)n);
     for (long i = 0; i < n; i++) order[i] = (int)i;
     for (long i = n - 1; i > 0; i--) {
-        long j = (long)(poa_uniform(c->seed, 0x5a3c1e00ull + (uint64_t)cycle, (uint64_t)i) * (i + 1));
+        long j = (long)(poa_uniform(c->seed, 0x5a3c1e00ull + ((uint64_t)c->rank << 40) + (uint64_t)cycle,
+                                    (uint64_t)i) * (i + 1));
         int tmp = order[i];
         order[i] = order[j], order[j] = tmp;
     }

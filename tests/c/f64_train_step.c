@@ -114,6 +114,15 @@ int main(void) {
     for (int i = 0; i < n; i++) same_order &= first[i] == first[n + i];
     CHECK("each cycle draws every member exactly its replica count", ok, "counts differ");
     CHECK("the cycle is reshuffled", !same_order, "two cycles in the same order");
+    /* Another rank draws its own order (reference §3.2: never synchronised). */
+    t.config.rank = 1, t.draws = 0;
+    int other_rank_same = 1;
+    for (int i = 0; i < n; i++) {
+        int w, d;
+        poa_trainer_next_member(&t, &w, &d);
+        other_rank_same &= first[i] == w * 1000 + d;
+    }
+    CHECK("another rank draws another order", !other_rank_same, "rank 1 repeats rank 0's cycle");
     free(first);
     poa_trainer_free(&t);
     CHECK_EXIT();
