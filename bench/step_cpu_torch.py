@@ -47,6 +47,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "golden"))
 import make_vit_fixtures as vit  # noqa: E402  (the golden tests' PyTorch model)
+from make_head_loss_fixtures import sinkhorn_reference  # noqa: E402
 
 
 def run_poa(args, extra):
@@ -117,16 +118,8 @@ class Head(torch.nn.Module):
 
 
 def sinkhorn(logits, tau, iterations):
-    """SK as the reference (no max subtraction), float32."""
-    q = torch.exp(logits.float() / tau).t()
-    k, n = q.shape
-    q = q / q.sum()
-    for _ in range(iterations):
-        q = q / q.sum(dim=1, keepdim=True)
-        q = q / k
-        q = q / q.sum(dim=0, keepdim=True)
-        q = q / n
-    return (q * n).t()
+    """SK as the reference (no max subtraction), in float32: the golden fixtures' version."""
+    return sinkhorn_reference(logits.float(), tau, iterations)
 
 
 def koleo(x, pdist):
