@@ -2,6 +2,8 @@
 #include "files.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -17,4 +19,17 @@ int poa_make_folders(const char *path, poa_error *e) {
             return poa_fail(e, "%s: cannot create folder: %s", partial, strerror(errno));
     }
     return 0;
+}
+
+char *poa_read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *text = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    size_t got = text ? fread(text, 1, (size_t)n, f) : 0;
+    fclose(f);
+    if (text) text[got] = 0;
+    return text;
 }

@@ -7,4 +7,7 @@
 /* mkdir -p: creates the folder and any missing parents (existing ones are fine). */
 int poa_make_folders(const char *path, poa_error *e);
 
+/* The whole file as a NUL-terminated string (malloc'd), or NULL if it cannot be read. */
+char *poa_read_text(const char *path);
+
 #endif

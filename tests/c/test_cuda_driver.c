@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "files.h"
 #include "cuda_driver.h"
 #include "nvrtc_cache.h"
 
@@ -95,19 +96,6 @@ static void test_fallback_said_once(void) {
     printf("fallback: %s", text);
 }
 
-static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *text = malloc((size_t)n + 1);
-    size_t got = fread(text, 1, (size_t)n, f);
-    fclose(f);
-    text[got] = 0;
-    return text;
-}
-
 static void gpu_axpy(poa_cuda *cuda, const char *arch) {
     static const char *source =
         "extern \"C\" __global__ void axpy(float *y, const float *x, float a, int n) {\n"
@@ -158,7 +146,7 @@ static void gpu_axpy(poa_cuda *cuda, const char *arch) {
 /* Every kernel named in the table at the top of the first generated .cu file is found in
    its CUBIN on this device. */
 static void gpu_generated_module(poa_cuda *cuda, const char *arch) {
-    char *list = read_text(POA_SOURCE_DIR "build/gen/cuda/files.txt");
+    char *list = poa_read_text(POA_SOURCE_DIR "build/gen/cuda/files.txt");
     char path[4096];
     if (!list || !list[0]) {
         CHECK("gpu: generated kernels listed", 0, "cannot read build/gen/cuda/files.txt (run ninja)");
@@ -167,7 +155,7 @@ static void gpu_generated_module(poa_cuda *cuda, const char *arch) {
     }
     snprintf(path, sizeof path, "%s%.*s", POA_SOURCE_DIR, (int)strcspn(list, "\n"), list);
     free(list);
-    char *source = read_text(path);
+    char *source = poa_read_text(path);
     poa_error e = { { 0 } };
     poa_blob cubin = { 0 };
     const char *options[] = { "--std=c++17" };

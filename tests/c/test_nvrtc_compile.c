@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "files.h"
 
 #ifndef POA_HAVE_NVRTC
 int main(void) {
@@ -40,19 +41,6 @@ static double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static char *read_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *text = malloc((size_t)n + 1);
-    size_t got = fread(text, 1, (size_t)n, f);
-    fclose(f);
-    text[got] = 0;
-    return text;
 }
 
 static char *copy_text(const char *s) {
@@ -104,7 +92,7 @@ static void *worker(void *unused) {
 
 int main(void) {
     const char *list_path = POA_SOURCE_DIR "build/gen/cuda/files.txt";
-    char *list = read_file(list_path);
+    char *list = poa_read_text(list_path);
     CHECK("nvrtc file list", list != NULL, "cannot read %s (run ninja)", list_path);
     if (!list) CHECK_EXIT();
     static const char *arches[] = { "sm_80", "sm_90" };
@@ -112,7 +100,7 @@ int main(void) {
     for (char *line = strtok(list, "\n"); line; line = strtok(NULL, "\n")) {
         char path[4096];
         snprintf(path, sizeof path, "%s%s", POA_SOURCE_DIR, line);
-        char *source = read_file(path);
+        char *source = poa_read_text(path);
         if (!source) CHECK(line, 0, "cannot read %s", path);
         if (!source) continue;
         files++;
