@@ -14,8 +14,11 @@ enum {
     COMPUTE_32F = 68,           /* CUBLAS_COMPUTE_32F */
     COMPUTE_32F_FAST_TF32 = 77, /* CUBLAS_COMPUTE_32F_FAST_TF32 */
     R_32F = 0,                  /* CUDA_R_32F */
+    R_16BF = 14,                /* CUDA_R_16BF */
     OP_N = 0, OP_T = 1,         /* CUBLAS_OP_N, CUBLAS_OP_T */
     DESC_TRANSA = 3, DESC_TRANSB = 4,  /* CUBLASLT_MATMUL_DESC_TRANSA / _TRANSB */
+    DESC_EPILOGUE = 7, DESC_BIAS_POINTER = 8,           /* CUBLASLT_MATMUL_DESC_... */
+    DESC_EPILOGUE_AUX_POINTER = 11, DESC_EPILOGUE_AUX_LD = 12, DESC_BIAS_DATA_TYPE = 26,
     PREF_MAX_WORKSPACE_BYTES = 1,      /* CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES */
     PREF_MIN_ALIGNMENT_A_BYTES = 5,    /* ..._B = 6, _C = 7, _D = 8 */
 };
@@ -34,6 +37,18 @@ typedef struct heuristic_result { /* cublasLtMatmulHeuristicResult_t */
 SAME(COMPUTE_32F, CUBLAS_COMPUTE_32F);
 SAME(COMPUTE_32F_FAST_TF32, CUBLAS_COMPUTE_32F_FAST_TF32);
 SAME(R_32F, CUDA_R_32F);
+SAME(R_16BF, CUDA_R_16BF);
+SAME(POA_LT_BF16, CUDA_R_16BF);
+SAME(DESC_EPILOGUE, CUBLASLT_MATMUL_DESC_EPILOGUE);
+SAME(DESC_BIAS_POINTER, CUBLASLT_MATMUL_DESC_BIAS_POINTER);
+SAME(DESC_EPILOGUE_AUX_POINTER, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER);
+SAME(DESC_EPILOGUE_AUX_LD, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD);
+SAME(DESC_BIAS_DATA_TYPE, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE);
+SAME(POA_LT_EPILOGUE_NONE, CUBLASLT_EPILOGUE_DEFAULT);
+SAME(POA_LT_EPILOGUE_BIAS, CUBLASLT_EPILOGUE_BIAS);
+SAME(POA_LT_EPILOGUE_GELU_AUX_BIAS, CUBLASLT_EPILOGUE_GELU_AUX_BIAS);
+SAME(POA_LT_EPILOGUE_DGELU, CUBLASLT_EPILOGUE_DGELU);
+SAME(POA_LT_EPILOGUE_BGRADB, CUBLASLT_EPILOGUE_BGRADB);
 SAME(OP_N, CUBLAS_OP_N);
 SAME(OP_T, CUBLAS_OP_T);
 SAME(DESC_TRANSA, CUBLASLT_MATMUL_DESC_TRANSA);
@@ -169,8 +184,9 @@ int poa_cublaslt_init(poa_cublaslt *lt, poa_cuda *cuda, size_t workspace_bytes, 
 
 struct poa_cublaslt_plan {
     int transpose_a, transpose_b, beta_zero, tf32;
-    long m, n, k, lda, ldb, ldc;
-    unsigned align_a, align_b, align_c;
+    long m, n, k, lda, ldb, ldc, aux_ld;
+    int type_a, type_b, type_c, epilogue;
+    unsigned align_a, align_b, align_c, align_bias, align_aux;
     void *desc, *layout_a, *layout_b, *layout_c; /* cuBLASLt's A (our B), B (our A), C = D */
     heuristic_result choice;
 };
@@ -211,37 +227,77 @@ void poa_cublaslt_colmajor_of(int transpose_a, int transpose_b, long m, long n, 
     o->c_rows = n, o->c_cols = m, o->ldc = ldc;
 }
 
-/* The alignment of a device address in bytes, up to 256. */
+/* The alignment of a device address in bytes (2 to 256). */
 static unsigned alignment_of(CUdeviceptr p) {
     unsigned a = 256;
-    while (a > 4 && p % a) a >>= 1;
+    while (a > 2 && p % a) a >>= 1;
     return a;
 }
 
-static int build_plan(poa_cublaslt *lt, poa_cublaslt_plan *p, poa_error *e) {
+/* Whether two plans are the same shape, types, epilogue and alignments. */
+static int same_plan(const poa_cublaslt_plan *p, const poa_cublaslt_plan *q) {
+    return p->transpose_a == q->transpose_a && p->transpose_b == q->transpose_b &&
+           p->beta_zero == q->beta_zero && p->tf32 == q->tf32 && p->m == q->m && p->n == q->n &&
+           p->k == q->k && p->lda == q->lda && p->ldb == q->ldb && p->ldc == q->ldc &&
+           p->aux_ld == q->aux_ld && p->type_a == q->type_a && p->type_b == q->type_b &&
+           p->type_c == q->type_c && p->epilogue == q->epilogue && p->align_a == q->align_a &&
+           p->align_b == q->align_b && p->align_c == q->align_c && p->align_bias == q->align_bias &&
+           p->align_aux == q->align_aux;
+}
+
+/* Sets the per-call pointers of an epilogue on the plan's descriptor. */
+static int set_epilogue_pointers(poa_cublaslt *lt, poa_cublaslt_plan *p, CUdeviceptr bias, CUdeviceptr aux,
+                                 poa_error *e) {
+    const poa_cublaslt_api *api = lt->api;
+    int uses_bias = p->epilogue == POA_LT_EPILOGUE_BIAS || p->epilogue == POA_LT_EPILOGUE_GELU_AUX_BIAS ||
+                    p->epilogue == POA_LT_EPILOGUE_BGRADB;
+    int uses_aux = p->epilogue == POA_LT_EPILOGUE_GELU_AUX_BIAS || p->epilogue == POA_LT_EPILOGUE_DGELU;
+    void *bias_pointer = (void *)(uintptr_t)bias, *aux_pointer = (void *)(uintptr_t)aux;
+    if (uses_bias && check(lt, api->matmul_desc_set_attribute(p->desc, DESC_BIAS_POINTER, &bias_pointer,
+                                                              sizeof bias_pointer), "bias pointer", e))
+        return -1;
+    if (uses_aux && check(lt, api->matmul_desc_set_attribute(p->desc, DESC_EPILOGUE_AUX_POINTER, &aux_pointer,
+                                                             sizeof aux_pointer), "epilogue aux pointer", e))
+        return -1;
+    return 0;
+}
+
+static int build_plan(poa_cublaslt *lt, poa_cublaslt_plan *p, CUdeviceptr bias, CUdeviceptr aux, poa_error *e) {
     const poa_cublaslt_api *api = lt->api;
     poa_cublaslt_colmajor c;
     poa_cublaslt_colmajor_of(p->transpose_a, p->transpose_b, p->m, p->n, p->k, p->lda, p->ldb,
                              p->ldc, &c);
-    char what[160];
-    snprintf(what, sizeof what, "cuBLASLt plan %c%c m %ld n %ld k %ld ld %ld/%ld/%ld",
+    char what[200];
+    snprintf(what, sizeof what, "cuBLASLt plan %c%c m %ld n %ld k %ld ld %ld/%ld/%ld types %d/%d/%d epilogue %d",
              p->transpose_a ? 'T' : 'N', p->transpose_b ? 'T' : 'N', p->m, p->n, p->k, p->lda,
-             p->ldb, p->ldc);
+             p->ldb, p->ldc, p->type_a, p->type_b, p->type_c, p->epilogue);
     void *pref = NULL;
     int rc = -1;
-    if (check(lt, api->matmul_desc_create(&p->desc, p->tf32 ? COMPUTE_32F_FAST_TF32 : COMPUTE_32F, R_32F),
-              "cublasLtMatmulDescCreate", e))
+    int all_f32 = p->type_a == R_32F && p->type_b == R_32F;
+    int compute = p->tf32 && all_f32 ? COMPUTE_32F_FAST_TF32 : COMPUTE_32F;
+    if (check(lt, api->matmul_desc_create(&p->desc, compute, R_32F), "cublasLtMatmulDescCreate", e))
         goto done;
-    int32_t ta = c.transa, tb = c.transb;
+    int32_t ta = c.transa, tb = c.transb, epilogue = p->epilogue, bias_type = p->type_c;
+    int64_t aux_ld = p->aux_ld;
+    /* its A = our B, its B = our A */
     if (check(lt, api->matmul_desc_set_attribute(p->desc, DESC_TRANSA, &ta, sizeof ta), "TRANSA", e) ||
         check(lt, api->matmul_desc_set_attribute(p->desc, DESC_TRANSB, &tb, sizeof tb), "TRANSB", e) ||
-        check(lt, api->matrix_layout_create(&p->layout_a, R_32F, (uint64_t)c.a_rows, (uint64_t)c.a_cols, c.lda),
+        check(lt, api->matrix_layout_create(&p->layout_a, p->type_b, (uint64_t)c.a_rows, (uint64_t)c.a_cols, c.lda),
               "layout A", e) ||
-        check(lt, api->matrix_layout_create(&p->layout_b, R_32F, (uint64_t)c.b_rows, (uint64_t)c.b_cols, c.ldb),
+        check(lt, api->matrix_layout_create(&p->layout_b, p->type_a, (uint64_t)c.b_rows, (uint64_t)c.b_cols, c.ldb),
               "layout B", e) ||
-        check(lt, api->matrix_layout_create(&p->layout_c, R_32F, (uint64_t)c.c_rows, (uint64_t)c.c_cols, c.ldc),
+        check(lt, api->matrix_layout_create(&p->layout_c, p->type_c, (uint64_t)c.c_rows, (uint64_t)c.c_cols, c.ldc),
               "layout C", e) ||
         check(lt, api->preference_create(&pref), "cublasLtMatmulPreferenceCreate", e))
+        goto done;
+    if (p->epilogue != POA_LT_EPILOGUE_NONE &&
+        (check(lt, api->matmul_desc_set_attribute(p->desc, DESC_EPILOGUE, &epilogue, sizeof epilogue), "epilogue", e) ||
+         check(lt, api->matmul_desc_set_attribute(p->desc, DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type),
+               "bias type", e) ||
+         ((p->epilogue == POA_LT_EPILOGUE_GELU_AUX_BIAS || p->epilogue == POA_LT_EPILOGUE_DGELU) &&
+          check(lt, api->matmul_desc_set_attribute(p->desc, DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof aux_ld),
+                "epilogue aux ld", e)) ||
+         set_epilogue_pointers(lt, p, bias, aux, e)))
         goto done;
     uint64_t workspace = lt->workspace_bytes;
     /* its A is our B, its B our A; C and D are the same buffer */
@@ -272,28 +328,37 @@ done:
     return rc;
 }
 
-int poa_cublaslt_gemm(poa_cublaslt *lt, int transpose_a, int transpose_b, long m, long n, long k,
-                      float alpha, CUdeviceptr a, long lda, CUdeviceptr b, long ldb, float beta,
-                      CUdeviceptr c, long ldc, poa_error *e) {
+int poa_cublaslt_matmul(poa_cublaslt *lt, const poa_cublaslt_call *g, poa_error *e) {
     if (!lt->handle) return poa_fail(e, "cuBLASLt GEMM: no handle (poa_cublaslt_init failed or not called)");
+    long m = g->m, n = g->n, k = g->k;
     if (m <= 0 || n <= 0 || k <= 0) return poa_fail(e, "cuBLASLt GEMM: empty shape m %ld n %ld k %ld", m, n, k);
-    if (lda < (transpose_a ? m : k) || ldb < (transpose_b ? k : n) || ldc < n)
+    if (g->lda < (g->transpose_a ? m : k) || g->ldb < (g->transpose_b ? k : n) || g->ldc < n)
         return poa_fail(e, "cuBLASLt GEMM %c%c m %ld n %ld k %ld: leading dimensions %ld/%ld/%ld too small",
-                        transpose_a ? 'T' : 'N', transpose_b ? 'T' : 'N', m, n, k, lda, ldb, ldc);
+                        g->transpose_a ? 'T' : 'N', g->transpose_b ? 'T' : 'N', m, n, k, g->lda, g->ldb, g->ldc);
+    int types[3] = { g->type_a, g->type_b, g->type_c };
+    for (int i = 0; i < 3; i++)
+        if (types[i] != POA_LT_F32 && types[i] != POA_LT_BF16)
+            return poa_fail(e, "cuBLASLt GEMM: operand %c has type %d (POA_LT_F32 or POA_LT_BF16)", "ABC"[i], types[i]);
+    int epilogue = g->epilogue ? g->epilogue : POA_LT_EPILOGUE_NONE;
+    int needs_bias = epilogue == POA_LT_EPILOGUE_BIAS || epilogue == POA_LT_EPILOGUE_GELU_AUX_BIAS ||
+                     epilogue == POA_LT_EPILOGUE_BGRADB;
+    int needs_aux = epilogue == POA_LT_EPILOGUE_GELU_AUX_BIAS || epilogue == POA_LT_EPILOGUE_DGELU;
+    if (epilogue != POA_LT_EPILOGUE_NONE && !needs_bias && !needs_aux)
+        return poa_fail(e, "cuBLASLt GEMM: unknown epilogue %d", epilogue);
+    if ((needs_bias && !g->bias) || (needs_aux && (!g->aux || g->aux_ld < n || g->aux_ld % 8)))
+        return poa_fail(e, "cuBLASLt GEMM epilogue %d: needs %s", epilogue,
+                        needs_bias && !g->bias ? "a bias pointer" : "an aux pointer and an aux ld >= n, a multiple of 8");
     poa_cublaslt_plan key = {
-        .transpose_a = !!transpose_a, .transpose_b = !!transpose_b, .beta_zero = beta == 0.0f,
-        .tf32 = !!lt->tf32, .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc,
-        .align_a = alignment_of(a), .align_b = alignment_of(b), .align_c = alignment_of(c),
+        .transpose_a = !!g->transpose_a, .transpose_b = !!g->transpose_b, .beta_zero = g->beta == 0.0f,
+        .tf32 = !!lt->tf32, .m = m, .n = n, .k = k, .lda = g->lda, .ldb = g->ldb, .ldc = g->ldc,
+        .aux_ld = needs_aux ? g->aux_ld : 0, .type_a = g->type_a, .type_b = g->type_b, .type_c = g->type_c,
+        .epilogue = epilogue, .align_a = alignment_of(g->a), .align_b = alignment_of(g->b),
+        .align_c = alignment_of(g->c), .align_bias = needs_bias ? alignment_of(g->bias) : 0,
+        .align_aux = needs_aux ? alignment_of(g->aux) : 0,
     };
     poa_cublaslt_plan *p = NULL;
-    for (int i = 0; i < lt->plan_count && !p; i++) {
-        poa_cublaslt_plan *q = &lt->plans[i];
-        if (q->transpose_a == key.transpose_a && q->transpose_b == key.transpose_b &&
-            q->beta_zero == key.beta_zero && q->tf32 == key.tf32 && q->m == m && q->n == n &&
-            q->k == k && q->lda == lda && q->ldb == ldb && q->ldc == ldc &&
-            q->align_a == key.align_a && q->align_b == key.align_b && q->align_c == key.align_c)
-            p = q;
-    }
+    for (int i = 0; i < lt->plan_count && !p; i++)
+        if (same_plan(&lt->plans[i], &key)) p = &lt->plans[i];
     if (!p) {
         if (lt->plan_count == lt->plan_capacity) {
             int capacity = lt->plan_capacity ? 2 * lt->plan_capacity : 64;
@@ -301,15 +366,27 @@ int poa_cublaslt_gemm(poa_cublaslt *lt, int transpose_a, int transpose_b, long m
             if (!grown) return poa_fail(e, "cuBLASLt: out of memory for %d plans", capacity);
             lt->plans = grown, lt->plan_capacity = capacity;
         }
-        if (build_plan(lt, &key, e)) return -1;
+        if (build_plan(lt, &key, g->bias, g->aux, e)) return -1;
         p = &lt->plans[lt->plan_count++];
         *p = key;
+    } else if (epilogue != POA_LT_EPILOGUE_NONE && set_epilogue_pointers(lt, p, g->bias, g->aux, e)) {
+        return -1;
     }
     /* its A = our B, its B = our A */
-    return check(lt, lt->api->matmul(lt->handle, p->desc, &alpha, (const void *)(uintptr_t)b, p->layout_a,
-                                     (const void *)(uintptr_t)a, p->layout_b, &beta,
-                                     (const void *)(uintptr_t)c, p->layout_c, (void *)(uintptr_t)c,
+    return check(lt, lt->api->matmul(lt->handle, p->desc, &g->alpha, (const void *)(uintptr_t)g->b, p->layout_a,
+                                     (const void *)(uintptr_t)g->a, p->layout_b, &g->beta,
+                                     (const void *)(uintptr_t)g->c, p->layout_c, (void *)(uintptr_t)g->c,
                                      p->layout_c, p->choice.algo, (void *)(uintptr_t)lt->workspace,
                                      lt->workspace_bytes, lt->cuda->stream),
                  "cublasLtMatmul", e);
+}
+
+int poa_cublaslt_gemm(poa_cublaslt *lt, int transpose_a, int transpose_b, long m, long n, long k,
+                      float alpha, CUdeviceptr a, long lda, CUdeviceptr b, long ldb, float beta,
+                      CUdeviceptr c, long ldc, poa_error *e) {
+    poa_cublaslt_call g = { .transpose_a = transpose_a, .transpose_b = transpose_b, .m = m, .n = n, .k = k,
+                            .alpha = alpha, .beta = beta, .a = a, .b = b, .c = c, .lda = lda, .ldb = ldb,
+                            .ldc = ldc, .type_a = POA_LT_F32, .type_b = POA_LT_F32, .type_c = POA_LT_F32,
+                            .epilogue = POA_LT_EPILOGUE_NONE };
+    return poa_cublaslt_matmul(lt, &g, e);
 }

@@ -11,8 +11,20 @@
    (k x n) for T with ld = ldb; its B is (k x m) for N or (m x k) for T with ld = lda; C and D
    are (n x m) with ld = ldc.
 
-   Precision: fp32 in, fp32 out, scale type fp32, compute CUBLAS_COMPUTE_32F (full fp32), or
-   CUBLAS_COMPUTE_32F_FAST_TF32 when tf32 is set (tensor cores, inputs rounded to TF32).
+   Precision: each of A, B and C/D is fp32 or bf16 (poa_cublaslt_matmul; poa_cublaslt_gemm is
+   fp32 throughout); the scale type (alpha, beta) is fp32 and the compute type
+   CUBLAS_COMPUTE_32F (fp32 accumulation; bf16 inputs run on the tensor cores), or
+   CUBLAS_COMPUTE_32F_FAST_TF32 for fp32 inputs when tf32 is set.
+
+   Epilogues, said row-major (what cuBLASLt applies to its column-major D = our C^T):
+     BIAS           C[r][j] = alpha (op(A) op(B))[r][j] + beta C[r][j] + bias[j]   (bias: n, D's type)
+     GELU_AUX_BIAS  aux[r][j] = the value above, C[r][j] = gelu(aux[r][j])  (aux: m x n, ld aux_ld)
+     DGELU          C[r][j] = (alpha op(A) op(B) + beta C)[r][j] * gelu'(aux[r][j])
+     BGRADB         as NONE, and bias[j] = sum_l op(A)[j][l]  (bias: m; written, not added): the
+                    bias gradient sum_r dY[r][j] of a weight-gradient GEMM dW = dY^T X
+   The reference's nn.GELU is the erf form; cuBLASLt documents its GELU epilogue only as
+   "GELU" (PyTorch routes only gelu(approximate="tanh") to it), so the ViT pass uses BIAS only
+   and keeps its own exact GELU kernels until a GPU run has measured the difference.
 
    Descriptors are built once per shape and cached: the key is (transa, transb, m, n, k, lda,
    ldb, ldc, beta == 0, the alignment of each pointer up to 256 bytes, tf32). For each key one
@@ -90,6 +102,38 @@ void poa_cublaslt_free(poa_cublaslt *lt);
 int poa_cublaslt_gemm(poa_cublaslt *lt, int transpose_a, int transpose_b, long m, long n, long k,
                       float alpha, CUdeviceptr a, long lda, CUdeviceptr b, long ldb, float beta,
                       CUdeviceptr c, long ldc, poa_error *e);
+
+/* Element types (cudaDataType values) and epilogues (cublasLtEpilogue_t values). */
+enum { POA_LT_F32 = 0, POA_LT_BF16 = 14 };
+enum {
+    POA_LT_EPILOGUE_NONE = 1,
+    POA_LT_EPILOGUE_BIAS = 4,
+    POA_LT_EPILOGUE_GELU_AUX_BIAS = 32 | 128 | 4,
+    POA_LT_EPILOGUE_DGELU = 64 | 128,
+    POA_LT_EPILOGUE_BGRADB = 512,
+};
+
+/* One row-major GEMM: C (m x n, ldc, type_c) = alpha op(A) op(B) + beta C, then the epilogue.
+   Pointers are device addresses; bias and aux as the epilogue needs them (else 0). */
+typedef struct poa_cublaslt_call {
+    int transpose_a, transpose_b;
+    long m, n, k;
+    float alpha, beta;
+    CUdeviceptr a, b, c;
+    long lda, ldb, ldc;
+    int type_a, type_b, type_c; /* POA_LT_F32 or POA_LT_BF16 */
+    int epilogue;               /* POA_LT_EPILOGUE_*; 0 means NONE */
+    CUdeviceptr bias, aux;
+    long aux_ld;
+} poa_cublaslt_call;
+
+/* The general form of poa_cublaslt_gemm (types and epilogue); the descriptors of each distinct
+   (shape, types, epilogue, alignments) are built and its algorithm chosen once, at its first
+   call; bias and aux pointers are set on the cached descriptor per call. */
+int poa_cublaslt_matmul(poa_cublaslt *lt, const poa_cublaslt_call *call, poa_error *e);
+
+/* Bytes of one element of a POA_LT_ type. */
+static inline long poa_lt_type_size(int type) { return type == POA_LT_BF16 ? 2 : 4; }
 
 /* The column-major call the trick makes of a row-major request (for tests and traces). */
 typedef struct poa_cublaslt_colmajor {

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16.h"
 #include "nvrtc_cache.h"
 #include "recipe.h"
 
@@ -256,15 +257,16 @@ int poa_cuda_vit_sources(const char *recipe_path, int width, char **kernel_set, 
 
 /* ---- the pass ---- */
 
-enum { GLUE_PATCHIFY, GLUE_FILL_ROWS, GLUE_COLUMN_SUM, GLUE_ADD, GLUE_COPY, GLUE_FILL, GLUE_COUNT };
+enum { GLUE_PATCHIFY, GLUE_FILL_ROWS, GLUE_COLUMN_SUM, GLUE_ADD, GLUE_COPY, GLUE_FILL, GLUE_TO_BF16,
+       GLUE_COUNT };
 static const char *const glue_names[GLUE_COUNT] = {
     "poa_glue_patchify", "poa_glue_fill_rows", "poa_glue_column_sum_accumulate", "poa_glue_add",
-    "poa_glue_copy", "poa_glue_fill",
+    "poa_glue_copy", "poa_glue_fill", "poa_glue_to_bf16",
 };
 
 /* Fake device addresses of trace mode: region r starts at r << 40. */
 enum { REGION_PARAMS = 1, REGION_GRADS, REGION_ARENA, REGION_ONES, REGION_RESAMPLE, REGION_IMAGES,
-       REGION_MASK, REGION_DROP };
+       REGION_MASK, REGION_DROP, REGION_PARAMS_BF16, REGION_ARENA_BF16, REGION_RESAMPLE_BF16 };
 
 static const char *const static_names[] = {
     "patches", "patch_tokens", "pos", "x_final", "norm_mean", "norm_rstd", "out", "grad.x",
@@ -414,21 +416,56 @@ static int bias_grad(poa_cuda_vit_pass *p, const char *what, CUdeviceptr dst, CU
     return glue(p, GLUE_COLUMN_SUM, cols, args, ARGC(args), &s, e);
 }
 
+/* The bf16 form of a GEMM operand stored as rows x cols, ld apart, at an fp32 address: the
+   parameter's bf16 shadow, the resampling matrix's bf16 copy, or, for an arena buffer, its
+   block cast now into the bf16 mirror of the arena at the same offset (same ld). */
+static int bf16_operand(poa_cuda_vit_pass *p, CUdeviceptr x, long rows, long cols, long ld, CUdeviceptr *out,
+                        poa_error *e) {
+    const size_t f = sizeof(float);
+    if (x >= p->params && x < p->params + f * (size_t)p->model->parameter_count) {
+        *out = p->params_bf16 + (x - p->params) / 2;
+        return 0;
+    }
+    if (p->resample && x == p->resample) {
+        *out = p->resample_bf16;
+        return 0;
+    }
+    if (x >= p->arena && x < p->arena + f * (size_t)p->arena_count) {
+        CUdeviceptr dst = p->arena_bf16 + (x - p->arena) / 2;
+        poa_cuda_step s = { .kind = POA_CUDA_STEP_GLUE, .name = "poa_glue_to_bf16", .src = x, .dst = dst,
+                            .m = rows, .n = cols, .ldc = ld };
+        void *args[] = { &dst, &x, &ld, &rows, &cols };
+        *out = dst;
+        return glue(p, GLUE_TO_BF16, rows * cols, args, ARGC(args), &s, e);
+    }
+    return poa_fail(e, "member %dx%d: a GEMM operand has no bf16 form", p->width, p->depth);
+}
+
+/* Row-major C = alpha op(A) op(B) + beta C (+ bias[j] when bias_epilogue: cuBLASLt's BIAS
+   epilogue; the fp32 pass adds the bias by a bias-rows step before, so bias only names it). In
+   a bf16 pass, A and B are bf16 (bf16_operand) and C stays fp32, accumulated in fp32. */
 static int gemm(poa_cuda_vit_pass *p, const char *what, int ta, int tb, long m, long n, long k,
                 float alpha, CUdeviceptr a, long lda, CUdeviceptr b, long ldb, float beta,
-                CUdeviceptr c, long ldc, CUdeviceptr bias, poa_error *e) {
+                CUdeviceptr c, long ldc, CUdeviceptr bias, int bias_epilogue, poa_error *e) {
+    poa_cublaslt_call call = { .transpose_a = ta, .transpose_b = tb, .m = m, .n = n, .k = k, .alpha = alpha,
+                               .beta = beta, .a = a, .b = b, .c = c, .lda = lda, .ldb = ldb, .ldc = ldc,
+                               .type_a = POA_LT_F32, .type_b = POA_LT_F32, .type_c = POA_LT_F32,
+                               .epilogue = bias_epilogue ? POA_LT_EPILOGUE_BIAS : POA_LT_EPILOGUE_NONE,
+                               .bias = bias_epilogue ? bias : 0 };
+    if (p->bf16) {
+        if (bf16_operand(p, a, ta ? k : m, ta ? m : k, lda, &call.a, e) ||
+            bf16_operand(p, b, tb ? n : k, tb ? k : n, ldb, &call.b, e))
+            return -1;
+        call.type_a = call.type_b = POA_LT_BF16;
+    }
     poa_cuda_step s = { .kind = POA_CUDA_STEP_GEMM, .trans_a = ta, .trans_b = tb, .m = m, .n = n,
                         .k = k, .lda = lda, .ldb = ldb, .ldc = ldc, .alpha = alpha, .beta = beta,
                         .a = a, .b = b, .c = c, .bias = bias };
     snprintf(s.name, sizeof s.name, "%s", what);
     if (record(p, &s, e)) return -1;
-    if (p->emulator) {
-        poa_cublaslt_colmajor call;
-        poa_cublaslt_colmajor_of(ta, tb, m, n, k, lda, ldb, ldc, &call);
-        return p->emulator->gemm(p->emulator->context, &call, alpha, b, a, beta, c, e);
-    }
+    if (p->emulator) return p->emulator->gemm(p->emulator->context, &call, e);
     if (!p->cuda) return 0;
-    if (poa_cublaslt_gemm(p->lt, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, e)) {
+    if (poa_cublaslt_matmul(p->lt, &call, e)) {
         char message[sizeof e->message];
         snprintf(message, sizeof message, "%s", e->message);
         return poa_fail(e, "GEMM %s of member %dx%d: %s", what, p->width, p->depth, message);
@@ -440,8 +477,10 @@ static int gemm(poa_cuda_vit_pass *p, const char *what, int ta, int tb, long m, 
 static int linear_forward(poa_cuda_vit_pass *p, const char *what, CUdeviceptr y, long ldy,
                           CUdeviceptr x, long k, long weight, long ldw, long bias, long rows,
                           long n, float alpha, poa_error *e) {
+    if (p->bf16) /* the bias by cuBLASLt's epilogue */
+        return gemm(p, what, 0, 1, rows, n, k, alpha, x, k, P(p, weight), ldw, 0, y, ldy, P(p, bias), bias >= 0, e);
     if (fill_rows(p, y, ldy, P(p, bias), rows, n, e)) return -1;
-    return gemm(p, what, 0, 1, rows, n, k, alpha, x, k, P(p, weight), ldw, 1, y, ldy, P(p, bias), e);
+    return gemm(p, what, 0, 1, rows, n, k, alpha, x, k, P(p, weight), ldw, 1, y, ldy, P(p, bias), 0, e);
 }
 
 /* From dy (rows x n, ldy): dx (rows x k) = alpha dy W[:n, :k] + beta dx (when dx is not 0),
@@ -452,10 +491,10 @@ static int linear_backward(poa_cuda_vit_pass *p, const char *what, CUdeviceptr d
     char name[64];
     if (dx) {
         snprintf(name, sizeof name, "%s dgrad", what);
-        if (gemm(p, name, 0, 0, rows, k, n, alpha, dy, ldy, P(p, weight), ldw, beta, dx, k, 0, e)) return -1;
+        if (gemm(p, name, 0, 0, rows, k, n, alpha, dy, ldy, P(p, weight), ldw, beta, dx, k, 0, 0, e)) return -1;
     }
     snprintf(name, sizeof name, "%s wgrad", what);
-    if (gemm(p, name, 1, 0, n, k, rows, alpha, dy, ldy, x, k, 1, G(p, weight), ldw, 0, e)) return -1;
+    if (gemm(p, name, 1, 0, n, k, rows, alpha, dy, ldy, x, k, 1, G(p, weight), ldw, 0, 0, e)) return -1;
     if (bias >= 0 && bias_grad(p, what, G(p, bias), dy, ldy, rows, n, e)) return -1;
     return 0;
 }
@@ -587,7 +626,7 @@ int poa_cuda_vit_forward(poa_cuda_vit_pass *p, const float *images, const unsign
         pos_ld = D;
         if (copy(p, pos, P(p, m->pos_embed), D, e) ||
             gemm(p, "pos_resample", 0, 0, p->patches, D, native * native, 1, p->resample, native * native,
-                 P(p, m->pos_embed + Dmax), Dmax, 0, F(pos, D), D, 0, e))
+                 P(p, m->pos_embed + Dmax), Dmax, 0, F(pos, D), D, 0, 0, e))
             return -1;
     }
     end_mark(p);
@@ -699,7 +738,7 @@ int poa_cuda_vit_backward(poa_cuda_vit_pass *p, const float *dout, poa_error *e)
             mark(p, "pos_resample_backward", e) ||
             add(p, G(p, m->pos_embed), dpos, D, e) ||
             gemm(p, "pos_resample_backward", 1, 0, native * native, D, p->patches, 1, p->resample,
-                 native * native, F(dpos, D), D, 1, G(p, m->pos_embed + Dmax), Dmax, 0, e))
+                 native * native, F(dpos, D), D, 1, G(p, m->pos_embed + Dmax), Dmax, 0, 0, e))
             return -1;
         end_mark(p);
     }
@@ -912,9 +951,29 @@ int poa_cuda_vit_pass_init_emulated(poa_cuda_vit_pass *p, const poa_cuda_vit_emu
     return pass_init(p, NULL, NULL, emulator, model, width, depth, batch, image_size, kernel_set, "", e);
 }
 
+int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *p, poa_error *e) {
+    if (p->bf16) return 0;
+    const long native = p->model->config.image_size / p->model->config.patch_size;
+    const long resample_count = p->host.resample ? p->patches * native * native : 0;
+    if (allocate(p, &p->params_bf16, REGION_PARAMS_BF16, 2 * (size_t)p->model->parameter_count, e) ||
+        allocate(p, &p->arena_bf16, REGION_ARENA_BF16, 2 * (size_t)p->arena_count, e) ||
+        (resample_count && allocate(p, &p->resample_bf16, REGION_RESAMPLE_BF16, 2 * (size_t)resample_count, e)))
+        return poa_fail(e, "member %dx%d: bf16 buffers: %s", p->width, p->depth, e->message);
+    p->bf16 = 1;
+    if (!resample_count || (!p->cuda && !p->emulator)) return 0;
+    uint16_t *host = malloc(2 * (size_t)resample_count);
+    if (!host) return poa_fail(e, "member %dx%d: out of memory", p->width, p->depth);
+    for (long i = 0; i < resample_count; i++) host[i] = poa_bf16_from_float((float)p->host.resample[i]);
+    int rc = upload(p, p->resample_bf16, host, 2 * (size_t)resample_count, e);
+    if (!rc && p->cuda) rc = poa_cuda_synchronize(p->cuda, e);
+    free(host);
+    return rc;
+}
+
 void poa_cuda_vit_pass_free(poa_cuda_vit_pass *p) {
     CUdeviceptr *pointers[] = { &p->params, &p->grads, &p->arena, &p->ones, &p->resample,
-                                &p->images, &p->mask, &p->drop_scale };
+                                &p->images, &p->mask, &p->drop_scale, &p->params_bf16,
+                                &p->arena_bf16, &p->resample_bf16 };
     if (p->emulator)
         for (size_t i = 0; i < sizeof pointers / sizeof pointers[0]; i++) free((void *)(uintptr_t)*pointers[i]);
     if (p->cuda) {
@@ -938,7 +997,16 @@ static int need_gpu(const poa_cuda_vit_pass *p, const char *what, poa_error *e) 
 
 int poa_cuda_vit_upload_parameters(poa_cuda_vit_pass *p, const float *params, poa_error *e) {
     if (need_gpu(p, "upload parameters", e)) return -1;
-    return upload(p, p->params, params, sizeof(float) * (size_t)p->model->parameter_count, e);
+    const long n = p->model->parameter_count;
+    if (upload(p, p->params, params, sizeof(float) * (size_t)n, e)) return -1;
+    if (!p->bf16) return 0;
+    uint16_t *shadow = malloc(2 * (size_t)n);
+    if (!shadow) return poa_fail(e, "upload parameters: out of memory for the bf16 shadow");
+    for (long i = 0; i < n; i++) shadow[i] = poa_bf16_from_float(params[i]);
+    int rc = upload(p, p->params_bf16, shadow, 2 * (size_t)n, e);
+    if (!rc && p->cuda) rc = poa_cuda_synchronize(p->cuda, e); /* shadow is freed next */
+    free(shadow);
+    return rc;
 }
 
 int poa_cuda_vit_upload_gradients(poa_cuda_vit_pass *p, const float *grads, poa_error *e) {

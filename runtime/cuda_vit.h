@@ -103,15 +103,14 @@ enum { POA_CUDA_VIT_MAX_KERNELS = 64 };
 /* Host emulation (tests on machines without a GPU): device addresses are host pointers
    (calloc'd), copies are memcpy, and every launch and GEMM goes to these callbacks instead of
    the driver and cuBLASLt. launch gets the kernel's name, the geometry it would launch with
-   and the very argument array cuLaunchKernel would get. gemm gets the column-major call
-   poa_cublaslt_gemm would make (after the transposition trick) with cuBLASLt's operands:
-   its_a is our B, its_b our A, c is C and D. */
+   and the very argument array cuLaunchKernel would get. gemm gets the very row-major call the
+   pass hands poa_cublaslt_matmul (operand types, epilogue, bias); an emulator evaluates the
+   column-major call of poa_cublaslt_colmajor_of with cuBLASLt's semantics. */
 typedef struct poa_cuda_vit_emulator {
     void *context;
     int (*launch)(void *context, const char *kernel, const unsigned grid[3], const unsigned block[3],
                   void **args, poa_error *e);
-    int (*gemm)(void *context, const poa_cublaslt_colmajor *call, float alpha, CUdeviceptr its_a,
-                CUdeviceptr its_b, float beta, CUdeviceptr c, poa_error *e);
+    int (*gemm)(void *context, const poa_cublaslt_call *call, poa_error *e);
 } poa_cuda_vit_emulator;
 
 typedef struct poa_cuda_vit_pass {
@@ -125,6 +124,11 @@ typedef struct poa_cuda_vit_pass {
     float alpha;
     /* device memory (in trace mode: distinct fake addresses, nothing allocated) */
     CUdeviceptr params, grads, arena, ones, resample, images, mask, drop_scale;
+    /* bf16 (poa_cuda_vit_pass_use_bf16): the parameters' bf16 shadow, a bf16 mirror of the
+       arena (a GEMM's activation operand is cast into it at its own offset, same ld), and the
+       resampling matrix in bf16 */
+    int bf16;
+    CUdeviceptr params_bf16, arena_bf16, resample_bf16;
     int has_mask, has_drop_scale;
     /* kernels */
     CUmodule set_module, glue_module;
@@ -132,7 +136,7 @@ typedef struct poa_cuda_vit_pass {
     poa_cuda_kernel_entry kernels[POA_CUDA_VIT_MAX_KERNELS];
     CUfunction functions[POA_CUDA_VIT_MAX_KERNELS];
     unsigned geometry[POA_CUDA_VIT_MAX_KERNELS][2][3]; /* grid, block */
-    CUfunction glue[6];
+    CUfunction glue[8];
     /* buffers of the arena (element offsets) */
     poa_vit_buffer *buffers;
     int buffer_count;
@@ -156,6 +160,14 @@ int poa_cuda_vit_pass_init_emulated(poa_cuda_vit_pass *pass, const poa_cuda_vit_
                                     const poa_vit *model, int width, int depth, long batch,
                                     int image_size, const char *kernel_set, poa_error *e);
 void poa_cuda_vit_pass_free(poa_cuda_vit_pass *pass);
+
+/* Mixed precision (DESIGN.md decision 7): from now on every GEMM reads bf16 operands (weights
+   from the parameters' bf16 shadow, activations cast to bf16 by poa_glue_to_bf16 just before)
+   and accumulates in fp32 into fp32 outputs; forward biases come by cuBLASLt's BIAS epilogue
+   instead of a bias-rows step. Kernels stay fp32. Call before uploading the parameters (the
+   upload writes the shadow too). Expected error against the fp32 CPU pass: about 1e-2
+   relative (bf16's 8-bit mantissa). */
+int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *pass, poa_error *e);
 
 /* Host <-> device: parameters (model->parameter_count floats), gradients (the same), the
    gradients set to zero; the output of the last forward (rows x width floats). */

@@ -7,6 +7,9 @@
    - The transposition trick: the column-major call poa_cublaslt_colmajor_of makes of a
      row-major request, evaluated by a plain column-major GEMM with cuBLASLt's semantics,
      equals the row-major product, for all four transpositions with padded leading dimensions.
+   - runtime/bf16.h's rounding (ties, overflow, NaN); the cuBLASLt epilogues (BIAS,
+     GELU_AUX_BIAS, DGELU, BGRADB) and bf16 operands: what cublaslt.h promises row-major is what
+     cuBLASLt's column-major semantics give for the call the trick makes.
    - Table expressions evaluate as written; unknown names are refused.
    - For every width of the tiny and the ViT-L families: each kernel of the .cu's table is
      defined in its text, and the glue source defines every glue kernel; NVRTC compiles the
@@ -25,7 +28,10 @@
      gives cuLaunchKernel, each GEMM the column-major call cuBLASLt would get. It must pass the
      golden cases and match the CPU backend as the GPU must (below). This checks the GPU
      code's buffers, argument order, GEMM operands through the transposition trick and order;
-     not the CUDA kernels, cuBLASLt or the driver.
+     not the CUDA kernels, cuBLASLt or the driver. The same in bf16 (poa_cuda_vit_pass_use_bf16:
+     bf16 GEMM operands from the shadow and the cast arena mirror, fp32 accumulation, bias
+     epilogue) against the fp32 CPU backend: output within 1e-2, gradients within 2e-2
+     (norm-relative; PyTorch's bf16 autocast is off by up to 2.2% on the same model).
 
    With a GPU (else SKIP lines say what did not run):
    - cuBLASLt GEMMs of all four transpositions at 4-byte-aligned offsets against poa_gemm.
@@ -39,6 +45,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "bf16.h"
 #include "check.h"
 #include "cublaslt.h"
 #include "cuda_vit.h"
@@ -47,6 +54,12 @@
 #include "vit_test_util.h"
 
 #define TINY "tests/recipes/tiny_vit.lua"
+/* bf16 pass against the fp32 CPU pass, norm-relative: the output within the issue's 1e-2; the
+   gradients, three or four bf16 GEMM layers further, within 2e-2: PyTorch's own bf16 autocast
+   on the same model and members is off by 1.3-2.2% on its worst gradient tensor
+   (bench/bf16_error_torch.py), poa's bf16 pass by 1.1-1.4%. */
+#define BF16_TOLERANCE 1e-2
+#define BF16_GRADIENT_TOLERANCE 2e-2
 #define LARGE "recipes/vit_l16_ee1200.lua"
 
 /* ---- cuBLASLt without a GPU ---- */
@@ -138,6 +151,122 @@ static void check_transposition_trick(void) {
           bad == 0, "%d of 4 wrong", bad);
 }
 
+static int colmajor_matmul(const poa_cublaslt_call *g, poa_error *e);
+
+static double relative_error_f(const float *a, const float *b, long n) { return relative_error(a, b, n); }
+
+/* ||a - b|| / ||b|| (2-norms): the error measure of the bf16 checks, where single elements
+   near zero carry bf16's full relative rounding. */
+static double norm_error(const float *a, const float *b, long n) {
+    double diff = 0, size = 0;
+    for (long i = 0; i < n; i++) diff += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), size += (double)b[i] * b[i];
+    return size == 0 ? (diff == 0 ? 0 : INFINITY) : sqrt(diff / size);
+}
+static double gelu_of(double x);
+static double gelu_grad_of(double x);
+
+/* The epilogues and bf16 operands as cublaslt.h states them row-major, against cuBLASLt's
+   column-major semantics applied to the call the trick makes (colmajor_matmul): the bias is
+   per column j of our C, the GELU aux has our C's layout, BGRADB sums op(A)'s rows. */
+/* runtime/bf16.h: round to nearest even on the bit pattern, NaN kept, exact widening. */
+static void check_bf16_rounding(void) {
+    const struct { uint32_t in; uint16_t out; } cases[] = {
+        { 0x3f800000u, 0x3f80 },                          /* 1 */
+        { 0x3f808000u, 0x3f80 }, { 0x3f818000u, 0x3f82 }, /* ties to even, down and up */
+        { 0x3f808001u, 0x3f81 }, { 0x3f807fffu, 0x3f80 }, /* just above and below a tie */
+        { 0xbf818000u, 0xbf82 },                          /* negative tie */
+        { 0x7f7fffffu, 0x7f80 },                          /* the largest float rounds to infinity */
+        { 0x7f800000u, 0x7f80 }, { 0xff800000u, 0xff80 }, /* infinities */
+        { 0x00000001u, 0x0000 }, { 0x80000000u, 0x8000 }, /* a denormal, -0 */
+    };
+    int bad = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        float x;
+        memcpy(&x, &cases[i].in, sizeof x);
+        if (poa_bf16_from_float(x) != cases[i].out) {
+            bad++;
+            printf("  bf16 of 0x%08x: 0x%04x, expected 0x%04x\n", cases[i].in, poa_bf16_from_float(x), cases[i].out);
+        }
+    }
+    const uint32_t nans[] = { 0x7fc00000u, 0x7f800001u, 0xffffffffu, 0x7fffffffu };
+    for (int i = 0; i < 4; i++) {
+        float x;
+        memcpy(&x, &nans[i], sizeof x);
+        if (!isnan(poa_float_from_bf16(poa_bf16_from_float(x)))) bad++, printf("  NaN 0x%08x lost\n", nans[i]);
+    }
+    for (uint32_t h = 0; h < 0x10000u; h += 7) /* widening then rounding is the identity off NaN */
+        if ((h & 0x7f80u) != 0x7f80u && poa_bf16_from_float(poa_float_from_bf16((uint16_t)h)) != h) bad++;
+    CHECK("bf16: round to nearest even (ties both ways), overflow to infinity, NaN kept, exact widening", bad == 0,
+          "%d wrong", bad);
+}
+
+static void check_epilogues(void) {
+    const long m = 6, n = 5, k = 4;
+    const int epilogues[] = { POA_LT_EPILOGUE_BIAS, POA_LT_EPILOGUE_GELU_AUX_BIAS, POA_LT_EPILOGUE_DGELU,
+                              POA_LT_EPILOGUE_BGRADB, POA_LT_EPILOGUE_NONE };
+    int bad = 0, cases = 0;
+    for (int x = 0; x < 5; x++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                const int epilogue = epilogues[x], bf16 = x == 4; /* NONE: with bf16 operands */
+                long lda = (ta ? m : k) + 1, ldb = (tb ? k : n) + 2, ldc = n + 3, aux_ld = 8;
+                float a[64], b[64], c[64], want[64], bias[8] = { 0 }, want_bias[8] = { 0 }, aux[64], want_aux[64];
+                uint16_t a16[64], b16[64];
+                for (int i = 0; i < 64; i++) {
+                    a[i] = (float)sin(1.3 * i + 0.1) * 1.7f, b[i] = (float)cos(0.7 * i) * 1.3f;
+                    c[i] = want[i] = (float)(i % 5) * 0.25f;
+                    aux[i] = want_aux[i] = (float)sin(0.9 * i) * 2;
+                    a16[i] = poa_bf16_from_float(a[i]), b16[i] = poa_bf16_from_float(b[i]);
+                }
+                for (int j = 0; j < 8; j++) bias[j] = want_bias[j] = 0.5f * (float)j - 1;
+                const double alpha = 1.5, beta = 0.5;
+                for (long i = 0; i < m; i++)
+                    for (long j = 0; j < n; j++) {
+                        double sum = 0;
+                        for (long l = 0; l < k; l++) {
+                            double av = ta ? a[l * lda + i] : a[i * lda + l], bv = tb ? b[j * ldb + l] : b[l * ldb + j];
+                            if (bf16) av = poa_bf16_round((float)av), bv = poa_bf16_round((float)bv);
+                            sum += av * bv;
+                        }
+                        double v = alpha * sum + beta * want[i * ldc + j];
+                        if (epilogue == POA_LT_EPILOGUE_BIAS || epilogue == POA_LT_EPILOGUE_GELU_AUX_BIAS) v += bias[j];
+                        if (epilogue == POA_LT_EPILOGUE_GELU_AUX_BIAS) want_aux[i * aux_ld + j] = (float)v, v = gelu_of(v);
+                        if (epilogue == POA_LT_EPILOGUE_DGELU) v *= gelu_grad_of(aux[i * aux_ld + j]);
+                        want[i * ldc + j] = (float)v;
+                    }
+                if (epilogue == POA_LT_EPILOGUE_BGRADB)
+                    for (long i = 0; i < m; i++) {
+                        double sum = 0;
+                        for (long l = 0; l < k; l++) sum += ta ? a[l * lda + i] : a[i * lda + l];
+                        want_bias[i] = (float)sum;
+                    }
+                poa_cublaslt_call g = {
+                    .transpose_a = ta, .transpose_b = tb, .m = m, .n = n, .k = k, .alpha = (float)alpha,
+                    .beta = (float)beta, .a = (CUdeviceptr)(uintptr_t)(bf16 ? (void *)a16 : (void *)a),
+                    .b = (CUdeviceptr)(uintptr_t)(bf16 ? (void *)b16 : (void *)b), .c = (CUdeviceptr)(uintptr_t)c,
+                    .lda = lda, .ldb = ldb, .ldc = ldc, .type_a = bf16 ? POA_LT_BF16 : POA_LT_F32,
+                    .type_b = bf16 ? POA_LT_BF16 : POA_LT_F32, .type_c = POA_LT_F32, .epilogue = epilogue,
+                    .bias = (CUdeviceptr)(uintptr_t)bias, .aux = (CUdeviceptr)(uintptr_t)aux, .aux_ld = aux_ld,
+                };
+                poa_error e = { { 0 } };
+                int rc = colmajor_matmul(&g, &e);
+                double diff = 0;
+                for (long i = 0; i < m; i++)
+                    for (long j = 0; j < n; j++) {
+                        diff = fmax(diff, fabs(c[i * ldc + j] - want[i * ldc + j]));
+                        diff = fmax(diff, fabs(aux[i * aux_ld + j] - want_aux[i * aux_ld + j]));
+                    }
+                for (int j = 0; j < 8; j++) diff = fmax(diff, fabs(bias[j] - want_bias[j]));
+                cases++;
+                if (rc || diff > 1e-5) {
+                    bad++;
+                    printf("  epilogue %d trans %d%d: %s max difference %g\n", epilogue, ta, tb, rc ? e.message : "", diff);
+                }
+            }
+    CHECK("cuBLASLt epilogues BIAS, GELU_AUX_BIAS, DGELU, BGRADB and bf16 operands: the column-major call does "
+          "what cublaslt.h says row-major (NN NT TN TT)", bad == 0, "%d of %d wrong", bad, cases);
+}
+
 static void check_eval(void) {
     poa_cuda_dims d = { .rows = 34, .batch = 2, .tokens = 17, .patches = 16, .width = 96, .heads = 3,
                         .head_dim = 32, .hidden = 384 };
@@ -168,7 +297,7 @@ static void check_eval(void) {
 
 static const char *const glue_kernels[] = {
     "poa_glue_patchify", "poa_glue_fill_rows", "poa_glue_column_sum_accumulate", "poa_glue_add",
-    "poa_glue_copy", "poa_glue_fill",
+    "poa_glue_copy", "poa_glue_fill", "poa_glue_to_bf16",
 };
 
 /* One width of a family: every kernel of its .cu table is defined in the text, and traced
@@ -803,7 +932,7 @@ static int emulate_launch(void *context, const char *name, const unsigned grid[3
         else if (!strcmp(name, "poa_glue_patchify"))
             need = num(args, 2) * (num(args, 4) / num(args, 5)) * (num(args, 4) / num(args, 5)) * num(args, 3) *
                    num(args, 5) * num(args, 5);
-        else if (!strcmp(name, "poa_glue_fill_rows")) need = num(args, 3) * num(args, 4);
+        else if (!strcmp(name, "poa_glue_fill_rows") || !strcmp(name, "poa_glue_to_bf16")) need = num(args, 3) * num(args, 4);
         else need = num(args, 2);
         long covered = (long)grid[0] * (column_sum ? 32 : (long)block[0]);
         if (block[0] * block[1] * block[2] != 256 || grid[1] != 1 || grid[2] != 1 || covered < need ||
@@ -870,6 +999,12 @@ static int emulate_launch(void *context, const char *name, const unsigned grid[3
         poa_add(ptr(args, 0), ptr(args, 1), num(args, 2));
     } else if (!strcmp(name, "poa_glue_copy")) {
         memcpy(ptr(args, 0), ptr(args, 1), sizeof(float) * (size_t)num(args, 2));
+    } else if (!strcmp(name, "poa_glue_to_bf16")) {
+        uint16_t *dst = (uint16_t *)ptr(args, 0);
+        const float *src = ptr(args, 1);
+        long ld = num(args, 2), rows = num(args, 3), cols = num(args, 4);
+        for (long r = 0; r < rows; r++)
+            for (long c = 0; c < cols; c++) dst[r * ld + c] = poa_bf16_from_float(src[r * ld + c]);
     } else if (!strcmp(name, "poa_glue_fill")) {
         float *dst = ptr(args, 0), value = *(float *)args[1];
         for (long i = 0; i < num(args, 2); i++) dst[i] = value;
@@ -879,31 +1014,67 @@ static int emulate_launch(void *context, const char *name, const unsigned grid[3
     return 0;
 }
 
-static int emulate_gemm(void *context, const poa_cublaslt_colmajor *c, float alpha, CUdeviceptr its_a,
-                        CUdeviceptr its_b, float beta, CUdeviceptr out, poa_error *e) {
-    emulator_state *st = context;
-    const float *a = (const float *)(uintptr_t)its_a, *b = (const float *)(uintptr_t)its_b;
-    float *d = (float *)(uintptr_t)out;
-    st->gemms++;
-    if (c->a_rows > c->lda || c->b_rows > c->ldb || c->c_rows > c->ldc)
+/* Reads element i of an operand of a POA_LT_ type. */
+static double element(CUdeviceptr base, int type, long i) {
+    if (type == POA_LT_BF16) return poa_float_from_bf16(((const uint16_t *)(uintptr_t)base)[i]);
+    return ((const float *)(uintptr_t)base)[i];
+}
+
+static double gelu_of(double x) { return 0.5 * x * (1 + erf(x / sqrt(2.0))); }
+static double gelu_grad_of(double x) { return 0.5 * (1 + erf(x / sqrt(2.0))) + x * exp(-0.5 * x * x) / sqrt(2 * M_PI); }
+
+/* Evaluates, by plain loops in double, the column-major cublasLtMatmul that poa_cublaslt_matmul
+   makes of a row-major call (poa_cublaslt_colmajor_of: its A = our B, its B = our A), with
+   cuBLASLt's documented semantics in its own column-major terms: D = alpha op(A) op(B) + beta C;
+   BIAS adds bias[i] (length = D's rows) to every column; GELU_AUX_BIAS stores that value in aux
+   (D's layout, ld aux_ld) and D = gelu of it; DGELU multiplies by gelu'(aux); BGRADB writes
+   bias[j] = sum over k of op(B)[l][j] (length = D's columns). GELU here is the erf form. */
+static int colmajor_matmul(const poa_cublaslt_call *g, poa_error *e) {
+    poa_cublaslt_colmajor c;
+    poa_cublaslt_colmajor_of(g->transpose_a, g->transpose_b, g->m, g->n, g->k, g->lda, g->ldb, g->ldc, &c);
+    if (c.a_rows > c.lda || c.b_rows > c.ldb || c.c_rows > c.ldc)
         return poa_fail(e, "emulator: a layout's rows exceed its leading dimension");
-    for (long j = 0; j < c->n; j++)
-        for (long i = 0; i < c->m; i++) {
+    const CUdeviceptr its_a = g->b, its_b = g->a;
+    const int type_a = g->type_b, type_b = g->type_a;
+    int epilogue = g->epilogue ? g->epilogue : POA_LT_EPILOGUE_NONE;
+    if (g->type_c != POA_LT_F32) return poa_fail(e, "emulator: only fp32 outputs");
+    float *d = (float *)(uintptr_t)g->c, *bias = (float *)(uintptr_t)g->bias, *aux = (float *)(uintptr_t)g->aux;
+    for (long j = 0; j < c.n; j++)
+        for (long i = 0; i < c.m; i++) {
             double s = 0;
-            for (long l = 0; l < c->k; l++)
-                s += (double)(c->transa ? a[l + i * c->lda] : a[i + l * c->lda]) *
-                     (c->transb ? b[j + l * c->ldb] : b[l + j * c->ldb]);
-            float *y = &d[i + j * c->ldc];
-            *y = (float)(alpha * s + (beta == 0 ? 0.0 : beta * (double)*y));
+            for (long l = 0; l < c.k; l++)
+                s += element(its_a, type_a, c.transa ? l + i * c.lda : i + l * c.lda) *
+                     element(its_b, type_b, c.transb ? j + l * c.ldb : l + j * c.ldb);
+            float *y = &d[i + j * c.ldc];
+            double v = g->alpha * s + (g->beta == 0 ? 0.0 : g->beta * (double)*y);
+            if (epilogue == POA_LT_EPILOGUE_BIAS || epilogue == POA_LT_EPILOGUE_GELU_AUX_BIAS) v += bias[i];
+            if (epilogue == POA_LT_EPILOGUE_GELU_AUX_BIAS) {
+                aux[i + j * g->aux_ld] = (float)v;
+                v = gelu_of(v);
+            }
+            if (epilogue == POA_LT_EPILOGUE_DGELU) v *= gelu_grad_of(aux[i + j * g->aux_ld]);
+            *y = (float)v;
+        }
+    if (epilogue == POA_LT_EPILOGUE_BGRADB)
+        for (long j = 0; j < c.n; j++) {
+            double s = 0;
+            for (long l = 0; l < c.k; l++) s += element(its_b, type_b, c.transb ? j + l * c.ldb : l + j * c.ldb);
+            bias[j] = (float)s;
         }
     return 0;
 }
 
+static int emulate_gemm(void *context, const poa_cublaslt_call *call, poa_error *e) {
+    emulator_state *st = context;
+    st->gemms++;
+    return colmajor_matmul(call, e);
+}
+
 /* One emulated pass: forward and backward, output into out, gradients accumulated. */
 static int emulated_pass(const poa_vit *m, const char *recipe, int width, int depth, long batch, int image,
-                         const float *params, const float *images, const unsigned char *mask, const float *drop,
-                         const float *dout, float *out, float *grads, long *launches, float **arena,
-                         poa_error *e) {
+                         int bf16, const float *params, const float *images, const unsigned char *mask,
+                         const float *drop, const float *dout, float *out, float *grads, long *launches,
+                         float **arena, poa_error *e) {
     char *set = NULL;
     emulator_state st = { 0 };
     const int hidden = width * m->config.mlp_ratio;
@@ -924,6 +1095,10 @@ static int emulated_pass(const poa_vit *m, const char *recipe, int width, int de
     st.dims = (poa_cuda_dims){ .width = width, .heads = width / m->config.head_dim,
                                .head_dim = m->config.head_dim, .hidden = hidden };
     if (!rc) rc = poa_cuda_vit_pass_init_emulated(&p, &em, m, width, depth, batch, image, set, e);
+    if (!rc && bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) {
+        poa_cuda_vit_pass_free(&p);
+        rc = -1;
+    }
     if (!rc) {
         rc = poa_cuda_vit_upload_parameters(&p, params, e) || poa_cuda_vit_upload_gradients(&p, grads, e) ||
              poa_cuda_vit_forward(&p, images, mask, drop, e) || poa_cuda_vit_download_output(&p, out, e) ||
@@ -989,7 +1164,7 @@ static void check_gpu_gemm(poa_cublaslt *lt, poa_cuda *cuda) {
 /* One GPU pass: forward and backward of a batch, output into out, gradients accumulated on
    the device; the arena after both into *arena (malloc'd) when arena is not NULL. */
 static int gpu_pass(poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m, const char *recipe, int width,
-                    int depth, long batch, int image, const float *params, const float *images,
+                    int depth, long batch, int image, int bf16, const float *params, const float *images,
                     const unsigned char *mask, const float *drop, const float *dout, float *out,
                     float *grads, float **arena, poa_error *e) {
     char *set = NULL, *glue = NULL;
@@ -998,6 +1173,10 @@ static int gpu_pass(poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m, const ch
     int rc = poa_cuda_vit_pass_init(&p, cuda, lt, m, width, depth, batch, image, set, glue, e);
     free(set), free(glue);
     if (rc) return -1;
+    if (bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) {
+        poa_cuda_vit_pass_free(&p);
+        return -1;
+    }
     rc = poa_cuda_vit_upload_parameters(&p, params, e) || poa_cuda_vit_upload_gradients(&p, grads, e) ||
          poa_cuda_vit_forward(&p, images, mask, drop, e) || poa_cuda_vit_download_output(&p, out, e) ||
          poa_cuda_vit_backward(&p, dout, e) || poa_cuda_vit_download_gradients(&p, grads, e);
@@ -1011,9 +1190,10 @@ static int gpu_pass(poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m, const ch
 
 /* Where a pass runs: on the GPU (cuda non-NULL) or emulated on the host. */
 typedef struct runner {
-    const char *prefix; /* "gpu" or "emulated" */
+    const char *prefix; /* "gpu", "emulated", "gpu bf16", "emulated bf16" */
     poa_cuda *cuda;
     poa_cublaslt *lt;
+    int bf16;           /* the pass in bf16 (poa_cuda_vit_pass_use_bf16) */
     long launches;
 } runner;
 
@@ -1021,10 +1201,10 @@ static int run_pass(runner *r, const poa_vit *m, const char *recipe, int width, 
                     const float *params, const float *images, const unsigned char *mask, const float *drop,
                     const float *dout, float *out, float *grads, float **arena, poa_error *e) {
     if (r->cuda)
-        return gpu_pass(r->cuda, r->lt, m, recipe, width, depth, batch, image, params, images, mask, drop, dout, out,
-                        grads, arena, e);
-    return emulated_pass(m, recipe, width, depth, batch, image, params, images, mask, drop, dout, out, grads,
-                         &r->launches, arena, e);
+        return gpu_pass(r->cuda, r->lt, m, recipe, width, depth, batch, image, r->bf16, params, images, mask, drop,
+                        dout, out, grads, arena, e);
+    return emulated_pass(m, recipe, width, depth, batch, image, r->bf16, params, images, mask, drop, dout, out,
+                         grads, &r->launches, arena, e);
 }
 
 static void check_golden(runner *r, const poa_vit *m, const float *params, const char *name) {
@@ -1093,8 +1273,11 @@ static void check_golden(runner *r, const poa_vit *m, const float *params, const
 static void check_against_cpu(runner *r, const poa_vit *m, int width, int depth, long batch, int image,
                               int masked) {
     char label[256];
-    snprintf(label, sizeof label, "%s: %dx%d batch %ld at %d px%s: output and gradients equal the CPU backend's within 1e-4",
-             r->prefix, width, depth, batch, image, masked ? " (mask, stochastic depth)" : "");
+    const double tolerance = r->bf16 ? BF16_TOLERANCE : TOLERANCE;
+    const double gradient_tolerance = r->bf16 ? BF16_GRADIENT_TOLERANCE : TOLERANCE;
+    snprintf(label, sizeof label, "%s: %dx%d batch %ld at %d px%s: output within %g and gradients within %g of the CPU backend's",
+             r->prefix, width, depth, batch, image, masked ? " (mask, stochastic depth)" : "", tolerance,
+             gradient_tolerance);
     poa_error e = { { 0 } };
     poa_vit_pass cpu;
     if (poa_vit_pass_init(&cpu, m, width, depth, batch, image, &e)) {
@@ -1128,37 +1311,53 @@ static void check_against_cpu(runner *r, const poa_vit *m, int width, int depth,
         poa_vit_pass_buffers(&cpu, buffers, n);
         char first[128] = "";
         for (int i = 0; i < n; i++) {
-            double err = relative_error(arena + buffers[i].offset, cpu.arena + buffers[i].offset, buffers[i].count);
-            if (err > TOLERANCE) {
+            double err = (r->bf16 ? norm_error : relative_error_f)(arena + buffers[i].offset,
+                                                                   cpu.arena + buffers[i].offset, buffers[i].count);
+            if (err > gradient_tolerance) {
                 if (off++ < 8) printf("  %s arena buffer %s: relative error %.3g\n", r->prefix, buffers[i].name, err);
                 if (!first[0]) snprintf(first, sizeof first, "%s", buffers[i].name);
             }
         }
         if (!r->cuda) {
             char arena_label[300];
-            snprintf(arena_label, sizeof arena_label, "%s: %dx%d batch %ld at %d px: every arena buffer equals the CPU pass's",
-                     r->prefix, width, depth, batch, image);
+            snprintf(arena_label, sizeof arena_label, "%s: %dx%d batch %ld at %d px: every arena buffer within %g of the CPU pass's",
+                     r->prefix, width, depth, batch, image, gradient_tolerance);
             CHECK(arena_label, off == 0, "%d buffers differ, first %s", off, first);
         } else {
             printf("  %s: %d arena buffers differ from the CPU pass's%s%s\n", r->prefix, off, off ? ", first " : "", first);
         }
         free(buffers);
         free(arena);
-        double out_err = relative_error(out, poa_vit_output(&cpu), out_count);
+        double (*error_of)(const float *, const float *, long) = r->bf16 ? norm_error : relative_error_f;
+        double out_err = error_of(out, poa_vit_output(&cpu), out_count);
+        double max_out = relative_error(out, poa_vit_output(&cpu), out_count), max_grad = 0;
         int bad = 0;
         double worst = 0;
         const char *worst_name = "";
         for (int i = 0; i < m->tensor_count; i++) {
             const poa_vit_tensor *t = &m->tensors[i];
-            double err = relative_error(gpu_grads + t->offset, cpu_grads + t->offset, t->count);
-            if (err > TOLERANCE) bad++;
+            double err = error_of(gpu_grads + t->offset, cpu_grads + t->offset, t->count);
+            max_grad = fmax(max_grad, relative_error(gpu_grads + t->offset, cpu_grads + t->offset, t->count));
+            if (err > gradient_tolerance) bad++;
             if (err > worst) worst = err, worst_name = t->name;
         }
-        CHECK(label, out_err <= TOLERANCE && bad == 0, "output %.3g, %d gradients off, worst %s %.3g", out_err, bad,
-              worst_name, worst);
+        if (r->bf16)
+            printf("  %s %dx%d at %d px: norm-relative error: output %.3g, worst gradient %s %.3g; "
+                   "max|diff|/max|ref|: output %.3g, worst gradient %.3g\n",
+                   r->prefix, width, depth, image, out_err, worst_name, worst, max_out, max_grad);
+        /* bf16 operands must show: an fp32-exact result would mean the bf16 path did not run */
+        CHECK(label, out_err <= tolerance && bad == 0 && (!r->bf16 || out_err > 1e-5),
+              "output %.3g, %d gradients off, worst %s %.3g", out_err, bad, worst_name, worst);
     }
     free(params), free(images), free(dout), free(out), free(drop), free(cpu_grads), free(gpu_grads), free(mask);
     poa_vit_pass_free(&cpu);
+}
+
+/* The bf16 pass (bf16 GEMM operands, fp32 accumulation and kernels) against the fp32 CPU
+   backend, within the issue's 1e-2. */
+static void check_bf16(runner *r, const poa_vit *m) {
+    check_against_cpu(r, m, 64, 3, 3, 32, 1);
+    check_against_cpu(r, m, 96, 4, 2, 16, 0);
 }
 
 static const char *const golden_cases[] = { "intact_96x4", "elastic_32x2", "elastic_64x3", "elastic_96x2",
@@ -1186,6 +1385,8 @@ static void check_emulated(void) {
         runner r = { .prefix = "emulated" };
         check_all(&r, &m, params);
         printf("  emulated: %ld launches had their geometry checked against their own arguments\n", r.launches);
+        runner r16 = { .prefix = "emulated bf16", .bf16 = 1 };
+        check_bf16(&r16, &m);
     }
     free(params);
     poa_vit_free(&m);
@@ -1203,6 +1404,8 @@ static void skip_gpu(const char *why) {
     CHECK_SKIP("gpu: 64x3 batch 3 at 16 px against the CPU backend", why);
     CHECK_SKIP("gpu: 96x4 batch 2 at 32 px (mask, stochastic depth) against the CPU backend", why);
     CHECK_SKIP("gpu: 32x2 batch 4 at 16 px against the CPU backend", why);
+    CHECK_SKIP("gpu bf16: 64x3 batch 3 at 32 px (mask, stochastic depth) against the CPU backend (output 1e-2, gradients 2e-2)", why);
+    CHECK_SKIP("gpu bf16: 96x4 batch 2 at 16 px against the CPU backend (output 1e-2, gradients 2e-2)", why);
 }
 
 static void check_gpu(void) {
@@ -1234,6 +1437,8 @@ static void check_gpu(void) {
     } else {
         runner r = { .prefix = "gpu", .cuda = &cuda, .lt = &lt };
         check_all(&r, &m, params);
+        runner r16 = { .prefix = "gpu bf16", .cuda = &cuda, .lt = &lt, .bf16 = 1 };
+        check_bf16(&r16, &m);
     }
     printf("  cuBLASLt: %ld shapes planned\n", lt.heuristic_calls);
     free(params);
@@ -1246,6 +1451,8 @@ int main(void) {
     poa_error e = { { 0 } };
     check_cublaslt_load();
     check_transposition_trick();
+    check_bf16_rounding();
+    check_epilogues();
     check_eval();
     check_glue();
     lua_State *L = poa_lua_open(&e);
