@@ -328,7 +328,8 @@ done:
     return rc;
 }
 
-int poa_cublaslt_matmul(poa_cublaslt *lt, const poa_cublaslt_call *g, poa_error *e) {
+/* The cached plan of a call, built (descriptors, layouts, algorithm) when new. */
+static int plan_of(poa_cublaslt *lt, const poa_cublaslt_call *g, poa_cublaslt_plan **out, poa_error *e) {
     if (!lt->handle) return poa_fail(e, "cuBLASLt GEMM: no handle (poa_cublaslt_init failed or not called)");
     long m = g->m, n = g->n, k = g->k;
     if (m <= 0 || n <= 0 || k <= 0) return poa_fail(e, "cuBLASLt GEMM: empty shape m %ld n %ld k %ld", m, n, k);
@@ -369,9 +370,20 @@ int poa_cublaslt_matmul(poa_cublaslt *lt, const poa_cublaslt_call *g, poa_error 
         if (build_plan(lt, &key, g->bias, g->aux, e)) return -1;
         p = &lt->plans[lt->plan_count++];
         *p = key;
-    } else if (epilogue != POA_LT_EPILOGUE_NONE && set_epilogue_pointers(lt, p, g->bias, g->aux, e)) {
-        return -1;
     }
+    *out = p;
+    return 0;
+}
+
+int poa_cublaslt_prepare(poa_cublaslt *lt, const poa_cublaslt_call *g, poa_error *e) {
+    poa_cublaslt_plan *p;
+    return plan_of(lt, g, &p, e);
+}
+
+int poa_cublaslt_matmul(poa_cublaslt *lt, const poa_cublaslt_call *g, poa_error *e) {
+    poa_cublaslt_plan *p;
+    if (plan_of(lt, g, &p, e)) return -1;
+    if (p->epilogue != POA_LT_EPILOGUE_NONE && set_epilogue_pointers(lt, p, g->bias, g->aux, e)) return -1;
     /* its A = our B, its B = our A */
     return check(lt, lt->api->matmul(lt->handle, p->desc, &g->alpha, (const void *)(uintptr_t)g->b, p->layout_a,
                                      (const void *)(uintptr_t)g->a, p->layout_b, &g->beta,

@@ -132,6 +132,10 @@ typedef struct poa_cublaslt_call {
    call; bias and aux pointers are set on the cached descriptor per call. */
 int poa_cublaslt_matmul(poa_cublaslt *lt, const poa_cublaslt_call *call, poa_error *e);
 
+/* Builds and caches the call's plan without running it (a pass plans all its GEMMs at set-up,
+   so that no descriptor is built and no heuristic runs inside a step). */
+int poa_cublaslt_prepare(poa_cublaslt *lt, const poa_cublaslt_call *call, poa_error *e);
+
 /* Bytes of one element of a POA_LT_ type. */
 static inline long poa_lt_type_size(int type) { return type == POA_LT_BF16 ? 2 : 4; }
 

@@ -343,6 +343,7 @@ static int launch(poa_cuda_vit_pass *p, const char *name, void **args, int arg_c
     memcpy(s.grid, p->geometry[i][0], sizeof s.grid);
     memcpy(s.block, p->geometry[i][1], sizeof s.block);
     if (record(p, &s, e)) return -1;
+    if (p->planning) return 0;
     if (p->emulator) return p->emulator->launch(p->emulator->context, name, p->geometry[i][0], p->geometry[i][1], args, e);
     if (!p->cuda) return 0;
     char what[96];
@@ -361,7 +362,7 @@ static int glue(poa_cuda_vit_pass *p, int which, long elements, void **args, int
     poa_cuda_step s = *step;
     s.arg_count = arg_count;
     if (record(p, &s, e)) return -1;
-    if ((!p->cuda && !p->emulator) || elements <= 0) return 0;
+    if ((!p->cuda && !p->emulator) || elements <= 0 || p->planning) return 0;
     unsigned grid[3] = { 1, 1, 1 }, block[3] = { 256, 1, 1 };
     if (which == GLUE_COLUMN_SUM) {
         grid[0] = (unsigned)((elements + 31) / 32);
@@ -463,6 +464,7 @@ static int gemm(poa_cuda_vit_pass *p, const char *what, int ta, int tb, long m, 
                         .a = a, .b = b, .c = c, .bias = bias };
     snprintf(s.name, sizeof s.name, "%s", what);
     if (record(p, &s, e)) return -1;
+    if (p->planning) return p->cuda ? poa_cublaslt_prepare(p->lt, &call, e) : 0;
     if (p->emulator) return p->emulator->gemm(p->emulator->context, &call, e);
     if (!p->cuda) return 0;
     if (poa_cublaslt_matmul(p->lt, &call, e)) {
@@ -585,6 +587,7 @@ static int block_forward(poa_cuda_vit_pass *p, const float alpha, int j, poa_err
 }
 
 static int upload(poa_cuda_vit_pass *p, CUdeviceptr to, const void *from, size_t bytes, poa_error *e) {
+    if (p->planning) return 0;
     if (p->emulator && bytes) memcpy((void *)(uintptr_t)to, from, bytes);
     if (!p->cuda || bytes == 0) return 0;
     return poa_cuda_copy_to_device_async(p->cuda, to, from, bytes, e);
@@ -967,6 +970,14 @@ int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *p, poa_error *e) {
     int rc = upload(p, p->resample_bf16, host, 2 * (size_t)resample_count, e);
     if (!rc && p->cuda) rc = poa_cuda_synchronize(p->cuda, e);
     free(host);
+    return rc;
+}
+
+int poa_cuda_vit_pass_plan_gemms(poa_cuda_vit_pass *p, poa_error *e) {
+    int trace = p->trace;
+    p->planning = 1, p->trace = 0;
+    int rc = poa_cuda_vit_forward(p, NULL, NULL, NULL, e) || poa_cuda_vit_backward(p, NULL, e) ? -1 : 0;
+    p->planning = 0, p->trace = trace;
     return rc;
 }
 

@@ -129,6 +129,7 @@ typedef struct poa_cuda_vit_pass {
        resampling matrix in bf16 */
     int bf16;
     CUdeviceptr params_bf16, arena_bf16, resample_bf16;
+    int planning;       /* inside poa_cuda_vit_pass_plan_gemms: GEMMs are planned, nothing runs */
     int has_mask, has_drop_scale;
     /* kernels */
     CUmodule set_module, glue_module;
@@ -168,6 +169,12 @@ void poa_cuda_vit_pass_free(poa_cuda_vit_pass *pass);
    upload writes the shadow too). Expected error against the fp32 CPU pass: about 1e-2
    relative (bf16's 8-bit mantissa). */
 int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *pass, poa_error *e);
+
+/* Walks the pass's forward and backward without running anything and has cuBLASLt build the
+   descriptors and choose the algorithm of every GEMM they will issue (poa_cublaslt_prepare),
+   so that a step builds none. Call after poa_cuda_vit_pass_use_bf16 (it changes the operand
+   types); a no-op without a GPU. */
+int poa_cuda_vit_pass_plan_gemms(poa_cuda_vit_pass *pass, poa_error *e);
 
 /* Host <-> device: parameters (model->parameter_count floats), gradients (the same), the
    gradients set to zero; the output of the last forward (rows x width floats). */

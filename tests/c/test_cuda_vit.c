@@ -1095,7 +1095,7 @@ static int emulated_pass(const poa_vit *m, const char *recipe, int width, int de
     st.dims = (poa_cuda_dims){ .width = width, .heads = width / m->config.head_dim,
                                .head_dim = m->config.head_dim, .hidden = hidden };
     if (!rc) rc = poa_cuda_vit_pass_init_emulated(&p, &em, m, width, depth, batch, image, set, e);
-    if (!rc && bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) {
+    if (!rc && ((bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) || poa_cuda_vit_pass_plan_gemms(&p, e))) {
         poa_cuda_vit_pass_free(&p);
         rc = -1;
     }
@@ -1173,10 +1173,11 @@ static int gpu_pass(poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m, const ch
     int rc = poa_cuda_vit_pass_init(&p, cuda, lt, m, width, depth, batch, image, set, glue, e);
     free(set), free(glue);
     if (rc) return -1;
-    if (bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) {
+    if ((bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) || poa_cuda_vit_pass_plan_gemms(&p, e)) {
         poa_cuda_vit_pass_free(&p);
         return -1;
     }
+    const long planned = lt->heuristic_calls;
     rc = poa_cuda_vit_upload_parameters(&p, params, e) || poa_cuda_vit_upload_gradients(&p, grads, e) ||
          poa_cuda_vit_forward(&p, images, mask, drop, e) || poa_cuda_vit_download_output(&p, out, e) ||
          poa_cuda_vit_backward(&p, dout, e) || poa_cuda_vit_download_gradients(&p, grads, e);
@@ -1184,6 +1185,9 @@ static int gpu_pass(poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m, const ch
         *arena = malloc(sizeof(float) * (size_t)p.arena_count);
         rc = !*arena || poa_cuda_vit_download_arena(&p, *arena, e);
     }
+    if (!rc && lt->heuristic_calls != planned)
+        rc = poa_fail(e, "%ld GEMM shapes were planned during the pass, none were expected after "
+                         "poa_cuda_vit_pass_plan_gemms", lt->heuristic_calls - planned);
     poa_cuda_vit_pass_free(&p);
     return rc ? -1 : 0;
 }
