@@ -343,17 +343,7 @@ static int launch(poa_cuda_vit_pass *p, const char *name, void **args, int arg_c
     memcpy(s.grid, p->geometry[i][0], sizeof s.grid);
     memcpy(s.block, p->geometry[i][1], sizeof s.block);
     if (record(p, &s, e)) return -1;
-    if (p->planning) return 0;
-    if (p->emulator) return p->emulator->launch(p->emulator->context, name, p->geometry[i][0], p->geometry[i][1], args, e);
-    if (!p->cuda) return 0;
-    char what[96];
-    snprintf(what, sizeof what, "launch %s", name);
-    if (poa_cuda_launch(p->cuda, p->functions[i], p->geometry[i][0], p->geometry[i][1], 0, args, e)) {
-        char message[sizeof e->message];
-        snprintf(message, sizeof message, "%s", e->message);
-        return poa_fail(e, "%s: %s", what, message);
-    }
-    return 0;
+    return poa_cuda_exec_launch(&p->exec, p->functions[i], name, p->geometry[i][0], p->geometry[i][1], args, e);
 }
 
 /* A glue kernel over `elements` threads (or `elements` columns for the column sum). */
@@ -362,7 +352,7 @@ static int glue(poa_cuda_vit_pass *p, int which, long elements, void **args, int
     poa_cuda_step s = *step;
     s.arg_count = arg_count;
     if (record(p, &s, e)) return -1;
-    if ((!p->cuda && !p->emulator) || elements <= 0 || p->planning) return 0;
+    if (!poa_cuda_exec_runs(&p->exec) || elements <= 0) return 0;
     unsigned grid[3] = { 1, 1, 1 }, block[3] = { 256, 1, 1 };
     if (which == GLUE_COLUMN_SUM) {
         grid[0] = (unsigned)((elements + 31) / 32);
@@ -372,13 +362,7 @@ static int glue(poa_cuda_vit_pass *p, int which, long elements, void **args, int
         if (blocks > 0x7fffffffL) return poa_fail(e, "%s: %ld elements is too many", glue_names[which], elements);
         grid[0] = (unsigned)blocks;
     }
-    if (p->emulator) return p->emulator->launch(p->emulator->context, glue_names[which], grid, block, args, e);
-    if (poa_cuda_launch(p->cuda, p->glue[which], grid, block, 0, args, e)) {
-        char message[sizeof e->message];
-        snprintf(message, sizeof message, "%s", e->message);
-        return poa_fail(e, "launch %s: %s", glue_names[which], message);
-    }
-    return 0;
+    return poa_cuda_exec_launch(&p->exec, p->glue[which], glue_names[which], grid, block, args, e);
 }
 
 static int copy(poa_cuda_vit_pass *p, CUdeviceptr dst, CUdeviceptr src, long n, poa_error *e) {
@@ -464,15 +448,9 @@ static int gemm(poa_cuda_vit_pass *p, const char *what, int ta, int tb, long m, 
                         .a = a, .b = b, .c = c, .bias = bias };
     snprintf(s.name, sizeof s.name, "%s", what);
     if (record(p, &s, e)) return -1;
-    if (p->planning) return p->cuda ? poa_cublaslt_prepare(p->lt, &call, e) : 0;
-    if (p->emulator) return p->emulator->gemm(p->emulator->context, &call, e);
-    if (!p->cuda) return 0;
-    if (poa_cublaslt_matmul(p->lt, &call, e)) {
-        char message[sizeof e->message];
-        snprintf(message, sizeof message, "%s", e->message);
-        return poa_fail(e, "GEMM %s of member %dx%d: %s", what, p->width, p->depth, message);
-    }
-    return 0;
+    char label[96];
+    snprintf(label, sizeof label, "%s of member %dx%d", what, p->width, p->depth);
+    return poa_cuda_exec_gemm(&p->exec, &call, label, e);
 }
 
 /* y (rows x n, ldy) = alpha x (rows x k) W[:n, :k]^T + bias[:n]; W rows ldw apart. */
@@ -587,10 +565,7 @@ static int block_forward(poa_cuda_vit_pass *p, const float alpha, int j, poa_err
 }
 
 static int upload(poa_cuda_vit_pass *p, CUdeviceptr to, const void *from, size_t bytes, poa_error *e) {
-    if (p->planning) return 0;
-    if (p->emulator && bytes) memcpy((void *)(uintptr_t)to, from, bytes);
-    if (!p->cuda || bytes == 0) return 0;
-    return poa_cuda_copy_to_device_async(p->cuda, to, from, bytes, e);
+    return poa_cuda_exec_upload(&p->exec, to, from, bytes, e);
 }
 
 int poa_cuda_vit_forward(poa_cuda_vit_pass *p, const float *images, const unsigned char *mask,
@@ -752,45 +727,28 @@ int poa_cuda_vit_backward(poa_cuda_vit_pass *p, const float *dout, poa_error *e)
 /* ---- set-up ---- */
 
 static int allocate(poa_cuda_vit_pass *p, CUdeviceptr *pointer, int region, size_t bytes, poa_error *e) {
-    if (p->emulator) {
-        *pointer = (CUdeviceptr)(uintptr_t)calloc(bytes ? bytes : 4, 1);
-        return *pointer ? 0 : poa_fail(e, "out of host memory for %zu bytes", bytes);
-    }
-    if (!p->cuda) {
-        *pointer = (CUdeviceptr)region << 40;
-        return 0;
-    }
-    return poa_cuda_alloc(p->cuda, pointer, bytes ? bytes : 4, e);
+    return poa_cuda_exec_alloc(&p->exec, pointer, region, bytes, e);
 }
 
 static int load_module(poa_cuda_vit_pass *p, const char *source, const char *name, CUmodule *module,
                        poa_error *e) {
-    char arch[32];
-    poa_cuda_arch(p->cuda, arch, sizeof arch);
-    poa_blob blob = { 0 };
-    int hit = 0;
-    if (poa_nvrtc_compile_cached(source, name, arch, poa_nvrtc_kernel_options,
-                                 poa_nvrtc_kernel_option_count, &blob, &hit, e))
-        return -1;
-    int rc = poa_cuda_load_module(p->cuda, blob.data, module, e);
-    poa_blob_free(&blob);
-    return rc;
+    return poa_cuda_exec_load_module(&p->exec, source, name, module, e);
 }
 
 static int pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *lt,
-                     const poa_cuda_vit_emulator *emulator, const poa_vit *model, int width, int depth,
+                     const poa_cuda_emulator *emulator, const poa_vit *model, int width, int depth,
                      long batch, int image_size, const char *kernel_set, const char *glue_source,
                      poa_error *e) {
     memset(p, 0, sizeof *p);
-    p->emulator = emulator;
+    p->exec.emulator = emulator;
     if (cuda && !lt) return poa_fail(e, "CUDA ViT pass: a GPU pass needs a cuBLASLt handle");
     if (poa_vit_pass_init(&p->host, model, width, depth, batch, image_size, e)) return -1;
     /* the host pass is kept for its shape, block ids and resampling matrix, not its arena */
     free(p->host.arena);
     p->host.arena = NULL;
     p->model = model;
-    p->cuda = cuda;
-    p->lt = lt;
+    p->exec.cuda = cuda;
+    p->exec.lt = lt;
     p->trace = cuda == NULL; /* trace-only and emulated passes */
     p->width = width, p->depth = depth, p->batch = batch;
     p->rows = p->host.rows, p->tokens = p->host.tokens, p->patches = p->host.patches;
@@ -947,7 +905,7 @@ int poa_cuda_vit_pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *l
     return pass_init(p, cuda, lt, NULL, model, width, depth, batch, image_size, kernel_set, glue_source, e);
 }
 
-int poa_cuda_vit_pass_init_emulated(poa_cuda_vit_pass *p, const poa_cuda_vit_emulator *emulator,
+int poa_cuda_vit_pass_init_emulated(poa_cuda_vit_pass *p, const poa_cuda_emulator *emulator,
                                     const poa_vit *model, int width, int depth, long batch, int image_size,
                                     const char *kernel_set, poa_error *e) {
     if (!emulator) return poa_fail(e, "emulated pass: no emulator");
@@ -963,21 +921,21 @@ int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *p, poa_error *e) {
         (resample_count && allocate(p, &p->resample_bf16, REGION_RESAMPLE_BF16, 2 * (size_t)resample_count, e)))
         return poa_fail(e, "member %dx%d: bf16 buffers: %s", p->width, p->depth, e->message);
     p->bf16 = 1;
-    if (!resample_count || (!p->cuda && !p->emulator)) return 0;
+    if (!resample_count || (!p->exec.cuda && !p->exec.emulator)) return 0;
     uint16_t *host = malloc(2 * (size_t)resample_count);
     if (!host) return poa_fail(e, "member %dx%d: out of memory", p->width, p->depth);
     for (long i = 0; i < resample_count; i++) host[i] = poa_bf16_from_float((float)p->host.resample[i]);
     int rc = upload(p, p->resample_bf16, host, 2 * (size_t)resample_count, e);
-    if (!rc && p->cuda) rc = poa_cuda_synchronize(p->cuda, e);
+    if (!rc && p->exec.cuda) rc = poa_cuda_synchronize(p->exec.cuda, e);
     free(host);
     return rc;
 }
 
 int poa_cuda_vit_pass_plan_gemms(poa_cuda_vit_pass *p, poa_error *e) {
     int trace = p->trace;
-    p->planning = 1, p->trace = 0;
+    p->exec.planning = 1, p->trace = 0;
     int rc = poa_cuda_vit_forward(p, NULL, NULL, NULL, e) || poa_cuda_vit_backward(p, NULL, e) ? -1 : 0;
-    p->planning = 0, p->trace = trace;
+    p->exec.planning = 0, p->trace = trace;
     return rc;
 }
 
@@ -985,14 +943,10 @@ void poa_cuda_vit_pass_free(poa_cuda_vit_pass *p) {
     CUdeviceptr *pointers[] = { &p->params, &p->grads, &p->arena, &p->ones, &p->resample,
                                 &p->images, &p->mask, &p->drop_scale, &p->params_bf16,
                                 &p->arena_bf16, &p->resample_bf16 };
-    if (p->emulator)
-        for (size_t i = 0; i < sizeof pointers / sizeof pointers[0]; i++) free((void *)(uintptr_t)*pointers[i]);
-    if (p->cuda) {
-        poa_error ignored;
-        for (size_t i = 0; i < sizeof pointers / sizeof pointers[0]; i++)
-            if (*pointers[i]) poa_cuda_free(p->cuda, *pointers[i], &ignored);
-        if (p->set_module) p->cuda->api.module_unload(p->set_module);
-        if (p->glue_module) p->cuda->api.module_unload(p->glue_module);
+    for (size_t i = 0; i < sizeof pointers / sizeof pointers[0]; i++) poa_cuda_exec_free(&p->exec, pointers[i]);
+    if (p->exec.cuda) {
+        if (p->set_module) p->exec.cuda->api.module_unload(p->set_module);
+        if (p->glue_module) p->exec.cuda->api.module_unload(p->glue_module);
     }
     poa_vit_pass_free(&p->host);
     free(p->buffers);
@@ -1003,7 +957,7 @@ void poa_cuda_vit_pass_free(poa_cuda_vit_pass *p) {
 /* ---- host <-> device ---- */
 
 static int need_gpu(const poa_cuda_vit_pass *p, const char *what, poa_error *e) {
-    return p->cuda || p->emulator ? 0 : poa_fail(e, "%s: no GPU (a trace-only pass)", what);
+    return p->exec.cuda || p->exec.emulator ? 0 : poa_fail(e, "%s: no GPU (a trace-only pass)", what);
 }
 
 int poa_cuda_vit_upload_parameters(poa_cuda_vit_pass *p, const float *params, poa_error *e) {
@@ -1015,7 +969,7 @@ int poa_cuda_vit_upload_parameters(poa_cuda_vit_pass *p, const float *params, po
     if (!shadow) return poa_fail(e, "upload parameters: out of memory for the bf16 shadow");
     for (long i = 0; i < n; i++) shadow[i] = poa_bf16_from_float(params[i]);
     int rc = upload(p, p->params_bf16, shadow, 2 * (size_t)n, e);
-    if (!rc && p->cuda) rc = poa_cuda_synchronize(p->cuda, e); /* shadow is freed next */
+    if (!rc && p->exec.cuda) rc = poa_cuda_synchronize(p->exec.cuda, e); /* shadow is freed next */
     free(shadow);
     return rc;
 }
@@ -1035,12 +989,7 @@ int poa_cuda_vit_zero_gradients(poa_cuda_vit_pass *p, poa_error *e) {
 }
 
 static int download(poa_cuda_vit_pass *p, void *to, CUdeviceptr from, size_t bytes, poa_error *e) {
-    if (p->emulator) {
-        memcpy(to, (const void *)(uintptr_t)from, bytes);
-        return 0;
-    }
-    if (poa_cuda_copy_to_host_async(p->cuda, to, from, bytes, e)) return -1;
-    return poa_cuda_synchronize(p->cuda, e);
+    return poa_cuda_exec_download(&p->exec, to, from, bytes, e);
 }
 
 int poa_cuda_vit_download_gradients(poa_cuda_vit_pass *p, float *grads, poa_error *e) {

@@ -35,6 +35,7 @@
 
 #include "cublaslt.h"
 #include "cuda_driver.h"
+#include "cuda_exec.h"
 #include "error.h"
 #include "vit.h"
 
@@ -100,25 +101,11 @@ typedef struct poa_cuda_step {
 
 enum { POA_CUDA_VIT_MAX_KERNELS = 64 };
 
-/* Host emulation (tests on machines without a GPU): device addresses are host pointers
-   (calloc'd), copies are memcpy, and every launch and GEMM goes to these callbacks instead of
-   the driver and cuBLASLt. launch gets the kernel's name, the geometry it would launch with
-   and the very argument array cuLaunchKernel would get. gemm gets the very row-major call the
-   pass hands poa_cublaslt_matmul (operand types, epilogue, bias); an emulator evaluates the
-   column-major call of poa_cublaslt_colmajor_of with cuBLASLt's semantics. */
-typedef struct poa_cuda_vit_emulator {
-    void *context;
-    int (*launch)(void *context, const char *kernel, const unsigned grid[3], const unsigned block[3],
-                  void **args, poa_error *e);
-    int (*gemm)(void *context, const poa_cublaslt_call *call, poa_error *e);
-} poa_cuda_vit_emulator;
 
 typedef struct poa_cuda_vit_pass {
     poa_vit_pass host;  /* the CPU pass of the same shape: block ids, layout, resample matrix */
     const poa_vit *model;
-    poa_cuda *cuda;     /* NULL: trace only or emulated */
-    poa_cublaslt *lt;
-    const poa_cuda_vit_emulator *emulator; /* non-NULL: emulated on the host */
+    poa_cuda_exec exec; /* exec.cuda NULL: trace only, or emulated when exec.emulator is set */
     int width, depth;
     long batch, rows, tokens, patches, arena_count;
     float alpha;
@@ -129,7 +116,6 @@ typedef struct poa_cuda_vit_pass {
        resampling matrix in bf16 */
     int bf16;
     CUdeviceptr params_bf16, arena_bf16, resample_bf16;
-    int planning;       /* inside poa_cuda_vit_pass_plan_gemms: GEMMs are planned, nothing runs */
     int has_mask, has_drop_scale;
     /* kernels */
     CUmodule set_module, glue_module;
@@ -155,9 +141,9 @@ typedef struct poa_cuda_vit_pass {
 int poa_cuda_vit_pass_init(poa_cuda_vit_pass *pass, poa_cuda *cuda, poa_cublaslt *lt,
                            const poa_vit *model, int width, int depth, long batch, int image_size,
                            const char *kernel_set, const char *glue, poa_error *e);
-/* The same pass emulated on the host through emulator (see poa_cuda_vit_emulator); it records
+/* The same pass emulated on the host through emulator (see cuda_exec.h); it records
    the trace too. */
-int poa_cuda_vit_pass_init_emulated(poa_cuda_vit_pass *pass, const poa_cuda_vit_emulator *emulator,
+int poa_cuda_vit_pass_init_emulated(poa_cuda_vit_pass *pass, const poa_cuda_emulator *emulator,
                                     const poa_vit *model, int width, int depth, long batch,
                                     int image_size, const char *kernel_set, poa_error *e);
 void poa_cuda_vit_pass_free(poa_cuda_vit_pass *pass);

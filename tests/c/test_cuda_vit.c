@@ -1086,7 +1086,7 @@ static int emulated_pass(const poa_vit *m, const char *recipe, int width, int de
     const long tokens = (long)(image / m->config.patch_size) * (image / m->config.patch_size) + 1;
     st.scratch_count = 4 * (batch * tokens * 3 * (long)hidden + tokens * m->config.max_width + 64);
     st.scratch = calloc((size_t)st.scratch_count, sizeof(float));
-    poa_cuda_vit_emulator em = { .context = &st, .launch = emulate_launch, .gemm = emulate_gemm };
+    poa_cuda_emulator em = { .context = &st, .launch = emulate_launch, .gemm = emulate_gemm };
     poa_cuda_vit_pass p;
     int rc = st.scratch ? 0 : poa_fail(e, "out of memory");
     if (!rc) rc = poa_cuda_vit_sources(recipe, width, &set, NULL, NULL, 0, e);

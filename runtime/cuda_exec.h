@@ -1,0 +1,59 @@
+/* cuda_exec.h: where the GPU code's launches, GEMMs, allocations and copies go: to the device
+   (the driver API and cuBLASLt), to a host emulator (tests on machines without a GPU run the
+   very same GPU code with host memory and the CPU kernels), or nowhere (trace-only set-ups
+   that record what would be issued, and planning walks that only build cuBLASLt plans).
+   runtime/cuda_vit.c (the backbone pass) and the other GPU passes share it. */
+#ifndef POA_CUDA_EXEC_H
+#define POA_CUDA_EXEC_H
+
+#include "cublaslt.h"
+#include "cuda_driver.h"
+#include "error.h"
+
+/* Host emulation: device addresses are host pointers (calloc'd), copies are memcpy, and every
+   launch and GEMM goes to these callbacks instead of the driver and cuBLASLt. launch gets the
+   kernel's name, the geometry it would launch with and the very argument array cuLaunchKernel
+   would get. gemm gets the very row-major call poa_cublaslt_matmul would get (operand types,
+   epilogue, bias); an emulator evaluates the column-major call of poa_cublaslt_colmajor_of
+   with cuBLASLt's semantics. */
+typedef struct poa_cuda_emulator {
+    void *context;
+    int (*launch)(void *context, const char *kernel, const unsigned grid[3], const unsigned block[3],
+                  void **args, poa_error *e);
+    int (*gemm)(void *context, const poa_cublaslt_call *call, poa_error *e);
+} poa_cuda_emulator;
+
+typedef struct poa_cuda_exec {
+    poa_cuda *cuda;                     /* a GPU; NULL: emulated or nowhere */
+    poa_cublaslt *lt;                   /* with cuda */
+    const poa_cuda_emulator *emulator;  /* non-NULL: emulated on the host */
+    int planning;                       /* 1: GEMMs only build their cuBLASLt plans, nothing runs */
+} poa_cuda_exec;
+
+/* Whether anything runs (a GPU or an emulator, and not planning). */
+static inline int poa_cuda_exec_runs(const poa_cuda_exec *x) {
+    return (x->cuda || x->emulator) && !x->planning;
+}
+
+/* Memory: on the GPU, emulated (calloc'd host memory) or, nowhere, a distinct fake address
+   `region << 40` so that traces can name what an address points at. */
+int poa_cuda_exec_alloc(const poa_cuda_exec *x, CUdeviceptr *pointer, int region, size_t bytes, poa_error *e);
+void poa_cuda_exec_free(const poa_cuda_exec *x, CUdeviceptr *pointer);
+/* Host -> device, asynchronous on the GPU (keep `from` alive until a synchronize). */
+int poa_cuda_exec_upload(const poa_cuda_exec *x, CUdeviceptr to, const void *from, size_t bytes, poa_error *e);
+/* Device -> host, synchronous. */
+int poa_cuda_exec_download(const poa_cuda_exec *x, void *to, CUdeviceptr from, size_t bytes, poa_error *e);
+int poa_cuda_exec_synchronize(const poa_cuda_exec *x, poa_error *e);
+
+/* Launches function (the emulator gets name) unless planning or nowhere; errors name the kernel. */
+int poa_cuda_exec_launch(const poa_cuda_exec *x, CUfunction function, const char *name, const unsigned grid[3],
+                         const unsigned block[3], void **args, poa_error *e);
+/* Runs the GEMM (planning: builds its plan only); errors say `what`. */
+int poa_cuda_exec_gemm(const poa_cuda_exec *x, const poa_cublaslt_call *call, const char *what, poa_error *e);
+
+/* Compiles source (named name) for the device's architecture through the NVRTC cache and loads
+   it as a module. */
+int poa_cuda_exec_load_module(const poa_cuda_exec *x, const char *source, const char *name, CUmodule *module,
+                              poa_error *e);
+
+#endif
