@@ -694,7 +694,7 @@ int poa_cuda_vit_backward(poa_cuda_vit_pass *p, const float *dout, poa_error *e)
     const long patch_len = (long)c->in_channels * c->patch_size * c->patch_size;
     CUdeviceptr dx = A(p, "grad.x"), dout_d = A(p, "grad.ln");
     /* d(loss)/d(output) goes where the plan reads it: grad.ln */
-    if (upload(p, dout_d, dout, sizeof(float) * (size_t)(p->rows * D), e) ||
+    if ((dout && upload(p, dout_d, dout, sizeof(float) * (size_t)(p->rows * D), e)) ||
         layernorm_backward(p, dx, G(p, m->norm_weight), G(p, m->norm_bias), dout_d, A(p, "x_final"),
                            A(p, "norm_mean"), A(p, "norm_rstd"), P(p, m->norm_weight), e))
         return -1;
@@ -738,9 +738,14 @@ static int load_module(poa_cuda_vit_pass *p, const char *source, const char *nam
 static int pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *lt,
                      const poa_cuda_emulator *emulator, const poa_vit *model, int width, int depth,
                      long batch, int image_size, const char *kernel_set, const char *glue_source,
-                     poa_error *e) {
+                     const poa_cuda_vit_shared *shared, poa_error *e) {
     memset(p, 0, sizeof *p);
     p->exec.emulator = emulator;
+    if (shared) {
+        p->shared = *shared;
+        if (!shared->params || !shared->grads)
+            return poa_fail(e, "CUDA ViT pass: shared memory needs the parameters and the gradients");
+    }
     if (cuda && !lt) return poa_fail(e, "CUDA ViT pass: a GPU pass needs a cuBLASLt handle");
     if (poa_vit_pass_init(&p->host, model, width, depth, batch, image_size, e)) return -1;
     /* the host pass is kept for its shape, block ids and resampling matrix, not its arena */
@@ -838,8 +843,9 @@ static int pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *lt,
     const long native = c->image_size / c->patch_size;
     const size_t f = sizeof(float);
     const long image_count = batch * c->in_channels * (long)image_size * image_size;
-    if (allocate(p, &p->params, REGION_PARAMS, f * (size_t)model->parameter_count, e) ||
-        allocate(p, &p->grads, REGION_GRADS, f * (size_t)model->parameter_count, e) ||
+    if (shared) p->params = shared->params, p->grads = shared->grads;
+    if ((!shared && (allocate(p, &p->params, REGION_PARAMS, f * (size_t)model->parameter_count, e) ||
+                     allocate(p, &p->grads, REGION_GRADS, f * (size_t)model->parameter_count, e))) ||
         allocate(p, &p->arena, REGION_ARENA, f * (size_t)p->arena_count, e) ||
         allocate(p, &p->ones, REGION_ONES, f * (size_t)width, e) ||
         (p->host.resample && allocate(p, &p->resample, REGION_RESAMPLE,
@@ -902,21 +908,34 @@ static int pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *lt,
 int poa_cuda_vit_pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *model,
                            int width, int depth, long batch, int image_size, const char *kernel_set,
                            const char *glue_source, poa_error *e) {
-    return pass_init(p, cuda, lt, NULL, model, width, depth, batch, image_size, kernel_set, glue_source, e);
+    return pass_init(p, cuda, lt, NULL, model, width, depth, batch, image_size, kernel_set, glue_source, NULL, e);
 }
 
 int poa_cuda_vit_pass_init_emulated(poa_cuda_vit_pass *p, const poa_cuda_emulator *emulator,
                                     const poa_vit *model, int width, int depth, long batch, int image_size,
                                     const char *kernel_set, poa_error *e) {
     if (!emulator) return poa_fail(e, "emulated pass: no emulator");
-    return pass_init(p, NULL, NULL, emulator, model, width, depth, batch, image_size, kernel_set, "", e);
+    return pass_init(p, NULL, NULL, emulator, model, width, depth, batch, image_size, kernel_set, "", NULL, e);
+}
+
+int poa_cuda_vit_pass_init_shared(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, const poa_vit *model, int width,
+                                  int depth, long batch, int image_size, const char *kernel_set,
+                                  const char *glue_source, const poa_cuda_vit_shared *shared, poa_error *e) {
+    if (exec->cuda && !exec->lt) return poa_fail(e, "CUDA ViT pass: a GPU pass needs a cuBLASLt handle");
+    return pass_init(p, exec->cuda, exec->lt, exec->emulator, model, width, depth, batch, image_size, kernel_set,
+                     exec->cuda ? glue_source : "", shared, e);
 }
 
 int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *p, poa_error *e) {
     if (p->bf16) return 0;
+    if (p->shared.params && !p->shared.params_bf16)
+        return poa_fail(e, "member %dx%d: bf16 with shared parameters needs their shared bf16 shadow", p->width,
+                        p->depth);
     const long native = p->model->config.image_size / p->model->config.patch_size;
     const long resample_count = p->host.resample ? p->patches * native * native : 0;
-    if (allocate(p, &p->params_bf16, REGION_PARAMS_BF16, 2 * (size_t)p->model->parameter_count, e) ||
+    if (p->shared.params_bf16) p->params_bf16 = p->shared.params_bf16;
+    if ((!p->shared.params_bf16 &&
+         allocate(p, &p->params_bf16, REGION_PARAMS_BF16, 2 * (size_t)p->model->parameter_count, e)) ||
         allocate(p, &p->arena_bf16, REGION_ARENA_BF16, 2 * (size_t)p->arena_count, e) ||
         (resample_count && allocate(p, &p->resample_bf16, REGION_RESAMPLE_BF16, 2 * (size_t)resample_count, e)))
         return poa_fail(e, "member %dx%d: bf16 buffers: %s", p->width, p->depth, e->message);
@@ -940,6 +959,8 @@ int poa_cuda_vit_pass_plan_gemms(poa_cuda_vit_pass *p, poa_error *e) {
 }
 
 void poa_cuda_vit_pass_free(poa_cuda_vit_pass *p) {
+    if (p->shared.params) p->params = p->grads = 0; /* not ours */
+    if (p->shared.params_bf16) p->params_bf16 = 0;
     CUdeviceptr *pointers[] = { &p->params, &p->grads, &p->arena, &p->ones, &p->resample,
                                 &p->images, &p->mask, &p->drop_scale, &p->params_bf16,
                                 &p->arena_bf16, &p->resample_bf16 };
@@ -991,6 +1012,9 @@ int poa_cuda_vit_zero_gradients(poa_cuda_vit_pass *p, poa_error *e) {
 static int download(poa_cuda_vit_pass *p, void *to, CUdeviceptr from, size_t bytes, poa_error *e) {
     return poa_cuda_exec_download(&p->exec, to, from, bytes, e);
 }
+
+CUdeviceptr poa_cuda_vit_output(const poa_cuda_vit_pass *p) { return A(p, "out"); }
+CUdeviceptr poa_cuda_vit_dout(const poa_cuda_vit_pass *p) { return A(p, "grad.ln"); }
 
 int poa_cuda_vit_download_gradients(poa_cuda_vit_pass *p, float *grads, poa_error *e) {
     if (need_gpu(p, "download gradients", e)) return -1;

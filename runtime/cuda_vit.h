@@ -99,6 +99,13 @@ typedef struct poa_cuda_step {
 
 /* ---- the pass ---- */
 
+/* Device memory a pass can use instead of its own: the training step's parameter and gradient
+   buffers (the intact network's layout, poa_vit's tensor table) and the parameters' bf16
+   shadow (0: none). */
+typedef struct poa_cuda_vit_shared {
+    CUdeviceptr params, grads, params_bf16;
+} poa_cuda_vit_shared;
+
 enum { POA_CUDA_VIT_MAX_KERNELS = 64 };
 
 
@@ -116,6 +123,7 @@ typedef struct poa_cuda_vit_pass {
        resampling matrix in bf16 */
     int bf16;
     CUdeviceptr params_bf16, arena_bf16, resample_bf16;
+    poa_cuda_vit_shared shared; /* memory owned by the caller (poa_cuda_vit_pass_init_shared) */
     int has_mask, has_drop_scale;
     /* kernels */
     CUmodule set_module, glue_module;
@@ -146,6 +154,11 @@ int poa_cuda_vit_pass_init(poa_cuda_vit_pass *pass, poa_cuda *cuda, poa_cublaslt
 int poa_cuda_vit_pass_init_emulated(poa_cuda_vit_pass *pass, const poa_cuda_emulator *emulator,
                                     const poa_vit *model, int width, int depth, long batch,
                                     int image_size, const char *kernel_set, poa_error *e);
+/* A pass on exec (a GPU, an emulator or nowhere) over the caller's parameters and gradients
+   (shared; the pass neither uploads, zeroes nor frees them). */
+int poa_cuda_vit_pass_init_shared(poa_cuda_vit_pass *pass, const poa_cuda_exec *exec, const poa_vit *model,
+                                  int width, int depth, long batch, int image_size, const char *kernel_set,
+                                  const char *glue, const poa_cuda_vit_shared *shared, poa_error *e);
 void poa_cuda_vit_pass_free(poa_cuda_vit_pass *pass);
 
 /* Mixed precision (DESIGN.md decision 7): from now on every GEMM reads bf16 operands (weights
@@ -178,8 +191,14 @@ int poa_cuda_vit_download_arena(poa_cuda_vit_pass *pass, float *arena, poa_error
 int poa_cuda_vit_forward(poa_cuda_vit_pass *pass, const float *images, const unsigned char *mask,
                          const float *drop_scale, poa_error *e);
 /* As poa_vit_backward: gradients accumulate (+=) into the device gradient buffer; dout (host,
-   rows x width) = d(loss)/d(output). */
+   rows x width) = d(loss)/d(output), or NULL when it is already on the device at
+   poa_cuda_vit_dout(pass). */
 int poa_cuda_vit_backward(poa_cuda_vit_pass *pass, const float *dout, poa_error *e);
+
+/* Device addresses of the output of the last forward (rows x width, final LayerNorm) and of
+   where backward reads d(loss)/d(output) (rows x width). */
+CUdeviceptr poa_cuda_vit_output(const poa_cuda_vit_pass *pass);
+CUdeviceptr poa_cuda_vit_dout(const poa_cuda_vit_pass *pass);
 
 /* The name of what a device address in a trace points at: "arena buffer+offset",
    "param:<tensor>+offset", "param_grad:<tensor>+offset", or a fixed name (ones, resample,
