@@ -258,10 +258,11 @@ int poa_cuda_vit_sources(const char *recipe_path, int width, char **kernel_set, 
 /* ---- the pass ---- */
 
 enum { GLUE_PATCHIFY, GLUE_FILL_ROWS, GLUE_COLUMN_SUM, GLUE_ADD, GLUE_COPY, GLUE_FILL, GLUE_TO_BF16,
-       GLUE_COUNT };
+       GLUE_GATHER_ROWS, GLUE_SCATTER_ADD_ROWS, GLUE_COUNT };
+_Static_assert(sizeof ((poa_cuda_vit_pass *)0)->glue / sizeof(CUfunction) == GLUE_COUNT, "glue table size");
 static const char *const glue_names[GLUE_COUNT] = {
     "poa_glue_patchify", "poa_glue_fill_rows", "poa_glue_column_sum_accumulate", "poa_glue_add",
-    "poa_glue_copy", "poa_glue_fill", "poa_glue_to_bf16",
+    "poa_glue_copy", "poa_glue_fill", "poa_glue_to_bf16", "poa_glue_gather_rows", "poa_glue_scatter_add_rows",
 };
 
 /* Fake device addresses of trace mode: region r starts at r << 40. */
@@ -1015,6 +1016,32 @@ static int download(poa_cuda_vit_pass *p, void *to, CUdeviceptr from, size_t byt
 
 CUdeviceptr poa_cuda_vit_output(const poa_cuda_vit_pass *p) { return A(p, "out"); }
 CUdeviceptr poa_cuda_vit_dout(const poa_cuda_vit_pass *p) { return A(p, "grad.ln"); }
+
+/* poa_glue_gather_rows or poa_glue_scatter_add_rows between rows of the pass's output (or
+   dout) and `count` packed rows at `rows`. */
+static int move_rows(poa_cuda_vit_pass *p, int which, CUdeviceptr rows, CUdeviceptr indices, long count,
+                     poa_error *e) {
+    CUdeviceptr dst = which == GLUE_GATHER_ROWS ? rows : poa_cuda_vit_dout(p);
+    CUdeviceptr src = which == GLUE_GATHER_ROWS ? poa_cuda_vit_output(p) : rows;
+    long width = p->width, tokens = p->tokens, patches = p->patches;
+    poa_cuda_step s = { .kind = POA_CUDA_STEP_GLUE, .src = src, .dst = dst, .m = count, .n = width };
+    snprintf(s.name, sizeof s.name, "%s", glue_names[which]);
+    void *args[] = { &dst, &src, &indices, &count, &width, &tokens, &patches };
+    return glue(p, which, count * width, args, ARGC(args), &s, e);
+}
+
+int poa_cuda_vit_gather_rows(poa_cuda_vit_pass *p, CUdeviceptr rows, CUdeviceptr indices, long count, poa_error *e) {
+    return move_rows(p, GLUE_GATHER_ROWS, rows, indices, count, e);
+}
+
+int poa_cuda_vit_scatter_add_rows(poa_cuda_vit_pass *p, CUdeviceptr rows, CUdeviceptr indices, long count,
+                                  poa_error *e) {
+    return move_rows(p, GLUE_SCATTER_ADD_ROWS, rows, indices, count, e);
+}
+
+int poa_cuda_vit_zero_dout(poa_cuda_vit_pass *p, poa_error *e) {
+    return fill(p, poa_cuda_vit_dout(p), 0.0f, p->rows * p->width, e);
+}
 
 int poa_cuda_vit_download_gradients(poa_cuda_vit_pass *p, float *grads, poa_error *e) {
     if (need_gpu(p, "download gradients", e)) return -1;

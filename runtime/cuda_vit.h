@@ -131,7 +131,7 @@ typedef struct poa_cuda_vit_pass {
     poa_cuda_kernel_entry kernels[POA_CUDA_VIT_MAX_KERNELS];
     CUfunction functions[POA_CUDA_VIT_MAX_KERNELS];
     unsigned geometry[POA_CUDA_VIT_MAX_KERNELS][2][3]; /* grid, block */
-    CUfunction glue[8];
+    CUfunction glue[9];
     /* buffers of the arena (element offsets) */
     poa_vit_buffer *buffers;
     int buffer_count;
@@ -199,6 +199,16 @@ int poa_cuda_vit_backward(poa_cuda_vit_pass *pass, const float *dout, poa_error 
    where backward reads d(loss)/d(output) (rows x width). */
 CUdeviceptr poa_cuda_vit_output(const poa_cuda_vit_pass *pass);
 CUdeviceptr poa_cuda_vit_dout(const poa_cuda_vit_pass *pass);
+
+/* Head-input rows (device, count x width) from the output of the last forward: the CLS token
+   of each image (indices 0 and count = batch), or the patch tokens indices[i] (device ints,
+   image * patches + patch: iBOT's masked tokens). scatter_add adds such rows back into dout
+   (the transpose; zero dout first with poa_cuda_vit_zero_dout). */
+int poa_cuda_vit_gather_rows(poa_cuda_vit_pass *pass, CUdeviceptr rows, CUdeviceptr indices, long count,
+                             poa_error *e);
+int poa_cuda_vit_scatter_add_rows(poa_cuda_vit_pass *pass, CUdeviceptr rows, CUdeviceptr indices, long count,
+                                  poa_error *e);
+int poa_cuda_vit_zero_dout(poa_cuda_vit_pass *pass, poa_error *e);
 
 /* The name of what a device address in a trace points at: "arena buffer+offset",
    "param:<tensor>+offset", "param_grad:<tensor>+offset", or a fixed name (ones, resample,

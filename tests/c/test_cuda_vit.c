@@ -297,7 +297,7 @@ static void check_eval(void) {
 
 static const char *const glue_kernels[] = {
     "poa_glue_patchify", "poa_glue_fill_rows", "poa_glue_column_sum_accumulate", "poa_glue_add",
-    "poa_glue_copy", "poa_glue_fill", "poa_glue_to_bf16",
+    "poa_glue_copy", "poa_glue_fill", "poa_glue_to_bf16", "poa_glue_gather_rows", "poa_glue_scatter_add_rows",
 };
 
 /* One width of a family: every kernel of its .cu table is defined in the text, and traced
