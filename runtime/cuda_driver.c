@@ -85,6 +85,11 @@ static int resolve(poa_cuda *cuda, poa_error *e) {
         { (void **)&a->memcpy_dtoh_async, "cuMemcpyDtoHAsync_v2" },
         { (void **)&a->get_error_name, "cuGetErrorName" },
         { (void **)&a->get_error_string, "cuGetErrorString" },
+        { (void **)&a->event_create, "cuEventCreate" },
+        { (void **)&a->event_record, "cuEventRecord" },
+        { (void **)&a->event_synchronize, "cuEventSynchronize" },
+        { (void **)&a->event_elapsed_time, "cuEventElapsedTime" },
+        { (void **)&a->event_destroy, "cuEventDestroy_v2" },
     };
     for (size_t i = 0; i < sizeof symbols / sizeof symbols[0]; i++) {
         *symbols[i].slot = dlsym(cuda->library, symbols[i].symbol);
@@ -172,6 +177,8 @@ void poa_cuda_close(poa_cuda *cuda) {
         if (cuda->context) cuda->api.primary_ctx_release(cuda->device);
         dlclose(cuda->library);
     }
+    free(cuda->memory.pointers);
+    free(cuda->memory.bytes);
     memset(cuda, 0, sizeof *cuda);
 }
 
@@ -196,12 +203,33 @@ void poa_cuda_arch(const poa_cuda *cuda, char *arch, size_t size) {
 }
 
 int poa_cuda_alloc(poa_cuda *cuda, CUdeviceptr *pointer, size_t bytes, poa_error *e) {
-    char what[96];
-    snprintf(what, sizeof what, "cuMemAlloc (%zu bytes)", bytes);
-    return poa_cuda_check(cuda, cuda->api.mem_alloc(pointer, bytes), what, e);
+    poa_cuda_memory *m = &cuda->memory;
+    if (m->allocations == m->capacity) {
+        long capacity = m->capacity ? 2 * m->capacity : 64;
+        CUdeviceptr *pointers = realloc(m->pointers, sizeof *pointers * (size_t)capacity);
+        if (pointers) m->pointers = pointers;
+        size_t *sizes = pointers ? realloc(m->bytes, sizeof *sizes * (size_t)capacity) : NULL;
+        if (!sizes) return poa_fail(e, "cuMemAlloc (%zu bytes): out of host memory for the account", bytes);
+        m->bytes = sizes, m->capacity = capacity;
+    }
+    char what[160];
+    snprintf(what, sizeof what, "cuMemAlloc (%zu bytes, %zu in use)", bytes, m->in_use);
+    if (poa_cuda_check(cuda, cuda->api.mem_alloc(pointer, bytes), what, e)) return -1;
+    m->pointers[m->allocations] = *pointer, m->bytes[m->allocations] = bytes, m->allocations++;
+    m->in_use += bytes;
+    if (m->in_use > m->peak) m->peak = m->in_use;
+    return 0;
 }
 
 int poa_cuda_free(poa_cuda *cuda, CUdeviceptr pointer, poa_error *e) {
+    poa_cuda_memory *m = &cuda->memory;
+    for (long i = m->allocations - 1; i >= 0; i--)
+        if (m->pointers[i] == pointer) {
+            m->in_use -= m->bytes[i];
+            m->allocations--;
+            m->pointers[i] = m->pointers[m->allocations], m->bytes[i] = m->bytes[m->allocations];
+            break;
+        }
     return poa_cuda_check(cuda, cuda->api.mem_free(pointer), "cuMemFree", e);
 }
 

@@ -26,6 +26,7 @@ typedef struct CUctx_st *CUcontext;
 typedef struct CUstream_st *CUstream;
 typedef struct CUmod_st *CUmodule;
 typedef struct CUfunc_st *CUfunction;
+typedef struct CUevent_st *CUevent;
 typedef int CUdevice_attribute;
 #endif
 
@@ -58,7 +59,22 @@ typedef struct poa_cuda_api {
     CUresult (*memcpy_dtoh_async)(void *to, CUdeviceptr from, size_t bytes, CUstream stream);
     CUresult (*get_error_name)(CUresult error, const char **text);
     CUresult (*get_error_string)(CUresult error, const char **text);
+    CUresult (*event_create)(CUevent *event, unsigned int flags);         /* cuEventCreate */
+    CUresult (*event_record)(CUevent event, CUstream stream);             /* cuEventRecord */
+    CUresult (*event_synchronize)(CUevent event);                         /* cuEventSynchronize */
+    CUresult (*event_elapsed_time)(float *milliseconds, CUevent start, CUevent end); /* cuEventElapsedTime */
+    CUresult (*event_destroy)(CUevent event);                             /* cuEventDestroy_v2 */
 } poa_cuda_api;
+
+/* Device memory of the process through poa_cuda_alloc/free: what is allocated now and the
+   most that ever was (the peak a run reports). */
+typedef struct poa_cuda_memory {
+    size_t in_use, peak;
+    long allocations;   /* live */
+    CUdeviceptr *pointers;
+    size_t *bytes;
+    long capacity;
+} poa_cuda_memory;
 
 typedef struct poa_cuda {
     void *library;
@@ -73,6 +89,7 @@ typedef struct poa_cuda {
     CUcontext context; /* the device's primary context, current on the opening thread */
     CUstream stream;
     poa_cuda_api api;
+    poa_cuda_memory memory;
 } poa_cuda;
 
 /* Opens the driver, device LOCAL_RANK, its primary context and a stream. The library is
@@ -98,7 +115,8 @@ int poa_cuda_check(const poa_cuda *cuda, CUresult result, const char *what, poa_
 /* "sm_90" for compute capability 9.0. */
 void poa_cuda_arch(const poa_cuda *cuda, char *arch, size_t size);
 
-/* Thin checked wrappers on cuda->stream (asynchronous where the name says so). */
+/* Thin checked wrappers on cuda->stream (asynchronous where the name says so). alloc and free
+   keep cuda->memory's account (in use, peak). */
 int poa_cuda_alloc(poa_cuda *cuda, CUdeviceptr *pointer, size_t bytes, poa_error *e);
 int poa_cuda_free(poa_cuda *cuda, CUdeviceptr pointer, poa_error *e);
 int poa_cuda_copy_to_device_async(poa_cuda *cuda, CUdeviceptr to, const void *from, size_t bytes,

@@ -4,8 +4,10 @@
    poa_cuda_open_or_cpu falls back to the CPU and says so exactly once.
    With a GPU (the default libcuda.so.1 opens a device): the device's facts, a kernel compiled
    through the NVRTC cache for its architecture runs and matches the CPU, and every kernel of
-   one generated kernel file loads from its CUBIN. Elsewhere those print SKIP. */
+   one generated kernel file loads from its CUBIN. Elsewhere those print SKIP. Everywhere: the
+   device-memory account (in use, peak) through alloc and free, with host stand-ins. */
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -17,6 +19,38 @@
 #include "nvrtc_cache.h"
 
 static int starts_with(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
+
+/* Host stand-ins for cuMemAlloc / cuMemFree: the account needs no device. */
+static CUresult fake_alloc(CUdeviceptr *pointer, size_t bytes) {
+    *pointer = (CUdeviceptr)(uintptr_t)malloc(bytes);
+    return *pointer ? 0 : 2; /* CUDA_ERROR_OUT_OF_MEMORY */
+}
+static CUresult fake_free(CUdeviceptr pointer) {
+    free((void *)(uintptr_t)pointer);
+    return 0;
+}
+
+static void test_memory_account(void) {
+    poa_cuda cuda;
+    memset(&cuda, 0, sizeof cuda);
+    cuda.api.mem_alloc = fake_alloc, cuda.api.mem_free = fake_free;
+    poa_error e = { { 0 } };
+    CUdeviceptr p[100];
+    int rc = 0;
+    for (int i = 0; i < 100; i++) rc |= poa_cuda_alloc(&cuda, &p[i], (size_t)(i + 1) * 16, &e); /* 80800 bytes */
+    for (int i = 0; i < 100; i += 2) rc |= poa_cuda_free(&cuda, p[i], &e);                    /* - 40000 */
+    CUdeviceptr q;
+    rc |= poa_cuda_alloc(&cuda, &q, 1000, &e);
+    size_t in_use = cuda.memory.in_use, peak = cuda.memory.peak;
+    long live = cuda.memory.allocations;
+    for (int i = 1; i < 100; i += 2) rc |= poa_cuda_free(&cuda, p[i], &e);
+    rc |= poa_cuda_free(&cuda, q, &e);
+    CHECK("device memory account: in use and peak through alloc and free", rc == 0 && in_use == 41800 &&
+          peak == 80800 && live == 51 && cuda.memory.in_use == 0 && cuda.memory.allocations == 0,
+          "rc %d in use %zu peak %zu live %ld, after %zu", rc, in_use, peak, live, cuda.memory.in_use);
+    free(cuda.memory.pointers);
+    free(cuda.memory.bytes);
+}
 
 static void test_missing_library(void) {
     poa_cuda cuda;
@@ -193,6 +227,7 @@ static void gpu_generated_module(poa_cuda *cuda, const char *arch) {
 int main(void) {
     test_missing_library();
     test_stub_library();
+    test_memory_account();
     poa_cuda cuda;
     poa_error e = { { 0 } };
     unsetenv("POA_LIBCUDA");
