@@ -39,7 +39,6 @@ import torch
 import mfu
 from torch_step import (HAVE_SDPA, ROOT, TorchStep, check_backbones, median, parse_step_lines,
                         reference_forward, time_steps)
-import torch_step
 
 
 def run(cmd):
@@ -259,5 +258,4 @@ def main():
 
 
 if __name__ == "__main__":
-    torch_step.torch.set_default_dtype(torch.float32)
     main()
