@@ -250,8 +250,18 @@ def main():
         largest = find_max_batch(step, args, (dmax, lmax))
         print(f"largest batch that fits (PyTorch, elastic member {dmax}x{lmax}, resolution "
               f"{args.batch_resolution}): {largest} ({time.perf_counter() - t1:.0f} s to find)")
-        if largest > args.batch:
-            measure(step, args, largest, peak)
+        while largest > args.batch:
+            try:
+                measure(step, args, largest, peak)
+                break
+            except (RuntimeError, MemoryError) as error:  # a probe fit, 13 steps with other members may not
+                if not is_out_of_memory(error):
+                    raise
+            step.optimizer.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            print(f"batch {largest}: out of memory while timing; {largest - args.batch_resolution} next")
+            largest -= args.batch_resolution
     if device.type == "cuda":
         print(f"  peak device memory allocated by PyTorch: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
     print(f"  total {time.perf_counter() - t0:.0f} s")
