@@ -1,6 +1,13 @@
 #!/usr/bin/env lua5.4
 -- configure.lua: find the toolchain and libraries, then write build.ninja.
 --   lua5.4 configure.lua          (CC, CFLAGS, CUDA_HOME are read from the environment)
+--   lua5.4 configure.lua --static-deps
+--                                 the device bundle: build-device.ninja building into build-device/
+--                                 (`ninja -f build-device.ninja`), Lua, TurboJPEG, OpenBLAS,
+--                                 libgfortran and libgomp linked statically, sources found
+--                                 relative to the working directory (POA_SOURCE_DIR "./"), so
+--                                 that the binaries run from a copy of the tree on a machine
+--                                 without those libraries (tools/device_check).
 -- Sources are found by their place: runtime/*.c make libpoa (and libpoa_f64, the fp64
 -- build for gradient checks), runtime/main.c is the `poa` CLI, tests/c/test_*.c and
 -- tests/c/f64_*.c are test programs, bench/*.c are benchmarks. The generator (gen/emit.lua)
@@ -37,8 +44,16 @@ end
 
 local function basename(path) return (path:gsub("^.*/", ""):gsub("%.[^.]*$", "")) end
 
+local static_deps = false
+for _, a in ipairs(arg) do
+  if a == "--static-deps" then static_deps = true
+  else io.stderr:write("configure.lua: unknown option " .. a .. " (known: --static-deps)\n") os.exit(2) end
+end
+local build = static_deps and "build-device" or "build"
+local ninja_file = static_deps and "build-device.ninja" or "build.ninja"
+
 local cc = os.getenv("CC") or "cc"
-local source_dir = shell("pwd")
+local source_dir = static_deps and "." or shell("pwd")
 local cuda = os.getenv("CUDA_HOME") or "/usr/local/cuda"
 local has_nvrtc = io.open(cuda .. "/include/nvrtc.h") ~= nil
 
@@ -64,16 +79,47 @@ local function libs_of(flags)
   return table.concat(out, " ")
 end
 
+-- --static-deps: every -lNAME of these libraries (and their own needs) from its .a file;
+-- libc, libm, libdl, libpthread and zlib stay shared (present on any Linux machine).
+local function static_libs(flags)
+  local out = {}
+  for word in flags:gmatch("%S+") do
+    local name = word:match("^%-l(.+)$")
+    if not name then out[#out + 1] = word
+    elseif name ~= "m" and name ~= "pthread" and name ~= "dl" and name ~= "gomp" then
+      out[#out + 1] = "-Wl,-Bstatic -l" .. name .. " -Wl,-Bdynamic"
+    end
+  end
+  return table.concat(out, " ")
+end
+if static_deps then
+  local gcc_dir = shell(cc .. " -print-file-name=libgomp.a")
+  for _, path in ipairs({ "/usr/lib/x86_64-linux-gnu/liblua5.4.a", openmp_blas .. "/libopenblas.a",
+                          "/usr/lib/x86_64-linux-gnu/libturbojpeg.a", gcc_dir }) do
+    if not io.open(path) then
+      io.stderr:write("configure.lua: --static-deps needs " .. path ..
+                      " (liblua5.4-dev, libopenblas-openmp-dev, libturbojpeg0-dev, gcc)\n")
+      os.exit(1)
+    end
+  end
+  -- OpenBLAS's static library needs libgfortran (and libquadmath) and libgomp.
+  blas_flags = need_pkg("openblas --static", "libopenblas-openmp-dev", openmp_blas .. "/pkgconfig")
+  lua_flags, blas_flags, jpeg_flags = static_libs(lua_flags), static_libs(blas_flags), static_libs(jpeg_flags)
+  blas_flags = blas_flags .. " -Wl,-Bstatic -lquadmath -Wl,-Bdynamic"
+end
+
 local cflags = table.concat({
   "-std=c11 -O2 -g -march=x86-64-v2 -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE",
-  "-Iruntime -Ibuild/gen",
+  "-Iruntime -I" .. build .. "/gen",
   '-DPOA_SOURCE_DIR=\\"' .. source_dir .. '/\\"',
   cflags_of(lua_flags), cflags_of(blas_flags), cflags_of(jpeg_flags),
   has_nvrtc and ("-I" .. cuda .. "/include -DPOA_HAVE_NVRTC=1") or "",
   os.getenv("CFLAGS") or "",
 }, " ")
 local libs = table.concat({
-  libs_of(lua_flags), libs_of(blas_flags), libs_of(jpeg_flags), "-lz -lm -ldl -lpthread -fopenmp",
+  libs_of(lua_flags), libs_of(blas_flags), libs_of(jpeg_flags),
+  static_deps and "-Wl,-Bstatic -lgomp -Wl,-Bdynamic -lz -lm -ldl -lpthread"
+    or "-lz -lm -ldl -lpthread -fopenmp",
 }, " ")
 local nvrtc_libs = has_nvrtc and ("-L" .. cuda .. "/lib64 -lnvrtc -Wl,-rpath," .. cuda .. "/lib64") or ""
 
@@ -82,13 +128,13 @@ for _, p in ipairs(glob("recipes/*.lua")) do recipes[#recipes + 1] = p end
 for _, p in ipairs(glob("tests/recipes/*.lua")) do recipes[#recipes + 1] = p end
 
 local emit = require("gen.emit")
-local generated = emit.outputs(recipes, "build/gen")
+local generated = emit.outputs(recipes, build .. "/gen")
 
 local out = {}
 local function w(s) out[#out + 1] = s end
 w("# build.ninja: written by configure.lua; edit configure.lua instead.")
 w("ninja_required_version = 1.10")
-w("builddir = build")
+w("builddir = " .. build)
 w("cc = " .. cc)
 w("cflags = " .. cflags)
 w("libs = " .. libs)
@@ -105,10 +151,10 @@ w("rule link")
 w("  command = $cc $in -o $out $libs $extra")
 w("  description = LINK $out")
 w("rule gen")
-w("  command = lua5.4 gen/emit.lua build/gen $recipes")
-w("  description = GEN build/gen")
+w("  command = lua5.4 gen/emit.lua " .. build .. "/gen $recipes")
+w("  description = GEN " .. build .. "/gen")
 w("rule configure")
-w("  command = lua5.4 configure.lua")
+w("  command = lua5.4 configure.lua" .. (static_deps and " --static-deps" or ""))
 w("  generator = 1")
 w("  description = CONFIGURE")
 w("")
@@ -121,7 +167,7 @@ for _, kind in ipairs({ "c", "cu", "text" }) do
 end
 w("build " .. table.concat(gen_outputs, " ") .. ": gen " .. gen_inputs)
 w("  recipes = " .. table.concat(recipes, " "))
-w("build build.ninja: configure configure.lua gen/emit.lua | " .. table.concat(recipes, " "))
+w("build " .. ninja_file .. ": configure configure.lua gen/emit.lua | " .. table.concat(recipes, " "))
 w("")
 
 -- libpoa (fp32) and libpoa_f64 (fp64) from the runtime and the generated C kernels.
@@ -134,26 +180,26 @@ for _, variant in ipairs({ { "", "" }, { "_f64", "-DPOA_FP64" } }) do
   local suffix, define = variant[1], variant[2]
   local objects = {}
   for _, s in ipairs(library_sources) do
-    local o = "build/obj" .. suffix .. "/" .. s:gsub("^build/", ""):gsub("%.c$", ".o")
+    local o = build .. "/obj" .. suffix .. "/" .. s:gsub("^" .. build:gsub("%-", "%%-") .. "/", ""):gsub("%.c$", ".o")
     w("build " .. o .. ": cc " .. s .. " || " .. gen_outputs[1])
     if define ~= "" then w("  extra = " .. define) end
     objects[#objects + 1] = o
   end
-  w("build build/libpoa" .. suffix .. ".a: ar " .. table.concat(objects, " "))
+  w("build " .. build .. "/libpoa" .. suffix .. ".a: ar " .. table.concat(objects, " "))
 end
 
-local programs = { "build/poa" }
-w("build build/obj/runtime/main.o: cc runtime/main.c || " .. gen_outputs[1])
-w("build build/poa: link build/obj/runtime/main.o build/libpoa.a")
+local programs = { build .. "/poa" }
+w("build " .. build .. "/obj/runtime/main.o: cc runtime/main.c || " .. gen_outputs[1])
+w("build " .. build .. "/poa: link " .. build .. "/obj/runtime/main.o " .. build .. "/libpoa.a")
 for _, pattern in ipairs({ "tests/c/test_*.c", "tests/c/f64_*.c", "bench/*.c" }) do
   for _, s in ipairs(glob(pattern)) do
     local f64 = s:match("/f64_") ~= nil
     local name = basename(s)
-    local dir = s:match("^bench/") and "build/bench/" or "build/tests/"
-    local o = "build/obj" .. (f64 and "_f64/" or "/") .. s:gsub("%.c$", ".o")
+    local dir = build .. (s:match("^bench/") and "/bench/" or "/tests/")
+    local o = build .. "/obj" .. (f64 and "_f64/" or "/") .. s:gsub("%.c$", ".o")
     w("build " .. o .. ": cc " .. s .. " || " .. gen_outputs[1])
     if f64 then w("  extra = -DPOA_FP64") end
-    w("build " .. dir .. name .. ": link " .. o .. " build/libpoa" .. (f64 and "_f64" or "") .. ".a")
+    w("build " .. dir .. name .. ": link " .. o .. " " .. build .. "/libpoa" .. (f64 and "_f64" or "") .. ".a")
     if name:match("nvrtc") then w("  extra = " .. nvrtc_libs) end
     programs[#programs + 1] = dir .. name
   end
@@ -162,8 +208,8 @@ w("")
 w("build all: phony " .. table.concat(programs, " "))
 w("default all")
 
-local f = assert(io.open("build.ninja", "w"))
+local f = assert(io.open(ninja_file, "w"))
 f:write(table.concat(out, "\n"), "\n")
 f:close()
-print(string.format("configure.lua: %d recipes, %d generated C files, %d CUDA files; nvrtc %s",
+print(string.format("configure.lua: " .. ninja_file .. ": %d recipes, %d generated C files, %d CUDA files; nvrtc %s",
   #recipes, #generated.c, #generated.cu, has_nvrtc and "found" or "not found"))

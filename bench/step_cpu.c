@@ -24,6 +24,8 @@
 #include "data_synthetic.h"
 #include "trainer.h"
 
+#include "step_info.h"
+
 static double clock_ms(clockid_t id) {
     struct timespec t;
     clock_gettime(id, &t);
@@ -109,34 +111,12 @@ int main(int argc, char **argv) {
             t.config.slot_width[i] = fixed_w, t.config.slot_depth[i] = fixed_d;
 
     const poa_train_config *c = &t.config;
-    const poa_recipe *r = &c->recipe;
     poa_batch b;
     if (poa_synthetic_batch(&b, c, 11, &e)) {
         fprintf(stderr, "step_cpu: %s\n", e.message);
         return 1;
     }
-    printf("config width %d %d depth %d %d patch %d head_dim %d mlp_ratio %d layerscale %g "
-           "global %d %d local %d %d batch %d heads %d hidden %d bottleneck %d prototypes",
-           r->width_min, r->width_max, r->depth_min, r->depth_max, r->vit.patch_size,
-           r->vit.head_dim, r->vit.mlp_ratio, r->vit.layerscale, r->global_crop_count,
-           r->global_crop_size, r->local_crop_count, r->local_crop_size, c->batch_size,
-           c->heads.heads, c->heads.hidden, c->heads.bottleneck);
-    for (int h = 0; h < c->heads.heads; h++) printf(" %d", c->heads.prototypes[h]);
-    printf(" drop_path %g lambda %g student_temp %g distill_temp %g dino_weight %g "
-           "koleo_weight %g ibot_weight %g sinkhorn %d clip %g layerwise_decay %g "
-           "patch_embed_lr_mult %g beta1 %g beta2 %g eps %g elastic %d ibot %d threads %d\n",
-           c->drop_path_rate, c->lambda, c->student_temp, c->distill_temp, c->dino_weight,
-           c->koleo_weight, c->ibot_weight, c->sinkhorn_iterations, c->clip_grad,
-           c->layerwise_decay, c->patch_embed_lr_mult, c->beta1, c->beta2, c->eps, c->elastic,
-           ibot, threads);
-    printf("masks");
-    for (int s = 0; s < b.masks.slots; s++) {
-        int n = 0;
-        for (int k = 0; k < b.masks.tokens; k++) n += b.masks.masks[(long)s * b.masks.tokens + k];
-        printf(" %d", n);
-    }
-    printf("\n");
-    fflush(stdout);
+    print_step_info(c, &b, ibot, threads);
 
     double *wall = malloc(sizeof(double) * (size_t)steps), *cpu = malloc(sizeof(double) * (size_t)steps);
     char *members = calloc((size_t)(warmup + steps), 16);

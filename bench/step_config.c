@@ -1,0 +1,82 @@
+/* bench/step_config.c: the shapes of a tri-branch step and the elastic members the trainer
+   would draw, without building the networks, so that a PyTorch peer can set up the same
+   step where poa's own step is not run (bench/step_gpu_torch.py, where no GPU step is built).
+     build/bench/step_config [RECIPE] [--members N] [--ibot 0|1] [--batch B] [section.field=value ...]
+   Prints what bench/step_cpu prints before it times anything: "config ..." and "masks ..."
+   (bench/step_info.h, the same synthetic batch), then "members" with the first N draws of
+   the trainer's elastic cycle (poa_trainer_next_member: the same seed and rank). */
+#include <lua.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "data_synthetic.h"
+#include "masking.h"
+#include "trainer.h"
+
+#include "step_info.h"
+
+static void usage(void) {
+    fprintf(stderr, "usage: step_config [RECIPE] [--members N] [--ibot 0|1] [--batch B] "
+                    "[section.field=value ...]\n");
+}
+
+int main(int argc, char **argv) {
+    const char *recipe = "recipes/quickstart.lua";
+    int members = 7, ibot = 1;
+    long batch = 0;
+    const char **overrides = calloc((size_t)argc + 4, sizeof(char *));
+    int n_over = 0;
+    static char batch_override[64];
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return usage(), 0;
+        if (!strncmp(a, "--", 2)) {
+            if (!v) return usage(), 2;
+            if (!strcmp(a, "--members")) members = atoi(v);
+            else if (!strcmp(a, "--ibot")) ibot = atoi(v);
+            else if (!strcmp(a, "--batch")) batch = atol(v);
+            else return usage(), 2;
+            i++;
+        } else if (strchr(a, '=')) {
+            overrides[n_over++] = a;
+        } else {
+            recipe = a;
+        }
+    }
+    if (members < 0) return usage(), 2;
+    /* The same overrides as bench/step_cpu: iBOT on from step 0 or never, one micro-batch. */
+    overrides[n_over++] = ibot ? "ibot.activate_epochs=0" : "ibot.activate_epochs=1e9";
+    if (batch > 0) {
+        snprintf(batch_override, sizeof batch_override, "train.batch_size=%ld", batch);
+        overrides[n_over++] = batch_override;
+    }
+    overrides[n_over++] = "train.accumulate=1";
+
+    poa_error e = { { 0 } };
+    lua_State *L = poa_lua_open(&e);
+    poa_trainer t;
+    memset(&t, 0, sizeof t); /* only the config and the draw counter: no networks */
+    if (!L || poa_train_config_load(L, recipe, overrides, n_over, &t.config, &e)) {
+        fprintf(stderr, "step_config: %s\n", e.message);
+        return 1;
+    }
+    lua_close(L);
+    poa_batch b;
+    if (poa_synthetic_batch(&b, &t.config, 11, &e)) {
+        fprintf(stderr, "step_config: %s\n", e.message);
+        return 1;
+    }
+    print_step_info(&t.config, &b, ibot, 1);
+    printf("members");
+    for (int i = 0; i < members; i++) {
+        int width, depth;
+        poa_trainer_next_member(&t, &width, &depth);
+        printf(" %dx%d", width, depth);
+    }
+    printf("\n");
+    free(overrides);
+    poa_synthetic_batch_free(&b);
+    poa_train_config_free(&t.config);
+    return 0;
+}
