@@ -22,42 +22,18 @@ static void usage(void) {
 }
 
 int main(int argc, char **argv) {
-    const char *recipe = "recipes/quickstart.lua";
-    int members = 7, ibot = 1;
-    long batch = 0;
-    const char **overrides = calloc((size_t)argc + 4, sizeof(char *));
-    int n_over = 0;
-    static char batch_override[64];
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return usage(), 0;
-        if (!strncmp(a, "--", 2)) {
-            if (!v) return usage(), 2;
-            if (!strcmp(a, "--members")) members = atoi(v);
-            else if (!strcmp(a, "--ibot")) ibot = atoi(v);
-            else if (!strcmp(a, "--batch")) batch = atol(v);
-            else return usage(), 2;
-            i++;
-        } else if (strchr(a, '=')) {
-            overrides[n_over++] = a;
-        } else {
-            recipe = a;
-        }
-    }
-    if (members < 0) return usage(), 2;
-    /* The same overrides as bench/step_cpu: iBOT on from step 0 or never, one micro-batch. */
-    overrides[n_over++] = ibot ? "ibot.activate_epochs=0" : "ibot.activate_epochs=1e9";
-    if (batch > 0) {
-        snprintf(batch_override, sizeof batch_override, "train.batch_size=%ld", batch);
-        overrides[n_over++] = batch_override;
-    }
-    overrides[n_over++] = "train.accumulate=1";
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage(), 0;
+    step_options o = { .recipe = "recipes/quickstart.lua", .members = 7, .ibot = 1, .steps = 1, .threads = 1 };
+    if (parse_step_options(argc, argv, &o)) return usage(), 2;
+    const char *recipe = o.recipe;
+    const int members = o.members, ibot = o.ibot;
 
     poa_error e = { { 0 } };
     lua_State *L = poa_lua_open(&e);
     poa_trainer t;
     memset(&t, 0, sizeof t); /* only the config and the draw counter: no networks */
-    if (!L || poa_train_config_load(L, recipe, overrides, n_over, &t.config, &e)) {
+    if (!L || poa_train_config_load(L, recipe, o.overrides, o.override_count, &t.config, &e)) {
         fprintf(stderr, "step_config: %s\n", e.message);
         return 1;
     }
@@ -75,7 +51,7 @@ int main(int argc, char **argv) {
         printf(" %dx%d", width, depth);
     }
     printf("\n");
-    free(overrides);
+    free(o.overrides);
     poa_synthetic_batch_free(&b);
     poa_train_config_free(&t.config);
     return 0;

@@ -53,46 +53,20 @@ int main(int argc, char **argv) {
         setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
         execv("/proc/self/exe", argv);
     }
-    const char *recipe = "recipes/quickstart.lua", *member = NULL;
-    int steps = 5, warmup = 2, ibot = 1, threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    long batch = 0;
-    const char **overrides = calloc((size_t)argc + 4, sizeof(char *));
-    int n_over = 0;
-    static char batch_override[64];
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return usage(), 0;
-        if (!strncmp(a, "--", 2)) {
-            if (!v) return usage(), 2;
-            if (!strcmp(a, "--steps")) steps = atoi(v);
-            else if (!strcmp(a, "--warmup")) warmup = atoi(v);
-            else if (!strcmp(a, "--ibot")) ibot = atoi(v);
-            else if (!strcmp(a, "--batch")) batch = atol(v);
-            else if (!strcmp(a, "--threads")) threads = atoi(v);
-            else if (!strcmp(a, "--member")) member = v;
-            else return usage(), 2;
-            i++;
-        } else if (strchr(a, '=')) {
-            overrides[n_over++] = a;
-        } else {
-            recipe = a;
-        }
-    }
-    if (steps < 1 || warmup < 0 || threads < 1) return usage(), 2;
-    /* iBOT on from step 0, or never. */
-    overrides[n_over++] = ibot ? "ibot.activate_epochs=0" : "ibot.activate_epochs=1e9";
-    if (batch > 0) {
-        snprintf(batch_override, sizeof batch_override, "train.batch_size=%ld", batch);
-        overrides[n_over++] = batch_override;
-    }
-    overrides[n_over++] = "train.accumulate=1";
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage(), 0;
+    step_options o = { .recipe = "recipes/quickstart.lua", .steps = 5, .warmup = 2, .ibot = 1,
+                       .threads = (int)sysconf(_SC_NPROCESSORS_ONLN) };
+    if (parse_step_options(argc, argv, &o)) return usage(), 2;
+    const char *recipe = o.recipe, *member = o.member;
+    const int steps = o.steps, warmup = o.warmup, ibot = o.ibot, threads = o.threads;
 
     poa_set_threads(threads);
     poa_error e = { { 0 } };
     lua_State *L = poa_lua_open(&e);
     poa_train_config config;
     poa_trainer t;
-    if (!L || poa_train_config_load(L, recipe, overrides, n_over, &config, &e)) {
+    if (!L || poa_train_config_load(L, recipe, o.overrides, o.override_count, &config, &e)) {
         fprintf(stderr, "step_cpu: %s\n", e.message);
         return 1;
     }
@@ -141,7 +115,7 @@ int main(int argc, char **argv) {
     double wall_ms = median(wall, steps), cpu_ms = median(cpu, steps);
     printf("step median wall ms %.2f cpu ms %.2f images/s %.2f\n", wall_ms, cpu_ms,
            c->batch_size / (wall_ms / 1e3));
-    free(wall), free(cpu), free(members), free(overrides);
+    free(wall), free(cpu), free(members), free(o.overrides);
     free(b.global_crops), free(b.local_crops);
     poa_mask_batch_free(&b.masks);
     poa_trainer_free(&t);
