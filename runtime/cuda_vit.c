@@ -142,6 +142,8 @@ static long parse_factor(parser *p) {
             { "rows", p->dims->rows }, { "batch", p->dims->batch }, { "tokens", p->dims->tokens },
             { "T", p->dims->tokens }, { "patches", p->dims->patches }, { "WIDTH", p->dims->width },
             { "HEADS", p->dims->heads }, { "HEAD_DIM", p->dims->head_dim }, { "HIDDEN", p->dims->hidden },
+            { "n", p->dims->n }, { "k", p->dims->k }, { "chunks", p->dims->chunks },
+            { "TRAIN_CHUNK", p->dims->train_chunk },
         };
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
             if (strlen(names[i].name) == n && strncmp(names[i].name, start, n) == 0) return names[i].value;
@@ -744,8 +746,7 @@ static int pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *lt,
     p->exec.emulator = emulator;
     if (shared) {
         p->shared = *shared;
-        if (!shared->params || !shared->grads)
-            return poa_fail(e, "CUDA ViT pass: shared memory needs the parameters and the gradients");
+        if (!shared->params) return poa_fail(e, "CUDA ViT pass: shared memory needs the parameters");
     }
     if (cuda && !lt) return poa_fail(e, "CUDA ViT pass: a GPU pass needs a cuBLASLt handle");
     if (poa_vit_pass_init(&p->host, model, width, depth, batch, image_size, e)) return -1;

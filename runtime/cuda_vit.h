@@ -54,10 +54,11 @@ int poa_cuda_kernel_table(const char *source, poa_cuda_kernel_entry **entries, i
 /* Names bound in a table expression. */
 typedef struct poa_cuda_dims {
     long rows, batch, tokens, patches, width, heads, head_dim, hidden;
+    long n, k, chunks, train_chunk; /* the training kernels' tables */
 } poa_cuda_dims;
 
 /* Evaluates an integer expression of + - * / ( ) over numbers and the names rows, batch,
-   tokens, T (= tokens), patches, WIDTH, HEADS, HEAD_DIM, HIDDEN. */
+   tokens, T (= tokens), patches, WIDTH, HEADS, HEAD_DIM, HIDDEN, n, k, chunks, TRAIN_CHUNK. */
 int poa_cuda_eval(const char *expression, const poa_cuda_dims *dims, long *value, poa_error *e);
 
 /* Whether the source defines `extern "C" __global__ ... name(`. */
@@ -155,7 +156,8 @@ int poa_cuda_vit_pass_init_emulated(poa_cuda_vit_pass *pass, const poa_cuda_emul
                                     const poa_vit *model, int width, int depth, long batch,
                                     int image_size, const char *kernel_set, poa_error *e);
 /* A pass on exec (a GPU, an emulator or nowhere) over the caller's parameters and gradients
-   (shared; the pass neither uploads, zeroes nor frees them). */
+   (shared; the pass neither uploads, zeroes nor frees them); grads 0 for a pass that only
+   runs forward (the teacher). */
 int poa_cuda_vit_pass_init_shared(poa_cuda_vit_pass *pass, const poa_cuda_exec *exec, const poa_vit *model,
                                   int width, int depth, long batch, int image_size, const char *kernel_set,
                                   const char *glue, const poa_cuda_vit_shared *shared, poa_error *e);

@@ -51,8 +51,8 @@ static real *work_zeros(poa_work_buffer *b, long n) {
    residual branch, keep = max(int(batch (1 - rate)), 1) samples chosen by a random
    permutation get batch / keep, the others 0, written into the depth x 2 x batch `scale`.
    Returns scale, or NULL when rate is 0 (or out of memory: *failed is set). */
-static real *draw_drop_path(real *scale, int depth, long batch, double rate, uint64_t seed,
-                            uint64_t stream, int *failed) {
+real *poa_draw_drop_path(real *scale, int depth, long batch, double rate, uint64_t seed,
+                         uint64_t stream, int *failed) {
     if (rate <= 0) return NULL;
     long keep = (long)(batch * (1 - rate));
     if (keep < 1) keep = 1;
@@ -177,9 +177,9 @@ static int branch_forward(poa_trainer *t, int index, branch *x, const poa_batch 
     poa_branch_work *w = &t->branch_work[index];
     const long drop_count = x->depth * 2L * (sh->G > sh->L ? sh->G : sh->L) * sh->B;
     int failed = 0;
-    x->drop_global = draw_drop_path(poa_work_buffer_get(&w->drop_global, drop_count), x->depth,
+    x->drop_global = poa_draw_drop_path(poa_work_buffer_get(&w->drop_global, drop_count), x->depth,
                                     sh->G * sh->B, rate, t->config.seed, stream, &failed);
-    x->drop_local = draw_drop_path(poa_work_buffer_get(&w->drop_local, drop_count), x->depth,
+    x->drop_local = poa_draw_drop_path(poa_work_buffer_get(&w->drop_local, drop_count), x->depth,
                                    sh->L * sh->B, rate, t->config.seed, stream + 4096, &failed);
     x->features = poa_work_buffer_get(&w->features, rows * D);
     x->dfeatures = poa_work_buffer_get(&w->dfeatures, rows * D);

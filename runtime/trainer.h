@@ -5,6 +5,8 @@
 #ifndef POA_TRAINER_H
 #define POA_TRAINER_H
 
+#include <stdint.h>
+
 #include "data_loader.h"
 #include "error.h"
 #include "head.h"
@@ -80,5 +82,13 @@ void poa_trainer_end_step(poa_trainer *t);
    counters and the recipe, in one safetensors file written atomically. */
 int poa_trainer_save(const poa_trainer *t, const char *path, poa_error *e);
 int poa_trainer_load(poa_trainer *t, const char *path, poa_error *e);
+
+/* Stochastic depth with an exact keep count (reference §1.5) for `depth` active blocks x 2
+   residual branches x batch samples into scale (depth x 2 x batch): keep = max(int(batch
+   (1 - rate)), 1) samples of each row, chosen by a permutation keyed by (seed, stream), get
+   batch / keep, the others 0. Returns scale, or NULL when rate is 0 (or when scale is NULL or
+   memory runs out: then *failed is set). The CPU and GPU steps draw with it. */
+real *poa_draw_drop_path(real *scale, int depth, long batch, double rate, uint64_t seed, uint64_t stream,
+                         int *failed);
 
 #endif
