@@ -226,8 +226,7 @@ int poa_command_train(int argc, char **argv) {
     int rc = train(&o, &dist, &e);
     poa_dist_close(&dist);
     if (rc) {
-        if (dist.world_size > 1) fprintf(stderr, "poa train (rank %d): %s\n", dist.rank, e.message);
-        else fprintf(stderr, "poa train: %s\n", e.message);
+        fprintf(stderr, "poa train: %s\n", e.message);
         return 1;
     }
     return 0;
