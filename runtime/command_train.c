@@ -135,7 +135,10 @@ static int train(const train_options *o, poa_dist *dist, poa_error *e) {
     if (!config.train_data[0])
         return poa_fail(e, "%s: field 'data.train' is empty: give an ImageFolder tree "
                            "(data.train=PATH on the command line)", o->recipe);
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    /* The default thread counts share the machine between its processes (torchrun's
+       LOCAL_WORLD_SIZE; Slurm binds its tasks to their own cores). */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN) / dist->local_world_size;
+    if (cores < 1) cores = 1;
     poa_set_threads(config.threads > 0 ? config.threads : (int)cores);
     poa_dataset dataset;
     if (poa_dataset_open(&dataset, config.train_data, e)) return -1;

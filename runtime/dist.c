@@ -43,7 +43,7 @@ static int env_int(const char *name, long min, long max, int *out, poa_error *e)
 
 void poa_dist_single(poa_dist *d) {
     memset(d, 0, sizeof *d);
-    d->world_size = 1;
+    d->world_size = d->local_world_size = 1;
     d->master_port = DEFAULT_PORT;
     d->timeout_seconds = DEFAULT_TIMEOUT;
     snprintf(d->source, sizeof d->source, "single");
@@ -93,6 +93,12 @@ int poa_dist_from_env(poa_dist *d, poa_error *e) {
             return poa_fail(e, "%s=%d is not below %s=%d", rank_name, rank, world_name, world);
         if (local > rank)
             return poa_fail(e, "%s=%d is above %s=%d", local_name, local, rank_name, rank);
+        int local_world = 1, got = strcmp(d->source, "torchrun") == 0
+                                       ? env_int("LOCAL_WORLD_SIZE", 1, world, &local_world, e) : 0;
+        if (got < 0) return -1;
+        if (got && local >= local_world)
+            return poa_fail(e, "LOCAL_RANK=%d is not below LOCAL_WORLD_SIZE=%d", local, local_world);
+        d->local_world_size = local_world;
     }
     d->rank = rank, d->world_size = world, d->local_rank = local;
     int port = DEFAULT_PORT;
@@ -266,6 +272,10 @@ static const char *kind_name(uint32_t kind) {
     }
 }
 
+static int peer_gone(const poa_dist *d, int peer, poa_error *e) {
+    return poa_fail(e, "rank %d: rank %d closed the connection (did it exit or fail?)", d->rank, peer);
+}
+
 static int send_all(const poa_dist *d, int peer, const void *data, size_t size, poa_error *e) {
     const char *p = data;
     int fd = d->peers[peer];
@@ -285,8 +295,8 @@ static int send_all(const poa_dist *d, int peer, const void *data, size_t size, 
                 return poa_fail(e, "rank %d: rank %d took no data for %.0f s (POA_DIST_TIMEOUT)",
                                 d->rank, peer, d->timeout_seconds);
         }
-        return poa_fail(e, "rank %d: sending to rank %d: %s (did it exit?)", d->rank, peer,
-                        strerror(errno));
+        if (errno == EPIPE || errno == ECONNRESET) return peer_gone(d, peer, e);
+        return poa_fail(e, "rank %d: sending to rank %d: %s", d->rank, peer, strerror(errno));
     }
     return 0;
 }
@@ -302,9 +312,7 @@ static int recv_all(const poa_dist *d, int peer, void *data, size_t size, poa_er
             deadline = now_seconds() + d->timeout_seconds;
             continue;
         }
-        if (n == 0)
-            return poa_fail(e, "rank %d: rank %d closed the connection (did it exit or fail?)",
-                            d->rank, peer);
+        if (n == 0 || errno == ECONNRESET) return peer_gone(d, peer, e);
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             int ready = wait_ready(fd, POLLIN, deadline);

@@ -22,6 +22,7 @@ typedef enum poa_dist_op { POA_DIST_SUM, POA_DIST_MAX } poa_dist_op;
 
 typedef struct poa_dist {
     int rank, world_size, local_rank;
+    int local_world_size;   /* processes on this machine: LOCAL_WORLD_SIZE (torchrun), else 1 */
     char master_addr[256];  /* empty when world_size is 1 and MASTER_ADDR is unset */
     int master_port;        /* MASTER_PORT, 29500 when unset */
     char source[16];        /* "torchrun", "slurm" or "single": where rank and world came from */
@@ -34,7 +35,8 @@ typedef struct poa_dist {
 } poa_dist;
 
 /* Reads, in this order of precedence:
-   torchrun: RANK, WORLD_SIZE (both required once either is set), LOCAL_RANK (default 0);
+   torchrun: RANK, WORLD_SIZE (both required once either is set), LOCAL_RANK (default 0),
+             LOCAL_WORLD_SIZE (default 1; LOCAL_RANK must be below it);
    Slurm:    SLURM_PROCID, SLURM_NTASKS (or SLURM_NPROCS), SLURM_LOCALID (default 0), and,
              when MASTER_ADDR is unset, the first host of SLURM_JOB_NODELIST (or SLURM_NODELIST);
    otherwise a single process (rank 0 of 1).

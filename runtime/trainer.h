@@ -71,7 +71,7 @@ typedef struct poa_trainer {
 int poa_trainer_init(poa_trainer *t, poa_train_config *config, poa_error *e);
 void poa_trainer_free(poa_trainer *t);
 
-/* The next elastic member of the cycle of rank 0 (advances t->draws). */
+/* The next elastic member of this rank's cycle (config.rank; advances t->draws). */
 void poa_trainer_next_member(poa_trainer *t, int *width, int *depth);
 
 /* One optimizer step: begin, then config.accumulate micro-batches (one loader batch each,

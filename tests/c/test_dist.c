@@ -19,7 +19,7 @@
 #include "cuda_driver.h"
 #include "dist.h"
 
-static const char *variables[] = { "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
+static const char *variables[] = { "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
                                    "SLURM_PROCID", "SLURM_NTASKS", "SLURM_NPROCS", "SLURM_LOCALID",
                                    "SLURM_JOB_NODELIST", "SLURM_NODELIST", "POA_DIST_TIMEOUT" };
 
@@ -42,10 +42,12 @@ static void test_environment(void) {
     int rc = from_env(&d, &e, NULL);
     CHECK("no variable: a single process", rc == 0 && d.rank == 0 && d.world_size == 1 &&
           strcmp(d.source, "single") == 0, "rc %d rank %d world %d (%s)", rc, d.rank, d.world_size, e.message);
-    rc = from_env(&d, &e, (const char *[]){ "RANK=2", "WORLD_SIZE=4", "LOCAL_RANK=1", "MASTER_ADDR=node7",
-                                            "MASTER_PORT=1234", "SLURM_PROCID=9", "SLURM_NTASKS=16", NULL });
+    rc = from_env(&d, &e, (const char *[]){ "RANK=2", "WORLD_SIZE=4", "LOCAL_RANK=1", "LOCAL_WORLD_SIZE=2",
+                                            "MASTER_ADDR=node7", "MASTER_PORT=1234", "SLURM_PROCID=9",
+                                            "SLURM_NTASKS=16", NULL });
     CHECK("torchrun variables (and they win over Slurm's)",
-          rc == 0 && d.rank == 2 && d.world_size == 4 && d.local_rank == 1 && strcmp(d.master_addr, "node7") == 0 &&
+          rc == 0 && d.rank == 2 && d.world_size == 4 && d.local_rank == 1 && d.local_world_size == 2 &&
+          strcmp(d.master_addr, "node7") == 0 &&
           d.master_port == 1234 && strcmp(d.source, "torchrun") == 0,
           "rc %d rank %d/%d local %d at %s:%d (%s)", rc, d.rank, d.world_size, d.local_rank, d.master_addr,
           d.master_port, e.message);
@@ -79,6 +81,9 @@ static void test_environment(void) {
         { { "RANK=0", "WORLD_SIZE=2", "MASTER_ADDR=" }, { "MASTER_ADDR", "empty" } },
         { { "RANK=1", "WORLD_SIZE=2", "MASTER_ADDR=h", "LOCAL_RANK=x" }, { "LOCAL_RANK", "whole number" } },
         { { "RANK=0", "WORLD_SIZE=1", "POA_DIST_TIMEOUT=-3" }, { "POA_DIST_TIMEOUT", "positive" } },
+        { { "RANK=3", "WORLD_SIZE=4", "MASTER_ADDR=h", "LOCAL_RANK=2", "LOCAL_WORLD_SIZE=2" },
+          { "LOCAL_RANK=2", "LOCAL_WORLD_SIZE=2" } },
+        { { "RANK=1", "WORLD_SIZE=4", "MASTER_ADDR=h", "LOCAL_RANK=2" }, { "LOCAL_RANK=2", "RANK=1" } },
         { { "SLURM_PROCID=0" }, { "SLURM_NTASKS", "not set" } },
         { { "SLURM_PROCID=3", "SLURM_NTASKS=2" }, { "SLURM_PROCID=3", "SLURM_NTASKS=2" } },
         { { "SLURM_PROCID=0", "SLURM_NTASKS=2", "SLURM_JOB_NODELIST=gpu[01-" }, { "SLURM_JOB_NODELIST", "'['" } },
