@@ -4,8 +4,8 @@
    all-reduces with exact expected results (the rank-order sum checked by a sum that another
    order would change); a peer that never arrives, that dies, or that runs another collective
    is a prompt error, not a hang. NCCL: loading and ncclGetVersion, ncclGetUniqueId when the
-   library gives one without a GPU, and a one-rank communicator's all-reduce on a GPU (skipped
-   without one). */
+   library gives one without a GPU; without a GPU a communicator is NCCL's error, passed on;
+   on a GPU a one-rank communicator's in-place all-reduce (skipped without one). */
 #include <math.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -322,14 +322,22 @@ static void test_nccl(void) {
     }
     poa_cuda cuda;
     poa_error why = { { 0 } };
+    poa_dist d;
+    poa_dist_single(&d);
     if (poa_cuda_open(&cuda, &why)) {
-        if (cuda.no_gpu) CHECK_SKIP("NCCL communicator and device all-reduce", why.message);
-        else CHECK("the GPU opens", 0, "%s", why.message);
+        if (cuda.no_gpu) {
+            /* No GPU: making a communicator must fail, and say so. */
+            int rc = poa_nccl_init(&n, &d, &e);
+            CHECK("without a GPU, making an NCCL communicator is an error naming ncclCommInitRank",
+                  rc != 0 && n.comm == NULL && strstr(e.message, "ncclCommInitRank failed"), "rc %d: %s", rc,
+                  e.message);
+            CHECK_SKIP("NCCL communicator and device all-reduce", why.message);
+        } else {
+            CHECK("the GPU opens", 0, "%s", why.message);
+        }
         poa_nccl_close(&n);
         return;
     }
-    poa_dist d;
-    poa_dist_single(&d);
     const long count = 1000;
     float host[1000], back[1000];
     for (long i = 0; i < count; i++) host[i] = (float)i * 0.5f;
