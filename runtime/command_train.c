@@ -173,11 +173,12 @@ static int train(const train_options *o, poa_dist *dist, poa_error *e) {
     if (leader && !metrics) return poa_fail(e, "cannot write %s: %s", metrics_path, strerror(errno));
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    char ranks[64] = "";
+    if (dist->world_size > 1) snprintf(ranks, sizeof ranks, "%d ranks (%s) x ", dist->world_size, dist->source);
     if (leader)
-        fprintf(stderr, "poa train: %s, %d members, %ld steps of %d x %d x %d images (%s), output %s\n",
-                t.config.recipe.name, t.config.slot_count + 1, t.total_steps, dist->world_size,
-                t.config.accumulate, t.config.batch_size,
-                dist->world_size > 1 ? dist->source : "one process", t.config.output);
+        fprintf(stderr, "poa train: %s, %d members, %ld steps of %s%d x %d images, output %s\n",
+                t.config.recipe.name, t.config.slot_count + 1, t.total_steps, ranks,
+                t.config.accumulate, t.config.batch_size, t.config.output);
     long end = o->max_steps ? t.step + o->max_steps : t.total_steps;
     if (end > t.total_steps) end = t.total_steps;
     double started = seconds_now(), last = started;

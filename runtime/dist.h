@@ -1,7 +1,7 @@
 /* dist.h: data parallelism across processes (DESIGN.md "Many machines").
    Who this process is comes from the environment, the way torchrun and Slurm users expect
-   (poa_dist_from_env is the one place that reads these variables). The processes then meet
-   over TCP at MASTER_ADDR:MASTER_PORT (rank 0 listens, the others connect), and that
+   (poa_dist_from_env, runtime/dist_env.c). The processes then meet over TCP at
+   MASTER_ADDR:MASTER_PORT (rank 0 listens, the others connect; runtime/dist.c), and that
    connection carries small host collectives: a broadcast from rank 0 (how the NCCL unique id
    is shared), a barrier, and all-reduces of host float and double arrays (what the CPU
    backend trains with). Device all-reduces go through NCCL, loaded with dlopen (never

@@ -35,7 +35,7 @@ wait ${pids[1]}; rc1=$?
 check "2 ranks (torchrun variables) train 3 steps and exit cleanly" "[ $rc0 -eq 0 ] && [ $rc1 -eq 0 ]"
 check "rank 0 writes the checkpoint and 3 metric lines" \
       "[ -f $dir/torchrun/checkpoint_3.safetensors ] && [ \$(grep -c '\"step\"' $dir/torchrun/metrics.jsonl) -eq 3 ]"
-check "rank 0 says it runs 2 ranks x 8 images" "grep -q '2 x 1 x 8 images (torchrun)' $dir/torchrun.0.log"
+check "rank 0 says it runs 2 ranks x 8 images" "grep -q '2 ranks (torchrun) x 1 x 8 images' $dir/torchrun.0.log"
 check "rank 1 prints no progress and writes nothing" \
       "! grep -q 'step [0-9]' $dir/torchrun.1.log && [ \$(ls $dir/torchrun | wc -l) -eq 2 ]"
 
@@ -50,7 +50,7 @@ done
 wait ${pids[0]}; rc0=$?
 wait ${pids[1]}; rc1=$?
 check "2 ranks (Slurm variables, master from SLURM_JOB_NODELIST) train a step" \
-      "[ $rc0 -eq 0 ] && [ $rc1 -eq 0 ] && grep -q '(slurm)' $dir/slurm.0.log && [ -f $dir/slurm/checkpoint_1.safetensors ]"
+      "[ $rc0 -eq 0 ] && [ $rc1 -eq 0 ] && grep -q '2 ranks (slurm)' $dir/slurm.0.log && [ -f $dir/slurm/checkpoint_1.safetensors ]"
 
 # Rank 1 alone: rank 0 never comes.
 port=$(free_port)
