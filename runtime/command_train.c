@@ -1,7 +1,10 @@
 /* command_train.c: `poa train <recipe.lua> [section.field=value ...] [--resume PATH|auto]
    [--steps N]`: the training loop with a live progress line, JSON-lines metrics, atomic
    checkpoints (every train.checkpoint_every steps, at the end, and on SIGINT/SIGTERM),
-   keeping the last train.keep_checkpoints. */
+   keeping the last train.keep_checkpoints. Launched as several processes (torchrun or Slurm
+   variables, runtime/dist.h) it is data parallel: each rank loads its own shard of the data
+   and draws its own elastic members, the teacher targets and the gradients are reduced over
+   all of them, and only rank 0 prints progress and writes metrics and checkpoints. */
 #include <dirent.h>
 #include <errno.h>
 #include <lauxlib.h>
@@ -15,6 +18,7 @@
 #include "backend.h"
 #include "commands.h"
 #include "data_recipe.h"
+#include "dist.h"
 #include "files.h"
 #include "trainer.h"
 
@@ -110,23 +114,38 @@ static void log_step(const poa_trainer *t, FILE *metrics, double images_per_seco
     fflush(metrics);
 }
 
-static int train(const train_options *o, poa_error *e) {
+/* All ranks stop together: a signal seen by any of them stops every one at the same step. */
+static int stop_everywhere(poa_dist *dist, int *stop, poa_error *e) {
+    double flag = stop_requested;
+    if (poa_dist_all_reduce_double(dist, &flag, 1, POA_DIST_MAX, e)) return -1;
+    *stop = flag != 0;
+    if (*stop && !stop_requested) stop_requested = (sig_atomic_t)flag;
+    return 0;
+}
+
+static int train(const train_options *o, poa_dist *dist, poa_error *e) {
     lua_State *L = poa_lua_open(e);
     if (!L) return -1;
     poa_train_config config;
     int rc = poa_train_config_load(L, o->recipe, o->overrides, o->override_count, &config, e);
     lua_close(L);
     if (rc) return -1;
+    config.rank = dist->rank, config.world_size = dist->world_size;
+    const int leader = dist->rank == 0;
     if (!config.train_data[0])
         return poa_fail(e, "%s: field 'data.train' is empty: give an ImageFolder tree "
                            "(data.train=PATH on the command line)", o->recipe);
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    /* The default thread counts share the machine between its processes (torchrun's
+       LOCAL_WORLD_SIZE; Slurm binds its tasks to their own cores). */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN) / dist->local_world_size;
+    if (cores < 1) cores = 1;
     poa_set_threads(config.threads > 0 ? config.threads : (int)cores);
     poa_dataset dataset;
     if (poa_dataset_open(&dataset, config.train_data, e)) return -1;
     poa_trainer t;
     if (poa_trainer_init(&t, &config, e)) return -1;
-    if (poa_make_folders(t.config.output, e)) return -1;
+    t.dist = dist;
+    if (leader && poa_make_folders(t.config.output, e)) return -1;
     if (o->resume) {
         char path[1200];
         long steps[1];
@@ -135,12 +154,14 @@ static int train(const train_options *o, poa_error *e) {
         else
             snprintf(path, sizeof path, "%s", strcmp(o->resume, "auto") ? o->resume : "");
         if (path[0] && poa_trainer_load(&t, path, e)) return -1;
-        if (path[0]) fprintf(stderr, "poa train: resumed %s at step %ld\n", path, t.step);
+        if (path[0] && leader) fprintf(stderr, "poa train: resumed %s at step %ld\n", path, t.step);
     }
+    if (poa_dist_connect(dist, e) || poa_trainer_sync(&t, e)) return -1;
     poa_loader_config lc;
     poa_loader_config_from_recipe(&lc, &t.config.recipe, &dataset, t.config.batch_size);
     lc.threads = t.config.loader_threads > 0 ? t.config.loader_threads : (int)cores;
     lc.seed = t.config.seed;
+    lc.rank = dist->rank, lc.world_size = dist->world_size;
     lc.first_step = t.step * t.config.accumulate;
     lc.mask_probability = t.config.mask_probability;
     lc.mask_ratio_min = t.config.mask_ratio_min, lc.mask_ratio_max = t.config.mask_ratio_max;
@@ -148,40 +169,46 @@ static int train(const train_options *o, poa_error *e) {
     if (poa_loader_create(&loader, &lc, e)) return -1;
     char metrics_path[1200];
     snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", t.config.output);
-    FILE *metrics = fopen(metrics_path, "a");
-    if (!metrics) return poa_fail(e, "cannot write %s: %s", metrics_path, strerror(errno));
+    FILE *metrics = leader ? fopen(metrics_path, "a") : NULL;
+    if (leader && !metrics) return poa_fail(e, "cannot write %s: %s", metrics_path, strerror(errno));
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    fprintf(stderr, "poa train: %s, %d members, %ld steps of %d x %d images, output %s\n",
-            t.config.recipe.name, t.config.slot_count + 1, t.total_steps, t.config.accumulate,
-            t.config.batch_size, t.config.output);
+    char ranks[64] = "";
+    if (dist->world_size > 1) snprintf(ranks, sizeof ranks, "%d ranks (%s) x ", dist->world_size, dist->source);
+    if (leader)
+        fprintf(stderr, "poa train: %s, %d members, %ld steps of %s%d x %d images, output %s\n",
+                t.config.recipe.name, t.config.slot_count + 1, t.total_steps, ranks,
+                t.config.accumulate, t.config.batch_size, t.config.output);
     long end = o->max_steps ? t.step + o->max_steps : t.total_steps;
     if (end > t.total_steps) end = t.total_steps;
     double started = seconds_now(), last = started;
+    const double images_per_step = (double)t.config.batch_size * t.config.accumulate * dist->world_size;
     long first = t.step;
-    while (rc == 0 && t.step < end && !stop_requested) {
+    int stop = stop_requested != 0;
+    while (rc == 0 && t.step < end && !stop) {
         poa_trainer_begin_step(&t);
         for (int m = 0; m < t.config.accumulate && rc == 0; m++) {
             const poa_batch *batch;
             rc = poa_loader_next(loader, &batch, e);
             if (rc == 0) rc = poa_trainer_micro_batch(&t, batch, m, e);
         }
+        if (rc == 0) rc = poa_trainer_reduce_step(&t, e);
         if (rc) break;
         poa_trainer_end_step(&t);
         double now = seconds_now(), per_step = (now - started) / (double)(t.step - first);
-        if (t.step % t.config.log_every == 0 || t.step == end)
-            log_step(&t, metrics, t.config.batch_size * t.config.accumulate / (now - last),
-                     per_step * (double)(end - t.step));
+        if (leader && (t.step % t.config.log_every == 0 || t.step == end))
+            log_step(&t, metrics, images_per_step / (now - last), per_step * (double)(end - t.step));
         last = now;
-        if (t.step % t.config.checkpoint_every == 0 && t.step < end) rc = save_checkpoint(&t, e);
+        if (leader && t.step % t.config.checkpoint_every == 0 && t.step < end) rc = save_checkpoint(&t, e);
+        if (rc == 0) rc = dist->world_size > 1 ? stop_everywhere(dist, &stop, e) : (stop = stop_requested != 0, 0);
     }
-    fprintf(stderr, "\n");
-    if (stop_requested) fprintf(stderr, "poa train: signal %d, saving a checkpoint\n", (int)stop_requested);
-    if (rc == 0) rc = save_checkpoint(&t, e);
-    if (rc == 0)
+    if (leader) fprintf(stderr, "\n");
+    if (stop_requested && leader) fprintf(stderr, "poa train: signal %d, saving a checkpoint\n", (int)stop_requested);
+    if (rc == 0 && leader) rc = save_checkpoint(&t, e);
+    if (rc == 0 && leader)
         fprintf(stderr, "poa train: step %ld, checkpoint %s/checkpoint_%ld.safetensors\n", t.step,
                 t.config.output, t.step);
-    fclose(metrics);
+    if (metrics) fclose(metrics);
     poa_loader_destroy(loader);
     poa_trainer_free(&t);
     poa_dataset_free(&dataset);
@@ -195,7 +222,14 @@ int poa_command_train(int argc, char **argv) {
         fprintf(stderr, "poa train: %s\n", e.message);
         return 2;
     }
-    if (train(&o, &e)) {
+    poa_dist dist;
+    if (poa_dist_from_env(&dist, &e)) {
+        fprintf(stderr, "poa train: %s\n", e.message);
+        return 2;
+    }
+    int rc = train(&o, &dist, &e);
+    poa_dist_close(&dist);
+    if (rc) {
         fprintf(stderr, "poa train: %s\n", e.message);
         return 1;
     }

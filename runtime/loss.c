@@ -15,51 +15,62 @@
    `targets` (real), computed by real_fast_exp (fp32: fast_math.h, within 1.4 ulp of expf);
    r, c and all sums are double. In fp32, E underflows to 0 where
    l < m - 87 tau (gap 3.5 at tau 0.04); a prototype with all of its E at 0 gives NaN targets,
-   as the reference's division by a zero row sum does, and the step's NaN check sees it. */
-void poa_sinkhorn_knopp(real *targets, const real *logits, long n, long k, double tau,
-                        int iterations) {
-    if (n <= 0 || k <= 0) return;
+   as the reference's division by a zero row sum does, and the step's NaN check sees it.
+   Over several ranks (reference §3.3: the global batch) the samples are split between them:
+   m, the total, n and every prototype sum sum_i E_ij r_i are all-reduced (max or sum), the
+   sample sums are local, so each rank gets its rows of the global batch's targets. */
+int poa_sinkhorn_knopp_global(real *targets, const real *logits, long n, long k, double tau,
+                              int iterations, poa_dist *dist, poa_error *e) {
+    const int many = dist && dist->world_size > 1;
+    if (k <= 0 || (n <= 0 && !many)) return 0;
+    if (n < 0) n = 0;
     double m = -DBL_MAX; /* the max is exact in any order: thread-independent */
 #pragma omp parallel for schedule(static) reduction(max : m)
     for (long i = 0; i < n * k; i++) m = logits[i] > m ? logits[i] : m;
-    double *r = malloc(sizeof(double) * (size_t)n), *c = malloc(sizeof(double) * (size_t)k);
-    double *row_total = malloc(sizeof(double) * (size_t)n);
+    double *r = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+    double *c = malloc(sizeof(double) * (size_t)k);
+    double *row_total = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
     if (!r || !c || !row_total) { /* no memory: NaN targets, which the step's NaN check sees */
         for (long i = 0; i < n * k; i++) targets[i] = (real)NAN;
         free(r), free(c), free(row_total);
-        return;
+        return many ? poa_fail(e, "Sinkhorn-Knopp: out of memory for %ld x %ld", n, k) : 0;
     }
+    if (poa_dist_all_reduce_double(dist, &m, 1, POA_DIST_MAX, e)) goto failed;
     const double inv_tau = 1.0 / tau;
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < n; i++) {
         double s = 0;
 #pragma omp simd reduction(+ : s)
         for (long j = 0; j < k; j++) {
-            const real e = real_fast_exp((real)(((double)logits[i * k + j] - m) * inv_tau));
-            targets[i * k + j] = e;
-            s += e;
+            const real x = real_fast_exp((real)(((double)logits[i * k + j] - m) * inv_tau));
+            targets[i * k + j] = x;
+            s += x;
         }
         row_total[i] = s;
     }
-    double total = 0;
-    for (long i = 0; i < n; i++) total += row_total[i];
+    double sums[2] = { 0, (double)n }; /* the total of E and the number of samples */
+    for (long i = 0; i < n; i++) sums[0] += row_total[i];
+    if (poa_dist_all_reduce_double(dist, sums, 2, POA_DIST_SUM, e)) goto failed;
+    const double total = sums[0], samples = sums[1];
     for (long i = 0; i < n; i++) r[i] = 1.0 / total;
     enum { COLUMN_BLOCK = 64 };
     const long blocks = (k + COLUMN_BLOCK - 1) / COLUMN_BLOCK;
     for (int it = 0; it < iterations; it++) {
 #pragma omp parallel for schedule(static)
-        for (long blk = 0; blk < blocks; blk++) { /* prototypes: c_j = 1 / (K sum_i E_ij r_i) */
+        for (long blk = 0; blk < blocks; blk++) { /* prototypes: c_j = sum_i E_ij r_i, then */
             long begin = blk * COLUMN_BLOCK, end = begin + COLUMN_BLOCK < k ? begin + COLUMN_BLOCK : k;
             double acc[COLUMN_BLOCK] = { 0 };
             for (long i = 0; i < n; i++)
                 for (long j = begin; j < end; j++) acc[j - begin] += (double)targets[i * k + j] * r[i];
-            for (long j = begin; j < end; j++) c[j] = 1.0 / ((double)k * acc[j - begin]);
+            for (long j = begin; j < end; j++) c[j] = acc[j - begin];
         }
+        if (poa_dist_all_reduce_double(dist, c, k, POA_DIST_SUM, e)) goto failed;
+        for (long j = 0; j < k; j++) c[j] = 1.0 / ((double)k * c[j]); /* 1 / (K sum_i E_ij r_i) */
 #pragma omp parallel for schedule(static)
         for (long i = 0; i < n; i++) { /* samples: r_i = 1 / (n sum_j E_ij c_j) */
             double s = 0;
             for (long j = 0; j < k; j++) s += (double)targets[i * k + j] * c[j];
-            r[i] = 1.0 / ((double)n * s);
+            r[i] = 1.0 / (samples * s);
         }
     }
     if (iterations == 0)
@@ -67,8 +78,17 @@ void poa_sinkhorn_knopp(real *targets, const real *logits, long n, long k, doubl
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < n; i++)
         for (long j = 0; j < k; j++)
-            targets[i * k + j] = (real)((double)targets[i * k + j] * r[i] * c[j] * (double)n);
+            targets[i * k + j] = (real)((double)targets[i * k + j] * r[i] * c[j] * samples);
     free(r), free(c), free(row_total);
+    return 0;
+failed:
+    free(r), free(c), free(row_total);
+    return -1;
+}
+
+void poa_sinkhorn_knopp(real *targets, const real *logits, long n, long k, double tau,
+                        int iterations) {
+    poa_sinkhorn_knopp_global(targets, logits, n, k, tau, iterations, NULL, NULL);
 }
 
 void poa_softmax_rows(real *targets, const real *logits, long n, long k, double temperature) {

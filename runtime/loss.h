@@ -4,6 +4,7 @@
 #ifndef POA_LOSS_H
 #define POA_LOSS_H
 
+#include "dist.h"
 #include "real.h"
 
 /* Sinkhorn-Knopp targets (reference §3.3 step 4, DESIGN decision 3): Q = exp((logits - max) / tau)
@@ -14,6 +15,13 @@
    exponentials are stored in targets (real); the scaling vectors and all sums are double. */
 void poa_sinkhorn_knopp(real *targets, const real *logits, long n, long k, double tau,
                         int iterations);
+
+/* The same over the global batch of a data-parallel run (reference §3.3): this rank's n
+   rows; the max, the total, the sample count and the prototype sums are all-reduced over
+   dist (NULL or a world of 1: exactly poa_sinkhorn_knopp). Every rank must call it, also
+   with n = 0. Fails only when a collective fails (or, over several ranks, out of memory). */
+int poa_sinkhorn_knopp_global(real *targets, const real *logits, long n, long k, double tau,
+                              int iterations, poa_dist *dist, poa_error *e);
 
 /* targets = softmax(logits / temperature) per row (the intact->elastic target at T = 0.1). */
 void poa_softmax_rows(real *targets, const real *logits, long n, long k, double temperature);

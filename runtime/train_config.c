@@ -116,8 +116,7 @@ int poa_train_config_load(lua_State *L, const char *path, const char *const *ove
     string_field(L, r, "train", "draws", draws, sizeof draws);
     c->draw_per_step = strcmp(draws, "step") == 0;
     c->seed = (unsigned long long)number(L, r, "train", "seed");
-    const char *rank = getenv("RANK") ? getenv("RANK") : getenv("SLURM_PROCID");
-    c->rank = rank ? atoi(rank) : 0;
+    c->rank = 0, c->world_size = 1; /* a single process until the caller says otherwise */
     c->checkpoint_every = (int)number(L, r, "train", "checkpoint_every");
     c->keep_checkpoints = (int)number(L, r, "train", "keep_checkpoints");
     c->log_every = (int)number(L, r, "train", "log_every");

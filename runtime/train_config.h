@@ -28,7 +28,10 @@ typedef struct poa_train_config {
     int batch_size, accumulate, official_epoch_length, elastic, draw_per_step;
     int checkpoint_every, keep_checkpoints, log_every, threads, loader_threads;
     unsigned long long seed;
-    int rank; /* this process's data-parallel rank: RANK (torchrun) or SLURM_PROCID, else 0 */
+    /* This process's place in a data-parallel run: rank 0 of 1 as loaded; `poa train` sets
+       them from runtime/dist.c (torchrun or Slurm variables) before poa_trainer_init. The rank
+       keys the elastic draws; the world size scales the global batch (lr rule). */
+    int rank, world_size;
     char output[1024];
     /* data */
     char train_data[1024], val_data[1024];

@@ -130,7 +130,7 @@ static void crops_of(crops *c, const poa_batch *mb, const shapes *sh) {
 }
 
 static int teacher_targets(poa_trainer *t, const poa_batch *mb, const crops *crops,
-                           const shapes *sh, double temp, targets *tg, poa_error *e) {
+                           const shapes *sh, double temp, int ibot_active, targets *tg, poa_error *e) {
     const poa_vit_config *vc = &t->model.config;
     poa_vit_pass *pass = &t->teacher_pass;
     poa_heads_pass *heads = &t->teacher_heads_pass;
@@ -150,14 +150,18 @@ static int teacher_targets(poa_trainer *t, const poa_batch *mb, const crops *cro
     gather_rows(input, pass, NULL, 0, sh->N);
     gather_rows(input + sh->G * sh->B * vc->max_width, pass, mb->masks.indices, sh->masked, sh->N);
     poa_heads_forward(heads, t->teacher_heads, input);
+    /* Over several ranks the targets are over the global batch, and every rank joins the
+       patch targets' collectives while iBOT is on, also with no masked token of its own. */
+    const int many = t->dist && t->dist->world_size > 1;
     for (int h = 0; h < t->heads.config.heads; h++) {
         const long K = t->heads.config.prototypes[h];
-        poa_sinkhorn_knopp(tg->cls[h], heads->logits[h], sh->G * sh->B, K, temp,
-                           t->config.sinkhorn_iterations);
-        if (sh->masked) {
-            poa_sinkhorn_knopp(tg->patch[h], heads->logits[h] + sh->G * sh->B * K, sh->masked, K,
-                               temp, t->config.sinkhorn_iterations);
-        }
+        if (poa_sinkhorn_knopp_global(tg->cls[h], heads->logits[h], sh->G * sh->B, K, temp,
+                                      t->config.sinkhorn_iterations, t->dist, e))
+            return -1;
+        if ((sh->masked || (many && ibot_active)) &&
+            poa_sinkhorn_knopp_global(tg->patch[h], heads->logits[h] + sh->G * sh->B * K, sh->masked,
+                                      K, temp, t->config.sinkhorn_iterations, t->dist, e))
+            return -1;
     }
     return 0;
 }
@@ -308,7 +312,7 @@ static int micro_batch(poa_trainer *t, const poa_batch *mb, int micro, double sc
     memset(x, 0, sizeof x);
     int branches = c->elastic ? 2 : 1, rc = 0;
     rc = losses_prepare(t, &sh, e);
-    if (rc == 0) rc = teacher_targets(t, mb, &cr, &sh, st->teacher_temp, &tg, e);
+    if (rc == 0) rc = teacher_targets(t, mb, &cr, &sh, st->teacher_temp, st->ibot_active, &tg, e);
     x[0].width = vc->max_width, x[0].depth = vc->max_depth;
     x[0].weight = c->elastic ? c->lambda : 1.0;
     if (branches == 2) {

@@ -36,7 +36,7 @@ int poa_trainer_init(poa_trainer *t, poa_train_config *c, poa_error *e) {
 
     /* Schedules (reference §5.3), in optimizer steps; the lr scales with the global batch. */
     const double epoch = c->official_epoch_length;
-    const double global_batch = (double)c->batch_size * c->accumulate;
+    const double global_batch = (double)c->batch_size * c->accumulate * (c->world_size > 0 ? c->world_size : 1);
     t->total_steps = (long)(c->epochs * epoch);
     double peak = c->base_lr * (c->lr_sqrt_rule ? sqrt(global_batch / 1024.0) : 1.0);
     t->lr = (poa_cosine_schedule){ peak, c->min_lr, t->total_steps,
@@ -161,4 +161,49 @@ void poa_trainer_apply(poa_trainer *t, poa_step_stats *s) {
     memset(t->grads, 0, sizeof(real) * (size_t)n);
     memset(t->grads_heads, 0, sizeof(real) * (size_t)nh);
     t->step++;
+}
+
+/* A host all-reduce (sum) of `real` values: float, or double in the fp64 build. */
+static int all_reduce_real(poa_dist *d, real *x, long n, poa_error *e) {
+#ifdef POA_FP64
+    return poa_dist_all_reduce_double(d, x, n, POA_DIST_SUM, e);
+#else
+    return poa_dist_all_reduce_float(d, x, n, POA_DIST_SUM, e);
+#endif
+}
+
+/* Gradients and loss terms: the sum over ranks, divided by the world size (the mean of the
+   per-rank means is the mean over the global batch when every rank has B images). */
+int poa_trainer_reduce_step(poa_trainer *t, poa_error *e) {
+    poa_dist *d = t->dist;
+    if (!d || d->world_size <= 1) return 0;
+    const long n = t->model.parameter_count, nh = t->heads.parameter_count;
+    if (all_reduce_real(d, t->grads, n, e) || all_reduce_real(d, t->grads_heads, nh, e)) return -1;
+    const real inverse = (real)(1.0 / d->world_size);
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) t->grads[i] *= inverse;
+    for (long i = 0; i < nh; i++) t->grads_heads[i] *= inverse;
+    poa_step_stats *s = &t->current;
+    double terms[4] = { s->dino, s->distill, s->koleo, s->ibot };
+    if (poa_dist_all_reduce_double(d, terms, 4, POA_DIST_SUM, e)) return -1;
+    s->dino = terms[0] / d->world_size, s->distill = terms[1] / d->world_size;
+    s->koleo = terms[2] / d->world_size, s->ibot = terms[3] / d->world_size;
+    return 0;
+}
+
+int poa_trainer_sync(poa_trainer *t, poa_error *e) {
+    poa_dist *d = t->dist;
+    if (!d || d->world_size <= 1) return 0;
+    long counters[2] = { t->step, t->draws }, ours[2] = { t->step, t->draws };
+    if (poa_dist_broadcast(d, counters, sizeof counters, e)) return -1;
+    if (counters[0] != ours[0] || counters[1] != ours[1])
+        return poa_fail(e, "rank %d is at step %ld (draw %ld) but rank 0 at step %ld (draw %ld): "
+                           "every rank must resume from the same checkpoint",
+                        d->rank, ours[0], ours[1], counters[0], counters[1]);
+    const long n = t->model.parameter_count, nh = t->heads.parameter_count;
+    real *buffers[] = { t->student, t->teacher, t->adam_m, t->adam_v,
+                        t->student_heads, t->teacher_heads, t->adam_m_heads, t->adam_v_heads };
+    for (int i = 0; i < 8; i++)
+        if (poa_dist_broadcast(d, buffers[i], sizeof(real) * (size_t)(i < 4 ? n : nh), e)) return -1;
+    return 0;
 }

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "data_loader.h"
+#include "dist.h"
 #include "error.h"
 #include "head.h"
 #include "optim.h"
@@ -41,6 +42,9 @@ typedef struct poa_branch_work {
 
 typedef struct poa_trainer {
     poa_train_config config;
+    /* The data-parallel world (not owned; NULL or a world of 1: one process), set by the
+       caller after poa_trainer_init, with config.rank and config.world_size matching it. */
+    poa_dist *dist;
     poa_vit model;
     poa_heads heads;
     real *student, *teacher, *student_heads, *teacher_heads; /* parameters */
@@ -69,14 +73,25 @@ typedef struct poa_trainer {
 int poa_trainer_init(poa_trainer *t, poa_train_config *config, poa_error *e);
 void poa_trainer_free(poa_trainer *t);
 
-/* The next elastic member of the cycle of rank 0 (advances t->draws). */
+/* The next elastic member of this rank's cycle (config.rank; advances t->draws). */
 void poa_trainer_next_member(poa_trainer *t, int *width, int *depth);
 
 /* One optimizer step: begin, then config.accumulate micro-batches (one loader batch each,
-   micro = 0, 1, ...), then end (NaN check, clipping, AdamW, EMA; stats in t->last). */
+   micro = 0, 1, ...), then reduce, then end (NaN check, clipping, AdamW, EMA; stats in
+   t->last). Over several ranks every rank runs the same steps: the teacher's Sinkhorn-Knopp
+   targets are taken over the global batch inside micro_batch (reference §3.3), and reduce
+   averages the gradients and the loss terms over the ranks (so every rank clips, steps and
+   logs the same numbers, and the parameters stay identical). With one process reduce does
+   nothing and may be left out. */
 void poa_trainer_begin_step(poa_trainer *t);
 int poa_trainer_micro_batch(poa_trainer *t, const poa_batch *batch, int micro, poa_error *e);
+int poa_trainer_reduce_step(poa_trainer *t, poa_error *e);
 void poa_trainer_end_step(poa_trainer *t);
+
+/* Over several ranks, before the first step: every rank takes rank 0's parameters, teacher
+   and AdamW moments (as DDP and FSDP's sync_module_states do), and all must be at the same
+   step and draw count (else an error: they resumed from different checkpoints). */
+int poa_trainer_sync(poa_trainer *t, poa_error *e);
 
 /* Checkpoints: student, teacher (backbone and heads), AdamW moments, step and draw
    counters and the recipe, in one safetensors file written atomically. */
