@@ -337,6 +337,46 @@ static void check_against_cpu(const char *prefix, const poa_cuda_exec *exec, con
     case_free(&cpu), case_free(&gpu);
 }
 
+/* A pass that runs nowhere (neither a GPU nor an emulator) allocates nothing real and issues
+   nothing, yet walks every step: per head, forward = weight norm, 2 GELUs, L2-normalise and 4
+   GEMMs (plus one input copy); backward = weight norm, L2-normalise, 2 GELU backwards and 3
+   column sums, and 8 GEMMs (with dx). The emulated pass issues exactly as many. */
+static void check_counts(const poa_heads *heads) {
+    poa_cuda_emulator em = { .launch = emulate_launch, .gemm = emulate_gemm };
+    const poa_cuda_exec nowhere = { 0 }, emulated = { .emulator = &em };
+    const poa_cuda_exec *execs[2] = { &nowhere, &emulated };
+    const long H = heads->config.heads;
+    long launches[2] = { 0 }, gemms[2] = { 0 };
+    poa_error e = { { 0 } };
+    int rc = 0;
+    for (int i = 0; i < 2 && !rc; i++) {
+        heads_case c;
+        case_init(&c, heads, 64);
+        CUdeviceptr params = 0, grads = 0, x = 0, dx = 0, dlogits[POA_MAX_HEADS] = { 0 };
+        const size_t f = sizeof(float);
+        poa_cuda_heads_pass pass;
+        memset(&pass, 0, sizeof pass);
+        rc = poa_cuda_exec_alloc(execs[i], &params, 1, f * (size_t)heads->parameter_count, &e) ||
+             poa_cuda_exec_alloc(execs[i], &grads, 2, f * (size_t)heads->parameter_count, &e) ||
+             poa_cuda_exec_alloc(execs[i], &x, 3, f * ROWS * 64, &e) || poa_cuda_exec_alloc(execs[i], &dx, 4, f * ROWS * 64, &e);
+        for (int h = 0; h < H && !rc; h++)
+            rc = poa_cuda_exec_alloc(execs[i], &dlogits[h], 5 + h, f * ROWS * (size_t)heads->config.prototypes[h], &e);
+        if (!rc) rc = poa_cuda_exec_upload(execs[i], params, c.params, f * (size_t)heads->parameter_count, &e) ||
+                      poa_cuda_heads_pass_init(&pass, execs[i], heads, 64, ROWS, params, grads, NULL, &e) ||
+                      poa_cuda_heads_forward(&pass, x, &e) || poa_cuda_heads_backward(&pass, dlogits, dx, &e);
+        launches[i] = pass.launches, gemms[i] = pass.gemms;
+        poa_cuda_heads_pass_free(&pass);
+        CUdeviceptr *pointers[] = { &params, &grads, &x, &dx, &dlogits[0], &dlogits[1] };
+        for (size_t j = 0; j < sizeof pointers / sizeof pointers[0]; j++) poa_cuda_exec_free(execs[i], pointers[j]);
+        case_free(&c);
+    }
+    CHECK("heads pass: run nowhere it walks every step without touching memory; emulated it issues the same "
+          "11 launches and 12 GEMMs per head (and one copy)",
+          !rc && launches[0] == 1 + 11 * H && gemms[0] == 12 * H && launches[1] == launches[0] && gemms[1] == gemms[0],
+          "%s launches %ld / %ld, GEMMs %ld / %ld (expected %ld, %ld)", rc ? e.message : "", launches[0], launches[1],
+          gemms[0], gemms[1], 1 + 11 * H, 12 * H);
+}
+
 static void check_emulated(const poa_heads *heads) {
     poa_cuda_emulator em = { .launch = emulate_launch, .gemm = emulate_gemm };
     poa_cuda_exec exec = { .emulator = &em };
@@ -347,13 +387,14 @@ static void check_emulated(const poa_heads *heads) {
 }
 
 static void check_gpu(const poa_heads *heads) {
-    const char *labels[] = { "gpu: heads at width 96 and 64 against the CPU heads within 1e-4",
-                             "gpu bf16: heads at width 96 and 64 against the CPU heads (logits 1e-2, gradients 2e-2)" };
     poa_cuda cuda;
     poa_error e = { { 0 } };
     int rc = poa_cuda_open(&cuda, &e);
     if (rc && cuda.no_gpu) {
-        for (int i = 0; i < 2; i++) CHECK_SKIP(labels[i], e.message);
+        CHECK_SKIP("gpu: heads at width 96 against the CPU heads within 1e-4", e.message);
+        CHECK_SKIP("gpu: heads at width 64 against the CPU heads within 1e-4", e.message);
+        CHECK_SKIP("gpu bf16: heads at width 96 against the CPU heads (logits 1e-2, gradients 2e-2)", e.message);
+        CHECK_SKIP("gpu bf16: heads at width 64 against the CPU heads (logits 1e-2, gradients 2e-2)", e.message);
         return;
     }
     if (rc) {
@@ -389,6 +430,7 @@ int main(void) {
     }
     check_source();
     check_twin_geometry();
+    check_counts(&heads);
     check_emulated(&heads);
     check_gpu(&heads);
     poa_heads_free(&heads);
