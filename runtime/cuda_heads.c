@@ -28,6 +28,13 @@ int poa_cuda_heads_source(char **source, poa_error *e) {
     return rc;
 }
 
+/* Fails with "<what>: <e's message>" (the message copied first: it is also the destination). */
+static int fail_with(poa_error *e, const char *what) {
+    char message[sizeof e->message];
+    snprintf(message, sizeof message, "%s", e->message);
+    return poa_fail(e, "%s: %s", what, message);
+}
+
 static CUdeviceptr F(CUdeviceptr base, long elements) { return base + sizeof(float) * (size_t)elements; }
 
 /* Launches kernel over count (elements, rows or columns: poa_heads_kernel_geometry). */
@@ -234,8 +241,11 @@ int poa_cuda_heads_pass_prepare(poa_cuda_heads_pass *p, int width, long rows, po
     p->alpha = (float)((double)c->in_dim / width);
     poa_heads_layout_of(c, rows, width, &p->layout);
     if (ensure(p, &p->arena, &p->arena_capacity, p->layout.count, sizeof(float), REGION_ARENA, e) ||
-        (p->bf16 && ensure_bf16(p, e)))
-        return poa_fail(e, "heads pass of width %d, %ld rows: device memory: %.900s", width, rows, e->message);
+        (p->bf16 && ensure_bf16(p, e))) {
+        char what[96];
+        snprintf(what, sizeof what, "heads pass of width %d, %ld rows: device memory", width, rows);
+        return fail_with(e, what);
+    }
     for (int h = 0; h < c->heads; h++) p->logits[h] = A(p, p->layout.head[h].logits);
     return 0;
 }
@@ -258,10 +268,8 @@ int poa_cuda_heads_pass_init(poa_cuda_heads_pass *p, const poa_cuda_exec *exec, 
     for (int i = 0; !rc && i < POA_HEADS_KERNEL_COUNT; i++)
         rc = poa_cuda_get_function(exec->cuda, p->module, poa_heads_kernel_names[i], &p->functions[i], e);
     if (rc) {
-        char message[sizeof e->message];
-        snprintf(message, sizeof message, "%s", e->message);
         poa_cuda_heads_pass_free(p);
-        return poa_fail(e, "heads pass: %s", message);
+        return fail_with(e, "heads pass");
     }
     return 0;
 }
@@ -270,7 +278,7 @@ int poa_cuda_heads_pass_use_bf16(poa_cuda_heads_pass *p, CUdeviceptr params_bf16
     if (!params_bf16) return poa_fail(e, "heads pass: bf16 without a bf16 parameter shadow");
     p->params_bf16 = params_bf16;
     p->bf16 = 1;
-    if (ensure_bf16(p, e)) return poa_fail(e, "heads pass: bf16 buffers: %.900s", e->message);
+    if (ensure_bf16(p, e)) return fail_with(e, "heads pass: bf16 buffers");
     return 0;
 }
 

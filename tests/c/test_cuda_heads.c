@@ -377,6 +377,22 @@ static void check_counts(const poa_heads *heads) {
           gemms[0], gemms[1], 1 + 11 * H, 12 * H);
 }
 
+static void check_bad_shapes(const poa_heads *heads) {
+    poa_cuda_emulator em = { .launch = emulate_launch, .gemm = emulate_gemm };
+    const poa_cuda_exec exec = { .emulator = &em };
+    poa_cuda_heads_pass pass;
+    poa_error e = { { 0 } };
+    int wide = poa_cuda_heads_pass_init(&pass, &exec, heads, 97, ROWS, 0, 0, NULL, &e) == -1 &&
+               strstr(e.message, "width 97 outside 1..96") != NULL;
+    int negative = poa_cuda_heads_pass_init(&pass, &exec, heads, 64, -1, 0, 0, NULL, &e) == -1 &&
+                   strstr(e.message, "rows -1 negative") != NULL;
+    int no_grads = poa_cuda_heads_pass_init(&pass, &exec, heads, 64, ROWS, 0, 0, NULL, &e) == 0 &&
+                   poa_cuda_heads_backward(&pass, NULL, 0, &e) == -1 && strstr(e.message, "no gradient buffer") != NULL;
+    poa_cuda_heads_pass_free(&pass);
+    CHECK("heads pass: a width beyond in_dim, negative rows and a backward without gradients fail with a message",
+          wide && negative && no_grads, "%d %d %d: %s", wide, negative, no_grads, e.message);
+}
+
 static void check_emulated(const poa_heads *heads) {
     poa_cuda_emulator em = { .launch = emulate_launch, .gemm = emulate_gemm };
     poa_cuda_exec exec = { .emulator = &em };
@@ -431,6 +447,7 @@ int main(void) {
     check_source();
     check_twin_geometry();
     check_counts(&heads);
+    check_bad_shapes(&heads);
     check_emulated(&heads);
     check_gpu(&heads);
     poa_heads_free(&heads);
