@@ -8,7 +8,8 @@
    Every GEMM runs on the full parameter buffer; W0's first D columns are addressed with its
    leading dimension `in`, so no weight is copied. The arena holds, per head, a0 h0 a1 h1 z u
    ||z|| Wn ||v|| logits, then a copy of the input x (the backward's dW0 needs it, and the
-   caller may reuse its buffer), then the backward's scratch (shared by the heads). */
+   caller may reuse its buffer), then the backward's scratch (shared by the heads):
+   poa_heads_layout_of. */
 #include "head.h"
 
 #include <stdlib.h>
@@ -104,41 +105,33 @@ void poa_heads_init_parameters(const poa_heads *heads, real *params, unsigned lo
     }
 }
 
-/* Arena offsets of head h's saved activations (elements). */
-typedef struct head_buffers {
-    long a0, h0, a1, h1, z, u, znorm, wn, vnorm, logits;
-} head_buffers;
-
-static long head_buffers_of(const poa_head_config *c, long rows, int h, long start,
-                            head_buffers *b) {
-    long at = start, hid = c->hidden, bot = c->bottleneck, k = c->prototypes[h];
-    b->a0 = at, at += rows * hid;
-    b->h0 = at, at += rows * hid;
-    b->a1 = at, at += rows * hid;
-    b->h1 = at, at += rows * hid;
-    b->z = at, at += rows * bot;
-    b->u = at, at += rows * bot;
-    b->znorm = at, at += rows;
-    b->wn = at, at += k * bot;
-    b->vnorm = at, at += k;
-    b->logits = at, at += rows * k;
-    return at;
-}
-
-/* The input copy (rows x width) and the backward's scratch (shared by the heads): two rows x hidden, two rows x bottleneck,
-   one K_max x bottleneck. Returns the end. */
-static long scratch_of(const poa_head_config *c, long rows, long width, long start, long *x,
-                       long *d_hidden_a, long *d_hidden_b, long *d_bot_a, long *d_bot_b,
-                       long *d_wn) {
-    long at = start, kmax = 0;
-    for (int h = 0; h < c->heads; h++) kmax = c->prototypes[h] > kmax ? c->prototypes[h] : kmax;
-    *x = at, at += rows * width;
-    *d_hidden_a = at, at += rows * c->hidden;
-    *d_hidden_b = at, at += rows * c->hidden;
-    *d_bot_a = at, at += rows * c->bottleneck;
-    *d_bot_b = at, at += rows * c->bottleneck;
-    *d_wn = at, at += kmax * c->bottleneck;
-    return at;
+void poa_heads_layout_of(const poa_head_config *c, long rows, long width,
+                         poa_heads_layout *layout) {
+    const long hid = c->hidden, bot = c->bottleneck;
+    long at = 0, kmax = 0;
+    memset(layout, 0, sizeof *layout);
+    for (int h = 0; h < c->heads; h++) {
+        poa_head_buffers *b = &layout->head[h];
+        const long k = c->prototypes[h];
+        kmax = k > kmax ? k : kmax;
+        b->a0 = at, at += rows * hid;
+        b->h0 = at, at += rows * hid;
+        b->a1 = at, at += rows * hid;
+        b->h1 = at, at += rows * hid;
+        b->z = at, at += rows * bot;
+        b->u = at, at += rows * bot;
+        b->znorm = at, at += rows;
+        b->wn = at, at += k * bot;
+        b->vnorm = at, at += k;
+        b->logits = at, at += rows * k;
+    }
+    layout->x = at, at += rows * width;
+    layout->d_hidden_a = at, at += rows * hid;
+    layout->d_hidden_b = at, at += rows * hid;
+    layout->d_bottleneck_a = at, at += rows * bot;
+    layout->d_bottleneck_b = at, at += rows * bot;
+    layout->d_wn = at, at += kmax * bot;
+    layout->count = at;
 }
 
 int poa_heads_pass_init(poa_heads_pass *pass, const poa_heads *heads, int width, long rows,
@@ -160,11 +153,9 @@ int poa_heads_pass_prepare(poa_heads_pass *pass, const poa_heads *heads, int wid
     pass->width = width;
     pass->rows = rows;
     pass->alpha = (real)((double)c->in_dim / width);
-    long at = 0;
-    head_buffers b;
-    for (int h = 0; h < c->heads; h++) at = head_buffers_of(c, rows, h, at, &b);
-    long sx, s0, s1, s2, s3, s4;
-    at = scratch_of(c, rows, width, at, &sx, &s0, &s1, &s2, &s3, &s4);
+    poa_heads_layout layout;
+    poa_heads_layout_of(c, rows, width, &layout);
+    const long at = layout.count;
     pass->arena_count = at;
     if (arena && capacity >= at) { /* keep the buffer of an earlier shape */
         pass->arena = arena, pass->arena_capacity = capacity;
@@ -175,12 +166,7 @@ int poa_heads_pass_prepare(poa_heads_pass *pass, const poa_heads *heads, int wid
     }
     if (!pass->arena)
         return poa_fail(e, "heads pass: out of memory for %ld rows (%ld values)", rows, at);
-    at = 0;
-    for (int h = 0; h < c->heads; h++) {
-        long next = head_buffers_of(c, rows, h, at, &b);
-        pass->logits[h] = pass->arena + b.logits;
-        at = next;
-    }
+    for (int h = 0; h < c->heads; h++) pass->logits[h] = pass->arena + layout.head[h].logits;
     return 0;
 }
 
@@ -277,17 +263,13 @@ void poa_heads_forward(poa_heads_pass *pass, const real *params, const real *x) 
     const long rows = pass->rows, hid = c->hidden, bot = c->bottleneck, in = c->in_dim;
     const long width = pass->width;
     real *a = pass->arena;
-    long at = 0;
-    head_buffers b;
-    for (int h = 0; h < c->heads; h++) at = head_buffers_of(c, rows, h, at, &b);
-    long sx, s0, s1, s2, s3, s4;
-    scratch_of(c, rows, width, at, &sx, &s0, &s1, &s2, &s3, &s4);
-    if (rows > 0) memcpy(a + sx, x, sizeof(real) * (size_t)(rows * width));
-    at = 0;
+    poa_heads_layout layout;
+    poa_heads_layout_of(c, rows, width, &layout);
+    if (rows > 0) memcpy(a + layout.x, x, sizeof(real) * (size_t)(rows * width));
     for (int h = 0; h < c->heads; h++) {
         const poa_head_offsets *o = &pass->heads->head[h];
+        const poa_head_buffers b = layout.head[h];
         const long k = c->prototypes[h];
-        at = head_buffers_of(c, rows, h, at, &b);
         weight_norm_forward(a + b.wn, a + b.vnorm, params + o->weight_g, params + o->weight_v, k,
                             bot);
         if (rows == 0) continue;
@@ -338,7 +320,7 @@ static void l2_normalize_backward(real *dz, const real *du, const real *u, const
 
 /* One head's backward (see the file comment for the forward it inverts); dx += its input
    gradient when accumulate_dx, else dx = it. */
-static void head_backward(poa_heads_pass *pass, int h, const head_buffers *b, const real *params,
+static void head_backward(poa_heads_pass *pass, int h, const poa_head_buffers *b, const real *params,
                           real *grads, const real *dlogits, const real *x, real *dx,
                           int accumulate_dx,
                           real *d_hid_a, real *d_hid_b, real *d_bot_a, real *d_bot_b,
@@ -378,13 +360,11 @@ void poa_heads_backward(poa_heads_pass *pass, const real *params, real *grads,
     const poa_head_config *c = &pass->heads->config;
     const long rows = pass->rows;
     real *a = pass->arena;
-    long at = 0;
-    head_buffers b[POA_MAX_HEADS];
-    for (int h = 0; h < c->heads; h++) at = head_buffers_of(c, rows, h, at, &b[h]);
-    long sx, s0, s1, s2, s3, s4;
-    scratch_of(c, rows, pass->width, at, &sx, &s0, &s1, &s2, &s3, &s4);
+    poa_heads_layout l;
+    poa_heads_layout_of(c, rows, pass->width, &l);
     if (rows == 0) return;
     for (int h = 0; h < c->heads; h++)
-        head_backward(pass, h, &b[h], params, grads, dlogits[h], a + sx, dx, h > 0, a + s0,
-                      a + s1, a + s2, a + s3, a + s4);
+        head_backward(pass, h, &l.head[h], params, grads, dlogits[h], a + l.x, dx, h > 0,
+                      a + l.d_hidden_a, a + l.d_hidden_b, a + l.d_bottleneck_a,
+                      a + l.d_bottleneck_b, a + l.d_wn);
 }

@@ -43,6 +43,24 @@ void poa_heads_free(poa_heads *heads);
    weight_v ~ U(-1/sqrt(bottleneck), 1/sqrt(bottleneck)) (PyTorch Linear default). */
 void poa_heads_init_parameters(const poa_heads *heads, real *params, unsigned long long seed);
 
+/* Where a pass's arena keeps its buffers (element offsets): per head a0 h0 a1 h1 (rows x hidden),
+   z u (rows x bottleneck), ||z|| (rows), Wn (K_h x bottleneck), ||v|| (K_h), logits (rows x
+   K_h); then the input copy x (rows x width) and the backward's scratch, shared by the heads:
+   two rows x hidden, two rows x bottleneck, one K_max x bottleneck. The GPU pass
+   (runtime/cuda_heads.c) uses the same layout. */
+typedef struct poa_head_buffers {
+    long a0, h0, a1, h1, z, u, znorm, wn, vnorm, logits;
+} poa_head_buffers;
+
+typedef struct poa_heads_layout {
+    poa_head_buffers head[POA_MAX_HEADS];
+    long x, d_hidden_a, d_hidden_b, d_bottleneck_a, d_bottleneck_b, d_wn;
+    long count; /* the arena's size */
+} poa_heads_layout;
+
+void poa_heads_layout_of(const poa_head_config *config, long rows, long width,
+                         poa_heads_layout *layout);
+
 /* One forward (and backward) of all heads over `rows` input rows of width `width`. */
 typedef struct poa_heads_pass {
     const poa_heads *heads;
