@@ -135,8 +135,12 @@ end
 
 -- The training kernels (gen/ops_train.lua and the hand-written templates beside them): one
 -- C file, its header and one CUDA file per build, whatever the recipes.
-local train_hand_written_c = { "train_host.c.tmpl" }
-local train_hand_written_cu = {}
+local train_hand_written_c = { "train_host.c.tmpl", "koleo.c.tmpl" }
+local train_hand_written_cu = {
+  { file = "koleo.cu.tmpl", kernels = { { "poa_train_koleo_normalize", "n, 1", "256, 1" },
+                                        { "poa_train_koleo_neighbours", "n, 1", "256, 1" },
+                                        { "poa_train_koleo_backward", "n, 1", "256, 1" } } },
+}
 
 function emit.train_c_text()
   local functions = {}

@@ -10,7 +10,8 @@
    - Clipping (sum_squares, sum, clip_scale) against poa_clip_grad_norm, clipped and not.
    - Softmax and soft cross-entropy (loss and gradient, weights, a zero padding row) against
      runtime/loss.c; Sinkhorn-Knopp from its pieces against poa_sinkhorn_knopp, on one "rank"
-     and on two (the all-reduces done by hand): max relative error <= 1e-5.
+     and on three (the all-reduces done by hand); KoLeo's three stages against poa_koleo (a
+     duplicated row, a three-way tie, a zero row): max relative error <= 1e-5.
    - The results do not depend on the thread count. */
 #include <math.h>
 #include <omp.h>
@@ -343,6 +344,31 @@ static void test_sinkhorn(void) {
     free(logits), free(want), free(got), free(got2);
 }
 
+/* ---- KoLeo ---- */
+
+static void test_koleo(void) {
+    const long n = 33, d = 70;
+    float *x = random_floats(n * d, -1, 1);
+    memcpy(x + 7 * d, x + 3 * d, sizeof(float) * (size_t)d); /* a duplicate: distance 0 to it */
+    memcpy(x + 20 * d, x + 3 * d, sizeof(float) * (size_t)d); /* a three-way tie: first index wins */
+    for (long t = 0; t < d; t++) x[11 * d + t] = 0;             /* a zero row: norm below eps */
+    float *dx = random_floats(n * d, -1e-3f, 1e-3f), *dx_ref = copy_floats(dx, n * d);
+    double *zhat = malloc(sizeof(double) * (size_t)(n * d)), *g = malloc(sizeof(double) * (size_t)(n * d));
+    double *norm = malloc(sizeof(double) * (size_t)n), *row_loss = malloc(sizeof(double) * (size_t)n), total;
+    long *nn = malloc(sizeof(long) * (size_t)n);
+    double want = poa_koleo(x, n, d, 0.1, dx_ref);
+    poa_train_koleo_normalize(zhat, norm, x, n, d);
+    poa_train_koleo_neighbours(g, nn, row_loss, zhat, 0.1, n, d);
+    poa_train_koleo_backward(dx, g, nn, zhat, norm, n, d);
+    poa_train_sum(&total, row_loss, n);
+    double loss_err = fabs(total - want) / fabs(want), dx_err = normwise_relative(dx, dx_ref, n * d);
+    CHECK("KoLeo (normalize, neighbours, backward): loss and dx within 1e-5 of poa_koleo, ties to the first index",
+          loss_err <= 1e-5 && dx_err <= 1e-5 && nn[3] == 7 && nn[7] == 3 && nn[20] == 3,
+          "loss %.17g vs %.17g, dx %.3g, nn %ld %ld %ld", total, want, dx_err, nn[3], nn[7], nn[20]);
+    printf("  KoLeo: loss relative error %.3g, dx max error / max |dx| %.3g\n", loss_err, dx_err);
+    free(x), free(dx), free(dx_ref), free(zhat), free(g), free(norm), free(row_loss), free(nn);
+}
+
 /* ---- thread count ---- */
 
 static void test_threads(void) {
@@ -372,6 +398,7 @@ int main(void) {
     test_clip();
     test_softmax_and_cross_entropy();
     test_sinkhorn();
+    test_koleo();
     test_threads();
     CHECK_EXIT();
 }
