@@ -200,10 +200,12 @@ local function elementwise(op)
   return true
 end
 
--- style "train": the functions of the training kernels (no kernel set argument, extern).
+-- style "train": the functions of the training kernels (no kernel set argument, extern);
+-- "extern": the same for an op of gen/ops.lua (the fused ops beside a kernel set).
 local templates = {
   vit = { cloned = "rowwise_cloned_function.c.tmpl", plain = "rowwise_function.c.tmpl" },
-  train = { cloned = "train_cloned_function.c.tmpl", plain = "train_function.c.tmpl" },
+  train = { cloned = "train_cloned_function.c.tmpl", plain = "train_function.c.tmpl", source = "gen/ops_train.lua" },
+  extern = { cloned = "train_cloned_function.c.tmpl", plain = "train_function.c.tmpl", source = "gen/ops.lua" },
 }
 
 local function cloned(op, style)
@@ -220,6 +222,7 @@ local function cloned(op, style)
   local math = {}
   for _, m in ipairs(op.math) do math[#math + 1] = "     " .. m end
   return template.fill(templates[style].cloned, {
+    SOURCE = templates[style].source,
     NAME = op.name,
     MATH = table.concat(math, "\n"),
     PARAMS = lower_c.params(op),
@@ -246,6 +249,7 @@ function lower_c.op(op, dims, style)
   local math = {}
   for _, m in ipairs(op.math) do math[#math + 1] = "     " .. m end
   return template.fill(templates[style].plain, {
+    SOURCE = templates[style].source,
     NAME = op.name,
     MATH = table.concat(math, "\n"),
     PARAMS = lower_c.params(op),

@@ -12,6 +12,8 @@
      runtime/loss.c; Sinkhorn-Knopp from its pieces against poa_sinkhorn_knopp, on one "rank"
      and on three (the all-reduces done by hand); KoLeo's three stages against poa_koleo (a
      duplicated row, a three-way tie, a zero row): max relative error <= 1e-5.
+   - The fused residual + LayerNorm ops of a kernel set (build/gen/vit_fused.h) bit for bit
+     equal to the set's unfused ops in sequence.
    - The results do not depend on the thread count. */
 #include <math.h>
 #include <omp.h>
@@ -20,9 +22,11 @@
 #include <string.h>
 
 #include "check.h"
+#include "kernels.h"
 #include "loss.h"
 #include "optim.h"
 #include "train_kernels.h"
+#include "vit_fused.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
@@ -369,6 +373,48 @@ static void test_koleo(void) {
     free(x), free(dx), free(dx_ref), free(zhat), free(g), free(norm), free(row_loss), free(nn);
 }
 
+/* ---- residual + LayerNorm, fused ---- */
+
+/* The fused ops of the w64 set of tests/recipes/tiny_vit.lua against the set's unfused
+   residual_* and layernorm_* in sequence: the same expressions, so the same bits. */
+static void test_fused_layernorm(void) {
+    const poa_vit_kernels *k = poa_vit_kernels_find(64, 32, 256);
+    CHECK("the w64_h32_f256 kernel set is built (tests/recipes/tiny_vit.lua)", k != NULL, "not found");
+    if (!k) return;
+    const long batch = 3, tokens = 5, rows = batch * tokens, n = rows * 64;
+    float *x = random_floats(n, -2, 2), *h = random_floats(n, -1, 1), *gamma = random_floats(64, 0.5f, 1.5f);
+    float *w = random_floats(64, 0.5f, 1.5f), *bias = random_floats(64, -0.2f, 0.2f);
+    float sample_scale[3] = { 0.0f, 1.25f, 1.25f };
+    float *x_ref = copy_floats(x, n), *y = malloc(sizeof(float) * (size_t)n), *y_ref = malloc(sizeof(float) * (size_t)n);
+    float mean[15], rstd[15], mean_ref[15], rstd_ref[15];
+    int forward_ok = 1, backward_ok = 1;
+    for (int drop = 0; drop < 2; drop++) {
+        const float *ss = drop ? sample_scale : NULL;
+        k->residual_forward(k, x_ref, h, gamma, ss, batch, tokens);
+        k->layernorm_forward(k, y_ref, mean_ref, rstd_ref, x_ref, w, bias, rows);
+        poa_vit_residual_layernorm_forward_w64_h32_f256(x, y, mean, rstd, h, gamma, ss, w, bias, batch, tokens);
+        forward_ok &= same_bits(x, x_ref, n) && same_bits(y, y_ref, n) && same_bits(mean, mean_ref, rows) &&
+                      same_bits(rstd, rstd_ref, rows);
+
+        float *dy = random_floats(n, -1, 1), *dx = random_floats(n, -1, 1), *dx_ref = copy_floats(dx, n);
+        float *tmp = malloc(sizeof(float) * (size_t)n), *dh = malloc(sizeof(float) * (size_t)n);
+        float *dh_ref = malloc(sizeof(float) * (size_t)n), *dparams = random_floats(3 * 64, -1, 1);
+        float *dparams_ref = copy_floats(dparams, 3 * 64);
+        k->layernorm_backward(k, tmp, dparams_ref, dparams_ref + 64, dy, x_ref, mean_ref, rstd_ref, w, rows);
+        for (long i = 0; i < n; i++) dx_ref[i] += tmp[i];
+        k->residual_backward(k, dh_ref, dparams_ref + 128, dx_ref, h, gamma, ss, batch, tokens);
+        poa_vit_residual_layernorm_backward_w64_h32_f256(dx, dh, dparams, dparams + 64, dparams + 128, dy, x, mean, rstd,
+                                                         w, h, gamma, ss, batch, tokens);
+        backward_ok &= same_bits(dx, dx_ref, n) && same_bits(dh, dh_ref, n) && same_bits(dparams, dparams_ref, 3 * 64);
+        free(dy), free(dx), free(dx_ref), free(tmp), free(dh), free(dh_ref), free(dparams), free(dparams_ref);
+    }
+    CHECK("residual_layernorm_forward = residual_forward then layernorm_forward, bit for bit (with and without drop-path)",
+          forward_ok, "differs");
+    CHECK("residual_layernorm_backward = layernorm_backward, the add, residual_backward, bit for bit", backward_ok,
+          "differs");
+    free(x), free(h), free(gamma), free(w), free(bias), free(x_ref), free(y), free(y_ref);
+}
+
 /* ---- thread count ---- */
 
 static void test_threads(void) {
@@ -399,6 +445,7 @@ int main(void) {
     test_softmax_and_cross_entropy();
     test_sinkhorn();
     test_koleo();
+    test_fused_layernorm();
     test_threads();
     CHECK_EXIT();
 }
