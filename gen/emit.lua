@@ -10,6 +10,7 @@
 package.path = "./?.lua;" .. package.path
 local recipe = require("gen.recipe")
 local ops = require("gen.ops")
+local ops_train = require("gen.ops_train")
 local lower_c = require("gen.lower_c")
 local lower_cuda = require("gen.lower_cuda")
 local plan = require("gen.plan")
@@ -61,8 +62,10 @@ local function cu_path(outdir, set) return outdir .. "/cuda/vit_" .. set.name ..
 
 function emit.outputs(recipe_paths, outdir)
   local loaded, sets = emit.collect(recipe_paths)
-  local out = { c = { outdir .. "/registry.c" }, cu = {},
-                text = { outdir .. "/README", outdir .. "/cuda/files.txt" } }
+  local out = { c = { outdir .. "/registry.c", outdir .. "/train_kernels.c" },
+                cu = { outdir .. "/cuda/train_kernels.cu", outdir .. "/cuda/vit_fused.cu" },
+                text = { outdir .. "/README", outdir .. "/cuda/files.txt", outdir .. "/train_kernels.h",
+                         outdir .. "/vit_fused.h" } }
   for _, set in ipairs(sets) do
     out.c[#out.c + 1] = c_path(outdir, set)
     out.cu[#out.cu + 1] = cu_path(outdir, set)
@@ -83,10 +86,46 @@ local ir = require("gen.ir")
 -- The attention scale 1 / sqrt(head_dim) as a literal that reads back as the same double.
 local function scale_of(set) return ir.format_real(1 / math.sqrt(set.head_dim)) end
 
+-- An op of ops.fused_order as the extern C function poa_vit_<op>_<set> (prefix "poa_vit_") or
+-- the CUDA kernel <op>_<set> (prefix "").
+local function fused_c_op(name, set, prefix)
+  local op = {}
+  for key, value in pairs(ops[name]) do op[key] = value end
+  op.name = (prefix or "poa_vit_") .. name .. "_" .. set.name
+  return op
+end
+
+-- cuda/vit_fused.cu: the fused ops of every set in one file (one NVRTC compile), each set's
+-- kernels in a namespace holding its constants; kernel names <op>_<set>.
+function emit.fused_cu_text(sets, recipes)
+  local parts, table_lines = {}, {}
+  for _, set in ipairs(sets) do
+    local dims = dims_of(set)
+    local kernels = {}
+    for _, name in ipairs(ops.fused_order) do
+      local text, list = lower_cuda.op(fused_c_op(name, set, ""), dims)
+      kernels[#kernels + 1] = text
+      for _, k in ipairs(list) do
+        table_lines[#table_lines + 1] = string.format("//   %-44s grid (%s, %s), block (%s, %s)", k.name,
+          k.grid[1], k.grid[2], k.block[1], k.block[2])
+      end
+    end
+    parts[#parts + 1] = string.format("namespace set_%s {\nenum { WIDTH = %d, HEADS = %d, HEAD_DIM = %d, HIDDEN = %d };\n\n%s}  // namespace set_%s\n",
+      set.name, set.width, set.heads, set.head_dim, set.hidden, table.concat(kernels, "\n"), set.name)
+  end
+  return template.fill("vit_fused.cu.tmpl", {
+    RECIPES = table.concat(recipes, ", "), TABLE = table.concat(table_lines, "\n"),
+    PRELUDE = template.read("cuda_prelude.cu.tmpl"), SETS = table.concat(parts, "\n"),
+  })
+end
+
 function emit.c_text(set)
   local dims = dims_of(set)
   local functions, pointers = {}, {}
   for _, name in ipairs(ops.order) do functions[#functions + 1] = lower_c.op(ops[name], dims) end
+  for _, name in ipairs(ops.fused_order) do
+    functions[#functions + 1] = lower_c.op(fused_c_op(name, set), dims, "extern")
+  end
   for _, which in ipairs({ "forward", "backward" }) do
     functions[#functions + 1] = template.fill("attention_" .. which .. ".c.tmpl",
       { HEADS = set.heads, HEAD_DIM = set.head_dim, SCALE = scale_of(set) })
@@ -129,6 +168,80 @@ function emit.cu_text(set)
     TABLE = table.concat(table_lines, "\n"), PRELUDE = template.read("cuda_prelude.cu.tmpl"),
     KERNELS = table.concat(kernels, "\n"),
   })
+end
+
+-- The training kernels (gen/ops_train.lua and the hand-written templates beside them): one
+-- C file, its header and one CUDA file per build, whatever the recipes.
+local train_hand_written_c = { "train_host.c.tmpl", "koleo.c.tmpl" }
+local train_hand_written_cu = {
+  { file = "koleo.cu.tmpl", kernels = { { "poa_train_koleo_normalize", "n, 1", "256, 1" },
+                                        { "poa_train_koleo_neighbours", "n, 1", "256, 1" },
+                                        { "poa_train_koleo_backward", "n, 1", "256, 1" } } },
+}
+
+function emit.train_c_text()
+  local functions = {}
+  for _, name in ipairs(ops_train.order) do
+    functions[#functions + 1] = lower_c.op(ops_train[name], {}, "train")
+  end
+  for _, t in ipairs(train_hand_written_c) do functions[#functions + 1] = template.read(t) end
+  return template.fill("train_kernels.c.tmpl", {
+    FILE = "train_kernels.c", HAND_WRITTEN = table.concat(train_hand_written_c, ", "),
+    FUNCTIONS = table.concat(functions, "\n"),
+  })
+end
+
+function emit.train_h_text()
+  local decls = {}
+  for _, name in ipairs(ops_train.order) do
+    local op = ops_train[name]
+    local math = {}
+    for _, m in ipairs(op.math) do math[#math + 1] = "   " .. m end
+    decls[#decls + 1] = string.format("/* %s:\n%s */\nvoid %s(%s);\n", op.name,
+      table.concat(math, "\n"), op.name, lower_c.params(op))
+  end
+  return template.fill("train_kernels.h.tmpl", {
+    FILE = "train_kernels.h", CHUNK = ops_train.CHUNK, DECLARATIONS = table.concat(decls, "\n"),
+  })
+end
+
+function emit.train_cu_text()
+  local kernels, table_lines = {}, {}
+  for _, name in ipairs(ops_train.order) do
+    local text, list = lower_cuda.op(ops_train[name], {})
+    kernels[#kernels + 1] = text
+    for _, k in ipairs(list) do
+      table_lines[#table_lines + 1] = string.format("//   %-34s grid (%s, %s), block (%s, %s)", k.name,
+        k.grid[1], k.grid[2], k.block[1], k.block[2])
+    end
+  end
+  for _, t in ipairs(train_hand_written_cu) do
+    kernels[#kernels + 1] = template.read(t.file)
+    for _, k in ipairs(t.kernels) do
+      table_lines[#table_lines + 1] = string.format("//   %-34s grid (%s), block (%s)", k[1], k[2], k[3])
+    end
+  end
+  local names = {}
+  for i, t in ipairs(train_hand_written_cu) do names[i] = t.file end
+  return template.fill("train_kernels.cu.tmpl", {
+    FILE = "train_kernels.cu", CHUNK = ops_train.CHUNK,
+    HAND_WRITTEN = #names > 0 and table.concat(names, ", ") or "none hand-written",
+    TABLE = table.concat(table_lines, "\n"),
+    PRELUDE = template.read("cuda_prelude.cu.tmpl") .. "\n" .. template.read("train_prelude.cu.tmpl"),
+    KERNELS = table.concat(kernels, "\n"),
+  })
+end
+
+-- Declarations of the fused ops' C functions of every set (build/gen/vit_fused.h).
+function emit.fused_h_text(sets)
+  local decls = {}
+  for _, set in ipairs(sets) do
+    for _, name in ipairs(ops.fused_order) do
+      local op = fused_c_op(name, set)
+      decls[#decls + 1] = string.format("void %s(%s);\n", op.name, lower_c.params(op))
+    end
+  end
+  return template.fill("vit_fused.h.tmpl", { DECLARATIONS = table.concat(decls) })
 end
 
 function emit.registry_text(loaded, sets)
@@ -187,7 +300,13 @@ do not edit, run ninja.
                               (runtime/kernels.h), compiled into libpoa (fp32) and libpoa_f64
   cuda/vit_w<D>_h<Dh>_f<F>.cu the same ops as CUDA kernels, compiled with NVRTC at start-up
   cuda/files.txt              the .cu files, one a line (tests/c/test_nvrtc_compile.c reads it)
+  vit_fused.h                 the fused residual + LayerNorm ops of every set as extern C functions
+                              poa_vit_residual_layernorm_{forward,backward}_<set>
+  cuda/vit_fused.cu           the same as CUDA kernels residual_layernorm_{forward,backward}_<set>
   registry.c                  poa_vit_kernel_sets[] and poa_vit_kernels_find()
+  train_kernels.c, .h         the training-step kernels (AdamW with the bf16 shadow, EMA, clipping,
+                              softmax, cross-entropy, Sinkhorn-Knopp pieces, KoLeo) as C functions
+  cuda/train_kernels.cu       the same as CUDA kernels (gen/ops_train.lua, templates/train_*)
   <recipe>/space.txt          the elastic space: widths, depths, members, kernel sets
   <recipe>/plan.txt           the activation arena and launch order (gen/plan.lua) of a few members
 Row-wise ops come from one description each (gen/ops.lua) lowered by gen/lower_c.lua and
@@ -205,7 +324,14 @@ function emit.write(recipe_paths, outdir)
   os.execute("mkdir -p '" .. outdir .. "/cuda'")
   write_file(outdir .. "/README", README)
   write_file(outdir .. "/registry.c", emit.registry_text(loaded, sets))
-  local cu_list = {}
+  write_file(outdir .. "/vit_fused.h", emit.fused_h_text(sets))
+  write_file(outdir .. "/train_kernels.c", emit.train_c_text())
+  write_file(outdir .. "/train_kernels.h", emit.train_h_text())
+  write_file(outdir .. "/cuda/train_kernels.cu", emit.train_cu_text())
+  local names = {}
+  for _, r in ipairs(loaded) do names[#names + 1] = r.name end
+  write_file(outdir .. "/cuda/vit_fused.cu", emit.fused_cu_text(sets, names))
+  local cu_list = { outdir .. "/cuda/train_kernels.cu\n", outdir .. "/cuda/vit_fused.cu\n" }
   for _, set in ipairs(sets) do
     write_file(c_path(outdir, set), emit.c_text(set))
     write_file(cu_path(outdir, set), emit.cu_text(set))

@@ -50,12 +50,15 @@ Node.__unm = function(a) return node({ kind = "neg", a = a }) end
 function ir.var(name) return node({ kind = "var", name = name }) end
 function ir.int(v) return node({ kind = "int", value = v }) end
 function ir.real(v) return node({ kind = "real", value = v + 0.0 }) end
+-- A double literal (for the double-precision lets and sums of the training ops).
+function ir.double(v) return node({ kind = "double", value = v + 0.0 }) end
 
 -- Element of tensor `name`: at (row, column i) for row tensors, [i] for vectors, [row] for
 -- per-row tensors. `row` defaults to the op's row expression.
 function ir.load(name, row) return node({ kind = "load", name = name, row = row and lift(row) }) end
 
--- Math functions: "exp", "sqrt", "erf" (real_* in C, *f in CUDA).
+-- Math functions of real arguments: "exp", "sqrt", "erf", "fma" (real_* in C, *f in CUDA);
+-- of double arguments: "log", "dsqrt"; conversions: "to_real" (rounds), "to_double" (exact).
 function ir.call(fn, ...)
   local args = {}
   for i, a in ipairs({ ... }) do args[i] = lift(a) end
@@ -72,12 +75,34 @@ function ir.present(name) return node({ kind = "present", name = name }) end
 --   rows(ld)     a matrix with rows ld elements apart (ld: constant or parameter name)
 --   vector()     a parameter vector indexed by the column i
 --   per_row()    one value per row
-function ir.rows(ld) return { shape = "rows", ld = ld } end
-function ir.vector() return { shape = "vector" } end
-function ir.per_row() return { shape = "per_row" } end
+--   span(base)   the row's elements start at element `base` (an expression of the row:
+--                chunks of a flat buffer, e.g. the tensors of a parameter buffer)
+-- and the element type (optional, default "real"):
+--   "real"       float (fp32 build) or double (fp64 build) in C, float in CUDA
+--   "double"     double in both (the sums and scalings of the losses and the clipping norm)
+--   "bf16"       the upper 16 bits of a float, stored as uint16_t / unsigned short; stores round
+--                to nearest even on the float's bits (NaN stays NaN): poa_bf16_from_float of
+--                runtime/bf16.h in C, the same bit operations in CUDA, so the bits agree
+--   "long"       a table of indices (const long *)
+local element_types = { real = true, double = true, bf16 = true, long = true }
+local function typed(t, type)
+  t.type = type or "real"
+  assert(element_types[t.type], "ir: unknown element type " .. tostring(type))
+  return t
+end
+function ir.rows(ld, type) return typed({ shape = "rows", ld = ld }, type) end
+function ir.vector(type) return typed({ shape = "vector" }, type) end
+function ir.per_row(type) return typed({ shape = "per_row" }, type) end
+function ir.span(base, type) return typed({ shape = "span", base = lift(base) }, type) end
 
--- Stages.
-function ir.reduce(name, e) return { stage = "reduce", name = name, expr = lift(e) } end
+-- Stages. reduce's opt: type = "double" (the accumulator; default real), combine = "max"
+-- (default "+"; a max starts at -infinity). let's ctype: "int", "long", "double" or nil (real;
+-- int for conditions).
+function ir.reduce(name, e, opt)
+  opt = opt or {}
+  return { stage = "reduce", name = name, expr = lift(e), type = opt.type or "real",
+           combine = opt.combine or "+" }
+end
 function ir.let(name, e, ctype) return { stage = "let", name = name, expr = lift(e), ctype = ctype } end
 function ir.store(t, e, opt)
   opt = opt or {}
@@ -91,7 +116,7 @@ end
 function ir.colsum(spec)
   local outputs = {}
   for i, o in ipairs(spec.outputs) do
-    outputs[i] = { target = o[1], expr = lift(o[2]), row = o.row and lift(o.row) }
+    outputs[i] = { target = o[1], expr = lift(o[2]), row = o.row and lift(o.row), assign = o.assign }
   end
   return { stage = "colsum", over = spec.over, keep = spec.keep or {}, lets = spec.lets or {},
            where = spec.where and lift(spec.where), when = spec.when and lift(spec.when),
@@ -100,15 +125,20 @@ end
 
 -- op{ name, math, params, tensors, length, loops, row, prelude, stages }:
 --   params   the C parameters after `k`, in order: {name, kind} with kind one of
---            "out" (real *), "in" (const real *), "mask" (const unsigned char *), "long"
---   tensors  name -> ir.rows / ir.vector / ir.per_row, for every pointer parameter
+--            "out" (real *), "in" (const real *), "mask" (const unsigned char *), "long",
+--            "real" or "double" (scalars); a pointer's element type is its tensor's
+--   tensors  name -> ir.rows / ir.vector / ir.per_row / ir.span, for every pointer parameter
 --   optional names of pointer parameters that may be NULL (tested with ir.present)
---   length   the row length (a compile-time constant name, e.g. "WIDTH")
+--   length   the row length: a compile-time constant name (e.g. "WIDTH"), or an expression
+--            evaluated per row after the row's lets (a runtime length: a parameter, a let)
+--   exact    CUDA must not contract a * b + c into an fma (multiplications lower to
+--            __fmul_rn), so that C (-std=c11: no contraction) and CUDA give the same bits
 --   loops    the row domain, outermost first: {var, extent expression}
 --   row      the default row expression of row tensors (e.g. b * T + t)
 --   prelude  runtime scalars derived from parameters: {name, expression}
 function ir.op(spec)
   assert(spec.name and spec.math and spec.params and spec.tensors and spec.length, "ir.op: incomplete")
+  if type(spec.length) ~= "string" then spec.length = lift(spec.length) end
   spec.loops = spec.loops or { { "r", "rows" } }
   for _, l in ipairs(spec.loops) do l[2] = lift(l[2]) end
   spec.row = lift(spec.row or spec.loops[1][1])
@@ -128,7 +158,9 @@ function ir.op(spec)
     end
   end
   for _, p in ipairs(spec.params) do
-    if p[2] ~= "long" then assert(spec.tensors[p[1]], spec.name .. ": no shape for " .. p[1]) end
+    if p[2] == "out" or p[2] == "in" or p[2] == "mask" then
+      assert(spec.tensors[p[1]], spec.name .. ": no shape for " .. p[1])
+    end
   end
   spec.row_stages, spec.colsums = row_stages, colsums
   return spec
@@ -136,7 +168,8 @@ end
 
 -- Expression printing, shared by the lowerings. `target` supplies:
 --   real(v)       a real literal        call(fn, args)  a math function call
---   load(e, ctx)  a tensor element      present(name)   the non-NULL test
+--   double(v)     a double literal      present(name)   the non-NULL test
+--   mul(a, b)     optional: a product (CUDA's exact ops: __fmul_rn)
 local precedence = { ["and"] = 1, cmp = 2, ["+"] = 3, ["-"] = 3, ["*"] = 4, ["/"] = 4 }
 
 local function prec_of(e)
@@ -158,9 +191,11 @@ function ir.print(e, target, ctx)
   local k = e.kind
   if k == "int" then return tostring(e.value)
   elseif k == "real" then return target.real(e.value)
+  elseif k == "double" then return ir.format_real(e.value)
   elseif k == "var" then return e.name
   elseif k == "bin" then
     local pr = precedence[e.op]
+    if e.op == "*" and target.mul and ctx.op.exact then return target.mul(p(e.a), p(e.b)) end
     -- a right operand of equal precedence keeps its parentheses: float a + (b + c) differs
     -- from (a + b) + c.
     return wrap(e.a, pr) .. " " .. e.op .. " " .. wrap(e.b, pr, true)
@@ -179,6 +214,7 @@ function ir.print(e, target, ctx)
     local row = e.row or ctx.row
     if t.shape == "vector" then return e.name .. "[" .. ctx.column .. "]" end
     if t.shape == "per_row" then return e.name .. "[" .. p(row) .. "]" end
+    if t.shape == "span" then return e.name .. "[" .. p(t.base) .. " + " .. ctx.column .. "]" end
     local r = p(row)
     if prec_of(row) < 4 then r = "(" .. r .. ")" end
     return e.name .. "[" .. r .. " * " .. t.ld .. " + " .. ctx.column .. "]"

@@ -12,11 +12,12 @@ local template = require("gen.template")
 
 local lower_c = {}
 
-local fast = { exp = "real_fast_exp", erf = "real_fast_erf" }
+local calls = { exp = "real_fast_exp", erf = "real_fast_erf", sqrt = "real_sqrt", fma = "real_fma",
+                log = "log", dsqrt = "sqrt", to_real = "(real)", to_double = "(double)" }
 
 local target = {
   real = function(v) return "(real)" .. ir.format_real(v) end,
-  call = function(fn, args) return (fast[fn] or ("real_" .. fn)) .. "(" .. args .. ")" end,
+  call = function(fn, args) return assert(calls[fn], "lower_c: unknown function " .. fn) .. "(" .. args .. ")" end,
   present = function(name) return name .. " != NULL" end,
 }
 
@@ -25,12 +26,31 @@ local function printer(op, row, column)
   return function(e) return ir.print(e, target, ctx) end
 end
 
-local ctypes = { out = "real *", ["in"] = "const real *", mask = "const unsigned char *", long = "long " }
+local element_ctypes = { real = "real", double = "double", bf16 = "uint16_t", long = "long" }
+local scalar_ctypes = { mask = "const unsigned char *", long = "long ", real = "real ", double = "double " }
+
+local function ctype_of(op, p)
+  if scalar_ctypes[p[2]] then return scalar_ctypes[p[2]] end
+  local e = element_ctypes[op.tensors[p[1]].type]
+  return (p[2] == "in" and "const " or "") .. e .. " *"
+end
 
 function lower_c.params(op)
   local list = {}
-  for _, p in ipairs(op.params) do list[#list + 1] = ctypes[p[2]] .. p[1] end
+  for _, p in ipairs(op.params) do list[#list + 1] = ctype_of(op, p) .. p[1] end
   return table.concat(list, ", ")
+end
+
+-- The row length as C text: a constant name, or the printed runtime expression.
+local function length_of(op, p)
+  if type(op.length) == "string" then return op.length end
+  return p(op.length)
+end
+
+-- The stored value of e into tensor t: rounded to bf16 for bf16 tensors.
+local function stored(op, t, text)
+  if op.tensors[t].type == "bf16" then return "poa_bf16_from_real(" .. text .. ")" end
+  return text
 end
 
 -- The largest of 16, 8, ..., 1 that divides n: the column block of the column reductions
@@ -54,35 +74,47 @@ local function open_loops(lines, loops, depth, p)
 end
 
 local function let_type(e, ctype)
-  if ctype == "int" or ir.is_condition(e) then return "int" end
+  if ctype then return ctype end
+  if ir.is_condition(e) then return "int" end
   return "real"
 end
 
 local function row_body(op, lines, depth)
   local p = printer(op, op.row)
-  local len = op.length
+  local len = length_of(op, p)
   for _, s in ipairs(op.row_stages) do
     local pad = indent(depth)
     if s.stage == "reduce" then
-      lines[#lines + 1] = pad .. "real " .. s.name .. " = 0;"
-      lines[#lines + 1] = pad .. "#pragma omp simd reduction(+:" .. s.name .. ")"
-      lines[#lines + 1] = string.format("%sfor (int i = 0; i < %s; i++) %s += %s;", pad, len, s.name, p(s.expr))
+      local t = s.type == "double" and "double" or "real"
+      if s.combine == "max" then
+        lines[#lines + 1] = string.format("%s%s %s = -INFINITY;", pad, t, s.name)
+        lines[#lines + 1] = pad .. "#pragma omp simd reduction(max:" .. s.name .. ")"
+        lines[#lines + 1] = string.format("%sfor (long i = 0; i < %s; i++) { const %s v = %s; %s = v > %s ? v : %s; }",
+          pad, len, t, p(s.expr), s.name, s.name, s.name)
+      else
+        lines[#lines + 1] = string.format("%s%s %s = 0;", pad, t, s.name)
+        lines[#lines + 1] = pad .. "#pragma omp simd reduction(+:" .. s.name .. ")"
+        lines[#lines + 1] = string.format("%sfor (long i = 0; i < %s; i++) %s += %s;", pad, len, s.name, p(s.expr))
+      end
     elseif s.stage == "let" then
       lines[#lines + 1] = string.format("%sconst %s %s = %s;", pad, let_type(s.expr, s.ctype), s.name, p(s.expr))
     elseif s.stage == "store" then
-      lines[#lines + 1] = string.format("%s%s[%s] = %s;", pad, s.target, p(s.row or op.row), p(s.expr))
+      lines[#lines + 1] = string.format("%s%s[%s] = %s;", pad, s.target, p(s.row or op.row),
+        stored(op, s.target, p(s.expr)))
     elseif s.stage == "map" then
       local t = op.tensors[s.target]
       local out = ir.print(ir.load(s.target, s.row), target, { op = op, row = op.row, column = "i" })
-      assert(t.shape == "rows", op.name .. ": map target must be a row tensor")
+      assert(t.shape == "rows" or t.shape == "span" or t.shape == "vector",
+        op.name .. ": map target must be a row, span or vector tensor")
+      assert(not (s.accumulate and t.type == "bf16"), op.name .. ": no += into a bf16 tensor")
       local inner = pad
       if s.where then
         lines[#lines + 1] = pad .. "if (" .. p(s.where) .. ") {"
         inner = indent(depth + 1)
       end
       lines[#lines + 1] = inner .. "#pragma omp simd"
-      lines[#lines + 1] = string.format("%sfor (int i = 0; i < %s; i++) %s %s %s;", inner, len, out,
-        s.accumulate and "+=" or "=", p(s.expr))
+      lines[#lines + 1] = string.format("%sfor (long i = 0; i < %s; i++) %s %s %s;", inner, len, out,
+        s.accumulate and "+=" or "=", stored(op, s.target, p(s.expr)))
       if s.where then lines[#lines + 1] = pad .. "}" end
     end
   end
@@ -99,8 +131,11 @@ local function row_stages(op, lines)
 end
 
 local function colsum(op, s, lines, dims)
-  local cb = lower_c.column_block(assert(dims[op.length], "lower_c: unknown length " .. tostring(op.length)))
   local p = printer(op, op.row)
+  local runtime = type(op.length) ~= "string"
+  -- a runtime length: blocks of 16 columns, the last one shorter
+  local cb = runtime and 16 or lower_c.column_block(assert(dims[op.length], "lower_c: unknown length " .. tostring(op.length)))
+  local len = length_of(op, p)
   local depth = 1
   local names = {}
   for _, o in ipairs(s.outputs) do names[#names + 1] = o.target end
@@ -115,10 +150,16 @@ local function colsum(op, s, lines, dims)
   for _, l in ipairs(s.keep) do
     lines[#lines + 1] = string.format("%sfor (long %s = 0; %s < %s; %s++)", indent(depth), l[1], l[1], p(l[2]), l[1])
   end
-  lines[#lines + 1] = string.format("%sfor (int c0 = 0; c0 < %s; c0 += %d) {", indent(depth), op.length, cb)
+  lines[#lines + 1] = string.format("%sfor (long c0 = 0; c0 < %s; c0 += %d) {", indent(depth), len, cb)
   local d1 = depth + 1
+  local count = tostring(cb)
+  if runtime then
+    count = "count"
+    lines[#lines + 1] = string.format("%sconst int count = %s - c0 < %d ? (int)(%s - c0) : %d;", indent(d1), len, cb, len, cb)
+  end
   for i, o in ipairs(s.outputs) do
-    lines[#lines + 1] = string.format("%sreal acc%d[%d] = {0}; /* %s */", indent(d1), i - 1, cb, o.target)
+    local t = op.tensors[o.target].type == "double" and "double" or "real"
+    lines[#lines + 1] = string.format("%s%s acc%d[%d] = {0}; /* %s */", indent(d1), t, i - 1, cb, o.target)
   end
   local d2 = open_loops(lines, s.over, d1, p)
   for _, l in ipairs(s.lets) do
@@ -130,19 +171,19 @@ local function colsum(op, s, lines, dims)
     d3 = d2 + 1
   end
   lines[#lines + 1] = indent(d3) .. "#pragma omp simd"
-  lines[#lines + 1] = string.format("%sfor (int c = 0; c < %d; c++) {", indent(d3), cb)
-  lines[#lines + 1] = indent(d3 + 1) .. "const int i = c0 + c;"
+  lines[#lines + 1] = string.format("%sfor (int c = 0; c < %s; c++) {", indent(d3), count)
+  lines[#lines + 1] = indent(d3 + 1) .. "const long i = c0 + c;"
   for i, o in ipairs(s.outputs) do
     lines[#lines + 1] = string.format("%sacc%d[c] += %s;", indent(d3 + 1), i - 1, p(o.expr))
   end
   lines[#lines + 1] = indent(d3) .. "}"
   if s.where then lines[#lines + 1] = indent(d2) .. "}" end
   lines[#lines + 1] = indent(d1) .. "}"
-  lines[#lines + 1] = string.format("%sfor (int c = 0; c < %d; c++) {", indent(d1), cb)
-  lines[#lines + 1] = indent(d1 + 1) .. "const int i = c0 + c;"
+  lines[#lines + 1] = string.format("%sfor (int c = 0; c < %s; c++) {", indent(d1), count)
+  lines[#lines + 1] = indent(d1 + 1) .. "const long i = c0 + c;"
   for i, o in ipairs(s.outputs) do
     local out = ir.print(ir.load(o.target, o.row), target, { op = op, row = op.row, column = "i" })
-    lines[#lines + 1] = string.format("%s%s += acc%d[c];", indent(d1 + 1), out, i - 1)
+    lines[#lines + 1] = string.format("%s%s %s acc%d[c];", indent(d1 + 1), out, o.assign and "=" or "+=", i - 1)
   end
   lines[#lines + 1] = indent(d1) .. "}"
   lines[#lines + 1] = indent(depth) .. "}"
@@ -159,17 +200,29 @@ local function elementwise(op)
   return true
 end
 
-local function cloned(op)
+-- style "train": the functions of the training kernels (no kernel set argument, extern);
+-- "extern": the same for an op of gen/ops.lua (the fused ops beside a kernel set).
+local templates = {
+  vit = { cloned = "rowwise_cloned_function.c.tmpl", plain = "rowwise_function.c.tmpl" },
+  train = { cloned = "train_cloned_function.c.tmpl", plain = "train_function.c.tmpl", source = "gen/ops_train.lua" },
+  extern = { cloned = "train_cloned_function.c.tmpl", plain = "train_function.c.tmpl", source = "gen/ops.lua" },
+}
+
+local function cloned(op, style)
   local lines = {}
   row_body(op, lines, 2)
+  local body = table.concat(lines, "\n")
   local args, unused = {}, {}
   for _, p in ipairs(op.params) do
     args[#args + 1] = p[1]
-    if p[2] == "long" then unused[#unused + 1] = "    (void)" .. p[1] .. ";\n" end
+    if scalar_ctypes[p[2]] and p[2] ~= "mask" and not body:find("%f[%w_]" .. p[1] .. "%f[^%w_]") then
+      unused[#unused + 1] = "    (void)" .. p[1] .. ";\n"
+    end
   end
   local math = {}
   for _, m in ipairs(op.math) do math[#math + 1] = "     " .. m end
-  return template.fill("rowwise_cloned_function.c.tmpl", {
+  return template.fill(templates[style].cloned, {
+    SOURCE = templates[style].source,
     NAME = op.name,
     MATH = table.concat(math, "\n"),
     PARAMS = lower_c.params(op),
@@ -181,9 +234,11 @@ local function cloned(op)
   })
 end
 
--- The C function of op for the set with compile-time dims {WIDTH=, HIDDEN=, HEADS=, HEAD_DIM=}.
-function lower_c.op(op, dims)
-  if elementwise(op) then return cloned(op) end
+-- The C function of op for the set with compile-time dims {WIDTH=, HIDDEN=, HEADS=, HEAD_DIM=};
+-- style "vit" (default: a static function of a kernel set, first argument the set) or "train".
+function lower_c.op(op, dims, style)
+  style = style or "vit"
+  if elementwise(op) then return cloned(op, style) end
   local lines = {}
   local p = printer(op, op.row)
   for _, pre in ipairs(op.prelude) do
@@ -193,7 +248,8 @@ function lower_c.op(op, dims)
   for _, s in ipairs(op.colsums) do colsum(op, s, lines, dims) end
   local math = {}
   for _, m in ipairs(op.math) do math[#math + 1] = "     " .. m end
-  return template.fill("rowwise_function.c.tmpl", {
+  return template.fill(templates[style].plain, {
+    SOURCE = templates[style].source,
     NAME = op.name,
     MATH = table.concat(math, "\n"),
     PARAMS = lower_c.params(op),

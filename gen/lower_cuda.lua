@@ -18,11 +18,13 @@ local function real_literal(v)
   return s .. ".0f"
 end
 
-local calls = { exp = "expf", sqrt = "sqrtf", erf = "erff" }
+local calls = { exp = "expf", sqrt = "sqrtf", erf = "erff", fma = "fmaf", log = "log", dsqrt = "sqrt",
+                to_real = "(float)", to_double = "(double)" }
 local target = {
   real = real_literal,
   call = function(fn, args) return assert(calls[fn], fn) .. "(" .. args .. ")" end,
   present = function(name) return name .. " != nullptr" end,
+  mul = function(a, b) return "__fmul_rn(" .. a .. ", " .. b .. ")" end,
 }
 
 local function printer(op, column)
@@ -30,12 +32,31 @@ local function printer(op, column)
   return function(e) return ir.print(e, target, ctx) end
 end
 
-local ctypes = { out = "float *", ["in"] = "const float *", mask = "const unsigned char *", long = "long " }
+local element_ctypes = { real = "float", double = "double", bf16 = "unsigned short", long = "long" }
+local scalar_ctypes = { mask = "const unsigned char *", long = "long ", real = "float ", double = "double " }
 
 function lower_cuda.params(op)
   local list = {}
-  for _, p in ipairs(op.params) do list[#list + 1] = ctypes[p[2]] .. p[1] end
+  for _, p in ipairs(op.params) do
+    local c = scalar_ctypes[p[2]]
+    if not c then
+      c = (p[2] == "in" and "const " or "") .. element_ctypes[op.tensors[p[1]].type] .. " *"
+    end
+    list[#list + 1] = c .. p[1]
+  end
   return table.concat(list, ", ")
+end
+
+-- The row length: a constant name or the printed runtime expression.
+local function length_of(op, p)
+  if type(op.length) == "string" then return op.length end
+  return p(op.length)
+end
+
+-- A stored value: rounded to bf16 (poa_bf16_round of train_prelude.cu.tmpl) for bf16 tensors.
+local function stored(op, t, text)
+  if op.tensors[t].type == "bf16" then return "poa_bf16_round(" .. text .. ")" end
+  return text
 end
 
 local function math_comment(op)
@@ -44,14 +65,17 @@ local function math_comment(op)
   return table.concat(out, "\n")
 end
 
--- The threads of a row kernel: the row length rounded up to a warp, at most 256.
+-- The threads of a row kernel: the row length rounded up to a warp, at most 256 (256 for a
+-- runtime length).
 function lower_cuda.block_size(length)
+  if not length then return 256 end
   local n = ((length + 31) // 32) * 32
   return math.min(n, 256)
 end
 
 local function let_type(e, ctype)
-  if ctype == "int" or ir.is_condition(e) then return "int" end
+  if ctype then return ctype end
+  if ir.is_condition(e) then return "int" end
   return "float"
 end
 
@@ -89,26 +113,44 @@ end
 
 local function row_kernel(op, dims)
   local p = printer(op)
-  local len, block = op.length, lower_cuda.block_size(dims[op.length])
+  local block = lower_cuda.block_size(type(op.length) == "string" and dims[op.length] or nil)
   local lines = {}
   prelude(op, lines, p)
   local total = extent(op.loops, p)
   lines[#lines + 1] = "    if (blockIdx.x >= " .. total .. ") return;"
   split_index(lines, op.loops, "blockIdx.x", p, "    ")
-  local stride = string.format("for (int i = threadIdx.x; i < %s; i += %d)", len, block)
+  local split_at = #lines
+  local stride
+  local function open_stride()
+    if stride then return end
+    local len = length_of(op, p)  -- after the lets it may use
+    local index = type(op.length) == "string" and "int" or "long"
+    stride = string.format("for (%s i = threadIdx.x; i < %s; i += %d)", index, len, block)
+  end
   for _, s in ipairs(op.row_stages) do
     if s.stage == "reduce" then
-      lines[#lines + 1] = string.format("    float %s = 0.0f;", s.name)
-      lines[#lines + 1] = string.format("    %s %s += %s;", stride, s.name, p(s.expr))
-      lines[#lines + 1] = string.format("    %s = block_sum(%s);", s.name, s.name)
+      open_stride()
+      local t = s.type == "double" and "double" or "float"
+      local fn = (s.combine == "max" and "block_max" or "block_sum") .. (t == "double" and "_double" or "")
+      if s.combine == "max" then
+        lines[#lines + 1] = string.format("    %s %s = -__int_as_float(0x7f800000);  // -infinity", t, s.name)
+        lines[#lines + 1] = string.format("    %s { const %s v = %s; %s = v > %s ? v : %s; }", stride, t,
+          p(s.expr), s.name, s.name, s.name)
+      else
+        lines[#lines + 1] = string.format("    %s %s = 0;", t, s.name)
+        lines[#lines + 1] = string.format("    %s %s += %s;", stride, s.name, p(s.expr))
+      end
+      lines[#lines + 1] = string.format("    %s = %s(%s);", s.name, fn, s.name)
     elseif s.stage == "let" then
       lines[#lines + 1] = string.format("    const %s %s = %s;", let_type(s.expr, s.ctype), s.name, p(s.expr))
     elseif s.stage == "store" then
       lines[#lines + 1] = string.format("    if (threadIdx.x == 0) %s[%s] = %s;", s.target,
-        p(s.row or op.row), p(s.expr))
+        p(s.row or op.row), stored(op, s.target, p(s.expr)))
     elseif s.stage == "map" then
+      open_stride()
       local out = p(ir.load(s.target, s.row))
-      local body = string.format("%s %s %s %s;", stride, out, s.accumulate and "+=" or "=", p(s.expr))
+      local body = string.format("%s %s %s %s;", stride, out, s.accumulate and "+=" or "=",
+        stored(op, s.target, p(s.expr)))
       if s.where then
         lines[#lines + 1] = "    if (" .. p(s.where) .. ")"
         lines[#lines + 1] = "        " .. body
@@ -116,6 +158,13 @@ local function row_kernel(op, dims)
         lines[#lines + 1] = "    " .. body
       end
     end
+  end
+  if #op.loops == 1 then -- a one-row op (a sum over a whole vector) need not name its row
+    local var, used = op.loops[1][1], false
+    for j = split_at + 1, #lines do
+      if lines[j]:find("%f[%w_]" .. var .. "%f[^%w_]") then used = true end
+    end
+    if not used then table.remove(lines, split_at) end
   end
   return template.fill("rowwise_kernel.cu.tmpl", {
     NAME = op.name, BLOCK = block, GRID = total, MATH = math_comment(op),
@@ -130,7 +179,12 @@ local function colsum_kernel(op, s)
   for _, o in ipairs(s.outputs) do names[#names + 1] = o.target end
   local name = op.name .. "_" .. table.concat(names, "_")
   local lines = {}
-  lines[#lines + 1] = string.format("    __shared__ float partial[%d][%d][33];", #s.outputs, lanes)
+  local len = length_of(op, p)
+  local acc = "float"
+  for _, o in ipairs(s.outputs) do
+    if op.tensors[o.target].type == "double" then acc = "double" end
+  end
+  lines[#lines + 1] = string.format("    __shared__ %s partial[%d][%d][33];", acc, #s.outputs, lanes)
   if s.when then lines[#lines + 1] = "    if (!(" .. p(s.when) .. ")) return;" end
   prelude(op, lines, p)
   lines[#lines + 1] = "    const int i = blockIdx.x * 32 + threadIdx.x;"
@@ -138,8 +192,8 @@ local function colsum_kernel(op, s)
     lines[#lines + 1] = "    if (blockIdx.y >= " .. extent(s.keep, p) .. ") return;"
     split_index(lines, s.keep, "blockIdx.y", p, "    ")
   end
-  for j = 1, #s.outputs do lines[#lines + 1] = string.format("    float acc%d = 0.0f;", j - 1) end
-  lines[#lines + 1] = "    if (i < " .. op.length .. ") {"
+  for j = 1, #s.outputs do lines[#lines + 1] = string.format("    %s acc%d = 0;", acc, j - 1) end
+  lines[#lines + 1] = "    if (i < " .. len .. ") {"
   lines[#lines + 1] = string.format("        for (long o = threadIdx.y; o < %s; o += %d) {",
     extent(s.over, p), lanes)
   local inner = {}
@@ -163,21 +217,21 @@ local function colsum_kernel(op, s)
     lines[#lines + 1] = string.format("    partial[%d][threadIdx.y][threadIdx.x] = acc%d;", j - 1, j - 1)
   end
   lines[#lines + 1] = "    __syncthreads();"
-  lines[#lines + 1] = "    if (threadIdx.y == 0 && i < " .. op.length .. ") {"
+  lines[#lines + 1] = "    if (threadIdx.y == 0 && i < " .. len .. ") {"
   for j, o in ipairs(s.outputs) do
-    lines[#lines + 1] = string.format("        float sum%d = 0.0f;", j - 1)
+    lines[#lines + 1] = string.format("        %s sum%d = 0;", acc, j - 1)
     lines[#lines + 1] = string.format("        for (int y = 0; y < %d; y++) sum%d += partial[%d][y][threadIdx.x];",
       lanes, j - 1, j - 1)
     local out = ir.print(ir.load(o.target, o.row), target, { op = op, row = op.row, column = "i" })
-    lines[#lines + 1] = string.format("        %s += sum%d;", out, j - 1)
+    lines[#lines + 1] = string.format("        %s %s sum%d;", out, o.assign and "=" or "+=", j - 1)
   end
   lines[#lines + 1] = "    }"
-  local grid_x = string.format("%s / 32 rounded up", op.length)
+  local grid_x = string.format("%s / 32 rounded up", len)
   local grid_y = extent(s.keep, p)
   return template.fill("colsum_kernel.cu.tmpl", {
     NAME = name, OP = op.name, LANES = lanes, GRID_X = grid_x, GRID_Y = grid_y,
     MATH = math_comment(op), PARAMS = lower_cuda.params(op), BODY = table.concat(lines, "\n") .. "\n",
-  }), { name = name, grid = { "(" .. op.length .. " + 31) / 32", grid_y }, block = { 32, lanes } }
+  }), { name = name, grid = { "(" .. len .. " + 31) / 32", grid_y }, block = { 32, lanes } }
 end
 
 -- The CUDA text of op and its kernels in launch order: {name, grid = {x, y}, block = {x, y}}.

@@ -176,6 +176,77 @@ do
   })
 end
 
+-- Residual with LayerScale and drop-path fused with the LayerNorm that follows it (pre-norm
+-- blocks: the residual add of one branch and the norm of the next in one pass). The same
+-- expressions as residual_* and layernorm_*, so the fused kernels give the same bits as the two
+-- unfused ones in sequence. In the C kernel sets these are extern functions named
+-- poa_vit_<op>_<set> (declared in build/gen/vit_fused.h); in CUDA kernels of the op's name.
+do
+  local sample = { { "b", "batch" }, { "t", "tokens" } }
+  local s = select(present("sample_scale"), L("sample_scale", V("b")), 1.0)
+  local tensors = { x = ir.rows("WIDTH"), h = ir.rows("WIDTH"), y = ir.rows("WIDTH"), dy = ir.rows("WIDTH"),
+                    dx = ir.rows("WIDTH"), dh = ir.rows("WIDTH"), gamma = ir.vector(), dgamma = ir.vector(),
+                    w = ir.vector(), bias = ir.vector(), dw = ir.vector(), db = ir.vector(),
+                    mean = ir.per_row(), rstd = ir.per_row(), sample_scale = ir.per_row() }
+  ops.residual_layernorm_forward = ir.op({
+    name = "residual_layernorm_forward",
+    math = {
+      "x[b,t,:] += s[b] * gamma * h[b,t,:] (s = sample_scale or 1 when NULL), then",
+      "y = LayerNorm(x) with weight w and bias, eps 1e-6; mean and rstd saved per row",
+    },
+    params = { { "x", "out" }, { "y", "out" }, { "mean", "out" }, { "rstd", "out" }, { "h", "in" },
+               { "gamma", "in" }, { "sample_scale", "in" }, { "w", "in" }, { "bias", "in" },
+               { "batch", "long" }, { "tokens", "long" } },
+    tensors = tensors, optional = { "sample_scale" },
+    length = "WIDTH", loops = sample, row = V("b") * V("tokens") + V("t"),
+    stages = {
+      ir.let("s", s),
+      ir.map("x", V("s") * L("gamma") * L("h"), { accumulate = true }),
+      ir.reduce("sum", L("x")),
+      ir.let("mu", V("sum") / V("WIDTH")),
+      ir.reduce("squares", (L("x") - V("mu")) * (L("x") - V("mu"))),
+      ir.let("rs", 1 / call("sqrt", V("squares") / V("WIDTH") + EPS)),
+      ir.store("mean", V("mu")),
+      ir.store("rstd", V("rs")),
+      ir.map("y", (L("x") - V("mu")) * V("rs") * L("w") + L("bias")),
+    },
+  })
+  local xhat = (L("x") - L("mean")) * L("rstd")
+  local g = L("dy") * L("w")
+  ops.residual_layernorm_backward = ir.op({
+    name = "residual_layernorm_backward",
+    math = {
+      "the gradient of residual_layernorm_forward (x is its output, the updated stream):",
+      "dx += rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * w, xhat = (x - mean) * rstd",
+      "(dx holds the stream's gradient from above and becomes the gradient of x before the add)",
+      "dh = s[b] * gamma * dx (written); dw += sum dy * xhat, db += sum dy,",
+      "dgamma += sum s[b] * h * dx over b, t",
+    },
+    params = { { "dx", "out" }, { "dh", "out" }, { "dw", "out" }, { "db", "out" }, { "dgamma", "out" },
+               { "dy", "in" }, { "x", "in" }, { "mean", "in" }, { "rstd", "in" }, { "w", "in" },
+               { "h", "in" }, { "gamma", "in" }, { "sample_scale", "in" }, { "batch", "long" },
+               { "tokens", "long" } },
+    tensors = tensors, optional = { "sample_scale" },
+    length = "WIDTH", loops = sample, row = V("b") * V("tokens") + V("t"),
+    stages = {
+      ir.reduce("g_sum", g),
+      ir.reduce("gx_sum", g * xhat),
+      ir.let("g_mean", V("g_sum") / V("WIDTH")),
+      ir.let("gx_mean", V("gx_sum") / V("WIDTH")),
+      ir.map("dx", L("rstd") * (g - V("g_mean") - xhat * V("gx_mean")), { accumulate = true }),
+      ir.let("s", s),
+      ir.map("dh", V("s") * L("gamma") * L("dx")),
+      ir.colsum({ over = { { "b", "batch" }, { "t", "tokens" } },
+                  outputs = { { "dw", L("dy") * xhat }, { "db", L("dy") } } }),
+      ir.colsum({ over = { { "b", "batch" }, { "t", "tokens" } }, lets = { { "s", s } },
+                  outputs = { { "dgamma", V("s") * L("h") * L("dx") } } }),
+    },
+  })
+end
+
+-- The fused ops, emitted beside the kernel set (not in poa_vit_kernels).
+ops.fused_order = { "residual_layernorm_forward", "residual_layernorm_backward" }
+
 -- The row-wise ops in the order of the kernel set (attention is templated separately).
 ops.order = { "layernorm_forward", "layernorm_backward", "gelu_forward", "gelu_backward",
               "residual_forward", "residual_backward", "tokens_forward", "tokens_backward" }

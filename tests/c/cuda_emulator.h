@@ -13,7 +13,7 @@
 
 /* Reads element i of an operand of a POA_LT_ type. */
 static inline double element(CUdeviceptr base, int type, long i) {
-    if (type == POA_LT_BF16) return poa_float_from_bf16(((const uint16_t *)(uintptr_t)base)[i]);
+    if (type == POA_LT_BF16) return poa_bf16_to_float(((const uint16_t *)(uintptr_t)base)[i]);
     return ((const float *)(uintptr_t)base)[i];
 }
 

@@ -189,10 +189,10 @@ static void check_bf16_rounding(void) {
     for (int i = 0; i < 4; i++) {
         float x;
         memcpy(&x, &nans[i], sizeof x);
-        if (!isnan(poa_float_from_bf16(poa_bf16_from_float(x)))) bad++, printf("  NaN 0x%08x lost\n", nans[i]);
+        if (!isnan(poa_bf16_to_float(poa_bf16_from_float(x)))) bad++, printf("  NaN 0x%08x lost\n", nans[i]);
     }
     for (uint32_t h = 0; h < 0x10000u; h += 7) /* widening then rounding is the identity off NaN */
-        if ((h & 0x7f80u) != 0x7f80u && poa_bf16_from_float(poa_float_from_bf16((uint16_t)h)) != h) bad++;
+        if ((h & 0x7f80u) != 0x7f80u && poa_bf16_from_float(poa_bf16_to_float((uint16_t)h)) != h) bad++;
     CHECK("bf16: round to nearest even (ties both ways), overflow to infinity, NaN kept, exact widening", bad == 0,
           "%d wrong", bad);
 }
