@@ -105,7 +105,7 @@ int poa_nccl_init(poa_nccl *n, poa_dist *d, poa_error *e);
 /* In-place when send == recv; count elements of type; enqueued on stream. */
 int poa_nccl_all_reduce_sum(poa_nccl *n, unsigned long long send, unsigned long long recv,
                             size_t count, poa_nccl_type type, void *stream, poa_error *e);
-/* Destroys the communicator (if any) and unloads the library. */
+/* Destroys the communicator (if any); the library stays loaded (NCCL's threads may outlive it). */
 void poa_nccl_close(poa_nccl *n);
 
 #endif
