@@ -53,10 +53,11 @@ int poa_cuda_exec_synchronize(const poa_cuda_exec *x, poa_error *e) {
     return x->cuda ? poa_cuda_synchronize(x->cuda, e) : 0;
 }
 
-int poa_cuda_exec_launch(const poa_cuda_exec *x, CUfunction function, const char *name, const unsigned grid[3],
+int poa_cuda_exec_launch(const poa_cuda_exec *x, CUfunction function, const char *module, const char *name,
+                         const unsigned grid[3],
                          const unsigned block[3], void **args, poa_error *e) {
     if (!poa_cuda_exec_runs(x)) return 0;
-    if (x->emulator) return x->emulator->launch(x->emulator->context, name, grid, block, args, e);
+    if (x->emulator) return x->emulator->launch(x->emulator->context, module, name, grid, block, args, e);
     if (poa_cuda_launch(x->cuda, function, grid, block, 0, args, e)) {
         char message[sizeof e->message];
         snprintf(message, sizeof message, "%s", e->message);

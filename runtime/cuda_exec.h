@@ -12,14 +12,15 @@
 
 /* Host emulation: device addresses are host pointers (calloc'd), copies are memcpy, and every
    launch and GEMM goes to these callbacks instead of the driver and cuBLASLt. launch gets the
-   kernel's name, the geometry it would launch with and the very argument array cuLaunchKernel
-   would get. gemm gets the very row-major call poa_cublaslt_matmul would get (operand types,
+   name of the kernel's module (its source file: "vit_w64_h32_f256.cu", "vit_glue.cu", ...; the
+   same kernel name can be in several), the kernel's name, the geometry it would launch with and
+   the very argument array cuLaunchKernel would get. gemm gets the very row-major call poa_cublaslt_matmul would get (operand types,
    epilogue, bias); an emulator evaluates the column-major call of poa_cublaslt_colmajor_of
    with cuBLASLt's semantics. */
 typedef struct poa_cuda_emulator {
     void *context;
-    int (*launch)(void *context, const char *kernel, const unsigned grid[3], const unsigned block[3],
-                  void **args, poa_error *e);
+    int (*launch)(void *context, const char *module, const char *kernel, const unsigned grid[3],
+                  const unsigned block[3], void **args, poa_error *e);
     int (*gemm)(void *context, const poa_cublaslt_call *call, poa_error *e);
 } poa_cuda_emulator;
 
@@ -45,8 +46,10 @@ int poa_cuda_exec_upload(const poa_cuda_exec *x, CUdeviceptr to, const void *fro
 int poa_cuda_exec_download(const poa_cuda_exec *x, void *to, CUdeviceptr from, size_t bytes, poa_error *e);
 int poa_cuda_exec_synchronize(const poa_cuda_exec *x, poa_error *e);
 
-/* Launches function (the emulator gets name) unless planning or nowhere; errors name the kernel. */
-int poa_cuda_exec_launch(const poa_cuda_exec *x, CUfunction function, const char *name, const unsigned grid[3],
+/* Launches function (the emulator gets module and name) unless planning or nowhere; errors name
+   the kernel. */
+int poa_cuda_exec_launch(const poa_cuda_exec *x, CUfunction function, const char *module, const char *name,
+                         const unsigned grid[3],
                          const unsigned block[3], void **args, poa_error *e);
 /* Runs the GEMM (planning: builds its plan only); errors say `what`. */
 int poa_cuda_exec_gemm(const poa_cuda_exec *x, const poa_cublaslt_call *call, const char *what, poa_error *e);

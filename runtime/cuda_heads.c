@@ -14,18 +14,8 @@
 enum { REGION_ARENA = 32, REGION_ARENA_BF16, REGION_DLOGITS_BF16 };
 
 int poa_cuda_heads_source(char **source, poa_error *e) {
-    *source = NULL;
-    lua_State *L = poa_lua_open(e);
-    if (!L) return -1;
-    int rc = 0;
-    if (luaL_loadstring(L, "return require('gen.template').fill('heads_kernels.cu.tmpl', {})") != LUA_OK ||
-        lua_pcall(L, 0, 1, 0) != LUA_OK) {
-        rc = poa_fail(e, "heads kernels: %s", lua_tostring(L, -1));
-    } else if (!(*source = strdup(lua_tostring(L, -1)))) {
-        rc = poa_fail(e, "heads kernels: out of memory");
-    }
-    lua_close(L);
-    return rc;
+    return poa_lua_text("return require('gen.template').fill('heads_kernels.cu.tmpl', {})", "heads kernels", source,
+                        e);
 }
 
 /* Fails with "<what>: <e's message>" (the message copied first: it is also the destination). */
@@ -43,7 +33,8 @@ static int launch(poa_cuda_heads_pass *p, int kernel, long count, void **args, p
     unsigned grid[3], block[3];
     if (poa_heads_kernel_geometry(kernel, count, grid, block, e)) return -1;
     p->launches++;
-    return poa_cuda_exec_launch(&p->exec, p->functions[kernel], poa_heads_kernel_names[kernel], grid, block, args,
+    return poa_cuda_exec_launch(&p->exec, p->functions[kernel], "heads_kernels.cu", poa_heads_kernel_names[kernel],
+                                grid, block, args,
                                 e);
 }
 

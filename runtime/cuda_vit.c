@@ -346,7 +346,8 @@ static int launch(poa_cuda_vit_pass *p, const char *name, void **args, int arg_c
     memcpy(s.grid, p->geometry[i][0], sizeof s.grid);
     memcpy(s.block, p->geometry[i][1], sizeof s.block);
     if (record(p, &s, e)) return -1;
-    return poa_cuda_exec_launch(&p->exec, p->functions[i], name, p->geometry[i][0], p->geometry[i][1], args, e);
+    return poa_cuda_exec_launch(&p->exec, p->functions[i], p->set_name, name, p->geometry[i][0], p->geometry[i][1],
+                                args, e);
 }
 
 /* A glue kernel over `elements` threads (or `elements` columns for the column sum). */
@@ -365,7 +366,7 @@ static int glue(poa_cuda_vit_pass *p, int which, long elements, void **args, int
         if (blocks > 0x7fffffffL) return poa_fail(e, "%s: %ld elements is too many", glue_names[which], elements);
         grid[0] = (unsigned)blocks;
     }
-    return poa_cuda_exec_launch(&p->exec, p->glue[which], glue_names[which], grid, block, args, e);
+    return poa_cuda_exec_launch(&p->exec, p->glue[which], "vit_glue.cu", glue_names[which], grid, block, args, e);
 }
 
 static int copy(poa_cuda_vit_pass *p, CUdeviceptr dst, CUdeviceptr src, long n, poa_error *e) {
@@ -762,6 +763,7 @@ static int pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *lt,
     p->arena_count = p->host.arena_count;
     p->alpha = (float)p->host.alpha;
     const poa_vit_config *c = &model->config;
+    snprintf(p->set_name, sizeof p->set_name, "vit_w%d_h%d_f%d.cu", width, c->head_dim, p->host.hidden);
     char label[64];
     snprintf(label, sizeof label, "member %dx%d", width, depth);
 
@@ -883,9 +885,7 @@ static int pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *lt,
     }
 
     /* modules and functions */
-    char set_name[80];
-    snprintf(set_name, sizeof set_name, "vit_w%d_h%d_f%d.cu", width, c->head_dim, p->host.hidden);
-    if (!rc) rc = load_module(p, kernel_set, set_name, &p->set_module, e);
+    if (!rc) rc = load_module(p, kernel_set, p->set_name, &p->set_module, e);
     if (!rc) rc = load_module(p, glue_source, "vit_glue.cu", &p->glue_module, e);
     for (int i = 0; !rc && i < p->kernel_count; i++)
         rc = poa_cuda_get_function(cuda, p->set_module, p->kernels[i].name, &p->functions[i], e);

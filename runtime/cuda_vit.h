@@ -127,6 +127,7 @@ typedef struct poa_cuda_vit_pass {
     poa_cuda_vit_shared shared; /* memory owned by the caller (poa_cuda_vit_pass_init_shared) */
     int has_mask, has_drop_scale;
     /* kernels */
+    char set_name[80];  /* the set's file, "vit_w64_h32_f256.cu" (the emulator's module name) */
     CUmodule set_module, glue_module;
     int kernel_count;
     poa_cuda_kernel_entry kernels[POA_CUDA_VIT_MAX_KERNELS];

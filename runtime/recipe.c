@@ -28,6 +28,22 @@ lua_State *poa_lua_open(poa_error *e) {
     return L;
 }
 
+int poa_lua_text(const char *chunk, const char *what, char **text, poa_error *e) {
+    *text = NULL;
+    lua_State *L = poa_lua_open(e);
+    if (!L) return -1;
+    int rc = 0;
+    if (luaL_loadstring(L, chunk) != LUA_OK || lua_pcall(L, 0, 1, 0) != LUA_OK) {
+        rc = poa_fail(e, "%s: %s", what, lua_tostring(L, -1));
+    } else if (!lua_isstring(L, -1)) {
+        rc = poa_fail(e, "%s: the generator returned no text", what);
+    } else if (!(*text = strdup(lua_tostring(L, -1)))) {
+        rc = poa_fail(e, "%s: out of memory", what);
+    }
+    lua_close(L);
+    return rc;
+}
+
 /* require(module)[function] on the stack, or an error. */
 static int push_function(lua_State *L, const char *module, const char *function, poa_error *e) {
     lua_getglobal(L, "require");

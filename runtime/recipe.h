@@ -23,6 +23,10 @@ typedef struct poa_recipe {
    (POA_HOME overrides the directory compiled in). NULL on failure. */
 lua_State *poa_lua_open(poa_error *e);
 
+/* Runs a Lua chunk (in a state of poa_lua_open) that returns one string: *text gets a malloc'd
+   copy. Errors say `what` and Lua's message. */
+int poa_lua_text(const char *chunk, const char *what, char **text, poa_error *e);
+
 /* Loads and checks a recipe (gen/recipe.lua); errors name the file and field. */
 int poa_recipe_load(lua_State *L, const char *path, poa_recipe *recipe, poa_error *e);
 

@@ -95,9 +95,10 @@ static void check_twin_geometry(void) {
 
 /* ---- one pass, emulated or on the device ---- */
 
-static int emulate_launch(void *context, const char *name, const unsigned grid[3], const unsigned block[3],
-                          void **args, poa_error *e) {
+static int emulate_launch(void *context, const char *module, const char *name, const unsigned grid[3],
+                          const unsigned block[3], void **args, poa_error *e) {
     (void)context;
+    if (strcmp(module, "heads_kernels.cu")) return poa_fail(e, "emulator: %s launched from module %s", name, module);
     return poa_heads_kernel_emulate(name, grid, block, args, e);
 }
 

@@ -914,10 +914,14 @@ static int check_launch_geometry(emulator_state *st, const char *name, const uns
     return 0;
 }
 
-static int emulate_launch(void *context, const char *name, const unsigned grid[3], const unsigned block[3],
-                          void **args, poa_error *e) {
+static int emulate_launch(void *context, const char *module, const char *name, const unsigned grid[3],
+                          const unsigned block[3], void **args, poa_error *e) {
     emulator_state *st = context;
     const poa_vit_kernels *k = st->k;
+    char set[80];
+    snprintf(set, sizeof set, "vit_w%ld_h%ld_f%ld.cu", st->dims.width, st->dims.head_dim, st->dims.hidden);
+    if (strcmp(module, strncmp(name, "poa_glue_", 9) ? set : "vit_glue.cu"))
+        return poa_fail(e, "emulator: %s launched from module %s", name, module);
     float *s1 = st->scratch, *s2 = st->scratch + st->scratch_count / 4, *s3 = st->scratch + st->scratch_count / 2;
     st->launches++;
     if (strncmp(name, "poa_glue_", 9) && check_launch_geometry(st, name, grid, block, args, e)) return -1;
