@@ -1,15 +1,21 @@
 /* cuda_emulator.h: what the host emulators of the GPU passes (tests/c/test_cuda_vit.c,
-   tests/c/test_cuda_heads.c) share: cuBLASLt's column-major GEMM, evaluated by plain loops in
-   double for the very call poa_cublaslt_matmul would make, and the erf GELU it documents. */
+   test_cuda_heads.c, test_cuda_train.c) share: cuBLASLt's column-major GEMM, evaluated by plain
+   loops in double for the very call poa_cublaslt_matmul would make, and the erf GELU it
+   documents; the ViT kernels of a width's set run by its CPU kernels, and the glue kernels of
+   vit_glue.cu by plain loops. */
 #ifndef POA_TEST_CUDA_EMULATOR_H
 #define POA_TEST_CUDA_EMULATOR_H
 
 #include <math.h>
 #include <stdint.h>
 
+#include <string.h>
+
+#include "backend.h"
 #include "bf16.h"
 #include "cublaslt.h"
 #include "error.h"
+#include "kernels.h"
 
 /* Reads element i of an operand of a POA_LT_ type. */
 static inline double element(CUdeviceptr base, int type, long i) {
@@ -58,6 +64,131 @@ static inline int colmajor_matmul(const poa_cublaslt_call *g, poa_error *e) {
             for (long l = 0; l < c.k; l++) s += element(its_b, type_b, c.transb ? j + l * c.ldb : l + j * c.ldb);
             bias[j] = (float)s;
         }
+    return 0;
+}
+
+/* A launch's arguments: a device (here host) pointer, a long. */
+static inline float *ptr(void **args, int i) { return (float *)(uintptr_t)*(CUdeviceptr *)args[i]; }
+static inline long num(void **args, int i) { return *(long *)args[i]; }
+
+/* A vit_glue.cu launch has 256 threads per block as its __launch_bounds__ (32 x 8 for the
+   column sum) and enough of them for its arguments. */
+static inline int check_glue_geometry(const char *name, const unsigned grid[3], const unsigned block[3], void **args,
+                                      poa_error *e) {
+    long need;
+    int column_sum = !strcmp(name, "poa_glue_column_sum_accumulate");
+    if (column_sum) need = num(args, 4);
+    else if (!strcmp(name, "poa_glue_patchify"))
+        need = num(args, 2) * (num(args, 4) / num(args, 5)) * (num(args, 4) / num(args, 5)) * num(args, 3) *
+               num(args, 5) * num(args, 5);
+    else if (!strcmp(name, "poa_glue_fill_rows") || !strcmp(name, "poa_glue_to_bf16")) need = num(args, 3) * num(args, 4);
+    else if (!strcmp(name, "poa_glue_gather_rows") || !strcmp(name, "poa_glue_scatter_add_rows"))
+        need = num(args, 3) * num(args, 4);
+    else need = num(args, 2);
+    long covered = (long)grid[0] * (column_sum ? 32 : (long)block[0]);
+    if (block[0] * block[1] * block[2] != 256 || grid[1] != 1 || grid[2] != 1 || covered < need ||
+        (column_sum && (block[0] != 32 || block[1] != 8)))
+        return poa_fail(e, "emulator: %s launched with grid (%u, %u, %u) block (%u, %u, %u) for %ld", name, grid[0],
+                        grid[1], grid[2], block[0], block[1], block[2], need);
+    return 0;
+}
+
+/* Runs one launch of a ViT kernel set (with k, the CPU kernels of its width) or of vit_glue.cu,
+   unpacking the argument array the pass hands to cuLaunchKernel by the .cu signatures (the C
+   function's parameters in order, without k). A row kernel gets the op's accumulated outputs
+   redirected to scratch and a column-sum kernel its written outputs, so each kernel does only
+   its own part; the pair attention_backward_dq/_dkv runs the CPU attention_backward once (at
+   _dq). scratch: scratch_count floats, at least 4 x the largest activation. */
+static inline int emulate_vit_kernel(const poa_vit_kernels *k, float *scratch, long scratch_count, const char *name,
+                                     void **args, poa_error *e) {
+    float *s1 = scratch, *s2 = scratch + scratch_count / 4, *s3 = scratch + scratch_count / 2;
+    if (!strcmp(name, "layernorm_forward")) {
+        k->layernorm_forward(k, ptr(args, 0), ptr(args, 1), ptr(args, 2), ptr(args, 3), ptr(args, 4), ptr(args, 5), num(args, 6));
+    } else if (!strcmp(name, "layernorm_backward")) {
+        k->layernorm_backward(k, ptr(args, 0), s1, s2, ptr(args, 3), ptr(args, 4), ptr(args, 5), ptr(args, 6), ptr(args, 7),
+                              num(args, 8));
+    } else if (!strcmp(name, "layernorm_backward_dw_db")) {
+        k->layernorm_backward(k, s1, ptr(args, 1), ptr(args, 2), ptr(args, 3), ptr(args, 4), ptr(args, 5), ptr(args, 6),
+                              ptr(args, 7), num(args, 8));
+    } else if (!strcmp(name, "gelu_forward")) {
+        k->gelu_forward(k, ptr(args, 0), ptr(args, 1), num(args, 2));
+    } else if (!strcmp(name, "gelu_backward")) {
+        k->gelu_backward(k, ptr(args, 0), ptr(args, 1), ptr(args, 2), num(args, 3));
+    } else if (!strcmp(name, "residual_forward")) {
+        k->residual_forward(k, ptr(args, 0), ptr(args, 1), ptr(args, 2), ptr(args, 3), num(args, 4), num(args, 5));
+    } else if (!strcmp(name, "residual_backward")) {
+        k->residual_backward(k, ptr(args, 0), s1, ptr(args, 2), ptr(args, 3), ptr(args, 4), ptr(args, 5), num(args, 6),
+                             num(args, 7));
+    } else if (!strcmp(name, "residual_backward_dgamma")) {
+        k->residual_backward(k, s1, ptr(args, 1), ptr(args, 2), ptr(args, 3), ptr(args, 4), ptr(args, 5), num(args, 6),
+                             num(args, 7));
+    } else if (!strcmp(name, "tokens_forward")) {
+        k->tokens_forward(k, ptr(args, 0), ptr(args, 1), ptr(args, 2), ptr(args, 3), ptr(args, 4), num(args, 5),
+                          (const unsigned char *)ptr(args, 6), num(args, 7), num(args, 8));
+    } else if (!strncmp(name, "tokens_backward", 15)) {
+        /* dpatch, dcls, dmask_token, dpos, pos_ld, dx, mask, batch, patches */
+        float *out[4] = { s1, s2, s2, s3 };
+        int which = !strcmp(name, "tokens_backward") ? 0 : !strcmp(name, "tokens_backward_dcls") ? 1
+                    : !strcmp(name, "tokens_backward_dmask_token") ? 2 : !strcmp(name, "tokens_backward_dpos") ? 3 : -1;
+        if (which < 0) return poa_fail(e, "emulator: no kernel %s", name);
+        out[which] = ptr(args, which);
+        k->tokens_backward(k, out[0], out[1], out[2], out[3], num(args, 4), ptr(args, 5),
+                           (const unsigned char *)ptr(args, 6), num(args, 7), num(args, 8));
+    } else if (!strcmp(name, "attention_forward")) {
+        k->attention_forward(k, ptr(args, 0), ptr(args, 1), ptr(args, 2), num(args, 3), num(args, 4));
+    } else if (!strcmp(name, "attention_backward_dq")) {
+        k->attention_backward(k, ptr(args, 0), ptr(args, 1), ptr(args, 2), ptr(args, 3), ptr(args, 4), num(args, 5),
+                              num(args, 6));
+    } else if (!strcmp(name, "attention_backward_dkv")) {
+        /* done with _dq */
+    } else if (!strcmp(name, "poa_glue_patchify")) {
+        float *patches = ptr(args, 0);
+        const float *images = ptr(args, 1);
+        long batch = num(args, 2), channels = num(args, 3), size = num(args, 4), patch = num(args, 5);
+        long g = size / patch, len = channels * patch * patch;
+        for (long i = 0; i < batch * g * g * len; i++) {
+            long row = i / len, col = i % len, b = row / (g * g), cell = row % (g * g);
+            long c = col / (patch * patch), kk = col % (patch * patch);
+            patches[i] = images[((b * channels + c) * size + cell / g * patch + kk / patch) * size +
+                                cell % g * patch + kk % patch];
+        }
+    } else if (!strcmp(name, "poa_glue_fill_rows")) {
+        poa_fill_rows(ptr(args, 0), num(args, 1), ptr(args, 2), num(args, 3), num(args, 4));
+    } else if (!strcmp(name, "poa_glue_column_sum_accumulate")) {
+        poa_column_sum_accumulate(ptr(args, 0), ptr(args, 1), num(args, 2), num(args, 3), num(args, 4));
+    } else if (!strcmp(name, "poa_glue_add")) {
+        poa_add(ptr(args, 0), ptr(args, 1), num(args, 2));
+    } else if (!strcmp(name, "poa_glue_copy")) {
+        memcpy(ptr(args, 0), ptr(args, 1), sizeof(float) * (size_t)num(args, 2));
+    } else if (!strcmp(name, "poa_glue_to_bf16")) {
+        uint16_t *dst = (uint16_t *)ptr(args, 0);
+        const float *src = ptr(args, 1);
+        long ld = num(args, 2), rows = num(args, 3), cols = num(args, 4);
+        for (long r = 0; r < rows; r++)
+            for (long c = 0; c < cols; c++) dst[r * ld + c] = poa_bf16_from_float(src[r * ld + c]);
+    } else if (!strcmp(name, "poa_glue_gather_rows") || !strcmp(name, "poa_glue_scatter_add_rows")) {
+        float *dst = ptr(args, 0);
+        const float *src = ptr(args, 1);
+        const int *indices = (const int *)ptr(args, 2);
+        long count = num(args, 3), width = num(args, 4), tokens = num(args, 5), patches = num(args, 6);
+        int gather = !strcmp(name, "poa_glue_gather_rows");
+        for (long r = 0; r < count; r++) {
+            long row = indices ? indices[r] / patches * tokens + 1 + indices[r] % patches : r * tokens;
+            for (long j = 0; j < width; j++) {
+                if (gather) dst[r * width + j] = src[row * width + j];
+                else dst[row * width + j] += src[r * width + j];
+            }
+        }
+    } else if (!strcmp(name, "poa_glue_add_double")) {
+        double *y = (double *)ptr(args, 0);
+        const double *x = (const double *)ptr(args, 1);
+        for (long i = 0; i < num(args, 2); i++) y[i] += x[i];
+    } else if (!strcmp(name, "poa_glue_fill")) {
+        float *dst = ptr(args, 0), value = *(float *)args[1];
+        for (long i = 0; i < num(args, 2); i++) dst[i] = value;
+    } else {
+        return poa_fail(e, "emulator: no kernel %s", name);
+    }
     return 0;
 }
 

@@ -863,8 +863,6 @@ typedef struct emulator_state {
     long launches, gemms;
 } emulator_state;
 
-static float *ptr(void **args, int i) { return (float *)(uintptr_t)*(CUdeviceptr *)args[i]; }
-static long num(void **args, int i) { return *(long *)args[i]; }
 
 /* The launch geometry of a generated kernel, evaluated again from its table entry with rows,
    batch, tokens and patches bound to the values of its own arguments of those names (T =
@@ -922,97 +920,13 @@ static int emulate_launch(void *context, const char *module, const char *name, c
     snprintf(set, sizeof set, "vit_w%ld_h%ld_f%ld.cu", st->dims.width, st->dims.head_dim, st->dims.hidden);
     if (strcmp(module, strncmp(name, "poa_glue_", 9) ? set : "vit_glue.cu"))
         return poa_fail(e, "emulator: %s launched from module %s", name, module);
-    float *s1 = st->scratch, *s2 = st->scratch + st->scratch_count / 4, *s3 = st->scratch + st->scratch_count / 2;
     st->launches++;
     if (strncmp(name, "poa_glue_", 9) && check_launch_geometry(st, name, grid, block, args, e)) return -1;
     if (!strncmp(name, "poa_glue_", 9)) {
-        /* the glue kernels: 256 threads per block as their __launch_bounds__, enough threads */
-        long need;
-        int column_sum = !strcmp(name, "poa_glue_column_sum_accumulate");
-        if (column_sum) need = num(args, 4);
-        else if (!strcmp(name, "poa_glue_patchify"))
-            need = num(args, 2) * (num(args, 4) / num(args, 5)) * (num(args, 4) / num(args, 5)) * num(args, 3) *
-                   num(args, 5) * num(args, 5);
-        else if (!strcmp(name, "poa_glue_fill_rows") || !strcmp(name, "poa_glue_to_bf16")) need = num(args, 3) * num(args, 4);
-        else need = num(args, 2);
-        long covered = (long)grid[0] * (column_sum ? 32 : (long)block[0]);
-        if (block[0] * block[1] * block[2] != 256 || grid[1] != 1 || grid[2] != 1 || covered < need ||
-            (column_sum && (block[0] != 32 || block[1] != 8)))
-            return poa_fail(e, "emulator: %s launched with grid (%u, %u, %u) block (%u, %u, %u) for %ld", name, grid[0],
-                            grid[1], grid[2], block[0], block[1], block[2], need);
+        if (check_glue_geometry(name, grid, block, args, e)) return -1;
         st->geometry_checked++;
     }
-    if (!strcmp(name, "layernorm_forward")) {
-        k->layernorm_forward(k, ptr(args, 0), ptr(args, 1), ptr(args, 2), ptr(args, 3), ptr(args, 4), ptr(args, 5), num(args, 6));
-    } else if (!strcmp(name, "layernorm_backward")) {
-        k->layernorm_backward(k, ptr(args, 0), s1, s2, ptr(args, 3), ptr(args, 4), ptr(args, 5), ptr(args, 6), ptr(args, 7),
-                              num(args, 8));
-    } else if (!strcmp(name, "layernorm_backward_dw_db")) {
-        k->layernorm_backward(k, s1, ptr(args, 1), ptr(args, 2), ptr(args, 3), ptr(args, 4), ptr(args, 5), ptr(args, 6),
-                              ptr(args, 7), num(args, 8));
-    } else if (!strcmp(name, "gelu_forward")) {
-        k->gelu_forward(k, ptr(args, 0), ptr(args, 1), num(args, 2));
-    } else if (!strcmp(name, "gelu_backward")) {
-        k->gelu_backward(k, ptr(args, 0), ptr(args, 1), ptr(args, 2), num(args, 3));
-    } else if (!strcmp(name, "residual_forward")) {
-        k->residual_forward(k, ptr(args, 0), ptr(args, 1), ptr(args, 2), ptr(args, 3), num(args, 4), num(args, 5));
-    } else if (!strcmp(name, "residual_backward")) {
-        k->residual_backward(k, ptr(args, 0), s1, ptr(args, 2), ptr(args, 3), ptr(args, 4), ptr(args, 5), num(args, 6),
-                             num(args, 7));
-    } else if (!strcmp(name, "residual_backward_dgamma")) {
-        k->residual_backward(k, s1, ptr(args, 1), ptr(args, 2), ptr(args, 3), ptr(args, 4), ptr(args, 5), num(args, 6),
-                             num(args, 7));
-    } else if (!strcmp(name, "tokens_forward")) {
-        k->tokens_forward(k, ptr(args, 0), ptr(args, 1), ptr(args, 2), ptr(args, 3), ptr(args, 4), num(args, 5),
-                          (const unsigned char *)ptr(args, 6), num(args, 7), num(args, 8));
-    } else if (!strncmp(name, "tokens_backward", 15)) {
-        /* dpatch, dcls, dmask_token, dpos, pos_ld, dx, mask, batch, patches */
-        float *out[4] = { s1, s2, s2, s3 };
-        int which = !strcmp(name, "tokens_backward") ? 0 : !strcmp(name, "tokens_backward_dcls") ? 1
-                    : !strcmp(name, "tokens_backward_dmask_token") ? 2 : !strcmp(name, "tokens_backward_dpos") ? 3 : -1;
-        if (which < 0) return poa_fail(e, "emulator: no kernel %s", name);
-        out[which] = ptr(args, which);
-        k->tokens_backward(k, out[0], out[1], out[2], out[3], num(args, 4), ptr(args, 5),
-                           (const unsigned char *)ptr(args, 6), num(args, 7), num(args, 8));
-    } else if (!strcmp(name, "attention_forward")) {
-        k->attention_forward(k, ptr(args, 0), ptr(args, 1), ptr(args, 2), num(args, 3), num(args, 4));
-    } else if (!strcmp(name, "attention_backward_dq")) {
-        k->attention_backward(k, ptr(args, 0), ptr(args, 1), ptr(args, 2), ptr(args, 3), ptr(args, 4), num(args, 5),
-                              num(args, 6));
-    } else if (!strcmp(name, "attention_backward_dkv")) {
-        /* done with _dq */
-    } else if (!strcmp(name, "poa_glue_patchify")) {
-        float *patches = ptr(args, 0);
-        const float *images = ptr(args, 1);
-        long batch = num(args, 2), channels = num(args, 3), size = num(args, 4), patch = num(args, 5);
-        long g = size / patch, len = channels * patch * patch;
-        for (long i = 0; i < batch * g * g * len; i++) {
-            long row = i / len, col = i % len, b = row / (g * g), cell = row % (g * g);
-            long c = col / (patch * patch), kk = col % (patch * patch);
-            patches[i] = images[((b * channels + c) * size + cell / g * patch + kk / patch) * size +
-                                cell % g * patch + kk % patch];
-        }
-    } else if (!strcmp(name, "poa_glue_fill_rows")) {
-        poa_fill_rows(ptr(args, 0), num(args, 1), ptr(args, 2), num(args, 3), num(args, 4));
-    } else if (!strcmp(name, "poa_glue_column_sum_accumulate")) {
-        poa_column_sum_accumulate(ptr(args, 0), ptr(args, 1), num(args, 2), num(args, 3), num(args, 4));
-    } else if (!strcmp(name, "poa_glue_add")) {
-        poa_add(ptr(args, 0), ptr(args, 1), num(args, 2));
-    } else if (!strcmp(name, "poa_glue_copy")) {
-        memcpy(ptr(args, 0), ptr(args, 1), sizeof(float) * (size_t)num(args, 2));
-    } else if (!strcmp(name, "poa_glue_to_bf16")) {
-        uint16_t *dst = (uint16_t *)ptr(args, 0);
-        const float *src = ptr(args, 1);
-        long ld = num(args, 2), rows = num(args, 3), cols = num(args, 4);
-        for (long r = 0; r < rows; r++)
-            for (long c = 0; c < cols; c++) dst[r * ld + c] = poa_bf16_from_float(src[r * ld + c]);
-    } else if (!strcmp(name, "poa_glue_fill")) {
-        float *dst = ptr(args, 0), value = *(float *)args[1];
-        for (long i = 0; i < num(args, 2); i++) dst[i] = value;
-    } else {
-        return poa_fail(e, "emulator: no kernel %s", name);
-    }
-    return 0;
+    return emulate_vit_kernel(k, st->scratch, st->scratch_count, name, args, e);
 }
 
 static int emulate_gemm(void *context, const poa_cublaslt_call *call, poa_error *e) {

@@ -1,0 +1,710 @@
+/* cuda_train.c: the POA training step on the GPU (see cuda_train.h). The functions below
+   follow runtime/train_step.c and trainer.c's poa_trainer_apply in the same order, so that
+   every loss term and every gradient is summed in the same order as on the CPU. */
+#include "cuda_train.h"
+
+/* The GPU step is fp32 on the host side too (its host buffers are the trainer's floats); the
+   fp64 build, for gradient checks on the CPU, leaves it out. */
+#ifndef POA_FP64
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "recipe.h"
+#include "train_kernels.h"
+
+#define ARGC(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+enum { TERM_DINO, TERM_DISTILL, TERM_KOLEO, TERM_IBOT, TERM_COUNT };
+
+int poa_cuda_train_kernels_source(char **source, poa_error *e) {
+    return poa_lua_text("return require('gen.emit').train_cu_text()", "training kernels", source, e);
+}
+
+/* ---- launches ---- */
+
+/* A training kernel by its name in the table of train_kernels.cu, with the table's geometry
+   for dims. */
+static int launch(poa_cuda_train *g, const char *name, const poa_cuda_dims *dims, void **args, poa_error *e) {
+    int i = 0;
+    while (i < g->kernel_count && strcmp(g->kernels[i].name, name)) i++;
+    if (i == g->kernel_count) return poa_fail(e, "GPU step: kernel %s is not in train_kernels.cu's table", name);
+    unsigned geometry[2][3];
+    for (int w = 0; w < 2; w++)
+        for (int d = 0; d < 3; d++) {
+            long v;
+            if (poa_cuda_eval(w ? g->kernels[i].block[d] : g->kernels[i].grid[d], dims, &v, e)) return -1;
+            if (v < 1 || v > (w ? 1024 : d == 0 ? 0x7fffffffL : 65535))
+                return poa_fail(e, "GPU step: kernel %s: %s %c = %ld is out of range", name, w ? "block" : "grid",
+                                "xyz"[d], v);
+            geometry[w][d] = (unsigned)v;
+        }
+    g->launches++;
+    return poa_cuda_exec_launch(&g->exec, g->functions[i], "train_kernels.cu", name, geometry[0], geometry[1], args, e);
+}
+
+/* A glue kernel of vit_glue.cu over n threads. */
+static int glue(poa_cuda_train *g, CUfunction f, const char *name, long n, void **args, poa_error *e) {
+    if (n <= 0) return 0;
+    unsigned grid[3] = { (unsigned)((n + 255) / 256), 1, 1 }, block[3] = { 256, 1, 1 };
+    g->launches++;
+    return poa_cuda_exec_launch(&g->exec, f, "vit_glue.cu", name, grid, block, args, e);
+}
+
+static int fill(poa_cuda_train *g, CUdeviceptr x, long n, poa_error *e) {
+    float zero = 0;
+    void *args[] = { &x, &zero, &n };
+    return glue(g, g->fill, "poa_glue_fill", n, args, e);
+}
+
+static int add_double(poa_cuda_train *g, CUdeviceptr y, CUdeviceptr x, long n, poa_error *e) {
+    void *args[] = { &y, &x, &n };
+    return glue(g, g->add_double, "poa_glue_add_double", n, args, e);
+}
+
+static long chunks_of(long n) { return (n + TRAIN_CHUNK - 1) / TRAIN_CHUNK; }
+
+/* total[0] = sum of the n doubles at x (poa_train_sum). */
+static int sum_doubles(poa_cuda_train *g, CUdeviceptr total, CUdeviceptr x, long n, poa_error *e) {
+    poa_cuda_dims dims = { .n = n };
+    void *args[] = { &total, &x, &n };
+    return launch(g, "poa_train_sum", &dims, args, e);
+}
+
+/* terms[term] += the sum of rows doubles at row_loss. */
+static int add_term(poa_cuda_train *g, int term, CUdeviceptr row_loss, long rows, poa_error *e) {
+    if (rows <= 0) return 0;
+    return sum_doubles(g, g->sum_scratch, row_loss, rows, e) ||
+                   add_double(g, g->terms + sizeof(double) * (size_t)term, g->sum_scratch, 1, e)
+               ? -1
+               : 0;
+}
+
+/* Cross-entropy rows of the loss (poa_train_cross_entropy), their sum added to terms[term]. */
+static int cross_entropy(poa_cuda_train *g, int term, CUdeviceptr targets, CUdeviceptr logits, long rows, long k,
+                         double temperature, CUdeviceptr weight, double scale, CUdeviceptr dlogits, poa_error *e) {
+    if (rows <= 0) return 0;
+    poa_cuda_dims dims = { .rows = rows, .k = k };
+    CUdeviceptr row_loss = g->row_loss;
+    void *args[] = { &row_loss, &dlogits, &targets, &logits, &weight, &temperature, &scale, &rows, &k };
+    return launch(g, "poa_train_cross_entropy", &dims, args, e) || add_term(g, term, row_loss, rows, e) ? -1 : 0;
+}
+
+/* Sinkhorn-Knopp targets of rows x k logits (runtime/loss.c's poa_sinkhorn_knopp): exponentials
+   after the max of the whole block, normalised to total 1, then `iterations` rounds of column
+   then row scaling, kept as factors; targets = e r c n. */
+static int sinkhorn_knopp(poa_cuda_train *g, CUdeviceptr targets, CUdeviceptr logits, long rows, long k, double tau,
+                          int iterations, poa_error *e) {
+    if (rows <= 0) return 0;
+    long n = rows * k, chunks = chunks_of(n), samples = rows;
+    CUdeviceptr partial = g->sk_max_partial, max = g->sk_max, row_sum = g->sk_row_sum, total = g->sk_total;
+    CUdeviceptr row_scale = g->sk_row_scale, colsum = g->sk_colsum, column_scale = g->sk_column_scale;
+    poa_cuda_dims flat = { .n = n }, partials = { .n = chunks }, block = { .rows = rows, .k = k };
+    void *a_partial[] = { &partial, &logits, &n };
+    void *a_max[] = { &max, &partial, &chunks };
+    void *a_exp[] = { &targets, &row_sum, &logits, &max, &tau, &rows, &k };
+    void *a_fill[] = { &row_scale, &total, &rows };
+    void *a_columns[] = { &colsum, &targets, &row_scale, &rows, &k };
+    void *a_column_scale[] = { &column_scale, &colsum, &k };
+    void *a_rows[] = { &row_scale, &targets, &column_scale, &samples, &rows, &k };
+    void *a_finish[] = { &targets, &targets, &row_scale, &column_scale, &samples, &rows, &k };
+    poa_cuda_dims one = { .rows = rows, .n = rows }, columns = { .k = k };
+    if (launch(g, "poa_train_max_partial", &flat, a_partial, e) || launch(g, "poa_train_max", &partials, a_max, e) ||
+        launch(g, "poa_train_sinkhorn_exp", &block, a_exp, e) || sum_doubles(g, total, row_sum, rows, e) ||
+        launch(g, "poa_train_sinkhorn_fill", &one, a_fill, e))
+        return -1;
+    for (int it = 0; it < iterations; it++)
+        if (launch(g, "poa_train_sinkhorn_columns_colsum", &block, a_columns, e) ||
+            launch(g, "poa_train_sinkhorn_column_scale", &columns, a_column_scale, e) ||
+            launch(g, "poa_train_sinkhorn_rows", &block, a_rows, e))
+            return -1;
+    return launch(g, "poa_train_sinkhorn_finish", &block, a_finish, e);
+}
+
+/* ---- memory ---- */
+
+/* Bump allocation of the work buffers: a sizing walk (base 0), then the real one. */
+typedef struct bump {
+    CUdeviceptr base;
+    size_t at;
+} bump;
+
+static CUdeviceptr take(bump *b, size_t bytes) {
+    CUdeviceptr p = b->base + b->at;
+    b->at += (bytes + 255) / 256 * 256;
+    return p;
+}
+
+static long kmax_of(const poa_heads *h) {
+    long k = 0;
+    for (int i = 0; i < h->config.heads; i++) k = h->config.prototypes[i] > k ? h->config.prototypes[i] : k;
+    return k;
+}
+
+/* Lays the work buffers out from base; returns the bytes used. */
+static size_t lay_out_work(poa_cuda_train *g, CUdeviceptr base) {
+    const poa_trainer *t = g->t;
+    const poa_train_config *c = &t->config;
+    const poa_recipe *r = &c->recipe;
+    const long B = c->batch_size, G = r->global_crop_count, L = r->local_crop_count;
+    const long N = (long)(r->global_crop_size / r->vit.patch_size) * (r->global_crop_size / r->vit.patch_size);
+    const long D = t->model.config.max_width, H = t->heads.config.heads, kmax = kmax_of(&t->heads);
+    const long chunks_total = chunks_of(g->n > g->nh ? g->n : g->nh);
+    g->max_masked = G * B * N;
+    g->max_rows = (L + G) * B + g->max_masked;
+    const long rows = g->max_rows, sk_chunks = chunks_of(g->max_rows * kmax);
+    bump b = { base, 0 };
+    const size_t f = sizeof(float), d = sizeof(double);
+    g->teacher_input = take(&b, f * (size_t)((G * B + g->max_masked) * D));
+    for (int h = 0; h < H; h++) {
+        const long K = t->heads.config.prototypes[h];
+        g->targets_cls[h] = take(&b, f * (size_t)(G * B * K));
+        g->targets_patch[h] = take(&b, f * (size_t)(g->max_masked * K));
+    }
+    for (int x = 0; x < 2; x++) {
+        poa_cuda_branch *br = &g->branch[x];
+        br->features = take(&b, f * (size_t)(rows * D));
+        br->dfeatures = take(&b, f * (size_t)(rows * D));
+        for (int h = 0; h < H; h++) br->dlogits[h] = take(&b, f * (size_t)(rows * t->heads.config.prototypes[h]));
+    }
+    g->distill_targets = take(&b, f * (size_t)((L + G) * B * kmax));
+    g->ibot_weights = take(&b, f * (size_t)g->max_masked);
+    g->mask_indices = take(&b, sizeof(int) * (size_t)g->max_masked);
+    g->row_loss = take(&b, d * (size_t)rows);
+    g->terms = take(&b, d * TERM_COUNT);
+    g->sum_scratch = take(&b, d);
+    g->sk_max_partial = take(&b, f * (size_t)sk_chunks);
+    g->sk_max = take(&b, f);
+    g->sk_row_sum = take(&b, d * (size_t)rows);
+    g->sk_row_scale = take(&b, d * (size_t)rows);
+    g->sk_total = take(&b, d);
+    g->sk_colsum = take(&b, d * (size_t)kmax);
+    g->sk_column_scale = take(&b, d * (size_t)kmax);
+    g->koleo_zhat = take(&b, d * (size_t)(B * D));
+    g->koleo_g = take(&b, d * (size_t)(B * D));
+    g->koleo_norm = take(&b, d * (size_t)B);
+    g->koleo_row_loss = take(&b, d * (size_t)B);
+    g->koleo_nn = take(&b, sizeof(long) * (size_t)B);
+    g->koleo_grads = take(&b, f * (size_t)(G * B * D));
+    g->norm_partial = take(&b, d * (size_t)chunks_total);
+    g->norms = take(&b, d * 2);
+    return b.at;
+}
+
+/* ---- set-up ---- */
+
+static int upload_state(poa_cuda_train *g, poa_error *e) {
+    poa_trainer *t = g->t;
+    const size_t f = sizeof(float);
+    const long n = g->n, nh = g->nh;
+    struct { CUdeviceptr to; const float *backbone, *heads; } parts[] = {
+        { g->student, t->student, t->student_heads }, { g->teacher, t->teacher, t->teacher_heads },
+        { g->adam_m, t->adam_m, t->adam_m_heads }, { g->adam_v, t->adam_v, t->adam_v_heads },
+    };
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        if (poa_cuda_exec_upload(&g->exec, parts[i].to, parts[i].backbone, f * (size_t)n, e) ||
+            poa_cuda_exec_upload(&g->exec, parts[i].to + f * (size_t)n, parts[i].heads, f * (size_t)nh, e))
+            return -1;
+    uint16_t *shadow = malloc(2 * (size_t)(n + nh));
+    if (!shadow) return poa_fail(e, "GPU step: out of memory for the bf16 shadows");
+    int rc = 0;
+    for (int which = 0; which < 2 && !rc; which++) {
+        const float *backbone = which ? t->teacher : t->student, *heads = which ? t->teacher_heads : t->student_heads;
+        for (long i = 0; i < n; i++) shadow[i] = poa_bf16_from_float(backbone[i]);
+        for (long i = 0; i < nh; i++) shadow[n + i] = poa_bf16_from_float(heads[i]);
+        rc = poa_cuda_exec_upload(&g->exec, which ? g->teacher_bf16 : g->student_bf16, shadow, 2 * (size_t)(n + nh), e) ||
+             poa_cuda_exec_synchronize(&g->exec, e);
+    }
+    free(shadow);
+    if (!rc) rc = fill(g, g->grads, n + nh, e);
+    return rc;
+}
+
+int poa_cuda_train_upload(poa_cuda_train *g, poa_error *e) { return upload_state(g, e); }
+
+int poa_cuda_train_download(poa_cuda_train *g, poa_error *e) {
+    poa_trainer *t = g->t;
+    const size_t f = sizeof(float);
+    const long n = g->n, nh = g->nh;
+    struct { CUdeviceptr from; float *backbone, *heads; } parts[] = {
+        { g->student, t->student, t->student_heads }, { g->teacher, t->teacher, t->teacher_heads },
+        { g->adam_m, t->adam_m, t->adam_m_heads }, { g->adam_v, t->adam_v, t->adam_v_heads },
+    };
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        if (poa_cuda_exec_download(&g->exec, parts[i].backbone, parts[i].from, f * (size_t)n, e) ||
+            poa_cuda_exec_download(&g->exec, parts[i].heads, parts[i].from + f * (size_t)n, f * (size_t)nh, e))
+            return -1;
+    return 0;
+}
+
+/* AdamW's chunk table over [backbone | heads], uploaded once. */
+static int build_chunks(poa_cuda_train *g, poa_error *e) {
+    const poa_trainer *t = g->t;
+    const int count = t->model.tensor_count + t->heads.tensor_count;
+    g->tensor_count = count;
+    g->tensor_offset = malloc(sizeof(long) * (size_t)count);
+    g->tensor_count_of = malloc(sizeof(long) * (size_t)count);
+    if (!g->tensor_offset || !g->tensor_count_of) return poa_fail(e, "GPU step: out of memory");
+    for (int i = 0; i < count; i++) {
+        const int heads = i >= t->model.tensor_count;
+        const poa_vit_tensor *x = heads ? &t->heads.tensors[i - t->model.tensor_count] : &t->model.tensors[i];
+        g->tensor_offset[i] = x->offset + (heads ? g->n : 0);
+        g->tensor_count_of[i] = x->count;
+    }
+    g->chunks = poa_train_adamw_chunks(g->tensor_offset, g->tensor_count_of, count, NULL, NULL, NULL);
+    long *table = malloc(3 * sizeof(long) * (size_t)g->chunks);
+    if (!table) return poa_fail(e, "GPU step: out of memory for %ld chunks", g->chunks);
+    poa_train_adamw_chunks(g->tensor_offset, g->tensor_count_of, count, table, table + g->chunks, table + 2 * g->chunks);
+    const size_t bytes = sizeof(long) * (size_t)g->chunks;
+    int rc = poa_cuda_exec_alloc(&g->exec, &g->chunk_start, 20, bytes, e) ||
+             poa_cuda_exec_alloc(&g->exec, &g->chunk_count, 21, bytes, e) ||
+             poa_cuda_exec_alloc(&g->exec, &g->chunk_tensor, 22, bytes, e) ||
+             poa_cuda_exec_alloc(&g->exec, &g->decay, 23, sizeof(float) * (size_t)count, e) ||
+             poa_cuda_exec_alloc(&g->exec, &g->neg_step, 24, sizeof(float) * (size_t)count, e) ||
+             poa_cuda_exec_upload(&g->exec, g->chunk_start, table, bytes, e) ||
+             poa_cuda_exec_upload(&g->exec, g->chunk_count, table + g->chunks, bytes, e) ||
+             poa_cuda_exec_upload(&g->exec, g->chunk_tensor, table + 2 * g->chunks, bytes, e) ||
+             poa_cuda_exec_synchronize(&g->exec, e);
+    free(table);
+    return rc ? -1 : 0;
+}
+
+/* The ViT kernel set of a width of the family (generated once per width at init). */
+static const char *vit_set_of(const poa_cuda_train *g, int width) {
+    for (int i = 0; i < g->width_count; i++)
+        if (g->widths[i] == width) return g->vit_sets[i];
+    return NULL;
+}
+
+int poa_cuda_train_init(poa_cuda_train *g, poa_trainer *t, const poa_cuda_exec *exec, int bf16, poa_error *e) {
+    memset(g, 0, sizeof *g);
+    g->t = t;
+    g->exec = *exec;
+    g->exec.planning = 0;
+    g->bf16 = bf16;
+    g->n = t->model.parameter_count, g->nh = t->heads.parameter_count;
+    const poa_train_config *c = &t->config;
+    if (c->sinkhorn_iterations < 1)
+        return poa_fail(e, "GPU step: loss.sinkhorn_iterations = %d; the GPU step needs at least 1",
+                        c->sinkhorn_iterations);
+    if (c->accumulate < 1) return poa_fail(e, "GPU step: train.accumulate = %d", c->accumulate);
+    /* sources: every width the cycle can draw, the intact width, the glue, heads, training */
+    int rc = 0;
+    for (int i = -1; i < c->slot_count && !rc; i++) {
+        int w = i < 0 ? t->model.config.max_width : c->slot_width[i];
+        if (vit_set_of(g, w)) continue;
+        if (g->width_count == (int)(sizeof g->widths / sizeof g->widths[0])) {
+            rc = poa_fail(e, "GPU step: more than %d distinct widths", g->width_count);
+            break;
+        }
+        g->widths[g->width_count] = w;
+        rc = poa_cuda_vit_sources(c->recipe.path, w, &g->vit_sets[g->width_count], g->glue ? NULL : &g->glue, NULL,
+                                  0, e);
+        if (!rc) g->width_count++;
+    }
+    if (!rc) rc = poa_cuda_heads_source(&g->heads_source, e);
+    if (!rc) rc = poa_cuda_train_kernels_source(&g->train_source, e);
+    poa_cuda_kernel_entry *entries = NULL;
+    int count = 0;
+    if (!rc) rc = poa_cuda_kernel_table(g->train_source, &entries, &count, e);
+    if (!rc && count > POA_CUDA_TRAIN_MAX_KERNELS)
+        rc = poa_fail(e, "GPU step: %d training kernels, at most %d", count, POA_CUDA_TRAIN_MAX_KERNELS);
+    if (!rc) {
+        memcpy(g->kernels, entries, sizeof *entries * (size_t)count);
+        g->kernel_count = count;
+    }
+    free(entries);
+    if (!rc && exec->cuda) {
+        rc = poa_cuda_exec_load_module(&g->exec, g->train_source, "train_kernels.cu", &g->train_module, e) ||
+             poa_cuda_exec_load_module(&g->exec, g->glue, "vit_glue.cu", &g->glue_module, e);
+        for (int i = 0; !rc && i < g->kernel_count; i++)
+            rc = poa_cuda_get_function(exec->cuda, g->train_module, g->kernels[i].name, &g->functions[i], e);
+        if (!rc) rc = poa_cuda_get_function(exec->cuda, g->glue_module, "poa_glue_fill", &g->fill, e) ||
+                      poa_cuda_get_function(exec->cuda, g->glue_module, "poa_glue_add_double", &g->add_double, e);
+    }
+    /* device memory */
+    const size_t f = sizeof(float), all = (size_t)(g->n + g->nh);
+    if (!rc)
+        rc = poa_cuda_exec_alloc(&g->exec, &g->student, 10, f * all, e) ||
+             poa_cuda_exec_alloc(&g->exec, &g->teacher, 11, f * all, e) ||
+             poa_cuda_exec_alloc(&g->exec, &g->grads, 12, f * all, e) ||
+             poa_cuda_exec_alloc(&g->exec, &g->adam_m, 13, f * all, e) ||
+             poa_cuda_exec_alloc(&g->exec, &g->adam_v, 14, f * all, e) ||
+             poa_cuda_exec_alloc(&g->exec, &g->student_bf16, 15, 2 * all, e) ||
+             poa_cuda_exec_alloc(&g->exec, &g->teacher_bf16, 16, 2 * all, e);
+    if (!rc) {
+        g->work_bytes = lay_out_work(g, 0);
+        rc = poa_cuda_exec_alloc(&g->exec, &g->work, 17, g->work_bytes, e);
+        if (!rc) lay_out_work(g, g->work);
+    }
+    if (!rc) rc = build_chunks(g, e);
+    if (!rc) rc = upload_state(g, e);
+    if (rc) {
+        char message[sizeof e->message];
+        snprintf(message, sizeof message, "%s", e->message);
+        poa_cuda_train_free(g);
+        return poa_fail(e, "%s", message);
+    }
+    return 0;
+}
+
+static void free_branch(poa_cuda_branch *b) {
+    if (b->has_passes) poa_cuda_vit_pass_free(&b->global), poa_cuda_vit_pass_free(&b->local);
+    if (b->has_heads) poa_cuda_heads_pass_free(&b->heads);
+    b->has_passes = b->has_heads = 0;
+    b->width = b->depth = 0;
+}
+
+void poa_cuda_train_free(poa_cuda_train *g) {
+    for (int x = 0; x < 2; x++) free_branch(&g->branch[x]);
+    if (g->has_teacher) poa_cuda_vit_pass_free(&g->teacher_pass);
+    if (g->has_teacher_heads) poa_cuda_heads_pass_free(&g->teacher_heads);
+    CUdeviceptr *pointers[] = { &g->student, &g->teacher, &g->grads, &g->adam_m, &g->adam_v, &g->student_bf16,
+                                &g->teacher_bf16, &g->work, &g->chunk_start, &g->chunk_count, &g->chunk_tensor,
+                                &g->decay, &g->neg_step };
+    for (size_t i = 0; i < sizeof pointers / sizeof pointers[0]; i++) poa_cuda_exec_free(&g->exec, pointers[i]);
+    if (g->exec.cuda) {
+        if (g->train_module) g->exec.cuda->api.module_unload(g->train_module);
+        if (g->glue_module) g->exec.cuda->api.module_unload(g->glue_module);
+    }
+    for (int i = 0; i < g->width_count; i++) free(g->vit_sets[i]);
+    free(g->glue), free(g->heads_source), free(g->train_source);
+    free(g->tensor_offset), free(g->tensor_count_of);
+    for (int x = 0; x < 2; x++) free(g->drop_global[x]), free(g->drop_local[x]);
+    memset(g, 0, sizeof *g);
+}
+
+/* ---- passes ---- */
+
+static int vit_pass(poa_cuda_train *g, poa_cuda_vit_pass *p, int width, int depth, long batch, int size,
+                    int teacher, poa_error *e) {
+    const char *set = vit_set_of(g, width);
+    if (!set) return poa_fail(e, "GPU step: no kernel set for width %d", width);
+    poa_cuda_vit_shared shared = {
+        .params = teacher ? g->teacher : g->student, .grads = teacher ? 0 : g->grads,
+        .params_bf16 = teacher ? g->teacher_bf16 : g->student_bf16,
+    };
+    if (poa_cuda_vit_pass_init_shared(p, &g->exec, &g->t->model, width, depth, batch, size, set, g->glue, &shared, e))
+        return -1;
+    if ((g->bf16 && poa_cuda_vit_pass_use_bf16(p, e)) || poa_cuda_vit_pass_plan_gemms(p, e)) {
+        poa_cuda_vit_pass_free(p);
+        return -1;
+    }
+    return 0;
+}
+
+static int heads_pass(poa_cuda_train *g, poa_cuda_heads_pass *p, int *has, int width, long rows, int teacher,
+                      poa_error *e) {
+    const size_t f = sizeof(float);
+    if (*has) return poa_cuda_heads_pass_prepare(p, width, rows, e);
+    CUdeviceptr params = (teacher ? g->teacher : g->student) + f * (size_t)g->n;
+    CUdeviceptr grads = teacher ? 0 : g->grads + f * (size_t)g->n;
+    if (poa_cuda_heads_pass_init(p, &g->exec, &g->t->heads, width, rows, params, grads, g->heads_source, e))
+        return -1;
+    *has = 1;
+    CUdeviceptr shadow = (teacher ? g->teacher_bf16 : g->student_bf16) + 2 * (size_t)g->n;
+    if (g->bf16 && poa_cuda_heads_pass_use_bf16(p, shadow, e)) return -1;
+    return 0;
+}
+
+/* The branch's passes for (width, depth) over the micro-batch's crops, re-made when the
+   member or the shapes change. */
+static int branch_passes(poa_cuda_train *g, poa_cuda_branch *b, int width, int depth, const poa_batch *mb,
+                         poa_error *e) {
+    const long GB = (long)mb->global_count * mb->batch_size, LB = (long)mb->local_count * mb->batch_size;
+    if (b->has_passes && (b->width != width || b->depth != depth || b->global.batch != GB ||
+                          b->global.host.image_size != mb->global_size || b->local.batch != LB ||
+                          b->local.host.image_size != mb->local_size)) {
+        poa_cuda_vit_pass_free(&b->global), poa_cuda_vit_pass_free(&b->local);
+        b->has_passes = 0;
+    }
+    if (!b->has_passes) {
+        if (vit_pass(g, &b->global, width, depth, GB, mb->global_size, 0, e)) return -1;
+        if (vit_pass(g, &b->local, width, depth, LB, mb->local_size, 0, e)) {
+            poa_cuda_vit_pass_free(&b->global);
+            return -1;
+        }
+        b->has_passes = 1, b->width = width, b->depth = depth;
+    }
+    return 0;
+}
+
+/* ---- the micro-batch ---- */
+
+typedef struct shapes {
+    long B;
+    int G, L, S, s;
+    long N, masked;
+} shapes;
+
+static int teacher_targets(poa_cuda_train *g, const poa_batch *mb, const shapes *sh, double temp, poa_error *e) {
+    poa_trainer *t = g->t;
+    const poa_vit_config *vc = &t->model.config;
+    const long D = vc->max_width, GB = sh->G * sh->B, rows = GB + sh->masked;
+    poa_cuda_vit_pass *p = &g->teacher_pass;
+    if (g->has_teacher && (p->batch != GB || p->host.image_size != sh->S)) {
+        poa_cuda_vit_pass_free(p);
+        g->has_teacher = 0;
+    }
+    if (!g->has_teacher) {
+        if (vit_pass(g, p, vc->max_width, vc->max_depth, GB, sh->S, 1, e)) return -1;
+        g->has_teacher = 1;
+    }
+    if (heads_pass(g, &g->teacher_heads, &g->has_teacher_heads, vc->max_width, rows, 1, e) ||
+        poa_cuda_vit_forward(p, mb->global_crops, NULL, NULL, e) ||
+        poa_cuda_vit_gather_rows(p, g->teacher_input, 0, GB, e) ||
+        poa_cuda_vit_gather_rows(p, g->teacher_input + sizeof(float) * (size_t)(GB * D), g->mask_indices, sh->masked,
+                                 e) ||
+        poa_cuda_heads_forward(&g->teacher_heads, g->teacher_input, e))
+        return -1;
+    for (int h = 0; h < t->heads.config.heads; h++) {
+        const long K = t->heads.config.prototypes[h];
+        CUdeviceptr logits = g->teacher_heads.logits[h];
+        if (sinkhorn_knopp(g, g->targets_cls[h], logits, GB, K, temp, t->config.sinkhorn_iterations, e) ||
+            sinkhorn_knopp(g, g->targets_patch[h], logits + sizeof(float) * (size_t)(GB * K), sh->masked, K, temp,
+                           t->config.sinkhorn_iterations, e))
+            return -1;
+    }
+    return 0;
+}
+
+/* Backbones on the global (masked when iBOT is on) and local crops, head rows [local CLS;
+   global CLS; masked patches], the heads; the backbones' douts zeroed for the losses. */
+static int branch_forward(poa_cuda_train *g, int index, const poa_batch *mb, const shapes *sh, uint64_t stream,
+                          poa_error *e) {
+    poa_trainer *t = g->t;
+    poa_cuda_branch *b = &g->branch[index];
+    const int width = index ? t->current.width : t->model.config.max_width;
+    const int depth = index ? t->current.depth : t->model.config.max_depth;
+    const long D = width, GB = sh->G * sh->B, LB = sh->L * sh->B, rows = LB + GB + sh->masked;
+    const double rate = t->config.drop_path_rate;
+    if (branch_passes(g, b, width, depth, mb, e) || heads_pass(g, &b->heads, &b->has_heads, width, rows, 0, e))
+        return -1;
+    /* the CPU step's stochastic-depth draws */
+    const long drop_count = depth * 2L * (sh->G > sh->L ? sh->G : sh->L) * sh->B;
+    float *dg = realloc(g->drop_global[index], sizeof(float) * (size_t)drop_count);
+    if (dg) g->drop_global[index] = dg;
+    float *dl = dg ? realloc(g->drop_local[index], sizeof(float) * (size_t)drop_count) : NULL;
+    if (dl) g->drop_local[index] = dl;
+    if (!dg || !dl) return poa_fail(e, "GPU step: out of memory for the drop-path draws");
+    int failed = 0;
+    const float *drop_global = poa_draw_drop_path(dg, depth, GB, rate, t->config.seed, stream, &failed);
+    const float *drop_local = poa_draw_drop_path(dl, depth, LB, rate, t->config.seed, stream + 4096, &failed);
+    if (failed) return poa_fail(e, "GPU step: out of memory for the drop-path draws");
+    const size_t f = sizeof(float);
+    if (poa_cuda_vit_forward(&b->global, mb->global_crops, sh->masked ? mb->masks.masks : NULL, drop_global, e) ||
+        (LB && poa_cuda_vit_forward(&b->local, mb->local_crops, NULL, drop_local, e)) ||
+        (LB && poa_cuda_vit_gather_rows(&b->local, b->features, 0, LB, e)) ||
+        poa_cuda_vit_gather_rows(&b->global, b->features + f * (size_t)(LB * D), 0, GB, e) ||
+        poa_cuda_vit_gather_rows(&b->global, b->features + f * (size_t)((LB + GB) * D), g->mask_indices, sh->masked,
+                                 e) ||
+        poa_cuda_heads_forward(&b->heads, b->features, e) || poa_cuda_vit_zero_dout(&b->global, e) ||
+        (LB && poa_cuda_vit_zero_dout(&b->local, e)))
+        return -1;
+    for (int h = 0; h < t->heads.config.heads; h++)
+        if (fill(g, b->dlogits[h], rows * t->heads.config.prototypes[h], e)) return -1;
+    return 0;
+}
+
+/* The loss terms of a branch (train_step.c's branch_losses, same terms, weights and order). */
+static int branch_losses(poa_cuda_train *g, int index, double weight, const shapes *sh, double scale,
+                         poa_error *e) {
+    poa_trainer *t = g->t;
+    const poa_train_config *c = &t->config;
+    poa_cuda_branch *x = &g->branch[index], *intact = index ? &g->branch[0] : NULL;
+    const int H = t->heads.config.heads;
+    const long B = sh->B, local_rows = sh->L * B, global_rows = sh->G * B;
+    const double T = c->student_temp, pairs = (double)sh->G * sh->L + sh->G * (sh->G - 1);
+    const size_t f = sizeof(float);
+#define AT(base, rows_, k_) ((base) + f * (size_t)((rows_) * (k_)))
+    for (int h = 0; h < H; h++) {
+        const long K = t->heads.config.prototypes[h];
+        CUdeviceptr S = x->heads.logits[h], dS = x->dlogits[h];
+        CUdeviceptr S_global = AT(S, local_rows, K), dS_global = AT(dS, local_rows, K);
+        const double w = scale * c->dino_weight * weight / H / pairs / B;
+        for (int gc = 0; gc < sh->G; gc++) {
+            CUdeviceptr P = AT(g->targets_cls[h], gc * B, K);
+            for (int l = 0; l < sh->L; l++)
+                if (cross_entropy(g, TERM_DINO, P, AT(S, l * B, K), B, K, T, 0, w, AT(dS, l * B, K), e)) return -1;
+            for (int s2 = 0; s2 < sh->G; s2++)
+                if (s2 != gc && cross_entropy(g, TERM_DINO, P, AT(S_global, s2 * B, K), B, K, T, 0, w,
+                                              AT(dS_global, s2 * B, K), e))
+                    return -1;
+        }
+        if (intact) {
+            CUdeviceptr Q = g->distill_targets, SI = intact->heads.logits[h];
+            long softmax_rows = local_rows + global_rows, k = K;
+            double distill_temp = c->distill_temp;
+            poa_cuda_dims dims = { .rows = softmax_rows, .k = K };
+            void *args[] = { &Q, &SI, &distill_temp, &softmax_rows, &k };
+            const double wd = scale * (1 - c->lambda) / H;
+            if (launch(g, "poa_train_softmax", &dims, args, e) ||
+                cross_entropy(g, TERM_DISTILL, Q, S, local_rows, K, T, 0, wd / (double)local_rows, dS, e) ||
+                cross_entropy(g, TERM_DISTILL, AT(Q, local_rows, K), S_global, global_rows, K, T, 0,
+                              wd / (double)global_rows, dS_global, e))
+                return -1;
+        }
+        if (sh->masked) {
+            const double wi = scale * c->ibot_weight * weight / H / global_rows;
+            const long at = local_rows + global_rows;
+            if (cross_entropy(g, TERM_IBOT, g->targets_patch[h], AT(S, at, K), sh->masked, K, T, g->ibot_weights, wi,
+                              AT(dS, at, K), e))
+                return -1;
+        }
+    }
+    /* KoLeo on each global crop's CLS features; the gradients into the global dout */
+    const long D = x->width;
+    double wk = scale * c->koleo_weight * (c->elastic ? 0.5 : 1.0);
+    if (fill(g, g->koleo_grads, global_rows * D, e)) return -1;
+    for (int gc = 0; gc < sh->G; gc++) {
+        CUdeviceptr features = AT(x->features, local_rows + gc * B, D), grads = AT(g->koleo_grads, gc * B, D);
+        CUdeviceptr zhat = g->koleo_zhat, norm = g->koleo_norm, kg = g->koleo_g, nn = g->koleo_nn;
+        CUdeviceptr row_loss = g->koleo_row_loss;
+        long n = B, d = D;
+        poa_cuda_dims dims = { .n = n };
+        void *a_normalize[] = { &zhat, &norm, &features, &n, &d };
+        void *a_neighbours[] = { &kg, &nn, &row_loss, &zhat, &wk, &n, &d };
+        void *a_backward[] = { &grads, &kg, &nn, &zhat, &norm, &n, &d };
+        if (B < 2) continue; /* KoLeo is 0 for fewer than two rows (loss.c) */
+        if (launch(g, "poa_train_koleo_normalize", &dims, a_normalize, e) ||
+            launch(g, "poa_train_koleo_neighbours", &dims, a_neighbours, e) ||
+            launch(g, "poa_train_koleo_backward", &dims, a_backward, e) || add_term(g, TERM_KOLEO, row_loss, B, e))
+            return -1;
+    }
+#undef AT
+    return poa_cuda_vit_scatter_add_rows(&x->global, g->koleo_grads, 0, global_rows, e);
+}
+
+/* Heads backward, the head-input gradients into the backbones' douts, the backbones' backward. */
+static int branch_backward(poa_cuda_train *g, int index, const shapes *sh, poa_error *e) {
+    poa_cuda_branch *b = &g->branch[index];
+    const long D = b->width, LB = sh->L * sh->B, GB = sh->G * sh->B;
+    const size_t f = sizeof(float);
+    return poa_cuda_heads_backward(&b->heads, b->dlogits, b->dfeatures, e) ||
+                   (LB && poa_cuda_vit_scatter_add_rows(&b->local, b->dfeatures, 0, LB, e)) ||
+                   poa_cuda_vit_scatter_add_rows(&b->global, b->dfeatures + f * (size_t)(LB * D), 0, GB, e) ||
+                   poa_cuda_vit_scatter_add_rows(&b->global, b->dfeatures + f * (size_t)((LB + GB) * D),
+                                                 g->mask_indices, sh->masked, e) ||
+                   poa_cuda_vit_backward(&b->global, NULL, e) || (LB && poa_cuda_vit_backward(&b->local, NULL, e))
+               ? -1
+               : 0;
+}
+
+void poa_cuda_train_begin_step(poa_cuda_train *g) { poa_trainer_begin_step(g->t); }
+
+int poa_cuda_train_micro_batch(poa_cuda_train *g, const poa_batch *mb, int micro, poa_error *e) {
+    poa_trainer *t = g->t;
+    const poa_train_config *c = &t->config;
+    const poa_vit_config *vc = &t->model.config;
+    poa_step_stats *st = &t->current;
+    const double scale = 1.0 / c->accumulate;
+    shapes sh = { mb->batch_size, mb->global_count, mb->local_count, mb->global_size, mb->local_size,
+                  (long)(mb->global_size / vc->patch_size) * (mb->global_size / vc->patch_size),
+                  st->ibot_active ? mb->masks.masked : 0 };
+    if ((long)sh.G * sh.B * sh.N > g->max_masked || sh.B > c->batch_size)
+        return poa_fail(e, "GPU step: a micro-batch of %ld images of %d + %d crops is larger than the recipe's", sh.B,
+                        sh.G, sh.L);
+    if (micro == 0 && fill(g, g->terms, 2 * TERM_COUNT, e)) return -1; /* the doubles as floats */
+    if (sh.masked &&
+        (poa_cuda_exec_upload(&g->exec, g->mask_indices, mb->masks.indices, sizeof(int) * (size_t)sh.masked, e) ||
+         poa_cuda_exec_upload(&g->exec, g->ibot_weights, mb->masks.weights, sizeof(float) * (size_t)sh.masked, e)))
+        return -1;
+    if (teacher_targets(g, mb, &sh, st->teacher_temp, e)) return -1;
+    const int branches = c->elastic ? 2 : 1;
+    if (branches == 2 && (micro == 0 || !c->draw_per_step)) poa_trainer_next_member(t, &st->width, &st->depth);
+    const uint64_t stream = ((uint64_t)t->step * 64 + (uint64_t)micro) << 16;
+    for (int b = 0; b < branches; b++) {
+        const double weight = b ? 1 - c->lambda : c->elastic ? c->lambda : 1.0;
+        if (branch_forward(g, b, mb, &sh, stream + (uint64_t)b * 8192, e) ||
+            branch_losses(g, b, weight, &sh, scale, e) || branch_backward(g, b, &sh, e))
+            return -1;
+    }
+    /* the masks' host buffers may change with the next batch: finish reading them */
+    return poa_cuda_exec_synchronize(&g->exec, e);
+}
+
+/* ---- the update ---- */
+
+static int sum_squares(poa_cuda_train *g, CUdeviceptr total, CUdeviceptr x, long n, poa_error *e) {
+    CUdeviceptr partial = g->norm_partial;
+    poa_cuda_dims dims = { .n = n };
+    void *args[] = { &partial, &x, &n };
+    return launch(g, "poa_train_sum_squares", &dims, args, e) || sum_doubles(g, total, partial, chunks_of(n), e) ? -1
+                                                                                                                 : 0;
+}
+
+static int clip(poa_cuda_train *g, CUdeviceptr x, CUdeviceptr total, long n, poa_error *e) {
+    double max_norm = g->t->config.clip_grad;
+    poa_cuda_dims dims = { .n = n };
+    void *args[] = { &x, &total, &max_norm, &n };
+    return launch(g, "poa_train_clip_scale", &dims, args, e);
+}
+
+int poa_cuda_train_end_step(poa_cuda_train *g, poa_error *e) {
+    poa_trainer *t = g->t;
+    poa_step_stats *s = &t->current;
+    const long n = g->n, nh = g->nh;
+    const size_t f = sizeof(float);
+    double terms[TERM_COUNT], norms[2];
+    CUdeviceptr norm_backbone = g->norms, norm_heads = g->norms + sizeof(double);
+    /* the one synchronisation of the step: the loss terms and the gradient norms */
+    if (sum_squares(g, norm_backbone, g->grads, n, e) || sum_squares(g, norm_heads, g->grads + f * (size_t)n, nh, e) ||
+        poa_cuda_exec_download(&g->exec, terms, g->terms, sizeof terms, e) ||
+        poa_cuda_exec_download(&g->exec, norms, g->norms, sizeof norms, e))
+        return -1;
+    s->dino = terms[TERM_DINO], s->distill = terms[TERM_DISTILL], s->koleo = terms[TERM_KOLEO];
+    s->ibot = terms[TERM_IBOT];
+    s->loss = s->dino + s->distill + s->koleo + s->ibot;
+    s->lr = poa_cosine_value(&t->lr, t->step);
+    s->weight_decay = poa_cosine_value(&t->weight_decay, t->step);
+    s->momentum = poa_cosine_value(&t->momentum, t->step);
+    s->skipped = isnan(s->loss) || isinf(s->loss);
+    if (!s->skipped) {
+        s->grad_norm_backbone = sqrt(norms[0]), s->grad_norm_heads = sqrt(norms[1]);
+        const double lr_last = t->step < t->freeze_last_layer_steps ? 0 : s->lr;
+        const poa_train_config *c = &t->config;
+        double *lr = malloc(sizeof(double) * (size_t)g->tensor_count * 2), *wd = lr ? lr + g->tensor_count : NULL;
+        float *scalars = malloc(sizeof(float) * (size_t)g->tensor_count * 2);
+        if (!lr || !scalars) {
+            free(lr), free(scalars);
+            return poa_fail(e, "GPU step: out of memory");
+        }
+        for (int i = 0; i < g->tensor_count; i++) {
+            const int heads = i >= t->model.tensor_count;
+            const poa_param_group *group = heads ? &t->groups_heads[i - t->model.tensor_count] : &t->groups[i];
+            lr[i] = (group->last_layer ? lr_last : s->lr) * group->lr_mult;
+            wd[i] = s->weight_decay * group->wd_mult;
+        }
+        poa_train_adamw_constants k;
+        poa_train_adamw_scalars(lr, wd, g->tensor_count, c->beta1, c->beta2, c->eps, t->step + 1, scalars,
+                                scalars + g->tensor_count, &k);
+        CUdeviceptr p = g->student, m = g->adam_m, v = g->adam_v, shadow = g->student_bf16, grads = g->grads;
+        CUdeviceptr cs = g->chunk_start, cc = g->chunk_count, ct = g->chunk_tensor, decay = g->decay;
+        CUdeviceptr neg_step = g->neg_step;
+        long chunks = g->chunks, all = n + nh;
+        poa_cuda_dims adam = { .chunks = chunks }, flat = { .n = all };
+        void *a_adam[] = { &p, &m, &v, &shadow, &grads, &cs, &cc, &ct, &decay, &neg_step, &k.beta1,
+                           &k.one_minus_beta1, &k.beta2, &k.one_minus_beta2, &k.correction2_sqrt, &k.epsilon,
+                           &chunks };
+        float keep = (float)s->momentum, take = (float)(1 - s->momentum);
+        CUdeviceptr teacher = g->teacher, teacher_shadow = g->teacher_bf16, student = g->student;
+        void *a_ema[] = { &teacher, &teacher_shadow, &student, &keep, &take, &all };
+        int rc = clip(g, g->grads, norm_backbone, n, e) || clip(g, g->grads + f * (size_t)n, norm_heads, nh, e) ||
+                 poa_cuda_exec_upload(&g->exec, g->decay, scalars, sizeof(float) * (size_t)g->tensor_count, e) ||
+                 poa_cuda_exec_upload(&g->exec, g->neg_step, scalars + g->tensor_count,
+                                      sizeof(float) * (size_t)g->tensor_count, e) ||
+                 launch(g, "poa_train_adamw", &adam, a_adam, e) || launch(g, "poa_train_ema", &flat, a_ema, e);
+        if (!rc) rc = poa_cuda_exec_synchronize(&g->exec, e); /* scalars is freed next */
+        free(lr), free(scalars);
+        if (rc) return -1;
+    }
+    if (fill(g, g->grads, n + nh, e)) return -1;
+    t->step++;
+    t->last = *s;
+    return 0;
+}
+
+#endif /* POA_FP64 */

@@ -1,0 +1,109 @@
+/* cuda_train.h: the POA training step on the GPU: runtime/train_step.c's micro-batch (teacher
+   targets, intact and elastic student, every loss term, backward) and trainer.c's update
+   (NaN check, clipping per module, AdamW, EMA), step for step, on device memory.
+
+   The CPU trainer (poa_trainer) stays the owner of everything that is not a tensor: the
+   configuration, the networks' tensor tables and parameter groups, the schedules, the elastic
+   cycle, the step and draw counters, the stochastic-depth draws (poa_draw_drop_path, the same
+   values as the CPU step), and the host copies of the state that checkpoints write
+   (poa_cuda_train_download fills them).
+
+   Device memory, one allocation each, every one laid out [backbone | heads] as the trainer's
+   host buffers: the student, the teacher, the gradients, AdamW's m and v, and (bf16) the bf16
+   shadows of the student and the teacher that AdamW and the EMA write; one work allocation
+   for the micro-batch's buffers (head inputs, logits' gradients, targets, loss rows, Sinkhorn
+   and KoLeo scratch, the clipping sums), sized at init for the recipe's batch. The backbone
+   passes (runtime/cuda_vit.c) and heads passes (runtime/cuda_heads.c) work on these buffers;
+   each pass has its own activation arena.
+
+   Kernels: the ViT sets of the family's widths, the heads' kernels, the training kernels
+   (gen/ops_train.lua: AdamW with the shadow, EMA, clipping sums, softmax, cross-entropy,
+   Sinkhorn-Knopp, KoLeo), and the glue (gathers, scatters, sums), all through runtime/cuda_exec.h:
+   on the GPU, or emulated on the host (tests/c/test_cuda_train.c runs the whole step with the
+   CPU kernels and compares it with the CPU trainer).
+
+   Host synchronisation: one per step, before the update, to read the loss terms (the NaN check
+   decides whether the update runs) and the gradient norms. */
+#ifndef POA_CUDA_TRAIN_H
+#define POA_CUDA_TRAIN_H
+
+#include "cuda_exec.h"
+#include "cuda_heads.h"
+#include "cuda_vit.h"
+#include "trainer.h"
+
+enum { POA_CUDA_TRAIN_MAX_KERNELS = 64 };
+
+/* One student branch's device state. */
+typedef struct poa_cuda_branch {
+    int width, depth;           /* the member its passes are made for (0: none yet) */
+    poa_cuda_vit_pass global, local;
+    poa_cuda_heads_pass heads;
+    int has_passes, has_heads;
+    CUdeviceptr features, dfeatures;          /* head rows x width */
+    CUdeviceptr dlogits[POA_MAX_HEADS];       /* head rows x K_h */
+} poa_cuda_branch;
+
+typedef struct poa_cuda_train {
+    poa_trainer *t;
+    poa_cuda_exec exec;
+    int bf16;
+    long n, nh;                 /* backbone and head parameter counts */
+    CUdeviceptr student, teacher, grads, adam_m, adam_v, student_bf16, teacher_bf16;
+    /* kernel sources: the ViT set of each width of the family, the glue, heads, training */
+    int width_count;
+    int widths[64];
+    char *vit_sets[64];
+    char *glue, *heads_source, *train_source;
+    /* the training kernels' table and functions */
+    int kernel_count;
+    poa_cuda_kernel_entry kernels[POA_CUDA_TRAIN_MAX_KERNELS];
+    CUmodule train_module, glue_module;
+    CUfunction functions[POA_CUDA_TRAIN_MAX_KERNELS];
+    CUfunction fill, add_double;  /* glue kernels of the step's own */
+    /* passes */
+    poa_cuda_vit_pass teacher_pass;
+    poa_cuda_heads_pass teacher_heads;
+    int has_teacher, has_teacher_heads;
+    poa_cuda_branch branch[2];
+    /* AdamW's chunk table over [backbone | heads] and its per-tensor scalars */
+    long chunks;
+    int tensor_count;
+    long *tensor_offset, *tensor_count_of;
+    CUdeviceptr chunk_start, chunk_count, chunk_tensor, decay, neg_step;
+    /* the micro-batch's buffers, in the work allocation */
+    CUdeviceptr work;
+    size_t work_bytes;
+    long max_rows, max_masked;  /* head rows of a student branch, masked tokens */
+    CUdeviceptr teacher_input, targets_cls[POA_MAX_HEADS], targets_patch[POA_MAX_HEADS];
+    CUdeviceptr distill_targets, ibot_weights, mask_indices, row_loss, terms, sum_scratch;
+    CUdeviceptr sk_max_partial, sk_max, sk_row_sum, sk_row_scale, sk_total, sk_colsum, sk_column_scale;
+    CUdeviceptr koleo_zhat, koleo_g, koleo_norm, koleo_row_loss, koleo_nn, koleo_features, koleo_grads;
+    CUdeviceptr norm_partial, norms;
+    /* host scratch */
+    float *drop_global[2], *drop_local[2];
+    long launches, gemms;
+} poa_cuda_train;
+
+/* The training kernels' CUDA text (gen/emit.lua's train_cu_text: build/gen/cuda/train_kernels.cu).
+   malloc'd. */
+int poa_cuda_train_kernels_source(char **source, poa_error *e);
+
+/* Device state for trainer t (initialised; its parameters, moments and step are uploaded):
+   sources compiled (or, emulated, only parsed), buffers allocated. bf16: GEMM operands in
+   bf16 from the shadows (the passes' poa_*_use_bf16). */
+int poa_cuda_train_init(poa_cuda_train *g, poa_trainer *t, const poa_cuda_exec *exec, int bf16, poa_error *e);
+void poa_cuda_train_free(poa_cuda_train *g);
+
+/* As poa_trainer_begin_step / _micro_batch / _end_step, on the device; t->last holds the
+   step's statistics afterwards, as on the CPU. */
+void poa_cuda_train_begin_step(poa_cuda_train *g);
+int poa_cuda_train_micro_batch(poa_cuda_train *g, const poa_batch *batch, int micro, poa_error *e);
+int poa_cuda_train_end_step(poa_cuda_train *g, poa_error *e);
+
+/* The device state into the trainer's host buffers (student, teacher, AdamW moments), e.g.
+   before poa_trainer_save; and the reverse, after poa_trainer_load. */
+int poa_cuda_train_download(poa_cuda_train *g, poa_error *e);
+int poa_cuda_train_upload(poa_cuda_train *g, poa_error *e);
+
+#endif
