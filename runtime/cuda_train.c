@@ -32,6 +32,9 @@ static int launch(poa_cuda_train *g, const char *name, const poa_cuda_dims *dims
     int i = 0;
     while (i < g->kernel_count && strcmp(g->kernels[i].name, name)) i++;
     if (i == g->kernel_count) return poa_fail(e, "GPU step: kernel %s is not in train_kernels.cu's table", name);
+    poa_cuda_dims bound = *dims;
+    bound.train_chunk = TRAIN_CHUNK;
+    dims = &bound;
     unsigned geometry[2][3];
     for (int w = 0; w < 2; w++)
         for (int d = 0; d < 3; d++) {

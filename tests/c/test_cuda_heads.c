@@ -228,13 +228,6 @@ static int run_gpu(const poa_cuda_exec *exec, const char *source, int bf16, cons
     return rc ? -1 : 0;
 }
 
-/* ||a - b|| / ||b||: the bf16 measure (single elements near zero carry bf16's full rounding). */
-static double norm_error(const float *a, const float *b, long n) {
-    double diff = 0, size = 0;
-    for (long i = 0; i < n; i++) diff += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), size += (double)b[i] * b[i];
-    return size == 0 ? (diff == 0 ? 0 : INFINITY) : sqrt(diff / size);
-}
-
 /* Tracks the worst error of a comparison and counts the tensors over the tolerance. */
 typedef struct comparison {
     double tolerance, worst;

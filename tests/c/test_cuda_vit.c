@@ -154,14 +154,6 @@ static void check_transposition_trick(void) {
 
 static double relative_error_f(const float *a, const float *b, long n) { return relative_error(a, b, n); }
 
-/* ||a - b|| / ||b|| (2-norms): the error measure of the bf16 checks, where single elements
-   near zero carry bf16's full relative rounding. */
-static double norm_error(const float *a, const float *b, long n) {
-    double diff = 0, size = 0;
-    for (long i = 0; i < n; i++) diff += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), size += (double)b[i] * b[i];
-    return size == 0 ? (diff == 0 ? 0 : INFINITY) : sqrt(diff / size);
-}
-
 /* The epilogues and bf16 operands as cublaslt.h states them row-major, against cuBLASLt's
    column-major semantics applied to the call the trick makes (colmajor_matmul): the bias is
    per column j of our C, the GELU aux has our C's layout, BGRADB sums op(A)'s rows. */

@@ -1,0 +1,301 @@
+/* test_cuda_train.c: the POA training step on the GPU (runtime/cuda_train.c) against the CPU
+   trainer, on tests/recipes/tiny_train.lua (elastic, iBOT on, drop path, KoLeo, 2 heads) with
+   synthetic batches.
+
+   Everywhere: the step emulated on the host. Every launch goes to an emulator that runs, by
+   module, the CPU kernels of the ViT set of that width (tests/c/cuda_emulator.h), the glue
+   loops, the heads' C twins (runtime/heads_kernels.c) or the generated C of the training
+   kernels (build/gen/train_kernels.c, the same description as the CUDA), and every GEMM the
+   column-major evaluation of its cuBLASLt call. This checks the GPU step's buffers, arguments,
+   order, loss weights, Sinkhorn-Knopp, the update and the EMA; not the CUDA kernels, cuBLASLt or
+   the driver.
+   - the first micro-batch: every loss term within 1e-5 and the whole gradient buffer (backbone
+     and heads) within 1e-4 of the CPU trainer's (relative to its largest value);
+   - three steps (the elastic members drawn from the same cycle): the student, the teacher and
+     AdamW's moments within 1e-4, and every step's loss within 1e-5.
+   With a GPU (else SKIP): the same on the device, fp32; and bf16 against the fp32 CPU trainer
+   (loss terms within 1e-2, gradients within 2e-2 norm-relative). */
+#include <lua.h>
+#include <string.h>
+
+#include "check.h"
+#include "cuda_emulator.h"
+#include "cuda_train.h"
+#include "data_synthetic.h"
+#include "fixture_util.h"
+#include "heads_kernels.h"
+#include "recipe.h"
+#include "train_kernels.h"
+
+#define RECIPE "tests/recipes/tiny_train.lua"
+enum { STEPS = 3, MAX_SETS = 8 };
+
+/* ---- the emulator ---- */
+
+typedef struct emulator {
+    int sets;
+    char names[MAX_SETS][80];
+    poa_vit_kernels reference[MAX_SETS];
+    const poa_vit_kernels *kernels[MAX_SETS];
+    float *scratch;
+    long scratch_count;
+    long launches, gemms, train_launches, heads_launches, glue_launches;
+} emulator;
+
+/* The CPU kernels of the ViT set a module name says ("vit_w64_h32_f256.cu"). */
+static const poa_vit_kernels *set_of(emulator *em, const char *module, poa_error *e) {
+    for (int i = 0; i < em->sets; i++)
+        if (!strcmp(em->names[i], module)) return em->kernels[i];
+    int width, head_dim, hidden;
+    if (sscanf(module, "vit_w%d_h%d_f%d.cu", &width, &head_dim, &hidden) != 3 || em->sets == MAX_SETS) {
+        poa_fail(e, "emulator: no kernel set for module %s", module);
+        return NULL;
+    }
+    const poa_vit_kernels *k = poa_vit_kernels_find(width, head_dim, hidden);
+    if (!k) {
+        poa_vit_kernels_reference(&em->reference[em->sets], width, head_dim, hidden);
+        k = &em->reference[em->sets];
+    }
+    snprintf(em->names[em->sets], sizeof em->names[0], "%s", module);
+    em->kernels[em->sets++] = k;
+    return k;
+}
+
+static double dbl(void **args, int i) { return *(double *)args[i]; }
+static float flt(void **args, int i) { return *(float *)args[i]; }
+static double *dptr(void **args, int i) { return (double *)ptr(args, i); }
+
+/* The training kernels by name: their generated C, arguments as train_kernels.h declares. */
+static int emulate_train(const char *name, void **args, poa_error *e) {
+    if (!strcmp(name, "poa_train_adamw"))
+        poa_train_adamw(ptr(args, 0), ptr(args, 1), ptr(args, 2), (uint16_t *)ptr(args, 3), ptr(args, 4),
+                        (const long *)ptr(args, 5), (const long *)ptr(args, 6), (const long *)ptr(args, 7),
+                        ptr(args, 8), ptr(args, 9), flt(args, 10), flt(args, 11), flt(args, 12), flt(args, 13),
+                        flt(args, 14), flt(args, 15), num(args, 16));
+    else if (!strcmp(name, "poa_train_ema"))
+        poa_train_ema(ptr(args, 0), (uint16_t *)ptr(args, 1), ptr(args, 2), flt(args, 3), flt(args, 4), num(args, 5));
+    else if (!strcmp(name, "poa_train_sum_squares"))
+        poa_train_sum_squares(dptr(args, 0), ptr(args, 1), num(args, 2));
+    else if (!strcmp(name, "poa_train_sum"))
+        poa_train_sum(dptr(args, 0), dptr(args, 1), num(args, 2));
+    else if (!strcmp(name, "poa_train_clip_scale"))
+        poa_train_clip_scale(ptr(args, 0), dptr(args, 1), dbl(args, 2), num(args, 3));
+    else if (!strcmp(name, "poa_train_max_partial"))
+        poa_train_max_partial(ptr(args, 0), ptr(args, 1), num(args, 2));
+    else if (!strcmp(name, "poa_train_max"))
+        poa_train_max(ptr(args, 0), ptr(args, 1), num(args, 2));
+    else if (!strcmp(name, "poa_train_softmax"))
+        poa_train_softmax(ptr(args, 0), ptr(args, 1), dbl(args, 2), num(args, 3), num(args, 4));
+    else if (!strcmp(name, "poa_train_cross_entropy"))
+        poa_train_cross_entropy(dptr(args, 0), ptr(args, 1), ptr(args, 2), ptr(args, 3), ptr(args, 4), dbl(args, 5),
+                                dbl(args, 6), num(args, 7), num(args, 8));
+    else if (!strcmp(name, "poa_train_sinkhorn_exp"))
+        poa_train_sinkhorn_exp(ptr(args, 0), dptr(args, 1), ptr(args, 2), ptr(args, 3), dbl(args, 4), num(args, 5),
+                               num(args, 6));
+    else if (!strcmp(name, "poa_train_sinkhorn_fill"))
+        poa_train_sinkhorn_fill(dptr(args, 0), dptr(args, 1), num(args, 2));
+    else if (!strcmp(name, "poa_train_sinkhorn_columns_colsum"))
+        poa_train_sinkhorn_columns(dptr(args, 0), ptr(args, 1), dptr(args, 2), num(args, 3), num(args, 4));
+    else if (!strcmp(name, "poa_train_sinkhorn_column_scale"))
+        poa_train_sinkhorn_column_scale(dptr(args, 0), dptr(args, 1), num(args, 2));
+    else if (!strcmp(name, "poa_train_sinkhorn_rows"))
+        poa_train_sinkhorn_rows(dptr(args, 0), ptr(args, 1), dptr(args, 2), num(args, 3), num(args, 4), num(args, 5));
+    else if (!strcmp(name, "poa_train_sinkhorn_finish"))
+        poa_train_sinkhorn_finish(ptr(args, 0), ptr(args, 1), dptr(args, 2), dptr(args, 3), num(args, 4),
+                                  num(args, 5), num(args, 6));
+    else if (!strcmp(name, "poa_train_koleo_normalize"))
+        poa_train_koleo_normalize(dptr(args, 0), dptr(args, 1), ptr(args, 2), num(args, 3), num(args, 4));
+    else if (!strcmp(name, "poa_train_koleo_neighbours"))
+        poa_train_koleo_neighbours(dptr(args, 0), (long *)ptr(args, 1), dptr(args, 2), dptr(args, 3), dbl(args, 4),
+                                   num(args, 5), num(args, 6));
+    else if (!strcmp(name, "poa_train_koleo_backward"))
+        poa_train_koleo_backward(ptr(args, 0), dptr(args, 1), (const long *)ptr(args, 2), dptr(args, 3),
+                                 dptr(args, 4), num(args, 5), num(args, 6));
+    else
+        return poa_fail(e, "emulator: no training kernel %s", name);
+    return 0;
+}
+
+static int emulate_launch(void *context, const char *module, const char *name, const unsigned grid[3],
+                          const unsigned block[3], void **args, poa_error *e) {
+    emulator *em = context;
+    em->launches++;
+    if (!strcmp(module, "train_kernels.cu")) {
+        em->train_launches++;
+        return emulate_train(name, args, e);
+    }
+    if (!strcmp(module, "heads_kernels.cu")) {
+        em->heads_launches++;
+        return poa_heads_kernel_emulate(name, grid, block, args, e);
+    }
+    if (!strcmp(module, "vit_glue.cu")) {
+        em->glue_launches++;
+        return check_glue_geometry(name, grid, block, args, e) ||
+                       emulate_vit_kernel(NULL, em->scratch, em->scratch_count, name, args, e)
+                   ? -1
+                   : 0;
+    }
+    const poa_vit_kernels *k = set_of(em, module, e);
+    return k ? emulate_vit_kernel(k, em->scratch, em->scratch_count, name, args, e) : -1;
+}
+
+static int emulate_gemm(void *context, const poa_cublaslt_call *call, poa_error *e) {
+    ((emulator *)context)->gemms++;
+    return colmajor_matmul(call, e);
+}
+
+/* ---- the comparison ---- */
+
+static int load_trainer(poa_trainer *t, poa_error *e) {
+    lua_State *L = poa_lua_open(e);
+    /* a larger eps: AdamW's first steps are close to lr * sign(g), which would turn the last-bit
+       differences of two summation orders into whole steps */
+    const char *overrides[] = { "optim.eps=1e-3", "optim.base_lr=0.02" };
+    poa_train_config config;
+    int rc = !L || poa_train_config_load(L, RECIPE, overrides, 2, &config, e) ? -1 : 0;
+    if (L) lua_close(L);
+    if (!rc) rc = poa_trainer_init(t, &config, e);
+    return rc;
+}
+
+/* max |a - b| / max |b| over the backbone and the heads parts. */
+static double state_error(const float *a, const float *a_heads, const float *b, const float *b_heads, long n,
+                          long nh) {
+    double x = relative_error(a, b, n), y = relative_error(a_heads, b_heads, nh);
+    return x > y ? x : y;
+}
+
+static double term_error(const poa_step_stats *a, const poa_step_stats *b) {
+    const double x[4] = { a->dino, a->distill, a->koleo, a->ibot }, y[4] = { b->dino, b->distill, b->koleo, b->ibot };
+    double worst = 0;
+    for (int i = 0; i < 4; i++) {
+        double err = fabs(x[i] - y[i]) / (fabs(y[i]) > 1e-12 ? fabs(y[i]) : 1.0);
+        if (err > worst) worst = err;
+    }
+    return worst;
+}
+
+/* The GPU step (exec: emulated or on the device) against the CPU trainer. */
+static void compare(const char *prefix, const poa_cuda_exec *exec, int bf16) {
+    poa_error e = { { 0 } };
+    poa_trainer cpu, gpu;
+    char label[256];
+    if (load_trainer(&cpu, &e) || load_trainer(&gpu, &e)) {
+        CHECK(prefix, 0, "trainers: %s", e.message);
+        return;
+    }
+    poa_cuda_train g;
+    if (poa_cuda_train_init(&g, &gpu, exec, bf16, &e)) {
+        snprintf(label, sizeof label, "%s: GPU step set-up", prefix);
+        CHECK(label, 0, "%s", e.message);
+        poa_trainer_free(&cpu), poa_trainer_free(&gpu);
+        return;
+    }
+    const long n = cpu.model.parameter_count, nh = cpu.heads.parameter_count;
+    float *grads = malloc(sizeof(float) * (size_t)(n + nh));
+    poa_batch batch[STEPS];
+    int rc = grads ? 0 : poa_fail(&e, "out of memory");
+    for (int s = 0; s < STEPS && !rc; s++) rc = poa_synthetic_batch(&batch[s], &cpu.config, 21 + (uint64_t)s, &e);
+    double worst_terms = 0, worst_loss = 0;
+    const double term_tolerance = bf16 ? 1e-2 : 1e-5;
+    for (int s = 0; s < STEPS && !rc; s++) {
+        poa_trainer_begin_step(&cpu);
+        poa_cuda_train_begin_step(&g);
+        rc = poa_trainer_micro_batch(&cpu, &batch[s], 0, &e) || poa_cuda_train_micro_batch(&g, &batch[s], 0, &e);
+        if (rc) break;
+        if (s == 0) {
+            /* the gradients of the first micro-batch, before the update zeroes them */
+            rc = poa_cuda_exec_download(&g.exec, grads, g.grads, sizeof(float) * (size_t)(n + nh), &e);
+            if (rc) break;
+            double err = bf16 ? fmax(norm_error(grads, cpu.grads, n), norm_error(grads + n, cpu.grads_heads, nh))
+                              : state_error(grads, grads + n, cpu.grads, cpu.grads_heads, n, nh);
+            snprintf(label, sizeof label, "%s: first micro-batch: the gradient buffer within %g of the CPU trainer's",
+                     prefix, bf16 ? 2e-2 : 1e-4);
+            CHECK(label, err <= (bf16 ? 2e-2 : 1e-4) && (!bf16 || err > 1e-6), "relative error %.3g", err);
+            printf("  %s: gradients %.3g, member %dx%d\n", prefix, err, cpu.current.width, cpu.current.depth);
+        }
+        poa_trainer_end_step(&cpu);
+        rc = poa_cuda_train_end_step(&g, &e);
+        if (rc) break;
+        double terms = term_error(&gpu.last, &cpu.last);
+        double loss = fabs(gpu.last.loss - cpu.last.loss) / fabs(cpu.last.loss);
+        worst_terms = fmax(worst_terms, terms), worst_loss = fmax(worst_loss, loss);
+        printf("  %s step %d member %dx%d (GPU %dx%d): loss %.6f (CPU %.6f), terms %.3g, grad norms %.5g %.5g (CPU %.5g %.5g)\n",
+               prefix, s, cpu.last.width, cpu.last.depth, gpu.last.width, gpu.last.depth, gpu.last.loss, cpu.last.loss,
+               terms, gpu.last.grad_norm_backbone, gpu.last.grad_norm_heads, cpu.last.grad_norm_backbone,
+               cpu.last.grad_norm_heads);
+        if (cpu.last.width != gpu.last.width || cpu.last.depth != gpu.last.depth)
+            rc = poa_fail(&e, "step %d: the GPU step drew %dx%d, the CPU %dx%d", s, gpu.last.width, gpu.last.depth,
+                          cpu.last.width, cpu.last.depth);
+    }
+    if (rc) {
+        snprintf(label, sizeof label, "%s: %d steps", prefix, STEPS);
+        CHECK(label, 0, "%s", e.message);
+    } else {
+        snprintf(label, sizeof label, "%s: every step's loss terms within %g of the CPU trainer's", prefix,
+                 term_tolerance);
+        CHECK(label, worst_terms <= term_tolerance, "worst %.3g (loss %.3g)", worst_terms, worst_loss);
+        if (!bf16) {
+            rc = poa_cuda_train_download(&g, &e);
+            double student = state_error(gpu.student, gpu.student_heads, cpu.student, cpu.student_heads, n, nh);
+            double teacher = state_error(gpu.teacher, gpu.teacher_heads, cpu.teacher, cpu.teacher_heads, n, nh);
+            double m = state_error(gpu.adam_m, gpu.adam_m_heads, cpu.adam_m, cpu.adam_m_heads, n, nh);
+            double v = state_error(gpu.adam_v, gpu.adam_v_heads, cpu.adam_v, cpu.adam_v_heads, n, nh);
+            snprintf(label, sizeof label,
+                     "%s: after %d steps the student, teacher and AdamW moments within 1e-4 of the CPU trainer's",
+                     prefix, STEPS);
+            CHECK(label, !rc && student <= 1e-4 && teacher <= 1e-4 && m <= 1e-4 && v <= 1e-4,
+                  "%s student %.3g teacher %.3g m %.3g v %.3g", rc ? e.message : "", student, teacher, m, v);
+            printf("  %s: student %.3g, teacher %.3g, m %.3g, v %.3g\n", prefix, student, teacher, m, v);
+        }
+    }
+    for (int s = 0; s < STEPS; s++) poa_synthetic_batch_free(&batch[s]);
+    free(grads);
+    poa_cuda_train_free(&g);
+    poa_trainer_free(&cpu), poa_trainer_free(&gpu);
+}
+
+static void check_emulated(void) {
+    emulator em = { 0 };
+    em.scratch_count = 4L << 20;
+    em.scratch = calloc((size_t)em.scratch_count, sizeof(float));
+    poa_cuda_emulator callbacks = { .context = &em, .launch = emulate_launch, .gemm = emulate_gemm };
+    poa_cuda_exec exec = { .emulator = &callbacks };
+    compare("emulated", &exec, 0);
+    printf("  emulated: %ld launches (%ld training, %ld heads, %ld glue), %ld GEMMs\n", em.launches,
+           em.train_launches, em.heads_launches, em.glue_launches, em.gemms);
+    compare("emulated bf16", &exec, 1);
+    free(em.scratch);
+}
+
+static void check_gpu(void) {
+    poa_cuda cuda;
+    poa_error e = { { 0 } };
+    if (poa_cuda_open(&cuda, &e)) {
+        if (!cuda.no_gpu) {
+            CHECK("gpu: open the device", 0, "%s", e.message);
+            return;
+        }
+        CHECK_SKIP("gpu: the training step against the CPU trainer (gradients 1e-4, 3 steps 1e-4)", e.message);
+        CHECK_SKIP("gpu bf16: the training step against the fp32 CPU trainer (terms 1e-2, gradients 2e-2)", e.message);
+        return;
+    }
+    poa_cublaslt lt;
+    if (poa_cublaslt_init(&lt, &cuda, 0, &e)) {
+        CHECK("gpu: cuBLASLt", 0, "%s", e.message);
+        poa_cuda_close(&cuda);
+        return;
+    }
+    poa_cuda_exec exec = { .cuda = &cuda, .lt = &lt };
+    compare("gpu", &exec, 0);
+    compare("gpu bf16", &exec, 1);
+    printf("  gpu: peak device memory %.1f MiB\n", cuda.memory.peak / 1048576.0);
+    poa_cublaslt_free(&lt);
+    poa_cuda_close(&cuda);
+}
+
+int main(void) {
+    check_emulated();
+    check_gpu();
+    CHECK_EXIT();
+}
