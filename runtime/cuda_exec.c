@@ -53,17 +53,95 @@ int poa_cuda_exec_synchronize(const poa_cuda_exec *x, poa_error *e) {
     return x->cuda ? poa_cuda_synchronize(x->cuda, e) : 0;
 }
 
+/* ---- profile ---- */
+
+int poa_cuda_profile_init(poa_cuda_profile *p, poa_cuda *cuda, int capacity, poa_error *e) {
+    memset(p, 0, sizeof *p);
+    p->start = calloc((size_t)capacity, sizeof *p->start);
+    p->stop = calloc((size_t)capacity, sizeof *p->stop);
+    p->pending = calloc((size_t)capacity, sizeof *p->pending);
+    p->kind = calloc((size_t)capacity + 1, sizeof *p->kind);
+    p->milliseconds = calloc((size_t)capacity + 1, sizeof *p->milliseconds);
+    p->calls = calloc((size_t)capacity + 1, sizeof *p->calls);
+    if (!p->start || !p->stop || !p->pending || !p->kind || !p->milliseconds || !p->calls) {
+        poa_cuda_profile_free(p, cuda);
+        return poa_fail(e, "profile: out of memory for %d events", capacity);
+    }
+    for (int i = 0; i < capacity; i++) {
+        if (poa_cuda_check(cuda, cuda->api.event_create(&p->start[i], 0), "cuEventCreate", e) ||
+            poa_cuda_check(cuda, cuda->api.event_create(&p->stop[i], 0), "cuEventCreate", e)) {
+            poa_cuda_profile_free(p, cuda);
+            return -1;
+        }
+        p->capacity = i + 1;
+    }
+    return 0;
+}
+
+static void profile_add(poa_cuda_profile *p, const char *name, double ms) {
+    int i = 0;
+    while (i < p->kinds && strcmp(p->kind[i], name)) i++;
+    if (i == p->kinds) snprintf(p->kind[p->kinds++], sizeof p->kind[0], "%s", name);
+    p->milliseconds[i] += ms;
+    p->calls[i]++;
+}
+
+int poa_cuda_profile_collect(poa_cuda_profile *p, poa_cuda *cuda, poa_error *e) {
+    if (poa_cuda_synchronize(cuda, e)) return -1;
+    const int timed = p->count < p->capacity ? p->count : p->capacity;
+    for (int i = 0; i < timed; i++) {
+        float ms = 0;
+        if (poa_cuda_check(cuda, cuda->api.event_elapsed_time(&ms, p->start[i], p->stop[i]), "cuEventElapsedTime", e))
+            return -1;
+        profile_add(p, p->pending[i], ms);
+    }
+    for (int i = timed; i < p->count; i++) profile_add(p, "(untimed)", 0);
+    p->count = 0;
+    return 0;
+}
+
+void poa_cuda_profile_free(poa_cuda_profile *p, poa_cuda *cuda) {
+    for (int i = 0; i < p->capacity && cuda; i++) {
+        if (p->start && p->start[i]) cuda->api.event_destroy(p->start[i]);
+        if (p->stop && p->stop[i]) cuda->api.event_destroy(p->stop[i]);
+    }
+    free(p->start), free(p->stop), free(p->pending), free(p->kind), free(p->milliseconds), free(p->calls);
+    memset(p, 0, sizeof *p);
+}
+
+/* The event pair bracketing one launch or GEMM (NULL when not profiling or the pool is used up). */
+static int profile_begin(const poa_cuda_exec *x, const char *name, int *slot, poa_error *e) {
+    *slot = -1;
+    poa_cuda_profile *p = x->profile;
+    if (!p || !x->cuda) return 0;
+    if (p->count >= p->capacity) {
+        p->count++;
+        return 0;
+    }
+    *slot = p->count++;
+    snprintf(p->pending[*slot], sizeof p->pending[0], "%s", name);
+    return poa_cuda_check(x->cuda, x->cuda->api.event_record(p->start[*slot], x->cuda->stream), "cuEventRecord", e);
+}
+
+static int profile_end(const poa_cuda_exec *x, int slot, poa_error *e) {
+    if (slot < 0) return 0;
+    return poa_cuda_check(x->cuda, x->cuda->api.event_record(x->profile->stop[slot], x->cuda->stream), "cuEventRecord",
+                          e);
+}
+
 int poa_cuda_exec_launch(const poa_cuda_exec *x, CUfunction function, const char *module, const char *name,
                          const unsigned grid[3],
                          const unsigned block[3], void **args, poa_error *e) {
     if (!poa_cuda_exec_runs(x)) return 0;
     if (x->emulator) return x->emulator->launch(x->emulator->context, module, name, grid, block, args, e);
+    int slot;
+    if (profile_begin(x, name, &slot, e)) return -1;
     if (poa_cuda_launch(x->cuda, function, grid, block, 0, args, e)) {
         char message[sizeof e->message];
         snprintf(message, sizeof message, "%s", e->message);
         return poa_fail(e, "launch %s: %s", name, message);
     }
-    return 0;
+    return profile_end(x, slot, e);
 }
 
 int poa_cuda_exec_gemm(const poa_cuda_exec *x, const poa_cublaslt_call *call, const char *what, poa_error *e) {
@@ -71,7 +149,14 @@ int poa_cuda_exec_gemm(const poa_cuda_exec *x, const poa_cublaslt_call *call, co
     if (x->planning) rc = x->cuda ? poa_cublaslt_prepare(x->lt, call, e) : 0;
     else if (x->emulator) rc = x->emulator->gemm(x->emulator->context, call, e);
     else if (!x->cuda) return 0;
-    else rc = poa_cublaslt_matmul(x->lt, call, e);
+    else {
+        /* profiled as "gemm <what, up to ' of '>" (the layer, not the member) */
+        char name[48];
+        const char *of = strstr(what, " of ");
+        snprintf(name, sizeof name, "gemm %.*s", (int)(of ? (size_t)(of - what) : strlen(what)), what);
+        int slot;
+        rc = profile_begin(x, name, &slot, e) || poa_cublaslt_matmul(x->lt, call, e) || profile_end(x, slot, e);
+    }
     if (rc) {
         char message[sizeof e->message];
         snprintf(message, sizeof message, "%s", e->message);

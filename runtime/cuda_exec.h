@@ -24,11 +24,32 @@ typedef struct poa_cuda_emulator {
     int (*gemm)(void *context, const poa_cublaslt_call *call, poa_error *e);
 } poa_cuda_emulator;
 
+/* Per-kernel GPU time: with a profile, every launch and GEMM on a GPU is bracketed by two
+   events (from a pool made once); poa_cuda_profile_collect then adds the elapsed times up by
+   name ("gemm <what>" for GEMMs). For a profiled step apart from the timed ones: the events
+   cost a little. */
+typedef struct poa_cuda_profile {
+    int capacity, count;          /* event pairs in the pool, used since the last collect */
+    CUevent *start, *stop;
+    char (*pending)[48];          /* the name of each used pair */
+    int kinds;
+    char (*kind)[48];
+    double *milliseconds;
+    long *calls;
+} poa_cuda_profile;
+
+int poa_cuda_profile_init(poa_cuda_profile *p, poa_cuda *cuda, int capacity, poa_error *e);
+/* Waits for the stream and adds the recorded pairs' times to the totals (pairs beyond the pool's
+   capacity are not timed; their count is in the "(untimed)" kind). */
+int poa_cuda_profile_collect(poa_cuda_profile *p, poa_cuda *cuda, poa_error *e);
+void poa_cuda_profile_free(poa_cuda_profile *p, poa_cuda *cuda);
+
 typedef struct poa_cuda_exec {
     poa_cuda *cuda;                     /* a GPU; NULL: emulated or nowhere */
     poa_cublaslt *lt;                   /* with cuda */
     const poa_cuda_emulator *emulator;  /* non-NULL: emulated on the host */
     int planning;                       /* 1: GEMMs only build their cuBLASLt plans, nothing runs */
+    poa_cuda_profile *profile;          /* non-NULL: time every launch and GEMM (GPU only) */
 } poa_cuda_exec;
 
 /* Whether anything runs (a GPU or an emulator, and not planning). */

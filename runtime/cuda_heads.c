@@ -99,7 +99,7 @@ static int gemm(poa_cuda_heads_pass *p, const char *what, int ta, int tb, long m
     }
     p->gemms++;
     char label[96];
-    snprintf(label, sizeof label, "heads %s (width %d)", what, p->width);
+    snprintf(label, sizeof label, "heads %s of width %d", what, p->width);
     return poa_cuda_exec_gemm(&p->exec, &call, label, e);
 }
 

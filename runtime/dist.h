@@ -72,7 +72,7 @@ int poa_dist_all_reduce_double(poa_dist *d, double *x, long n, poa_dist_op op, p
 /* NCCL through dlopen("libnccl.so.2") (runtime/dist_nccl.c). Device memory is passed as
    CUdeviceptr values (unsigned long long) and the stream as a CUstream (void *), so that
    this header needs no CUDA header. */
-typedef enum poa_nccl_type { POA_NCCL_FLOAT32, POA_NCCL_BFLOAT16 } poa_nccl_type;
+typedef enum poa_nccl_type { POA_NCCL_FLOAT32, POA_NCCL_BFLOAT16, POA_NCCL_FLOAT64 } poa_nccl_type;
 
 enum { POA_NCCL_UNIQUE_ID_BYTES = 128 };
 /* ncclUniqueId's layout (nccl.h: struct { char internal[NCCL_UNIQUE_ID_BYTES]; }). */
@@ -102,9 +102,9 @@ int poa_nccl_unique_id(poa_nccl *n, poa_nccl_id *id, poa_error *e);
    rendezvous (poa_dist_connect first), every rank calls ncclCommInitRank. The CUDA context
    of this rank's GPU (normally device LOCAL_RANK) must be current on the calling thread. */
 int poa_nccl_init(poa_nccl *n, poa_dist *d, poa_error *e);
-/* In-place when send == recv; count elements of type; enqueued on stream. */
-int poa_nccl_all_reduce_sum(poa_nccl *n, unsigned long long send, unsigned long long recv,
-                            size_t count, poa_nccl_type type, void *stream, poa_error *e);
+/* In-place when send == recv; count elements of type, summed or maxed; enqueued on stream. */
+int poa_nccl_all_reduce(poa_nccl *n, unsigned long long send, unsigned long long recv, size_t count,
+                        poa_nccl_type type, poa_dist_op op, void *stream, poa_error *e);
 /* Destroys the communicator (if any); the library stays loaded (NCCL's threads may outlive it). */
 void poa_nccl_close(poa_nccl *n);
 

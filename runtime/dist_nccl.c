@@ -9,13 +9,15 @@
 
 /* Values from nccl.h, spelled here so this file builds without it; checked against it when
    the toolkit is there. */
-enum { NCCL_SUCCESS = 0, NCCL_SUM = 0, NCCL_FLOAT32 = 7, NCCL_BFLOAT16 = 9 };
+enum { NCCL_SUCCESS = 0, NCCL_SUM = 0, NCCL_MAX = 2, NCCL_FLOAT32 = 7, NCCL_FLOAT64 = 8, NCCL_BFLOAT16 = 9 };
 
 #ifdef POA_HAVE_NVRTC
 #include <nccl.h>
 #define SAME(ours, theirs) _Static_assert((int)(ours) == (int)(theirs), #theirs)
 SAME(NCCL_SUCCESS, ncclSuccess);
 SAME(NCCL_SUM, ncclSum);
+SAME(NCCL_MAX, ncclMax);
+SAME(NCCL_FLOAT64, ncclFloat64);
 SAME(NCCL_FLOAT32, ncclFloat32);
 SAME(NCCL_BFLOAT16, ncclBfloat16);
 SAME(POA_NCCL_UNIQUE_ID_BYTES, NCCL_UNIQUE_ID_BYTES);
@@ -100,14 +102,15 @@ int poa_nccl_init(poa_nccl *n, poa_dist *d, poa_error *e) {
     return 0;
 }
 
-int poa_nccl_all_reduce_sum(poa_nccl *n, unsigned long long send, unsigned long long recv,
-                            size_t count, poa_nccl_type type, void *stream, poa_error *e) {
+int poa_nccl_all_reduce(poa_nccl *n, unsigned long long send, unsigned long long recv, size_t count,
+                        poa_nccl_type type, poa_dist_op op, void *stream, poa_error *e) {
     if (!n->comm) return poa_fail(e, "NCCL all-reduce without a communicator (poa_nccl_init)");
-    if (type != POA_NCCL_FLOAT32 && type != POA_NCCL_BFLOAT16)
+    if (type != POA_NCCL_FLOAT32 && type != POA_NCCL_BFLOAT16 && type != POA_NCCL_FLOAT64)
         return poa_fail(e, "NCCL all-reduce: unknown type %d", (int)type);
-    int nccl_type = type == POA_NCCL_FLOAT32 ? NCCL_FLOAT32 : NCCL_BFLOAT16;
+    if (op != POA_DIST_SUM && op != POA_DIST_MAX) return poa_fail(e, "NCCL all-reduce: unknown op %d", (int)op);
+    int nccl_type = type == POA_NCCL_FLOAT32 ? NCCL_FLOAT32 : type == POA_NCCL_FLOAT64 ? NCCL_FLOAT64 : NCCL_BFLOAT16;
     int rc = n->all_reduce((const void *)(uintptr_t)send, (void *)(uintptr_t)recv, count, nccl_type,
-                           NCCL_SUM, n->comm, stream);
+                           op == POA_DIST_SUM ? NCCL_SUM : NCCL_MAX, n->comm, stream);
     return rc == NCCL_SUCCESS ? 0 : nccl_fail(n, e, "ncclAllReduce", rc);
 }
 

@@ -344,7 +344,7 @@ static void test_nccl(void) {
     CUdeviceptr x = 0;
     int rc = poa_nccl_init(&n, &d, &e) || poa_cuda_alloc(&cuda, &x, sizeof host, &e) ||
              poa_cuda_copy_to_device_async(&cuda, x, host, sizeof host, &e) ||
-             poa_nccl_all_reduce_sum(&n, x, x, (size_t)count, POA_NCCL_FLOAT32, cuda.stream, &e) ||
+             poa_nccl_all_reduce(&n, x, x, (size_t)count, POA_NCCL_FLOAT32, POA_DIST_SUM, cuda.stream, &e) ||
              poa_cuda_copy_to_host_async(&cuda, back, x, sizeof back, &e) || poa_cuda_synchronize(&cuda, &e);
     CHECK("NCCL one-rank communicator: in-place fp32 all-reduce on the GPU",
           rc == 0 && memcmp(host, back, sizeof host) == 0, "rc %d: %s", rc, e.message);
