@@ -4,7 +4,10 @@
    keeping the last train.keep_checkpoints. Launched as several processes (torchrun or Slurm
    variables, runtime/dist.h) it is data parallel: each rank loads its own shard of the data
    and draws its own elastic members, the teacher targets and the gradients are reduced over
-   all of them, and only rank 0 prints progress and writes metrics and checkpoints. */
+   all of them, and only rank 0 prints progress and writes metrics and checkpoints.
+   --device auto (the default) runs the step on the GPU (runtime/cuda_train.c, bf16 GEMM
+   operands unless --precision fp32) when libcuda finds one, else on the CPU backend and says so
+   once; --device cpu and --device gpu choose. */
 #include <dirent.h>
 #include <errno.h>
 #include <lauxlib.h>
@@ -17,6 +20,7 @@
 
 #include "backend.h"
 #include "commands.h"
+#include "cuda_train.h"
 #include "data_recipe.h"
 #include "dist.h"
 #include "files.h"
@@ -36,15 +40,20 @@ typedef struct train_options {
     const char *overrides[64];
     int override_count;
     long max_steps; /* 0: until the schedule ends */
+    const char *device, *precision; /* auto|cpu|gpu, bf16|fp32 */
 } train_options;
 
 static int parse(int argc, char **argv, train_options *o, poa_error *e) {
     memset(o, 0, sizeof *o);
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--resume") == 0 || strcmp(argv[i], "--steps") == 0) {
+        if (strcmp(argv[i], "--resume") == 0 || strcmp(argv[i], "--steps") == 0 ||
+            strcmp(argv[i], "--device") == 0 || strcmp(argv[i], "--precision") == 0) {
             if (i + 1 >= argc) return poa_fail(e, "%s needs a value", argv[i]);
-            if (argv[i][2] == 'r') o->resume = argv[++i];
-            else o->max_steps = atol(argv[++i]);
+            const char *option = argv[i], *value = argv[++i];
+            if (option[2] == 'r') o->resume = value;
+            else if (option[2] == 's') o->max_steps = atol(value);
+            else if (option[2] == 'd') o->device = value;
+            else o->precision = value;
         } else if (argv[i][0] == '-') {
             return poa_fail(e, "unknown option %s", argv[i]);
         } else if (strchr(argv[i], '=')) {
@@ -58,7 +67,13 @@ static int parse(int argc, char **argv, train_options *o, poa_error *e) {
     }
     if (!o->recipe)
         return poa_fail(e, "usage: poa train <recipe.lua> [section.field=value ...] "
-                           "[--resume PATH|auto] [--steps N]");
+                           "[--resume PATH|auto] [--steps N] [--device auto|cpu|gpu] [--precision bf16|fp32]");
+    if (!o->device) o->device = "auto";
+    if (!o->precision) o->precision = "bf16";
+    if (strcmp(o->device, "auto") && strcmp(o->device, "cpu") && strcmp(o->device, "gpu"))
+        return poa_fail(e, "--device %s: auto, cpu or gpu", o->device);
+    if (strcmp(o->precision, "bf16") && strcmp(o->precision, "fp32"))
+        return poa_fail(e, "--precision %s: bf16 or fp32", o->precision);
     return 0;
 }
 
@@ -79,6 +94,51 @@ static int list_checkpoints(const char *dir, long *steps, int max) {
         for (int j = i + 1; j < n; j++)
             if (steps[j] > steps[i]) { long x = steps[i]; steps[i] = steps[j]; steps[j] = x; }
     return n;
+}
+
+/* Where the steps run: the CPU trainer alone, or the GPU step over it. */
+typedef struct device {
+    int gpu;
+    poa_cuda cuda;
+    poa_cublaslt lt;
+    poa_cuda_train g;
+} device;
+
+static int device_open(device *d, const train_options *o, poa_trainer *t, poa_error *e) {
+    memset(d, 0, sizeof *d);
+    if (!strcmp(o->device, "cpu")) return 0;
+    if (!strcmp(o->device, "gpu")) {
+        if (poa_cuda_open(&d->cuda, e)) return -1;
+    } else {
+        int opened = poa_cuda_open_or_cpu(&d->cuda, e);
+        if (opened <= 0) return opened;
+    }
+    if (t->config.world_size > 1) {
+        poa_cuda_close(&d->cuda);
+        return poa_fail(e, "--device gpu with %d processes: the GPU step does not reduce over ranks yet "
+                           "(run one process per GPU job, or --device cpu)", t->config.world_size);
+    }
+    poa_cuda_exec exec = { .cuda = &d->cuda, .lt = &d->lt };
+    if (poa_cublaslt_init(&d->lt, &d->cuda, 0, e)) {
+        poa_cuda_close(&d->cuda);
+        return -1;
+    }
+    if (poa_cuda_train_init(&d->g, t, &exec, !strcmp(o->precision, "bf16"), e)) {
+        poa_cublaslt_free(&d->lt);
+        poa_cuda_close(&d->cuda);
+        return -1;
+    }
+    d->gpu = 1;
+    fprintf(stderr, "poa train: GPU %s (sm_%d%d), %s\n", d->cuda.device_name, d->cuda.major, d->cuda.minor,
+            o->precision);
+    return 0;
+}
+
+static void device_close(device *d) {
+    if (!d->gpu) return;
+    poa_cuda_train_free(&d->g);
+    poa_cublaslt_free(&d->lt);
+    poa_cuda_close(&d->cuda);
 }
 
 static int save_checkpoint(const poa_trainer *t, poa_error *e) {
@@ -157,6 +217,8 @@ static int train(const train_options *o, poa_dist *dist, poa_error *e) {
         if (path[0] && leader) fprintf(stderr, "poa train: resumed %s at step %ld\n", path, t.step);
     }
     if (poa_dist_connect(dist, e) || poa_trainer_sync(&t, e)) return -1;
+    device dev;
+    if (device_open(&dev, o, &t, e)) return -1;
     poa_loader_config lc;
     poa_loader_config_from_recipe(&lc, &t.config.recipe, &dataset, t.config.batch_size);
     lc.threads = t.config.loader_threads > 0 ? t.config.loader_threads : (int)cores;
@@ -186,30 +248,36 @@ static int train(const train_options *o, poa_dist *dist, poa_error *e) {
     long first = t.step;
     int stop = stop_requested != 0;
     while (rc == 0 && t.step < end && !stop) {
-        poa_trainer_begin_step(&t);
+        if (dev.gpu) poa_cuda_train_begin_step(&dev.g);
+        else poa_trainer_begin_step(&t);
         for (int m = 0; m < t.config.accumulate && rc == 0; m++) {
             const poa_batch *batch;
             rc = poa_loader_next(loader, &batch, e);
-            if (rc == 0) rc = poa_trainer_micro_batch(&t, batch, m, e);
+            if (rc == 0) rc = dev.gpu ? poa_cuda_train_micro_batch(&dev.g, batch, m, e)
+                                      : poa_trainer_micro_batch(&t, batch, m, e);
         }
-        if (rc == 0) rc = poa_trainer_reduce_step(&t, e);
+        if (rc == 0 && !dev.gpu) rc = poa_trainer_reduce_step(&t, e);
         if (rc) break;
-        poa_trainer_end_step(&t);
+        if (dev.gpu) rc = poa_cuda_train_end_step(&dev.g, e);
+        else poa_trainer_end_step(&t);
+        if (rc) break;
         double now = seconds_now(), per_step = (now - started) / (double)(t.step - first);
         if (leader && (t.step % t.config.log_every == 0 || t.step == end))
             log_step(&t, metrics, images_per_step / (now - last), per_step * (double)(end - t.step));
         last = now;
-        if (leader && t.step % t.config.checkpoint_every == 0 && t.step < end) rc = save_checkpoint(&t, e);
+        if (leader && t.step % t.config.checkpoint_every == 0 && t.step < end)
+            rc = (dev.gpu && poa_cuda_train_download(&dev.g, e)) || save_checkpoint(&t, e) ? -1 : 0;
         if (rc == 0) rc = dist->world_size > 1 ? stop_everywhere(dist, &stop, e) : (stop = stop_requested != 0, 0);
     }
     if (leader) fprintf(stderr, "\n");
     if (stop_requested && leader) fprintf(stderr, "poa train: signal %d, saving a checkpoint\n", (int)stop_requested);
-    if (rc == 0 && leader) rc = save_checkpoint(&t, e);
+    if (rc == 0 && leader) rc = (dev.gpu && poa_cuda_train_download(&dev.g, e)) || save_checkpoint(&t, e) ? -1 : 0;
     if (rc == 0 && leader)
         fprintf(stderr, "poa train: step %ld, checkpoint %s/checkpoint_%ld.safetensors\n", t.step,
                 t.config.output, t.step);
     if (metrics) fclose(metrics);
     poa_loader_destroy(loader);
+    device_close(&dev);
     poa_trainer_free(&t);
     poa_dataset_free(&dataset);
     return rc;

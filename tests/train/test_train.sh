@@ -70,3 +70,15 @@ $poa knn $dir/h/checkpoint_2.safetensors --data $dir/fm --nets all --train-limit
   --out $dir/h/knn > $dir/h_knn.log 2>&1
 check "poa knn applies the overrides a checkpoint was trained with" \
       "[ \$(grep -c '^| 32x2 ' $dir/h_knn.log) -eq 1 ] && [ \$(grep -c '^| [0-9]' $dir/h_knn.log) -eq 1 ]"
+
+# The device: with no GPU, --device auto says so once and trains on the CPU; --device gpu is an
+# error naming the reason; a wrong --device is named. (Where a GPU is present, auto takes it.)
+if ! $poa cuda info 2>&1 | grep -q "^GPU"; then
+  $poa train "${common[@]}" train.output=$dir/i --steps 1 2> $dir/i.log
+  check "no GPU: --device auto runs on the CPU backend and says so once" \
+        "[ -f $dir/i/checkpoint_1.safetensors ] && [ \$(grep -c 'running on the CPU backend' $dir/i.log) -eq 1 ]"
+  $poa train "${common[@]}" train.output=$dir/j --steps 1 --device gpu 2> $dir/j.log
+  check "no GPU: --device gpu is an error that says why" "grep -q 'no GPU' $dir/j.log && ! ls $dir/j/checkpoint_* > /dev/null 2>&1"
+fi
+$poa train "${common[@]}" train.output=$dir/k --steps 1 --device tpu 2> $dir/k.log
+check "a wrong --device is named" "grep -q -- '--device tpu' $dir/k.log"
