@@ -98,11 +98,23 @@ static int list_checkpoints(const char *dir, long *steps, int max) {
 
 /* Where the steps run: the CPU trainer alone, or the GPU step over it. */
 typedef struct device {
-    int gpu;
+    int gpu, nccl_open;
     poa_cuda cuda;
     poa_cublaslt lt;
     poa_cuda_train g;
+    poa_nccl nccl;
+    poa_cuda_reduce reduce;
 } device;
+
+/* With several processes: an NCCL communicator over the ranks (device LOCAL_RANK each). */
+static int device_nccl(device *d, poa_dist *dist, poa_error *e) {
+    if (dist->world_size <= 1) return 0;
+    if (poa_nccl_load(&d->nccl, e) || poa_nccl_init(&d->nccl, dist, e)) return -1;
+    d->nccl_open = 1;
+    d->reduce = (poa_cuda_reduce){ .dist = dist, .nccl = &d->nccl, .cuda = &d->cuda };
+    d->g.reduce = &d->reduce;
+    return 0;
+}
 
 static int device_open(device *d, const train_options *o, poa_trainer *t, poa_error *e) {
     memset(d, 0, sizeof *d);
@@ -112,11 +124,6 @@ static int device_open(device *d, const train_options *o, poa_trainer *t, poa_er
     } else {
         int opened = poa_cuda_open_or_cpu(&d->cuda, e);
         if (opened <= 0) return opened;
-    }
-    if (t->config.world_size > 1) {
-        poa_cuda_close(&d->cuda);
-        return poa_fail(e, "--device gpu with %d processes: the GPU step does not reduce over ranks yet "
-                           "(run one process per GPU job, or --device cpu)", t->config.world_size);
     }
     poa_cuda_exec exec = { .cuda = &d->cuda, .lt = &d->lt };
     if (poa_cublaslt_init(&d->lt, &d->cuda, 0, e)) {
@@ -129,12 +136,15 @@ static int device_open(device *d, const train_options *o, poa_trainer *t, poa_er
         return -1;
     }
     d->gpu = 1;
-    fprintf(stderr, "poa train: GPU %s (sm_%d%d), %s\n", d->cuda.device_name, d->cuda.major, d->cuda.minor,
-            o->precision);
+    if (device_nccl(d, t->dist, e)) return -1;
+    if (t->config.rank == 0)
+        fprintf(stderr, "poa train: GPU %s (sm_%d%d), %s%s\n", d->cuda.device_name, d->cuda.major, d->cuda.minor,
+                o->precision, d->nccl_open ? ", NCCL over the ranks" : "");
     return 0;
 }
 
 static void device_close(device *d) {
+    if (d->nccl_open) poa_nccl_close(&d->nccl);
     if (!d->gpu) return;
     poa_cuda_train_free(&d->g);
     poa_cublaslt_free(&d->lt);
@@ -256,7 +266,7 @@ static int train(const train_options *o, poa_dist *dist, poa_error *e) {
             if (rc == 0) rc = dev.gpu ? poa_cuda_train_micro_batch(&dev.g, batch, m, e)
                                       : poa_trainer_micro_batch(&t, batch, m, e);
         }
-        if (rc == 0 && !dev.gpu) rc = poa_trainer_reduce_step(&t, e);
+        if (rc == 0) rc = dev.gpu ? poa_cuda_train_reduce_step(&dev.g, e) : poa_trainer_reduce_step(&t, e);
         if (rc) break;
         if (dev.gpu) rc = poa_cuda_train_end_step(&dev.g, e);
         else poa_trainer_end_step(&t);

@@ -7,6 +7,7 @@
    fp64 build, for gradient checks on the CPU, leaves it out. */
 #ifndef POA_FP64
 
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -23,6 +24,22 @@ enum { TERM_DINO, TERM_DISTILL, TERM_KOLEO, TERM_IBOT, TERM_COUNT };
 int poa_cuda_train_kernels_source(char **source, poa_error *e) {
     return poa_lua_text("return require('gen.emit').train_cu_text()", "training kernels", source, e);
 }
+
+/* ---- data parallelism ---- */
+
+int poa_cuda_reduce_device(const poa_cuda_reduce *r, CUdeviceptr x, long count, int is_double, poa_dist_op op,
+                           poa_error *e) {
+    if (count <= 0) return 0;
+    if (r->nccl)
+        return poa_nccl_all_reduce(r->nccl, x, x, (size_t)count, is_double ? POA_NCCL_FLOAT64 : POA_NCCL_FLOAT32, op,
+                                   r->cuda->stream, e);
+    void *p = (void *)(uintptr_t)x; /* emulated: the "device" buffer is host memory */
+    return is_double ? poa_dist_all_reduce_double(r->dist, p, count, op, e)
+                     : poa_dist_all_reduce_float(r->dist, p, count, op, e);
+}
+
+/* Whether the step is data parallel. */
+static int many(const poa_cuda_train *g) { return g->reduce && g->reduce->dist && g->reduce->dist->world_size > 1; }
 
 /* ---- launches ---- */
 
@@ -57,11 +74,12 @@ static int glue(poa_cuda_train *g, CUfunction f, const char *name, long n, void 
     return poa_cuda_exec_launch(&g->exec, f, "vit_glue.cu", name, grid, block, args, e);
 }
 
-static int fill(poa_cuda_train *g, CUdeviceptr x, long n, poa_error *e) {
-    float zero = 0;
-    void *args[] = { &x, &zero, &n };
+static int fill_value(poa_cuda_train *g, CUdeviceptr x, float value, long n, poa_error *e) {
+    void *args[] = { &x, &value, &n };
     return glue(g, g->fill, "poa_glue_fill", n, args, e);
 }
+
+static int fill(poa_cuda_train *g, CUdeviceptr x, long n, poa_error *e) { return fill_value(g, x, 0, n, e); }
 
 static int add_double(poa_cuda_train *g, CUdeviceptr y, CUdeviceptr x, long n, poa_error *e) {
     void *args[] = { &y, &x, &n };
@@ -96,16 +114,23 @@ static int cross_entropy(poa_cuda_train *g, int term, CUdeviceptr targets, CUdev
     return launch(g, "poa_train_cross_entropy", &dims, args, e) || add_term(g, term, row_loss, rows, e) ? -1 : 0;
 }
 
-/* Sinkhorn-Knopp targets of rows x k logits (runtime/loss.c's poa_sinkhorn_knopp): exponentials
-   after the max of the whole block, normalised to total 1, then `iterations` rounds of column
-   then row scaling, kept as factors; targets = e r c n. */
+/* Sinkhorn-Knopp targets of rows x k logits (runtime/loss.c's poa_sinkhorn_knopp_global):
+   exponentials after the max of the whole block, normalised to total 1, then `iterations`
+   rounds of column then row scaling, kept as factors; targets = e r c samples. Over several
+   ranks the max, the total, the sample count and the column sums are of the global batch, and
+   every rank takes part, also with no rows of its own. */
 static int sinkhorn_knopp(poa_cuda_train *g, CUdeviceptr targets, CUdeviceptr logits, long rows, long k, double tau,
                           int iterations, poa_error *e) {
-    if (rows <= 0) return 0;
-    long n = rows * k, chunks = chunks_of(n), samples = rows;
+    const int dp = many(g);
+    if (k <= 0 || (rows <= 0 && !dp)) return 0;
+    long n = rows * k, chunks = chunks_of(n);
     CUdeviceptr partial = g->sk_max_partial, max = g->sk_max, row_sum = g->sk_row_sum, total = g->sk_total;
     CUdeviceptr row_scale = g->sk_row_scale, colsum = g->sk_colsum, column_scale = g->sk_column_scale;
     poa_cuda_dims flat = { .n = n }, partials = { .n = chunks }, block = { .rows = rows, .k = k };
+    poa_cuda_dims one = { .rows = rows, .n = rows }, columns = { .k = k };
+    double samples_sum = (double)rows;
+    if (dp && poa_dist_all_reduce_double(g->reduce->dist, &samples_sum, 1, POA_DIST_SUM, e)) return -1;
+    long samples = (long)samples_sum;
     void *a_partial[] = { &partial, &logits, &n };
     void *a_max[] = { &max, &partial, &chunks };
     void *a_exp[] = { &targets, &row_sum, &logits, &max, &tau, &rows, &k };
@@ -114,17 +139,24 @@ static int sinkhorn_knopp(poa_cuda_train *g, CUdeviceptr targets, CUdeviceptr lo
     void *a_column_scale[] = { &column_scale, &colsum, &k };
     void *a_rows[] = { &row_scale, &targets, &column_scale, &samples, &rows, &k };
     void *a_finish[] = { &targets, &targets, &row_scale, &column_scale, &samples, &rows, &k };
-    poa_cuda_dims one = { .rows = rows, .n = rows }, columns = { .k = k };
-    if (launch(g, "poa_train_max_partial", &flat, a_partial, e) || launch(g, "poa_train_max", &partials, a_max, e) ||
-        launch(g, "poa_train_sinkhorn_exp", &block, a_exp, e) || sum_doubles(g, total, row_sum, rows, e) ||
-        launch(g, "poa_train_sinkhorn_fill", &one, a_fill, e))
+    if (rows > 0 ? launch(g, "poa_train_max_partial", &flat, a_partial, e) ||
+                       launch(g, "poa_train_max", &partials, a_max, e)
+                 : fill_value(g, max, -FLT_MAX, 1, e))
         return -1;
+    if (dp && poa_cuda_reduce_device(g->reduce, max, 1, 0, POA_DIST_MAX, e)) return -1;
+    if (rows > 0 ? launch(g, "poa_train_sinkhorn_exp", &block, a_exp, e) || sum_doubles(g, total, row_sum, rows, e)
+                 : fill(g, total, 2, e))
+        return -1;
+    if (dp && poa_cuda_reduce_device(g->reduce, total, 1, 1, POA_DIST_SUM, e)) return -1;
+    if (rows > 0 && launch(g, "poa_train_sinkhorn_fill", &one, a_fill, e)) return -1;
     for (int it = 0; it < iterations; it++)
-        if (launch(g, "poa_train_sinkhorn_columns_colsum", &block, a_columns, e) ||
+        if ((rows > 0 ? launch(g, "poa_train_sinkhorn_columns_colsum", &block, a_columns, e)
+                      : fill(g, colsum, 2 * k, e)) ||
+            (dp && poa_cuda_reduce_device(g->reduce, colsum, k, 1, POA_DIST_SUM, e)) ||
             launch(g, "poa_train_sinkhorn_column_scale", &columns, a_column_scale, e) ||
-            launch(g, "poa_train_sinkhorn_rows", &block, a_rows, e))
+            (rows > 0 && launch(g, "poa_train_sinkhorn_rows", &block, a_rows, e)))
             return -1;
-    return launch(g, "poa_train_sinkhorn_finish", &block, a_finish, e);
+    return rows > 0 ? launch(g, "poa_train_sinkhorn_finish", &block, a_finish, e) : 0;
 }
 
 /* ---- memory ---- */
@@ -326,7 +358,8 @@ int poa_cuda_train_init(poa_cuda_train *g, poa_trainer *t, const poa_cuda_exec *
         for (int i = 0; !rc && i < g->kernel_count; i++)
             rc = poa_cuda_get_function(exec->cuda, g->train_module, g->kernels[i].name, &g->functions[i], e);
         if (!rc) rc = poa_cuda_get_function(exec->cuda, g->glue_module, "poa_glue_fill", &g->fill, e) ||
-                      poa_cuda_get_function(exec->cuda, g->glue_module, "poa_glue_add_double", &g->add_double, e);
+                      poa_cuda_get_function(exec->cuda, g->glue_module, "poa_glue_add_double", &g->add_double, e) ||
+                      poa_cuda_get_function(exec->cuda, g->glue_module, "poa_glue_scale", &g->scale, e);
     }
     /* device memory */
     const size_t f = sizeof(float), all = (size_t)(g->n + g->nh);
@@ -467,8 +500,9 @@ static int teacher_targets(poa_cuda_train *g, const poa_batch *mb, const shapes 
         const long K = t->heads.config.prototypes[h];
         CUdeviceptr logits = g->teacher_heads.logits[h];
         if (sinkhorn_knopp(g, g->targets_cls[h], logits, GB, K, temp, t->config.sinkhorn_iterations, e) ||
-            sinkhorn_knopp(g, g->targets_patch[h], logits + sizeof(float) * (size_t)(GB * K), sh->masked, K, temp,
-                           t->config.sinkhorn_iterations, e))
+            ((sh->masked || (many(g) && t->current.ibot_active)) &&
+             sinkhorn_knopp(g, g->targets_patch[h], logits + sizeof(float) * (size_t)(GB * K), sh->masked, K, temp,
+                            t->config.sinkhorn_iterations, e)))
             return -1;
     }
     return 0;
@@ -646,6 +680,20 @@ static int clip(poa_cuda_train *g, CUdeviceptr x, CUdeviceptr total, long n, poa
     return launch(g, "poa_train_clip_scale", &dims, args, e);
 }
 
+int poa_cuda_train_reduce_step(poa_cuda_train *g, poa_error *e) {
+    if (!many(g)) return 0;
+    const int world = g->reduce->dist->world_size;
+    CUdeviceptr grads = g->grads;
+    float inverse = (float)(1.0 / world);
+    long all = g->n + g->nh;
+    void *args[] = { &grads, &inverse, &all };
+    return poa_cuda_reduce_device(g->reduce, g->grads, all, 0, POA_DIST_SUM, e) ||
+                   glue(g, g->scale, "poa_glue_scale", all, args, e) ||
+                   poa_cuda_reduce_device(g->reduce, g->terms, TERM_COUNT, 1, POA_DIST_SUM, e)
+               ? -1
+               : 0;
+}
+
 int poa_cuda_train_end_step(poa_cuda_train *g, poa_error *e) {
     poa_trainer *t = g->t;
     poa_step_stats *s = &t->current;
@@ -653,13 +701,14 @@ int poa_cuda_train_end_step(poa_cuda_train *g, poa_error *e) {
     const size_t f = sizeof(float);
     double terms[TERM_COUNT], norms[2];
     CUdeviceptr norm_backbone = g->norms, norm_heads = g->norms + sizeof(double);
+    const int world = many(g) ? g->reduce->dist->world_size : 1; /* the terms are summed over it */
     /* the one synchronisation of the step: the loss terms and the gradient norms */
     if (sum_squares(g, norm_backbone, g->grads, n, e) || sum_squares(g, norm_heads, g->grads + f * (size_t)n, nh, e) ||
         poa_cuda_exec_download(&g->exec, terms, g->terms, sizeof terms, e) ||
         poa_cuda_exec_download(&g->exec, norms, g->norms, sizeof norms, e))
         return -1;
-    s->dino = terms[TERM_DINO], s->distill = terms[TERM_DISTILL], s->koleo = terms[TERM_KOLEO];
-    s->ibot = terms[TERM_IBOT];
+    s->dino = terms[TERM_DINO] / world, s->distill = terms[TERM_DISTILL] / world;
+    s->koleo = terms[TERM_KOLEO] / world, s->ibot = terms[TERM_IBOT] / world;
     s->loss = s->dino + s->distill + s->koleo + s->ibot;
     s->lr = poa_cosine_value(&t->lr, t->step);
     s->weight_decay = poa_cosine_value(&t->weight_decay, t->step);

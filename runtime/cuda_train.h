@@ -28,11 +28,28 @@
 #define POA_CUDA_TRAIN_H
 
 #include "cuda_exec.h"
+#include "dist.h"
 #include "cuda_heads.h"
 #include "cuda_vit.h"
 #include "trainer.h"
 
 enum { POA_CUDA_TRAIN_MAX_KERNELS = 64 };
+
+/* Data parallelism of the GPU step (reference §3.3, as runtime/trainer.c's reduce step and
+   loss.c's poa_sinkhorn_knopp_global): the Sinkhorn-Knopp max, total, sample count and
+   prototype sums, the gradients (then divided by the world size) and the loss terms are summed
+   (or maxed) over the ranks of dist. Device buffers go through NCCL on cuda's stream, or, with
+   nccl NULL (an emulated step, whose device buffers are host memory), through dist's TCP
+   all-reduce, as host values always do. */
+typedef struct poa_cuda_reduce {
+    poa_dist *dist;
+    poa_nccl *nccl;
+    poa_cuda *cuda;
+} poa_cuda_reduce;
+
+/* In place, count floats (or doubles) of a device buffer over every rank. */
+int poa_cuda_reduce_device(const poa_cuda_reduce *r, CUdeviceptr x, long count, int is_double, poa_dist_op op,
+                           poa_error *e);
 
 /* One student branch's device state. */
 typedef struct poa_cuda_branch {
@@ -60,7 +77,8 @@ typedef struct poa_cuda_train {
     poa_cuda_kernel_entry kernels[POA_CUDA_TRAIN_MAX_KERNELS];
     CUmodule train_module, glue_module;
     CUfunction functions[POA_CUDA_TRAIN_MAX_KERNELS];
-    CUfunction fill, add_double;  /* glue kernels of the step's own */
+    CUfunction fill, add_double, scale;  /* glue kernels of the step's own */
+    const poa_cuda_reduce *reduce;       /* NULL: one rank */
     /* passes */
     poa_cuda_vit_pass teacher_pass;
     poa_cuda_heads_pass teacher_heads;
@@ -95,10 +113,13 @@ int poa_cuda_train_kernels_source(char **source, poa_error *e);
 int poa_cuda_train_init(poa_cuda_train *g, poa_trainer *t, const poa_cuda_exec *exec, int bf16, poa_error *e);
 void poa_cuda_train_free(poa_cuda_train *g);
 
-/* As poa_trainer_begin_step / _micro_batch / _end_step, on the device; t->last holds the
-   step's statistics afterwards, as on the CPU. */
+/* As poa_trainer_begin_step / _micro_batch / _reduce_step / _end_step, on the device; t->last
+   holds the step's statistics afterwards, as on the CPU. reduce_step (over the ranks of
+   g->reduce: the gradients' mean and the loss terms' sum) comes between the last micro-batch
+   and end_step. */
 void poa_cuda_train_begin_step(poa_cuda_train *g);
 int poa_cuda_train_micro_batch(poa_cuda_train *g, const poa_batch *batch, int micro, poa_error *e);
+int poa_cuda_train_reduce_step(poa_cuda_train *g, poa_error *e);
 int poa_cuda_train_end_step(poa_cuda_train *g, poa_error *e);
 
 /* The device state into the trainer's host buffers (student, teacher, AdamW moments), e.g.

@@ -2,7 +2,7 @@
    test_cuda_heads.c, test_cuda_train.c) share: cuBLASLt's column-major GEMM, evaluated by plain
    loops in double for the very call poa_cublaslt_matmul would make, and the erf GELU it
    documents; the ViT kernels of a width's set run by its CPU kernels, and the glue kernels of
-   vit_glue.cu by plain loops. */
+   vit_glue.cu by plain loops; and the emulator of the whole training step. */
 #ifndef POA_TEST_CUDA_EMULATOR_H
 #define POA_TEST_CUDA_EMULATOR_H
 
@@ -15,7 +15,9 @@
 #include "bf16.h"
 #include "cublaslt.h"
 #include "error.h"
+#include "heads_kernels.h"
 #include "kernels.h"
+#include "train_kernels.h"
 
 /* Reads element i of an operand of a POA_LT_ type. */
 static inline double element(CUdeviceptr base, int type, long i) {
@@ -179,6 +181,9 @@ static inline int emulate_vit_kernel(const poa_vit_kernels *k, float *scratch, l
                 else dst[row * width + j] += src[r * width + j];
             }
         }
+    } else if (!strcmp(name, "poa_glue_scale")) {
+        float *x = ptr(args, 0), a = *(float *)args[1];
+        for (long i = 0; i < num(args, 2); i++) x[i] *= a;
     } else if (!strcmp(name, "poa_glue_add_double")) {
         double *y = (double *)ptr(args, 0);
         const double *x = (const double *)ptr(args, 1);
@@ -190,6 +195,127 @@ static inline int emulate_vit_kernel(const poa_vit_kernels *k, float *scratch, l
         return poa_fail(e, "emulator: no kernel %s", name);
     }
     return 0;
+}
+
+enum { MAX_SETS = 8 };
+
+/* ---- the whole training step (runtime/cuda_train.c) ----
+
+   Every launch by module: the CPU kernels of the ViT set of that width, the glue loops, the
+   heads' C twins (runtime/heads_kernels.c) or the generated C of the training kernels
+   (build/gen/train_kernels.c, the same description as their CUDA); every GEMM the column-major
+   evaluation of its cuBLASLt call. */
+
+typedef struct step_emulator {
+    int sets;
+    char names[MAX_SETS][80];
+    poa_vit_kernels reference[MAX_SETS];
+    const poa_vit_kernels *kernels[MAX_SETS];
+    float *scratch;
+    long scratch_count;
+    long launches, gemms, train_launches, heads_launches, glue_launches;
+} step_emulator;
+
+/* The CPU kernels of the ViT set a module name says ("vit_w64_h32_f256.cu"). */
+static inline const poa_vit_kernels *set_of(step_emulator *em, const char *module, poa_error *e) {
+    for (int i = 0; i < em->sets; i++)
+        if (!strcmp(em->names[i], module)) return em->kernels[i];
+    int width, head_dim, hidden;
+    if (sscanf(module, "vit_w%d_h%d_f%d.cu", &width, &head_dim, &hidden) != 3 || em->sets == MAX_SETS) {
+        poa_fail(e, "emulator: no kernel set for module %s", module);
+        return NULL;
+    }
+    const poa_vit_kernels *k = poa_vit_kernels_find(width, head_dim, hidden);
+    if (!k) {
+        poa_vit_kernels_reference(&em->reference[em->sets], width, head_dim, hidden);
+        k = &em->reference[em->sets];
+    }
+    snprintf(em->names[em->sets], sizeof em->names[0], "%s", module);
+    em->kernels[em->sets++] = k;
+    return k;
+}
+
+static inline double dbl(void **args, int i) { return *(double *)args[i]; }
+static inline float flt(void **args, int i) { return *(float *)args[i]; }
+static inline double *dptr(void **args, int i) { return (double *)ptr(args, i); }
+
+/* The training kernels by name: their generated C, arguments as train_kernels.h declares. */
+static inline int emulate_train(const char *name, void **args, poa_error *e) {
+    if (!strcmp(name, "poa_train_adamw"))
+        poa_train_adamw(ptr(args, 0), ptr(args, 1), ptr(args, 2), (uint16_t *)ptr(args, 3), ptr(args, 4),
+                        (const long *)ptr(args, 5), (const long *)ptr(args, 6), (const long *)ptr(args, 7),
+                        ptr(args, 8), ptr(args, 9), flt(args, 10), flt(args, 11), flt(args, 12), flt(args, 13),
+                        flt(args, 14), flt(args, 15), num(args, 16));
+    else if (!strcmp(name, "poa_train_ema"))
+        poa_train_ema(ptr(args, 0), (uint16_t *)ptr(args, 1), ptr(args, 2), flt(args, 3), flt(args, 4), num(args, 5));
+    else if (!strcmp(name, "poa_train_sum_squares"))
+        poa_train_sum_squares(dptr(args, 0), ptr(args, 1), num(args, 2));
+    else if (!strcmp(name, "poa_train_sum"))
+        poa_train_sum(dptr(args, 0), dptr(args, 1), num(args, 2));
+    else if (!strcmp(name, "poa_train_clip_scale"))
+        poa_train_clip_scale(ptr(args, 0), dptr(args, 1), dbl(args, 2), num(args, 3));
+    else if (!strcmp(name, "poa_train_max_partial"))
+        poa_train_max_partial(ptr(args, 0), ptr(args, 1), num(args, 2));
+    else if (!strcmp(name, "poa_train_max"))
+        poa_train_max(ptr(args, 0), ptr(args, 1), num(args, 2));
+    else if (!strcmp(name, "poa_train_softmax"))
+        poa_train_softmax(ptr(args, 0), ptr(args, 1), dbl(args, 2), num(args, 3), num(args, 4));
+    else if (!strcmp(name, "poa_train_cross_entropy"))
+        poa_train_cross_entropy(dptr(args, 0), ptr(args, 1), ptr(args, 2), ptr(args, 3), ptr(args, 4), dbl(args, 5),
+                                dbl(args, 6), num(args, 7), num(args, 8));
+    else if (!strcmp(name, "poa_train_sinkhorn_exp"))
+        poa_train_sinkhorn_exp(ptr(args, 0), dptr(args, 1), ptr(args, 2), ptr(args, 3), dbl(args, 4), num(args, 5),
+                               num(args, 6));
+    else if (!strcmp(name, "poa_train_sinkhorn_fill"))
+        poa_train_sinkhorn_fill(dptr(args, 0), dptr(args, 1), num(args, 2));
+    else if (!strcmp(name, "poa_train_sinkhorn_columns_colsum"))
+        poa_train_sinkhorn_columns(dptr(args, 0), ptr(args, 1), dptr(args, 2), num(args, 3), num(args, 4));
+    else if (!strcmp(name, "poa_train_sinkhorn_column_scale"))
+        poa_train_sinkhorn_column_scale(dptr(args, 0), dptr(args, 1), num(args, 2));
+    else if (!strcmp(name, "poa_train_sinkhorn_rows"))
+        poa_train_sinkhorn_rows(dptr(args, 0), ptr(args, 1), dptr(args, 2), num(args, 3), num(args, 4), num(args, 5));
+    else if (!strcmp(name, "poa_train_sinkhorn_finish"))
+        poa_train_sinkhorn_finish(ptr(args, 0), ptr(args, 1), dptr(args, 2), dptr(args, 3), num(args, 4),
+                                  num(args, 5), num(args, 6));
+    else if (!strcmp(name, "poa_train_koleo_normalize"))
+        poa_train_koleo_normalize(dptr(args, 0), dptr(args, 1), ptr(args, 2), num(args, 3), num(args, 4));
+    else if (!strcmp(name, "poa_train_koleo_neighbours"))
+        poa_train_koleo_neighbours(dptr(args, 0), (long *)ptr(args, 1), dptr(args, 2), dptr(args, 3), dbl(args, 4),
+                                   num(args, 5), num(args, 6));
+    else if (!strcmp(name, "poa_train_koleo_backward"))
+        poa_train_koleo_backward(ptr(args, 0), dptr(args, 1), (const long *)ptr(args, 2), dptr(args, 3),
+                                 dptr(args, 4), num(args, 5), num(args, 6));
+    else
+        return poa_fail(e, "emulator: no training kernel %s", name);
+    return 0;
+}
+
+static inline int emulate_step_launch(void *context, const char *module, const char *name, const unsigned grid[3],
+                          const unsigned block[3], void **args, poa_error *e) {
+    step_emulator *em = context;
+    em->launches++;
+    if (!strcmp(module, "train_kernels.cu")) {
+        em->train_launches++;
+        return emulate_train(name, args, e);
+    }
+    if (!strcmp(module, "heads_kernels.cu")) {
+        em->heads_launches++;
+        return poa_heads_kernel_emulate(name, grid, block, args, e);
+    }
+    if (!strcmp(module, "vit_glue.cu")) {
+        em->glue_launches++;
+        return check_glue_geometry(name, grid, block, args, e) ||
+                       emulate_vit_kernel(NULL, em->scratch, em->scratch_count, name, args, e)
+                   ? -1
+                   : 0;
+    }
+    const poa_vit_kernels *k = set_of(em, module, e);
+    return k ? emulate_vit_kernel(k, em->scratch, em->scratch_count, name, args, e) : -1;
+}
+
+static inline int emulate_step_gemm(void *context, const poa_cublaslt_call *call, poa_error *e) {
+    ((step_emulator *)context)->gemms++;
+    return colmajor_matmul(call, e);
 }
 
 #endif

@@ -23,126 +23,10 @@
 #include "cuda_train.h"
 #include "data_synthetic.h"
 #include "fixture_util.h"
-#include "heads_kernels.h"
 #include "recipe.h"
-#include "train_kernels.h"
 
 #define RECIPE "tests/recipes/tiny_train.lua"
-enum { STEPS = 3, MAX_SETS = 8 };
-
-/* ---- the emulator ---- */
-
-typedef struct emulator {
-    int sets;
-    char names[MAX_SETS][80];
-    poa_vit_kernels reference[MAX_SETS];
-    const poa_vit_kernels *kernels[MAX_SETS];
-    float *scratch;
-    long scratch_count;
-    long launches, gemms, train_launches, heads_launches, glue_launches;
-} emulator;
-
-/* The CPU kernels of the ViT set a module name says ("vit_w64_h32_f256.cu"). */
-static const poa_vit_kernels *set_of(emulator *em, const char *module, poa_error *e) {
-    for (int i = 0; i < em->sets; i++)
-        if (!strcmp(em->names[i], module)) return em->kernels[i];
-    int width, head_dim, hidden;
-    if (sscanf(module, "vit_w%d_h%d_f%d.cu", &width, &head_dim, &hidden) != 3 || em->sets == MAX_SETS) {
-        poa_fail(e, "emulator: no kernel set for module %s", module);
-        return NULL;
-    }
-    const poa_vit_kernels *k = poa_vit_kernels_find(width, head_dim, hidden);
-    if (!k) {
-        poa_vit_kernels_reference(&em->reference[em->sets], width, head_dim, hidden);
-        k = &em->reference[em->sets];
-    }
-    snprintf(em->names[em->sets], sizeof em->names[0], "%s", module);
-    em->kernels[em->sets++] = k;
-    return k;
-}
-
-static double dbl(void **args, int i) { return *(double *)args[i]; }
-static float flt(void **args, int i) { return *(float *)args[i]; }
-static double *dptr(void **args, int i) { return (double *)ptr(args, i); }
-
-/* The training kernels by name: their generated C, arguments as train_kernels.h declares. */
-static int emulate_train(const char *name, void **args, poa_error *e) {
-    if (!strcmp(name, "poa_train_adamw"))
-        poa_train_adamw(ptr(args, 0), ptr(args, 1), ptr(args, 2), (uint16_t *)ptr(args, 3), ptr(args, 4),
-                        (const long *)ptr(args, 5), (const long *)ptr(args, 6), (const long *)ptr(args, 7),
-                        ptr(args, 8), ptr(args, 9), flt(args, 10), flt(args, 11), flt(args, 12), flt(args, 13),
-                        flt(args, 14), flt(args, 15), num(args, 16));
-    else if (!strcmp(name, "poa_train_ema"))
-        poa_train_ema(ptr(args, 0), (uint16_t *)ptr(args, 1), ptr(args, 2), flt(args, 3), flt(args, 4), num(args, 5));
-    else if (!strcmp(name, "poa_train_sum_squares"))
-        poa_train_sum_squares(dptr(args, 0), ptr(args, 1), num(args, 2));
-    else if (!strcmp(name, "poa_train_sum"))
-        poa_train_sum(dptr(args, 0), dptr(args, 1), num(args, 2));
-    else if (!strcmp(name, "poa_train_clip_scale"))
-        poa_train_clip_scale(ptr(args, 0), dptr(args, 1), dbl(args, 2), num(args, 3));
-    else if (!strcmp(name, "poa_train_max_partial"))
-        poa_train_max_partial(ptr(args, 0), ptr(args, 1), num(args, 2));
-    else if (!strcmp(name, "poa_train_max"))
-        poa_train_max(ptr(args, 0), ptr(args, 1), num(args, 2));
-    else if (!strcmp(name, "poa_train_softmax"))
-        poa_train_softmax(ptr(args, 0), ptr(args, 1), dbl(args, 2), num(args, 3), num(args, 4));
-    else if (!strcmp(name, "poa_train_cross_entropy"))
-        poa_train_cross_entropy(dptr(args, 0), ptr(args, 1), ptr(args, 2), ptr(args, 3), ptr(args, 4), dbl(args, 5),
-                                dbl(args, 6), num(args, 7), num(args, 8));
-    else if (!strcmp(name, "poa_train_sinkhorn_exp"))
-        poa_train_sinkhorn_exp(ptr(args, 0), dptr(args, 1), ptr(args, 2), ptr(args, 3), dbl(args, 4), num(args, 5),
-                               num(args, 6));
-    else if (!strcmp(name, "poa_train_sinkhorn_fill"))
-        poa_train_sinkhorn_fill(dptr(args, 0), dptr(args, 1), num(args, 2));
-    else if (!strcmp(name, "poa_train_sinkhorn_columns_colsum"))
-        poa_train_sinkhorn_columns(dptr(args, 0), ptr(args, 1), dptr(args, 2), num(args, 3), num(args, 4));
-    else if (!strcmp(name, "poa_train_sinkhorn_column_scale"))
-        poa_train_sinkhorn_column_scale(dptr(args, 0), dptr(args, 1), num(args, 2));
-    else if (!strcmp(name, "poa_train_sinkhorn_rows"))
-        poa_train_sinkhorn_rows(dptr(args, 0), ptr(args, 1), dptr(args, 2), num(args, 3), num(args, 4), num(args, 5));
-    else if (!strcmp(name, "poa_train_sinkhorn_finish"))
-        poa_train_sinkhorn_finish(ptr(args, 0), ptr(args, 1), dptr(args, 2), dptr(args, 3), num(args, 4),
-                                  num(args, 5), num(args, 6));
-    else if (!strcmp(name, "poa_train_koleo_normalize"))
-        poa_train_koleo_normalize(dptr(args, 0), dptr(args, 1), ptr(args, 2), num(args, 3), num(args, 4));
-    else if (!strcmp(name, "poa_train_koleo_neighbours"))
-        poa_train_koleo_neighbours(dptr(args, 0), (long *)ptr(args, 1), dptr(args, 2), dptr(args, 3), dbl(args, 4),
-                                   num(args, 5), num(args, 6));
-    else if (!strcmp(name, "poa_train_koleo_backward"))
-        poa_train_koleo_backward(ptr(args, 0), dptr(args, 1), (const long *)ptr(args, 2), dptr(args, 3),
-                                 dptr(args, 4), num(args, 5), num(args, 6));
-    else
-        return poa_fail(e, "emulator: no training kernel %s", name);
-    return 0;
-}
-
-static int emulate_launch(void *context, const char *module, const char *name, const unsigned grid[3],
-                          const unsigned block[3], void **args, poa_error *e) {
-    emulator *em = context;
-    em->launches++;
-    if (!strcmp(module, "train_kernels.cu")) {
-        em->train_launches++;
-        return emulate_train(name, args, e);
-    }
-    if (!strcmp(module, "heads_kernels.cu")) {
-        em->heads_launches++;
-        return poa_heads_kernel_emulate(name, grid, block, args, e);
-    }
-    if (!strcmp(module, "vit_glue.cu")) {
-        em->glue_launches++;
-        return check_glue_geometry(name, grid, block, args, e) ||
-                       emulate_vit_kernel(NULL, em->scratch, em->scratch_count, name, args, e)
-                   ? -1
-                   : 0;
-    }
-    const poa_vit_kernels *k = set_of(em, module, e);
-    return k ? emulate_vit_kernel(k, em->scratch, em->scratch_count, name, args, e) : -1;
-}
-
-static int emulate_gemm(void *context, const poa_cublaslt_call *call, poa_error *e) {
-    ((emulator *)context)->gemms++;
-    return colmajor_matmul(call, e);
-}
+enum { STEPS = 3 };
 
 /* ---- the comparison ---- */
 
@@ -256,10 +140,10 @@ static void compare(const char *prefix, const poa_cuda_exec *exec, int bf16) {
 }
 
 static void check_emulated(void) {
-    emulator em = { 0 };
+    step_emulator em = { 0 };
     em.scratch_count = 4L << 20;
     em.scratch = calloc((size_t)em.scratch_count, sizeof(float));
-    poa_cuda_emulator callbacks = { .context = &em, .launch = emulate_launch, .gemm = emulate_gemm };
+    poa_cuda_emulator callbacks = { .context = &em, .launch = emulate_step_launch, .gemm = emulate_step_gemm };
     poa_cuda_exec exec = { .emulator = &callbacks };
     compare("emulated", &exec, 0);
     printf("  emulated: %ld launches (%ld training, %ld heads, %ld glue), %ld GEMMs\n", em.launches,

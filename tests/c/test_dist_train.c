@@ -7,7 +7,11 @@
    bits. What makes the two runs the same computation in exact arithmetic: train.elastic=false
    (the elastic draws differ per rank by design), drop path 0 (its keep count is per batch),
    KoLeo weight 0 (its neighbours are searched within each rank's batch, as the reference's
-   are), and the same iBOT masks per image (cut from the global batch). */
+   are), and the same iBOT masks per image (cut from the global batch).
+   The same again with the GPU step (runtime/cuda_train.c) in each rank, emulated on the host
+   (tests/c/cuda_emulator.h) with its reductions over the TCP rendezvous in place of NCCL
+   (poa_cuda_reduce with no communicator): the GPU step's data parallelism against the same
+   one-process CPU run. */
 #include <lua.h>
 #include <math.h>
 #include <netinet/in.h>
@@ -19,6 +23,8 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "cuda_emulator.h"
+#include "cuda_train.h"
 #include "data_synthetic.h"
 #include "dist.h"
 #include "trainer.h"
@@ -150,8 +156,9 @@ static void free_result(result *r) {
     free(r->grads), free(r->grads_heads);
 }
 
-/* One rank of the data-parallel run; writes its result to <output>/rank<r>.bin. */
-static int rank_main(int rank, int port) {
+/* One rank of the data-parallel run; writes its result to <output>/rank<r>.bin
+   (<output>/gpu_rank<r>.bin with gpu: the GPU step, emulated). */
+static int rank_main(int rank, int port, int gpu) {
     poa_batch global[STEPS];
     poa_trainer t;
     if (make_global(global) || open_trainer(&t, B, rank, WORLD)) return 1;
@@ -165,15 +172,37 @@ static int rank_main(int rank, int port) {
     int rc = poa_dist_connect(&d, &e) || poa_trainer_sync(&t, &e) || poa_synthetic_batch(&shard, &t.config, 0, &e);
     result r;
     memset(&r, 0, sizeof r);
+    step_emulator em = { .scratch_count = 4L << 20 };
+    poa_cuda_emulator callbacks = { .context = &em, .launch = emulate_step_launch, .gemm = emulate_step_gemm };
+    poa_cuda_exec exec = { .emulator = &callbacks };
+    poa_cuda_reduce reduce = { .dist = &d };
+    poa_cuda_train g;
+    if (gpu && rc == 0) {
+        em.scratch = calloc((size_t)em.scratch_count, sizeof(float));
+        rc = !em.scratch || poa_cuda_train_init(&g, &t, &exec, 0, &e);
+        g.reduce = &reduce;
+    }
     for (int s = 0; s < STEPS && rc == 0; s++) {
         cut_shard(&global[s], rank, &shard);
-        poa_trainer_begin_step(&t);
-        rc = poa_trainer_micro_batch(&t, &shard, 0, &e) || poa_trainer_reduce_step(&t, &e);
-        if (rc == 0) keep_grads(&t, &r, s), poa_trainer_end_step(&t);
+        if (!gpu) {
+            poa_trainer_begin_step(&t);
+            rc = poa_trainer_micro_batch(&t, &shard, 0, &e) || poa_trainer_reduce_step(&t, &e);
+            if (rc == 0) keep_grads(&t, &r, s), poa_trainer_end_step(&t);
+        } else {
+            poa_cuda_train_begin_step(&g);
+            rc = poa_cuda_train_micro_batch(&g, &shard, 0, &e) || poa_cuda_train_reduce_step(&g, &e) ||
+                 poa_cuda_exec_download(&g.exec, t.grads, g.grads, sizeof(real) * (size_t)g.n, &e) ||
+                 poa_cuda_exec_download(&g.exec, t.grads_heads, g.grads + sizeof(real) * (size_t)g.n,
+                                        sizeof(real) * (size_t)g.nh, &e);
+            if (rc == 0) keep_grads(&t, &r, s);
+            if (rc == 0) rc = poa_cuda_train_end_step(&g, &e) || poa_cuda_train_download(&g, &e);
+        }
         if (rc == 0) keep(&t, &r, s);
     }
+    if (gpu && em.scratch) poa_cuda_train_free(&g);
+    free(em.scratch);
     char path[256];
-    snprintf(path, sizeof path, "%s/rank%d.bin", output, rank);
+    snprintf(path, sizeof path, "%s/%srank%d.bin", output, gpu ? "gpu_" : "", rank);
     if (rc == 0) rc = write_result(&r, path);
     if (rc) fprintf(stderr, "rank %d: %s\n", rank, e.message);
     free_result(&r);
@@ -217,15 +246,100 @@ static double relative(const real *a, const real *b, long n) {
     return worst;
 }
 
+/* The ranks' results against the one-process run: the checks, labelled with tag. */
+static void compare_ranks(const char *tag, int ranks_ok, const result *single, const real *before,
+                          const real *before_heads, long n, long nh, int masked, const char *prefix) {
+    char label[256];
+    snprintf(label, sizeof label, "%s2 ranks x 4 images: two steps with iBOT on", tag);
+    CHECK(label, ranks_ok && masked > 0, "ranks ok %d, masked %d", ranks_ok, masked);
+    result ranks[WORLD];
+    memset(ranks, 0, sizeof ranks);
+    char path[256];
+    for (int r = 0; r < WORLD && ranks_ok; r++) {
+        snprintf(path, sizeof path, "%s/%srank%d.bin", output, prefix, r);
+        if (read_result(&ranks[r], path) || ranks[r].n != n || ranks[r].nh != nh) ranks_ok = 0;
+    }
+    if (!ranks_ok) {
+        snprintf(label, sizeof label, "%sthe ranks' results", tag);
+        CHECK(label, 0, "missing or wrong in %s", output);
+        return;
+    }
+    const result *two = &ranks[0];
+    int same = 1;
+    for (int r = 1; r < WORLD; r++)
+        same = same && !memcmp(ranks[r].student, two->student, sizeof(real) * (size_t)n) &&
+               !memcmp(ranks[r].teacher, two->teacher, sizeof(real) * (size_t)n) &&
+               !memcmp(ranks[r].student_heads, two->student_heads, sizeof(real) * (size_t)nh) &&
+               !memcmp(ranks[r].teacher_heads, two->teacher_heads, sizeof(real) * (size_t)nh) &&
+               !memcmp(ranks[r].loss, two->loss, sizeof two->loss);
+    snprintf(label, sizeof label, "%severy rank holds the same parameters and logs the same losses, bit for bit", tag);
+    CHECK(label, same, "they differ");
+
+    double grad_rel[2] = { 0, 0 };
+    for (int m = 0; m < 2; m++) {
+        const real *a = m ? two->grads_heads : two->grads, *b = m ? single->grads_heads : single->grads;
+        double largest = 0, diff = 0;
+        for (long i = 0; i < (m ? nh : n); i++) {
+            largest = fmax(largest, fabs((double)b[i]));
+            diff = fmax(diff, fabs((double)a[i] - b[i]));
+        }
+        grad_rel[m] = diff / largest;
+    }
+    printf("  %sfirst step's gradients: max |difference| / max |gradient| %.2e backbone, %.2e heads; "
+           "gradient norms %.9g %.9g (2 ranks), %.9g %.9g (1 process)\n", tag, grad_rel[0], grad_rel[1],
+           two->grad_norm[0][0], two->grad_norm[0][1], single->grad_norm[0][0], single->grad_norm[0][1]);
+    snprintf(label, sizeof label, "%sthe first step's gradients, averaged over the ranks, are the global batch's "
+             "(within 1e-5 of the largest)", tag);
+    CHECK(label, grad_rel[0] < 1e-5 && grad_rel[1] < 1e-5, "backbone %.3g, heads %.3g", grad_rel[0], grad_rel[1]);
+    double diff_backbone, diff_heads;
+    double update_backbone = versus_update(two->student, single->student, before, n, &diff_backbone);
+    double update_heads = versus_update(two->student_heads, single->student_heads, before_heads, nh, &diff_heads);
+    double rel[4] = { relative(two->student, single->student, n), relative(two->teacher, single->teacher, n),
+                      relative(two->student_heads, single->student_heads, nh),
+                      relative(two->teacher_heads, single->teacher_heads, nh) };
+    double worst = fmax(fmax(rel[0], rel[1]), fmax(rel[2], rel[3]));
+    printf("  %safter %d steps, 2 ranks x %d vs 1 process x %d images: max relative difference %.2e "
+           "(student %.2e, teacher %.2e, student heads %.2e, teacher heads %.2e); max |difference| "
+           "%.2e backbone, %.2e heads, = %.2e and %.2e of the largest change of a parameter\n",
+           tag, STEPS, B, WORLD * B, worst, rel[0], rel[1], rel[2], rel[3], diff_backbone, diff_heads,
+           update_backbone, update_heads);
+    snprintf(label, sizeof label, "%s2 ranks x B images train the same parameters as 1 process x 2B images "
+             "(1e-5 relative)", tag);
+    CHECK(label, worst < 1e-5 && update_backbone < 1e-4 && update_heads < 1e-4, "max relative difference %.3g",
+          worst);
+    double loss_diff = 0;
+    for (int s = 0; s < STEPS; s++) {
+        loss_diff = fmax(loss_diff, fabs(two->loss[s] - single->loss[s]) / fabs(single->loss[s]));
+        printf("  %sstep %d: loss %.9g (2 ranks) %.9g (1 process), iBOT %.9g %.9g\n", tag, s + 1, two->loss[s],
+               single->loss[s], two->ibot[s], single->ibot[s]);
+    }
+    snprintf(label, sizeof label, "%sthe logged loss is the mean over the global batch (1e-6 relative)", tag);
+    CHECK(label, loss_diff < 1e-6, "relative difference %.3g", loss_diff);
+    for (int r = 0; r < WORLD; r++) free_result(&ranks[r]);
+}
+
+static int wait_ranks(const pid_t *pids) {
+    int ok = 1;
+    for (int r = 0; r < WORLD; r++) {
+        int status = 0;
+        waitpid(pids[r], &status, 0);
+        ok = ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    }
+    return ok;
+}
+
 int main(void) {
     mkdir("build/tests", 0777), mkdir(output, 0777);
-    /* The ranks first: a process forked after OpenMP has run must not use it again. */
-    int port = free_port();
-    pid_t pids[WORLD];
+    /* The ranks first (the CPU step's, then the emulated GPU step's): a process forked after
+       OpenMP has run must not use it again. */
+    pid_t pids[2][WORLD];
     fflush(stdout);
-    for (int r = 0; r < WORLD; r++) {
-        pids[r] = fork();
-        if (pids[r] == 0) _exit(rank_main(r, port));
+    for (int gpu = 0; gpu < 2; gpu++) {
+        int port = free_port();
+        for (int r = 0; r < WORLD; r++) {
+            pids[gpu][r] = fork();
+            if (pids[gpu][r] == 0) _exit(rank_main(r, port, gpu));
+        }
     }
     /* The one-process run on the same global batches. */
     poa_trainer one;
@@ -247,74 +361,10 @@ int main(void) {
         poa_trainer_end_step(&one);
         keep(&one, &single, s);
     }
-    int ranks_ok = 1;
-    for (int r = 0; r < WORLD; r++) {
-        int status = 0;
-        waitpid(pids[r], &status, 0);
-        ranks_ok = ranks_ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    }
-    CHECK("2 ranks x 4 images: two steps with iBOT on", ranks_ok && masked > 0, "ranks ok %d, masked %d", ranks_ok, masked);
-    result ranks[WORLD];
-    memset(ranks, 0, sizeof ranks);
-    char path[256];
-    for (int r = 0; r < WORLD && ranks_ok; r++) {
-        snprintf(path, sizeof path, "%s/rank%d.bin", output, r);
-        if (read_result(&ranks[r], path) || ranks[r].n != n || ranks[r].nh != nh) ranks_ok = 0;
-    }
-    if (!ranks_ok) {
-        CHECK("the ranks' results", 0, "missing or wrong in %s", output);
-        CHECK_EXIT();
-    }
-    const result *two = &ranks[0];
-    int same = 1;
-    for (int r = 1; r < WORLD; r++)
-        same = same && !memcmp(ranks[r].student, two->student, sizeof(real) * (size_t)n) &&
-               !memcmp(ranks[r].teacher, two->teacher, sizeof(real) * (size_t)n) &&
-               !memcmp(ranks[r].student_heads, two->student_heads, sizeof(real) * (size_t)nh) &&
-               !memcmp(ranks[r].teacher_heads, two->teacher_heads, sizeof(real) * (size_t)nh) &&
-               !memcmp(ranks[r].loss, two->loss, sizeof two->loss);
-    CHECK("every rank holds the same parameters and logs the same losses, bit for bit", same, "they differ");
+    int cpu_ok = wait_ranks(pids[0]), gpu_ok = wait_ranks(pids[1]);
+    compare_ranks("", cpu_ok, &single, before, before_heads, n, nh, masked, "");
+    compare_ranks("GPU step (emulated): ", gpu_ok, &single, before, before_heads, n, nh, masked, "gpu_");
 
-    double grad_rel[2] = { 0, 0 };
-    for (int m = 0; m < 2; m++) {
-        const real *a = m ? two->grads_heads : two->grads, *b = m ? single.grads_heads : single.grads;
-        double largest = 0, diff = 0;
-        for (long i = 0; i < (m ? nh : n); i++) {
-            largest = fmax(largest, fabs((double)b[i]));
-            diff = fmax(diff, fabs((double)a[i] - b[i]));
-        }
-        grad_rel[m] = diff / largest;
-    }
-    printf("  first step's gradients: max |difference| / max |gradient| %.2e backbone, %.2e heads; "
-           "gradient norms %.9g %.9g (2 ranks), %.9g %.9g (1 process)\n", grad_rel[0], grad_rel[1],
-           two->grad_norm[0][0], two->grad_norm[0][1], single.grad_norm[0][0], single.grad_norm[0][1]);
-    CHECK("the first step's gradients, averaged over the ranks, are the global batch's "
-          "(within 1e-5 of the largest)", grad_rel[0] < 1e-5 && grad_rel[1] < 1e-5,
-          "backbone %.3g, heads %.3g", grad_rel[0], grad_rel[1]);
-    double diff_backbone, diff_heads;
-    double update_backbone = versus_update(two->student, single.student, before, n, &diff_backbone);
-    double update_heads = versus_update(two->student_heads, single.student_heads, before_heads, nh, &diff_heads);
-    double rel[4] = { relative(two->student, single.student, n), relative(two->teacher, single.teacher, n),
-                      relative(two->student_heads, single.student_heads, nh),
-                      relative(two->teacher_heads, single.teacher_heads, nh) };
-    double worst = fmax(fmax(rel[0], rel[1]), fmax(rel[2], rel[3]));
-    printf("  after %d steps, 2 ranks x %d vs 1 process x %d images: max relative difference %.2e "
-           "(student %.2e, teacher %.2e, student heads %.2e, teacher heads %.2e); max |difference| "
-           "%.2e backbone, %.2e heads, = %.2e and %.2e of the largest change of a parameter\n",
-           STEPS, B, WORLD * B, worst, rel[0], rel[1], rel[2], rel[3], diff_backbone, diff_heads,
-           update_backbone, update_heads);
-    CHECK("2 ranks x B images train the same parameters as 1 process x 2B images (1e-5 relative)",
-          worst < 1e-5 && update_backbone < 1e-4 && update_heads < 1e-4, "max relative difference %.3g", worst);
-    double loss_diff = 0;
-    for (int s = 0; s < STEPS; s++) {
-        loss_diff = fmax(loss_diff, fabs(two->loss[s] - single.loss[s]) / fabs(single.loss[s]));
-        printf("  step %d: loss %.9g (2 ranks) %.9g (1 process), iBOT %.9g %.9g\n", s + 1, two->loss[s],
-               single.loss[s], two->ibot[s], single.ibot[s]);
-    }
-    CHECK("the logged loss is the mean over the global batch (1e-6 relative)", loss_diff < 1e-6,
-          "relative difference %.3g", loss_diff);
-
-    for (int r = 0; r < WORLD; r++) free_result(&ranks[r]);
     free_result(&single);
     for (int s = 0; s < STEPS; s++) poa_synthetic_batch_free(&global[s]);
     free(before), free(before_heads);
