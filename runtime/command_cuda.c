@@ -50,9 +50,15 @@ static const char *kernel_sources_lua =
     "if #loaded == 0 then error(path .. ': the family has no CUDA kernels yet (only vit has)', 0) end\n"
     "local out = {}\n"
     "for i, set in ipairs(sets) do out[i] = { 'vit_' .. set.name .. '.cu', emit.cu_text(set) } end\n"
+    "local template = require('gen.template')\n"
+    "out[#out + 1] = { 'vit_glue.cu', template.fill('vit_glue.cu.tmpl', {}) }\n"
+    "out[#out + 1] = { 'heads_kernels.cu', template.fill('heads_kernels.cu.tmpl', {}) }\n"
+    "out[#out + 1] = { 'train_kernels.cu', emit.train_cu_text() }\n"
     "return out\n";
 
-/* The recipe's kernel files, from the generator. */
+/* The recipe's kernel files, from the generator: the ViT set of each width, and what every
+   GPU run also loads (the glue, the heads' kernels, the training kernels), with the very names
+   and text the runtime compiles, so that a warmed cache serves a whole run. */
 static int kernel_sources(const char *recipe, kernel_file **files, int *count, poa_error *e) {
     *files = NULL;
     *count = 0;
