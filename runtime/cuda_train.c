@@ -341,6 +341,7 @@ int poa_cuda_train_init(poa_cuda_train *g, poa_trainer *t, const poa_cuda_exec *
         if (!rc) g->width_count++;
     }
     if (!rc) rc = poa_cuda_heads_source(&g->heads_source, e);
+    if (!rc) rc = poa_cuda_vit_fused_source(c->recipe.path, &g->fused_source, e);
     if (!rc) rc = poa_cuda_train_kernels_source(&g->train_source, e);
     poa_cuda_kernel_entry *entries = NULL;
     int count = 0;
@@ -407,7 +408,7 @@ void poa_cuda_train_free(poa_cuda_train *g) {
         if (g->glue_module) g->exec.cuda->api.module_unload(g->glue_module);
     }
     for (int i = 0; i < g->width_count; i++) free(g->vit_sets[i]);
-    free(g->glue), free(g->heads_source), free(g->train_source);
+    free(g->glue), free(g->heads_source), free(g->train_source), free(g->fused_source);
     free(g->tensor_offset), free(g->tensor_count_of);
     for (int x = 0; x < 2; x++) free(g->drop_global[x]), free(g->drop_local[x]);
     memset(g, 0, sizeof *g);
@@ -425,7 +426,8 @@ static int vit_pass(poa_cuda_train *g, poa_cuda_vit_pass *p, int width, int dept
     };
     if (poa_cuda_vit_pass_init_shared(p, &g->exec, &g->t->model, width, depth, batch, size, set, g->glue, &shared, e))
         return -1;
-    if ((g->bf16 && poa_cuda_vit_pass_use_bf16(p, e)) || poa_cuda_vit_pass_plan_gemms(p, e)) {
+    if ((g->bf16 && poa_cuda_vit_pass_use_bf16(p, e)) || poa_cuda_vit_pass_use_fused(p, g->fused_source, e) ||
+        poa_cuda_vit_pass_plan_gemms(p, e)) {
         poa_cuda_vit_pass_free(p);
         return -1;
     }

@@ -71,7 +71,7 @@ typedef struct poa_cuda_train {
     int width_count;
     int widths[64];
     char *vit_sets[64];
-    char *glue, *heads_source, *train_source;
+    char *glue, *heads_source, *train_source, *fused_source;
     /* the training kernels' table and functions */
     int kernel_count;
     poa_cuda_kernel_entry kernels[POA_CUDA_TRAIN_MAX_KERNELS];

@@ -523,11 +523,31 @@ static int residual_backward(poa_cuda_vit_pass *p, CUdeviceptr dh, CUdeviceptr d
     return dgamma ? launch(p, "residual_backward_dgamma", args, ARGC(args), e) : 0;
 }
 
+/* x += scale[b] * gamma * h, then y = LayerNorm(x) (mean, rstd saved): one fused kernel, or the
+   two ops. */
+static int residual_layernorm(poa_cuda_vit_pass *p, CUdeviceptr x, CUdeviceptr h, CUdeviceptr gamma, CUdeviceptr scale,
+                              CUdeviceptr y, CUdeviceptr mean, CUdeviceptr rstd, CUdeviceptr w, CUdeviceptr b,
+                              poa_error *e) {
+    if (!p->fused)
+        return residual_forward(p, x, h, gamma, scale, e) || layernorm_forward(p, y, mean, rstd, x, w, b, e) ? -1 : 0;
+    long batch = p->batch, tokens = p->tokens;
+    void *args[] = { &x, &y, &mean, &rstd, &h, &gamma, &scale, &w, &b, &batch, &tokens };
+    poa_cuda_step s = { .kind = POA_CUDA_STEP_KERNEL, .arg_count = ARGC(args) };
+    snprintf(s.name, sizeof s.name, "%s", p->fused_name);
+    memcpy(s.grid, p->fused_geometry[0], sizeof s.grid);
+    memcpy(s.block, p->fused_geometry[1], sizeof s.block);
+    if (record(p, &s, e)) return -1;
+    return poa_cuda_exec_launch(&p->exec, p->fused_function, "vit_fused.cu", p->fused_name, p->fused_geometry[0],
+                                p->fused_geometry[1], args, e);
+}
+
 static int block_forward(poa_cuda_vit_pass *p, const float alpha, int j, poa_error *e) {
     const poa_vit_block_offsets *o = &p->model->blocks[p->host.block_ids[j]];
     const long M = p->rows, D = p->width, Fh = p->host.hidden, Dmax = p->model->config.max_width;
     const long Fmax = Dmax * p->model->config.mlp_ratio;
-    if (layernorm_forward(p, AB(p, j, "ln1"), AB(p, j, "ln1_mean"), AB(p, j, "ln1_rstd"), AB(p, j, "x_in"),
+    /* fused: block j > 0's first LayerNorm came with the previous block's last residual add */
+    if ((j == 0 || !p->fused) &&
+        layernorm_forward(p, AB(p, j, "ln1"), AB(p, j, "ln1_mean"), AB(p, j, "ln1_rstd"), AB(p, j, "x_in"),
                           P(p, o->norm1_weight), P(p, o->norm1_bias), e))
         return -1;
     for (int g = 0; g < 3; g++) { /* q, k, v: rows g*Dmax .. g*Dmax + D of the full weight */
@@ -547,9 +567,9 @@ static int block_forward(poa_cuda_vit_pass *p, const float alpha, int j, poa_err
     if (linear_forward(p, "proj", AB(p, j, "h1"), D, AB(p, j, "attn"), D, o->proj_weight, Dmax,
                        o->proj_bias, M, D, alpha, e) ||
         copy(p, AB(p, j, "x_mid"), AB(p, j, "x_in"), M * D, e) ||
-        residual_forward(p, AB(p, j, "x_mid"), AB(p, j, "h1"), gamma_of(p, o->ls1), drop_scale_of(p, j, 0), e) ||
-        layernorm_forward(p, AB(p, j, "ln2"), AB(p, j, "ln2_mean"), AB(p, j, "ln2_rstd"), AB(p, j, "x_mid"),
-                          P(p, o->norm2_weight), P(p, o->norm2_bias), e) ||
+        residual_layernorm(p, AB(p, j, "x_mid"), AB(p, j, "h1"), gamma_of(p, o->ls1), drop_scale_of(p, j, 0),
+                           AB(p, j, "ln2"), AB(p, j, "ln2_mean"), AB(p, j, "ln2_rstd"), P(p, o->norm2_weight),
+                           P(p, o->norm2_bias), e) ||
         linear_forward(p, "fc1", AB(p, j, "u"), Fh, AB(p, j, "ln2"), D, o->fc1_weight, Dmax, o->fc1_bias,
                        M, Fh, alpha, e))
         return -1;
@@ -562,15 +582,25 @@ static int block_forward(poa_cuda_vit_pass *p, const float alpha, int j, poa_err
     CUdeviceptr x_out = j + 1 < p->depth ? AB(p, j + 1, "x_in") : A(p, "x_final");
     if (linear_forward(p, "fc2", AB(p, j, "h2"), D, AB(p, j, "g"), Fh, o->fc2_weight, Fmax, o->fc2_bias,
                        M, D, alpha, e) ||
-        copy(p, x_out, AB(p, j, "x_mid"), M * D, e) ||
-        residual_forward(p, x_out, AB(p, j, "h2"), gamma_of(p, o->ls2), drop_scale_of(p, j, 1), e))
+        copy(p, x_out, AB(p, j, "x_mid"), M * D, e))
         return -1;
-    return 0;
+    if (!p->fused) return residual_forward(p, x_out, AB(p, j, "h2"), gamma_of(p, o->ls2), drop_scale_of(p, j, 1), e);
+    /* fused: with the next block's first LayerNorm, or the final one */
+    const poa_vit *m = p->model;
+    if (j + 1 < p->depth) {
+        const poa_vit_block_offsets *next = &m->blocks[p->host.block_ids[j + 1]];
+        return residual_layernorm(p, x_out, AB(p, j, "h2"), gamma_of(p, o->ls2), drop_scale_of(p, j, 1),
+                                  AB(p, j + 1, "ln1"), AB(p, j + 1, "ln1_mean"), AB(p, j + 1, "ln1_rstd"),
+                                  P(p, next->norm1_weight), P(p, next->norm1_bias), e);
+    }
+    return residual_layernorm(p, x_out, AB(p, j, "h2"), gamma_of(p, o->ls2), drop_scale_of(p, j, 1), A(p, "out"),
+                              A(p, "norm_mean"), A(p, "norm_rstd"), P(p, m->norm_weight), P(p, m->norm_bias), e);
 }
 
 static int upload(poa_cuda_vit_pass *p, CUdeviceptr to, const void *from, size_t bytes, poa_error *e) {
     return poa_cuda_exec_upload(&p->exec, to, from, bytes, e);
 }
+
 
 int poa_cuda_vit_forward(poa_cuda_vit_pass *p, const float *images, const unsigned char *mask,
                          const float *drop_scale, poa_error *e) {
@@ -622,6 +652,7 @@ int poa_cuda_vit_forward(poa_cuda_vit_pass *p, const float *images, const unsign
     }
     for (int j = 0; j < p->depth; j++)
         if (block_forward(p, p->alpha, j, e)) return -1;
+    if (p->fused) return 0; /* the final LayerNorm came with the last residual add */
     return layernorm_forward(p, A(p, "out"), A(p, "norm_mean"), A(p, "norm_rstd"), A(p, "x_final"),
                              P(p, m->norm_weight), P(p, m->norm_bias), e);
 }
@@ -952,6 +983,55 @@ int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *p, poa_error *e) {
     return rc;
 }
 
+int poa_cuda_vit_fused_source(const char *recipe_path, char **source, poa_error *e) {
+    char chunk[1400];
+    if (strchr(recipe_path, '\'') || strlen(recipe_path) > 1024)
+        return poa_fail(e, "fused kernels: cannot quote the recipe path %s", recipe_path);
+    snprintf(chunk, sizeof chunk,
+             "local emit = require('gen.emit')\n"
+             "local loaded, sets = emit.collect({ '%s' })\n"
+             "local names = {}\n"
+             "for i, r in ipairs(loaded) do names[i] = r.name end\n"
+             "return emit.fused_cu_text(sets, names)\n",
+             recipe_path);
+    return poa_lua_text(chunk, "fused kernels", source, e);
+}
+
+int poa_cuda_vit_pass_use_fused(poa_cuda_vit_pass *p, const char *fused_source, poa_error *e) {
+    if (p->fused) return 0;
+    const poa_vit_config *c = &p->model->config;
+    snprintf(p->fused_name, sizeof p->fused_name, "residual_layernorm_forward_w%d_h%d_f%ld", p->width, c->head_dim,
+             (long)p->host.hidden);
+    poa_cuda_kernel_entry *entries;
+    int count;
+    if (poa_cuda_kernel_table(fused_source, &entries, &count, e)) return -1;
+    int i = 0;
+    while (i < count && strcmp(entries[i].name, p->fused_name)) i++;
+    if (i == count) {
+        free(entries);
+        return poa_fail(e, "member %dx%d: the fused source has no kernel %s", p->width, p->depth, p->fused_name);
+    }
+    const poa_cuda_dims dims = { .rows = p->rows, .batch = p->batch, .tokens = p->tokens, .patches = p->patches,
+                                 .width = p->width, .heads = p->host.heads, .head_dim = c->head_dim,
+                                 .hidden = p->host.hidden };
+    int rc = 0;
+    for (int g = 0; g < 2 && !rc; g++)
+        for (int d = 0; d < 3 && !rc; d++) {
+            long v;
+            rc = poa_cuda_eval(g ? entries[i].block[d] : entries[i].grid[d], &dims, &v, e);
+            if (!rc && (v < 1 || v > (g ? 1024 : d == 0 ? 0x7fffffffL : 65535)))
+                rc = poa_fail(e, "member %dx%d: %s: %s %c = %ld is out of range", p->width, p->depth, p->fused_name,
+                              g ? "block" : "grid", "xyz"[d], v);
+            if (!rc) p->fused_geometry[g][d] = (unsigned)v;
+        }
+    free(entries);
+    if (!rc && p->exec.cuda)
+        rc = load_module(p, fused_source, "vit_fused.cu", &p->fused_module, e) ||
+             poa_cuda_get_function(p->exec.cuda, p->fused_module, p->fused_name, &p->fused_function, e);
+    if (!rc) p->fused = 1;
+    return rc ? -1 : 0;
+}
+
 int poa_cuda_vit_pass_plan_gemms(poa_cuda_vit_pass *p, poa_error *e) {
     int trace = p->trace;
     p->exec.planning = 1, p->trace = 0;
@@ -970,6 +1050,7 @@ void poa_cuda_vit_pass_free(poa_cuda_vit_pass *p) {
     if (p->exec.cuda) {
         if (p->set_module) p->exec.cuda->api.module_unload(p->set_module);
         if (p->glue_module) p->exec.cuda->api.module_unload(p->glue_module);
+        if (p->fused_module) p->exec.cuda->api.module_unload(p->fused_module);
     }
     poa_vit_pass_free(&p->host);
     free(p->buffers);

@@ -125,6 +125,12 @@ typedef struct poa_cuda_vit_pass {
     int bf16;
     CUdeviceptr params_bf16, arena_bf16, resample_bf16;
     poa_cuda_vit_shared shared; /* memory owned by the caller (poa_cuda_vit_pass_init_shared) */
+    /* fused (poa_cuda_vit_pass_use_fused): the residual add fused with the next LayerNorm */
+    int fused;
+    char fused_name[64];
+    unsigned fused_geometry[2][3];
+    CUmodule fused_module;
+    CUfunction fused_function;
     int has_mask, has_drop_scale;
     /* kernels */
     char set_name[80];  /* the set's file, "vit_w64_h32_f256.cu" (the emulator's module name) */
@@ -171,6 +177,16 @@ void poa_cuda_vit_pass_free(poa_cuda_vit_pass *pass);
    upload writes the shadow too). Expected error against the fp32 CPU pass: about 1e-2
    relative (bf16's 8-bit mantissa). */
 int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *pass, poa_error *e);
+
+/* From now on the forward runs each residual add (LayerScale, drop path) and the LayerNorm after
+   it (the block's second, the next block's first, or the final one) as one kernel,
+   residual_layernorm_forward_<set> of fused_source (gen/emit.lua's fused_cu_text: vit_fused.cu);
+   the arena holds the same values as unfused (the generated fused op is the unfused pair's
+   arithmetic, tested bit for bit in C), so the backward is unchanged. */
+int poa_cuda_vit_pass_use_fused(poa_cuda_vit_pass *pass, const char *fused_source, poa_error *e);
+
+/* The fused kernels' text of the recipe's family (vit_fused.cu). malloc'd. */
+int poa_cuda_vit_fused_source(const char *recipe_path, char **source, poa_error *e);
 
 /* Walks the pass's forward and backward without running anything and has cuBLASLt build the
    descriptors and choose the algorithm of every GEMM they will issue (poa_cublaslt_prepare),

@@ -136,6 +136,12 @@ static inline int emulate_vit_kernel(const poa_vit_kernels *k, float *scratch, l
         out[which] = ptr(args, which);
         k->tokens_backward(k, out[0], out[1], out[2], out[3], num(args, 4), ptr(args, 5),
                            (const unsigned char *)ptr(args, 6), num(args, 7), num(args, 8));
+    } else if (!strncmp(name, "residual_layernorm_forward_", 27)) {
+        /* vit_fused.cu: the residual add then the LayerNorm (the generated fused op is their
+           arithmetic, tested bit for bit in tests/c/test_train_kernels.c) */
+        k->residual_forward(k, ptr(args, 0), ptr(args, 4), ptr(args, 5), ptr(args, 6), num(args, 9), num(args, 10));
+        k->layernorm_forward(k, ptr(args, 1), ptr(args, 2), ptr(args, 3), ptr(args, 0), ptr(args, 7), ptr(args, 8),
+                             num(args, 9) * num(args, 10));
     } else if (!strcmp(name, "attention_forward")) {
         k->attention_forward(k, ptr(args, 0), ptr(args, 1), ptr(args, 2), num(args, 3), num(args, 4));
     } else if (!strcmp(name, "attention_backward_dq")) {
@@ -308,6 +314,12 @@ static inline int emulate_step_launch(void *context, const char *module, const c
                        emulate_vit_kernel(NULL, em->scratch, em->scratch_count, name, args, e)
                    ? -1
                    : 0;
+    }
+    char set[80];
+    if (!strcmp(module, "vit_fused.cu")) { /* the set is the kernel name's suffix */
+        const char *at = strstr(name, "_w");
+        snprintf(set, sizeof set, "vit%s.cu", at ? at : "");
+        module = set;
     }
     const poa_vit_kernels *k = set_of(em, module, e);
     return k ? emulate_vit_kernel(k, em->scratch, em->scratch_count, name, args, e) : -1;

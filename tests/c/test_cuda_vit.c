@@ -910,8 +910,20 @@ static int emulate_launch(void *context, const char *module, const char *name, c
     const poa_vit_kernels *k = st->k;
     char set[80];
     snprintf(set, sizeof set, "vit_w%ld_h%ld_f%ld.cu", st->dims.width, st->dims.head_dim, st->dims.hidden);
-    if (strcmp(module, strncmp(name, "poa_glue_", 9) ? set : "vit_glue.cu"))
+    char fused[96];
+    snprintf(fused, sizeof fused, "residual_layernorm_forward_w%ld_h%ld_f%ld", st->dims.width, st->dims.head_dim,
+             st->dims.hidden);
+    int is_fused = !strcmp(name, fused);
+    if (strcmp(module, is_fused ? "vit_fused.cu" : strncmp(name, "poa_glue_", 9) ? set : "vit_glue.cu"))
         return poa_fail(e, "emulator: %s launched from module %s", name, module);
+    if (is_fused) { /* one block of WIDTH threads per row, as its table says */
+        long rows = num(args, 9) * num(args, 10);
+        if (grid[0] != (unsigned)rows || block[0] != (unsigned)st->dims.width || grid[1] != 1 || block[1] != 1)
+            return poa_fail(e, "emulator: %s launched with grid %u block %u for %ld rows", name, grid[0], block[0],
+                            rows);
+        st->launches++, st->geometry_checked++;
+        return emulate_vit_kernel(k, st->scratch, st->scratch_count, name, args, e);
+    }
     st->launches++;
     if (strncmp(name, "poa_glue_", 9) && check_launch_geometry(st, name, grid, block, args, e)) return -1;
     if (!strncmp(name, "poa_glue_", 9)) {
@@ -929,7 +941,7 @@ static int emulate_gemm(void *context, const poa_cublaslt_call *call, poa_error 
 
 /* One emulated pass: forward and backward, output into out, gradients accumulated. */
 static int emulated_pass(const poa_vit *m, const char *recipe, int width, int depth, long batch, int image,
-                         int bf16, const float *params, const float *images, const unsigned char *mask,
+                         int bf16, int fused, const float *params, const float *images, const unsigned char *mask,
                          const float *drop, const float *dout, float *out, float *grads, long *launches,
                          float **arena, poa_error *e) {
     char *set = NULL;
@@ -952,10 +964,15 @@ static int emulated_pass(const poa_vit *m, const char *recipe, int width, int de
     st.dims = (poa_cuda_dims){ .width = width, .heads = width / m->config.head_dim,
                                .head_dim = m->config.head_dim, .hidden = hidden };
     if (!rc) rc = poa_cuda_vit_pass_init_emulated(&p, &em, m, width, depth, batch, image, set, e);
-    if (!rc && ((bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) || poa_cuda_vit_pass_plan_gemms(&p, e))) {
+    char *fused_source = NULL;
+    if (!rc && ((bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) ||
+                (fused && (poa_cuda_vit_fused_source(recipe, &fused_source, e) ||
+                           poa_cuda_vit_pass_use_fused(&p, fused_source, e))) ||
+                poa_cuda_vit_pass_plan_gemms(&p, e))) {
         poa_cuda_vit_pass_free(&p);
         rc = -1;
     }
+    free(fused_source);
     if (!rc) {
         rc = poa_cuda_vit_upload_parameters(&p, params, e) || poa_cuda_vit_upload_gradients(&p, grads, e) ||
              poa_cuda_vit_forward(&p, images, mask, drop, e) || poa_cuda_vit_download_output(&p, out, e) ||
@@ -1021,7 +1038,7 @@ static void check_gpu_gemm(poa_cublaslt *lt, poa_cuda *cuda) {
 /* One GPU pass: forward and backward of a batch, output into out, gradients accumulated on
    the device; the arena after both into *arena (malloc'd) when arena is not NULL. */
 static int gpu_pass(poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m, const char *recipe, int width,
-                    int depth, long batch, int image, int bf16, const float *params, const float *images,
+                    int depth, long batch, int image, int bf16, int fused, const float *params, const float *images,
                     const unsigned char *mask, const float *drop, const float *dout, float *out,
                     float *grads, float **arena, poa_error *e) {
     char *set = NULL, *glue = NULL;
@@ -1030,10 +1047,16 @@ static int gpu_pass(poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m, const ch
     int rc = poa_cuda_vit_pass_init(&p, cuda, lt, m, width, depth, batch, image, set, glue, e);
     free(set), free(glue);
     if (rc) return -1;
-    if ((bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) || poa_cuda_vit_pass_plan_gemms(&p, e)) {
+    char *fused_source = NULL;
+    if ((bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) ||
+        (fused && (poa_cuda_vit_fused_source(recipe, &fused_source, e) ||
+                   poa_cuda_vit_pass_use_fused(&p, fused_source, e))) ||
+        poa_cuda_vit_pass_plan_gemms(&p, e)) {
+        free(fused_source);
         poa_cuda_vit_pass_free(&p);
         return -1;
     }
+    free(fused_source);
     const long planned = lt->heuristic_calls;
     rc = poa_cuda_vit_upload_parameters(&p, params, e) || poa_cuda_vit_upload_gradients(&p, grads, e) ||
          poa_cuda_vit_forward(&p, images, mask, drop, e) || poa_cuda_vit_download_output(&p, out, e) ||
@@ -1055,6 +1078,7 @@ typedef struct runner {
     poa_cuda *cuda;
     poa_cublaslt *lt;
     int bf16;           /* the pass in bf16 (poa_cuda_vit_pass_use_bf16) */
+    int fused;          /* residual + LayerNorm fused (poa_cuda_vit_pass_use_fused) */
     long launches;
 } runner;
 
@@ -1062,9 +1086,9 @@ static int run_pass(runner *r, const poa_vit *m, const char *recipe, int width, 
                     const float *params, const float *images, const unsigned char *mask, const float *drop,
                     const float *dout, float *out, float *grads, float **arena, poa_error *e) {
     if (r->cuda)
-        return gpu_pass(r->cuda, r->lt, m, recipe, width, depth, batch, image, r->bf16, params, images, mask, drop,
+        return gpu_pass(r->cuda, r->lt, m, recipe, width, depth, batch, image, r->bf16, r->fused, params, images, mask, drop,
                         dout, out, grads, arena, e);
-    return emulated_pass(m, recipe, width, depth, batch, image, r->bf16, params, images, mask, drop, dout, out,
+    return emulated_pass(m, recipe, width, depth, batch, image, r->bf16, r->fused, params, images, mask, drop, dout, out,
                          grads, &r->launches, arena, e);
 }
 
@@ -1221,6 +1245,13 @@ static void check_bf16(runner *r, const poa_vit *m) {
     check_against_cpu(r, m, 96, 4, 2, 16, 0);
 }
 
+/* The forward with residual + LayerNorm fused against the CPU backend (fp32, 1e-4; every arena
+   buffer too, so the unfused backward reads what it expects). */
+static void check_fused(runner *r, const poa_vit *m) {
+    check_against_cpu(r, m, 64, 3, 3, 32, 1);
+    check_against_cpu(r, m, 96, 4, 2, 16, 0);
+}
+
 static const char *const golden_cases[] = { "intact_96x4", "elastic_32x2", "elastic_64x3", "elastic_96x2",
                                              "elastic_32x4" };
 
@@ -1248,6 +1279,8 @@ static void check_emulated(void) {
         printf("  emulated: %ld launches had their geometry checked against their own arguments\n", r.launches);
         runner r16 = { .prefix = "emulated bf16", .bf16 = 1 };
         check_bf16(&r16, &m);
+        runner fused = { .prefix = "emulated fused" , .fused = 1 };
+        check_fused(&fused, &m);
     }
     free(params);
     poa_vit_free(&m);
@@ -1267,6 +1300,8 @@ static void skip_gpu(const char *why) {
     CHECK_SKIP("gpu: 32x2 batch 4 at 16 px against the CPU backend", why);
     CHECK_SKIP("gpu bf16: 64x3 batch 3 at 32 px (mask, stochastic depth) against the CPU backend (output 1e-2, gradients 2e-2)", why);
     CHECK_SKIP("gpu bf16: 96x4 batch 2 at 16 px against the CPU backend (output 1e-2, gradients 2e-2)", why);
+    CHECK_SKIP("gpu fused: 64x3 batch 3 at 32 px (mask, stochastic depth) against the CPU backend", why);
+    CHECK_SKIP("gpu fused: 96x4 batch 2 at 16 px against the CPU backend", why);
 }
 
 static void check_gpu(void) {
@@ -1300,6 +1335,8 @@ static void check_gpu(void) {
         check_all(&r, &m, params);
         runner r16 = { .prefix = "gpu bf16", .cuda = &cuda, .lt = &lt, .bf16 = 1 };
         check_bf16(&r16, &m);
+        runner fused = { .prefix = "gpu fused", .cuda = &cuda, .lt = &lt, .fused = 1 };
+        check_fused(&fused, &m);
     }
     printf("  cuBLASLt: %ld shapes planned\n", lt.heuristic_calls);
     free(params);
