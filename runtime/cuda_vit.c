@@ -523,6 +523,17 @@ static int residual_backward(poa_cuda_vit_pass *p, CUdeviceptr dh, CUdeviceptr d
     return dgamma ? launch(p, "residual_backward_dgamma", args, ARGC(args), e) : 0;
 }
 
+/* Kernel i of the fused set (0 forward, 1 backward, 2 its dw/db sums, 3 its dgamma sums). */
+static int fused_launch(poa_cuda_vit_pass *p, int i, void **args, int arg_count, poa_error *e) {
+    poa_cuda_step s = { .kind = POA_CUDA_STEP_KERNEL, .arg_count = arg_count };
+    snprintf(s.name, sizeof s.name, "%s", p->fused_name[i]);
+    memcpy(s.grid, p->fused_geometry[i][0], sizeof s.grid);
+    memcpy(s.block, p->fused_geometry[i][1], sizeof s.block);
+    if (record(p, &s, e)) return -1;
+    return poa_cuda_exec_launch(&p->exec, p->fused_function[i], "vit_fused.cu", p->fused_name[i],
+                                p->fused_geometry[i][0], p->fused_geometry[i][1], args, e);
+}
+
 /* x += scale[b] * gamma * h, then y = LayerNorm(x) (mean, rstd saved): one fused kernel, or the
    two ops. */
 static int residual_layernorm(poa_cuda_vit_pass *p, CUdeviceptr x, CUdeviceptr h, CUdeviceptr gamma, CUdeviceptr scale,
@@ -532,13 +543,22 @@ static int residual_layernorm(poa_cuda_vit_pass *p, CUdeviceptr x, CUdeviceptr h
         return residual_forward(p, x, h, gamma, scale, e) || layernorm_forward(p, y, mean, rstd, x, w, b, e) ? -1 : 0;
     long batch = p->batch, tokens = p->tokens;
     void *args[] = { &x, &y, &mean, &rstd, &h, &gamma, &scale, &w, &b, &batch, &tokens };
-    poa_cuda_step s = { .kind = POA_CUDA_STEP_KERNEL, .arg_count = ARGC(args) };
-    snprintf(s.name, sizeof s.name, "%s", p->fused_name);
-    memcpy(s.grid, p->fused_geometry[0], sizeof s.grid);
-    memcpy(s.block, p->fused_geometry[1], sizeof s.block);
-    if (record(p, &s, e)) return -1;
-    return poa_cuda_exec_launch(&p->exec, p->fused_function, "vit_fused.cu", p->fused_name, p->fused_geometry[0],
-                                p->fused_geometry[1], args, e);
+    return fused_launch(p, 0, args, ARGC(args), e);
+}
+
+/* The backward of residual_layernorm: dx += LayerNorm'(dy) (dx holds the gradient from above),
+   dh = scale[b] * gamma * dx, dw and db += the LayerNorm's, dgamma += sum of scale * h * dx (when
+   dgamma is not 0). */
+static int residual_layernorm_backward(poa_cuda_vit_pass *p, CUdeviceptr dx, CUdeviceptr dh, CUdeviceptr dw,
+                                       CUdeviceptr db, CUdeviceptr dgamma, CUdeviceptr dy, CUdeviceptr x,
+                                       CUdeviceptr mean, CUdeviceptr rstd, CUdeviceptr w, CUdeviceptr h,
+                                       CUdeviceptr gamma, CUdeviceptr scale, poa_error *e) {
+    long batch = p->batch, tokens = p->tokens;
+    void *args[] = { &dx, &dh, &dw, &db, &dgamma, &dy, &x, &mean, &rstd, &w, &h, &gamma, &scale, &batch, &tokens };
+    return fused_launch(p, 1, args, ARGC(args), e) || fused_launch(p, 2, args, ARGC(args), e) ||
+                   (dgamma && fused_launch(p, 3, args, ARGC(args), e))
+               ? -1
+               : 0;
 }
 
 static int block_forward(poa_cuda_vit_pass *p, const float alpha, int j, poa_error *e) {
@@ -665,9 +685,9 @@ static int block_backward(poa_cuda_vit_pass *p, int j, poa_error *e) {
     const float alpha = p->alpha;
     CUdeviceptr dx = A(p, "grad.x"), dh = A(p, "grad.h"), dln = A(p, "grad.ln"), du = A(p, "grad.u");
     CUdeviceptr dg = A(p, "grad.g"), dattn = A(p, "grad.attn"), dqkv = A(p, "grad.qkv");
-    /* x_out = x_mid + s * ls2 * h2 */
-    if (residual_backward(p, dh, G(p, o->ls2), dx, AB(p, j, "h2"), gamma_of(p, o->ls2),
-                          drop_scale_of(p, j, 1), e) ||
+    /* x_out = x_mid + s * ls2 * h2 (fused: dh = d(h2) already, from the op after this block) */
+    if ((!p->fused && residual_backward(p, dh, G(p, o->ls2), dx, AB(p, j, "h2"), gamma_of(p, o->ls2),
+                                        drop_scale_of(p, j, 1), e)) ||
         linear_backward(p, "fc2", dg, 0, dh, D, AB(p, j, "g"), Fh, o->fc2_weight, Fmax, o->fc2_bias, M, D,
                         alpha, e))
         return -1;
@@ -678,14 +698,20 @@ static int block_backward(poa_cuda_vit_pass *p, int j, poa_error *e) {
         if (launch(p, "gelu_backward", args, ARGC(args), e)) return -1;
     }
     if (linear_backward(p, "fc1", dln, 0, du, Fh, AB(p, j, "ln2"), D, o->fc1_weight, Dmax, o->fc1_bias,
-                        M, Fh, alpha, e) ||
-        layernorm_backward(p, dh, G(p, o->norm2_weight), G(p, o->norm2_bias), dln, AB(p, j, "x_mid"),
-                           AB(p, j, "ln2_mean"), AB(p, j, "ln2_rstd"), P(p, o->norm2_weight), e) ||
-        add(p, dx, dh, M * D, e) ||
-        /* x_mid = x_in + s * ls1 * h1 */
-        residual_backward(p, dh, G(p, o->ls1), dx, AB(p, j, "h1"), gamma_of(p, o->ls1),
-                          drop_scale_of(p, j, 0), e) ||
-        linear_backward(p, "proj", dattn, 0, dh, D, AB(p, j, "attn"), D, o->proj_weight, Dmax,
+                        M, Fh, alpha, e))
+        return -1;
+    /* ln2 = LayerNorm(x_mid), x_mid = x_in + s * ls1 * h1 */
+    if (p->fused ? residual_layernorm_backward(p, dx, dh, G(p, o->norm2_weight), G(p, o->norm2_bias), G(p, o->ls1), dln,
+                                               AB(p, j, "x_mid"), AB(p, j, "ln2_mean"), AB(p, j, "ln2_rstd"),
+                                               P(p, o->norm2_weight), AB(p, j, "h1"), gamma_of(p, o->ls1),
+                                               drop_scale_of(p, j, 0), e)
+                 : layernorm_backward(p, dh, G(p, o->norm2_weight), G(p, o->norm2_bias), dln, AB(p, j, "x_mid"),
+                                      AB(p, j, "ln2_mean"), AB(p, j, "ln2_rstd"), P(p, o->norm2_weight), e) ||
+                       add(p, dx, dh, M * D, e) ||
+                       residual_backward(p, dh, G(p, o->ls1), dx, AB(p, j, "h1"), gamma_of(p, o->ls1),
+                                         drop_scale_of(p, j, 0), e))
+        return -1;
+    if (linear_backward(p, "proj", dattn, 0, dh, D, AB(p, j, "attn"), D, o->proj_weight, Dmax,
                         o->proj_bias, M, D, alpha, e))
         return -1;
     {
@@ -702,6 +728,13 @@ static int block_backward(poa_cuda_vit_pass *p, int j, poa_error *e) {
                             o->qkv_weight + g * Dmax * Dmax, Dmax,
                             o->qkv_bias >= 0 ? o->qkv_bias + g * Dmax : -1, M, D, alpha, e))
             return -1;
+    }
+    if (p->fused && j > 0) { /* ln1 = LayerNorm(x_in), x_in = the previous block's x_mid + s * ls2 * h2 */
+        const poa_vit_block_offsets *prev = &p->model->blocks[p->host.block_ids[j - 1]];
+        return residual_layernorm_backward(p, dx, dh, G(p, o->norm1_weight), G(p, o->norm1_bias), G(p, prev->ls2), dln,
+                                           AB(p, j, "x_in"), AB(p, j, "ln1_mean"), AB(p, j, "ln1_rstd"),
+                                           P(p, o->norm1_weight), AB(p, j - 1, "h2"), gamma_of(p, prev->ls2),
+                                           drop_scale_of(p, j - 1, 1), e);
     }
     if (layernorm_backward(p, dh, G(p, o->norm1_weight), G(p, o->norm1_bias), dln, AB(p, j, "x_in"),
                            AB(p, j, "ln1_mean"), AB(p, j, "ln1_rstd"), P(p, o->norm1_weight), e) ||
@@ -729,10 +762,20 @@ int poa_cuda_vit_backward(poa_cuda_vit_pass *p, const float *dout, poa_error *e)
     const long patch_len = (long)c->in_channels * c->patch_size * c->patch_size;
     CUdeviceptr dx = A(p, "grad.x"), dout_d = A(p, "grad.ln");
     /* d(loss)/d(output) goes where the plan reads it: grad.ln */
-    if ((dout && upload(p, dout_d, dout, sizeof(float) * (size_t)(p->rows * D), e)) ||
-        layernorm_backward(p, dx, G(p, m->norm_weight), G(p, m->norm_bias), dout_d, A(p, "x_final"),
-                           A(p, "norm_mean"), A(p, "norm_rstd"), P(p, m->norm_weight), e))
+    if (dout && upload(p, dout_d, dout, sizeof(float) * (size_t)(p->rows * D), e)) return -1;
+    if (p->fused) { /* out = LayerNorm(x_final), x_final = the last block's x_mid + s * ls2 * h2 */
+        const int last = p->depth - 1;
+        const poa_vit_block_offsets *o = &m->blocks[p->host.block_ids[last]];
+        if (fill(p, dx, 0.0f, p->rows * D, e) ||
+            residual_layernorm_backward(p, dx, A(p, "grad.h"), G(p, m->norm_weight), G(p, m->norm_bias), G(p, o->ls2),
+                                        dout_d, A(p, "x_final"), A(p, "norm_mean"), A(p, "norm_rstd"),
+                                        P(p, m->norm_weight), AB(p, last, "h2"), gamma_of(p, o->ls2),
+                                        drop_scale_of(p, last, 1), e))
+            return -1;
+    } else if (layernorm_backward(p, dx, G(p, m->norm_weight), G(p, m->norm_bias), dout_d, A(p, "x_final"),
+                                  A(p, "norm_mean"), A(p, "norm_rstd"), P(p, m->norm_weight), e)) {
         return -1;
+    }
     for (int j = p->depth - 1; j >= 0; j--)
         if (block_backward(p, j, e)) return -1;
     CUdeviceptr dpatch = A(p, "grad.patch_tokens");
@@ -1000,34 +1043,41 @@ int poa_cuda_vit_fused_source(const char *recipe_path, char **source, poa_error 
 int poa_cuda_vit_pass_use_fused(poa_cuda_vit_pass *p, const char *fused_source, poa_error *e) {
     if (p->fused) return 0;
     const poa_vit_config *c = &p->model->config;
-    snprintf(p->fused_name, sizeof p->fused_name, "residual_layernorm_forward_w%d_h%d_f%ld", p->width, c->head_dim,
-             (long)p->host.hidden);
+    static const char *const kinds[4] = { "forward", "backward", "backward", "backward" };
+    static const char *const suffixes[4] = { "", "", "_dw_db", "_dgamma" };
+    for (int k = 0; k < 4; k++)
+        snprintf(p->fused_name[k], sizeof p->fused_name[k], "residual_layernorm_%s_w%d_h%d_f%ld%s", kinds[k], p->width,
+                 c->head_dim, (long)p->host.hidden, suffixes[k]);
     poa_cuda_kernel_entry *entries;
     int count;
     if (poa_cuda_kernel_table(fused_source, &entries, &count, e)) return -1;
-    int i = 0;
-    while (i < count && strcmp(entries[i].name, p->fused_name)) i++;
-    if (i == count) {
-        free(entries);
-        return poa_fail(e, "member %dx%d: the fused source has no kernel %s", p->width, p->depth, p->fused_name);
-    }
     const poa_cuda_dims dims = { .rows = p->rows, .batch = p->batch, .tokens = p->tokens, .patches = p->patches,
                                  .width = p->width, .heads = p->host.heads, .head_dim = c->head_dim,
                                  .hidden = p->host.hidden };
     int rc = 0;
-    for (int g = 0; g < 2 && !rc; g++)
-        for (int d = 0; d < 3 && !rc; d++) {
-            long v;
-            rc = poa_cuda_eval(g ? entries[i].block[d] : entries[i].grid[d], &dims, &v, e);
-            if (!rc && (v < 1 || v > (g ? 1024 : d == 0 ? 0x7fffffffL : 65535)))
-                rc = poa_fail(e, "member %dx%d: %s: %s %c = %ld is out of range", p->width, p->depth, p->fused_name,
-                              g ? "block" : "grid", "xyz"[d], v);
-            if (!rc) p->fused_geometry[g][d] = (unsigned)v;
+    for (int k = 0; k < 4 && !rc; k++) {
+        int i = 0;
+        while (i < count && strcmp(entries[i].name, p->fused_name[k])) i++;
+        if (i == count) {
+            rc = poa_fail(e, "member %dx%d: the fused source has no kernel %s", p->width, p->depth, p->fused_name[k]);
+            break;
         }
+        for (int g = 0; g < 2 && !rc; g++)
+            for (int d = 0; d < 3 && !rc; d++) {
+                long v;
+                rc = poa_cuda_eval(g ? entries[i].block[d] : entries[i].grid[d], &dims, &v, e);
+                if (!rc && (v < 1 || v > (g ? 1024 : d == 0 ? 0x7fffffffL : 65535)))
+                    rc = poa_fail(e, "member %dx%d: %s: %s %c = %ld is out of range", p->width, p->depth,
+                                  p->fused_name[k], g ? "block" : "grid", "xyz"[d], v);
+                if (!rc) p->fused_geometry[k][g][d] = (unsigned)v;
+            }
+    }
     free(entries);
-    if (!rc && p->exec.cuda)
-        rc = load_module(p, fused_source, "vit_fused.cu", &p->fused_module, e) ||
-             poa_cuda_get_function(p->exec.cuda, p->fused_module, p->fused_name, &p->fused_function, e);
+    if (!rc && p->exec.cuda) {
+        rc = load_module(p, fused_source, "vit_fused.cu", &p->fused_module, e);
+        for (int k = 0; k < 4 && !rc; k++)
+            rc = poa_cuda_get_function(p->exec.cuda, p->fused_module, p->fused_name[k], &p->fused_function[k], e);
+    }
     if (!rc) p->fused = 1;
     return rc ? -1 : 0;
 }

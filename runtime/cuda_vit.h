@@ -125,12 +125,14 @@ typedef struct poa_cuda_vit_pass {
     int bf16;
     CUdeviceptr params_bf16, arena_bf16, resample_bf16;
     poa_cuda_vit_shared shared; /* memory owned by the caller (poa_cuda_vit_pass_init_shared) */
-    /* fused (poa_cuda_vit_pass_use_fused): the residual add fused with the next LayerNorm */
+    /* fused (poa_cuda_vit_pass_use_fused): the residual add fused with the next LayerNorm;
+       kernels residual_layernorm_forward_<set>, _backward_<set>, _backward_<set>_dw_db and
+       _backward_<set>_dgamma */
     int fused;
-    char fused_name[64];
-    unsigned fused_geometry[2][3];
+    char fused_name[4][64];
+    unsigned fused_geometry[4][2][3];
     CUmodule fused_module;
-    CUfunction fused_function;
+    CUfunction fused_function[4];
     int has_mask, has_drop_scale;
     /* kernels */
     char set_name[80];  /* the set's file, "vit_w64_h32_f256.cu" (the emulator's module name) */
@@ -178,11 +180,13 @@ void poa_cuda_vit_pass_free(poa_cuda_vit_pass *pass);
    relative (bf16's 8-bit mantissa). */
 int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *pass, poa_error *e);
 
-/* From now on the forward runs each residual add (LayerScale, drop path) and the LayerNorm after
-   it (the block's second, the next block's first, or the final one) as one kernel,
-   residual_layernorm_forward_<set> of fused_source (gen/emit.lua's fused_cu_text: vit_fused.cu);
-   the arena holds the same values as unfused (the generated fused op is the unfused pair's
-   arithmetic, tested bit for bit in C), so the backward is unchanged. */
+/* From now on each residual add (LayerScale, drop path) and the LayerNorm after it (the block's
+   second, the next block's first, or the final one) run as one op, forward and backward:
+   residual_layernorm_forward_<set> and residual_layernorm_backward_<set> (with its column-sum
+   kernels) of fused_source (gen/emit.lua's fused_cu_text: vit_fused.cu). The generated fused
+   ops are the unfused pairs' arithmetic (tested bit for bit in C), so the arena and the
+   gradients hold the same values; the backward's grad.h is then d(h) of the residual, written
+   by the fused op instead of the unfused LayerNorm's d(x). */
 int poa_cuda_vit_pass_use_fused(poa_cuda_vit_pass *pass, const char *fused_source, poa_error *e);
 
 /* The fused kernels' text of the recipe's family (vit_fused.cu). malloc'd. */

@@ -142,6 +142,25 @@ static inline int emulate_vit_kernel(const poa_vit_kernels *k, float *scratch, l
         k->residual_forward(k, ptr(args, 0), ptr(args, 4), ptr(args, 5), ptr(args, 6), num(args, 9), num(args, 10));
         k->layernorm_forward(k, ptr(args, 1), ptr(args, 2), ptr(args, 3), ptr(args, 0), ptr(args, 7), ptr(args, 8),
                              num(args, 9) * num(args, 10));
+    } else if (!strncmp(name, "residual_layernorm_backward_", 28)) {
+        /* dx, dh, dw, db, dgamma, dy, x, mean, rstd, w, h, gamma, sample_scale, batch, tokens:
+           the row kernel dx += LayerNorm'(dy), dh = s gamma dx; _dw_db the LayerNorm's column
+           sums; _dgamma the residual's (each with the others' outputs sent to scratch) */
+        const long batch = num(args, 13), tokens = num(args, 14), rows = batch * tokens;
+        const size_t n = strlen(name);
+        const int dw_db = n > 6 && !strcmp(name + n - 6, "_dw_db"), dgamma = n > 7 && !strcmp(name + n - 7, "_dgamma");
+        float *dx = ptr(args, 0);
+        if (dw_db) {
+            k->layernorm_backward(k, s1, ptr(args, 2), ptr(args, 3), ptr(args, 5), ptr(args, 6), ptr(args, 7),
+                                  ptr(args, 8), ptr(args, 9), rows);
+        } else if (dgamma) {
+            k->residual_backward(k, s1, ptr(args, 4), dx, ptr(args, 10), ptr(args, 11), ptr(args, 12), batch, tokens);
+        } else {
+            k->layernorm_backward(k, s1, s2, s3, ptr(args, 5), ptr(args, 6), ptr(args, 7), ptr(args, 8), ptr(args, 9),
+                                  rows);
+            poa_add(dx, s1, rows * (long)k->width);
+            k->residual_backward(k, ptr(args, 1), s2, dx, ptr(args, 10), ptr(args, 11), ptr(args, 12), batch, tokens);
+        }
     } else if (!strcmp(name, "attention_forward")) {
         k->attention_forward(k, ptr(args, 0), ptr(args, 1), ptr(args, 2), num(args, 3), num(args, 4));
     } else if (!strcmp(name, "attention_backward_dq")) {

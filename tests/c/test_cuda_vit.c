@@ -910,17 +910,20 @@ static int emulate_launch(void *context, const char *module, const char *name, c
     const poa_vit_kernels *k = st->k;
     char set[80];
     snprintf(set, sizeof set, "vit_w%ld_h%ld_f%ld.cu", st->dims.width, st->dims.head_dim, st->dims.hidden);
-    char fused[96];
-    snprintf(fused, sizeof fused, "residual_layernorm_forward_w%ld_h%ld_f%ld", st->dims.width, st->dims.head_dim,
-             st->dims.hidden);
-    int is_fused = !strcmp(name, fused);
+    /* the fused kernels of this set: residual_layernorm_{forward,backward}_<set>[_dw_db|_dgamma] */
+    char suffix[64];
+    snprintf(suffix, sizeof suffix, "_w%ld_h%ld_f%ld", st->dims.width, st->dims.head_dim, st->dims.hidden);
+    const char *at = strstr(name, suffix);
+    int is_fused = !strncmp(name, "residual_layernorm_", 19) && at;
     if (strcmp(module, is_fused ? "vit_fused.cu" : strncmp(name, "poa_glue_", 9) ? set : "vit_glue.cu"))
         return poa_fail(e, "emulator: %s launched from module %s", name, module);
-    if (is_fused) { /* one block of WIDTH threads per row, as its table says */
-        long rows = num(args, 9) * num(args, 10);
-        if (grid[0] != (unsigned)rows || block[0] != (unsigned)st->dims.width || grid[1] != 1 || block[1] != 1)
-            return poa_fail(e, "emulator: %s launched with grid %u block %u for %ld rows", name, grid[0], block[0],
-                            rows);
+    if (is_fused) { /* a block of WIDTH threads per row, or (32, 8) per 32 columns, as the table says */
+        int forward = !strncmp(name, "residual_layernorm_forward_", 27), columns = at[strlen(suffix)] != 0;
+        long rows = forward ? num(args, 9) * num(args, 10) : num(args, 13) * num(args, 14);
+        unsigned want_grid = columns ? (unsigned)((st->dims.width + 31) / 32) : (unsigned)rows;
+        unsigned want_block[2] = { columns ? 32u : (unsigned)st->dims.width, columns ? 8u : 1u };
+        if (grid[0] != want_grid || grid[1] != 1 || block[0] != want_block[0] || block[1] != want_block[1])
+            return poa_fail(e, "emulator: %s launched with grid %u block (%u, %u)", name, grid[0], block[0], block[1]);
         st->launches++, st->geometry_checked++;
         return emulate_vit_kernel(k, st->scratch, st->scratch_count, name, args, e);
     }
