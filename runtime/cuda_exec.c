@@ -129,6 +129,16 @@ static int profile_end(const poa_cuda_exec *x, int slot, poa_error *e) {
                           e);
 }
 
+void poa_cuda_exec_unload_module(const poa_cuda_exec *x, CUmodule module) {
+    if (module && x->cuda && !x->modules) x->cuda->api.module_unload(module);
+}
+
+void poa_cuda_modules_free(poa_cuda_modules *m, poa_cuda *cuda) {
+    for (int i = 0; i < m->count && cuda; i++) cuda->api.module_unload(m->module[i]);
+    free(m->name), free(m->module);
+    memset(m, 0, sizeof *m);
+}
+
 int poa_cuda_exec_launch(const poa_cuda_exec *x, CUfunction function, const char *module, const char *name,
                          const unsigned grid[3],
                          const unsigned block[3], void **args, poa_error *e) {
@@ -168,6 +178,28 @@ int poa_cuda_exec_gemm(const poa_cuda_exec *x, const poa_cublaslt_call *call, co
 int poa_cuda_exec_load_module(const poa_cuda_exec *x, const char *source, const char *name, CUmodule *module,
                               poa_error *e) {
     if (!x->cuda) return poa_fail(e, "load %s: no GPU", name);
+    poa_cuda_modules *m = x->modules;
+    if (m) {
+        for (int i = 0; i < m->count; i++)
+            if (!strcmp(m->name[i], name)) {
+                *module = m->module[i];
+                return 0;
+            }
+        if (m->count == m->capacity) {
+            int capacity = m->capacity ? 2 * m->capacity : 16;
+            char(*names)[80] = realloc(m->name, sizeof *names * (size_t)capacity);
+            if (names) m->name = names;
+            CUmodule *modules = names ? realloc(m->module, sizeof *modules * (size_t)capacity) : NULL;
+            if (!modules) return poa_fail(e, "load %s: out of memory", name);
+            m->module = modules, m->capacity = capacity;
+        }
+        poa_cuda_exec uncached = *x;
+        uncached.modules = NULL;
+        if (poa_cuda_exec_load_module(&uncached, source, name, module, e)) return -1;
+        snprintf(m->name[m->count], sizeof m->name[0], "%s", name);
+        m->module[m->count++] = *module;
+        return 0;
+    }
     char arch[32];
     poa_cuda_arch(x->cuda, arch, sizeof arch);
     poa_blob blob = { 0 };

@@ -44,12 +44,23 @@ int poa_cuda_profile_init(poa_cuda_profile *p, poa_cuda *cuda, int capacity, poa
 int poa_cuda_profile_collect(poa_cuda_profile *p, poa_cuda *cuda, poa_error *e);
 void poa_cuda_profile_free(poa_cuda_profile *p, poa_cuda *cuda);
 
+/* Modules loaded once per process and shared by every pass (a pass made again for another
+   member finds its kernels loaded): by the source's name, which must name one text. */
+typedef struct poa_cuda_modules {
+    int count, capacity;
+    char (*name)[80];
+    CUmodule *module;
+} poa_cuda_modules;
+
+void poa_cuda_modules_free(poa_cuda_modules *m, poa_cuda *cuda);
+
 typedef struct poa_cuda_exec {
     poa_cuda *cuda;                     /* a GPU; NULL: emulated or nowhere */
     poa_cublaslt *lt;                   /* with cuda */
     const poa_cuda_emulator *emulator;  /* non-NULL: emulated on the host */
     int planning;                       /* 1: GEMMs only build their cuBLASLt plans, nothing runs */
     poa_cuda_profile *profile;          /* non-NULL: time every launch and GEMM (GPU only) */
+    poa_cuda_modules *modules;          /* non-NULL: modules come from (and stay in) this cache */
 } poa_cuda_exec;
 
 /* Whether anything runs (a GPU or an emulator, and not planning). */
@@ -76,8 +87,10 @@ int poa_cuda_exec_launch(const poa_cuda_exec *x, CUfunction function, const char
 int poa_cuda_exec_gemm(const poa_cuda_exec *x, const poa_cublaslt_call *call, const char *what, poa_error *e);
 
 /* Compiles source (named name) for the device's architecture through the NVRTC cache and loads
-   it as a module. */
+   it as a module; with x->modules, once per name (later calls get the same module). */
 int poa_cuda_exec_load_module(const poa_cuda_exec *x, const char *source, const char *name, CUmodule *module,
                               poa_error *e);
+/* Unloads a module of poa_cuda_exec_load_module (not one the cache owns). */
+void poa_cuda_exec_unload_module(const poa_cuda_exec *x, CUmodule module);
 
 #endif

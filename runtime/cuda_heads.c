@@ -288,7 +288,7 @@ void poa_cuda_heads_pass_free(poa_cuda_heads_pass *p) {
     poa_cuda_exec_free(&p->exec, &p->arena);
     poa_cuda_exec_free(&p->exec, &p->arena_bf16);
     poa_cuda_exec_free(&p->exec, &p->dlogits_bf16);
-    if (p->exec.cuda && p->module) p->exec.cuda->api.module_unload(p->module);
+    poa_cuda_exec_unload_module(&p->exec, p->module);
     memset(p, 0, sizeof *p);
 }
 

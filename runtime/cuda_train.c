@@ -319,6 +319,7 @@ int poa_cuda_train_init(poa_cuda_train *g, poa_trainer *t, const poa_cuda_exec *
     g->t = t;
     g->exec = *exec;
     g->exec.planning = 0;
+    g->exec.modules = &g->modules; /* every pass shares the modules, loaded once */
     g->bf16 = bf16;
     g->n = t->model.parameter_count, g->nh = t->heads.parameter_count;
     const poa_train_config *c = &t->config;
@@ -404,8 +405,9 @@ void poa_cuda_train_free(poa_cuda_train *g) {
                                 &g->decay, &g->neg_step };
     for (size_t i = 0; i < sizeof pointers / sizeof pointers[0]; i++) poa_cuda_exec_free(&g->exec, pointers[i]);
     if (g->exec.cuda) {
-        if (g->train_module) g->exec.cuda->api.module_unload(g->train_module);
-        if (g->glue_module) g->exec.cuda->api.module_unload(g->glue_module);
+        poa_cuda_exec_unload_module(&g->exec, g->train_module);
+        poa_cuda_exec_unload_module(&g->exec, g->glue_module);
+        poa_cuda_modules_free(&g->modules, g->exec.cuda);
     }
     for (int i = 0; i < g->width_count; i++) free(g->vit_sets[i]);
     free(g->glue), free(g->heads_source), free(g->train_source), free(g->fused_source);

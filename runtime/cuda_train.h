@@ -76,6 +76,7 @@ typedef struct poa_cuda_train {
     int kernel_count;
     poa_cuda_kernel_entry kernels[POA_CUDA_TRAIN_MAX_KERNELS];
     CUmodule train_module, glue_module;
+    poa_cuda_modules modules;    /* every module of the run, loaded once */
     CUfunction functions[POA_CUDA_TRAIN_MAX_KERNELS];
     CUfunction fill, add_double, scale;  /* glue kernels of the step's own */
     const poa_cuda_reduce *reduce;       /* NULL: one rank */

@@ -1098,9 +1098,9 @@ void poa_cuda_vit_pass_free(poa_cuda_vit_pass *p) {
                                 &p->arena_bf16, &p->resample_bf16 };
     for (size_t i = 0; i < sizeof pointers / sizeof pointers[0]; i++) poa_cuda_exec_free(&p->exec, pointers[i]);
     if (p->exec.cuda) {
-        if (p->set_module) p->exec.cuda->api.module_unload(p->set_module);
-        if (p->glue_module) p->exec.cuda->api.module_unload(p->glue_module);
-        if (p->fused_module) p->exec.cuda->api.module_unload(p->fused_module);
+        poa_cuda_exec_unload_module(&p->exec, p->set_module);
+        poa_cuda_exec_unload_module(&p->exec, p->glue_module);
+        poa_cuda_exec_unload_module(&p->exec, p->fused_module);
     }
     poa_vit_pass_free(&p->host);
     free(p->buffers);
