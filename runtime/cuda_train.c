@@ -418,14 +418,20 @@ void poa_cuda_train_free(poa_cuda_train *g) {
 
 /* ---- passes ---- */
 
+/* A backbone pass over the step's parameters; arena_of (or NULL): a pass of the same batch whose
+   arena (and bf16 mirror) it may use, being done with by then. */
 static int vit_pass(poa_cuda_train *g, poa_cuda_vit_pass *p, int width, int depth, long batch, int size,
-                    int teacher, poa_error *e) {
+                    int teacher, const poa_cuda_vit_pass *arena_of, poa_error *e) {
     const char *set = vit_set_of(g, width);
     if (!set) return poa_fail(e, "GPU step: no kernel set for width %d", width);
     poa_cuda_vit_shared shared = {
         .params = teacher ? g->teacher : g->student, .grads = teacher ? 0 : g->grads,
         .params_bf16 = teacher ? g->teacher_bf16 : g->student_bf16,
     };
+    if (arena_of && arena_of->batch == batch && arena_of->host.image_size == size && !arena_of->arena_shared) {
+        shared.arena = arena_of->arena, shared.arena_capacity = arena_of->arena_count;
+        shared.arena_bf16 = arena_of->arena_bf16;
+    }
     if (poa_cuda_vit_pass_init_shared(p, &g->exec, &g->t->model, width, depth, batch, size, set, g->glue, &shared, e))
         return -1;
     if ((g->bf16 && poa_cuda_vit_pass_use_bf16(p, e)) || poa_cuda_vit_pass_use_fused(p, g->fused_source, e) ||
@@ -453,7 +459,7 @@ static int heads_pass(poa_cuda_train *g, poa_cuda_heads_pass *p, int *has, int w
 /* The branch's passes for (width, depth) over the micro-batch's crops, re-made when the
    member or the shapes change. */
 static int branch_passes(poa_cuda_train *g, poa_cuda_branch *b, int width, int depth, const poa_batch *mb,
-                         poa_error *e) {
+                         const poa_cuda_branch *intact, poa_error *e) {
     const long GB = (long)mb->global_count * mb->batch_size, LB = (long)mb->local_count * mb->batch_size;
     if (b->has_passes && (b->width != width || b->depth != depth || b->global.batch != GB ||
                           b->global.host.image_size != mb->global_size || b->local.batch != LB ||
@@ -462,8 +468,12 @@ static int branch_passes(poa_cuda_train *g, poa_cuda_branch *b, int width, int d
         b->has_passes = 0;
     }
     if (!b->has_passes) {
-        if (vit_pass(g, &b->global, width, depth, GB, mb->global_size, 0, e)) return -1;
-        if (vit_pass(g, &b->local, width, depth, LB, mb->local_size, 0, e)) {
+        /* the elastic branch runs after the intact one: it uses the intact passes' arenas */
+        if (vit_pass(g, &b->global, width, depth, GB, mb->global_size, 0,
+                     intact && intact->has_passes ? &intact->global : NULL, e))
+            return -1;
+        if (vit_pass(g, &b->local, width, depth, LB, mb->local_size, 0,
+                     intact && intact->has_passes ? &intact->local : NULL, e)) {
             poa_cuda_vit_pass_free(&b->global);
             return -1;
         }
@@ -490,7 +500,7 @@ static int teacher_targets(poa_cuda_train *g, const poa_batch *mb, const shapes 
         g->has_teacher = 0;
     }
     if (!g->has_teacher) {
-        if (vit_pass(g, p, vc->max_width, vc->max_depth, GB, sh->S, 1, e)) return -1;
+        if (vit_pass(g, p, vc->max_width, vc->max_depth, GB, sh->S, 1, NULL, e)) return -1;
         g->has_teacher = 1;
     }
     if (heads_pass(g, &g->teacher_heads, &g->has_teacher_heads, vc->max_width, rows, 1, e) ||
@@ -522,7 +532,7 @@ static int branch_forward(poa_cuda_train *g, int index, const poa_batch *mb, con
     const int depth = index ? t->current.depth : t->model.config.max_depth;
     const long D = width, GB = sh->G * sh->B, LB = sh->L * sh->B, rows = LB + GB + sh->masked;
     const double rate = t->config.drop_path_rate;
-    if (branch_passes(g, b, width, depth, mb, e) || heads_pass(g, &b->heads, &b->has_heads, width, rows, 0, e))
+    if (branch_passes(g, b, width, depth, mb, index ? &g->branch[0] : NULL, e) || heads_pass(g, &b->heads, &b->has_heads, width, rows, 0, e))
         return -1;
     /* the CPU step's stochastic-depth draws */
     const long drop_count = depth * 2L * (sh->G > sh->L ? sh->G : sh->L) * sh->B;

@@ -824,10 +824,8 @@ static int pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *lt,
         if (!shared->params) return poa_fail(e, "CUDA ViT pass: shared memory needs the parameters");
     }
     if (cuda && !lt) return poa_fail(e, "CUDA ViT pass: a GPU pass needs a cuBLASLt handle");
-    if (poa_vit_pass_init(&p->host, model, width, depth, batch, image_size, e)) return -1;
-    /* the host pass is kept for its shape, block ids and resampling matrix, not its arena */
-    free(p->host.arena);
-    p->host.arena = NULL;
+    /* the host pass: the shape, block ids, resampling matrix and arena layout, no arena */
+    if (poa_vit_pass_layout(&p->host, model, width, depth, batch, image_size, e)) return -1;
     p->model = model;
     p->exec.cuda = cuda;
     p->exec.lt = lt;
@@ -922,9 +920,11 @@ static int pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *lt,
     const size_t f = sizeof(float);
     const long image_count = batch * c->in_channels * (long)image_size * image_size;
     if (shared) p->params = shared->params, p->grads = shared->grads;
+    p->arena_shared = shared && shared->arena && shared->arena_capacity >= p->arena_count;
+    if (p->arena_shared) p->arena = shared->arena;
     if ((!shared && (allocate(p, &p->params, REGION_PARAMS, f * (size_t)model->parameter_count, e) ||
                      allocate(p, &p->grads, REGION_GRADS, f * (size_t)model->parameter_count, e))) ||
-        allocate(p, &p->arena, REGION_ARENA, f * (size_t)p->arena_count, e) ||
+        (!p->arena_shared && allocate(p, &p->arena, REGION_ARENA, f * (size_t)p->arena_count, e)) ||
         allocate(p, &p->ones, REGION_ONES, f * (size_t)width, e) ||
         (p->host.resample && allocate(p, &p->resample, REGION_RESAMPLE,
                                       f * (size_t)(p->patches * native * native), e)) ||
@@ -965,8 +965,9 @@ static int pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *lt,
         rc = poa_cuda_get_function(cuda, p->set_module, p->kernels[i].name, &p->functions[i], e);
     for (int i = 0; !rc && i < GLUE_COUNT; i++)
         rc = poa_cuda_get_function(cuda, p->glue_module, glue_names[i], &p->glue[i], e);
-    /* a zeroed arena, as the CPU's calloc'd one (buffers a shape leaves unused stay 0) */
-    if (!rc) {
+    /* a zeroed arena, as the CPU's calloc'd one (buffers a shape leaves unused stay 0); a shared
+       one is another pass's, written before read as the CPU's reused arenas are */
+    if (!rc && !p->arena_shared) {
         int trace = p->trace;
         p->trace = 0;
         rc = fill(p, p->arena, 0.0f, p->arena_count, e);
@@ -1012,7 +1013,9 @@ int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *p, poa_error *e) {
     if (p->shared.params_bf16) p->params_bf16 = p->shared.params_bf16;
     if ((!p->shared.params_bf16 &&
          allocate(p, &p->params_bf16, REGION_PARAMS_BF16, 2 * (size_t)p->model->parameter_count, e)) ||
-        allocate(p, &p->arena_bf16, REGION_ARENA_BF16, 2 * (size_t)p->arena_count, e) ||
+        (p->arena_shared && p->shared.arena_bf16 ? (p->arena_bf16 = p->shared.arena_bf16, 0)
+                                                 : allocate(p, &p->arena_bf16, REGION_ARENA_BF16,
+                                                            2 * (size_t)p->arena_count, e)) ||
         (resample_count && allocate(p, &p->resample_bf16, REGION_RESAMPLE_BF16, 2 * (size_t)resample_count, e)))
         return poa_fail(e, "member %dx%d: bf16 buffers: %s", p->width, p->depth, e->message);
     p->bf16 = 1;
@@ -1093,6 +1096,10 @@ int poa_cuda_vit_pass_plan_gemms(poa_cuda_vit_pass *p, poa_error *e) {
 void poa_cuda_vit_pass_free(poa_cuda_vit_pass *p) {
     if (p->shared.params) p->params = p->grads = 0; /* not ours */
     if (p->shared.params_bf16) p->params_bf16 = 0;
+    if (p->arena_shared) {
+        if (p->arena_bf16 == p->shared.arena_bf16) p->arena_bf16 = 0;
+        p->arena = 0;
+    }
     CUdeviceptr *pointers[] = { &p->params, &p->grads, &p->arena, &p->ones, &p->resample,
                                 &p->images, &p->mask, &p->drop_scale, &p->params_bf16,
                                 &p->arena_bf16, &p->resample_bf16 };

@@ -105,6 +105,11 @@ typedef struct poa_cuda_step {
    shadow (0: none). */
 typedef struct poa_cuda_vit_shared {
     CUdeviceptr params, grads, params_bf16;
+    /* another pass's activation arena (arena_capacity floats) and its bf16 mirror, used when it
+       is large enough and that pass is done with it (the elastic branch runs after the intact
+       one); 0: the pass allocates its own */
+    CUdeviceptr arena, arena_bf16;
+    long arena_capacity;
 } poa_cuda_vit_shared;
 
 enum { POA_CUDA_VIT_MAX_KERNELS = 64 };
@@ -125,6 +130,7 @@ typedef struct poa_cuda_vit_pass {
     int bf16;
     CUdeviceptr params_bf16, arena_bf16, resample_bf16;
     poa_cuda_vit_shared shared; /* memory owned by the caller (poa_cuda_vit_pass_init_shared) */
+    int arena_shared;           /* arena (and arena_bf16) are shared.arena's */
     /* fused (poa_cuda_vit_pass_use_fused): the residual add fused with the next LayerNorm;
        kernels residual_layernorm_forward_<set>, _backward_<set>, _backward_<set>_dw_db and
        _backward_<set>_dgamma */

@@ -90,8 +90,22 @@ int poa_vit_pass_init(poa_vit_pass *p, const poa_vit *model, int width, int dept
     return poa_vit_pass_prepare(p, model, width, depth, batch, image_size, e);
 }
 
+static int pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch, int image_size,
+                        int with_arena, poa_error *e);
+
 int poa_vit_pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch,
                          int image_size, poa_error *e) {
+    return pass_prepare(p, model, width, depth, batch, image_size, 1, e);
+}
+
+int poa_vit_pass_layout(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch, int image_size,
+                        poa_error *e) {
+    memset(p, 0, sizeof *p);
+    return pass_prepare(p, model, width, depth, batch, image_size, 0, e);
+}
+
+static int pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch, int image_size,
+                        int with_arena, poa_error *e) {
     const poa_vit_config *c = &model->config;
     if (width < c->head_dim || width > c->max_width || width % c->head_dim)
         return poa_fail(e, "member %dx%d: width must be a multiple of %d in %d..%d", width, depth,
@@ -131,7 +145,9 @@ int poa_vit_pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int d
     p->alpha = (real)((double)c->max_width / width);
     vit_layout layout;
     vit_layout_compute(&layout, p, &p->arena_count);
-    if (arena && capacity >= p->arena_count) {
+    if (!with_arena) {
+        free(arena);
+    } else if (arena && capacity >= p->arena_count) {
         p->arena = arena, p->arena_capacity = capacity;
     } else {
         free(arena);
@@ -150,7 +166,7 @@ int poa_vit_pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int d
             if (p->resample) poa_vit_resample_matrix(p->resample, (int)native_grid, (int)p->grid);
         }
     }
-    if (!p->arena || !p->ones || (p->grid != native_grid && !p->resample)) {
+    if ((with_arena && !p->arena) || !p->ones || (p->grid != native_grid && !p->resample)) {
         poa_vit_pass_free(p);
         return poa_fail(e, "member %dx%d: out of memory for %ld activations", width, depth,
                         p->arena_count);

@@ -91,6 +91,10 @@ typedef struct poa_vit_buffer {
    many there are (writes at most capacity). */
 int poa_vit_pass_buffers(const poa_vit_pass *pass, poa_vit_buffer *out, int capacity);
 
+/* The shape of a pass (layout, block ids, resampling matrix, arena_count) without its arena
+   (arena NULL): what the GPU pass lays its device arena out by. */
+int poa_vit_pass_layout(poa_vit_pass *pass, const poa_vit *model, int width, int depth, long batch, int image_size,
+                        poa_error *e);
 int poa_vit_pass_init(poa_vit_pass *pass, const poa_vit *model, int width, int depth,
                       long batch, int image_size, poa_error *e);
 /* Re-targets an initialised pass to another member or batch, keeping its buffers when they

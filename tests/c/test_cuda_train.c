@@ -12,7 +12,8 @@
    - the first micro-batch: every loss term within 1e-5 and the whole gradient buffer (backbone
      and heads) within 1e-4 of the CPU trainer's (relative to its largest value);
    - three steps (the elastic members drawn from the same cycle): the student, the teacher and
-     AdamW's moments within 1e-4, and every step's loss within 1e-5.
+     AdamW's moments within 1e-4, and every step's loss within 1e-5;
+   - the elastic branch's backbone passes run in the intact branch's activation arenas.
    With a GPU (else SKIP): the same on the device, fp32; and bf16 against the fp32 CPU trainer
    (loss terms within 1e-2, gradients within 2e-2 norm-relative). */
 #include <lua.h>
@@ -132,6 +133,15 @@ static void compare(const char *prefix, const poa_cuda_exec *exec, int bf16) {
                   "%s student %.3g teacher %.3g m %.3g v %.3g", rc ? e.message : "", student, teacher, m, v);
             printf("  %s: student %.3g, teacher %.3g, m %.3g, v %.3g\n", prefix, student, teacher, m, v);
         }
+    }
+    if (!rc) {
+        /* the elastic branch's backbones run in the intact branch's arenas (and bf16 mirrors) */
+        const poa_cuda_branch *intact = &g.branch[0], *elastic = &g.branch[1];
+        snprintf(label, sizeof label, "%s: the elastic passes use the intact passes' activation arenas", prefix);
+        CHECK(label, elastic->global.arena_shared && elastic->global.arena == intact->global.arena &&
+                         elastic->local.arena == intact->local.arena &&
+                         (!bf16 || elastic->global.arena_bf16 == intact->global.arena_bf16),
+              "global %d local %d", elastic->global.arena_shared, elastic->local.arena_shared);
     }
     for (int s = 0; s < STEPS; s++) poa_synthetic_batch_free(&batch[s]);
     free(grads);
