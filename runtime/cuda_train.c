@@ -428,8 +428,9 @@ static int vit_pass(poa_cuda_train *g, poa_cuda_vit_pass *p, int width, int dept
         .params = teacher ? g->teacher : g->student, .grads = teacher ? 0 : g->grads,
         .params_bf16 = teacher ? g->teacher_bf16 : g->student_bf16,
     };
-    if (arena_of && arena_of->batch == batch && arena_of->host.image_size == size && !arena_of->arena_shared) {
-        shared.arena = arena_of->arena, shared.arena_capacity = arena_of->arena_count;
+    if (arena_of && arena_of->batch == batch && arena_of->host.image_size == size &&
+        (!g->bf16 || arena_of->arena_bf16)) {
+        shared.arena = arena_of->arena, shared.arena_capacity = arena_of->arena_capacity;
         shared.arena_bf16 = arena_of->arena_bf16;
     }
     if (poa_cuda_vit_pass_init_shared(p, &g->exec, &g->t->model, width, depth, batch, size, set, g->glue, &shared, e))
@@ -468,9 +469,12 @@ static int branch_passes(poa_cuda_train *g, poa_cuda_branch *b, int width, int d
         b->has_passes = 0;
     }
     if (!b->has_passes) {
-        /* the elastic branch runs after the intact one: it uses the intact passes' arenas */
+        /* the elastic branch runs after the intact one: it uses the intact passes' arenas; the
+           intact branch runs after the teacher: its global pass uses the teacher's */
         if (vit_pass(g, &b->global, width, depth, GB, mb->global_size, 0,
-                     intact && intact->has_passes ? &intact->global : NULL, e))
+                     intact ? (intact->has_passes ? &intact->global : NULL)
+                            : (g->has_teacher ? &g->teacher_pass : NULL),
+                     e))
             return -1;
         if (vit_pass(g, &b->local, width, depth, LB, mb->local_size, 0,
                      intact && intact->has_passes ? &intact->local : NULL, e)) {

@@ -922,6 +922,7 @@ static int pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *lt,
     if (shared) p->params = shared->params, p->grads = shared->grads;
     p->arena_shared = shared && shared->arena && shared->arena_capacity >= p->arena_count;
     if (p->arena_shared) p->arena = shared->arena;
+    p->arena_capacity = p->arena_shared ? shared->arena_capacity : p->arena_count;
     if ((!shared && (allocate(p, &p->params, REGION_PARAMS, f * (size_t)model->parameter_count, e) ||
                      allocate(p, &p->grads, REGION_GRADS, f * (size_t)model->parameter_count, e))) ||
         (!p->arena_shared && allocate(p, &p->arena, REGION_ARENA, f * (size_t)p->arena_count, e)) ||

@@ -131,6 +131,7 @@ typedef struct poa_cuda_vit_pass {
     CUdeviceptr params_bf16, arena_bf16, resample_bf16;
     poa_cuda_vit_shared shared; /* memory owned by the caller (poa_cuda_vit_pass_init_shared) */
     int arena_shared;           /* arena (and arena_bf16) are shared.arena's */
+    long arena_capacity;        /* floats at arena: arena_count, or the shared arena's capacity */
     /* fused (poa_cuda_vit_pass_use_fused): the residual add fused with the next LayerNorm;
        kernels residual_layernorm_forward_<set>, _backward_<set>, _backward_<set>_dw_db and
        _backward_<set>_dgamma */

@@ -13,7 +13,8 @@
      and heads) within 1e-4 of the CPU trainer's (relative to its largest value);
    - three steps (the elastic members drawn from the same cycle): the student, the teacher and
      AdamW's moments within 1e-4, and every step's loss within 1e-5;
-   - the elastic branch's backbone passes run in the intact branch's activation arenas.
+   - the elastic branch's backbone passes run in the intact branch's activation arenas, and the
+     intact global pass in the teacher's.
    With a GPU (else SKIP): the same on the device, fp32; and bf16 against the fp32 CPU trainer
    (loss terms within 1e-2, gradients within 2e-2 norm-relative). */
 #include <lua.h>
@@ -137,8 +138,10 @@ static void compare(const char *prefix, const poa_cuda_exec *exec, int bf16) {
     if (!rc) {
         /* the elastic branch's backbones run in the intact branch's arenas (and bf16 mirrors) */
         const poa_cuda_branch *intact = &g.branch[0], *elastic = &g.branch[1];
-        snprintf(label, sizeof label, "%s: the elastic passes use the intact passes' activation arenas", prefix);
+        snprintf(label, sizeof label, "%s: the elastic passes use the intact passes' activation arenas, the intact "
+                 "global pass the teacher's", prefix);
         CHECK(label, elastic->global.arena_shared && elastic->global.arena == intact->global.arena &&
+                         intact->global.arena == g.teacher_pass.arena &&
                          elastic->local.arena == intact->local.arena &&
                          (!bf16 || elastic->global.arena_bf16 == intact->global.arena_bf16),
               "global %d local %d", elastic->global.arena_shared, elastic->local.arena_shared);
