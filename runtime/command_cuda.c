@@ -16,6 +16,8 @@
 
 #include "commands.h"
 #include "cuda_driver.h"
+#include "cuda_train.h"
+#include "data_synthetic.h"
 #include "nvrtc_cache.h"
 #include "recipe.h"
 
@@ -402,6 +404,72 @@ static int command_report(int argc, char **argv) {
     return failures ? 1 : 0;
 }
 
+/* `poa cuda plan <recipe.lua> [--batch B] [--precision bf16|fp32] [section.field=value ...]`:
+   the device memory one training step would take (runtime/cuda_train.c's planning run). */
+static int command_plan(int argc, char **argv) {
+    const char *recipe = NULL, *precision = "bf16";
+    const char *overrides[70];
+    int count = 0;
+    char batch_override[64] = "";
+    for (int i = 2; i < argc; i++) {
+        if ((!strcmp(argv[i], "--batch") || !strcmp(argv[i], "--precision")) && i + 1 < argc) {
+            if (argv[i][2] == 'b') snprintf(batch_override, sizeof batch_override, "train.batch_size=%s", argv[++i]);
+            else precision = argv[++i];
+        } else if (strchr(argv[i], '=') && count < 64) {
+            overrides[count++] = argv[i];
+        } else if (argv[i][0] != '-' && !recipe) {
+            recipe = argv[i];
+        } else {
+            recipe = NULL;
+            break;
+        }
+    }
+    if (!recipe || (strcmp(precision, "bf16") && strcmp(precision, "fp32"))) {
+        fprintf(stderr, "usage: poa cuda plan <recipe.lua> [--batch B] [--precision bf16|fp32] [section.field=value ...]\n");
+        return 2;
+    }
+    if (batch_override[0]) overrides[count++] = batch_override;
+    overrides[count++] = "ibot.activate_epochs=0"; /* iBOT on: its rows count */
+    overrides[count++] = "train.accumulate=1";
+    poa_error e = { { 0 } };
+    lua_State *L = poa_lua_open(&e);
+    poa_train_config config;
+    poa_trainer t;
+    poa_batch b;
+    poa_cuda_train_plan plan;
+    int rc = !L || poa_train_config_load(L, recipe, overrides, count, &config, &e) ? -1 : 0;
+    if (L) lua_close(L);
+    if (!rc) rc = poa_trainer_init(&t, &config, &e);
+    if (!rc) {
+        rc = poa_synthetic_batch(&b, &t.config, 11, &e) ||
+             poa_cuda_train_plan_memory(&t, !strcmp(precision, "bf16"), &b, &plan, &e);
+        if (!rc) {
+            const double g = 1048576.0; /* MiB */
+            printf("poa cuda plan: %s, batch %d (%d + %d crops of %d and %d px, %d masked tokens), %s\n", recipe,
+                   t.config.batch_size, b.global_count, b.local_count, b.global_size, b.local_size, b.masks.masked,
+                   precision);
+            printf("  state (student, teacher, gradients, AdamW m and v, two bf16 shadows)  %10.1f MiB\n",
+                   plan.state / g);
+            printf("  work buffers (head rows, targets, losses, Sinkhorn-Knopp, KoLeo)        %10.1f MiB\n",
+                   plan.work / g);
+            printf("  teacher pass arena (fp32; the intact global pass shares it)            %10.1f MiB\n",
+                   plan.teacher_arena / g);
+            printf("  intact local-crop pass arena (fp32; the elastic one shares it)         %10.1f MiB\n",
+                   plan.local_arena / g);
+            printf("  peak of one step, every allocation counted (bf16 mirrors, heads)       %10.1f MiB\n",
+                   plan.peak / g);
+            printf("  (plus cuBLASLt's 32 MiB workspace and the CUDA context)\n");
+            poa_synthetic_batch_free(&b);
+        }
+        poa_trainer_free(&t);
+    }
+    if (rc) {
+        fprintf(stderr, "poa cuda plan: %s\n", e.message);
+        return 1;
+    }
+    return 0;
+}
+
 static int command_info(int argc, char **argv) {
     (void)argv;
     if (argc != 2) {
@@ -438,8 +506,10 @@ int poa_command_cuda(int argc, char **argv) {
     if (strcmp(what, "warm") == 0) return command_warm(argc, argv);
     if (strcmp(what, "report") == 0) return command_report(argc, argv);
     if (strcmp(what, "info") == 0) return command_info(argc, argv);
+    if (strcmp(what, "plan") == 0) return command_plan(argc, argv);
     fprintf(stderr, "usage: poa cuda info\n"
                     "       poa cuda warm <recipe.lua> [--arch sm_XX] [--jobs N]\n"
-                    "       poa cuda report <recipe.lua> [--arch sm_XX] [--jobs N]\n");
+                    "       poa cuda report <recipe.lua> [--arch sm_XX] [--jobs N]\n"
+                    "       poa cuda plan <recipe.lua> [--batch B] [--precision bf16|fp32] [section.field=value ...]\n");
     return 2;
 }

@@ -177,8 +177,7 @@ void poa_cuda_close(poa_cuda *cuda) {
         if (cuda->context) cuda->api.primary_ctx_release(cuda->device);
         dlclose(cuda->library);
     }
-    free(cuda->memory.pointers);
-    free(cuda->memory.bytes);
+    poa_cuda_memory_free(&cuda->memory);
     memset(cuda, 0, sizeof *cuda);
 }
 
@@ -202,34 +201,50 @@ void poa_cuda_arch(const poa_cuda *cuda, char *arch, size_t size) {
     snprintf(arch, size, "sm_%d%d", cuda->major, cuda->minor);
 }
 
-int poa_cuda_alloc(poa_cuda *cuda, CUdeviceptr *pointer, size_t bytes, poa_error *e) {
-    poa_cuda_memory *m = &cuda->memory;
+int poa_cuda_memory_add(poa_cuda_memory *m, CUdeviceptr pointer, size_t bytes) {
     if (m->allocations == m->capacity) {
         long capacity = m->capacity ? 2 * m->capacity : 64;
         CUdeviceptr *pointers = realloc(m->pointers, sizeof *pointers * (size_t)capacity);
         if (pointers) m->pointers = pointers;
         size_t *sizes = pointers ? realloc(m->bytes, sizeof *sizes * (size_t)capacity) : NULL;
-        if (!sizes) return poa_fail(e, "cuMemAlloc (%zu bytes): out of host memory for the account", bytes);
+        if (!sizes) return -1;
         m->bytes = sizes, m->capacity = capacity;
     }
-    char what[160];
-    snprintf(what, sizeof what, "cuMemAlloc (%zu bytes, %zu in use)", bytes, m->in_use);
-    if (poa_cuda_check(cuda, cuda->api.mem_alloc(pointer, bytes), what, e)) return -1;
-    m->pointers[m->allocations] = *pointer, m->bytes[m->allocations] = bytes, m->allocations++;
+    m->pointers[m->allocations] = pointer, m->bytes[m->allocations] = bytes, m->allocations++;
     m->in_use += bytes;
     if (m->in_use > m->peak) m->peak = m->in_use;
     return 0;
 }
 
-int poa_cuda_free(poa_cuda *cuda, CUdeviceptr pointer, poa_error *e) {
-    poa_cuda_memory *m = &cuda->memory;
+void poa_cuda_memory_remove(poa_cuda_memory *m, CUdeviceptr pointer) {
     for (long i = m->allocations - 1; i >= 0; i--)
         if (m->pointers[i] == pointer) {
             m->in_use -= m->bytes[i];
             m->allocations--;
             m->pointers[i] = m->pointers[m->allocations], m->bytes[i] = m->bytes[m->allocations];
-            break;
+            return;
         }
+}
+
+void poa_cuda_memory_free(poa_cuda_memory *m) {
+    free(m->pointers), free(m->bytes);
+    memset(m, 0, sizeof *m);
+}
+
+int poa_cuda_alloc(poa_cuda *cuda, CUdeviceptr *pointer, size_t bytes, poa_error *e) {
+    poa_cuda_memory *m = &cuda->memory;
+    char what[160];
+    snprintf(what, sizeof what, "cuMemAlloc (%zu bytes, %zu in use)", bytes, m->in_use);
+    if (poa_cuda_check(cuda, cuda->api.mem_alloc(pointer, bytes), what, e)) return -1;
+    if (poa_cuda_memory_add(m, *pointer, bytes)) {
+        cuda->api.mem_free(*pointer);
+        return poa_fail(e, "cuMemAlloc (%zu bytes): out of host memory for the account", bytes);
+    }
+    return 0;
+}
+
+int poa_cuda_free(poa_cuda *cuda, CUdeviceptr pointer, poa_error *e) {
+    poa_cuda_memory_remove(&cuda->memory, pointer);
     return poa_cuda_check(cuda, cuda->api.mem_free(pointer), "cuMemFree", e);
 }
 

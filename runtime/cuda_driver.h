@@ -115,6 +115,12 @@ int poa_cuda_check(const poa_cuda *cuda, CUresult result, const char *what, poa_
 /* "sm_90" for compute capability 9.0. */
 void poa_cuda_arch(const poa_cuda *cuda, char *arch, size_t size);
 
+/* The account's bookkeeping: an allocation of bytes at pointer, and its release (unknown
+   pointers are ignored). */
+int poa_cuda_memory_add(poa_cuda_memory *m, CUdeviceptr pointer, size_t bytes);
+void poa_cuda_memory_remove(poa_cuda_memory *m, CUdeviceptr pointer);
+void poa_cuda_memory_free(poa_cuda_memory *m);
+
 /* Thin checked wrappers on cuda->stream (asynchronous where the name says so). alloc and free
    keep cuda->memory's account (in use, peak). */
 int poa_cuda_alloc(poa_cuda *cuda, CUdeviceptr *pointer, size_t bytes, poa_error *e);

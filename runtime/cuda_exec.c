@@ -8,20 +8,24 @@
 
 #include "nvrtc_cache.h"
 
+static unsigned long fake_allocations; /* makes the fake addresses distinct */
+
 int poa_cuda_exec_alloc(const poa_cuda_exec *x, CUdeviceptr *pointer, int region, size_t bytes, poa_error *e) {
+    if (x->cuda) return poa_cuda_alloc(x->cuda, pointer, bytes ? bytes : 4, e);
     if (x->emulator) {
         *pointer = (CUdeviceptr)(uintptr_t)calloc(bytes ? bytes : 4, 1);
-        return *pointer ? 0 : poa_fail(e, "out of host memory for %zu bytes", bytes);
+        if (!*pointer) return poa_fail(e, "out of host memory for %zu bytes", bytes);
+    } else {
+        *pointer = ((CUdeviceptr)region << 40) + (CUdeviceptr)(fake_allocations++ % 4096) * 4096;
     }
-    if (!x->cuda) {
-        *pointer = (CUdeviceptr)region << 40;
-        return 0;
-    }
-    return poa_cuda_alloc(x->cuda, pointer, bytes ? bytes : 4, e);
+    if (x->account && poa_cuda_memory_add(x->account, *pointer, bytes))
+        return poa_fail(e, "out of host memory for the allocation account");
+    return 0;
 }
 
 void poa_cuda_exec_free(const poa_cuda_exec *x, CUdeviceptr *pointer) {
     if (!*pointer) return;
+    if (x->account && !x->cuda) poa_cuda_memory_remove(x->account, *pointer);
     if (x->emulator) free((void *)(uintptr_t)*pointer);
     if (x->cuda) {
         poa_error ignored;

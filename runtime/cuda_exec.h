@@ -61,6 +61,8 @@ typedef struct poa_cuda_exec {
     int planning;                       /* 1: GEMMs only build their cuBLASLt plans, nothing runs */
     poa_cuda_profile *profile;          /* non-NULL: time every launch and GEMM (GPU only) */
     poa_cuda_modules *modules;          /* non-NULL: modules come from (and stay in) this cache */
+    poa_cuda_memory *account;           /* non-NULL: emulated and planned allocations are counted here
+                                           (on a GPU the driver's cuda->memory counts them) */
 } poa_cuda_exec;
 
 /* Whether anything runs (a GPU or an emulator, and not planning). */
@@ -68,8 +70,9 @@ static inline int poa_cuda_exec_runs(const poa_cuda_exec *x) {
     return (x->cuda || x->emulator) && !x->planning;
 }
 
-/* Memory: on the GPU, emulated (calloc'd host memory) or, nowhere, a distinct fake address
-   `region << 40` so that traces can name what an address points at. */
+/* Memory: on the GPU, emulated (calloc'd host memory) or, nowhere, a fake address in region r's
+   terabyte from r << 40 (each a distinct one) so that traces can name what an address points at
+   and a planning run can count what a step would allocate (x->account). */
 int poa_cuda_exec_alloc(const poa_cuda_exec *x, CUdeviceptr *pointer, int region, size_t bytes, poa_error *e);
 void poa_cuda_exec_free(const poa_cuda_exec *x, CUdeviceptr *pointer);
 /* Host -> device, asynchronous on the GPU (keep `from` alive until a synchronize). */

@@ -188,7 +188,8 @@ static size_t lay_out_work(poa_cuda_train *g, CUdeviceptr base) {
     const long N = (long)(r->global_crop_size / r->vit.patch_size) * (r->global_crop_size / r->vit.patch_size);
     const long D = t->model.config.max_width, H = t->heads.config.heads, kmax = kmax_of(&t->heads);
     const long chunks_total = chunks_of(g->n > g->nh ? g->n : g->nh);
-    g->max_masked = G * B * N;
+    /* the collate function masks int(G B probability) slots of at most int(N ratio_max) tokens */
+    g->max_masked = (long)((double)(G * B) * c->mask_probability) * (long)((double)N * c->mask_ratio_max);
     g->max_rows = (L + G) * B + g->max_masked;
     const long rows = g->max_rows, sk_chunks = chunks_of(g->max_rows * kmax);
     bump b = { base, 0 };
@@ -659,9 +660,11 @@ int poa_cuda_train_micro_batch(poa_cuda_train *g, const poa_batch *mb, int micro
     shapes sh = { mb->batch_size, mb->global_count, mb->local_count, mb->global_size, mb->local_size,
                   (long)(mb->global_size / vc->patch_size) * (mb->global_size / vc->patch_size),
                   st->ibot_active ? mb->masks.masked : 0 };
-    if ((long)sh.G * sh.B * sh.N > g->max_masked || sh.B > c->batch_size)
-        return poa_fail(e, "GPU step: a micro-batch of %ld images of %d + %d crops is larger than the recipe's", sh.B,
-                        sh.G, sh.L);
+    if (sh.masked > g->max_masked || sh.B > c->batch_size || sh.G > c->recipe.global_crop_count ||
+        sh.L > c->recipe.local_crop_count || sh.S > c->recipe.global_crop_size || sh.s > c->recipe.local_crop_size)
+        return poa_fail(e, "GPU step: a micro-batch of %ld images of %d + %d crops (%ld masked tokens) is larger than "
+                           "the recipe's (%d images, %ld masked tokens at most)",
+                        sh.B, sh.G, sh.L, sh.masked, c->batch_size, g->max_masked);
     if (micro == 0 && fill(g, g->terms, 2 * TERM_COUNT, e)) return -1; /* the doubles as floats */
     if (sh.masked &&
         (poa_cuda_exec_upload(&g->exec, g->mask_indices, mb->masks.indices, sizeof(int) * (size_t)sh.masked, e) ||
@@ -679,6 +682,29 @@ int poa_cuda_train_micro_batch(poa_cuda_train *g, const poa_batch *mb, int micro
     }
     /* the masks' host buffers may change with the next batch: finish reading them */
     return poa_cuda_exec_synchronize(&g->exec, e);
+}
+
+int poa_cuda_train_plan_memory(poa_trainer *t, int bf16, const poa_batch *batch, poa_cuda_train_plan *plan,
+                               poa_error *e) {
+    memset(plan, 0, sizeof *plan);
+    poa_cuda_memory account = { 0 };
+    poa_cuda_exec nowhere = { .account = &account };
+    poa_cuda_train g;
+    int rc = poa_cuda_train_init(&g, t, &nowhere, bf16, e);
+    if (!rc) {
+        poa_cuda_train_begin_step(&g);
+        rc = poa_cuda_train_micro_batch(&g, batch, 0, e);
+        const size_t all = (size_t)(g.n + g.nh);
+        plan->state = all * (5 * sizeof(float) + 2 * sizeof(uint16_t));
+        plan->work = g.work_bytes;
+        plan->teacher_arena = g.has_teacher ? sizeof(float) * (size_t)g.teacher_pass.arena_count : 0;
+        plan->global_arena = g.branch[0].has_passes ? sizeof(float) * (size_t)g.branch[0].global.arena_count : 0;
+        plan->local_arena = g.branch[0].has_passes ? sizeof(float) * (size_t)g.branch[0].local.arena_count : 0;
+        poa_cuda_train_free(&g);
+    }
+    plan->peak = account.peak;
+    poa_cuda_memory_free(&account);
+    return rc;
 }
 
 /* ---- the update ---- */

@@ -123,6 +123,19 @@ int poa_cuda_train_micro_batch(poa_cuda_train *g, const poa_batch *batch, int mi
 int poa_cuda_train_reduce_step(poa_cuda_train *g, poa_error *e);
 int poa_cuda_train_end_step(poa_cuda_train *g, poa_error *e);
 
+/* What one step of t would allocate on a GPU, found by running the set-up and one micro-batch
+   of batch nowhere (nothing runs; every allocation is counted): the peak, the state
+   (parameters, gradients, moments, shadows), the work buffers, and the teacher's, the intact
+   global and local passes' arenas (fp32; bf16 mirrors as much again in half). cuBLASLt's
+   workspace (32 MiB) and the CUDA context are not included. t's elastic cycle advances by one
+   draw: give it a trainer of its own. */
+typedef struct poa_cuda_train_plan {
+    size_t peak, state, work, teacher_arena, global_arena, local_arena;
+} poa_cuda_train_plan;
+
+int poa_cuda_train_plan_memory(poa_trainer *t, int bf16, const poa_batch *batch, poa_cuda_train_plan *plan,
+                               poa_error *e);
+
 /* The device state into the trainer's host buffers (student, teacher, AdamW moments), e.g.
    before poa_trainer_save; and the reverse, after poa_trainer_load. */
 int poa_cuda_train_download(poa_cuda_train *g, poa_error *e);

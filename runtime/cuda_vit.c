@@ -813,12 +813,15 @@ static int load_module(poa_cuda_vit_pass *p, const char *source, const char *nam
     return poa_cuda_exec_load_module(&p->exec, source, name, module, e);
 }
 
-static int pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *lt,
-                     const poa_cuda_emulator *emulator, const poa_vit *model, int width, int depth,
+static int pass_init(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, const poa_vit *model, int width, int depth,
                      long batch, int image_size, const char *kernel_set, const char *glue_source,
                      const poa_cuda_vit_shared *shared, poa_error *e) {
+    poa_cuda *cuda = exec->cuda;
+    poa_cublaslt *lt = exec->lt;
+    const poa_cuda_emulator *emulator = exec->emulator;
     memset(p, 0, sizeof *p);
-    p->exec.emulator = emulator;
+    p->exec = *exec; /* with its module cache, allocation account and profile */
+    p->exec.planning = 0;
     if (shared) {
         p->shared = *shared;
         if (!shared->params) return poa_fail(e, "CUDA ViT pass: shared memory needs the parameters");
@@ -827,8 +830,6 @@ static int pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *lt,
     /* the host pass: the shape, block ids, resampling matrix and arena layout, no arena */
     if (poa_vit_pass_layout(&p->host, model, width, depth, batch, image_size, e)) return -1;
     p->model = model;
-    p->exec.cuda = cuda;
-    p->exec.lt = lt;
     p->trace = cuda == NULL; /* trace-only and emulated passes */
     p->width = width, p->depth = depth, p->batch = batch;
     p->rows = p->host.rows, p->tokens = p->host.tokens, p->patches = p->host.patches;
@@ -986,22 +987,24 @@ static int pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *lt,
 int poa_cuda_vit_pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *model,
                            int width, int depth, long batch, int image_size, const char *kernel_set,
                            const char *glue_source, poa_error *e) {
-    return pass_init(p, cuda, lt, NULL, model, width, depth, batch, image_size, kernel_set, glue_source, NULL, e);
+    poa_cuda_exec exec = { .cuda = cuda, .lt = lt };
+    return pass_init(p, &exec, model, width, depth, batch, image_size, kernel_set, glue_source, NULL, e);
 }
 
 int poa_cuda_vit_pass_init_emulated(poa_cuda_vit_pass *p, const poa_cuda_emulator *emulator,
                                     const poa_vit *model, int width, int depth, long batch, int image_size,
                                     const char *kernel_set, poa_error *e) {
     if (!emulator) return poa_fail(e, "emulated pass: no emulator");
-    return pass_init(p, NULL, NULL, emulator, model, width, depth, batch, image_size, kernel_set, "", NULL, e);
+    poa_cuda_exec exec = { .emulator = emulator };
+    return pass_init(p, &exec, model, width, depth, batch, image_size, kernel_set, "", NULL, e);
 }
 
 int poa_cuda_vit_pass_init_shared(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, const poa_vit *model, int width,
                                   int depth, long batch, int image_size, const char *kernel_set,
                                   const char *glue_source, const poa_cuda_vit_shared *shared, poa_error *e) {
     if (exec->cuda && !exec->lt) return poa_fail(e, "CUDA ViT pass: a GPU pass needs a cuBLASLt handle");
-    return pass_init(p, exec->cuda, exec->lt, exec->emulator, model, width, depth, batch, image_size, kernel_set,
-                     exec->cuda ? glue_source : "", shared, e);
+    return pass_init(p, exec, model, width, depth, batch, image_size, kernel_set, exec->cuda ? glue_source : "",
+                     shared, e);
 }
 
 int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *p, poa_error *e) {

@@ -14,7 +14,8 @@
    - three steps (the elastic members drawn from the same cycle): the student, the teacher and
      AdamW's moments within 1e-4, and every step's loss within 1e-5;
    - the elastic branch's backbone passes run in the intact branch's activation arenas, and the
-     intact global pass in the teacher's.
+     intact global pass in the teacher's;
+   - `poa cuda plan`'s memory plan (the step run nowhere) is exactly what the step allocates.
    With a GPU (else SKIP): the same on the device, fp32; and bf16 against the fp32 CPU trainer
    (loss terms within 1e-2, gradients within 2e-2 norm-relative). */
 #include <lua.h>
@@ -152,6 +153,44 @@ static void compare(const char *prefix, const poa_cuda_exec *exec, int bf16) {
     poa_trainer_free(&cpu), poa_trainer_free(&gpu);
 }
 
+/* poa_cuda_train_plan_memory (the set-up and a micro-batch run nowhere) counts exactly what the
+   emulated step allocates, and what it reports adds up. */
+static void check_plan(void) {
+    poa_error e = { { 0 } };
+    poa_trainer planned, run;
+    poa_batch b;
+    if (load_trainer(&planned, &e) || load_trainer(&run, &e) || poa_synthetic_batch(&b, &run.config, 21, &e)) {
+        CHECK("memory plan", 0, "%s", e.message);
+        return;
+    }
+    poa_cuda_train_plan plan;
+    int rc = poa_cuda_train_plan_memory(&planned, 1, &b, &plan, &e);
+    step_emulator em = { .scratch_count = 4L << 20 };
+    em.scratch = calloc((size_t)em.scratch_count, sizeof(float));
+    poa_cuda_emulator callbacks = { .context = &em, .launch = emulate_step_launch, .gemm = emulate_step_gemm };
+    poa_cuda_memory account = { 0 };
+    poa_cuda_exec exec = { .emulator = &callbacks, .account = &account };
+    poa_cuda_train g;
+    if (!rc) rc = poa_cuda_train_init(&g, &run, &exec, 1, &e);
+    if (!rc) {
+        poa_cuda_train_begin_step(&g);
+        rc = poa_cuda_train_micro_batch(&g, &b, 0, &e);
+        poa_cuda_train_free(&g);
+    }
+    printf("  plan: peak %zu bytes (state %zu, work %zu, teacher arena %zu, local arena %zu); emulated step: peak "
+           "%zu bytes, %zu left after it\n", plan.peak, plan.state, plan.work, plan.teacher_arena, plan.local_arena,
+           account.peak, account.in_use);
+    CHECK("memory plan: the planned peak of a bf16 step is exactly what the emulated step allocates, all freed after",
+          !rc && plan.peak == account.peak && account.in_use == 0 &&
+              plan.peak > plan.state + plan.work + plan.teacher_arena + plan.local_arena,
+          "%s planned %zu, emulated %zu (in use after %zu)", rc ? e.message : "", plan.peak, account.peak,
+          account.in_use);
+    poa_cuda_memory_free(&account);
+    free(em.scratch);
+    poa_synthetic_batch_free(&b);
+    poa_trainer_free(&planned), poa_trainer_free(&run);
+}
+
 static void check_emulated(void) {
     step_emulator em = { 0 };
     em.scratch_count = 4L << 20;
@@ -192,6 +231,7 @@ static void check_gpu(void) {
 }
 
 int main(void) {
+    check_plan();
     check_emulated();
     check_gpu();
     CHECK_EXIT();
