@@ -9,10 +9,12 @@
 #include <math.h>
 #include <stdint.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "backend.h"
 #include "bf16.h"
+#include "check.h"
 #include "cublaslt.h"
 #include "error.h"
 #include "heads_kernels.h"
@@ -67,6 +69,23 @@ static inline int colmajor_matmul(const poa_cublaslt_call *g, poa_error *e) {
             bias[j] = (float)s;
         }
     return 0;
+}
+
+/* The GPU checks' start: 1 with the device and a cuBLASLt handle open (name printed), 0 when
+   there is no GPU (*why says so: the caller prints its SKIP lines), -1 after a FAIL line. */
+static inline int open_gpu_for_tests(poa_cuda *cuda, poa_cublaslt *lt, poa_error *why) {
+    if (poa_cuda_open(cuda, why)) {
+        if (cuda->no_gpu) return 0;
+        CHECK("gpu: open the device", 0, "%s", why->message);
+        return -1;
+    }
+    printf("  GPU: %s (sm_%d%d)\n", cuda->device_name, cuda->major, cuda->minor);
+    if (poa_cublaslt_init(lt, cuda, 0, why)) {
+        CHECK("gpu: cuBLASLt handle and workspace", 0, "%s", why->message);
+        poa_cuda_close(cuda);
+        return -1;
+    }
+    return 1;
 }
 
 /* A launch's arguments: a device (here host) pointer, a long. */

@@ -398,25 +398,18 @@ static void check_emulated(const poa_heads *heads) {
 
 static void check_gpu(const poa_heads *heads) {
     poa_cuda cuda;
+    poa_cublaslt lt;
     poa_error e = { { 0 } };
-    int rc = poa_cuda_open(&cuda, &e);
-    if (rc && cuda.no_gpu) {
+    int rc = open_gpu_for_tests(&cuda, &lt, &e);
+    if (rc == 0) {
         CHECK_SKIP("gpu: heads at width 96 against the CPU heads within 1e-4", e.message);
         CHECK_SKIP("gpu: heads at width 64 against the CPU heads within 1e-4", e.message);
         CHECK_SKIP("gpu bf16: heads at width 96 against the CPU heads (logits 1e-2, gradients 2e-2)", e.message);
         CHECK_SKIP("gpu bf16: heads at width 64 against the CPU heads (logits 1e-2, gradients 2e-2)", e.message);
-        return;
     }
-    if (rc) {
-        CHECK("gpu: open the device", 0, "%s", e.message);
-        return;
-    }
-    printf("  GPU: %s (sm_%d%d)\n", cuda.device_name, cuda.major, cuda.minor);
-    poa_cublaslt lt;
+    if (rc <= 0) return;
     char *source = NULL;
-    if (poa_cublaslt_init(&lt, &cuda, 0, &e)) {
-        CHECK("gpu: cuBLASLt handle and workspace", 0, "%s", e.message);
-    } else if (poa_cuda_heads_source(&source, &e)) {
+    if (poa_cuda_heads_source(&source, &e)) {
         CHECK("gpu: heads kernel source", 0, "%s", e.message);
         poa_cublaslt_free(&lt);
     } else {

@@ -206,22 +206,14 @@ static void check_emulated(void) {
 
 static void check_gpu(void) {
     poa_cuda cuda;
+    poa_cublaslt lt;
     poa_error e = { { 0 } };
-    if (poa_cuda_open(&cuda, &e)) {
-        if (!cuda.no_gpu) {
-            CHECK("gpu: open the device", 0, "%s", e.message);
-            return;
-        }
+    int rc = open_gpu_for_tests(&cuda, &lt, &e);
+    if (rc == 0) {
         CHECK_SKIP("gpu: the training step against the CPU trainer (gradients 1e-4, 3 steps 1e-4)", e.message);
         CHECK_SKIP("gpu bf16: the training step against the fp32 CPU trainer (terms 1e-2, gradients 2e-2)", e.message);
-        return;
     }
-    poa_cublaslt lt;
-    if (poa_cublaslt_init(&lt, &cuda, 0, &e)) {
-        CHECK("gpu: cuBLASLt", 0, "%s", e.message);
-        poa_cuda_close(&cuda);
-        return;
-    }
+    if (rc <= 0) return;
     poa_cuda_exec exec = { .cuda = &cuda, .lt = &lt };
     compare("gpu", &exec, 0);
     compare("gpu bf16", &exec, 1);

@@ -1309,23 +1309,11 @@ static void skip_gpu(const char *why) {
 
 static void check_gpu(void) {
     poa_cuda cuda;
-    poa_error e = { { 0 } };
-    int rc = poa_cuda_open(&cuda, &e);
-    if (rc && cuda.no_gpu) {
-        skip_gpu(e.message);
-        return;
-    }
-    if (rc) {
-        CHECK("gpu: open the device", 0, "%s", e.message);
-        return;
-    }
-    printf("  GPU: %s (sm_%d%d)\n", cuda.device_name, cuda.major, cuda.minor);
     poa_cublaslt lt;
-    if (poa_cublaslt_init(&lt, &cuda, 0, &e)) {
-        CHECK("gpu: cuBLASLt handle and workspace", 0, "%s", e.message);
-        poa_cuda_close(&cuda);
-        return;
-    }
+    poa_error e = { { 0 } };
+    int rc = open_gpu_for_tests(&cuda, &lt, &e);
+    if (rc == 0) skip_gpu(e.message);
+    if (rc <= 0) return;
     check_gpu_gemm(&lt, &cuda);
     poa_recipe recipe;
     poa_vit m;

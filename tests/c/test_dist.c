@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "free_port.h"
 #include "cuda_driver.h"
 #include "dist.h"
 
@@ -143,18 +144,6 @@ static void test_hostlists(void) {
     CHECK("malformed hostlists are refused (or, empty, give no host)", refused, "see above");
 }
 
-/* A port that was free a moment ago. */
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET, a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &len))
-        return 29500 + (int)(getpid() % 1000);
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 static void member(poa_dist *d, int rank, int world, int port, double timeout) {
     poa_dist_single(d);

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "free_port.h"
 #include "cuda_emulator.h"
 #include "cuda_train.h"
 #include "data_synthetic.h"
@@ -213,17 +214,6 @@ static int rank_main(int rank, int port, int gpu) {
     return rc ? 1 : 0;
 }
 
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET, a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &len))
-        return 29500 + (int)(getpid() % 1000);
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 /* max |a - b| / max |b - before| over n values: the difference against the size of the update. */
 static double versus_update(const real *a, const real *b, const real *before, long n, double *largest_diff) {
