@@ -12,6 +12,42 @@ local EPS = 1e-6                      -- LayerNorm eps of the ViT (reference §1
 local SQRT1_2 = 0.70710678118654752440
 local INV_SQRT_2PI = 0.39894228040143267794
 
+-- LayerNorm over the WIDTH channels of row x: the stages that store mean, rstd and
+-- y = (x - mean) * rstd * w + b, the rstd bound to the name rstd_name (free in the op).
+local function layernorm_stages(w, b, rstd_name)
+  return {
+    ir.reduce("sum", L("x")),
+    ir.let("mu", V("sum") / V("WIDTH")),
+    ir.reduce("squares", (L("x") - V("mu")) * (L("x") - V("mu"))),
+    ir.let(rstd_name, 1 / call("sqrt", V("squares") / V("WIDTH") + EPS)),
+    ir.store("mean", V("mu")),
+    ir.store("rstd", V(rstd_name)),
+    ir.map("y", (L("x") - V("mu")) * V(rstd_name) * L(w) + L(b)),
+  }
+end
+
+-- Its backward's row part: dx = (or +=, accumulate) rstd * (g - mean(g) - xhat * mean(g * xhat)),
+-- g = dy * w, xhat = (x - mean) * rstd.
+local function layernorm_backward_stages(accumulate)
+  local xhat = (L("x") - L("mean")) * L("rstd")
+  local g = L("dy") * L("w")
+  return {
+    ir.reduce("g_sum", g),
+    ir.reduce("gx_sum", g * xhat),
+    ir.let("g_mean", V("g_sum") / V("WIDTH")),
+    ir.let("gx_mean", V("gx_sum") / V("WIDTH")),
+    ir.map("dx", L("rstd") * (g - V("g_mean") - xhat * V("gx_mean")), accumulate and { accumulate = true } or nil),
+  }
+end
+
+-- The stages of a, then of b.
+local function concat(a, b)
+  local out = {}
+  for _, s in ipairs(a) do out[#out + 1] = s end
+  for _, s in ipairs(b) do out[#out + 1] = s end
+  return out
+end
+
 -- LayerNorm over the WIDTH channels of each row.
 ops.layernorm_forward = ir.op({
   name = "layernorm_forward",
@@ -24,20 +60,11 @@ ops.layernorm_forward = ir.op({
   tensors = { y = ir.rows("WIDTH"), x = ir.rows("WIDTH"), mean = ir.per_row(),
               rstd = ir.per_row(), w = ir.vector(), b = ir.vector() },
   length = "WIDTH",
-  stages = {
-    ir.reduce("sum", L("x")),
-    ir.let("mu", V("sum") / V("WIDTH")),
-    ir.reduce("squares", (L("x") - V("mu")) * (L("x") - V("mu"))),
-    ir.let("s", 1 / call("sqrt", V("squares") / V("WIDTH") + EPS)),
-    ir.store("mean", V("mu")),
-    ir.store("rstd", V("s")),
-    ir.map("y", (L("x") - V("mu")) * V("s") * L("w") + L("b")),
-  },
+  stages = layernorm_stages("w", "b", "s"),
 })
 
 do
   local xhat = (L("x") - L("mean")) * L("rstd")
-  local g = L("dy") * L("w")
   ops.layernorm_backward = ir.op({
     name = "layernorm_backward",
     math = {
@@ -51,15 +78,10 @@ do
                 mean = ir.per_row(), rstd = ir.per_row(), w = ir.vector(), dw = ir.vector(),
                 db = ir.vector() },
     length = "WIDTH",
-    stages = {
-      ir.reduce("g_sum", g),
-      ir.reduce("gx_sum", g * xhat),
-      ir.let("g_mean", V("g_sum") / V("WIDTH")),
-      ir.let("gx_mean", V("gx_sum") / V("WIDTH")),
-      ir.map("dx", L("rstd") * (g - V("g_mean") - xhat * V("gx_mean"))),
+    stages = concat(layernorm_backward_stages(false), {
       ir.colsum({ over = { { "r", "rows" } },
                   outputs = { { "dw", L("dy") * xhat }, { "db", L("dy") } } }),
-    },
+    }),
   })
 end
 
@@ -199,20 +221,12 @@ do
                { "batch", "long" }, { "tokens", "long" } },
     tensors = tensors, optional = { "sample_scale" },
     length = "WIDTH", loops = sample, row = V("b") * V("tokens") + V("t"),
-    stages = {
+    stages = concat({
       ir.let("s", s),
       ir.map("x", V("s") * L("gamma") * L("h"), { accumulate = true }),
-      ir.reduce("sum", L("x")),
-      ir.let("mu", V("sum") / V("WIDTH")),
-      ir.reduce("squares", (L("x") - V("mu")) * (L("x") - V("mu"))),
-      ir.let("rs", 1 / call("sqrt", V("squares") / V("WIDTH") + EPS)),
-      ir.store("mean", V("mu")),
-      ir.store("rstd", V("rs")),
-      ir.map("y", (L("x") - V("mu")) * V("rs") * L("w") + L("bias")),
-    },
+    }, layernorm_stages("w", "bias", "rs")),
   })
   local xhat = (L("x") - L("mean")) * L("rstd")
-  local g = L("dy") * L("w")
   ops.residual_layernorm_backward = ir.op({
     name = "residual_layernorm_backward",
     math = {
@@ -228,19 +242,14 @@ do
                { "tokens", "long" } },
     tensors = tensors, optional = { "sample_scale" },
     length = "WIDTH", loops = sample, row = V("b") * V("tokens") + V("t"),
-    stages = {
-      ir.reduce("g_sum", g),
-      ir.reduce("gx_sum", g * xhat),
-      ir.let("g_mean", V("g_sum") / V("WIDTH")),
-      ir.let("gx_mean", V("gx_sum") / V("WIDTH")),
-      ir.map("dx", L("rstd") * (g - V("g_mean") - xhat * V("gx_mean")), { accumulate = true }),
+    stages = concat(layernorm_backward_stages(true), {
       ir.let("s", s),
       ir.map("dh", V("s") * L("gamma") * L("dx")),
       ir.colsum({ over = { { "b", "batch" }, { "t", "tokens" } },
                   outputs = { { "dw", L("dy") * xhat }, { "db", L("dy") } } }),
       ir.colsum({ over = { { "b", "batch" }, { "t", "tokens" } }, lets = { { "s", s } },
                   outputs = { { "dgamma", V("s") * L("h") * L("dx") } } }),
-    },
+    }),
   })
 end
 
