@@ -456,7 +456,7 @@ static int command_plan(int argc, char **argv) {
                    plan.teacher_arena / g);
             printf("  intact local-crop pass arena (fp32; the elastic one shares it)         %10.1f MiB\n",
                    plan.local_arena / g);
-            printf("  peak of one step, every allocation counted (bf16 mirrors, heads)       %10.1f MiB\n",
+            printf("  peak of one step, every allocation counted (bf16 casts, heads)         %10.1f MiB\n",
                    plan.peak / g);
             printf("  (plus cuBLASLt's 32 MiB workspace and the CUDA context)\n");
             poa_synthetic_batch_free(&b);

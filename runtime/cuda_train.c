@@ -429,11 +429,12 @@ static int vit_pass(poa_cuda_train *g, poa_cuda_vit_pass *p, int width, int dept
         .params = teacher ? g->teacher : g->student, .grads = teacher ? 0 : g->grads,
         .params_bf16 = teacher ? g->teacher_bf16 : g->student_bf16,
     };
-    if (arena_of && arena_of->batch == batch && arena_of->host.image_size == size &&
-        (!g->bf16 || arena_of->arena_bf16)) {
+    if (arena_of && arena_of->batch == batch && arena_of->host.image_size == size)
         shared.arena = arena_of->arena, shared.arena_capacity = arena_of->arena_capacity;
-        shared.arena_bf16 = arena_of->arena_bf16;
-    }
+    /* one pair of bf16 cast slots for every pass of the step (they run one after another): the
+       teacher's, the largest */
+    if (g->has_teacher && g->teacher_pass.bf16 && p != &g->teacher_pass)
+        shared.cast_bf16 = g->teacher_pass.cast_bf16, shared.cast_capacity = g->teacher_pass.cast_capacity;
     if (poa_cuda_vit_pass_init_shared(p, &g->exec, &g->t->model, width, depth, batch, size, set, g->glue, &shared, e))
         return -1;
     if ((g->bf16 && poa_cuda_vit_pass_use_bf16(p, e)) || poa_cuda_vit_pass_use_fused(p, g->fused_source, e) ||

@@ -407,9 +407,9 @@ static int bias_grad(poa_cuda_vit_pass *p, const char *what, CUdeviceptr dst, CU
 
 /* The bf16 form of a GEMM operand stored as rows x cols, ld apart, at an fp32 address: the
    parameter's bf16 shadow, the resampling matrix's bf16 copy, or, for an arena buffer, its
-   block cast now into the bf16 mirror of the arena at the same offset (same ld). */
-static int bf16_operand(poa_cuda_vit_pass *p, CUdeviceptr x, long rows, long cols, long ld, CUdeviceptr *out,
-                        poa_error *e) {
+   block cast now into cast slot `slot` (same ld). */
+static int bf16_operand(poa_cuda_vit_pass *p, CUdeviceptr x, long rows, long cols, long ld, int slot,
+                        CUdeviceptr *out, poa_error *e) {
     const size_t f = sizeof(float);
     if (x >= p->params && x < p->params + f * (size_t)p->model->parameter_count) {
         *out = p->params_bf16 + (x - p->params) / 2;
@@ -420,7 +420,10 @@ static int bf16_operand(poa_cuda_vit_pass *p, CUdeviceptr x, long rows, long col
         return 0;
     }
     if (x >= p->arena && x < p->arena + f * (size_t)p->arena_count) {
-        CUdeviceptr dst = p->arena_bf16 + (x - p->arena) / 2;
+        if ((rows - 1) * ld + cols > p->cast_capacity)
+            return poa_fail(e, "member %dx%d: a GEMM operand of %ld x %ld (ld %ld) exceeds the cast slot of %ld", p->width,
+                            p->depth, rows, cols, ld, p->cast_capacity);
+        CUdeviceptr dst = p->cast_bf16 + 2 * (size_t)(slot * p->cast_capacity);
         poa_cuda_step s = { .kind = POA_CUDA_STEP_GLUE, .name = "poa_glue_to_bf16", .src = x, .dst = dst,
                             .m = rows, .n = cols, .ldc = ld };
         void *args[] = { &dst, &x, &ld, &rows, &cols };
@@ -442,8 +445,8 @@ static int gemm(poa_cuda_vit_pass *p, const char *what, int ta, int tb, long m, 
                                .epilogue = bias_epilogue ? POA_LT_EPILOGUE_BIAS : POA_LT_EPILOGUE_NONE,
                                .bias = bias_epilogue ? bias : 0 };
     if (p->bf16) {
-        if (bf16_operand(p, a, ta ? k : m, ta ? m : k, lda, &call.a, e) ||
-            bf16_operand(p, b, tb ? n : k, tb ? k : n, ldb, &call.b, e))
+        if (bf16_operand(p, a, ta ? k : m, ta ? m : k, lda, 0, &call.a, e) ||
+            bf16_operand(p, b, tb ? n : k, tb ? k : n, ldb, 1, &call.b, e))
             return -1;
         call.type_a = call.type_b = POA_LT_BF16;
     }
@@ -1015,11 +1018,17 @@ int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *p, poa_error *e) {
     const long native = p->model->config.image_size / p->model->config.patch_size;
     const long resample_count = p->host.resample ? p->patches * native * native : 0;
     if (p->shared.params_bf16) p->params_bf16 = p->shared.params_bf16;
+    /* the cast slots: as large as the largest activation operand (rows x the widest of 3 x width,
+       the MLP's hidden width and a patch) */
+    const long patch_len = (long)p->model->config.in_channels * p->model->config.patch_size * p->model->config.patch_size;
+    long widest = 3L * p->width > p->host.hidden ? 3L * p->width : p->host.hidden;
+    if (patch_len > widest) widest = patch_len;
+    p->cast_capacity = p->rows * widest;
+    p->cast_shared = p->shared.cast_bf16 && p->shared.cast_capacity >= p->cast_capacity;
+    if (p->cast_shared) p->cast_bf16 = p->shared.cast_bf16, p->cast_capacity = p->shared.cast_capacity;
     if ((!p->shared.params_bf16 &&
          allocate(p, &p->params_bf16, REGION_PARAMS_BF16, 2 * (size_t)p->model->parameter_count, e)) ||
-        (p->arena_shared && p->shared.arena_bf16 ? (p->arena_bf16 = p->shared.arena_bf16, 0)
-                                                 : allocate(p, &p->arena_bf16, REGION_ARENA_BF16,
-                                                            2 * (size_t)p->arena_count, e)) ||
+        (p->cast_shared ? 0 : allocate(p, &p->cast_bf16, REGION_ARENA_BF16, 2 * 2 * (size_t)p->cast_capacity, e)) ||
         (resample_count && allocate(p, &p->resample_bf16, REGION_RESAMPLE_BF16, 2 * (size_t)resample_count, e)))
         return poa_fail(e, "member %dx%d: bf16 buffers: %s", p->width, p->depth, e->message);
     p->bf16 = 1;
@@ -1100,13 +1109,11 @@ int poa_cuda_vit_pass_plan_gemms(poa_cuda_vit_pass *p, poa_error *e) {
 void poa_cuda_vit_pass_free(poa_cuda_vit_pass *p) {
     if (p->shared.params) p->params = p->grads = 0; /* not ours */
     if (p->shared.params_bf16) p->params_bf16 = 0;
-    if (p->arena_shared) {
-        if (p->arena_bf16 == p->shared.arena_bf16) p->arena_bf16 = 0;
-        p->arena = 0;
-    }
+    if (p->arena_shared) p->arena = 0;
+    if (p->cast_shared) p->cast_bf16 = 0;
     CUdeviceptr *pointers[] = { &p->params, &p->grads, &p->arena, &p->ones, &p->resample,
                                 &p->images, &p->mask, &p->drop_scale, &p->params_bf16,
-                                &p->arena_bf16, &p->resample_bf16 };
+                                &p->cast_bf16, &p->resample_bf16 };
     for (size_t i = 0; i < sizeof pointers / sizeof pointers[0]; i++) poa_cuda_exec_free(&p->exec, pointers[i]);
     if (p->exec.cuda) {
         poa_cuda_exec_unload_module(&p->exec, p->set_module);

@@ -105,11 +105,12 @@ typedef struct poa_cuda_step {
    shadow (0: none). */
 typedef struct poa_cuda_vit_shared {
     CUdeviceptr params, grads, params_bf16;
-    /* another pass's activation arena (arena_capacity floats) and its bf16 mirror, used when it
-       is large enough and that pass is done with it (the elastic branch runs after the intact
-       one); 0: the pass allocates its own */
-    CUdeviceptr arena, arena_bf16;
-    long arena_capacity;
+    /* another pass's activation arena (arena_capacity floats), used when it is large enough and
+       that pass is done with it (the elastic branch runs after the intact one); and bf16 cast
+       slots (2 x cast_capacity bf16) any pass of the same stream can use; 0: the pass allocates
+       its own */
+    CUdeviceptr arena, cast_bf16;
+    long arena_capacity, cast_capacity;
 } poa_cuda_vit_shared;
 
 enum { POA_CUDA_VIT_MAX_KERNELS = 64 };
@@ -124,13 +125,14 @@ typedef struct poa_cuda_vit_pass {
     float alpha;
     /* device memory (in trace mode: distinct fake addresses, nothing allocated) */
     CUdeviceptr params, grads, arena, ones, resample, images, mask, drop_scale;
-    /* bf16 (poa_cuda_vit_pass_use_bf16): the parameters' bf16 shadow, a bf16 mirror of the
-       arena (a GEMM's activation operand is cast into it at its own offset, same ld), and the
-       resampling matrix in bf16 */
-    int bf16;
-    CUdeviceptr params_bf16, arena_bf16, resample_bf16;
+    /* bf16 (poa_cuda_vit_pass_use_bf16): the parameters' bf16 shadow, two cast slots of
+       cast_capacity bf16 each (a GEMM's activation operands are cast into them just before it,
+       A into the first, B into the second, same ld), and the resampling matrix in bf16 */
+    int bf16, cast_shared;
+    CUdeviceptr params_bf16, cast_bf16, resample_bf16;
+    long cast_capacity;
     poa_cuda_vit_shared shared; /* memory owned by the caller (poa_cuda_vit_pass_init_shared) */
-    int arena_shared;           /* arena (and arena_bf16) are shared.arena's */
+    int arena_shared;           /* arena is shared.arena */
     long arena_capacity;        /* floats at arena: arena_count, or the shared arena's capacity */
     /* fused (poa_cuda_vit_pass_use_fused): the residual add fused with the next LayerNorm;
        kernels residual_layernorm_forward_<set>, _backward_<set>, _backward_<set>_dw_db and
@@ -180,7 +182,8 @@ int poa_cuda_vit_pass_init_shared(poa_cuda_vit_pass *pass, const poa_cuda_exec *
 void poa_cuda_vit_pass_free(poa_cuda_vit_pass *pass);
 
 /* Mixed precision (DESIGN.md decision 7): from now on every GEMM reads bf16 operands (weights
-   from the parameters' bf16 shadow, activations cast to bf16 by poa_glue_to_bf16 just before)
+   from the parameters' bf16 shadow, activations cast to bf16 by poa_glue_to_bf16 into two
+   slots just before)
    and accumulates in fp32 into fp32 outputs; forward biases come by cuBLASLt's BIAS epilogue
    instead of a bias-rows step. Kernels stay fp32. Call before uploading the parameters (the
    upload writes the shadow too). Expected error against the fp32 CPU pass: about 1e-2

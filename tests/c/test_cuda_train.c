@@ -144,7 +144,8 @@ static void compare(const char *prefix, const poa_cuda_exec *exec, int bf16) {
         CHECK(label, elastic->global.arena_shared && elastic->global.arena == intact->global.arena &&
                          intact->global.arena == g.teacher_pass.arena &&
                          elastic->local.arena == intact->local.arena &&
-                         (!bf16 || elastic->global.arena_bf16 == intact->global.arena_bf16),
+                         (!bf16 || (elastic->local.cast_bf16 == g.teacher_pass.cast_bf16 &&
+                                    intact->global.cast_bf16 == g.teacher_pass.cast_bf16)),
               "global %d local %d", elastic->global.arena_shared, elastic->local.arena_shared);
     }
     for (int s = 0; s < STEPS; s++) poa_synthetic_batch_free(&batch[s]);
