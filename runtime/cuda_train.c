@@ -420,7 +420,7 @@ void poa_cuda_train_free(poa_cuda_train *g) {
 /* ---- passes ---- */
 
 /* A backbone pass over the step's parameters; arena_of (or NULL): a pass of the same batch whose
-   arena (and bf16 mirror) it may use, being done with by then. */
+   arena it may use, being done with by then. */
 static int vit_pass(poa_cuda_train *g, poa_cuda_vit_pass *p, int width, int depth, long batch, int size,
                     int teacher, const poa_cuda_vit_pass *arena_of, poa_error *e) {
     const char *set = vit_set_of(g, width);

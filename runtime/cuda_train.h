@@ -126,7 +126,7 @@ int poa_cuda_train_end_step(poa_cuda_train *g, poa_error *e);
 /* What one step of t would allocate on a GPU, found by running the set-up and one micro-batch
    of batch nowhere (nothing runs; every allocation is counted): the peak, the state
    (parameters, gradients, moments, shadows), the work buffers, and the teacher's, the intact
-   global and local passes' arenas (fp32; bf16 mirrors as much again in half). cuBLASLt's
+   global and local passes' arenas (fp32; the bf16 cast slots are in the peak). cuBLASLt's
    workspace (32 MiB) and the CUDA context are not included. t's elastic cycle advances by one
    draw: give it a trainer of its own. */
 typedef struct poa_cuda_train_plan {
