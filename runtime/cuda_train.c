@@ -429,8 +429,9 @@ static int vit_pass(poa_cuda_train *g, poa_cuda_vit_pass *p, int width, int dept
         .params = teacher ? g->teacher : g->student, .grads = teacher ? 0 : g->grads,
         .params_bf16 = teacher ? g->teacher_bf16 : g->student_bf16,
     };
-    if (arena_of && arena_of->batch == batch && arena_of->host.image_size == size)
-        shared.arena = arena_of->arena, shared.arena_capacity = arena_of->arena_capacity;
+    if (arena_of && arena_of->batch == batch && arena_of->host.image_size == size) /* and its crops */
+        shared.arena = arena_of->arena, shared.arena_capacity = arena_of->arena_capacity,
+        shared.images = arena_of->images;
     /* one pair of bf16 cast slots for every pass of the step (they run one after another): the
        teacher's, the largest */
     if (g->has_teacher && g->teacher_pass.bf16 && p != &g->teacher_pass)
@@ -552,8 +553,10 @@ static int branch_forward(poa_cuda_train *g, int index, const poa_batch *mb, con
     const float *drop_local = poa_draw_drop_path(dl, depth, LB, rate, t->config.seed, stream + 4096, &failed);
     if (failed) return poa_fail(e, "GPU step: out of memory for the drop-path draws");
     const size_t f = sizeof(float);
-    if (poa_cuda_vit_forward(&b->global, mb->global_crops, sh->masked ? mb->masks.masks : NULL, drop_global, e) ||
-        (LB && poa_cuda_vit_forward(&b->local, mb->local_crops, NULL, drop_local, e)) ||
+    /* the crops: uploaded by the teacher (global) and the intact branch (local) */
+    if (poa_cuda_vit_forward(&b->global, b->global.shared.images ? NULL : mb->global_crops,
+                             sh->masked ? mb->masks.masks : NULL, drop_global, e) ||
+        (LB && poa_cuda_vit_forward(&b->local, b->local.shared.images ? NULL : mb->local_crops, NULL, drop_local, e)) ||
         (LB && poa_cuda_vit_gather_rows(&b->local, b->features, 0, LB, e)) ||
         poa_cuda_vit_gather_rows(&b->global, b->features + f * (size_t)(LB * D), 0, GB, e) ||
         poa_cuda_vit_gather_rows(&b->global, b->features + f * (size_t)((LB + GB) * D), g->mask_indices, sh->masked,

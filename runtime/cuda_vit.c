@@ -634,7 +634,9 @@ int poa_cuda_vit_forward(poa_cuda_vit_pass *p, const float *images, const unsign
     const long image_count = p->batch * c->in_channels * p->host.image_size * p->host.image_size;
     p->has_mask = mask != NULL;
     p->has_drop_scale = drop_scale != NULL;
-    if (upload(p, p->images, images, sizeof(float) * (size_t)image_count, e) ||
+    if (!images && !p->shared.images && !p->exec.planning)
+        return poa_fail(e, "member %dx%d: forward without images", p->width, p->depth);
+    if ((images && upload(p, p->images, images, sizeof(float) * (size_t)image_count, e)) ||
         (mask && upload(p, p->mask, mask, (size_t)BN, e)) ||
         (drop_scale && upload(p, p->drop_scale, drop_scale, sizeof(float) * (size_t)(p->depth * 2 * p->batch), e)))
         return -1;
@@ -933,7 +935,8 @@ static int pass_init(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, const poa_
         allocate(p, &p->ones, REGION_ONES, f * (size_t)width, e) ||
         (p->host.resample && allocate(p, &p->resample, REGION_RESAMPLE,
                                       f * (size_t)(p->patches * native * native), e)) ||
-        allocate(p, &p->images, REGION_IMAGES, f * (size_t)image_count, e) ||
+        (shared && shared->images ? (p->images = shared->images, 0)
+                                  : allocate(p, &p->images, REGION_IMAGES, f * (size_t)image_count, e)) ||
         allocate(p, &p->mask, REGION_MASK, (size_t)(batch * p->patches), e) ||
         allocate(p, &p->drop_scale, REGION_DROP, f * (size_t)(depth * 2 * batch), e)) {
         char message[sizeof e->message];
@@ -1111,6 +1114,7 @@ void poa_cuda_vit_pass_free(poa_cuda_vit_pass *p) {
     if (p->shared.params_bf16) p->params_bf16 = 0;
     if (p->arena_shared) p->arena = 0;
     if (p->cast_shared) p->cast_bf16 = 0;
+    if (p->shared.images) p->images = 0;
     CUdeviceptr *pointers[] = { &p->params, &p->grads, &p->arena, &p->ones, &p->resample,
                                 &p->images, &p->mask, &p->drop_scale, &p->params_bf16,
                                 &p->cast_bf16, &p->resample_bf16 };

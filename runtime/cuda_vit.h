@@ -111,6 +111,9 @@ typedef struct poa_cuda_vit_shared {
        its own */
     CUdeviceptr arena, cast_bf16;
     long arena_capacity, cast_capacity;
+    /* another pass's device images of the same batch and size (0: its own): a forward given
+       images NULL then reads them as that pass uploaded them */
+    CUdeviceptr images;
 } poa_cuda_vit_shared;
 
 enum { POA_CUDA_VIT_MAX_KERNELS = 64 };
@@ -219,8 +222,9 @@ int poa_cuda_vit_download_output(poa_cuda_vit_pass *pass, float *out, poa_error 
    mismatch buffer by buffer against the CPU pass's arena. */
 int poa_cuda_vit_download_arena(poa_cuda_vit_pass *pass, float *arena, poa_error *e);
 
-/* As poa_vit_forward: images batch x C x S x S (host), mask batch x patches or NULL,
-   drop_scale depth x 2 x batch or NULL. Asynchronous on cuda's stream. */
+/* As poa_vit_forward: images batch x C x S x S (host; NULL: the device images are already there,
+   shared.images), mask batch x patches or NULL, drop_scale depth x 2 x batch or NULL.
+   Asynchronous on cuda's stream. */
 int poa_cuda_vit_forward(poa_cuda_vit_pass *pass, const float *images, const unsigned char *mask,
                          const float *drop_scale, poa_error *e);
 /* As poa_vit_backward: gradients accumulate (+=) into the device gradient buffer; dout (host,

@@ -139,10 +139,11 @@ static void compare(const char *prefix, const poa_cuda_exec *exec, int bf16) {
     if (!rc) {
         /* the elastic branch's backbones run in the intact branch's arenas (and bf16 mirrors) */
         const poa_cuda_branch *intact = &g.branch[0], *elastic = &g.branch[1];
-        snprintf(label, sizeof label, "%s: the elastic passes use the intact passes' activation arenas, the intact "
+        snprintf(label, sizeof label, "%s: the elastic passes use the intact passes' activation arenas and crops, the intact "
                  "global pass the teacher's", prefix);
         CHECK(label, elastic->global.arena_shared && elastic->global.arena == intact->global.arena &&
                          intact->global.arena == g.teacher_pass.arena &&
+                         intact->global.images == g.teacher_pass.images && elastic->local.images == intact->local.images &&
                          elastic->local.arena == intact->local.arena &&
                          (!bf16 || (elastic->local.cast_bf16 == g.teacher_pass.cast_bf16 &&
                                     intact->global.cast_bf16 == g.teacher_pass.cast_bf16)),
