@@ -40,3 +40,7 @@ $poa "${forward[@]}" --params $fixtures/vit_tiny_params.safetensors --net 64x3 2
 check "poa forward of a member writes the output file" "[ -s $tmp/y.safetensors ]"
 $poa data fashion-mnist --out "$tmp/new/nested/fm" --limit 50 > /dev/null 2> "$tmp/err"
 check "poa data creates missing parent folders" "[ -d $tmp/new/nested/fm/train ] && [ -d $tmp/new/nested/fm/val ]"
+$poa cuda plan tests/recipes/tiny_train.lua --batch 8 > "$tmp/plan" 2>&1
+check "poa cuda plan reports the device memory of a step (state, arenas, peak)" \
+      "grep -q 'batch 8' $tmp/plan && grep -Eq '^  peak of one step.* [0-9]+\.[0-9] MiB$' $tmp/plan && grep -q '^  state' $tmp/plan"
+expect_error "poa cuda plan names a wrong recipe field" "optim.base_lrr" $poa cuda plan tests/recipes/tiny_train.lua optim.base_lrr=1
