@@ -133,6 +133,19 @@ static int profile_end(const poa_cuda_exec *x, int slot, poa_error *e) {
                           e);
 }
 
+int poa_cuda_exec_preload(const poa_cuda_exec *x, const char *const *sources, const char *const *names, int count,
+                          poa_error *e) {
+    if (!x->cuda || !x->modules || count <= 0) return 0;
+    char arch[32];
+    poa_cuda_arch(x->cuda, arch, sizeof arch);
+    if (poa_nvrtc_compile_all(sources, names, count, arch, e)) return -1;
+    for (int i = 0; i < count; i++) { /* from the disk cache now */
+        CUmodule module;
+        if (poa_cuda_exec_load_module(x, sources[i], names[i], &module, e)) return -1;
+    }
+    return 0;
+}
+
 void poa_cuda_exec_unload_module(const poa_cuda_exec *x, CUmodule module) {
     if (module && x->cuda && !x->modules) x->cuda->api.module_unload(module);
 }

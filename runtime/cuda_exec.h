@@ -93,6 +93,12 @@ int poa_cuda_exec_gemm(const poa_cuda_exec *x, const poa_cublaslt_call *call, co
    it as a module; with x->modules, once per name (later calls get the same module). */
 int poa_cuda_exec_load_module(const poa_cuda_exec *x, const char *source, const char *name, CUmodule *module,
                               poa_error *e);
+/* Start-up: compiles every source (named names[i]) for the device in parallel threads through
+   the NVRTC cache, then loads them into x->modules, so that no pass compiles or loads anything
+   later. A no-op without a GPU or a module cache. */
+int poa_cuda_exec_preload(const poa_cuda_exec *x, const char *const *sources, const char *const *names, int count,
+                          poa_error *e);
+
 /* Unloads a module of poa_cuda_exec_load_module (not one the cache owns). */
 void poa_cuda_exec_unload_module(const poa_cuda_exec *x, CUmodule module);
 

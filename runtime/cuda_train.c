@@ -355,6 +355,21 @@ int poa_cuda_train_init(poa_cuda_train *g, poa_trainer *t, const poa_cuda_exec *
         g->kernel_count = count;
     }
     free(entries);
+    if (!rc && exec->cuda) { /* every kernel of the run compiled (in parallel) and loaded now */
+        const char *sources[64 + 4], *names[64 + 4];
+        char set_names[64][48];
+        int n = 0;
+        for (int i = 0; i < g->width_count; i++) {
+            snprintf(set_names[i], sizeof set_names[i], "vit_w%d_h%d_f%d.cu", g->widths[i], t->model.config.head_dim,
+                     g->widths[i] * t->model.config.mlp_ratio);
+            sources[n] = g->vit_sets[i], names[n++] = set_names[i];
+        }
+        sources[n] = g->fused_source, names[n++] = "vit_fused.cu";
+        sources[n] = g->glue, names[n++] = "vit_glue.cu";
+        sources[n] = g->heads_source, names[n++] = "heads_kernels.cu";
+        sources[n] = g->train_source, names[n++] = "train_kernels.cu";
+        rc = poa_cuda_exec_preload(&g->exec, sources, names, n, e);
+    }
     if (!rc && exec->cuda) {
         rc = poa_cuda_exec_load_module(&g->exec, g->train_source, "train_kernels.cu", &g->train_module, e) ||
              poa_cuda_exec_load_module(&g->exec, g->glue, "vit_glue.cu", &g->glue_module, e);

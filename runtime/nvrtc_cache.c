@@ -471,3 +471,50 @@ int poa_nvrtc_compile_cached(const char *source, const char *name, const char *a
     if (cache_hit) *cache_hit = outcome.cache_hit;
     return 0;
 }
+
+/* ---- many at once ---- */
+
+typedef struct compile_jobs {
+    const char *const *sources, *const *names;
+    const char *arch;
+    int count, next, failed;
+    poa_error error;
+    pthread_mutex_t lock;
+} compile_jobs;
+
+static void *compile_worker(void *argument) {
+    compile_jobs *j = argument;
+    for (;;) {
+        pthread_mutex_lock(&j->lock);
+        int i = j->next < j->count ? j->next++ : -1;
+        pthread_mutex_unlock(&j->lock);
+        if (i < 0) return NULL;
+        poa_blob blob = { 0 };
+        poa_error e = { { 0 } };
+        int hit = 0;
+        if (poa_nvrtc_compile_cached(j->sources[i], j->names[i], j->arch, poa_nvrtc_kernel_options,
+                                     poa_nvrtc_kernel_option_count, &blob, &hit, &e)) {
+            pthread_mutex_lock(&j->lock);
+            if (!j->failed) j->failed = 1, j->error = e;
+            pthread_mutex_unlock(&j->lock);
+        }
+        poa_blob_free(&blob);
+    }
+}
+
+int poa_nvrtc_compile_all(const char *const *sources, const char *const *names, int count, const char *arch,
+                          poa_error *e) {
+    compile_jobs j = { .sources = sources, .names = names, .arch = arch, .count = count };
+    pthread_mutex_init(&j.lock, NULL);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int threads = (int)(cores < 1 ? 1 : cores > 64 ? 64 : cores);
+    if (threads > count) threads = count;
+    pthread_t workers[64];
+    int started = 0;
+    for (int t = 1; t < threads; t++)
+        if (pthread_create(&workers[started], NULL, compile_worker, &j) == 0) started++;
+    compile_worker(&j);
+    for (int t = 0; t < started; t++) pthread_join(workers[t], NULL);
+    pthread_mutex_destroy(&j.lock);
+    return j.failed ? poa_fail(e, "%s", j.error.message) : 0;
+}

@@ -77,6 +77,12 @@ int poa_nvrtc_compile_cached(const char *source, const char *name, const char *a
                              const char *const *options, int option_count, poa_blob *out,
                              int *cache_hit, poa_error *e);
 
+/* Compiles every source (named names[i]) for arch through the cache, in parallel threads (one per
+   core): a run's start-up fills the cache with all its kernels at once. The first failure is
+   the error. */
+int poa_nvrtc_compile_all(const char *const *sources, const char *const *names, int count, const char *arch,
+                          poa_error *e);
+
 /* The pieces, for tests and tools. */
 typedef struct poa_nvrtc_key {
     uint8_t bytes[32];

@@ -320,6 +320,30 @@ static void test_compile_cache(const char *dir) {
     poa_blob_free(&blob);
     poa_blob_free(&hit);
     poa_blob_free(&miss);
+
+    /* A run's start-up: several sources at once in threads, then each a hit; a failure named. */
+    char sources[4][256];
+    const char *texts[4], *names[4] = { "a.cu", "b.cu", "c.cu", "d.cu" };
+    for (int i = 0; i < 4; i++) {
+        snprintf(sources[i], sizeof sources[i],
+                 "extern \"C\" __global__ void k%d(float *y) { y[threadIdx.x] *= %d.0f; }\n", i, i + 2);
+        texts[i] = sources[i];
+    }
+    rc = poa_nvrtc_compile_all(texts, names, 4, "sm_80", &e);
+    int hits = 0;
+    for (int i = 0; i < 4 && rc == 0; i++) {
+        int one = 0;
+        poa_blob b = { 0 };
+        if (poa_nvrtc_compile_cached(texts[i], names[i], "sm_80", poa_nvrtc_kernel_options,
+                                     poa_nvrtc_kernel_option_count, &b, &one, &e) == 0)
+            hits += one;
+        poa_blob_free(&b);
+    }
+    const char *with_broken[2] = { saxpy, broken }, *broken_names[2] = { "axpy.cu", "broken.cu" };
+    int failed = poa_nvrtc_compile_all(with_broken, broken_names, 2, "sm_80", &e);
+    CHECK("cache: poa_nvrtc_compile_all fills the cache in parallel (4 then 4 hits); a broken source is named",
+          rc == 0 && hits == 4 && failed == -1 && strstr(e.message, "broken.cu"), "rc %d hits %d failed %d: %s", rc,
+          hits, failed, e.message);
 }
 
 
