@@ -39,9 +39,10 @@ local function vit_buffers(d, f, h, depth, batch, tokens, patches, cpp)
     add(p .. "qkv", rows * 3 * d); add(p .. "probs", batch * h * tokens * tokens)
     add(p .. "attn", rows * d); add(p .. "h1", rows * d); add(p .. "x_mid", rows * d)
     add(p .. "ln2", rows * d); add(p .. "ln2_mean", rows); add(p .. "ln2_rstd", rows)
-    add(p .. "u", rows * f); add(p .. "g", rows * f); add(p .. "h2", rows * d)
+    add(p .. "u", rows * f); add(p .. "h2", rows * d)
   end
   add("x_final", rows * d); add("norm_mean", rows); add("norm_rstd", rows); add("out", rows * d)
+  add("g", rows * f) -- GELU(u) of the block at hand: the backward computes it again
   add("grad.x", rows * d); add("grad.ln", rows * d); add("grad.qkv", rows * 3 * d)
   add("grad.attn", rows * d); add("grad.h", rows * d); add("grad.u", rows * f)
   add("grad.g", rows * f); add("grad.work", batch * h * tokens * tokens)
@@ -96,8 +97,8 @@ local function block_forward(ctx, j, id, x_out)
   kernel(ctx, "layernorm_forward", { b .. "x_mid", "param:" .. p .. "norm2.weight", "param:" .. p .. "norm2.bias" },
     { b .. "ln2", b .. "ln2_mean", b .. "ln2_rstd" })
   linear_forward(ctx, "fc1", b .. "ln2", p .. "mlp.fc1", b .. "u", f, d, dmax, alpha)
-  kernel(ctx, "gelu_forward", { b .. "u" }, { b .. "g" })
-  linear_forward(ctx, "fc2", b .. "g", p .. "mlp.fc2", b .. "h2", d, f, fmax, alpha)
+  kernel(ctx, "gelu_forward", { b .. "u" }, { "g" })
+  linear_forward(ctx, "fc2", "g", p .. "mlp.fc2", b .. "h2", d, f, fmax, alpha)
   step(ctx, { op = "copy", src = b .. "x_mid", dst = x_out, count = rows * d })
   kernel(ctx, "residual_forward", { b .. "h2", "param:" .. p .. "ls2.gamma", "sample_scale" }, { x_out })
 end
@@ -125,7 +126,8 @@ local function block_backward(ctx, j, id)
   ctx.block, ctx.j = id, j
   kernel(ctx, "residual_backward", { "grad.x", b .. "h2", "param:" .. p .. "ls2.gamma", "sample_scale" },
     { "grad.h", "param_grad:" .. p .. "ls2.gamma" })
-  linear_backward(ctx, "fc2", "grad.h", b .. "g", p .. "mlp.fc2", "grad.g", d, f, fmax)
+  kernel(ctx, "gelu_forward", { b .. "u" }, { "g" }) -- again, for fc2's weight gradient
+  linear_backward(ctx, "fc2", "grad.h", "g", p .. "mlp.fc2", "grad.g", d, f, fmax)
   kernel(ctx, "gelu_backward", { "grad.g", b .. "u" }, { "grad.u" })
   linear_backward(ctx, "fc1", "grad.u", b .. "ln2", p .. "mlp.fc1", "grad.ln", f, d, dmax)
   kernel(ctx, "layernorm_backward", { "grad.ln", b .. "x_mid", b .. "ln2_mean", b .. "ln2_rstd",

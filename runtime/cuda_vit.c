@@ -272,13 +272,13 @@ enum { REGION_PARAMS = 1, REGION_GRADS, REGION_ARENA, REGION_ONES, REGION_RESAMP
        REGION_MASK, REGION_DROP, REGION_PARAMS_BF16, REGION_ARENA_BF16, REGION_RESAMPLE_BF16 };
 
 static const char *const static_names[] = {
-    "patches", "patch_tokens", "pos", "x_final", "norm_mean", "norm_rstd", "out", "grad.x",
+    "patches", "patch_tokens", "pos", "x_final", "norm_mean", "norm_rstd", "out", "g", "grad.x",
     "grad.ln", "grad.qkv", "grad.attn", "grad.h", "grad.u", "grad.g", "grad.work",
     "grad.patch_tokens", "grad.pos",
 };
 static const char *const block_names[] = {
     "x_in", "ln1", "ln1_mean", "ln1_rstd", "qkv", "probs", "attn", "h1", "x_mid", "ln2",
-    "ln2_mean", "ln2_rstd", "u", "g", "h2",
+    "ln2_mean", "ln2_rstd", "u", "h2",
 };
 
 static long buffer_offset(const poa_cuda_vit_pass *p, const char *name) {
@@ -597,13 +597,13 @@ static int block_forward(poa_cuda_vit_pass *p, const float alpha, int j, poa_err
                        M, Fh, alpha, e))
         return -1;
     {
-        CUdeviceptr g = AB(p, j, "g"), u = AB(p, j, "u");
+        CUdeviceptr g = A(p, "g"), u = AB(p, j, "u"); /* one g for all blocks (the backward recomputes it) */
         long rows = M;
         void *args[] = { &g, &u, &rows };
         if (launch(p, "gelu_forward", args, ARGC(args), e)) return -1;
     }
     CUdeviceptr x_out = j + 1 < p->depth ? AB(p, j + 1, "x_in") : A(p, "x_final");
-    if (linear_forward(p, "fc2", AB(p, j, "h2"), D, AB(p, j, "g"), Fh, o->fc2_weight, Fmax, o->fc2_bias,
+    if (linear_forward(p, "fc2", AB(p, j, "h2"), D, A(p, "g"), Fh, o->fc2_weight, Fmax, o->fc2_bias,
                        M, D, alpha, e) ||
         copy(p, x_out, AB(p, j, "x_mid"), M * D, e))
         return -1;
@@ -691,10 +691,16 @@ static int block_backward(poa_cuda_vit_pass *p, int j, poa_error *e) {
     CUdeviceptr dx = A(p, "grad.x"), dh = A(p, "grad.h"), dln = A(p, "grad.ln"), du = A(p, "grad.u");
     CUdeviceptr dg = A(p, "grad.g"), dattn = A(p, "grad.attn"), dqkv = A(p, "grad.qkv");
     /* x_out = x_mid + s * ls2 * h2 (fused: dh = d(h2) already, from the op after this block) */
-    if ((!p->fused && residual_backward(p, dh, G(p, o->ls2), dx, AB(p, j, "h2"), gamma_of(p, o->ls2),
-                                        drop_scale_of(p, j, 1), e)) ||
-        linear_backward(p, "fc2", dg, 0, dh, D, AB(p, j, "g"), Fh, o->fc2_weight, Fmax, o->fc2_bias, M, D,
-                        alpha, e))
+    if (!p->fused && residual_backward(p, dh, G(p, o->ls2), dx, AB(p, j, "h2"), gamma_of(p, o->ls2),
+                                       drop_scale_of(p, j, 1), e))
+        return -1;
+    { /* g = GELU(u) again, for fc2's weight gradient */
+        CUdeviceptr g = A(p, "g"), u = AB(p, j, "u");
+        long rows = M;
+        void *args[] = { &g, &u, &rows };
+        if (launch(p, "gelu_forward", args, ARGC(args), e)) return -1;
+    }
+    if (linear_backward(p, "fc2", dg, 0, dh, D, A(p, "g"), Fh, o->fc2_weight, Fmax, o->fc2_bias, M, D, alpha, e))
         return -1;
     {
         CUdeviceptr u = AB(p, j, "u");

@@ -14,19 +14,21 @@
    backward's scratch. Every buffer starts on a multiple of 16 elements. */
 enum {
     B_X_IN, B_LN1, B_LN1_MEAN, B_LN1_RSTD, B_QKV, B_PROBS, B_ATTN, B_H1, B_X_MID,
-    B_LN2, B_LN2_MEAN, B_LN2_RSTD, B_U, B_G, B_H2, BLOCK_BUFFERS
+    B_LN2, B_LN2_MEAN, B_LN2_RSTD, B_U, B_H2, BLOCK_BUFFERS
 };
+/* g = GELU(u) is one buffer for all blocks: the backward computes it again from the block's u
+   for fc2's weight gradient (a block's rows x hidden less per block to keep). */
 enum {
-    S_PATCHES, S_PATCH_TOKENS, S_POS, S_X_FINAL, S_NORM_MEAN, S_NORM_RSTD, S_OUT,
+    S_PATCHES, S_PATCH_TOKENS, S_POS, S_X_FINAL, S_NORM_MEAN, S_NORM_RSTD, S_OUT, S_G,
     S_GRAD_X, S_GRAD_LN, S_GRAD_QKV, S_GRAD_ATTN, S_GRAD_H, S_GRAD_U, S_GRAD_G,
     S_GRAD_WORK, S_GRAD_PATCH_TOKENS, S_GRAD_POS, STATIC_BUFFERS
 };
 static const char *const block_buffer_names[BLOCK_BUFFERS] = {
     "x_in", "ln1", "ln1_mean", "ln1_rstd", "qkv", "probs", "attn", "h1", "x_mid",
-    "ln2", "ln2_mean", "ln2_rstd", "u", "g", "h2"
+    "ln2", "ln2_mean", "ln2_rstd", "u", "h2"
 };
 static const char *const static_buffer_names[STATIC_BUFFERS] = {
-    "patches", "patch_tokens", "pos", "x_final", "norm_mean", "norm_rstd", "out",
+    "patches", "patch_tokens", "pos", "x_final", "norm_mean", "norm_rstd", "out", "g",
     "grad.x", "grad.ln", "grad.qkv", "grad.attn", "grad.h", "grad.u", "grad.g",
     "grad.work", "grad.patch_tokens", "grad.pos"
 };
@@ -48,11 +50,11 @@ static void vit_layout_compute(vit_layout *l, const poa_vit_pass *p, long *total
     const poa_vit_config *c = &p->model->config;
     const long patch_len = (long)c->in_channels * c->patch_size * c->patch_size;
     const long BN = p->batch * p->patches, probs = p->batch * H * T * T;
-    const long fixed[STATIC_BUFFERS] = { BN * patch_len, BN * D, T * D, M * D, M, M, M * D,
+    const long fixed[STATIC_BUFFERS] = { BN * patch_len, BN * D, T * D, M * D, M, M, M * D, M * F,
                                          M * D, M * D, 3 * M * D, M * D, M * D, M * F, M * F,
                                          probs, BN * D, T * D };
     const long block[BLOCK_BUFFERS] = { M * D, M * D, M, M, 3 * M * D, probs, M * D, M * D,
-                                        M * D, M * D, M, M, M * F, M * F, M * D };
+                                        M * D, M * D, M, M, M * F, M * D };
     memcpy(l->fixed_count, fixed, sizeof fixed);
     memcpy(l->block_count, block, sizeof block);
     *total = 0;
@@ -254,8 +256,8 @@ static void block_forward(poa_vit_pass *p, const vit_layout *l, const real *para
                          params + o->norm2_weight, params + o->norm2_bias, M);
     linear_forward(a + b[B_U], F, a + b[B_LN2], D, params, o->fc1_weight, Dmax, o->fc1_bias, M,
                    F, p->alpha);
-    k->gelu_forward(k, a + b[B_G], a + b[B_U], M);
-    linear_forward(a + b[B_H2], D, a + b[B_G], F, params, o->fc2_weight, Fmax, o->fc2_bias, M, D,
+    k->gelu_forward(k, a + l->fixed[S_G], a + b[B_U], M);
+    linear_forward(a + b[B_H2], D, a + l->fixed[S_G], F, params, o->fc2_weight, Fmax, o->fc2_bias, M, D,
                    p->alpha);
     real *x_out = j + 1 < p->depth ? a + l->block[j + 1][B_X_IN] : a + l->fixed[S_X_FINAL];
     memcpy(x_out, a + b[B_X_MID], sizeof(real) * (size_t)(M * D));
@@ -328,7 +330,8 @@ static void block_backward(poa_vit_pass *p, const vit_layout *l, const real *par
     /* x_out = x_mid + s * ls2 * h2 */
     k->residual_backward(k, dh, o->ls2 >= 0 ? grads + o->ls2 : unused, dx, a + b[B_H2],
                          gamma_of(p, params, o->ls2), drop_scale_of(p, j, 1), p->batch, p->tokens);
-    linear_backward(dg, 0, dh, D, a + b[B_G], F, params, grads, o->fc2_weight, Fmax, o->fc2_bias,
+    k->gelu_forward(k, a + l->fixed[S_G], a + b[B_U], M); /* g again, for fc2's weight gradient */
+    linear_backward(dg, 0, dh, D, a + l->fixed[S_G], F, params, grads, o->fc2_weight, Fmax, o->fc2_bias,
                     M, D, p->alpha);
     k->gelu_backward(k, du, dg, a + b[B_U], M);
     linear_backward(dln, 0, du, F, a + b[B_LN2], D, params, grads, o->fc1_weight, Dmax,

@@ -77,7 +77,7 @@ do
   local want = {
     patches = B * N * 3 * 16 * 16, patch_tokens = B * N * D, pos = T * D,
     ["block0.qkv"] = rows * 3 * D, ["block15.probs"] = B * H * T * T, ["block7.u"] = rows * F,
-    ["block7.g"] = rows * F, ["block3.ln1_mean"] = rows, ["block3.ln2_rstd"] = rows,
+    g = rows * F, ["block3.ln1_mean"] = rows, ["block3.ln2_rstd"] = rows,
     ["block15.h2"] = rows * D, x_final = rows * D, out = rows * D, norm_rstd = rows,
     ["grad.qkv"] = rows * 3 * D, ["grad.work"] = B * H * T * T, ["grad.u"] = rows * F,
     ["grad.patch_tokens"] = B * N * D, ["grad.pos"] = T * D,
@@ -90,6 +90,7 @@ do
   end
   check.ok(tag .. ": buffer sizes", bad == nil, bad)
   check.equal(tag .. ": no block16 buffers", b["block16.x_in"], nil)
+  check.equal(tag .. ": one g for all blocks (the backward recomputes GELU(u))", b["block7.g"], nil)
   local sum = 0
   for _, x in ipairs(pass.buffers) do sum = sum + (x.count + 15) // 16 * 16 end
   check.equal(tag .. ": total is the sum of the aligned sizes", pass.total, sum)
