@@ -34,15 +34,16 @@ local function vit_buffers(d, f, h, depth, batch, tokens, patches, cpp)
   local function add(name, count) list[#list + 1] = { name, count } end
   for j = 0, depth - 1 do
     local p = "block" .. j .. "."
-    add(p .. "x_in", rows * d); add(p .. "ln1", rows * d)
+    add(p .. "x_in", rows * d)
     add(p .. "ln1_mean", rows); add(p .. "ln1_rstd", rows)
     add(p .. "qkv", rows * 3 * d); add(p .. "probs", batch * h * tokens * tokens)
     add(p .. "attn", rows * d); add(p .. "h1", rows * d); add(p .. "x_mid", rows * d)
-    add(p .. "ln2", rows * d); add(p .. "ln2_mean", rows); add(p .. "ln2_rstd", rows)
+    add(p .. "ln2_mean", rows); add(p .. "ln2_rstd", rows)
     add(p .. "u", rows * f); add(p .. "h2", rows * d)
   end
   add("x_final", rows * d); add("norm_mean", rows); add("norm_rstd", rows); add("out", rows * d)
   add("g", rows * f) -- GELU(u) of the block at hand: the backward computes it again
+  add("ln", rows * d) -- the output of the LayerNorm at hand: likewise
   add("grad.x", rows * d); add("grad.ln", rows * d); add("grad.qkv", rows * 3 * d)
   add("grad.attn", rows * d); add("grad.h", rows * d); add("grad.u", rows * f)
   add("grad.g", rows * f); add("grad.work", batch * h * tokens * tokens)
@@ -85,9 +86,9 @@ local function block_forward(ctx, j, id, x_out)
   local b, p = "block" .. j .. ".", "blocks." .. id .. "."
   ctx.block, ctx.j = id, j
   kernel(ctx, "layernorm_forward", { b .. "x_in", "param:" .. p .. "norm1.weight", "param:" .. p .. "norm1.bias" },
-    { b .. "ln1", b .. "ln1_mean", b .. "ln1_rstd" })
+    { "ln", b .. "ln1_mean", b .. "ln1_rstd" })
   for g = 0, 2 do
-    linear_forward(ctx, "qkv[" .. g .. "]", b .. "ln1", p .. "attn.qkv", b .. "qkv", d, d, dmax, alpha,
+    linear_forward(ctx, "qkv[" .. g .. "]", "ln", p .. "attn.qkv", b .. "qkv", d, d, dmax, alpha,
       { ldc = 3 * d, c_offset = g * d, b_offset = g * dmax * dmax, bias_offset = g * dmax })
   end
   kernel(ctx, "attention_forward", { b .. "qkv" }, { b .. "attn", b .. "probs" })
@@ -95,8 +96,8 @@ local function block_forward(ctx, j, id, x_out)
   step(ctx, { op = "copy", src = b .. "x_in", dst = b .. "x_mid", count = rows * d })
   kernel(ctx, "residual_forward", { b .. "h1", "param:" .. p .. "ls1.gamma", "sample_scale" }, { b .. "x_mid" })
   kernel(ctx, "layernorm_forward", { b .. "x_mid", "param:" .. p .. "norm2.weight", "param:" .. p .. "norm2.bias" },
-    { b .. "ln2", b .. "ln2_mean", b .. "ln2_rstd" })
-  linear_forward(ctx, "fc1", b .. "ln2", p .. "mlp.fc1", b .. "u", f, d, dmax, alpha)
+    { "ln", b .. "ln2_mean", b .. "ln2_rstd" })
+  linear_forward(ctx, "fc1", "ln", p .. "mlp.fc1", b .. "u", f, d, dmax, alpha)
   kernel(ctx, "gelu_forward", { b .. "u" }, { "g" })
   linear_forward(ctx, "fc2", "g", p .. "mlp.fc2", b .. "h2", d, f, fmax, alpha)
   step(ctx, { op = "copy", src = b .. "x_mid", dst = x_out, count = rows * d })
@@ -129,7 +130,9 @@ local function block_backward(ctx, j, id)
   kernel(ctx, "gelu_forward", { b .. "u" }, { "g" }) -- again, for fc2's weight gradient
   linear_backward(ctx, "fc2", "grad.h", "g", p .. "mlp.fc2", "grad.g", d, f, fmax)
   kernel(ctx, "gelu_backward", { "grad.g", b .. "u" }, { "grad.u" })
-  linear_backward(ctx, "fc1", "grad.u", b .. "ln2", p .. "mlp.fc1", "grad.ln", f, d, dmax)
+  kernel(ctx, "layernorm_forward", { b .. "x_mid", "param:" .. p .. "norm2.weight", "param:" .. p .. "norm2.bias" },
+    { "ln", b .. "ln2_mean", b .. "ln2_rstd" }) -- ln2 again, for fc1's weight gradient
+  linear_backward(ctx, "fc1", "grad.u", "ln", p .. "mlp.fc1", "grad.ln", f, d, dmax)
   kernel(ctx, "layernorm_backward", { "grad.ln", b .. "x_mid", b .. "ln2_mean", b .. "ln2_rstd",
     "param:" .. p .. "norm2.weight" }, { "grad.h", "param_grad:" .. p .. "norm2.weight", "param_grad:" .. p .. "norm2.bias" })
   step(ctx, { op = "axpy", src = "grad.h", dst = "grad.x", count = rows * d, alpha = 1 })
@@ -137,8 +140,10 @@ local function block_backward(ctx, j, id)
     { "grad.h", "param_grad:" .. p .. "ls1.gamma" })
   linear_backward(ctx, "proj", "grad.h", b .. "attn", p .. "attn.proj", "grad.attn", d, d, dmax)
   kernel(ctx, "attention_backward", { "grad.attn", b .. "qkv", b .. "probs" }, { "grad.qkv", "grad.work" })
+  kernel(ctx, "layernorm_forward", { b .. "x_in", "param:" .. p .. "norm1.weight", "param:" .. p .. "norm1.bias" },
+    { "ln", b .. "ln1_mean", b .. "ln1_rstd" }) -- ln1 again, for qkv's weight gradients
   for g = 0, 2 do
-    linear_backward(ctx, "qkv[" .. g .. "]", "grad.qkv", b .. "ln1", p .. "attn.qkv", "grad.ln", d, d, dmax,
+    linear_backward(ctx, "qkv[" .. g .. "]", "grad.qkv", "ln", p .. "attn.qkv", "grad.ln", d, d, dmax,
       { ldy = 3 * d, dy_offset = g * d, w_offset = g * dmax * dmax, bias_offset = g * dmax,
         beta = g == 0 and 0 or 1 })
   end

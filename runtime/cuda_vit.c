@@ -272,12 +272,12 @@ enum { REGION_PARAMS = 1, REGION_GRADS, REGION_ARENA, REGION_ONES, REGION_RESAMP
        REGION_MASK, REGION_DROP, REGION_PARAMS_BF16, REGION_ARENA_BF16, REGION_RESAMPLE_BF16 };
 
 static const char *const static_names[] = {
-    "patches", "patch_tokens", "pos", "x_final", "norm_mean", "norm_rstd", "out", "g", "grad.x",
+    "patches", "patch_tokens", "pos", "x_final", "norm_mean", "norm_rstd", "out", "g", "ln", "grad.x",
     "grad.ln", "grad.qkv", "grad.attn", "grad.h", "grad.u", "grad.g", "grad.work",
     "grad.patch_tokens", "grad.pos",
 };
 static const char *const block_names[] = {
-    "x_in", "ln1", "ln1_mean", "ln1_rstd", "qkv", "probs", "attn", "h1", "x_mid", "ln2",
+    "x_in", "ln1_mean", "ln1_rstd", "qkv", "probs", "attn", "h1", "x_mid",
     "ln2_mean", "ln2_rstd", "u", "h2",
 };
 
@@ -570,13 +570,13 @@ static int block_forward(poa_cuda_vit_pass *p, const float alpha, int j, poa_err
     const long Fmax = Dmax * p->model->config.mlp_ratio;
     /* fused: block j > 0's first LayerNorm came with the previous block's last residual add */
     if ((j == 0 || !p->fused) &&
-        layernorm_forward(p, AB(p, j, "ln1"), AB(p, j, "ln1_mean"), AB(p, j, "ln1_rstd"), AB(p, j, "x_in"),
+        layernorm_forward(p, A(p, "ln"), AB(p, j, "ln1_mean"), AB(p, j, "ln1_rstd"), AB(p, j, "x_in"),
                           P(p, o->norm1_weight), P(p, o->norm1_bias), e))
         return -1;
     for (int g = 0; g < 3; g++) { /* q, k, v: rows g*Dmax .. g*Dmax + D of the full weight */
         char what[16];
         snprintf(what, sizeof what, "qkv[%d]", g);
-        if (linear_forward(p, what, F(AB(p, j, "qkv"), g * D), 3 * D, AB(p, j, "ln1"), D,
+        if (linear_forward(p, what, F(AB(p, j, "qkv"), g * D), 3 * D, A(p, "ln"), D,
                            o->qkv_weight + g * Dmax * Dmax, Dmax,
                            o->qkv_bias >= 0 ? o->qkv_bias + g * Dmax : -1, M, D, alpha, e))
             return -1;
@@ -591,9 +591,9 @@ static int block_forward(poa_cuda_vit_pass *p, const float alpha, int j, poa_err
                        o->proj_bias, M, D, alpha, e) ||
         copy(p, AB(p, j, "x_mid"), AB(p, j, "x_in"), M * D, e) ||
         residual_layernorm(p, AB(p, j, "x_mid"), AB(p, j, "h1"), gamma_of(p, o->ls1), drop_scale_of(p, j, 0),
-                           AB(p, j, "ln2"), AB(p, j, "ln2_mean"), AB(p, j, "ln2_rstd"), P(p, o->norm2_weight),
+                           A(p, "ln"), AB(p, j, "ln2_mean"), AB(p, j, "ln2_rstd"), P(p, o->norm2_weight),
                            P(p, o->norm2_bias), e) ||
-        linear_forward(p, "fc1", AB(p, j, "u"), Fh, AB(p, j, "ln2"), D, o->fc1_weight, Dmax, o->fc1_bias,
+        linear_forward(p, "fc1", AB(p, j, "u"), Fh, A(p, "ln"), D, o->fc1_weight, Dmax, o->fc1_bias,
                        M, Fh, alpha, e))
         return -1;
     {
@@ -613,7 +613,7 @@ static int block_forward(poa_cuda_vit_pass *p, const float alpha, int j, poa_err
     if (j + 1 < p->depth) {
         const poa_vit_block_offsets *next = &m->blocks[p->host.block_ids[j + 1]];
         return residual_layernorm(p, x_out, AB(p, j, "h2"), gamma_of(p, o->ls2), drop_scale_of(p, j, 1),
-                                  AB(p, j + 1, "ln1"), AB(p, j + 1, "ln1_mean"), AB(p, j + 1, "ln1_rstd"),
+                                  A(p, "ln"), AB(p, j + 1, "ln1_mean"), AB(p, j + 1, "ln1_rstd"),
                                   P(p, next->norm1_weight), P(p, next->norm1_bias), e);
     }
     return residual_layernorm(p, x_out, AB(p, j, "h2"), gamma_of(p, o->ls2), drop_scale_of(p, j, 1), A(p, "out"),
@@ -708,7 +708,10 @@ static int block_backward(poa_cuda_vit_pass *p, int j, poa_error *e) {
         void *args[] = { &du, &dg, &u, &rows };
         if (launch(p, "gelu_backward", args, ARGC(args), e)) return -1;
     }
-    if (linear_backward(p, "fc1", dln, 0, du, Fh, AB(p, j, "ln2"), D, o->fc1_weight, Dmax, o->fc1_bias,
+    /* ln2 again, for fc1's weight gradient */
+    if (layernorm_forward(p, A(p, "ln"), AB(p, j, "ln2_mean"), AB(p, j, "ln2_rstd"), AB(p, j, "x_mid"),
+                          P(p, o->norm2_weight), P(p, o->norm2_bias), e) ||
+        linear_backward(p, "fc1", dln, 0, du, Fh, A(p, "ln"), D, o->fc1_weight, Dmax, o->fc1_bias,
                         M, Fh, alpha, e))
         return -1;
     /* ln2 = LayerNorm(x_mid), x_mid = x_in + s * ls1 * h1 */
@@ -732,10 +735,14 @@ static int block_backward(poa_cuda_vit_pass *p, int j, poa_error *e) {
         if (launch(p, "attention_backward_dq", args, ARGC(args), e) || launch(p, "attention_backward_dkv", args, ARGC(args), e))
             return -1;
     }
+    /* ln1 again, for qkv's weight gradients */
+    if (layernorm_forward(p, A(p, "ln"), AB(p, j, "ln1_mean"), AB(p, j, "ln1_rstd"), AB(p, j, "x_in"),
+                          P(p, o->norm1_weight), P(p, o->norm1_bias), e))
+        return -1;
     for (int g = 0; g < 3; g++) {
         char what[16];
         snprintf(what, sizeof what, "qkv[%d]", g);
-        if (linear_backward(p, what, dln, g ? 1 : 0, F(dqkv, g * D), 3 * D, AB(p, j, "ln1"), D,
+        if (linear_backward(p, what, dln, g ? 1 : 0, F(dqkv, g * D), 3 * D, A(p, "ln"), D,
                             o->qkv_weight + g * Dmax * Dmax, Dmax,
                             o->qkv_bias >= 0 ? o->qkv_bias + g * Dmax : -1, M, D, alpha, e))
             return -1;

@@ -13,22 +13,24 @@
    then each active block's saved activations, then the final LayerNorm and the
    backward's scratch. Every buffer starts on a multiple of 16 elements. */
 enum {
-    B_X_IN, B_LN1, B_LN1_MEAN, B_LN1_RSTD, B_QKV, B_PROBS, B_ATTN, B_H1, B_X_MID,
-    B_LN2, B_LN2_MEAN, B_LN2_RSTD, B_U, B_H2, BLOCK_BUFFERS
+    B_X_IN, B_LN1_MEAN, B_LN1_RSTD, B_QKV, B_PROBS, B_ATTN, B_H1, B_X_MID,
+    B_LN2_MEAN, B_LN2_RSTD, B_U, B_H2, BLOCK_BUFFERS
 };
-/* g = GELU(u) is one buffer for all blocks: the backward computes it again from the block's u
-   for fc2's weight gradient (a block's rows x hidden less per block to keep). */
+/* g = GELU(u) and ln (the output of a block's LayerNorms) are one buffer each for all blocks:
+   the backward computes them again from the block's u, and from its x_in or x_mid with the
+   saved mean and rstd, for fc2's, fc1's and qkv's weight gradients (rows x (hidden + 2 width)
+   less per block to keep). */
 enum {
-    S_PATCHES, S_PATCH_TOKENS, S_POS, S_X_FINAL, S_NORM_MEAN, S_NORM_RSTD, S_OUT, S_G,
+    S_PATCHES, S_PATCH_TOKENS, S_POS, S_X_FINAL, S_NORM_MEAN, S_NORM_RSTD, S_OUT, S_G, S_LN,
     S_GRAD_X, S_GRAD_LN, S_GRAD_QKV, S_GRAD_ATTN, S_GRAD_H, S_GRAD_U, S_GRAD_G,
     S_GRAD_WORK, S_GRAD_PATCH_TOKENS, S_GRAD_POS, STATIC_BUFFERS
 };
 static const char *const block_buffer_names[BLOCK_BUFFERS] = {
-    "x_in", "ln1", "ln1_mean", "ln1_rstd", "qkv", "probs", "attn", "h1", "x_mid",
-    "ln2", "ln2_mean", "ln2_rstd", "u", "h2"
+    "x_in", "ln1_mean", "ln1_rstd", "qkv", "probs", "attn", "h1", "x_mid",
+    "ln2_mean", "ln2_rstd", "u", "h2"
 };
 static const char *const static_buffer_names[STATIC_BUFFERS] = {
-    "patches", "patch_tokens", "pos", "x_final", "norm_mean", "norm_rstd", "out", "g",
+    "patches", "patch_tokens", "pos", "x_final", "norm_mean", "norm_rstd", "out", "g", "ln",
     "grad.x", "grad.ln", "grad.qkv", "grad.attn", "grad.h", "grad.u", "grad.g",
     "grad.work", "grad.patch_tokens", "grad.pos"
 };
@@ -50,11 +52,11 @@ static void vit_layout_compute(vit_layout *l, const poa_vit_pass *p, long *total
     const poa_vit_config *c = &p->model->config;
     const long patch_len = (long)c->in_channels * c->patch_size * c->patch_size;
     const long BN = p->batch * p->patches, probs = p->batch * H * T * T;
-    const long fixed[STATIC_BUFFERS] = { BN * patch_len, BN * D, T * D, M * D, M, M, M * D, M * F,
+    const long fixed[STATIC_BUFFERS] = { BN * patch_len, BN * D, T * D, M * D, M, M, M * D, M * F, M * D,
                                          M * D, M * D, 3 * M * D, M * D, M * D, M * F, M * F,
                                          probs, BN * D, T * D };
-    const long block[BLOCK_BUFFERS] = { M * D, M * D, M, M, 3 * M * D, probs, M * D, M * D,
-                                        M * D, M * D, M, M, M * F, M * D };
+    const long block[BLOCK_BUFFERS] = { M * D, M, M, 3 * M * D, probs, M * D, M * D,
+                                        M * D, M, M, M * F, M * D };
     memcpy(l->fixed_count, fixed, sizeof fixed);
     memcpy(l->block_count, block, sizeof block);
     *total = 0;
@@ -240,10 +242,11 @@ static void block_forward(poa_vit_pass *p, const vit_layout *l, const real *para
     const long Fmax = Dmax * p->model->config.mlp_ratio;
     real *a = p->arena;
     const long *b = l->block[j];
-    k->layernorm_forward(k, a + b[B_LN1], a + b[B_LN1_MEAN], a + b[B_LN1_RSTD], a + b[B_X_IN],
+    real *ln = a + l->fixed[S_LN];
+    k->layernorm_forward(k, ln, a + b[B_LN1_MEAN], a + b[B_LN1_RSTD], a + b[B_X_IN],
                          params + o->norm1_weight, params + o->norm1_bias, M);
     for (int g = 0; g < 3; g++) /* q, k, v: rows g*Dmax .. g*Dmax + D of the full weight */
-        linear_forward(a + b[B_QKV] + g * D, 3 * D, a + b[B_LN1], D, params,
+        linear_forward(a + b[B_QKV] + g * D, 3 * D, ln, D, params,
                        o->qkv_weight + g * Dmax * Dmax, Dmax, o->qkv_bias >= 0 ? o->qkv_bias + g * Dmax : -1,
                        M, D, p->alpha);
     k->attention_forward(k, a + b[B_ATTN], a + b[B_PROBS], a + b[B_QKV], p->batch, p->tokens);
@@ -252,9 +255,9 @@ static void block_forward(poa_vit_pass *p, const vit_layout *l, const real *para
     memcpy(a + b[B_X_MID], a + b[B_X_IN], sizeof(real) * (size_t)(M * D));
     k->residual_forward(k, a + b[B_X_MID], a + b[B_H1], gamma_of(p, params, o->ls1),
                         drop_scale_of(p, j, 0), p->batch, p->tokens);
-    k->layernorm_forward(k, a + b[B_LN2], a + b[B_LN2_MEAN], a + b[B_LN2_RSTD], a + b[B_X_MID],
+    k->layernorm_forward(k, ln, a + b[B_LN2_MEAN], a + b[B_LN2_RSTD], a + b[B_X_MID],
                          params + o->norm2_weight, params + o->norm2_bias, M);
-    linear_forward(a + b[B_U], F, a + b[B_LN2], D, params, o->fc1_weight, Dmax, o->fc1_bias, M,
+    linear_forward(a + b[B_U], F, ln, D, params, o->fc1_weight, Dmax, o->fc1_bias, M,
                    F, p->alpha);
     k->gelu_forward(k, a + l->fixed[S_G], a + b[B_U], M);
     linear_forward(a + b[B_H2], D, a + l->fixed[S_G], F, params, o->fc2_weight, Fmax, o->fc2_bias, M, D,
@@ -334,7 +337,10 @@ static void block_backward(poa_vit_pass *p, const vit_layout *l, const real *par
     linear_backward(dg, 0, dh, D, a + l->fixed[S_G], F, params, grads, o->fc2_weight, Fmax, o->fc2_bias,
                     M, D, p->alpha);
     k->gelu_backward(k, du, dg, a + b[B_U], M);
-    linear_backward(dln, 0, du, F, a + b[B_LN2], D, params, grads, o->fc1_weight, Dmax,
+    real *ln = a + l->fixed[S_LN]; /* ln2 again, for fc1's weight gradient */
+    k->layernorm_forward(k, ln, a + b[B_LN2_MEAN], a + b[B_LN2_RSTD], a + b[B_X_MID], params + o->norm2_weight,
+                         params + o->norm2_bias, M);
+    linear_backward(dln, 0, du, F, ln, D, params, grads, o->fc1_weight, Dmax,
                     o->fc1_bias, M, F, p->alpha);
     k->layernorm_backward(k, dh, grads + o->norm2_weight, grads + o->norm2_bias, dln,
                           a + b[B_X_MID], a + b[B_LN2_MEAN], a + b[B_LN2_RSTD],
@@ -347,8 +353,11 @@ static void block_backward(poa_vit_pass *p, const vit_layout *l, const real *par
                     o->proj_bias, M, D, p->alpha);
     k->attention_backward(k, dqkv, a + l->fixed[S_GRAD_WORK], dattn, a + b[B_QKV],
                           a + b[B_PROBS], p->batch, p->tokens);
+    /* ln1 again, for qkv's weight gradients */
+    k->layernorm_forward(k, ln, a + b[B_LN1_MEAN], a + b[B_LN1_RSTD], a + b[B_X_IN], params + o->norm1_weight,
+                         params + o->norm1_bias, M);
     for (int g = 0; g < 3; g++)
-        linear_backward(dln, g ? 1 : 0, dqkv + g * D, 3 * D, a + b[B_LN1], D, params, grads,
+        linear_backward(dln, g ? 1 : 0, dqkv + g * D, 3 * D, ln, D, params, grads,
                         o->qkv_weight + g * Dmax * Dmax, Dmax,
                         o->qkv_bias >= 0 ? o->qkv_bias + g * Dmax : -1, M, D, p->alpha);
     k->layernorm_backward(k, dh, grads + o->norm1_weight, grads + o->norm1_bias, dln,
