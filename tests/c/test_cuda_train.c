@@ -15,7 +15,8 @@
      AdamW's moments within 1e-4, and every step's loss within 1e-5;
    - the elastic branch's backbone passes run in the intact branch's activation arenas, and the
      intact global pass in the teacher's;
-   - `poa cuda plan`'s memory plan (the step run nowhere) is exactly what the step allocates.
+   - `poa cuda plan`'s memory plan (the step run nowhere) is exactly what the step allocates;
+   - two steps of two accumulated micro-batches (their own draws, losses halved) as the CPU's.
    With a GPU (else SKIP): the same on the device, fp32; and bf16 against the fp32 CPU trainer
    (loss terms within 1e-2, gradients within 2e-2 norm-relative). */
 #include <lua.h>
@@ -33,17 +34,19 @@ enum { STEPS = 3 };
 
 /* ---- the comparison ---- */
 
-static int load_trainer(poa_trainer *t, poa_error *e) {
+static int load_trainer_with(poa_trainer *t, const char *extra, poa_error *e) {
     lua_State *L = poa_lua_open(e);
     /* a larger eps: AdamW's first steps are close to lr * sign(g), which would turn the last-bit
        differences of two summation orders into whole steps */
-    const char *overrides[] = { "optim.eps=1e-3", "optim.base_lr=0.02" };
+    const char *overrides[] = { "optim.eps=1e-3", "optim.base_lr=0.02", extra };
     poa_train_config config;
-    int rc = !L || poa_train_config_load(L, RECIPE, overrides, 2, &config, e) ? -1 : 0;
+    int rc = !L || poa_train_config_load(L, RECIPE, overrides, extra ? 3 : 2, &config, e) ? -1 : 0;
     if (L) lua_close(L);
     if (!rc) rc = poa_trainer_init(t, &config, e);
     return rc;
 }
+
+static int load_trainer(poa_trainer *t, poa_error *e) { return load_trainer_with(t, NULL, e); }
 
 /* max |a - b| / max |b| over the backbone and the heads parts. */
 static double state_error(const float *a, const float *a_heads, const float *b, const float *b_heads, long n,
@@ -193,6 +196,47 @@ static void check_plan(void) {
     poa_trainer_free(&planned), poa_trainer_free(&run);
 }
 
+/* Gradient accumulation: 2 steps of 2 micro-batches each (each its own elastic draw, losses
+   scaled by 1/2), emulated, against the CPU trainer. */
+static void check_accumulation(const poa_cuda_exec *exec) {
+    poa_error e = { { 0 } };
+    poa_trainer cpu, gpu;
+    poa_batch batch[4];
+    poa_cuda_train g;
+    int made = 0, has_g = 0;
+    int rc = load_trainer_with(&cpu, "train.accumulate=2", &e) || load_trainer_with(&gpu, "train.accumulate=2", &e);
+    for (int i = 0; i < 4 && !rc; i++, made++) rc = poa_synthetic_batch(&batch[i], &cpu.config, 41 + (uint64_t)i, &e);
+    if (!rc) rc = poa_cuda_train_init(&g, &gpu, exec, 0, &e);
+    has_g = !rc;
+    double worst = 0;
+    for (int s = 0; s < 2 && !rc; s++) {
+        poa_trainer_begin_step(&cpu);
+        poa_cuda_train_begin_step(&g);
+        for (int m = 0; m < 2 && !rc; m++)
+            rc = poa_trainer_micro_batch(&cpu, &batch[2 * s + m], m, &e) ||
+                 poa_cuda_train_micro_batch(&g, &batch[2 * s + m], m, &e);
+        if (rc) break;
+        poa_trainer_end_step(&cpu);
+        rc = poa_cuda_train_end_step(&g, &e);
+        worst = fmax(worst, term_error(&gpu.last, &cpu.last));
+    }
+    double student = 1, teacher = 1;
+    if (!rc && !(rc = poa_cuda_train_download(&g, &e))) {
+        const long n = cpu.model.parameter_count, nh = cpu.heads.parameter_count;
+        student = state_error(gpu.student, gpu.student_heads, cpu.student, cpu.student_heads, n, nh);
+        teacher = state_error(gpu.teacher, gpu.teacher_heads, cpu.teacher, cpu.teacher_heads, n, nh);
+    }
+    printf("  emulated, accumulating 2 micro-batches: terms %.3g, student %.3g, teacher %.3g, draws %ld and %ld\n",
+           worst, student, teacher, cpu.draws, gpu.draws);
+    CHECK("emulated: 2 steps of 2 accumulated micro-batches: loss terms within 1e-5, student and teacher within "
+          "1e-4 of the CPU trainer's, the same draws",
+          !rc && worst <= 1e-5 && student <= 1e-4 && teacher <= 1e-4 && cpu.draws == gpu.draws && cpu.draws == 4,
+          "%s", rc ? e.message : "off");
+    if (has_g) poa_cuda_train_free(&g);
+    for (int i = 0; i < made; i++) poa_synthetic_batch_free(&batch[i]);
+    poa_trainer_free(&cpu), poa_trainer_free(&gpu);
+}
+
 static void check_emulated(void) {
     step_emulator em = { 0 };
     em.scratch_count = 4L << 20;
@@ -203,6 +247,7 @@ static void check_emulated(void) {
     printf("  emulated: %ld launches (%ld training, %ld heads, %ld glue), %ld GEMMs\n", em.launches,
            em.train_launches, em.heads_launches, em.glue_launches, em.gemms);
     compare("emulated bf16", &exec, 1);
+    check_accumulation(&exec);
     free(em.scratch);
 }
 
