@@ -97,6 +97,12 @@ end
 
 -- cuda/vit_fused.cu: the fused ops of every set in one file (one NVRTC compile), each set's
 -- kernels in a namespace holding its constants; kernel names <op>_<set>.
+-- One row of a .cu's "Kernels, in launch order" table (name padded to width).
+local function table_line(width, name, grid, block)
+  return string.format("//   %-" .. width .. "s grid (%s), block (%s)", name, table.concat(grid, ", "),
+    table.concat(block, ", "))
+end
+
 function emit.fused_cu_text(sets, recipes)
   local parts, table_lines = {}, {}
   for _, set in ipairs(sets) do
@@ -106,8 +112,7 @@ function emit.fused_cu_text(sets, recipes)
       local text, list = lower_cuda.op(fused_c_op(name, set, ""), dims)
       kernels[#kernels + 1] = text
       for _, k in ipairs(list) do
-        table_lines[#table_lines + 1] = string.format("//   %-44s grid (%s, %s), block (%s, %s)", k.name,
-          k.grid[1], k.grid[2], k.block[1], k.block[2])
+        table_lines[#table_lines + 1] = table_line(44, k.name, { k.grid[1], k.grid[2] }, { k.block[1], k.block[2] })
       end
     end
     parts[#parts + 1] = string.format("namespace set_%s {\nenum { WIDTH = %d, HEADS = %d, HEAD_DIM = %d, HIDDEN = %d };\n\n%s}  // namespace set_%s\n",
@@ -146,8 +151,7 @@ function emit.cu_text(set)
   local dims = dims_of(set)
   local kernels, table_lines = {}, {}
   local function row(name, grid, block)
-    table_lines[#table_lines + 1] = string.format("//   %-34s grid (%s, %s), block (%s, %s)", name,
-      grid[1], grid[2], block[1], block[2])
+    table_lines[#table_lines + 1] = table_line(34, name, { grid[1], grid[2] }, { block[1], block[2] })
   end
   for _, name in ipairs(ops.order) do
     local text, list = lower_cuda.op(ops[name], dims)
@@ -211,14 +215,13 @@ function emit.train_cu_text()
     local text, list = lower_cuda.op(ops_train[name], {})
     kernels[#kernels + 1] = text
     for _, k in ipairs(list) do
-      table_lines[#table_lines + 1] = string.format("//   %-34s grid (%s, %s), block (%s, %s)", k.name,
-        k.grid[1], k.grid[2], k.block[1], k.block[2])
+      table_lines[#table_lines + 1] = table_line(34, k.name, { k.grid[1], k.grid[2] }, { k.block[1], k.block[2] })
     end
   end
   for _, t in ipairs(train_hand_written_cu) do
     kernels[#kernels + 1] = template.read(t.file)
     for _, k in ipairs(t.kernels) do
-      table_lines[#table_lines + 1] = string.format("//   %-34s grid (%s), block (%s)", k[1], k[2], k[3])
+      table_lines[#table_lines + 1] = table_line(34, k[1], { k[2] }, { k[3] })
     end
   end
   local names = {}

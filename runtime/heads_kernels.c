@@ -49,6 +49,18 @@ static double row_sum(double partial[ROW_THREADS]) {
     return partial[0];
 }
 
+/* sum_j a[j] b[j] over a row of d as a block of ROW_THREADS does it: thread t adds j = t, t +
+   ROW_THREADS, ... in double, then the fixed tree of row_sum. */
+static double row_dot(const float *a, const float *b, long d) {
+    double partial[ROW_THREADS];
+    for (long t = 0; t < ROW_THREADS; t++) {
+        double s = 0;
+        for (long j = t; j < d; j += ROW_THREADS) s += (double)a[j] * b[j];
+        partial[t] = s;
+    }
+    return row_sum(partial);
+}
+
 static void gelu_forward(const unsigned grid[3], float *y, const float *x, long n) {
     for (long b = 0; b < (long)grid[0]; b++)
         for (long t = 0; t < ELEMENT_THREADS; t++) {
@@ -75,13 +87,7 @@ static void l2_normalize_forward(const unsigned grid[3], float *u, float *norm, 
                                  long d) {
     for (long r = 0; r < (long)grid[0] && r < rows; r++) {
         const float *zr = z + r * d;
-        double partial[ROW_THREADS];
-        for (long t = 0; t < ROW_THREADS; t++) {
-            double s = 0;
-            for (long j = t; j < d; j += ROW_THREADS) s += (double)zr[j] * zr[j];
-            partial[t] = s;
-        }
-        const double n = sqrt(row_sum(partial)), denom = n > NORM_EPS ? n : NORM_EPS;
+        const double n = sqrt(row_dot(zr, zr, d)), denom = n > NORM_EPS ? n : NORM_EPS;
         norm[r] = (float)n;
         for (long j = 0; j < d; j++) u[r * d + j] = (float)(zr[j] / denom);
     }
@@ -92,13 +98,7 @@ static void l2_normalize_backward(const unsigned grid[3], float *dz, const float
     for (long r = 0; r < (long)grid[0] && r < rows; r++) {
         const float *dur = du + r * d, *ur = u + r * d;
         const double n = norm[r];
-        double partial[ROW_THREADS];
-        for (long t = 0; t < ROW_THREADS; t++) {
-            double s = 0;
-            for (long j = t; j < d; j += ROW_THREADS) s += (double)dur[j] * ur[j];
-            partial[t] = s;
-        }
-        const double dot = row_sum(partial);
+        const double dot = row_dot(dur, ur, d);
         for (long j = 0; j < d; j++)
             dz[r * d + j] = n > NORM_EPS ? (float)((dur[j] - ur[j] * dot) / n) : (float)(dur[j] / NORM_EPS);
     }
@@ -108,13 +108,7 @@ static void weight_norm_forward(const unsigned grid[3], float *wn, float *vnorm,
                                 long k, long d) {
     for (long i = 0; i < (long)grid[0] && i < k; i++) {
         const float *vi = v + i * d;
-        double partial[ROW_THREADS];
-        for (long t = 0; t < ROW_THREADS; t++) {
-            double s = 0;
-            for (long j = t; j < d; j += ROW_THREADS) s += (double)vi[j] * vi[j];
-            partial[t] = s;
-        }
-        const double n = sqrt(row_sum(partial)), f = g[i] / n;
+        const double n = sqrt(row_dot(vi, vi, d)), f = g[i] / n;
         vnorm[i] = (float)n;
         for (long j = 0; j < d; j++) wn[i * d + j] = (float)(f * vi[j]);
     }
@@ -125,13 +119,7 @@ static void weight_norm_backward(const unsigned grid[3], float *dg, float *dv, c
     for (long i = 0; i < (long)grid[0] && i < k; i++) {
         const float *dwi = dw + i * d, *vi = v + i * d;
         const double n = vnorm[i];
-        double partial[ROW_THREADS];
-        for (long t = 0; t < ROW_THREADS; t++) {
-            double s = 0;
-            for (long j = t; j < d; j += ROW_THREADS) s += (double)dwi[j] * vi[j];
-            partial[t] = s;
-        }
-        const double dot = row_sum(partial), f = g[i] / n, proj = dot / (n * n);
+        const double dot = row_dot(dwi, vi, d), f = g[i] / n, proj = dot / (n * n);
         dg[i] += (float)(dot / n);
         for (long j = 0; j < d; j++) dv[i * d + j] += (float)(f * (dwi[j] - proj * vi[j]));
     }
