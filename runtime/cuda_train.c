@@ -553,7 +553,6 @@ static int branch_forward(poa_cuda_train *g, int index, const poa_batch *mb, con
     const int width = index ? t->current.width : t->model.config.max_width;
     const int depth = index ? t->current.depth : t->model.config.max_depth;
     const long D = width, GB = sh->G * sh->B, LB = sh->L * sh->B, rows = LB + GB + sh->masked;
-    const double rate = t->config.drop_path_rate;
     if (branch_passes(g, b, width, depth, mb, index ? &g->branch[0] : NULL, e) || heads_pass(g, &b->heads, &b->has_heads, width, rows, 0, e))
         return -1;
     /* the CPU step's stochastic-depth draws */
@@ -564,8 +563,8 @@ static int branch_forward(poa_cuda_train *g, int index, const poa_batch *mb, con
     if (dl) g->drop_local[index] = dl;
     if (!dg || !dl) return poa_fail(e, "GPU step: out of memory for the drop-path draws");
     int failed = 0;
-    const float *drop_global = poa_draw_drop_path(dg, depth, GB, rate, t->config.seed, stream, &failed);
-    const float *drop_local = poa_draw_drop_path(dl, depth, LB, rate, t->config.seed, stream + 4096, &failed);
+    const float *drop_global = poa_trainer_drop_path(t, index, 0, dg, depth, GB, stream, &failed);
+    const float *drop_local = poa_trainer_drop_path(t, index, 1, dl, depth, LB, stream + 4096, &failed);
     if (failed) return poa_fail(e, "GPU step: out of memory for the drop-path draws");
     const size_t f = sizeof(float);
     /* the crops: uploaded by the teacher (global) and the intact branch (local) */
@@ -773,26 +772,14 @@ int poa_cuda_train_end_step(poa_cuda_train *g, poa_error *e) {
     s->dino = terms[TERM_DINO] / world, s->distill = terms[TERM_DISTILL] / world;
     s->koleo = terms[TERM_KOLEO] / world, s->ibot = terms[TERM_IBOT] / world;
     s->loss = s->dino + s->distill + s->koleo + s->ibot;
-    s->lr = poa_cosine_value(&t->lr, t->step);
-    s->weight_decay = poa_cosine_value(&t->weight_decay, t->step);
-    s->momentum = poa_cosine_value(&t->momentum, t->step);
+    double *lr = t->rates, *wd = t->rates + g->tensor_count;
+    poa_trainer_update_rates(t, s, lr, wd);
     s->skipped = isnan(s->loss) || isinf(s->loss);
     if (!s->skipped) {
         s->grad_norm_backbone = sqrt(norms[0]), s->grad_norm_heads = sqrt(norms[1]);
-        const double lr_last = t->step < t->freeze_last_layer_steps ? 0 : s->lr;
         const poa_train_config *c = &t->config;
-        double *lr = malloc(sizeof(double) * (size_t)g->tensor_count * 2), *wd = lr ? lr + g->tensor_count : NULL;
         float *scalars = malloc(sizeof(float) * (size_t)g->tensor_count * 2);
-        if (!lr || !scalars) {
-            free(lr), free(scalars);
-            return poa_fail(e, "GPU step: out of memory");
-        }
-        for (int i = 0; i < g->tensor_count; i++) {
-            const int heads = i >= t->model.tensor_count;
-            const poa_param_group *group = heads ? &t->groups_heads[i - t->model.tensor_count] : &t->groups[i];
-            lr[i] = (group->last_layer ? lr_last : s->lr) * group->lr_mult;
-            wd[i] = s->weight_decay * group->wd_mult;
-        }
+        if (!scalars) return poa_fail(e, "GPU step: out of memory");
         poa_train_adamw_constants k;
         poa_train_adamw_scalars(lr, wd, g->tensor_count, c->beta1, c->beta2, c->eps, t->step + 1, scalars,
                                 scalars + g->tensor_count, &k);
@@ -813,7 +800,7 @@ int poa_cuda_train_end_step(poa_cuda_train *g, poa_error *e) {
                                       sizeof(float) * (size_t)g->tensor_count, e) ||
                  launch(g, "poa_train_adamw", &adam, a_adam, e) || launch(g, "poa_train_ema", &flat, a_ema, e);
         if (!rc) rc = poa_cuda_exec_synchronize(&g->exec, e); /* scalars is freed next */
-        free(lr), free(scalars);
+        free(scalars);
         if (rc) return -1;
     }
     if (fill(g, g->grads, n + nh, e)) return -1;

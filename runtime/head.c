@@ -17,6 +17,7 @@
 
 #include "backend.h"
 #include "random.h"
+#include "safetensors.h"
 
 #define HEAD_NORM_EPS 1e-12
 #define HEAD_STREAM_TAG 0x4845414400000000ull /* "HEAD": streams apart from the ViT's */
@@ -67,6 +68,34 @@ int poa_heads_init(poa_heads *heads, const poa_head_config *config, poa_error *e
 #undef HEAD_TENSOR
     }
     return 0;
+}
+
+void poa_heads_official_name(char *out, size_t size, const char *prefix, const char *name) {
+    const char *layer = strstr(name, ".0.");
+    if (strncmp(name, "mlp", 3) == 0 && layer)
+        snprintf(out, size, "%s%.*s.0.linear.%s", prefix, (int)(layer - name), name, layer + 3);
+    else
+        snprintf(out, size, "%s%s", prefix, name);
+}
+
+int poa_heads_load_parameters(const poa_heads *heads, real *params, const char *path, const char *prefix,
+                              poa_error *e) {
+    poa_safetensors f;
+    if (poa_safetensors_open(&f, path, e)) return -1;
+    int rc = 0;
+    for (int i = 0; i < heads->tensor_count && rc == 0; i++) {
+        const poa_vit_tensor *t = &heads->tensors[i];
+        char ours[POA_VIT_NAME_SIZE + 64], official[POA_VIT_NAME_SIZE + 64];
+        snprintf(ours, sizeof ours, "%s%s", prefix, t->name);
+        poa_heads_official_name(official, sizeof official, prefix, t->name);
+        const char *name = poa_safetensors_find(&f, official) ? official : ours;
+        if (!poa_safetensors_find(&f, name))
+            rc = poa_fail(e, "%s: missing head tensor '%s' (or '%s')", path, official, ours);
+        else
+            rc = poa_safetensors_read_shaped(&f, name, t->ndim, t->shape, params + t->offset, e);
+    }
+    poa_safetensors_close(&f);
+    return rc;
 }
 
 void poa_heads_free(poa_heads *heads) {

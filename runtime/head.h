@@ -43,6 +43,16 @@ void poa_heads_free(poa_heads *heads);
    weight_v ~ U(-1/sqrt(bottleneck), 1/sqrt(bottleneck)) (PyTorch Linear default). */
 void poa_heads_init_parameters(const poa_heads *heads, real *params, unsigned long long seed);
 
+/* Reads every head tensor from a state dict under "dino_head." (the official POA and DINOv2
+   names, where each head's first layer is the sliced mlp{h}.0.linear.*) or under poa's own
+   names (mlp{h}.0.*, as a poa checkpoint's "student.dino_head."), checking shapes; names the
+   file and the tensor on failure. */
+/* prefix + the official name of head tensor `name`: its first layer (a sliced linear) is
+   mlp{h}.0.linear.*, the others as poa names them. */
+void poa_heads_official_name(char *out, size_t size, const char *prefix, const char *name);
+int poa_heads_load_parameters(const poa_heads *heads, real *params, const char *path, const char *prefix,
+                              poa_error *e);
+
 /* Where a pass's arena keeps its buffers (element offsets): per head a0 h0 a1 h1 (rows x hidden),
    z u (rows x bottleneck), ||z|| (rows), Wn (K_h x bottleneck), ||v|| (K_h), logits (rows x
    K_h); then the input copy x (rows x width) and the backward's scratch, shared by the heads:

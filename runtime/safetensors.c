@@ -524,3 +524,19 @@ int poa_safetensors_read_real(const poa_safetensors *f, const char *name, real *
     }
     return 0;
 }
+
+int poa_safetensors_read_shaped(const poa_safetensors *f, const char *name, int ndim, const long long *shape,
+                                real *dst, poa_error *e) {
+    const poa_tensor_info *t = poa_safetensors_find(f, name);
+    if (!t) return poa_fail(e, "%s: no tensor '%s'", f->path, name);
+    int same = t->ndim == ndim;
+    long long count = 1;
+    for (int d = 0; d < ndim; d++) same = same && t->shape[d] == shape[d], count *= shape[d];
+    if (!same) {
+        char want[256], got[256];
+        format_shape(want, sizeof want, ndim, shape);
+        format_shape(got, sizeof got, t->ndim, t->shape);
+        return poa_fail(e, "%s: tensor '%s' has shape %s, the model needs %s", f->path, name, got, want);
+    }
+    return poa_safetensors_read_real(f, name, dst, count, e);
+}

@@ -58,6 +58,11 @@ long long poa_tensor_numel(const poa_tensor_info *t);
 int poa_safetensors_read_real(const poa_safetensors *f, const char *name, real *dst, long long count,
                               poa_error *e);
 
+/* The same, checking that the tensor has exactly `shape` (ndim dimensions); the error names
+   the file, the tensor and both shapes. */
+int poa_safetensors_read_shaped(const poa_safetensors *f, const char *name, int ndim, const long long *shape,
+                                real *dst, poa_error *e);
+
 /* Writer: tensors are referenced (not copied) until save. */
 typedef struct poa_safetensors_writer poa_safetensors_writer;
 poa_safetensors_writer *poa_safetensors_writer_new(void); /* NULL if out of memory */

@@ -76,6 +76,18 @@ real *poa_draw_drop_path(real *scale, int depth, long batch, double rate, uint64
     return scale;
 }
 
+real *poa_trainer_drop_path(const poa_trainer *t, int branch, int crops, real *scale, int depth, long batch,
+                            uint64_t stream, int *failed) {
+    const real *given = t->given_drop_path[branch][crops];
+    if (!given) return poa_draw_drop_path(scale, depth, batch, t->config.drop_path_rate, t->config.seed, stream, failed);
+    if (!scale) {
+        *failed = 1;
+        return NULL;
+    }
+    memcpy(scale, given, sizeof(real) * (size_t)(depth * 2 * batch));
+    return scale;
+}
+
 /* Copies the CLS rows and the masked patch rows of a pass's output into head-input rows. */
 static void gather_rows(real *dst, const poa_vit_pass *p, const int *indices, long count,
                         long patches) {
@@ -171,7 +183,6 @@ static int teacher_targets(poa_trainer *t, const poa_batch *mb, const crops *cro
 static int branch_forward(poa_trainer *t, int index, branch *x, const poa_batch *mb,
                           const crops *crops, const shapes *sh, uint64_t stream, poa_error *e) {
     const long D = x->width, rows = sh->L * sh->B + sh->G * sh->B + sh->masked;
-    const double rate = t->config.drop_path_rate;
     x->global = &t->student_global[index], x->local = &t->student_local[index];
     x->heads = &t->student_heads_pass[index];
     if (poa_vit_pass_prepare(x->global, &t->model, x->width, x->depth, sh->G * sh->B, sh->S, e) ||
@@ -181,10 +192,10 @@ static int branch_forward(poa_trainer *t, int index, branch *x, const poa_batch 
     poa_branch_work *w = &t->branch_work[index];
     const long drop_count = x->depth * 2L * (sh->G > sh->L ? sh->G : sh->L) * sh->B;
     int failed = 0;
-    x->drop_global = poa_draw_drop_path(poa_work_buffer_get(&w->drop_global, drop_count), x->depth,
-                                    sh->G * sh->B, rate, t->config.seed, stream, &failed);
-    x->drop_local = poa_draw_drop_path(poa_work_buffer_get(&w->drop_local, drop_count), x->depth,
-                                   sh->L * sh->B, rate, t->config.seed, stream + 4096, &failed);
+    x->drop_global = poa_trainer_drop_path(t, index, 0, poa_work_buffer_get(&w->drop_global, drop_count),
+                                           x->depth, sh->G * sh->B, stream, &failed);
+    x->drop_local = poa_trainer_drop_path(t, index, 1, poa_work_buffer_get(&w->drop_local, drop_count),
+                                          x->depth, sh->L * sh->B, stream + 4096, &failed);
     x->features = poa_work_buffer_get(&w->features, rows * D);
     x->dfeatures = poa_work_buffer_get(&w->dfeatures, rows * D);
     x->dout_global = work_zeros(&w->dout_global, x->global->rows * D);
@@ -206,14 +217,25 @@ static int branch_forward(poa_trainer *t, int index, branch *x, const poa_batch 
     return 0;
 }
 
-/* The loss terms of one branch (reference §3.5), scaled by `scale` (1 / micro-batches);
-   their gradients accumulate into x->dlogits and, for KoLeo, into x->dout_global. intact is
-   the intact branch when x is the elastic one (for the same-view distillation), else NULL.
-   The scratch buffers are the trainer's (distill_targets, ibot_weights, koleo_*), sized by
-   losses_prepare. */
-static void branch_losses(poa_trainer *t, branch *x, const branch *intact, const targets *tg,
+/* One reference loss call: the sum over n rows of weight_r CE(targets_r, logits_r / T),
+   over `norm`: the call's raw value, returned. Its gradient times `factor` (the call's weight
+   in the step's loss) accumulates into dlogits; with factor 0 there is none. */
+static double loss_call(const real *targets, const real *logits, long n, long k, double T,
+                        const real *weights, double norm, double factor, real *dlogits) {
+    if (factor == 0) return poa_soft_cross_entropy(targets, logits, n, k, T, weights, 1 / norm, NULL);
+    return poa_soft_cross_entropy(targets, logits, n, k, T, weights, factor / norm, dlogits) / factor;
+}
+
+/* The loss terms of branch `index` (0 intact, 1 elastic; reference §3.5), each call's raw
+   value into st->calls and its weighted value into st's terms, scaled by `scale` (1 /
+   micro-batches); their gradients accumulate into x->dlogits and, for KoLeo, into
+   x->dout_global. intact is the intact branch when x is the elastic one (for the same-view
+   distillation), else NULL. The scratch buffers are the trainer's (distill_targets,
+   ibot_weights, koleo_*), sized by losses_prepare. */
+static void branch_losses(poa_trainer *t, int index, branch *x, const branch *intact, const targets *tg,
                           const poa_batch *mb, const shapes *sh, double scale, poa_step_stats *st) {
     const poa_train_config *c = &t->config;
+    poa_loss_calls *calls = &st->calls;
     const int H = t->heads.config.heads;
     const long B = sh->B, local_rows = sh->L * B, global_rows = sh->G * B;
     const double T = c->student_temp, pairs = (double)sh->G * sh->L + sh->G * (sh->G - 1);
@@ -223,46 +245,51 @@ static void branch_losses(poa_trainer *t, branch *x, const branch *intact, const
         real *S_global = S + local_rows * K, *dS_global = dS + local_rows * K;
         /* (a) cross-view DINO: every local crop and every other global crop against each
            teacher global crop, each a mean over B rows, averaged over the pairs and heads. */
-        double w = scale * c->dino_weight * x->weight / H / pairs / B, dino = 0;
+        const double fd = scale * c->dino_weight * x->weight / H / pairs;
+        double local = 0, global = 0;
         for (int g = 0; g < sh->G; g++) {
             const real *P = tg->cls[h] + g * B * K;
             for (int l = 0; l < sh->L; l++)
-                dino += poa_soft_cross_entropy(P, S + l * B * K, B, K, T, NULL, w, dS + l * B * K);
+                local += loss_call(P, S + l * B * K, B, K, T, NULL, B, fd, dS + l * B * K);
             for (int s2 = 0; s2 < sh->G; s2++)
                 if (s2 != g)
-                    dino += poa_soft_cross_entropy(P, S_global + s2 * B * K, B, K, T, NULL, w,
-                                                   dS_global + s2 * B * K);
+                    global += loss_call(P, S_global + s2 * B * K, B, K, T, NULL, B, fd, dS_global + s2 * B * K);
         }
-        st->dino += dino;
+        st->dino += fd * (local + global);
+        calls->dino_local[index][h] += scale * local;
+        if (sh->G > 1) calls->dino_global[index][h] += scale * global / (sh->G * (sh->G - 1));
         /* (b) same-view intact -> elastic distillation (elastic only): mean over the local
            rows plus mean over the global rows, targets softmax(S_intact / 0.1). */
         if (intact) {
-            const real *SI = intact->heads->logits[h];
             real *Q = t->distill_targets.data;
-            poa_softmax_rows(Q, SI, local_rows + global_rows, K, c->distill_temp);
-            double wd = scale * (1 - c->lambda) / H;
-            st->distill += poa_soft_cross_entropy(Q, S, local_rows, K, T, NULL, wd / local_rows, dS);
-            st->distill += poa_soft_cross_entropy(Q + local_rows * K, S_global, global_rows, K, T,
-                                                  NULL, wd / global_rows, dS_global);
+            poa_softmax_rows(Q, intact->heads->logits[h], local_rows + global_rows, K, c->distill_temp);
+            const double fv = scale * (1 - c->lambda) / H;
+            double dl = loss_call(Q, S, local_rows, K, T, NULL, local_rows, fv, dS);
+            double dg = loss_call(Q + local_rows * K, S_global, global_rows, K, T, NULL, global_rows, fv, dS_global);
+            st->distill += fv * (dl + dg);
+            calls->distill_local[h] += scale * dl, calls->distill_global[h] += scale * dg;
         }
         /* (d) iBOT: per masked token weight 1 / (masked tokens of its image), over G*B images. */
         if (sh->masked) {
-            double wi = scale * c->ibot_weight * x->weight / H / global_rows;
+            const double fi = scale * c->ibot_weight * x->weight / H;
             real *weights = t->ibot_weights.data;
             for (long i = 0; i < sh->masked; i++) weights[i] = mb->masks.weights[i];
-            long at = (local_rows + global_rows) * K;
-            st->ibot += poa_soft_cross_entropy(tg->patch[h], S + at, sh->masked, K, T, weights, wi,
-                                               dS + at);
+            const long at = (local_rows + global_rows) * K;
+            double ib = loss_call(tg->patch[h], S + at, sh->masked, K, T, weights, global_rows, fi, dS + at);
+            st->ibot += fi * ib;
+            calls->ibot[index][h] += scale * ib;
         }
     }
     /* (c) KoLeo on the final-LN CLS features of each global crop (B rows each). */
     const long D = x->width;
-    const double wk = scale * c->koleo_weight * (c->elastic ? 0.5 : 1.0);
+    const double fk = scale * c->koleo_weight * (c->elastic ? 0.5 : 1.0);
     real *f = t->koleo_features.data, *df = t->koleo_grads.data, *dout_global = x->dout_global;
     for (int g = 0; g < sh->G; g++) {
         memcpy(f, x->features + (local_rows + g * B) * D, sizeof(real) * (size_t)(B * D));
         memset(df, 0, sizeof(real) * (size_t)(B * D));
-        st->koleo += poa_koleo(f, B, D, wk, df);
+        double koleo = fk == 0 ? poa_koleo(f, B, D, 1, NULL) : poa_koleo(f, B, D, fk, df) / fk;
+        st->koleo += fk * koleo;
+        if (g < POA_LOSS_CALL_CROPS) calls->koleo[index][g] += scale * koleo;
         for (long b = 0; b < B; b++)
             for (long i = 0; i < D; i++)
                 dout_global[((g * B + b) * x->global->tokens) * D + i] += df[b * D + i];
@@ -323,7 +350,7 @@ static int micro_batch(poa_trainer *t, const poa_batch *mb, int micro, double sc
     for (int b = 0; b < branches && rc == 0; b++) {
         rc = branch_forward(t, b, &x[b], mb, &cr, &sh, stream + (uint64_t)b * 8192, e);
         if (rc) break;
-        branch_losses(t, &x[b], b ? &x[0] : NULL, &tg, mb, &sh, scale, st);
+        branch_losses(t, b, &x[b], b ? &x[0] : NULL, &tg, mb, &sh, scale, st);
         branch_backward(t, &x[b], mb, &sh);
     }
     free(cr.owned[0]), free(cr.owned[1]);
@@ -333,8 +360,8 @@ static int micro_batch(poa_trainer *t, const poa_batch *mb, int micro, double sc
 void poa_trainer_begin_step(poa_trainer *t) {
     poa_step_stats *st = &t->current;
     memset(st, 0, sizeof *st);
-    st->teacher_temp = poa_cosine_value(&t->teacher_temp, t->step);
-    st->ibot_active = t->step >= t->ibot_start_step;
+    st->teacher_temp = poa_cosine_value(&t->teacher_temp, poa_trainer_iteration(t));
+    st->ibot_active = poa_trainer_iteration(t) >= t->ibot_start_step;
     st->width = t->model.config.max_width, st->depth = t->model.config.max_depth;
 }
 

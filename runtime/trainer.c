@@ -23,7 +23,8 @@ int poa_trainer_init(poa_trainer *t, poa_train_config *c, poa_error *e) {
     t->adam_m_heads = zeros(nh), t->adam_v_heads = zeros(nh);
     t->groups = calloc((size_t)t->model.tensor_count, sizeof *t->groups);
     t->groups_heads = calloc((size_t)t->heads.tensor_count, sizeof *t->groups_heads);
-    if (!t->student || !t->teacher || !t->grads || !t->adam_m || !t->adam_v ||
+    t->rates = malloc(sizeof(double) * 2 * (size_t)(t->model.tensor_count + t->heads.tensor_count));
+    if (!t->rates || !t->student || !t->teacher || !t->grads || !t->adam_m || !t->adam_v ||
         !t->student_heads || !t->teacher_heads || !t->grads_heads || !t->adam_m_heads ||
         !t->adam_v_heads || !t->groups || !t->groups_heads)
         return poa_fail(e, "out of memory for %ld + %ld parameters", n, nh);
@@ -53,6 +54,20 @@ int poa_trainer_init(poa_trainer *t, poa_train_config *c, poa_error *e) {
     return 0;
 }
 
+int poa_trainer_init_from(poa_trainer *t, const char *path, poa_error *e) {
+    const long n = t->model.parameter_count, nh = t->heads.parameter_count;
+    /* into the teacher's buffers first, so that a failure leaves the student as it was */
+    if (poa_vit_load_parameters(&t->model, t->teacher, path, NULL, e) ||
+        poa_heads_load_parameters(&t->heads, t->teacher_heads, path, "dino_head.", e)) {
+        memcpy(t->teacher, t->student, sizeof(real) * (size_t)n);
+        memcpy(t->teacher_heads, t->student_heads, sizeof(real) * (size_t)nh);
+        return -1;
+    }
+    memcpy(t->student, t->teacher, sizeof(real) * (size_t)n);
+    memcpy(t->student_heads, t->teacher_heads, sizeof(real) * (size_t)nh);
+    return 0;
+}
+
 void poa_trainer_free(poa_trainer *t) {
     real *buffers[] = { t->student, t->teacher, t->grads, t->adam_m, t->adam_v,
                         t->student_heads, t->teacher_heads, t->grads_heads, t->adam_m_heads,
@@ -60,6 +75,7 @@ void poa_trainer_free(poa_trainer *t) {
     for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++) free(buffers[i]);
     free(t->groups);
     free(t->groups_heads);
+    free(t->rates);
     poa_vit_pass_free(&t->teacher_pass);
     poa_heads_pass_free(&t->teacher_heads_pass);
     for (int b = 0; b < 2; b++) {
@@ -109,6 +125,11 @@ void poa_work_buffer_free(poa_work_buffer *b) {
    state is the draw counter alone. */
 void poa_trainer_next_member(poa_trainer *t, int *width, int *depth) {
     const poa_train_config *c = &t->config;
+    if (t->forced_width > 0) {
+        *width = t->forced_width, *depth = t->forced_depth;
+        t->draws++;
+        return;
+    }
     const long n = c->slot_count, cycle = t->draws / n, at = t->draws % n;
     int *order = malloc(sizeof(int) * (size_t)n);
     for (long i = 0; i < n; i++) order[i] = (int)i;
@@ -124,21 +145,35 @@ void poa_trainer_next_member(poa_trainer *t, int *width, int *depth) {
     t->draws++;
 }
 
-/* AdamW over every tensor with its group's lr and weight decay, after clipping. */
-static void optimizer_update(poa_trainer *t, double lr, double lr_last, double wd) {
+long poa_trainer_iteration(const poa_trainer *t) { return t->step + t->schedule_offset; }
+
+void poa_trainer_update_rates(const poa_trainer *t, poa_step_stats *s, double *lr, double *wd) {
+    const long it = poa_trainer_iteration(t);
+    s->lr = poa_cosine_value(&t->lr, it);
+    s->weight_decay = poa_cosine_value(&t->weight_decay, it);
+    s->momentum = poa_cosine_value(&t->momentum, it);
+    const double lr_last = it < t->freeze_last_layer_steps ? 0 : s->lr;
+    for (int i = 0; i < t->model.tensor_count + t->heads.tensor_count; i++) {
+        const int heads = i >= t->model.tensor_count;
+        const poa_param_group *group = heads ? &t->groups_heads[i - t->model.tensor_count] : &t->groups[i];
+        lr[i] = (group->last_layer ? lr_last : s->lr) * group->lr_mult;
+        wd[i] = s->weight_decay * group->wd_mult;
+    }
+}
+
+/* AdamW over every tensor of [backbone | heads] with its lr and weight decay, after clipping. */
+static void optimizer_update(poa_trainer *t, const double *lr, const double *wd) {
     const poa_train_config *c = &t->config;
     long step = t->step + 1;
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0, i = 0; pass < 2; pass++) {
         const poa_vit_tensor *tensors = pass ? t->heads.tensors : t->model.tensors;
-        const poa_param_group *groups = pass ? t->groups_heads : t->groups;
         int count = pass ? t->heads.tensor_count : t->model.tensor_count;
         real *p = pass ? t->student_heads : t->student, *g = pass ? t->grads_heads : t->grads;
         real *m = pass ? t->adam_m_heads : t->adam_m, *v = pass ? t->adam_v_heads : t->adam_v;
-        for (int i = 0; i < count; i++) {
-            const poa_vit_tensor *x = &tensors[i];
-            double group_lr = (groups[i].last_layer ? lr_last : lr) * groups[i].lr_mult;
+        for (int j = 0; j < count; j++, i++) {
+            const poa_vit_tensor *x = &tensors[j];
             poa_adamw_update(p + x->offset, g + x->offset, m + x->offset, v + x->offset, x->count,
-                             group_lr, wd * groups[i].wd_mult, c->beta1, c->beta2, c->eps, step);
+                             lr[i], wd[i], c->beta1, c->beta2, c->eps, step);
         }
     }
 }
@@ -146,15 +181,13 @@ static void optimizer_update(poa_trainer *t, double lr, double lr_last, double w
 /* After the gradients of a step are in: NaN check, clipping per module, AdamW, EMA. */
 void poa_trainer_apply(poa_trainer *t, poa_step_stats *s) {
     const long n = t->model.parameter_count, nh = t->heads.parameter_count;
-    s->lr = poa_cosine_value(&t->lr, t->step);
-    s->weight_decay = poa_cosine_value(&t->weight_decay, t->step);
-    s->momentum = poa_cosine_value(&t->momentum, t->step);
+    double *lr = t->rates, *wd = t->rates + t->model.tensor_count + t->heads.tensor_count;
+    poa_trainer_update_rates(t, s, lr, wd);
     s->skipped = isnan(s->loss) || isinf(s->loss);
     if (!s->skipped) {
         s->grad_norm_backbone = poa_clip_grad_norm(t->grads, n, t->config.clip_grad);
         s->grad_norm_heads = poa_clip_grad_norm(t->grads_heads, nh, t->config.clip_grad);
-        double lr_last = t->step < t->freeze_last_layer_steps ? 0 : s->lr;
-        optimizer_update(t, s->lr, lr_last, s->weight_decay);
+        optimizer_update(t, lr, wd);
         poa_ema_update(t->teacher, t->student, n, s->momentum);
         poa_ema_update(t->teacher_heads, t->student_heads, nh, s->momentum);
     }
@@ -185,9 +218,14 @@ int poa_trainer_reduce_step(poa_trainer *t, poa_error *e) {
     for (long i = 0; i < nh; i++) t->grads_heads[i] *= inverse;
     poa_step_stats *s = &t->current;
     double terms[4] = { s->dino, s->distill, s->koleo, s->ibot };
-    if (poa_dist_all_reduce_double(d, terms, 4, POA_DIST_SUM, e)) return -1;
+    double *calls = (double *)&s->calls; /* a struct of doubles only */
+    const long call_count = (long)(sizeof s->calls / sizeof(double));
+    if (poa_dist_all_reduce_double(d, terms, 4, POA_DIST_SUM, e) ||
+        poa_dist_all_reduce_double(d, calls, call_count, POA_DIST_SUM, e))
+        return -1;
     s->dino = terms[0] / d->world_size, s->distill = terms[1] / d->world_size;
     s->koleo = terms[2] / d->world_size, s->ibot = terms[3] / d->world_size;
+    for (long i = 0; i < call_count; i++) calls[i] /= d->world_size;
     return 0;
 }
 

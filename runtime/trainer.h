@@ -15,8 +15,27 @@
 #include "train_config.h"
 #include "vit.h"
 
+#define POA_LOSS_CALL_CROPS 8 /* global crops whose KoLeo calls are kept apart */
+
+/* The step's loss calls as the reference's loss modules return them (its losses.json `raw`
+   values), before their weights in the total, as the mean over micro-batches (and ranks).
+   Per branch (0 intact, 1 elastic) and head h:
+     dino_local   DINOLoss on the local crops: the sum over (local crop, teacher crop) pairs of
+                  the row-mean CE;
+     dino_global  DINOLoss on the global crops: the mean over the G(G-1) cross-view pairs of
+                  the row-mean CE (the reference's one 2B-row mean for G = 2);
+     ibot         iBOTPatchLoss.forward_masked: sum over masked tokens of w_t CE, over G*B;
+   the elastic branch's same-view distillation (row means over the local / global rows), and
+   KoLeo per branch and global crop (the first POA_LOSS_CALL_CROPS). */
+typedef struct poa_loss_calls {
+    double dino_local[2][POA_MAX_HEADS], dino_global[2][POA_MAX_HEADS], ibot[2][POA_MAX_HEADS];
+    double distill_local[POA_MAX_HEADS], distill_global[POA_MAX_HEADS];
+    double koleo[2][POA_LOSS_CALL_CROPS];
+} poa_loss_calls;
+
 typedef struct poa_step_stats {
     double loss, dino, distill, koleo, ibot;        /* this step's terms (mean over micro-batches) */
+    poa_loss_calls calls;                            /* ... and the loss calls they are made of */
     double lr, weight_decay, momentum, teacher_temp;
     double grad_norm_backbone, grad_norm_heads;      /* before clipping */
     int width, depth;                                /* the last elastic member */
@@ -51,6 +70,7 @@ typedef struct poa_trainer {
     real *grads, *grads_heads;
     real *adam_m, *adam_v, *adam_m_heads, *adam_v_heads;
     poa_param_group *groups, *groups_heads;
+    double *rates;       /* per tensor of [backbone | heads]: its lr, then its weight decay */
     long step;           /* optimizer steps done */
     long draws;          /* elastic draws done */
     long total_steps;    /* epochs x official_epoch_length */
@@ -66,6 +86,18 @@ typedef struct poa_trainer {
     poa_work_buffer teacher_input, targets_cls[POA_MAX_HEADS], targets_patch[POA_MAX_HEADS];
     poa_branch_work branch_work[2];
     poa_work_buffer distill_targets, ibot_weights, koleo_features, koleo_grads;
+    /* Given instead of drawn (the official step's replay, tests/c/test_official_step.c; all
+       zero in a training run):
+       schedule_offset: iterations added to the step wherever the schedules, the last layer's
+         freeze and iBOT's start are read (poa_trainer_iteration); AdamW's own step count
+         (its bias correction) is the optimizer steps done, not moved;
+       forced_width, forced_depth (> 0): the member every elastic draw returns;
+       given_drop_path[branch][crops] (branch 0 intact, 1 elastic; crops 0 global, 1 local):
+         the stochastic-depth factors (depth x 2 x batch, as poa_draw_drop_path writes them)
+         that poa_trainer_drop_path returns instead of drawing. */
+    long schedule_offset;
+    int forced_width, forced_depth;
+    const real *given_drop_path[2][2];
 } poa_trainer;
 
 /* Builds the networks from the config (taking ownership of it), initialises the student
@@ -73,8 +105,30 @@ typedef struct poa_trainer {
 int poa_trainer_init(poa_trainer *t, poa_train_config *config, poa_error *e);
 void poa_trainer_free(poa_trainer *t);
 
+/* Initialises the student from a state dict under the official names (backbone.* and
+   dino_head.*, as the official POA code saves its student; "teacher.backbone." is accepted
+   too) at the intact shapes, copies it into the teacher, and leaves the optimizer fresh:
+   `poa train --init`. Called before training (the teacher equal to the student); the file and
+   the tensor are named on failure, and then the student and teacher are as they were. */
+int poa_trainer_init_from(poa_trainer *t, const char *path, poa_error *e);
+
 /* The next elastic member of this rank's cycle (config.rank; advances t->draws). */
 void poa_trainer_next_member(poa_trainer *t, int *width, int *depth);
+
+/* The iteration the schedules are read at: t->step + t->schedule_offset. */
+long poa_trainer_iteration(const poa_trainer *t);
+
+/* The update's rates at this iteration (reference §5.3): s->lr, s->weight_decay and
+   s->momentum, and per tensor of [backbone | heads] (model.tensor_count + heads.tensor_count
+   values each) its group's lr (the last layer's is 0 while frozen) and weight decay. */
+void poa_trainer_update_rates(const poa_trainer *t, poa_step_stats *s, double *lr, double *wd);
+
+/* The stochastic-depth factors of a branch's pass (branch 0 intact, 1 elastic; crops 0
+   global, 1 local) into scale (depth x 2 x batch): t->given_drop_path when set, else
+   poa_draw_drop_path keyed by (config.seed, stream). Returns scale, or NULL when the rate is 0
+   and nothing is given (or memory runs out: then *failed is set). The CPU and GPU steps call it. */
+real *poa_trainer_drop_path(const poa_trainer *t, int branch, int crops, real *scale, int depth, long batch,
+                            uint64_t stream, int *failed);
 
 /* One optimizer step: begin, then config.accumulate micro-batches (one loader batch each,
    micro = 0, 1, ...), then reduce, then end (NaN check, clipping, AdamW, EMA; stats in

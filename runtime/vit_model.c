@@ -135,12 +135,6 @@ static const char *backbone_prefix(const poa_vit *m, const poa_safetensors *f) {
     return NULL;
 }
 
-static void shape_text(char *out, size_t size, const long long *shape, int ndim) {
-    out[0] = 0;
-    for (int d = 0; d < ndim && d < 8; d++)
-        snprintf(out + strlen(out), size - strlen(out), "%s%lld", d ? "," : "", shape[d]);
-}
-
 int poa_vit_load_parameters(const poa_vit *m, real *params, const char *path,
                             const char **prefix_used, poa_error *e) {
     poa_safetensors f;
@@ -163,17 +157,7 @@ int poa_vit_load_parameters(const poa_vit *m, real *params, const char *path,
     for (int i = 0; i < m->tensor_count && rc == 0; i++) {
         const poa_vit_tensor *t = &m->tensors[i];
         snprintf(name, sizeof name, "%s%s", prefix, t->name);
-        const poa_tensor_info *info = poa_safetensors_find(&f, name);
-        int same = info->ndim == t->ndim;
-        for (int d = 0; same && d < t->ndim; d++) same = info->shape[d] == t->shape[d];
-        if (!same) {
-            char want[96], got[96];
-            shape_text(want, sizeof want, t->shape, t->ndim);
-            shape_text(got, sizeof got, info->shape, info->ndim);
-            rc = poa_fail(e, "%s: tensor '%s' has shape (%s), the model needs (%s)", path, name, got, want);
-            break;
-        }
-        rc = poa_safetensors_read_real(&f, name, params + t->offset, t->count, e);
+        rc = poa_safetensors_read_shaped(&f, name, t->ndim, t->shape, params + t->offset, e);
     }
     poa_safetensors_close(&f);
     if (rc == 0 && prefix_used) *prefix_used = prefix;
