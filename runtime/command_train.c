@@ -1,5 +1,5 @@
 /* command_train.c: `poa train <recipe.lua> [section.field=value ...] [--resume PATH|auto]
-   [--steps N]`: the training loop with a live progress line, JSON-lines metrics, atomic
+   [--init FILE] [--steps N]`: the training loop with a live progress line, JSON-lines metrics, atomic
    checkpoints (every train.checkpoint_every steps, at the end, and on SIGINT/SIGTERM),
    keeping the last train.keep_checkpoints. Launched as several processes (torchrun or Slurm
    variables, runtime/dist.h) it is data parallel: each rank loads its own shard of the data
@@ -7,7 +7,9 @@
    all of them, and only rank 0 prints progress and writes metrics and checkpoints.
    --device auto (the default) runs the step on the GPU (runtime/cuda_train.c, bf16 GEMM
    operands unless --precision fp32) when libcuda finds one, else on the CPU backend and says so
-   once; --device cpu and --device gpu choose. */
+   once; --device cpu and --device gpu choose. --init FILE starts the student and the teacher
+   from a state dict under the official POA names (backbone.*, dino_head.*; an official
+   checkpoint's student converted to safetensors) instead of the recipe's initialisation. */
 #include <dirent.h>
 #include <errno.h>
 #include <lauxlib.h>
@@ -36,7 +38,7 @@ static double seconds_now(void) {
 }
 
 typedef struct train_options {
-    const char *recipe, *resume;
+    const char *recipe, *resume, *init;
     const char *overrides[64];
     int override_count;
     long max_steps; /* 0: until the schedule ends */
@@ -47,10 +49,12 @@ static int parse(int argc, char **argv, train_options *o, poa_error *e) {
     memset(o, 0, sizeof *o);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--resume") == 0 || strcmp(argv[i], "--steps") == 0 ||
-            strcmp(argv[i], "--device") == 0 || strcmp(argv[i], "--precision") == 0) {
+            strcmp(argv[i], "--device") == 0 || strcmp(argv[i], "--precision") == 0 ||
+            strcmp(argv[i], "--init") == 0) {
             if (i + 1 >= argc) return poa_fail(e, "%s needs a value", argv[i]);
             const char *option = argv[i], *value = argv[++i];
             if (option[2] == 'r') o->resume = value;
+            else if (option[2] == 'i') o->init = value;
             else if (option[2] == 's') o->max_steps = atol(value);
             else if (option[2] == 'd') o->device = value;
             else o->precision = value;
@@ -67,7 +71,7 @@ static int parse(int argc, char **argv, train_options *o, poa_error *e) {
     }
     if (!o->recipe)
         return poa_fail(e, "usage: poa train <recipe.lua> [section.field=value ...] "
-                           "[--resume PATH|auto] [--steps N] [--device auto|cpu|gpu] [--precision bf16|fp32]");
+                           "[--resume PATH|auto] [--init FILE] [--steps N] [--device auto|cpu|gpu] [--precision bf16|fp32]");
     if (!o->device) o->device = "auto";
     if (!o->precision) o->precision = "bf16";
     if (strcmp(o->device, "auto") && strcmp(o->device, "cpu") && strcmp(o->device, "gpu"))
@@ -193,6 +197,28 @@ static int stop_everywhere(poa_dist *dist, int *stop, poa_error *e) {
     return 0;
 }
 
+/* The trainer's starting point: a checkpoint to resume from (--resume), else --init's
+   state dict, else the recipe's initialisation (already in t). */
+static int start_from(const train_options *o, poa_trainer *t, int leader, poa_error *e) {
+    char path[1200] = "";
+    long steps[1];
+    if (o->resume && strcmp(o->resume, "auto") == 0 && list_checkpoints(t->config.output, steps, 1))
+        snprintf(path, sizeof path, "%s/checkpoint_%ld.safetensors", t->config.output, steps[0]);
+    else if (o->resume && strcmp(o->resume, "auto"))
+        snprintf(path, sizeof path, "%s", o->resume);
+    if (path[0]) {
+        if (poa_trainer_load(t, path, e)) return -1;
+        if (leader)
+            fprintf(stderr, "poa train: resumed %s at step %ld%s%s%s\n", path, t->step,
+                    o->init ? " (--init " : "", o->init ? o->init : "", o->init ? " is for a fresh start: not used)" : "");
+        return 0;
+    }
+    if (!o->init) return 0;
+    if (poa_trainer_init_from(t, o->init, e)) return -1;
+    if (leader) fprintf(stderr, "poa train: student and teacher initialised from %s\n", o->init);
+    return 0;
+}
+
 static int train(const train_options *o, poa_dist *dist, poa_error *e) {
     lua_State *L = poa_lua_open(e);
     if (!L) return -1;
@@ -216,16 +242,7 @@ static int train(const train_options *o, poa_dist *dist, poa_error *e) {
     if (poa_trainer_init(&t, &config, e)) return -1;
     t.dist = dist;
     if (leader && poa_make_folders(t.config.output, e)) return -1;
-    if (o->resume) {
-        char path[1200];
-        long steps[1];
-        if (strcmp(o->resume, "auto") == 0 && list_checkpoints(t.config.output, steps, 1))
-            snprintf(path, sizeof path, "%s/checkpoint_%ld.safetensors", t.config.output, steps[0]);
-        else
-            snprintf(path, sizeof path, "%s", strcmp(o->resume, "auto") ? o->resume : "");
-        if (path[0] && poa_trainer_load(&t, path, e)) return -1;
-        if (path[0] && leader) fprintf(stderr, "poa train: resumed %s at step %ld\n", path, t.step);
-    }
+    if (start_from(o, &t, leader, e)) return -1;
     if (poa_dist_connect(dist, e) || poa_trainer_sync(&t, e)) return -1;
     device dev;
     if (device_open(&dev, o, &t, e)) return -1;
