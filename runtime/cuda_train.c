@@ -14,12 +14,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "loss_plan.h"
 #include "recipe.h"
 #include "train_kernels.h"
 
 #define ARGC(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
-enum { TERM_DINO, TERM_DISTILL, TERM_KOLEO, TERM_IBOT, TERM_COUNT };
+/* The device's loss accumulators (doubles): the step's four terms (loss_plan.h's
+   POA_LOSS_TERMS), then every raw loss call's slot of poa_loss_calls, each times its call's
+   factor / slot_scale (g->slot_unit, which end_step divides by). */
+enum { TERM_COUNT = POA_LOSS_TERMS, SLOT_COUNT = (int)(sizeof(poa_loss_calls) / sizeof(double)),
+       ACCUMULATORS = TERM_COUNT + SLOT_COUNT };
 
 int poa_cuda_train_kernels_source(char **source, poa_error *e) {
     return poa_lua_text("return require('gen.emit').train_cu_text()", "training kernels", source, e);
@@ -95,23 +100,29 @@ static int sum_doubles(poa_cuda_train *g, CUdeviceptr total, CUdeviceptr x, long
     return launch(g, "poa_train_sum", &dims, args, e);
 }
 
-/* terms[term] += the sum of rows doubles at row_loss. */
-static int add_term(poa_cuda_train *g, int term, CUdeviceptr row_loss, long rows, poa_error *e) {
+/* The sum of rows doubles at row_loss (a call's weighted loss) added to its term's
+   accumulator and to its raw slot's. */
+static int add_term(poa_cuda_train *g, const poa_loss_call *call, CUdeviceptr row_loss, long rows, poa_error *e) {
     if (rows <= 0) return 0;
+    if (call->slot >= 0) g->slot_unit[call->slot] = call->factor / call->slot_scale;
     return sum_doubles(g, g->sum_scratch, row_loss, rows, e) ||
-                   add_double(g, g->terms + sizeof(double) * (size_t)term, g->sum_scratch, 1, e)
+                   add_double(g, g->terms + sizeof(double) * (size_t)call->term, g->sum_scratch, 1, e) ||
+                   (call->slot >= 0 &&
+                    add_double(g, g->terms + sizeof(double) * (size_t)(TERM_COUNT + call->slot), g->sum_scratch, 1, e))
                ? -1
                : 0;
 }
 
-/* Cross-entropy rows of the loss (poa_train_cross_entropy), their sum added to terms[term]. */
-static int cross_entropy(poa_cuda_train *g, int term, CUdeviceptr targets, CUdeviceptr logits, long rows, long k,
-                         double temperature, CUdeviceptr weight, double scale, CUdeviceptr dlogits, poa_error *e) {
+/* Cross-entropy rows of a loss call (poa_train_cross_entropy), their sum added by add_term. */
+static int cross_entropy(poa_cuda_train *g, const poa_loss_call *call, CUdeviceptr targets, CUdeviceptr logits, long k,
+                         double temperature, CUdeviceptr weight, CUdeviceptr dlogits, poa_error *e) {
+    long rows = call->rows;
     if (rows <= 0) return 0;
+    double scale = call->factor / call->norm;
     poa_cuda_dims dims = { .rows = rows, .k = k };
     CUdeviceptr row_loss = g->row_loss;
     void *args[] = { &row_loss, &dlogits, &targets, &logits, &weight, &temperature, &scale, &rows, &k };
-    return launch(g, "poa_train_cross_entropy", &dims, args, e) || add_term(g, term, row_loss, rows, e) ? -1 : 0;
+    return launch(g, "poa_train_cross_entropy", &dims, args, e) || add_term(g, call, row_loss, rows, e) ? -1 : 0;
 }
 
 /* Sinkhorn-Knopp targets of rows x k logits (runtime/loss.c's poa_sinkhorn_knopp_global):
@@ -210,7 +221,7 @@ static size_t lay_out_work(poa_cuda_train *g, CUdeviceptr base) {
     g->ibot_weights = take(&b, f * (size_t)g->max_masked);
     g->mask_indices = take(&b, sizeof(int) * (size_t)g->max_masked);
     g->row_loss = take(&b, d * (size_t)rows);
-    g->terms = take(&b, d * TERM_COUNT);
+    g->terms = take(&b, d * ACCUMULATORS);
     g->sum_scratch = take(&b, d);
     g->sk_max_partial = take(&b, f * (size_t)sk_chunks);
     g->sk_max = take(&b, f);
@@ -583,73 +594,70 @@ static int branch_forward(poa_cuda_train *g, int index, const poa_batch *mb, con
     return 0;
 }
 
-/* The loss terms of a branch (train_step.c's branch_losses, same terms, weights and order). */
+/* KoLeo of a call's rows of the head input (one global crop's CLS features); the gradients
+   into g->koleo_grads (global rows x width). */
+static int koleo_call(poa_cuda_train *g, poa_cuda_branch *x, const poa_loss_call *call, long local_rows,
+                      poa_error *e) {
+    const size_t f = sizeof(float);
+    long n = call->rows, d = x->width;
+    double factor = call->factor;
+    CUdeviceptr features = x->features + f * (size_t)(call->row * d);
+    CUdeviceptr grads = g->koleo_grads + f * (size_t)((call->row - local_rows) * d);
+    CUdeviceptr zhat = g->koleo_zhat, norm = g->koleo_norm, kg = g->koleo_g, nn = g->koleo_nn;
+    CUdeviceptr row_loss = g->koleo_row_loss;
+    poa_cuda_dims dims = { .n = n };
+    void *a_normalize[] = { &zhat, &norm, &features, &n, &d };
+    void *a_neighbours[] = { &kg, &nn, &row_loss, &zhat, &factor, &n, &d };
+    void *a_backward[] = { &grads, &kg, &nn, &zhat, &norm, &n, &d };
+    return launch(g, "poa_train_koleo_normalize", &dims, a_normalize, e) ||
+                   launch(g, "poa_train_koleo_neighbours", &dims, a_neighbours, e) ||
+                   launch(g, "poa_train_koleo_backward", &dims, a_backward, e) || add_term(g, call, row_loss, n, e)
+               ? -1
+               : 0;
+}
+
+/* The loss calls of a branch (runtime/loss_plan.h, as train_step.c's branch_losses: the same
+   calls, weights and order). */
 static int branch_losses(poa_cuda_train *g, int index, double weight, const shapes *sh, double scale,
                          poa_error *e) {
     poa_trainer *t = g->t;
     const poa_train_config *c = &t->config;
     poa_cuda_branch *x = &g->branch[index], *intact = index ? &g->branch[0] : NULL;
-    const int H = t->heads.config.heads;
     const long B = sh->B, local_rows = sh->L * B, global_rows = sh->G * B;
-    const double T = c->student_temp, pairs = (double)sh->G * sh->L + sh->G * (sh->G - 1);
     const size_t f = sizeof(float);
-#define AT(base, rows_, k_) ((base) + f * (size_t)((rows_) * (k_)))
-    for (int h = 0; h < H; h++) {
-        const long K = t->heads.config.prototypes[h];
-        CUdeviceptr S = x->heads.logits[h], dS = x->dlogits[h];
-        CUdeviceptr S_global = AT(S, local_rows, K), dS_global = AT(dS, local_rows, K);
-        const double w = scale * c->dino_weight * weight / H / pairs / B;
-        for (int gc = 0; gc < sh->G; gc++) {
-            CUdeviceptr P = AT(g->targets_cls[h], gc * B, K);
-            for (int l = 0; l < sh->L; l++)
-                if (cross_entropy(g, TERM_DINO, P, AT(S, l * B, K), B, K, T, 0, w, AT(dS, l * B, K), e)) return -1;
-            for (int s2 = 0; s2 < sh->G; s2++)
-                if (s2 != gc && cross_entropy(g, TERM_DINO, P, AT(S_global, s2 * B, K), B, K, T, 0, w,
-                                              AT(dS_global, s2 * B, K), e))
-                    return -1;
+    const poa_loss_shape shape = { B, sh->G, sh->L, sh->masked };
+    const int capacity = poa_loss_plan_capacity(c, &shape);
+    poa_loss_call *calls = malloc(sizeof *calls * (size_t)capacity);
+    if (!calls) return poa_fail(e, "GPU step: out of memory for %d loss calls", capacity);
+    const int count = poa_loss_plan(c, index, weight, &shape, scale, calls, capacity);
+    int rc = fill(g, g->koleo_grads, global_rows * x->width, e), distill_head = -1;
+    for (int i = 0; i < count && !rc; i++) {
+        const poa_loss_call *call = &calls[i];
+        const int h = call->head;
+        if (call->term == POA_LOSS_KOLEO) {
+            rc = koleo_call(g, x, call, local_rows, e);
+            continue;
         }
-        if (intact) {
+        long K = t->heads.config.prototypes[h];
+        if (call->targets == POA_TARGETS_DISTILL && distill_head != h) {
             CUdeviceptr Q = g->distill_targets, SI = intact->heads.logits[h];
-            long softmax_rows = local_rows + global_rows, k = K;
+            long softmax_rows = local_rows + global_rows;
             double distill_temp = c->distill_temp;
             poa_cuda_dims dims = { .rows = softmax_rows, .k = K };
-            void *args[] = { &Q, &SI, &distill_temp, &softmax_rows, &k };
-            const double wd = scale * (1 - c->lambda) / H;
-            if (launch(g, "poa_train_softmax", &dims, args, e) ||
-                cross_entropy(g, TERM_DISTILL, Q, S, local_rows, K, T, 0, wd / (double)local_rows, dS, e) ||
-                cross_entropy(g, TERM_DISTILL, AT(Q, local_rows, K), S_global, global_rows, K, T, 0,
-                              wd / (double)global_rows, dS_global, e))
-                return -1;
+            void *args[] = { &Q, &SI, &distill_temp, &softmax_rows, &K };
+            rc = launch(g, "poa_train_softmax", &dims, args, e);
+            distill_head = h;
         }
-        if (sh->masked) {
-            const double wi = scale * c->ibot_weight * weight / H / global_rows;
-            const long at = local_rows + global_rows;
-            if (cross_entropy(g, TERM_IBOT, g->targets_patch[h], AT(S, at, K), sh->masked, K, T, g->ibot_weights, wi,
-                              AT(dS, at, K), e))
-                return -1;
-        }
+        CUdeviceptr P = call->targets == POA_TARGETS_TEACHER_CLS     ? g->targets_cls[h]
+                        : call->targets == POA_TARGETS_TEACHER_PATCH ? g->targets_patch[h]
+                                                                     : g->distill_targets;
+        if (!rc)
+            rc = cross_entropy(g, call, P + f * (size_t)(call->target_row * K), x->heads.logits[h] + f * (size_t)(call->row * K),
+                               K, c->student_temp, call->token_weights ? g->ibot_weights : 0,
+                               x->dlogits[h] + f * (size_t)(call->row * K), e);
     }
-    /* KoLeo on each global crop's CLS features; the gradients into the global dout */
-    const long D = x->width;
-    double wk = scale * c->koleo_weight * (c->elastic ? 0.5 : 1.0);
-    if (fill(g, g->koleo_grads, global_rows * D, e)) return -1;
-    for (int gc = 0; gc < sh->G; gc++) {
-        CUdeviceptr features = AT(x->features, local_rows + gc * B, D), grads = AT(g->koleo_grads, gc * B, D);
-        CUdeviceptr zhat = g->koleo_zhat, norm = g->koleo_norm, kg = g->koleo_g, nn = g->koleo_nn;
-        CUdeviceptr row_loss = g->koleo_row_loss;
-        long n = B, d = D;
-        poa_cuda_dims dims = { .n = n };
-        void *a_normalize[] = { &zhat, &norm, &features, &n, &d };
-        void *a_neighbours[] = { &kg, &nn, &row_loss, &zhat, &wk, &n, &d };
-        void *a_backward[] = { &grads, &kg, &nn, &zhat, &norm, &n, &d };
-        if (B < 2) continue; /* KoLeo is 0 for fewer than two rows (loss.c) */
-        if (launch(g, "poa_train_koleo_normalize", &dims, a_normalize, e) ||
-            launch(g, "poa_train_koleo_neighbours", &dims, a_neighbours, e) ||
-            launch(g, "poa_train_koleo_backward", &dims, a_backward, e) || add_term(g, TERM_KOLEO, row_loss, B, e))
-            return -1;
-    }
-#undef AT
-    return poa_cuda_vit_scatter_add_rows(&x->global, g->koleo_grads, 0, global_rows, e);
+    free(calls);
+    return rc ? -1 : poa_cuda_vit_scatter_add_rows(&x->global, g->koleo_grads, 0, global_rows, e);
 }
 
 /* Heads backward, the head-input gradients into the backbones' douts, the backbones' backward. */
@@ -683,7 +691,7 @@ int poa_cuda_train_micro_batch(poa_cuda_train *g, const poa_batch *mb, int micro
         return poa_fail(e, "GPU step: a micro-batch of %ld images of %d + %d crops (%ld masked tokens) is larger than "
                            "the recipe's (%d images, %ld masked tokens at most)",
                         sh.B, sh.G, sh.L, sh.masked, c->batch_size, g->max_masked);
-    if (micro == 0 && fill(g, g->terms, 2 * TERM_COUNT, e)) return -1; /* the doubles as floats */
+    if (micro == 0 && fill(g, g->terms, 2 * ACCUMULATORS, e)) return -1; /* the doubles as floats */
     if (sh.masked &&
         (poa_cuda_exec_upload(&g->exec, g->mask_indices, mb->masks.indices, sizeof(int) * (size_t)sh.masked, e) ||
          poa_cuda_exec_upload(&g->exec, g->ibot_weights, mb->masks.weights, sizeof(float) * (size_t)sh.masked, e)))
@@ -751,7 +759,7 @@ int poa_cuda_train_reduce_step(poa_cuda_train *g, poa_error *e) {
     void *args[] = { &grads, &inverse, &all };
     return poa_cuda_reduce_device(g->reduce, g->grads, all, 0, POA_DIST_SUM, e) ||
                    glue(g, g->scale, "poa_glue_scale", all, args, e) ||
-                   poa_cuda_reduce_device(g->reduce, g->terms, TERM_COUNT, 1, POA_DIST_SUM, e)
+                   poa_cuda_reduce_device(g->reduce, g->terms, ACCUMULATORS, 1, POA_DIST_SUM, e)
                ? -1
                : 0;
 }
@@ -761,7 +769,7 @@ int poa_cuda_train_end_step(poa_cuda_train *g, poa_error *e) {
     poa_step_stats *s = &t->current;
     const long n = g->n, nh = g->nh;
     const size_t f = sizeof(float);
-    double terms[TERM_COUNT], norms[2];
+    double terms[ACCUMULATORS], norms[2];
     CUdeviceptr norm_backbone = g->norms, norm_heads = g->norms + sizeof(double);
     const int world = many(g) ? g->reduce->dist->world_size : 1; /* the terms are summed over it */
     /* the one synchronisation of the step: the loss terms and the gradient norms */
@@ -769,8 +777,10 @@ int poa_cuda_train_end_step(poa_cuda_train *g, poa_error *e) {
         poa_cuda_exec_download(&g->exec, terms, g->terms, sizeof terms, e) ||
         poa_cuda_exec_download(&g->exec, norms, g->norms, sizeof norms, e))
         return -1;
-    s->dino = terms[TERM_DINO] / world, s->distill = terms[TERM_DISTILL] / world;
-    s->koleo = terms[TERM_KOLEO] / world, s->ibot = terms[TERM_IBOT] / world;
+    s->dino = terms[POA_LOSS_DINO] / world, s->distill = terms[POA_LOSS_DISTILL] / world;
+    s->koleo = terms[POA_LOSS_KOLEO] / world, s->ibot = terms[POA_LOSS_IBOT] / world;
+    double *calls = (double *)&s->calls; /* a struct of doubles only */
+    for (int i = 0; i < SLOT_COUNT; i++) calls[i] = g->slot_unit[i] != 0 ? terms[TERM_COUNT + i] / g->slot_unit[i] / world : 0;
     s->loss = s->dino + s->distill + s->koleo + s->ibot;
     double *lr = t->rates, *wd = t->rates + g->tensor_count;
     poa_trainer_update_rates(t, s, lr, wd);

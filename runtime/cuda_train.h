@@ -99,6 +99,7 @@ typedef struct poa_cuda_train {
     CUdeviceptr sk_max_partial, sk_max, sk_row_sum, sk_row_scale, sk_total, sk_colsum, sk_column_scale;
     CUdeviceptr koleo_zhat, koleo_g, koleo_norm, koleo_row_loss, koleo_nn, koleo_features, koleo_grads;
     CUdeviceptr norm_partial, norms;
+    double slot_unit[sizeof(poa_loss_calls) / sizeof(double)]; /* per raw-call slot: factor / slot_scale */
     /* host scratch */
     float *drop_global[2], *drop_local[2];
     long launches, gemms;

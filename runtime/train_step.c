@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "loss.h"
+#include "loss_plan.h"
 #include "random.h"
 #include "trainer.h"
 
@@ -217,83 +218,64 @@ static int branch_forward(poa_trainer *t, int index, branch *x, const poa_batch 
     return 0;
 }
 
-/* One reference loss call: the sum over n rows of weight_r CE(targets_r, logits_r / T),
-   over `norm`: the call's raw value, returned. Its gradient times `factor` (the call's weight
-   in the step's loss) accumulates into dlogits; with factor 0 there is none. */
-static double loss_call(const real *targets, const real *logits, long n, long k, double T,
-                        const real *weights, double norm, double factor, real *dlogits) {
-    if (factor == 0) return poa_soft_cross_entropy(targets, logits, n, k, T, weights, 1 / norm, NULL);
-    return poa_soft_cross_entropy(targets, logits, n, k, T, weights, factor / norm, dlogits) / factor;
+/* KoLeo of call's B rows of the head input (one global crop's CLS features): its raw value;
+   its gradient times call->factor accumulates into x->dout_global. */
+static double koleo_call(poa_trainer *t, branch *x, const poa_loss_call *call, const shapes *sh) {
+    const long B = call->rows, D = x->width, first = call->row - sh->L * sh->B; /* a global row */
+    real *f = t->koleo_features.data, *df = t->koleo_grads.data;
+    memcpy(f, x->features + call->row * D, sizeof(real) * (size_t)(B * D));
+    memset(df, 0, sizeof(real) * (size_t)(B * D));
+    const double raw = poa_koleo(f, B, D, call->factor, df) / call->factor;
+    for (long b = 0; b < B; b++)
+        for (long i = 0; i < D; i++) x->dout_global[((first + b) * x->global->tokens) * D + i] += df[b * D + i];
+    return raw;
 }
 
-/* The loss terms of branch `index` (0 intact, 1 elastic; reference §3.5), each call's raw
-   value into st->calls and its weighted value into st's terms, scaled by `scale` (1 /
-   micro-batches); their gradients accumulate into x->dlogits and, for KoLeo, into
-   x->dout_global. intact is the intact branch when x is the elastic one (for the same-view
-   distillation), else NULL. The scratch buffers are the trainer's (distill_targets,
-   ibot_weights, koleo_*), sized by losses_prepare. */
-static void branch_losses(poa_trainer *t, int index, branch *x, const branch *intact, const targets *tg,
-                          const poa_batch *mb, const shapes *sh, double scale, poa_step_stats *st) {
+/* The loss calls of branch `index` (runtime/loss_plan.h: reference §3.5), each call's raw
+   value into st->calls and its weighted value into st's terms, for a micro-batch of `scale`
+   (1 / micro-batches); their gradients accumulate into x->dlogits and, for KoLeo, into
+   x->dout_global. intact is the intact branch when x is the elastic one (the same-view
+   targets), else NULL. The scratch buffers are the trainer's (distill_targets, ibot_weights,
+   koleo_*), sized by losses_prepare. */
+static int branch_losses(poa_trainer *t, int index, branch *x, const branch *intact, const targets *tg,
+                         const poa_batch *mb, const shapes *sh, double scale, poa_step_stats *st, poa_error *e) {
     const poa_train_config *c = &t->config;
-    poa_loss_calls *calls = &st->calls;
-    const int H = t->heads.config.heads;
-    const long B = sh->B, local_rows = sh->L * B, global_rows = sh->G * B;
-    const double T = c->student_temp, pairs = (double)sh->G * sh->L + sh->G * (sh->G - 1);
-    for (int h = 0; h < H; h++) {
-        const long K = t->heads.config.prototypes[h];
-        real *S = x->heads->logits[h], *dS = x->dlogits[h];
-        real *S_global = S + local_rows * K, *dS_global = dS + local_rows * K;
-        /* (a) cross-view DINO: every local crop and every other global crop against each
-           teacher global crop, each a mean over B rows, averaged over the pairs and heads. */
-        const double fd = scale * c->dino_weight * x->weight / H / pairs;
-        double local = 0, global = 0;
-        for (int g = 0; g < sh->G; g++) {
-            const real *P = tg->cls[h] + g * B * K;
-            for (int l = 0; l < sh->L; l++)
-                local += loss_call(P, S + l * B * K, B, K, T, NULL, B, fd, dS + l * B * K);
-            for (int s2 = 0; s2 < sh->G; s2++)
-                if (s2 != g)
-                    global += loss_call(P, S_global + s2 * B * K, B, K, T, NULL, B, fd, dS_global + s2 * B * K);
+    const poa_loss_shape shape = { sh->B, sh->G, sh->L, sh->masked };
+    const int capacity = poa_loss_plan_capacity(c, &shape);
+    poa_loss_call *calls = malloc(sizeof *calls * (size_t)capacity);
+    if (!calls) return poa_fail(e, "losses: out of memory for %d calls", capacity);
+    const int count = poa_loss_plan(c, index, x->weight, &shape, scale, calls, capacity);
+    double *terms[POA_LOSS_TERMS] = { &st->dino, &st->distill, &st->koleo, &st->ibot };
+    double *slots = (double *)&st->calls; /* a struct of doubles only */
+    real *weights = t->ibot_weights.data;
+    for (long i = 0; i < sh->masked; i++) weights[i] = mb->masks.weights[i];
+    int distill_head = -1;
+    for (int i = 0; i < count; i++) {
+        const poa_loss_call *call = &calls[i];
+        const int h = call->head;
+        double raw;
+        if (call->term == POA_LOSS_KOLEO) {
+            raw = koleo_call(t, x, call, sh);
+        } else {
+            const long K = t->heads.config.prototypes[h];
+            if (call->targets == POA_TARGETS_DISTILL && distill_head != h) {
+                poa_softmax_rows(t->distill_targets.data, intact->heads->logits[h], (sh->L + sh->G) * sh->B, K,
+                                 c->distill_temp);
+                distill_head = h;
+            }
+            const real *P = call->targets == POA_TARGETS_TEACHER_CLS     ? tg->cls[h]
+                            : call->targets == POA_TARGETS_TEACHER_PATCH ? tg->patch[h]
+                                                                         : t->distill_targets.data;
+            raw = poa_soft_cross_entropy(P + call->target_row * K, x->heads->logits[h] + call->row * K, call->rows, K,
+                                         c->student_temp, call->token_weights ? weights : NULL,
+                                         call->factor / call->norm, x->dlogits[h] + call->row * K) /
+                  call->factor;
         }
-        st->dino += fd * (local + global);
-        calls->dino_local[index][h] += scale * local;
-        if (sh->G > 1) calls->dino_global[index][h] += scale * global / (sh->G * (sh->G - 1));
-        /* (b) same-view intact -> elastic distillation (elastic only): mean over the local
-           rows plus mean over the global rows, targets softmax(S_intact / 0.1). */
-        if (intact) {
-            real *Q = t->distill_targets.data;
-            poa_softmax_rows(Q, intact->heads->logits[h], local_rows + global_rows, K, c->distill_temp);
-            const double fv = scale * (1 - c->lambda) / H;
-            double dl = loss_call(Q, S, local_rows, K, T, NULL, local_rows, fv, dS);
-            double dg = loss_call(Q + local_rows * K, S_global, global_rows, K, T, NULL, global_rows, fv, dS_global);
-            st->distill += fv * (dl + dg);
-            calls->distill_local[h] += scale * dl, calls->distill_global[h] += scale * dg;
-        }
-        /* (d) iBOT: per masked token weight 1 / (masked tokens of its image), over G*B images. */
-        if (sh->masked) {
-            const double fi = scale * c->ibot_weight * x->weight / H;
-            real *weights = t->ibot_weights.data;
-            for (long i = 0; i < sh->masked; i++) weights[i] = mb->masks.weights[i];
-            const long at = (local_rows + global_rows) * K;
-            double ib = loss_call(tg->patch[h], S + at, sh->masked, K, T, weights, global_rows, fi, dS + at);
-            st->ibot += fi * ib;
-            calls->ibot[index][h] += scale * ib;
-        }
+        *terms[call->term] += call->factor * raw;
+        if (call->slot >= 0) slots[call->slot] += call->slot_scale * raw;
     }
-    /* (c) KoLeo on the final-LN CLS features of each global crop (B rows each). */
-    const long D = x->width;
-    const double fk = scale * c->koleo_weight * (c->elastic ? 0.5 : 1.0);
-    real *f = t->koleo_features.data, *df = t->koleo_grads.data, *dout_global = x->dout_global;
-    for (int g = 0; g < sh->G; g++) {
-        memcpy(f, x->features + (local_rows + g * B) * D, sizeof(real) * (size_t)(B * D));
-        memset(df, 0, sizeof(real) * (size_t)(B * D));
-        double koleo = fk == 0 ? poa_koleo(f, B, D, 1, NULL) : poa_koleo(f, B, D, fk, df) / fk;
-        st->koleo += fk * koleo;
-        if (g < POA_LOSS_CALL_CROPS) calls->koleo[index][g] += scale * koleo;
-        for (long b = 0; b < B; b++)
-            for (long i = 0; i < D; i++)
-                dout_global[((g * B + b) * x->global->tokens) * D + i] += df[b * D + i];
-    }
+    free(calls);
+    return 0;
 }
 
 /* Sizes the loss scratch of branch_losses for this micro-batch (the widest member). */
@@ -350,7 +332,8 @@ static int micro_batch(poa_trainer *t, const poa_batch *mb, int micro, double sc
     for (int b = 0; b < branches && rc == 0; b++) {
         rc = branch_forward(t, b, &x[b], mb, &cr, &sh, stream + (uint64_t)b * 8192, e);
         if (rc) break;
-        branch_losses(t, b, &x[b], b ? &x[0] : NULL, &tg, mb, &sh, scale, st);
+        rc = branch_losses(t, b, &x[b], b ? &x[0] : NULL, &tg, mb, &sh, scale, st, e);
+        if (rc) break;
         branch_backward(t, &x[b], mb, &sh);
     }
     free(cr.owned[0]), free(cr.owned[1]);
