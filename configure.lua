@@ -4,14 +4,15 @@
 --   lua5.4 configure.lua --static-deps
 --                                 the device bundle: build-device.ninja building into build-device/
 --                                 (`ninja -f build-device.ninja`), Lua, TurboJPEG, OpenBLAS,
---                                 libgfortran and libgomp linked statically, sources found
---                                 relative to the working directory (POA_SOURCE_DIR "./"), so
---                                 that the binaries run from a copy of the tree on a machine
---                                 without those libraries (tools/device_check).
+--                                 libgfortran and libgomp linked statically, so that the
+--                                 binaries run on a machine without those libraries
+--                                 (tools/device_check).
 -- Sources are found by their place: runtime/*.c make libpoa (and libpoa_f64, the fp64
 -- build for gradient checks), runtime/main.c is the `poa` CLI, tests/c/test_*.c and
 -- tests/c/f64_*.c are test programs, bench/*.c are benchmarks. The generator (gen/emit.lua)
--- emits the kernels of every recipe in recipes/ and tests/recipes/ into build/gen/.
+-- emits the kernels of every recipe in recipes/ and tests/recipes/ into build/gen/;
+-- tools/embed.lua turns gen/*.lua, models/*.lua and templates/* into build/lua_sources.c, the
+-- Lua that poa carries (runtime/lua_sources.h), so that the binary runs from anywhere.
 package.path = "./?.lua;" .. package.path
 
 local function shell(command)
@@ -53,7 +54,6 @@ local build = static_deps and "build-device" or "build"
 local ninja_file = static_deps and "build-device.ninja" or "build.ninja"
 
 local cc = os.getenv("CC") or "cc"
-local source_dir = static_deps and "." or shell("pwd")
 local cuda = os.getenv("CUDA_HOME") or "/usr/local/cuda"
 local has_nvrtc = io.open(cuda .. "/include/nvrtc.h") ~= nil
 
@@ -111,7 +111,6 @@ end
 local cflags = table.concat({
   "-std=c11 -O2 -g -march=x86-64-v2 -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE",
   "-Iruntime -I" .. build .. "/gen",
-  '-DPOA_SOURCE_DIR=\\"' .. source_dir .. '/\\"',
   cflags_of(lua_flags), cflags_of(blas_flags), cflags_of(jpeg_flags),
   has_nvrtc and ("-I" .. cuda .. "/include -DPOA_HAVE_NVRTC=1") or "",
   os.getenv("CFLAGS") or "",
@@ -153,6 +152,9 @@ w("  description = LINK $out")
 w("rule gen")
 w("  command = lua5.4 gen/emit.lua " .. build .. "/gen $recipes")
 w("  description = GEN " .. build .. "/gen")
+w("rule embed")
+w("  command = lua5.4 tools/embed.lua $out $in")
+w("  description = EMBED $out")
 w("rule configure")
 w("  command = lua5.4 configure.lua" .. (static_deps and " --static-deps" or ""))
 w("  generator = 1")
@@ -167,7 +169,15 @@ for _, kind in ipairs({ "c", "cu", "text" }) do
 end
 w("build " .. table.concat(gen_outputs, " ") .. ": gen " .. gen_inputs)
 w("  recipes = " .. table.concat(recipes, " "))
-w("build " .. ninja_file .. ": configure configure.lua gen/emit.lua | " .. table.concat(recipes, " "))
+-- The folders as inputs too: a file added to or removed from one of them configures again.
+w("build " .. ninja_file .. ": configure configure.lua gen/emit.lua | " .. table.concat(recipes, " ")
+  .. " gen models templates recipes tests/recipes")
+local embedded = glob("gen/*.lua")
+for _, pattern in ipairs({ "models/*.lua", "templates/*" }) do
+  for _, p in ipairs(glob(pattern)) do embedded[#embedded + 1] = p end
+end
+local lua_sources = build .. "/lua_sources.c"
+w("build " .. lua_sources .. ": embed " .. table.concat(embedded, " ") .. " | tools/embed.lua")
 w("")
 
 -- libpoa (fp32) and libpoa_f64 (fp64) from the runtime and the generated C kernels.
@@ -176,6 +186,7 @@ for _, s in ipairs(glob("runtime/*.c")) do
   if s ~= "runtime/main.c" then library_sources[#library_sources + 1] = s end
 end
 for _, s in ipairs(generated.c) do library_sources[#library_sources + 1] = s end
+library_sources[#library_sources + 1] = lua_sources
 for _, variant in ipairs({ { "", "" }, { "_f64", "-DPOA_FP64" } }) do
   local suffix, define = variant[1], variant[2]
   local objects = {}

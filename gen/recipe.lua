@@ -30,10 +30,28 @@ function recipe.source_dir()
   return (here == nil or here == "") and "./" or here
 end
 
+-- read_source("models/vit.lua") -> text, chunk name; or nil and a message. Inside poa the
+-- copy built into the binary (runtime/lua_sources.c registers package.loaded["poa.embedded"]),
+-- else the file of the source tree that holds this gen/.
+function recipe.read_source(relative)
+  local embedded = package.loaded["poa.embedded"]
+  if embedded then
+    local text, err = embedded.read(relative)
+    return text, text and ("@" .. relative) or err
+  end
+  local path = recipe.source_dir() .. relative
+  local f, err = io.open(path, "r")
+  if not f then return nil, err end
+  local text = f:read("a")
+  f:close()
+  return text, "@" .. path
+end
+
 function recipe.load_model(name)
-  local path = recipe.source_dir() .. "models/" .. name .. ".lua"
-  local chunk, err = loadfile(path, "t", {})
-  if not chunk then error("unknown model family '" .. name .. "' (" .. err .. ")", 0) end
+  local text, where = recipe.read_source("models/" .. name .. ".lua")
+  if not text then error("unknown model family '" .. name .. "' (" .. where .. ")", 0) end
+  local chunk, err = load(text, where, "t", {})
+  if not chunk then error(err, 0) end
   return chunk()
 end
 
