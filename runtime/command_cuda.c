@@ -19,6 +19,7 @@
 #include "cuda_train.h"
 #include "data_synthetic.h"
 #include "nvrtc_cache.h"
+#include "progress.h"
 #include "recipe.h"
 
 extern char **environ;
@@ -110,6 +111,7 @@ typedef struct pool {
     int count, next;
     const char *arch; /* warm: sm_XX; report: the sm_XX ptxas targets */
     const char *ptxas; /* report: the ptxas program; NULL for warm */
+    poa_progress progress; /* files done, with an ETA */
     pthread_mutex_t lock;
 } pool;
 
@@ -186,12 +188,15 @@ static void *worker(void *argument) {
         pthread_mutex_unlock(&p->lock);
         if (i < 0) return NULL;
         work_on(p, &p->files[i]);
+        poa_progress_add(&p->progress, 1);
     }
 }
 
 static void run_pool(kernel_file *files, int count, const char *arch, const char *ptxas, int jobs) {
     pool p = { .files = files, .count = count, .arch = arch, .ptxas = ptxas };
     pthread_mutex_init(&p.lock, NULL);
+    poa_progress_start(&p.progress, stdout, ptxas ? "poa cuda report: compiling" : "poa cuda warm: compiling",
+                       count, "files");
     if (jobs > count) jobs = count;
     if (jobs > 64) jobs = 64;
     pthread_t threads[64];
@@ -200,6 +205,7 @@ static void run_pool(kernel_file *files, int count, const char *arch, const char
         if (pthread_create(&threads[started], NULL, worker, &p) == 0) started++;
     worker(&p); /* this thread works too */
     for (int t = 0; t < started; t++) pthread_join(threads[t], NULL);
+    poa_progress_finish(&p.progress);
     pthread_mutex_destroy(&p.lock);
 }
 

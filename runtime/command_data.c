@@ -29,7 +29,7 @@ int poa_command_data(int argc, char **argv) {
     }
     poa_fashion_mnist_result r;
     poa_error e = { "" };
-    if (poa_fashion_mnist_convert(source, out, size, limit, &r, &e) != 0) {
+    if (poa_fashion_mnist_convert(source, out, size, limit, stdout, &r, &e) != 0) {
         fprintf(stderr, "poa data: %s\n", e.message);
         return 1;
     }
