@@ -1,6 +1,9 @@
 #!/usr/bin/env lua5.4
 -- configure.lua: find the toolchain and libraries, then write build.ninja.
 --   lua5.4 configure.lua          (CC, CFLAGS, CUDA_HOME are read from the environment)
+--   lua5.4 configure.lua --prefix=/opt/poa
+--                                 where `ninja install` puts bin/poa, share/poa/recipes/*.lua and
+--                                 share/doc/poa/README.md (default /usr/local; DESTDIR=... stages)
 --   lua5.4 configure.lua --static-deps
 --                                 the device bundle: build-device.ninja building into build-device/
 --                                 (`ninja -f build-device.ninja`), Lua, TurboJPEG, OpenBLAS,
@@ -45,10 +48,18 @@ end
 
 local function basename(path) return (path:gsub("^.*/", ""):gsub("%.[^.]*$", "")) end
 
-local static_deps = false
+local static_deps, prefix = false, "/usr/local"
 for _, a in ipairs(arg) do
   if a == "--static-deps" then static_deps = true
-  else io.stderr:write("configure.lua: unknown option " .. a .. " (known: --static-deps)\n") os.exit(2) end
+  elseif a:match("^%-%-prefix=/") then prefix = a:sub(10):gsub("/+$", "")
+  else
+    io.stderr:write("configure.lua: unknown option " .. a .. " (known: --static-deps, --prefix=/ABSOLUTE/DIR)\n")
+    os.exit(2)
+  end
+end
+if prefix:find("[%s'\"$\\]") then
+  io.stderr:write("configure.lua: --prefix=" .. prefix .. ": no spaces, quotes, $ or \\ please\n")
+  os.exit(2)
 end
 local build = static_deps and "build-device" or "build"
 local ninja_file = static_deps and "build-device.ninja" or "build.ninja"
@@ -120,6 +131,12 @@ local libs = table.concat({
   static_deps and "-Wl,-Bstatic -lgomp -Wl,-Bdynamic -lz -lm -ldl -lpthread"
     or "-lz -lm -ldl -lpthread -fopenmp",
 }, " ")
+-- What `poa --version` says of this build (tools/version.lua adds git describe).
+local build_options = string.format("%s %s, -O2 -march=x86-64-v2 -fopenmp%s; OpenBLAS (OpenMP), TurboJPEG, "
+  .. "Lua 5.4%s; CUDA headers %s (the driver, NVRTC, cuBLASLt and NCCL are loaded at run time)",
+  cc, shell(cc .. " -dumpfullversion") or "", os.getenv("CFLAGS") and (" " .. os.getenv("CFLAGS")) or "",
+  static_deps and ", linked statically" or "", has_nvrtc and ("found in " .. cuda .. "/include") or "not found")
+build_options = build_options:gsub("[^%w%s%.,;:/()=_+-]", "?")
 local nvrtc_libs = has_nvrtc and ("-L" .. cuda .. "/lib64 -lnvrtc -Wl,-rpath," .. cuda .. "/lib64") or ""
 
 local recipes = {}
@@ -155,8 +172,22 @@ w("  description = GEN " .. build .. "/gen")
 w("rule embed")
 w("  command = lua5.4 tools/embed.lua $out $in")
 w("  description = EMBED $out")
+-- ninja install: poa, the shipped recipes and the README under $DESTDIR$prefix.
+w("prefix = " .. prefix)
+w("rule install")
+w("  command = install -d $$DESTDIR$prefix/bin $$DESTDIR$prefix/share/poa/recipes $$DESTDIR$prefix/share/doc/poa"
+  .. " && install -m 755 $poa $$DESTDIR$prefix/bin/poa"
+  .. " && install -m 644 $recipes $$DESTDIR$prefix/share/poa/recipes"
+  .. " && install -m 644 $docs $$DESTDIR$prefix/share/doc/poa"
+  .. " && echo \"installed $$DESTDIR$prefix/bin/poa, $$DESTDIR$prefix/share/poa/recipes, $$DESTDIR$prefix/share/doc/poa\"")
+w("  description = INSTALL $prefix")
+w("rule version")
+w("  command = lua5.4 tools/version.lua $out '" .. build_options .. "'")
+w("  restat = 1")
+w("  description = VERSION $out")
 w("rule configure")
-w("  command = lua5.4 configure.lua" .. (static_deps and " --static-deps" or ""))
+w("  command = lua5.4 configure.lua" .. (static_deps and " --static-deps" or "")
+  .. (prefix ~= "/usr/local" and (" --prefix=" .. prefix) or ""))
 w("  generator = 1")
 w("  description = CONFIGURE")
 w("")
@@ -201,7 +232,11 @@ end
 
 local programs = { build .. "/poa" }
 w("build " .. build .. "/obj/runtime/main.o: cc runtime/main.c || " .. gen_outputs[1])
-w("build " .. build .. "/poa: link " .. build .. "/obj/runtime/main.o " .. build .. "/libpoa.a")
+-- build/version.c is looked at on every build (git describe) and rewritten only when it changes.
+w("build " .. build .. "/version.c: version | tools/version.lua " .. build .. "/version_check")
+w("build " .. build .. "/version_check: phony")
+w("build " .. build .. "/obj/version.o: cc " .. build .. "/version.c")
+w("build " .. build .. "/poa: link " .. build .. "/obj/runtime/main.o " .. build .. "/obj/version.o " .. build .. "/libpoa.a")
 for _, pattern in ipairs({ "tests/c/test_*.c", "tests/c/f64_*.c", "bench/*.c" }) do
   for _, s in ipairs(glob(pattern)) do
     local f64 = s:match("/f64_") ~= nil
@@ -217,6 +252,11 @@ for _, pattern in ipairs({ "tests/c/test_*.c", "tests/c/f64_*.c", "bench/*.c" })
 end
 w("")
 w("build all: phony " .. table.concat(programs, " "))
+local shipped = glob("recipes/*.lua")
+w("build install: install " .. build .. "/poa " .. table.concat(shipped, " ") .. " README.md LICENSE")
+w("  poa = " .. build .. "/poa")
+w("  recipes = " .. table.concat(shipped, " "))
+w("  docs = README.md LICENSE")
 w("default all")
 
 local f = assert(io.open(ninja_file, "w"))

@@ -102,10 +102,31 @@ local function check_vit(path, m, defaults)
   return m
 end
 
+-- find(path) -> path when it names a file; else, for a bare name ("quickstart",
+-- "vit_l16_ee1200.lua"), the shipped recipe of that name beside the poa binary running this
+-- (package.loaded["poa.install"], runtime/lua_sources.c); else path unchanged.
+function recipe.find(path)
+  local f = io.open(path, "r")
+  if f then f:close() return path end
+  local install = package.loaded["poa.install"]
+  if not install or path:find("/") then return path end
+  local file = path:match("%.lua$") and path or (path .. ".lua")
+  for _, dir in ipairs(install.recipe_dirs) do
+    local g = io.open(dir .. "/" .. file, "r")
+    if g then g:close() return dir .. "/" .. file end
+  end
+  return path
+end
+
 -- load(path [, overrides]) -> recipe table with `model` merged over its family's defaults and
 -- the training sections completed (gen/training.lua); overrides are "section.field=value".
 function recipe.load(path, overrides)
+  path = recipe.find(path)
   local chunk, err = loadfile(path, "t", {})
+  if not chunk and package.loaded["poa.install"] and not path:find("/") then
+    err = err .. " (nor is it a recipe shipped with poa: " .. table.concat(package.loaded["poa.install"].recipe_dirs, ", ")
+      .. ")"
+  end
   if not chunk then error(err, 0) end
   local ok, r = pcall(chunk)
   if not ok then error(path .. ": " .. tostring(r), 0) end

@@ -273,7 +273,7 @@ static int command_warm(int argc, char **argv) {
     poa_error e = { { 0 } };
     if (parse(argc, argv, &o, 1, &e)) {
         fprintf(stderr, "poa cuda warm: %s\nusage: poa cuda warm <recipe.lua> [--arch sm_XX] [--jobs N]\n", e.message);
-        return 2;
+        return POA_EXIT_USAGE;
     }
     char arch[32];
     choose_arch(&o, arch, sizeof arch, "warm");
@@ -282,7 +282,7 @@ static int command_warm(int argc, char **argv) {
     double generate_seconds;
     if (prepare(&o, arch, "warm", &files, &count, &generate_seconds, &e)) {
         fprintf(stderr, "poa cuda warm: %s\n", e.message);
-        return 1;
+        return POA_EXIT_FAILED;
     }
     double compile_start = now();
     run_pool(files, count, arch, NULL, o.jobs);
@@ -351,7 +351,7 @@ static int command_report(int argc, char **argv) {
     if (parse(argc, argv, &o, 1, &e)) {
         fprintf(stderr, "poa cuda report: %s\nusage: poa cuda report <recipe.lua> [--arch sm_XX] [--jobs N]\n",
                 e.message);
-        return 2;
+        return POA_EXIT_USAGE;
     }
     char arch[32], ptxas[1024];
     choose_arch(&o, arch, sizeof arch, "report");
@@ -359,14 +359,14 @@ static int command_report(int argc, char **argv) {
     snprintf(ptxas, sizeof ptxas, "%s/bin/ptxas", cuda_home ? cuda_home : "/usr/local/cuda");
     if (access(ptxas, X_OK) != 0) {
         fprintf(stderr, "poa cuda report: no ptxas at %s (set CUDA_HOME to the CUDA toolkit)\n", ptxas);
-        return 1;
+        return POA_EXIT_FAILED;
     }
     kernel_file *files;
     int count;
     double generate_seconds;
     if (prepare(&o, arch, "report", &files, &count, &generate_seconds, &e)) {
         fprintf(stderr, "poa cuda report: %s\n", e.message);
-        return 1;
+        return POA_EXIT_FAILED;
     }
     printf("registers and spills from %s -arch=%s -O3 -v on NVRTC's PTX (compute_%s)\n\n", ptxas, arch, arch + 3);
     printf("%-24s %-28s %5s %7s %7s %6s %7s %4s\n", "file", "kernel", "regs", "spill-st", "spill-ld", "stack",
@@ -432,7 +432,7 @@ static int command_plan(int argc, char **argv) {
     }
     if (!recipe || (strcmp(precision, "bf16") && strcmp(precision, "fp32"))) {
         fprintf(stderr, "usage: poa cuda plan <recipe.lua> [--batch B] [--precision bf16|fp32] [section.field=value ...]\n");
-        return 2;
+        return POA_EXIT_USAGE;
     }
     if (batch_override[0]) overrides[count++] = batch_override;
     overrides[count++] = "ibot.activate_epochs=0"; /* iBOT on: its rows count */
@@ -471,7 +471,7 @@ static int command_plan(int argc, char **argv) {
     }
     if (rc) {
         fprintf(stderr, "poa cuda plan: %s\n", e.message);
-        return 1;
+        return POA_EXIT_FAILED;
     }
     return 0;
 }
@@ -480,7 +480,7 @@ static int command_info(int argc, char **argv) {
     (void)argv;
     if (argc != 2) {
         fprintf(stderr, "usage: poa cuda info\n");
-        return 2;
+        return POA_EXIT_USAGE;
     }
     poa_cuda cuda;
     poa_error e = { { 0 } };
@@ -517,5 +517,5 @@ int poa_command_cuda(int argc, char **argv) {
                     "       poa cuda warm <recipe.lua> [--arch sm_XX] [--jobs N]\n"
                     "       poa cuda report <recipe.lua> [--arch sm_XX] [--jobs N]\n"
                     "       poa cuda plan <recipe.lua> [--batch B] [--precision bf16|fp32] [section.field=value ...]\n");
-    return 2;
+    return POA_EXIT_USAGE;
 }

@@ -476,12 +476,12 @@ int poa_command_knn(int argc, char **argv) {
     poa_error e = { { 0 } };
     if (parse_options(argc, argv, &o, &e)) {
         fprintf(stderr, "poa knn: %s\n", e.message);
-        return 2;
+        return POA_EXIT_USAGE;
     }
     if (o.threads) poa_set_threads(o.threads);
     if (run_knn(&o, &e)) {
         fprintf(stderr, "poa knn: %s\n", e.message);
-        return 1;
+        return POA_EXIT_FAILED;
     }
     return 0;
 }

@@ -305,18 +305,18 @@ int poa_command_train(int argc, char **argv) {
     poa_error e = { { 0 } };
     if (parse(argc, argv, &o, &e)) {
         fprintf(stderr, "poa train: %s\n", e.message);
-        return 2;
+        return POA_EXIT_USAGE;
     }
     poa_dist dist;
     if (poa_dist_from_env(&dist, &e)) {
         fprintf(stderr, "poa train: %s\n", e.message);
-        return 2;
+        return POA_EXIT_FAILED;
     }
     int rc = train(&o, &dist, &e);
     poa_dist_close(&dist);
     if (rc) {
         fprintf(stderr, "poa train: %s\n", e.message);
-        return 1;
+        return POA_EXIT_FAILED;
     }
     return 0;
 }

@@ -65,7 +65,34 @@ static int use_source_tree(lua_State *L, const char *home, poa_error *e) {
     return 0;
 }
 
+/* package.loaded["poa.install"] = { recipe_dirs = { PREFIX/share/poa/recipes, PREFIX/recipes } }
+   (PREFIX: the folder above the running binary's): where gen/recipe.lua's find looks for a recipe given
+   by name, installed (ninja install) or in the source tree that built build/poa. */
+static void register_recipe_dirs(lua_State *L) {
+    char exe[1024];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    lua_createtable(L, 0, 1);
+    lua_createtable(L, 2, 0);
+    if (n > 0) {
+        exe[n] = 0;
+        for (int up = 0; up < 2; up++) { /* PREFIX/bin/poa -> PREFIX */
+            char *slash = strrchr(exe, '/');
+            if (slash) *slash = 0;
+        }
+        lua_pushfstring(L, "%s/share/poa/recipes", exe);
+        lua_rawseti(L, -2, 1);
+        lua_pushfstring(L, "%s/recipes", exe);
+        lua_rawseti(L, -2, 2);
+    }
+    lua_setfield(L, -2, "recipe_dirs");
+    lua_setfield(L, -2, "poa.install");
+    lua_pop(L, 2);
+}
+
 int poa_lua_sources_install(lua_State *L, poa_error *e) {
+    register_recipe_dirs(L);
     const char *home = getenv("POA_HOME");
     if (home && home[0]) return use_source_tree(L, home, e);
     lua_getglobal(L, "package");

@@ -26,7 +26,9 @@ const poa_lua_source *poa_lua_source_find(const char *path);
    package.loaded["poa.embedded"] = { read = function(path) -> text | nil, message }, which
    gen/recipe.lua's read_source uses for models/ and templates/. With POA_HOME set, require
    reads $POA_HOME/gen and $POA_HOME/models instead (an error if $POA_HOME/gen/recipe.lua is
-   missing). */
+   missing). Either way package.loaded["poa.install"].recipe_dirs lists where shipped recipes
+   are looked up by name (gen/recipe.lua's find): share/poa/recipes of the binary's install
+   prefix, and recipes/ of the source tree holding build/poa. */
 int poa_lua_sources_install(lua_State *L, poa_error *e);
 
 /* "embedded (N files)" or "POA_HOME=DIR": what poa_lua_sources_install uses, for --version. */

@@ -59,7 +59,7 @@ RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port POA_DIST_TIMEOUT=1 \
   timeout 60 $poa train "${common[@]}" train.output=$dir/alone --steps 1 > "$dir/alone.log" 2>&1
 rc=$?
 check "a rank whose rank 0 never comes fails after POA_DIST_TIMEOUT, naming MASTER_ADDR" \
-      "[ $rc -eq 1 ] && grep -q 'cannot reach rank 0 at MASTER_ADDR=127.0.0.1 MASTER_PORT=$port' $dir/alone.log && [ $((SECONDS - start)) -lt 30 ]"
+      "[ $rc -eq 2 ] && grep -q 'cannot reach rank 0 at MASTER_ADDR=127.0.0.1 MASTER_PORT=$port' $dir/alone.log && [ $((SECONDS - start)) -lt 30 ]"
 RANK=2 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 $poa train "${common[@]}" train.output=$dir/bad --steps 1 > "$dir/bad.log" 2>&1
 rc=$?
 check "RANK not below WORLD_SIZE is refused naming both" \
@@ -78,7 +78,7 @@ start=$SECONDS
 kill -9 ${pids[1]}; wait ${pids[1]} 2> /dev/null
 wait ${pids[0]}; rc0=$?
 check "a rank killed mid-run: rank 0 fails promptly saying rank 1 is gone" \
-      "[ $rc0 -eq 1 ] && grep -q 'rank 1 closed the connection' $dir/killed.0.log && [ $((SECONDS - start)) -lt 30 ]"
+      "[ $rc0 -eq 2 ] && grep -q 'rank 1 closed the connection' $dir/killed.0.log && [ $((SECONDS - start)) -lt 30 ]"
 
 # SIGINT to rank 1 only: every rank stops at the same step and rank 0 saves a checkpoint.
 port=$(free_port)
