@@ -1,17 +1,21 @@
 #!/usr/bin/env lua5.4
 -- configure.lua: find the toolchain and libraries, then write build.ninja.
 --   lua5.4 configure.lua          (CC, CFLAGS, CUDA_HOME are read from the environment)
+--   lua5.4 configure.lua --prefix=/opt/poa
+--                                 where `ninja install` puts bin/poa, share/poa/recipes/*.lua and
+--                                 share/doc/poa/README.md (default /usr/local; DESTDIR=... stages)
 --   lua5.4 configure.lua --static-deps
 --                                 the device bundle: build-device.ninja building into build-device/
 --                                 (`ninja -f build-device.ninja`), Lua, TurboJPEG, OpenBLAS,
---                                 libgfortran and libgomp linked statically, sources found
---                                 relative to the working directory (POA_SOURCE_DIR "./"), so
---                                 that the binaries run from a copy of the tree on a machine
---                                 without those libraries (tools/device_check).
+--                                 libgfortran and libgomp linked statically, so that the
+--                                 binaries run on a machine without those libraries
+--                                 (tools/device_check).
 -- Sources are found by their place: runtime/*.c make libpoa (and libpoa_f64, the fp64
 -- build for gradient checks), runtime/main.c is the `poa` CLI, tests/c/test_*.c and
 -- tests/c/f64_*.c are test programs, bench/*.c are benchmarks. The generator (gen/emit.lua)
--- emits the kernels of every recipe in recipes/ and tests/recipes/ into build/gen/.
+-- emits the kernels of every recipe in recipes/ and tests/recipes/ into build/gen/;
+-- tools/embed.lua turns gen/*.lua, models/*.lua and templates/* into build/lua_sources.c, the
+-- Lua that poa carries (runtime/lua_sources.h), so that the binary runs from anywhere.
 package.path = "./?.lua;" .. package.path
 
 local function shell(command)
@@ -44,16 +48,23 @@ end
 
 local function basename(path) return (path:gsub("^.*/", ""):gsub("%.[^.]*$", "")) end
 
-local static_deps = false
+local static_deps, prefix = false, "/usr/local"
 for _, a in ipairs(arg) do
   if a == "--static-deps" then static_deps = true
-  else io.stderr:write("configure.lua: unknown option " .. a .. " (known: --static-deps)\n") os.exit(2) end
+  elseif a:match("^%-%-prefix=/") then prefix = a:sub(10):gsub("/+$", "")
+  else
+    io.stderr:write("configure.lua: unknown option " .. a .. " (known: --static-deps, --prefix=/ABSOLUTE/DIR)\n")
+    os.exit(2)
+  end
+end
+if prefix:find("[%s'\"$\\]") then
+  io.stderr:write("configure.lua: --prefix=" .. prefix .. ": no spaces, quotes, $ or \\ please\n")
+  os.exit(2)
 end
 local build = static_deps and "build-device" or "build"
 local ninja_file = static_deps and "build-device.ninja" or "build.ninja"
 
 local cc = os.getenv("CC") or "cc"
-local source_dir = static_deps and "." or shell("pwd")
 local cuda = os.getenv("CUDA_HOME") or "/usr/local/cuda"
 local has_nvrtc = io.open(cuda .. "/include/nvrtc.h") ~= nil
 
@@ -111,7 +122,6 @@ end
 local cflags = table.concat({
   "-std=c11 -O2 -g -march=x86-64-v2 -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE",
   "-Iruntime -I" .. build .. "/gen",
-  '-DPOA_SOURCE_DIR=\\"' .. source_dir .. '/\\"',
   cflags_of(lua_flags), cflags_of(blas_flags), cflags_of(jpeg_flags),
   has_nvrtc and ("-I" .. cuda .. "/include -DPOA_HAVE_NVRTC=1") or "",
   os.getenv("CFLAGS") or "",
@@ -121,6 +131,12 @@ local libs = table.concat({
   static_deps and "-Wl,-Bstatic -lgomp -Wl,-Bdynamic -lz -lm -ldl -lpthread"
     or "-lz -lm -ldl -lpthread -fopenmp",
 }, " ")
+-- What `poa --version` says of this build (tools/version.lua adds git describe).
+local build_options = string.format("%s %s, -O2 -march=x86-64-v2 -fopenmp%s; OpenBLAS (OpenMP), TurboJPEG, "
+  .. "Lua 5.4%s; CUDA headers %s (the driver, NVRTC, cuBLASLt and NCCL are loaded at run time)",
+  cc, shell(cc .. " -dumpfullversion") or "", os.getenv("CFLAGS") and (" " .. os.getenv("CFLAGS")) or "",
+  static_deps and ", linked statically" or "", has_nvrtc and ("found in " .. cuda .. "/include") or "not found")
+build_options = build_options:gsub("[^%w%s%.,;:/()=_+-]", "?")
 local nvrtc_libs = has_nvrtc and ("-L" .. cuda .. "/lib64 -lnvrtc -Wl,-rpath," .. cuda .. "/lib64") or ""
 
 local recipes = {}
@@ -153,8 +169,25 @@ w("  description = LINK $out")
 w("rule gen")
 w("  command = lua5.4 gen/emit.lua " .. build .. "/gen $recipes")
 w("  description = GEN " .. build .. "/gen")
+w("rule embed")
+w("  command = lua5.4 tools/embed.lua $out $in")
+w("  description = EMBED $out")
+-- ninja install: poa, the shipped recipes and the README under $DESTDIR$prefix.
+w("prefix = " .. prefix)
+w("rule install")
+w("  command = install -d $$DESTDIR$prefix/bin $$DESTDIR$prefix/share/poa/recipes $$DESTDIR$prefix/share/doc/poa"
+  .. " && install -m 755 $poa $$DESTDIR$prefix/bin/poa"
+  .. " && install -m 644 $recipes $$DESTDIR$prefix/share/poa/recipes"
+  .. " && install -m 644 $docs $$DESTDIR$prefix/share/doc/poa"
+  .. " && echo \"installed $$DESTDIR$prefix/bin/poa, $$DESTDIR$prefix/share/poa/recipes, $$DESTDIR$prefix/share/doc/poa\"")
+w("  description = INSTALL $prefix")
+w("rule version")
+w("  command = lua5.4 tools/version.lua $out '" .. build_options .. "'")
+w("  restat = 1")
+w("  description = VERSION $out")
 w("rule configure")
-w("  command = lua5.4 configure.lua" .. (static_deps and " --static-deps" or ""))
+w("  command = lua5.4 configure.lua" .. (static_deps and " --static-deps" or "")
+  .. (prefix ~= "/usr/local" and (" --prefix=" .. prefix) or ""))
 w("  generator = 1")
 w("  description = CONFIGURE")
 w("")
@@ -167,7 +200,15 @@ for _, kind in ipairs({ "c", "cu", "text" }) do
 end
 w("build " .. table.concat(gen_outputs, " ") .. ": gen " .. gen_inputs)
 w("  recipes = " .. table.concat(recipes, " "))
-w("build " .. ninja_file .. ": configure configure.lua gen/emit.lua | " .. table.concat(recipes, " "))
+-- The folders as inputs too: a file added to or removed from one of them configures again.
+w("build " .. ninja_file .. ": configure configure.lua gen/emit.lua | " .. table.concat(recipes, " ")
+  .. " gen models templates recipes tests/recipes")
+local embedded = glob("gen/*.lua")
+for _, pattern in ipairs({ "models/*.lua", "templates/*" }) do
+  for _, p in ipairs(glob(pattern)) do embedded[#embedded + 1] = p end
+end
+local lua_sources = build .. "/lua_sources.c"
+w("build " .. lua_sources .. ": embed " .. table.concat(embedded, " ") .. " | tools/embed.lua")
 w("")
 
 -- libpoa (fp32) and libpoa_f64 (fp64) from the runtime and the generated C kernels.
@@ -176,6 +217,7 @@ for _, s in ipairs(glob("runtime/*.c")) do
   if s ~= "runtime/main.c" then library_sources[#library_sources + 1] = s end
 end
 for _, s in ipairs(generated.c) do library_sources[#library_sources + 1] = s end
+library_sources[#library_sources + 1] = lua_sources
 for _, variant in ipairs({ { "", "" }, { "_f64", "-DPOA_FP64" } }) do
   local suffix, define = variant[1], variant[2]
   local objects = {}
@@ -190,7 +232,11 @@ end
 
 local programs = { build .. "/poa" }
 w("build " .. build .. "/obj/runtime/main.o: cc runtime/main.c || " .. gen_outputs[1])
-w("build " .. build .. "/poa: link " .. build .. "/obj/runtime/main.o " .. build .. "/libpoa.a")
+-- build/version.c is looked at on every build (git describe) and rewritten only when it changes.
+w("build " .. build .. "/version.c: version | tools/version.lua " .. build .. "/version_check")
+w("build " .. build .. "/version_check: phony")
+w("build " .. build .. "/obj/version.o: cc " .. build .. "/version.c")
+w("build " .. build .. "/poa: link " .. build .. "/obj/runtime/main.o " .. build .. "/obj/version.o " .. build .. "/libpoa.a")
 for _, pattern in ipairs({ "tests/c/test_*.c", "tests/c/f64_*.c", "bench/*.c" }) do
   for _, s in ipairs(glob(pattern)) do
     local f64 = s:match("/f64_") ~= nil
@@ -206,6 +252,11 @@ for _, pattern in ipairs({ "tests/c/test_*.c", "tests/c/f64_*.c", "bench/*.c" })
 end
 w("")
 w("build all: phony " .. table.concat(programs, " "))
+local shipped = glob("recipes/*.lua")
+w("build install: install " .. build .. "/poa " .. table.concat(shipped, " ") .. " README.md LICENSE")
+w("  poa = " .. build .. "/poa")
+w("  recipes = " .. table.concat(shipped, " "))
+w("  docs = README.md LICENSE")
 w("default all")
 
 local f = assert(io.open(ninja_file, "w"))

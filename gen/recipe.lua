@@ -30,10 +30,28 @@ function recipe.source_dir()
   return (here == nil or here == "") and "./" or here
 end
 
+-- read_source("models/vit.lua") -> text, chunk name; or nil and a message. Inside poa the
+-- copy built into the binary (runtime/lua_sources.c registers package.loaded["poa.embedded"]),
+-- else the file of the source tree that holds this gen/.
+function recipe.read_source(relative)
+  local embedded = package.loaded["poa.embedded"]
+  if embedded then
+    local text, err = embedded.read(relative)
+    return text, text and ("@" .. relative) or err
+  end
+  local path = recipe.source_dir() .. relative
+  local f, err = io.open(path, "r")
+  if not f then return nil, err end
+  local text = f:read("a")
+  f:close()
+  return text, "@" .. path
+end
+
 function recipe.load_model(name)
-  local path = recipe.source_dir() .. "models/" .. name .. ".lua"
-  local chunk, err = loadfile(path, "t", {})
-  if not chunk then error("unknown model family '" .. name .. "' (" .. err .. ")", 0) end
+  local text, where = recipe.read_source("models/" .. name .. ".lua")
+  if not text then error("unknown model family '" .. name .. "' (" .. where .. ")", 0) end
+  local chunk, err = load(text, where, "t", {})
+  if not chunk then error(err, 0) end
   return chunk()
 end
 
@@ -84,10 +102,31 @@ local function check_vit(path, m, defaults)
   return m
 end
 
+-- find(path) -> path when it names a file; else, for a bare name ("quickstart",
+-- "vit_l16_ee1200.lua"), the shipped recipe of that name beside the poa binary running this
+-- (package.loaded["poa.install"], runtime/lua_sources.c); else path unchanged.
+function recipe.find(path)
+  local f = io.open(path, "r")
+  if f then f:close() return path end
+  local install = package.loaded["poa.install"]
+  if not install or path:find("/") then return path end
+  local file = path:match("%.lua$") and path or (path .. ".lua")
+  for _, dir in ipairs(install.recipe_dirs) do
+    local g = io.open(dir .. "/" .. file, "r")
+    if g then g:close() return dir .. "/" .. file end
+  end
+  return path
+end
+
 -- load(path [, overrides]) -> recipe table with `model` merged over its family's defaults and
 -- the training sections completed (gen/training.lua); overrides are "section.field=value".
 function recipe.load(path, overrides)
+  path = recipe.find(path)
   local chunk, err = loadfile(path, "t", {})
+  if not chunk and package.loaded["poa.install"] and not path:find("/") then
+    err = err .. " (nor is it a recipe shipped with poa: " .. table.concat(package.loaded["poa.install"].recipe_dirs, ", ")
+      .. ")"
+  end
   if not chunk then error(err, 0) end
   local ok, r = pcall(chunk)
   if not ok then error(path .. ": " .. tostring(r), 0) end

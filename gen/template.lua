@@ -1,4 +1,5 @@
--- gen/template.lua: read a file of templates/ and fill its $(NAME) holes.
+-- gen/template.lua: read a file of templates/ (from the tree, or the copy built into poa) and
+-- fill its $(NAME) holes.
 -- Every hole must get a value and every value must be used, so a template and its
 -- emitter cannot drift apart silently.
 local template = {}
@@ -7,10 +8,8 @@ local cache = {}
 
 function template.read(name)
   if not cache[name] then
-    local dir = require("gen.recipe").source_dir()
-    local f = assert(io.open(dir .. "templates/" .. name, "r"))
-    cache[name] = f:read("a")
-    f:close()
+    local text, err = require("gen.recipe").read_source("templates/" .. name)
+    cache[name] = assert(text, err)
   end
   return cache[name]
 end

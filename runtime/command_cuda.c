@@ -19,6 +19,7 @@
 #include "cuda_train.h"
 #include "data_synthetic.h"
 #include "nvrtc_cache.h"
+#include "progress.h"
 #include "recipe.h"
 
 extern char **environ;
@@ -110,6 +111,7 @@ typedef struct pool {
     int count, next;
     const char *arch; /* warm: sm_XX; report: the sm_XX ptxas targets */
     const char *ptxas; /* report: the ptxas program; NULL for warm */
+    poa_progress progress; /* files done, with an ETA */
     pthread_mutex_t lock;
 } pool;
 
@@ -186,12 +188,15 @@ static void *worker(void *argument) {
         pthread_mutex_unlock(&p->lock);
         if (i < 0) return NULL;
         work_on(p, &p->files[i]);
+        poa_progress_add(&p->progress, 1);
     }
 }
 
 static void run_pool(kernel_file *files, int count, const char *arch, const char *ptxas, int jobs) {
     pool p = { .files = files, .count = count, .arch = arch, .ptxas = ptxas };
     pthread_mutex_init(&p.lock, NULL);
+    poa_progress_start(&p.progress, stdout, ptxas ? "poa cuda report: compiling" : "poa cuda warm: compiling",
+                       count, "files");
     if (jobs > count) jobs = count;
     if (jobs > 64) jobs = 64;
     pthread_t threads[64];
@@ -200,6 +205,7 @@ static void run_pool(kernel_file *files, int count, const char *arch, const char
         if (pthread_create(&threads[started], NULL, worker, &p) == 0) started++;
     worker(&p); /* this thread works too */
     for (int t = 0; t < started; t++) pthread_join(threads[t], NULL);
+    poa_progress_finish(&p.progress);
     pthread_mutex_destroy(&p.lock);
 }
 
@@ -267,7 +273,7 @@ static int command_warm(int argc, char **argv) {
     poa_error e = { { 0 } };
     if (parse(argc, argv, &o, 1, &e)) {
         fprintf(stderr, "poa cuda warm: %s\nusage: poa cuda warm <recipe.lua> [--arch sm_XX] [--jobs N]\n", e.message);
-        return 2;
+        return POA_EXIT_USAGE;
     }
     char arch[32];
     choose_arch(&o, arch, sizeof arch, "warm");
@@ -276,7 +282,7 @@ static int command_warm(int argc, char **argv) {
     double generate_seconds;
     if (prepare(&o, arch, "warm", &files, &count, &generate_seconds, &e)) {
         fprintf(stderr, "poa cuda warm: %s\n", e.message);
-        return 1;
+        return POA_EXIT_FAILED;
     }
     double compile_start = now();
     run_pool(files, count, arch, NULL, o.jobs);
@@ -345,7 +351,7 @@ static int command_report(int argc, char **argv) {
     if (parse(argc, argv, &o, 1, &e)) {
         fprintf(stderr, "poa cuda report: %s\nusage: poa cuda report <recipe.lua> [--arch sm_XX] [--jobs N]\n",
                 e.message);
-        return 2;
+        return POA_EXIT_USAGE;
     }
     char arch[32], ptxas[1024];
     choose_arch(&o, arch, sizeof arch, "report");
@@ -353,14 +359,14 @@ static int command_report(int argc, char **argv) {
     snprintf(ptxas, sizeof ptxas, "%s/bin/ptxas", cuda_home ? cuda_home : "/usr/local/cuda");
     if (access(ptxas, X_OK) != 0) {
         fprintf(stderr, "poa cuda report: no ptxas at %s (set CUDA_HOME to the CUDA toolkit)\n", ptxas);
-        return 1;
+        return POA_EXIT_FAILED;
     }
     kernel_file *files;
     int count;
     double generate_seconds;
     if (prepare(&o, arch, "report", &files, &count, &generate_seconds, &e)) {
         fprintf(stderr, "poa cuda report: %s\n", e.message);
-        return 1;
+        return POA_EXIT_FAILED;
     }
     printf("registers and spills from %s -arch=%s -O3 -v on NVRTC's PTX (compute_%s)\n\n", ptxas, arch, arch + 3);
     printf("%-24s %-28s %5s %7s %7s %6s %7s %4s\n", "file", "kernel", "regs", "spill-st", "spill-ld", "stack",
@@ -426,7 +432,7 @@ static int command_plan(int argc, char **argv) {
     }
     if (!recipe || (strcmp(precision, "bf16") && strcmp(precision, "fp32"))) {
         fprintf(stderr, "usage: poa cuda plan <recipe.lua> [--batch B] [--precision bf16|fp32] [section.field=value ...]\n");
-        return 2;
+        return POA_EXIT_USAGE;
     }
     if (batch_override[0]) overrides[count++] = batch_override;
     overrides[count++] = "ibot.activate_epochs=0"; /* iBOT on: its rows count */
@@ -465,7 +471,7 @@ static int command_plan(int argc, char **argv) {
     }
     if (rc) {
         fprintf(stderr, "poa cuda plan: %s\n", e.message);
-        return 1;
+        return POA_EXIT_FAILED;
     }
     return 0;
 }
@@ -474,7 +480,7 @@ static int command_info(int argc, char **argv) {
     (void)argv;
     if (argc != 2) {
         fprintf(stderr, "usage: poa cuda info\n");
-        return 2;
+        return POA_EXIT_USAGE;
     }
     poa_cuda cuda;
     poa_error e = { { 0 } };
@@ -511,5 +517,5 @@ int poa_command_cuda(int argc, char **argv) {
                     "       poa cuda warm <recipe.lua> [--arch sm_XX] [--jobs N]\n"
                     "       poa cuda report <recipe.lua> [--arch sm_XX] [--jobs N]\n"
                     "       poa cuda plan <recipe.lua> [--batch B] [--precision bf16|fp32] [section.field=value ...]\n");
-    return 2;
+    return POA_EXIT_USAGE;
 }

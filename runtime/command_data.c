@@ -12,7 +12,7 @@
 static int usage(void) {
     fprintf(stderr, "usage: poa data fashion-mnist [--out DIR] [--size N] [--limit N] "
                     "[--source DIR]\n");
-    return 2;
+    return POA_EXIT_USAGE;
 }
 
 int poa_command_data(int argc, char **argv) {
@@ -29,9 +29,9 @@ int poa_command_data(int argc, char **argv) {
     }
     poa_fashion_mnist_result r;
     poa_error e = { "" };
-    if (poa_fashion_mnist_convert(source, out, size, limit, &r, &e) != 0) {
+    if (poa_fashion_mnist_convert(source, out, size, limit, stdout, &r, &e) != 0) {
         fprintf(stderr, "poa data: %s\n", e.message);
-        return 1;
+        return POA_EXIT_FAILED;
     }
     if (r.already_done) {
         printf("%s: already complete (train %d, val %d, %dx%d)\n", out, r.train, r.val, size, size);

@@ -356,8 +356,14 @@ static int evaluate(const knn_options *o, const poa_recipe *r, const poa_vit *mo
                           train.class_names[c], val.class_names[c]);
     double t0 = seconds_now();
     int size = r->global_crop_size;
-    if (rc == 0) rc = poa_knn_load_images(&train_images, &train, o->train_limit, size, o->threads, e);
-    if (rc == 0) rc = poa_knn_load_images(&val_images, &val, o->val_limit, size, o->threads, e);
+    poa_progress progress;
+    if (rc == 0) {
+        poa_progress_start(&progress, stdout, "poa knn: decoding", poa_knn_subset(train.count, o->train_limit, NULL) +
+                           poa_knn_subset(val.count, o->val_limit, NULL), "images");
+        rc = poa_knn_load_images(&train_images, &train, o->train_limit, size, o->threads, &progress, e);
+        if (rc == 0) rc = poa_knn_load_images(&val_images, &val, o->val_limit, size, o->threads, &progress, e);
+        poa_progress_finish(&progress);
+    }
     if (rc == 0)
         fprintf(stderr, "poa knn: %ld train and %ld val images, %d classes, %dx%d (decoded in %.1f s)\n",
                 train_images.count, val_images.count, train.class_count, size, size,
@@ -371,11 +377,15 @@ static int evaluate(const knn_options *o, const poa_recipe *r, const poa_vit *mo
     for (int i = 0; rc == 0 && i < count; i++) {
         if (!m[i].selected) continue;
         t0 = seconds_now();
+        char what[96];
+        snprintf(what, sizeof what, "poa knn: %s features", m[i].name);
+        poa_progress_start(&progress, stdout, what, train_images.count + val_images.count, "images");
         rc = poa_knn_features(model, params, m[i].width, m[i].depth, &train_images, o->batch,
-                              train_features, e);
+                              train_features, &progress, e);
         if (rc == 0)
             rc = poa_knn_features(model, params, m[i].width, m[i].depth, &val_images, o->batch,
-                                  val_features, e);
+                                  val_features, &progress, e);
+        poa_progress_finish(&progress);
         double t1 = seconds_now();
         if (rc == 0)
             rc = poa_knn_classify(train_features, train_images.labels, train_images.count,
@@ -466,12 +476,12 @@ int poa_command_knn(int argc, char **argv) {
     poa_error e = { { 0 } };
     if (parse_options(argc, argv, &o, &e)) {
         fprintf(stderr, "poa knn: %s\n", e.message);
-        return 2;
+        return POA_EXIT_USAGE;
     }
     if (o.threads) poa_set_threads(o.threads);
     if (run_knn(&o, &e)) {
         fprintf(stderr, "poa knn: %s\n", e.message);
-        return 1;
+        return POA_EXIT_FAILED;
     }
     return 0;
 }

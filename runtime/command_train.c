@@ -26,6 +26,7 @@
 #include "data_recipe.h"
 #include "dist.h"
 #include "files.h"
+#include "progress.h"
 #include "trainer.h"
 
 static volatile sig_atomic_t stop_requested;
@@ -168,15 +169,19 @@ static int save_checkpoint(const poa_trainer *t, poa_error *e) {
     return 0;
 }
 
-static void log_step(const poa_trainer *t, FILE *metrics, double images_per_second, double eta) {
+/* The progress line (stdout: redrawn on a terminal, one line each otherwise) and a metrics line. */
+static void log_step(const poa_trainer *t, poa_progress *progress, FILE *metrics, double images_per_second,
+                     double eta) {
     const poa_step_stats *s = &t->last;
-    fprintf(stderr,
-            "\rstep %ld/%ld | %.1f img/s | ETA %02d:%02d:%02d | loss %.4f (dino %.4f sv %.4f koleo "
-            "%.4f ibot %.4f) | %s %dx%d | lr %.2e%s   ",
-            t->step, t->total_steps, images_per_second, (int)(eta / 3600), (int)(eta / 60) % 60,
-            (int)eta % 60, s->loss, s->dino, s->distill, s->koleo, s->ibot,
-            t->config.elastic ? "elastic" : "baseline", s->width, s->depth, s->lr,
-            s->skipped ? " SKIPPED (NaN)" : "");
+    char line[400], clock[32];
+    poa_progress_clock(eta, clock, sizeof clock);
+    snprintf(line, sizeof line,
+             "step %ld/%ld | %.1f img/s | ETA %s | loss %.4f (dino %.4f sv %.4f koleo "
+             "%.4f ibot %.4f) | %s %dx%d | lr %.2e%s",
+             t->step, t->total_steps, images_per_second, clock, s->loss, s->dino, s->distill, s->koleo, s->ibot,
+             t->config.elastic ? "elastic" : "baseline", s->width, s->depth, s->lr,
+             s->skipped ? " SKIPPED (NaN)" : "");
+    poa_progress_line(progress, line);
     fprintf(metrics,
             "{\"step\": %ld, \"loss\": %.6g, \"dino\": %.6g, \"distill\": %.6g, \"koleo\": %.6g, "
             "\"ibot\": %.6g, \"lr\": %.6g, \"wd\": %.6g, \"momentum\": %.8g, \"teacher_temp\": %.6g, "
@@ -274,6 +279,8 @@ static int train(const train_options *o, poa_dist *dist, poa_error *e) {
     const double images_per_step = (double)t.config.batch_size * t.config.accumulate * dist->world_size;
     long first = t.step;
     int stop = stop_requested != 0;
+    poa_progress progress;
+    poa_progress_start(&progress, stdout, "poa train", end - first, "steps");
     while (rc == 0 && t.step < end && !stop) {
         if (dev.gpu) poa_cuda_train_begin_step(&dev.g);
         else poa_trainer_begin_step(&t);
@@ -290,13 +297,13 @@ static int train(const train_options *o, poa_dist *dist, poa_error *e) {
         if (rc) break;
         double now = seconds_now(), per_step = (now - started) / (double)(t.step - first);
         if (leader && (t.step % t.config.log_every == 0 || t.step == end))
-            log_step(&t, metrics, images_per_step / (now - last), per_step * (double)(end - t.step));
+            log_step(&t, &progress, metrics, images_per_step / (now - last), per_step * (double)(end - t.step));
         last = now;
         if (leader && t.step % t.config.checkpoint_every == 0 && t.step < end)
             rc = (dev.gpu && poa_cuda_train_download(&dev.g, e)) || save_checkpoint(&t, e) ? -1 : 0;
         if (rc == 0) rc = dist->world_size > 1 ? stop_everywhere(dist, &stop, e) : (stop = stop_requested != 0, 0);
     }
-    if (leader) fprintf(stderr, "\n");
+    poa_progress_break(&progress);
     if (stop_requested && leader) fprintf(stderr, "poa train: signal %d, saving a checkpoint\n", (int)stop_requested);
     if (rc == 0 && leader) rc = (dev.gpu && poa_cuda_train_download(&dev.g, e)) || save_checkpoint(&t, e) ? -1 : 0;
     if (rc == 0 && leader)
@@ -315,18 +322,18 @@ int poa_command_train(int argc, char **argv) {
     poa_error e = { { 0 } };
     if (parse(argc, argv, &o, &e)) {
         fprintf(stderr, "poa train: %s\n", e.message);
-        return 2;
+        return POA_EXIT_USAGE;
     }
     poa_dist dist;
     if (poa_dist_from_env(&dist, &e)) {
         fprintf(stderr, "poa train: %s\n", e.message);
-        return 2;
+        return POA_EXIT_FAILED;
     }
     int rc = train(&o, &dist, &e);
     poa_dist_close(&dist);
     if (rc) {
         fprintf(stderr, "poa train: %s\n", e.message);
-        return 1;
+        return POA_EXIT_FAILED;
     }
     return 0;
 }

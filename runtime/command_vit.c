@@ -12,7 +12,7 @@
 int poa_command_list(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: poa list <recipe.lua>\n");
-        return 2;
+        return POA_EXIT_USAGE;
     }
     poa_error e = { { 0 } };
     lua_State *L = poa_lua_open(&e);
@@ -20,7 +20,7 @@ int poa_command_list(int argc, char **argv) {
     if (!text) {
         fprintf(stderr, "poa list: %s\n", e.message);
         if (L) lua_close(L);
-        return 1;
+        return POA_EXIT_FAILED;
     }
     fputs(text, stdout);
     free(text);
@@ -162,12 +162,12 @@ int poa_command_forward(int argc, char **argv) {
     poa_error e = { { 0 } };
     if (parse_forward(argc, argv, &o, &e)) {
         fprintf(stderr, "poa forward: %s\n", e.message);
-        return 2;
+        return POA_EXIT_USAGE;
     }
     if (o.threads) poa_set_threads(o.threads);
     if (run_forward(&o, &e)) {
         fprintf(stderr, "poa forward: %s\n", e.message);
-        return 1;
+        return POA_EXIT_FAILED;
     }
     return 0;
 }

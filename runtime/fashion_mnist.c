@@ -10,6 +10,7 @@
 
 #include "augment.h"
 #include "jpeg_decode.h"
+#include "progress.h"
 
 const char *const poa_fashion_mnist_classes[10] = {
     "0_tshirt_top", "1_trouser", "2_pullover", "3_dress", "4_coat",
@@ -58,13 +59,14 @@ static void describe(char *buf, size_t n, int size, int limit) {
 /* Writes one split; counts per class into per_class. */
 static int convert_split(const char *source, const char *out, const char *split,
                          const char *prefix, int size, int limit, int *written, int *per_class,
-                         poa_error *e) {
+                         FILE *progress_to, poa_error *e) {
     char path[4096], labels_path[4096];
     snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte.gz", source, prefix);
     snprintf(labels_path, sizeof labels_path, "%s/%s-labels-idx1-ubyte.gz", source, prefix);
     unsigned char *images = NULL, *labels = NULL, *rgb = NULL, *resized = NULL, *scratch = NULL;
     size_t scratch_size = 0;
     int n, rows, cols, nl, one, rc = -1;
+    poa_progress progress = { 0 };
     poa_jpeg_decoder *coder = poa_jpeg_decoder_create();
     if (!coder) return poa_fail(e, "cannot start the JPEG encoder");
     if (poa_idx_read(path, 3, &images, &n, &rows, &cols, e) != 0 ||
@@ -87,6 +89,9 @@ static int convert_split(const char *source, const char *out, const char *split,
         poa_fail(e, "out of memory");
         goto done;
     }
+    char what[64];
+    snprintf(what, sizeof what, "poa data: %s", split);
+    if (progress_to) poa_progress_start(&progress, progress_to, what, n, "images");
     for (int i = 0; i < n; i++) {
         const unsigned char *src = images + (size_t)i * rows * cols;
         if (labels[i] > 9) {
@@ -116,10 +121,13 @@ static int convert_split(const char *source, const char *out, const char *split,
             goto done;
         }
         per_class[labels[i]]++;
+        if (progress_to) poa_progress_add(&progress, 1);
     }
     *written = n;
     rc = 0;
+    if (progress_to) poa_progress_finish(&progress);
 done:
+    poa_progress_break(&progress); /* a failure in the middle: end the terminal's line */
     free(images);
     free(labels);
     free(rgb);
@@ -130,7 +138,7 @@ done:
 }
 
 int poa_fashion_mnist_convert(const char *source, const char *out, int size, int limit,
-                              poa_fashion_mnist_result *result, poa_error *e) {
+                              FILE *progress, poa_fashion_mnist_result *result, poa_error *e) {
     memset(result, 0, sizeof *result);
     if (size < 8 || size > 1024) return poa_fail(e, "fashion-mnist: size %d not in 8..1024", size);
     char marker[4096], want[128], have[128] = "";
@@ -150,9 +158,9 @@ int poa_fashion_mnist_convert(const char *source, const char *out, int size, int
     remove(marker); /* a different or unfinished tree is rewritten */
     if (poa_make_folders(out, e) != 0) return -1;
     if (convert_split(source, out, "train", "train", size, limit, &result->train,
-                      result->train_per_class, e) != 0 ||
+                      result->train_per_class, progress, e) != 0 ||
         convert_split(source, out, "val", "t10k", size, limit, &result->val,
-                      result->val_per_class, e) != 0)
+                      result->val_per_class, progress, e) != 0)
         return -1;
     f = fopen(marker, "w");
     if (!f || fprintf(f, "%strain %d val %d\n", want, result->train, result->val) < 0 || fclose(f) != 0)

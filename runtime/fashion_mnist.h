@@ -7,6 +7,8 @@
 #ifndef POA_FASHION_MNIST_H
 #define POA_FASHION_MNIST_H
 
+#include <stdio.h>
+
 #include "error.h"
 
 #define POA_FASHION_MNIST_SOURCE "/usr/share/datasets/fashion-mnist"
@@ -23,8 +25,9 @@ typedef struct poa_fashion_mnist_result {
 int poa_idx_read(const char *path, int expect_dims, unsigned char **data, int *n, int *rows,
                  int *cols, poa_error *e);
 
-/* limit > 0 converts only the first `limit` images of each split (tests). */
+/* limit > 0 converts only the first `limit` images of each split (tests); progress (or NULL):
+   where each split's progress lines go (progress.h). */
 int poa_fashion_mnist_convert(const char *source, const char *out, int size, int limit,
-                              poa_fashion_mnist_result *result, poa_error *e);
+                              FILE *progress, poa_fashion_mnist_result *result, poa_error *e);
 
 #endif

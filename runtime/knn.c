@@ -178,7 +178,7 @@ int poa_knn_classify(const real *train, const int *train_labels, long n_train,
 
 long poa_knn_subset(long count, long limit, long *indices) {
     if (limit <= 0 || limit >= count) limit = count;
-    for (long i = 0; i < limit; i++)
+    for (long i = 0; indices && i < limit; i++)
         indices[i] = (long)((long double)i * count / limit);
     return limit;
 }
@@ -221,7 +221,7 @@ void poa_knn_images_free(poa_knn_images *images) {
 }
 
 int poa_knn_load_images(poa_knn_images *out, const poa_dataset *d, long limit, int size,
-                        int threads, poa_error *e) {
+                        int threads, poa_progress *progress, poa_error *e) {
     memset(out, 0, sizeof *out);
     if (d->count <= 0) return poa_fail(e, "k-NN: the dataset has no images");
     long *indices = malloc(sizeof(long) * (size_t)d->count);
@@ -264,6 +264,7 @@ int poa_knn_load_images(poa_knn_images *out, const poa_dataset *d, long limit, i
                 poa_error why = local;
                 mine = poa_fail(&local, "%s: %s", path, why.message);
             }
+            if (progress) poa_progress_add(progress, 1);
         }
 #pragma omp critical
         if (mine && !failed) {
@@ -287,7 +288,7 @@ int poa_knn_load_images(poa_knn_images *out, const poa_dataset *d, long limit, i
 
 int poa_knn_features(const poa_vit *model, const real *params, int width, int depth,
                      const poa_knn_images *images, long batch, real *features,
-                     poa_error *e) {
+                     poa_progress *progress, poa_error *e) {
     int size = images->size;
     poa_vit_pass pass = { 0 };
     if (batch <= 0) {
@@ -329,6 +330,7 @@ int poa_knn_features(const poa_vit *model, const real *params, int width, int de
             if (norm < 1e-12) norm = 1e-12; /* F.normalize's eps */
             for (int j = 0; j < width; j++) f[j] = (real)(cls[j] / norm);
         }
+        if (progress) poa_progress_add(progress, rows);
     }
     free(input);
     free(normalized);

@@ -12,6 +12,7 @@
 
 #include "data_folder.h"
 #include "error.h"
+#include "progress.h"
 #include "real.h"
 #include "vit.h"
 
@@ -37,7 +38,7 @@ int poa_knn_classify(const real *train, const int *train_labels, long n_train,
 /* limit evenly spaced indices of [0, count): index i = floor(i * count / limit), so
    a class-sorted dataset keeps every class once limit >= the number of classes
    times the largest class share. limit <= 0 or >= count: all of them. Returns how
-   many were written. */
+   many were written (indices NULL: only counts them). */
 long poa_knn_subset(long count, long limit, long *indices);
 
 /* Images decoded and eval-transformed once (they do not depend on the member):
@@ -51,9 +52,10 @@ typedef struct poa_knn_images {
 } poa_knn_images;
 
 /* Decodes the subset of `limit` images (poa_knn_subset) of d and applies resize +
-   center crop; threads <= 0 uses OpenMP's default. Errors name the file. */
+   center crop; threads <= 0 uses OpenMP's default; progress (or NULL) counts the images.
+   Errors name the file. */
 int poa_knn_load_images(poa_knn_images *out, const poa_dataset *d, long limit, int size,
-                        int threads, poa_error *e);
+                        int threads, poa_progress *progress, poa_error *e);
 void poa_knn_images_free(poa_knn_images *images);
 
 /* The eval transform of one decoded RGB image: resize the shorter side to
@@ -65,9 +67,10 @@ int poa_knn_eval_transform(const unsigned char *rgb, int width, int height, int 
 /* ---- features ---- */
 
 /* features (images->count x width) of member (width, depth): the L2-normalised
-   final-LN CLS token. batch <= 0 picks a batch whose activations fit in ~1 GiB. */
+   final-LN CLS token. batch <= 0 picks a batch whose activations fit in ~1 GiB; progress (or
+   NULL) counts the images. */
 int poa_knn_features(const poa_vit *model, const real *params, int width, int depth,
                      const poa_knn_images *images, long batch, real *features,
-                     poa_error *e);
+                     poa_progress *progress, poa_error *e);
 
 #endif

@@ -1,42 +1,113 @@
-/* main.c: the poa command line. Each subcommand lives in its own function;
-   this file only dispatches and is the one place that exits on an error. */
+/* main.c: the poa command line. Each subcommand lives in its own function; this file only
+   dispatches, answers `poa help [command]`, `poa <command> --help` and `poa --version`, and is
+   the one place that exits on an error. Exit statuses (README "Exit statuses"): 0 done,
+   1 usage (the command line is wrong), 2 failed (bad input or a failure while running; the
+   message on stderr names the file, field or cause). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "commands.h"
+#include "fashion_mnist.h"
+#include "lua_sources.h"
+#include "version.h"
 
 typedef struct command {
-    const char *name, *usage;
+    const char *name, *usage, *help;
     int (*run)(int argc, char **argv);
 } command;
 
 static const command commands[] = {
     { "list", "list <recipe.lua>                    every member: width, depth, heads, params, GFLOPs, p",
+      "Every member of the recipe's family: width, depth, heads, parameters (M), GFLOPs, sampling\n"
+      "replicas and probability, and the names of the family's named members (ViT-S, ...).\n",
       poa_command_list },
     { "forward",
       "forward <recipe.lua> --params P.safetensors --input X.safetensors --net WxD --out Y.safetensors\n"
       "                                           final-LayerNorm CLS and patch tokens of one member",
+      "  --params P     the backbone under the reference's state-dict names, intact shapes\n"
+      "  --input X      tensor \"images\" (B,3,S,S) and optional \"masks\" (B,patches) U8\n"
+      "  --images NAME, --masks NAME   other tensor names in X\n"
+      "  --net WxD      the member (WxD, W_D or a name: ViT-S, S, small)\n"
+      "  --out Y        where the tokens are written\n"
+      "  --threads N    OpenMP threads\n",
       poa_command_forward },
     { "train", "train <recipe.lua> [section.field=value ...] [--resume PATH|auto] [--steps N]\n"
       "                                           the POA tri-branch training run (checkpoints, metrics)",
+      "  section.field=value   override any recipe field (optim.base_lr=0.001, train.elastic=false)\n"
+      "  --resume PATH|auto    continue from a checkpoint (auto: the newest in train.output)\n"
+      "  --steps N             run at most N steps now\n"
+      "  --device auto|cpu|gpu, --precision bf16|fp32   where the step runs (auto: a GPU if any)\n"
+      "Progress on stdout every train.log_every steps (redrawn on a terminal, one line each in a\n"
+      "log), metrics in <train.output>/metrics.jsonl, checkpoints every train.checkpoint_every\n"
+      "steps, at the end and on SIGINT/SIGTERM. Several processes (torchrun or Slurm variables)\n"
+      "train data parallel.\n",
       poa_command_train },
     { "data", "data fashion-mnist [--out DIR] [--size N] [--limit N]\n"
       "                                           Fashion-MNIST as a JPEG folder tree (default 32 px)",
+      "  --out DIR      the tree (default data/fashion-mnist): DIR/train/<class>/, DIR/val/<class>/\n"
+      "  --size N       image size in pixels (default 32)\n"
+      "  --limit N      only the first N images of each split\n"
+      "  --source DIR   the IDX files (default " POA_FASHION_MNIST_SOURCE ")\n",
       poa_command_data },
     { "knn", "knn <checkpoint> --data DIR [--recipe R.lua] [--nets all|S,B,L|WxD,...] [--train-limit N]\n"
       "      [--val-limit N] [--out DIR] [--threads N]   weighted k-NN of members: table and heatmap",
+      "  --data DIR         an ImageFolder tree with train/ and val/\n"
+      "  --recipe R.lua     the recipe (default: the one recorded in the checkpoint)\n"
+      "  --nets LIST        all, named members (S,B,L) or WxD,... (default all)\n"
+      "  --train-limit N, --val-limit N   evenly spaced subsets of the splits\n"
+      "  --batch N, --threads N           forward batch and OpenMP threads\n"
+      "  --out DIR          knn.csv, knn.md and knn_heatmap.png\n",
       poa_command_knn },
     { "cuda", "cuda info | warm <recipe.lua> | report <recipe.lua> [--arch sm_XX] [--jobs N]\n"
       "                                           the GPU, NVRTC kernel cache warm-up, registers/spills",
+      "  info                   the GPU seen (or why none), NVRTC, the kernel cache ($POA_CACHE)\n"
+      "  warm <recipe.lua>      compile every kernel a GPU run of the family loads into the cache\n"
+      "  report <recipe.lua>    ptxas registers and spills of each kernel\n"
+      "  plan <recipe.lua> [--batch B] [--precision bf16|fp32] [section.field=value ...]\n"
+      "                         the device memory one GPU training step allocates\n"
+      "  --arch sm_XX, --jobs N   target architecture (default: the GPU's, else sm_90), threads\n",
       poa_command_cuda },
 };
+enum { command_count = sizeof commands / sizeof commands[0] };
 
 static void usage(FILE *to) {
     fprintf(to, "usage: poa <command> [arguments]\n\ncommands:\n");
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(to, "  %s\n", commands[i].usage);
+    for (int i = 0; i < command_count; i++) fprintf(to, "  %s\n", commands[i].usage);
+    fprintf(to, "\n`poa help <command>` tells more; `poa --version` describes this build.\n");
+}
+
+static const command *find(const char *name) {
+    for (int i = 0; i < command_count; i++)
+        if (strcmp(name, commands[i].name) == 0) return &commands[i];
+    return NULL;
+}
+
+static int help(const char *name) {
+    if (!name) {
+        usage(stdout);
+        return POA_EXIT_OK;
+    }
+    const command *c = find(name);
+    if (!c) {
+        fprintf(stderr, "poa help: unknown command '%s'\n\n", name);
+        usage(stderr);
+        return POA_EXIT_USAGE;
+    }
+    printf("usage: poa %s\n\n%s", c->usage, c->help);
+    return POA_EXIT_OK;
+}
+
+/* The build (git describe, compiler and libraries), where the Lua comes from, and what
+   `poa cuda info` sees: the GPU and NVRTC, found or not. */
+static int version(void) {
+    char lua[1200];
+    poa_lua_sources_describe(lua, sizeof lua);
+    printf("poa %s\nbuild: %s\nLua sources: %s\n", poa_version, poa_build_options, lua);
+    fflush(stdout);
+    char *info[] = { "cuda", "info", NULL };
+    return poa_command_cuda(2, info);
 }
 
 /* OpenMP threads that spin at barriers starve the loader's threads and each other on a
@@ -51,13 +122,21 @@ static void prefer_passive_openmp(char **argv) {
 
 int main(int argc, char **argv) {
     prefer_passive_openmp(argv);
-    if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0) {
-        usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+    if (argc < 2) {
+        usage(stderr);
+        return POA_EXIT_USAGE;
     }
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "poa: unknown command '%s'\n\n", argv[1]);
-    usage(stderr);
-    return 2;
+    const char *first = argv[1];
+    if (strcmp(first, "--version") == 0 || strcmp(first, "version") == 0) return version();
+    if (strcmp(first, "help") == 0 || strcmp(first, "--help") == 0 || strcmp(first, "-h") == 0)
+        return help(argc > 2 ? argv[2] : NULL);
+    const command *c = find(first);
+    if (!c) {
+        fprintf(stderr, "poa: unknown command '%s'\n\n", first);
+        usage(stderr);
+        return POA_EXIT_USAGE;
+    }
+    for (int i = 2; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return help(first);
+    return c->run(argc - 1, argv + 1);
 }

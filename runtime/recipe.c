@@ -1,14 +1,11 @@
 /* recipe.c: the embedded Lua that reads recipes through gen/. */
 #include "recipe.h"
+#include "lua_sources.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
 #include <stdlib.h>
 #include <string.h>
-
-#ifndef POA_SOURCE_DIR
-#define POA_SOURCE_DIR "./"
-#endif
 
 lua_State *poa_lua_open(poa_error *e) {
     lua_State *L = luaL_newstate();
@@ -17,14 +14,10 @@ lua_State *poa_lua_open(poa_error *e) {
         return NULL;
     }
     luaL_openlibs(L);
-    const char *home = getenv("POA_HOME");
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s%s", home ? home : POA_SOURCE_DIR,
-             home && home[0] && home[strlen(home) - 1] != '/' ? "/" : "");
-    lua_getglobal(L, "package");
-    lua_pushfstring(L, "%s?.lua", dir);
-    lua_setfield(L, -2, "path");
-    lua_pop(L, 1);
+    if (poa_lua_sources_install(L, e)) {
+        lua_close(L);
+        return NULL;
+    }
     return L;
 }
 

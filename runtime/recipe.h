@@ -19,8 +19,8 @@ typedef struct poa_recipe {
     int paper_blur; /* augment.blur = "paper": blur 1.0 / 0.1 / 0.5 instead of 0 / 0.9 / 0.5 */
 } poa_recipe;
 
-/* A Lua state whose require() finds gen/ and models/ of the source tree
-   (POA_HOME overrides the directory compiled in). NULL on failure. */
+/* A Lua state whose require() finds gen/ and models/: the copy built into poa, or the source
+   tree $POA_HOME (runtime/lua_sources.h). NULL on failure. */
 lua_State *poa_lua_open(poa_error *e);
 
 /* Runs a Lua chunk (in a state of poa_lua_open) that returns one string: *text gets a malloc'd

@@ -3,6 +3,10 @@
 #define POA_CHECK_H
 #include <stdio.h>
 
+/* The repository root, where the tests find their fixtures (as they find recipes, by relative
+   paths): tests/run and tools/device_check run every test program from it. */
+#define POA_SOURCE_DIR "./"
+
 static int check_failures;
 
 #define CHECK(name, cond, ...)                                             \

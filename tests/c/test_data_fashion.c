@@ -75,10 +75,10 @@ int main(void) {
     check_split(out, "val", "t10k-labels-idx1-ubyte.gz", 600);
     poa_fashion_mnist_result r;
     poa_error e = { "" };
-    int rc = poa_fashion_mnist_convert(POA_FASHION_MNIST_SOURCE, out, 32, 600, &r, &e);
+    int rc = poa_fashion_mnist_convert(POA_FASHION_MNIST_SOURCE, out, 32, 600, NULL, &r, &e);
     CHECK("poa data is idempotent", rc == 0 && r.already_done && r.train == 600 && r.val == 600,
           "rc %d already_done %d (%s)", rc, r.already_done, e.message);
-    rc = poa_fashion_mnist_convert("/nonexistent", dir, 32, 10, &r, &e);
+    rc = poa_fashion_mnist_convert("/nonexistent", dir, 32, 10, NULL, &r, &e);
     CHECK("missing source names the file", rc == -1 && strstr(e.message, "/nonexistent/train-images"),
           "%s", e.message);
     char command[512];

@@ -357,10 +357,10 @@ static void test_features(const char *root) {
     poa_knn_images images = { 0 };
     snprintf(path, sizeof path, "%s/tree/train", root);
     if (rc == 0) rc = poa_dataset_open_folder(&d, path, &e);
-    if (rc == 0) rc = poa_knn_load_images(&images, &d, 7, r.global_crop_size, 2, &e);
+    if (rc == 0) rc = poa_knn_load_images(&images, &d, 7, r.global_crop_size, 2, NULL, &e);
     real *a = malloc(sizeof(real) * 7 * 64), *b = malloc(sizeof(real) * 7 * 64);
-    if (rc == 0) rc = poa_knn_features(&model, params, 64, 3, &images, 3, a, &e);
-    if (rc == 0) rc = poa_knn_features(&model, params, 64, 3, &images, 1, b, &e);
+    if (rc == 0) rc = poa_knn_features(&model, params, 64, 3, &images, 3, a, NULL, &e);
+    if (rc == 0) rc = poa_knn_features(&model, params, 64, 3, &images, 1, b, NULL, &e);
     double worst_norm = 0, worst_diff = 0;
     for (int i = 0; rc == 0 && i < images.count; i++) {
         double s = 0;

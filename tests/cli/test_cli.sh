@@ -44,3 +44,25 @@ $poa cuda plan tests/recipes/tiny_train.lua --batch 8 > "$tmp/plan" 2>&1
 check "poa cuda plan reports the device memory of a step (state, arenas, peak)" \
       "grep -q 'batch 8' $tmp/plan && grep -Eq '^  peak of one step.* [0-9]+\.[0-9] MiB$' $tmp/plan && grep -q '^  state' $tmp/plan"
 expect_error "poa cuda plan names a wrong recipe field" "optim.base_lrr" $poa cuda plan tests/recipes/tiny_train.lua optim.base_lrr=1
+
+# --version, help and the exit statuses (README "Exit statuses": 0 done, 1 usage, 2 failed).
+status() { "$@" > "$tmp/out" 2> "$tmp/err"; echo $?; }
+rc=$(status $poa --version)
+check "poa --version: git describe, the build options, the Lua sources, the GPU and NVRTC found or not" \
+      "[ $rc -eq 0 ] && head -1 $tmp/out | grep -Eq '^poa [0-9a-z]' && grep -q '^build: .*CUDA headers' $tmp/out &&
+       grep -q '^Lua sources: embedded ([0-9]* files' $tmp/out && grep -Eq '^(GPU: |no GPU)' $tmp/out &&
+       sed -n '/^Lua sources/,\$p' $tmp/out | grep -qi nvrtc"
+rc=$(status $poa help train)
+check "poa help train: its options, exit 0" "[ $rc -eq 0 ] && grep -q -- '--resume PATH|auto' $tmp/out && grep -q 'log_every' $tmp/out"
+rc=$(status $poa knn --help)
+check "poa knn --help: its options, exit 0" "[ $rc -eq 0 ] && grep -q -- '--train-limit' $tmp/out"
+rc=$(status $poa help frobnicate)
+check "poa help of an unknown command: usage error (1)" "[ $rc -eq 1 ] && grep -q \"unknown command 'frobnicate'\" $tmp/err"
+rc=$(status $poa)
+check "poa without a command: usage on stderr, exit 1" "[ $rc -eq 1 ] && grep -q '^usage: poa' $tmp/err"
+rc=$(status $poa list)
+check "a missing argument is a usage error (1)" "[ $rc -eq 1 ]"
+rc=$(status $poa train tests/recipes/tiny_train.lua --frobnicate)
+check "an unknown option is a usage error (1), named" "[ $rc -eq 1 ] && grep -q -- '--frobnicate' $tmp/err"
+rc=$(status $poa list "$tmp/bad.lua")
+check "a bad recipe field fails with 2" "[ $rc -eq 2 ]"

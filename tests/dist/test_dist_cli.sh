@@ -27,7 +27,7 @@ common=(tests/recipes/tiny_train.lua "data.train=$dir/fm/train" train.batch_size
 port=$(free_port)
 for r in 0 1; do
   RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$port POA_DIST_TIMEOUT=60 \
-    timeout 120 $poa train "${common[@]}" train.output=$dir/torchrun --steps 3 2> "$dir/torchrun.$r.log" &
+    timeout 120 $poa train "${common[@]}" train.output=$dir/torchrun --steps 3 > "$dir/torchrun.$r.log" 2>&1 &
   pids[$r]=$!
 done
 wait ${pids[0]}; rc0=$?
@@ -44,7 +44,7 @@ port=$(free_port)
 for r in 0 1; do
   SLURM_PROCID=$r SLURM_NTASKS=2 SLURM_LOCALID=$r SLURM_JOB_NODELIST=localhost MASTER_PORT=$port \
     POA_DIST_TIMEOUT=60 timeout 120 $poa train "${common[@]}" train.output=$dir/slurm --steps 1 \
-    2> "$dir/slurm.$r.log" &
+    > "$dir/slurm.$r.log" 2>&1 &
   pids[$r]=$!
 done
 wait ${pids[0]}; rc0=$?
@@ -56,11 +56,11 @@ check "2 ranks (Slurm variables, master from SLURM_JOB_NODELIST) train a step" \
 port=$(free_port)
 start=$SECONDS
 RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port POA_DIST_TIMEOUT=1 \
-  timeout 60 $poa train "${common[@]}" train.output=$dir/alone --steps 1 2> "$dir/alone.log"
+  timeout 60 $poa train "${common[@]}" train.output=$dir/alone --steps 1 > "$dir/alone.log" 2>&1
 rc=$?
 check "a rank whose rank 0 never comes fails after POA_DIST_TIMEOUT, naming MASTER_ADDR" \
-      "[ $rc -eq 1 ] && grep -q 'cannot reach rank 0 at MASTER_ADDR=127.0.0.1 MASTER_PORT=$port' $dir/alone.log && [ $((SECONDS - start)) -lt 30 ]"
-RANK=2 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 $poa train "${common[@]}" train.output=$dir/bad --steps 1 2> "$dir/bad.log"
+      "[ $rc -eq 2 ] && grep -q 'cannot reach rank 0 at MASTER_ADDR=127.0.0.1 MASTER_PORT=$port' $dir/alone.log && [ $((SECONDS - start)) -lt 30 ]"
+RANK=2 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 $poa train "${common[@]}" train.output=$dir/bad --steps 1 > "$dir/bad.log" 2>&1
 rc=$?
 check "RANK not below WORLD_SIZE is refused naming both" \
       "[ $rc -eq 2 ] && grep -q 'RANK=2 is not below WORLD_SIZE=2' $dir/bad.log"
@@ -68,27 +68,27 @@ check "RANK not below WORLD_SIZE is refused naming both" \
 # Rank 1 killed after the first step: rank 0 stops with an error, promptly.
 port=$(free_port)
 RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port POA_DIST_TIMEOUT=60 \
-  timeout 120 $poa train "${common[@]}" train.output=$dir/killed optim.epochs=100 --steps 1000 2> "$dir/killed.0.log" &
+  timeout 120 $poa train "${common[@]}" train.output=$dir/killed optim.epochs=100 --steps 1000 > "$dir/killed.0.log" 2>&1 &
 pids[0]=$!
 RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port POA_DIST_TIMEOUT=60 \
-  $poa train "${common[@]}" train.output=$dir/killed optim.epochs=100 --steps 1000 2> "$dir/killed.1.log" &
+  $poa train "${common[@]}" train.output=$dir/killed optim.epochs=100 --steps 1000 > "$dir/killed.1.log" 2>&1 &
 pids[1]=$!
 while ! grep -q '"step": 1,' $dir/killed/metrics.jsonl 2> /dev/null && kill -0 ${pids[0]} 2> /dev/null; do sleep 0.05; done
 start=$SECONDS
 kill -9 ${pids[1]}; wait ${pids[1]} 2> /dev/null
 wait ${pids[0]}; rc0=$?
 check "a rank killed mid-run: rank 0 fails promptly saying rank 1 is gone" \
-      "[ $rc0 -eq 1 ] && grep -q 'rank 1 closed the connection' $dir/killed.0.log && [ $((SECONDS - start)) -lt 30 ]"
+      "[ $rc0 -eq 2 ] && grep -q 'rank 1 closed the connection' $dir/killed.0.log && [ $((SECONDS - start)) -lt 30 ]"
 
 # SIGINT to rank 1 only: every rank stops at the same step and rank 0 saves a checkpoint.
 port=$(free_port)
 RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port POA_DIST_TIMEOUT=60 \
   timeout 120 $poa train "${common[@]}" train.output=$dir/interrupted optim.epochs=100 --steps 1000 \
-  2> "$dir/interrupted.0.log" &
+  > "$dir/interrupted.0.log" 2>&1 &
 pids[0]=$!
 RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port POA_DIST_TIMEOUT=60 \
   $poa train "${common[@]}" train.output=$dir/interrupted optim.epochs=100 --steps 1000 \
-  2> "$dir/interrupted.1.log" &
+  > "$dir/interrupted.1.log" 2>&1 &
 pids[1]=$!
 while ! grep -q '"step": 2,' $dir/interrupted/metrics.jsonl 2> /dev/null && kill -0 ${pids[0]} 2> /dev/null; do sleep 0.05; done
 kill -INT ${pids[1]}
@@ -102,7 +102,7 @@ port=$(free_port)
 for r in 0 1; do
   RANK=$r WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port POA_DIST_TIMEOUT=60 \
     timeout 120 $poa train "${common[@]}" train.output=$dir/interrupted optim.epochs=100 --resume auto \
-    --steps 1 2> "$dir/resumed.$r.log" &
+    --steps 1 > "$dir/resumed.$r.log" 2>&1 &
   pids[$r]=$!
 done
 wait ${pids[0]}; rc0=$?

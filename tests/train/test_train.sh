@@ -17,7 +17,7 @@ common=(tests/recipes/tiny_train.lua "data.train=$dir/fm/train" train.batch_size
         optim.base_lr=0.02 optim.warmup_epochs=0.5)
 
 # An uninterrupted run of 12 steps.
-$poa train "${common[@]}" train.output=$dir/a --steps 12 2> "$dir/a.log"
+$poa train "${common[@]}" train.output=$dir/a --steps 12 > "$dir/a.log" 2>&1
 check "uninterrupted run finishes" "[ -f $dir/a/checkpoint_12.safetensors ]"
 loss() { sed -n 's/.*"step": \([0-9]*\), "loss": \([^,]*\),.*/\1 \2/p' "$1"; }
 first=$(loss $dir/a/metrics.jsonl | head -3 | awk '{s += $2} END {print s / 3}')
@@ -26,13 +26,13 @@ echo "  mean loss of steps 1-3: $first, of steps 10-12: $last"
 check "the loss falls over a short run" "awk 'BEGIN {exit !($last < $first)}'"
 
 # Killed with SIGKILL after its step-4 checkpoint, then resumed.
-$poa train "${common[@]}" train.output=$dir/b --steps 12 2> "$dir/b.log" &
+$poa train "${common[@]}" train.output=$dir/b --steps 12 > "$dir/b.log" 2>&1 &
 pid=$!
 while [ ! -f $dir/b/checkpoint_4.safetensors ] && kill -0 $pid 2>/dev/null; do sleep 0.05; done
 kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
 latest=$(ls $dir/b/checkpoint_*.safetensors | sed 's/.*_\([0-9]*\)\.safetensors/\1/' | sort -n | tail -1)
 echo "  killed; latest checkpoint at step $latest"
-$poa train "${common[@]}" train.output=$dir/b --resume auto --steps $((12 - latest)) 2>> "$dir/b.log"
+$poa train "${common[@]}" train.output=$dir/b --resume auto --steps $((12 - latest)) >> "$dir/b.log" 2>&1
 check "resumed run reaches step 12" "[ -f $dir/b/checkpoint_12.safetensors ]"
 # Every tensor bit-identical (the data section) and the same header once the run's own output
 # directory, recorded among the overrides, is left out.
@@ -44,7 +44,7 @@ check "resumed losses equal the uninterrupted losses" \
       "diff <(loss $dir/a/metrics.jsonl | sort -u -k1,1n) <(loss $dir/b/metrics.jsonl | sort -k1,1n | awk '{l[\$1] = \$0} END {for (s in l) print l[s]}' | sort -k1,1n) > /dev/null"
 
 # SIGINT: a checkpoint at the current step and a clean exit.
-$poa train "${common[@]}" train.output=$dir/c --steps 40 train.checkpoint_every=100 2> "$dir/c.log" &
+$poa train "${common[@]}" train.output=$dir/c --steps 40 train.checkpoint_every=100 > "$dir/c.log" 2>&1 &
 pid=$!
 while ! grep -q '"step": 2,' $dir/c/metrics.jsonl 2>/dev/null && kill -0 $pid 2>/dev/null; do sleep 0.05; done
 kill -INT $pid; wait $pid; rc=$?
@@ -53,19 +53,19 @@ check "SIGINT leaves a checkpoint" "ls $dir/c/checkpoint_*.safetensors > /dev/nu
 
 # Bad checkpoints.
 head -c 100000 $dir/a/checkpoint_12.safetensors > $dir/truncated.safetensors
-$poa train "${common[@]}" train.output=$dir/d --resume $dir/truncated.safetensors --steps 1 2> $dir/d.log
+$poa train "${common[@]}" train.output=$dir/d --resume $dir/truncated.safetensors --steps 1 > $dir/d.log 2>&1
 check "a truncated checkpoint is refused naming the file" "grep -q 'truncated.safetensors' $dir/d.log && ! [ -f $dir/d/checkpoint_1.safetensors ]"
-$poa train "${common[@]}" train.output=$dir/e --resume tests/golden/fixtures/vit_tiny_params.safetensors --steps 1 2> $dir/e.log
+$poa train "${common[@]}" train.output=$dir/e --resume tests/golden/fixtures/vit_tiny_params.safetensors --steps 1 > $dir/e.log 2>&1
 check "a foreign file is refused as not a poa checkpoint" "grep -q 'not a poa checkpoint' $dir/e.log"
-$poa train "${common[@]}" train.output=$dir/f --resume $dir/a/checkpoint_12.safetensors model.depth='{2,3,1}' --steps 1 2> $dir/f.log
+$poa train "${common[@]}" train.output=$dir/f --resume $dir/a/checkpoint_12.safetensors model.depth='{2,3,1}' --steps 1 > $dir/f.log 2>&1
 check "a checkpoint of another network is refused" "grep -q 'another network' $dir/f.log"
-$poa train "${common[@]}" optim.base_lrr=1 --steps 1 2> $dir/g.log
+$poa train "${common[@]}" optim.base_lrr=1 --steps 1 > $dir/g.log 2>&1
 check "a wrong recipe field is named" "grep -q \"optim.base_lrr\" $dir/g.log"
 
 # A run trained with model overrides (the baseline of one member) is evaluated by poa knn with
 # the recipe and overrides recorded in its checkpoint.
 $poa train "${common[@]}" 'model.width={32,32,32}' 'model.depth={2,2,1}' train.elastic=false \
-  train.output=$dir/h --steps 2 2> $dir/h.log
+  train.output=$dir/h --steps 2 > $dir/h.log 2>&1
 $poa knn $dir/h/checkpoint_2.safetensors --data $dir/fm --nets all --train-limit 60 --val-limit 30 \
   --out $dir/h/knn > $dir/h_knn.log 2>&1
 check "poa knn applies the overrides a checkpoint was trained with" \
@@ -74,13 +74,13 @@ check "poa knn applies the overrides a checkpoint was trained with" \
 # The device: with no GPU, --device auto says so once and trains on the CPU; --device gpu is an
 # error naming the reason; a wrong --device is named. (Where a GPU is present, auto takes it.)
 if ! $poa cuda info 2>&1 | grep -q "^GPU"; then
-  $poa train "${common[@]}" train.output=$dir/i --steps 1 2> $dir/i.log
+  $poa train "${common[@]}" train.output=$dir/i --steps 1 > $dir/i.log 2>&1
   check "no GPU: --device auto runs on the CPU backend and says so once" \
         "[ -f $dir/i/checkpoint_1.safetensors ] && [ \$(grep -c 'running on the CPU backend' $dir/i.log) -eq 1 ]"
-  $poa train "${common[@]}" train.output=$dir/j --steps 1 --device gpu 2> $dir/j.log
+  $poa train "${common[@]}" train.output=$dir/j --steps 1 --device gpu > $dir/j.log 2>&1
   check "no GPU: --device gpu is an error that says why" "grep -q 'no GPU' $dir/j.log && ! ls $dir/j/checkpoint_* > /dev/null 2>&1"
 fi
-$poa train "${common[@]}" train.output=$dir/k --steps 1 --device tpu 2> $dir/k.log
+$poa train "${common[@]}" train.output=$dir/k --steps 1 --device tpu > $dir/k.log 2>&1
 check "a wrong --device is named" "grep -q -- '--device tpu' $dir/k.log"
 
 # --init: student and teacher from a state dict under the official names (the recorded official
