@@ -87,12 +87,12 @@ check "a wrong --device is named" "grep -q -- '--device tpu' $dir/k.log"
 # step's student; tests/c/test_official_step.c checks the values it gives).
 init=tests/golden/fixtures/official_step/student_init.safetensors
 official=(tests/recipes/official_step.lua "data.train=$dir/fm/train" train.threads=2 train.loader_threads=2)
-$poa train "${official[@]}" train.output=$dir/l --init $init --steps 1 2> $dir/l.log
+$poa train "${official[@]}" train.output=$dir/l --init $init --steps 1 > $dir/l.out 2> $dir/l.log
 check "--init FILE starts the student and teacher from it and trains" \
       "grep -q 'initialised from $init' $dir/l.log && [ -f $dir/l/checkpoint_1.safetensors ]"
-$poa train "${official[@]}" train.output=$dir/l --init $init --resume auto --steps 1 2> $dir/l2.log
+$poa train "${official[@]}" train.output=$dir/l --init $init --resume auto --steps 1 > $dir/l2.out 2> $dir/l2.log
 check "--init with a checkpoint to resume from says it is not used" \
       "grep -q 'resumed .*checkpoint_1.safetensors.*--init $init is for a fresh start: not used' $dir/l2.log"
-$poa train "${common[@]}" train.output=$dir/m --init $init --steps 1 2> $dir/m.log
+$poa train "${common[@]}" train.output=$dir/m --init $init --steps 1 > $dir/m.out 2> $dir/m.log
 check "--init of another family's weights is refused naming the file and the tensor" \
       "grep -q \"student_init.safetensors: tensor 'backbone.*' has shape\" $dir/m.log && ! [ -f $dir/m/checkpoint_1.safetensors ]"
