@@ -21,6 +21,9 @@
      teacher, 1e-5, and their steps 1e-3 (a step is ~1e-3 of a parameter, so this is what a
      wrong lr, weight decay or momentum changes).
 
+   Each replay runs twice: through the CPU step, and through the GPU step (runtime/cuda_train.c)
+   emulated on the host (tests/c/cuda_emulator.h: every launch and GEMM of the GPU step), fp32.
+
    KoLeo, and with it the backbone's gradient, cannot be compared with these recordings: the
    student at initialisation (LayerScale 1e-5) gives the 4 images nearly the same CLS token
    (norms equal to 7 digits), so KoLeo's nearest-neighbour distances are ~1.6e-5 on the unit
@@ -38,6 +41,8 @@
 #include <string.h>
 
 #include "check.h"
+#include "cuda_emulator.h"
+#include "cuda_train.h"
 #include "loss.h"
 #include "fixture_util.h"
 #include "recipe.h"
@@ -87,13 +92,25 @@ static double against(const poa_safetensors *f, const char *name, const real *ou
 
 /* ---- the replay ---- */
 
+/* Where the step's buffers are read after the micro-batch (host copies on the GPU). */
+typedef struct step_view {
+    real *targets_cls[POA_MAX_HEADS], *targets_patch[POA_MAX_HEADS], *teacher_logits[POA_MAX_HEADS];
+    real *logits[2][POA_MAX_HEADS], *features[2];
+    real *grads, *grads_heads;
+} step_view;
+
 typedef struct replay {
-    const char *run;
+    const char *run, *name; /* "dp0", and "dp0" or "dp0 (emulated GPU step)" */
     lua_State *L;       /* the record on top */
     poa_trainer t;
     poa_batch batch;
     real *drop[2][2];   /* given stochastic-depth factors */
     real *before, *before_heads;
+    const poa_cuda_exec *exec; /* NULL: the CPU step; else the GPU step on it */
+    poa_cuda_train g;
+    int has_gpu_step;
+    step_view v;
+    real *downloads;    /* the GPU step's host copies behind v */
 } replay;
 
 /* The recorded crops and masks as a micro-batch. */
@@ -180,10 +197,13 @@ static void read_drop_path(replay *r, const poa_safetensors *f, double rate) {
 
 /* The trainer of the recorded family, from the recorded student, with the record's member,
    iteration and drop path given. */
-static int open_replay(replay *r, const char *run, poa_error *e) {
+static int open_replay(replay *r, const char *run, const poa_cuda_exec *exec, poa_error *e) {
+    static char names[4][64];
+    static int next;
     char path[256], override[64];
     memset(r, 0, sizeof *r);
-    r->run = run;
+    r->run = run, r->exec = exec, r->name = names[next++ % 4];
+    snprintf(names[(next - 1) % 4], sizeof names[0], "%s%s", run, exec ? " (emulated GPU step)" : "");
     r->L = poa_lua_open(e);
     snprintf(path, sizeof path, DIR "%s/record.lua", run);
     if (!r->L || luaL_dofile(r->L, path) != LUA_OK)
@@ -211,10 +231,85 @@ static int open_replay(replay *r, const char *run, poa_error *e) {
     r->before = malloc(sizeof(real) * (size_t)n), r->before_heads = malloc(sizeof(real) * (size_t)nh);
     memcpy(r->before, r->t.student, sizeof(real) * (size_t)n);
     memcpy(r->before_heads, r->t.student_heads, sizeof(real) * (size_t)nh);
+    if (exec) {
+        if (poa_cuda_train_init(&r->g, &r->t, exec, 0, e)) return -1;
+        r->has_gpu_step = 1;
+    }
     return 0;
 }
 
+/* The step up to its update: begin, the micro-batch; then r->v points at its buffers. */
+static int run_micro_batch(replay *r, poa_error *e) {
+    poa_trainer *t = &r->t;
+    step_view *v = &r->v;
+    if (!r->exec) {
+        poa_trainer_begin_step(t);
+        if (poa_trainer_micro_batch(t, &r->batch, 0, e)) return -1;
+        for (int h = 0; h < t->heads.config.heads; h++) {
+            v->targets_cls[h] = t->targets_cls[h].data, v->targets_patch[h] = t->targets_patch[h].data;
+            v->teacher_logits[h] = t->teacher_heads_pass.logits[h];
+            for (int b = 0; b < 2; b++) v->logits[b][h] = t->student_heads_pass[b].logits[h];
+        }
+        for (int b = 0; b < 2; b++) v->features[b] = t->branch_work[b].features.data;
+        v->grads = t->grads, v->grads_heads = t->grads_heads;
+        return 0;
+    }
+    poa_cuda_train *g = &r->g;
+    poa_cuda_train_begin_step(g);
+    if (poa_cuda_train_micro_batch(g, &r->batch, 0, e)) return -1;
+    /* host copies: targets, logits (teacher: CLS and masked rows; students: every head row),
+       features, gradients */
+    const long B = r->batch.batch_size, G = r->batch.global_count, L = r->batch.local_count;
+    const long masked = r->batch.masks.masked, teacher_rows = G * B + masked, rows = (L + G) * B + masked;
+    const long n = t->model.parameter_count, nh = t->heads.parameter_count, D = t->model.config.max_width;
+    long total = n + nh + 2 * rows * D;
+    for (int h = 0; h < t->heads.config.heads; h++) total += (2 * teacher_rows + 2 * rows) * t->heads.config.prototypes[h];
+    real *at = r->downloads = malloc(sizeof(real) * (size_t)total);
+    if (!at) return poa_fail(e, "out of memory");
+    int rc = 0;
+#define FETCH(dst, src, count) \
+    (dst = at, at += (count), rc = rc ? rc : poa_cuda_exec_download(&g->exec, dst, src, sizeof(real) * (size_t)(count), e))
+    for (int h = 0; h < t->heads.config.heads; h++) {
+        const long K = t->heads.config.prototypes[h];
+        FETCH(v->targets_cls[h], g->targets_cls[h], G * B * K);
+        FETCH(v->targets_patch[h], g->targets_patch[h], masked * K);
+        FETCH(v->teacher_logits[h], g->teacher_heads.logits[h], teacher_rows * K);
+        for (int b = 0; b < 2; b++) FETCH(v->logits[b][h], g->branch[b].heads.logits[h], rows * K);
+    }
+    for (int b = 0; b < 2; b++) FETCH(v->features[b], g->branch[b].features, rows * g->branch[b].width);
+    FETCH(v->grads, g->grads, n + nh);
+#undef FETCH
+    v->grads_heads = v->grads + n;
+    return rc;
+}
+
+/* Puts grads (backbone then heads, the trainer's layout) into the step's gradient buffer. */
+static int set_gradients(replay *r, const real *grads, const real *grads_heads, poa_error *e) {
+    const long n = r->t.model.parameter_count, nh = r->t.heads.parameter_count;
+    if (!r->exec) {
+        memmove(r->t.grads, grads, sizeof(real) * (size_t)n);
+        memmove(r->t.grads_heads, grads_heads, sizeof(real) * (size_t)nh);
+        return 0;
+    }
+    return poa_cuda_exec_upload(&r->g.exec, r->g.grads, grads, sizeof(real) * (size_t)n, e) ||
+                   poa_cuda_exec_upload(&r->g.exec, r->g.grads + sizeof(real) * (size_t)n, grads_heads,
+                                        sizeof(real) * (size_t)nh, e)
+               ? -1
+               : 0;
+}
+
+/* The update (clipping, AdamW, EMA); then the trainer's host buffers hold the state after. */
+static int run_update(replay *r, poa_error *e) {
+    if (!r->exec) {
+        poa_trainer_end_step(&r->t);
+        return 0;
+    }
+    return poa_cuda_train_end_step(&r->g, e) || poa_cuda_train_download(&r->g, e) ? -1 : 0;
+}
+
 static void close_replay(replay *r) {
+    if (r->has_gpu_step) poa_cuda_train_free(&r->g);
+    free(r->downloads);
     for (int b = 0; b < 2; b++) free(r->drop[b][0]), free(r->drop[b][1]);
     free(r->batch.global_crops), free(r->batch.local_crops);
     poa_mask_batch_free(&r->batch.masks);
@@ -237,16 +332,16 @@ static void check_family(replay *r) {
         lua_pop(r->L, 3);
     }
     lua_pop(r->L, 1);
-    snprintf(label, sizeof label, "%s: the elastic sampling list is the recorded one (%d slots)", r->run, count - 1);
+    snprintf(label, sizeof label, "%s: the elastic sampling list is the recorded one (%d slots)", r->name, count - 1);
     CHECK(label, same, "poa has %d slots", c->slot_count);
-    const poa_vit_pass *p = &r->t.student_global[1];
+    const poa_vit_pass *p = r->exec ? &r->g.branch[1].global.host : &r->t.student_global[1];
     int ids = p->depth == (int)number_at(r->L, "member.2");
     for (int j = 0; ids && j < p->depth; j++) {
         char key[32];
         snprintf(key, sizeof key, "elastic_block_idx.%d", j + 1);
         ids = p->block_ids[j] == (int)number_at(r->L, key);
     }
-    snprintf(label, sizeof label, "%s: member %dx%d runs the recorded block ids", r->run, p->width, p->depth);
+    snprintf(label, sizeof label, "%s: member %dx%d runs the recorded block ids", r->name, p->width, p->depth);
     CHECK(label, ids, "depth %d, first ids %d %d", p->depth, p->block_ids[0], p->depth > 1 ? p->block_ids[1] : -1);
 }
 
@@ -299,7 +394,7 @@ static void check_losses(replay *r, const poa_loss_calls *calls) {
         const int is_koleo = strcmp(module, "KoLeoLoss.forward") == 0;
         const double exact = is_koleo ? koleo_of_recorded(r, b, g) : want;
         const double err = fabs(ours - exact) / fabs(exact);
-        printf("  %s: %-28s %-7s %-7s %-17s head %d crop %d: official %.8g poa %.8g (%.2g)", r->run, module,
+        printf("  %s: %-28s %-7s %-7s %-17s head %d crop %d: official %.8g poa %.8g (%.2g)", r->name, module,
                branch, crops, term, h, g + 1, want, ours, fabs(ours - want) / fabs(want));
         if (is_koleo) printf("; exact on the recorded features %.8g (poa %.2g)", exact, err);
         printf("\n");
@@ -308,10 +403,10 @@ static void check_losses(replay *r, const poa_loss_calls *calls) {
     }
     lua_pop(r->L, 1);
     snprintf(label, sizeof label, "%s: all %d raw DINO, same-view and iBOT loss calls of the official step within 1e-5",
-             r->run, compared);
+             r->name, compared);
     CHECK(label, compared + koleo == count && compared > 0 && worst <= 1e-5, "worst relative error %.3g", worst);
     snprintf(label, sizeof label, "%s: the %d KoLeo calls within 1e-4 of KoLeo evaluated exactly on the recorded features",
-             r->run, koleo);
+             r->name, koleo);
     CHECK(label, koleo > 0 && worst_koleo <= 1e-4, "worst relative error %.3g", worst_koleo);
 }
 
@@ -330,8 +425,8 @@ static void check_intermediates(replay *r) {
         /* the teacher's CLS rows, swapped: [crop 2; crop 1] */
         real *swapped = malloc(sizeof(real) * (size_t)(G * B * K)), *swapped_logits = malloc(sizeof(real) * (size_t)(G * B * K));
         for (long g = 0; g < G; g++) {
-            memcpy(swapped + (G - 1 - g) * B * K, t->targets_cls[h].data + g * B * K, sizeof(real) * (size_t)(B * K));
-            memcpy(swapped_logits + (G - 1 - g) * B * K, t->teacher_heads_pass.logits[h] + g * B * K,
+            memcpy(swapped + (G - 1 - g) * B * K, r->v.targets_cls[h] + g * B * K, sizeof(real) * (size_t)(B * K));
+            memcpy(swapped_logits + (G - 1 - g) * B * K, r->v.teacher_logits[h] + g * B * K,
                    sizeof(real) * (size_t)(B * K));
         }
         snprintf(name, sizeof name, "teacher.cls_targets_swapped.h%d", h);
@@ -340,12 +435,12 @@ static void check_intermediates(replay *r) {
         logits = worst_of(logits, against(&f, name, swapped_logits, G * B * K));
         free(swapped), free(swapped_logits);
         snprintf(name, sizeof name, "teacher.masked_patch_targets.h%d", h);
-        targets = worst_of(targets, against(&f, name, t->targets_patch[h].data, masked * K));
+        targets = worst_of(targets, against(&f, name, r->v.targets_patch[h], masked * K));
         snprintf(name, sizeof name, "teacher.masked_patch_logits.h%d", h);
-        logits = worst_of(logits, against(&f, name, t->teacher_heads_pass.logits[h] + G * B * K, masked * K));
+        logits = worst_of(logits, against(&f, name, r->v.teacher_logits[h] + G * B * K, masked * K));
         for (int b = 0; b < 2; b++) {
             const char *branch = b ? "elastic" : "intact";
-            const real *S = t->student_heads_pass[b].logits[h];
+            const real *S = r->v.logits[b][h];
             snprintf(name, sizeof name, "student.%s.local_logits.h%d", branch, h);
             logits = worst_of(logits, against(&f, name, S, L * B * K));
             snprintf(name, sizeof name, "student.%s.global_logits.h%d", branch, h);
@@ -355,19 +450,19 @@ static void check_intermediates(replay *r) {
         }
     }
     for (int b = 0; b < 2; b++) {
-        const long D = t->student_global[b].width;
+        const long D = b ? (long)number_at(r->L, "member.1") : t->model.config.max_width;
         for (long g = 0; g < G; g++) {
             snprintf(name, sizeof name, "student.%s.global_cls_feat.crop%ld", b ? "elastic" : "intact", g + 1);
-            features = worst_of(features, against(&f, name, t->branch_work[b].features.data + (L * B + g * B) * D, B * D));
+            features = worst_of(features, against(&f, name, r->v.features[b] + (L * B + g * B) * D, B * D));
         }
     }
     poa_safetensors_close(&f);
-    printf("  %s: Sinkhorn-Knopp targets %.3g, head logits %.3g, KoLeo's CLS features %.3g\n", r->run, targets, logits,
+    printf("  %s: Sinkhorn-Knopp targets %.3g, head logits %.3g, KoLeo's CLS features %.3g\n", r->name, targets, logits,
            features);
-    snprintf(label, sizeof label, "%s: the teacher's Sinkhorn-Knopp targets (CLS and masked patches) within 1e-4", r->run);
+    snprintf(label, sizeof label, "%s: the teacher's Sinkhorn-Knopp targets (CLS and masked patches) within 1e-4", r->name);
     CHECK(label, targets <= 1e-4, "%.3g", targets);
     snprintf(label, sizeof label, "%s: every head's logits (teacher; both students' local, global, masked) and the "
-             "KoLeo features within 1e-4", r->run);
+             "KoLeo features within 1e-4", r->name);
     CHECK(label, logits <= 1e-4 && features <= 1e-4, "logits %.3g, features %.3g", logits, features);
 }
 
@@ -425,12 +520,12 @@ static void check_after(replay *r, int parts, const char *what) {
                                      r->before_heads, where_step, sizeof where_step);
     double teacher_step = per_tensor(r, "teacher_after.safetensors", parts, t->teacher, t->teacher_heads, r->before,
                                      r->before_heads, where_step, sizeof where_step);
-    printf("  %s: %s: student %.3g (its step %.3g), teacher %.3g (its step %.3g; worst %s)\n", r->run, what, student,
+    printf("  %s: %s: student %.3g (its step %.3g), teacher %.3g (its step %.3g; worst %s)\n", r->name, what, student,
            student_step, teacher, teacher_step, where_step);
-    snprintf(label, sizeof label, "%s: %s: student and teacher within 1e-5 of the official step's", r->run, what);
+    snprintf(label, sizeof label, "%s: %s: student and teacher within 1e-5 of the official step's", r->name, what);
     CHECK(label, student <= 1e-5 && teacher <= 1e-5, "student %.3g teacher %.3g (%s)", student, teacher, where);
     snprintf(label, sizeof label, "%s: %s: the step (after - before) of the student and the teacher within 1e-3",
-             r->run, what);
+             r->name, what);
     CHECK(label, student_step <= 1e-3 && teacher_step <= 1e-3, "student %.3g teacher %.3g (%s)", student_step,
           teacher_step, where_step);
 }
@@ -442,9 +537,9 @@ static void check_update_values(replay *r, const char *what, int parts) {
     const double nb = number_at(r->L, "grad_norms.backbone"), nh = number_at(r->L, "grad_norms.heads");
     const double norms = fmax(parts & BACKBONE ? fabs(s->grad_norm_backbone - nb) / nb : 0,
                               fabs(s->grad_norm_heads - nh) / nh);
-    printf("  %s: %s: gradient norms %.7g %.7g (official %.7g %.7g)\n", r->run, what, s->grad_norm_backbone,
+    printf("  %s: %s: gradient norms %.7g %.7g (official %.7g %.7g)\n", r->name, what, s->grad_norm_backbone,
            s->grad_norm_heads, nb, nh);
-    snprintf(label, sizeof label, "%s: %s: the gradient norm%s before clipping within 1e-4", r->run, what,
+    snprintf(label, sizeof label, "%s: %s: the gradient norm%s before clipping within 1e-4", r->name, what,
              parts & BACKBONE ? "s (backbone, heads)" : " of the heads");
     CHECK(label, norms <= 1e-4, "%.3g", norms);
     const double schedule = fmax(fmax(fabs(s->lr / number_at(r->L, "schedule.lr") - 1),
@@ -452,18 +547,18 @@ static void check_update_values(replay *r, const char *what, int parts) {
                                  fmax(fabs(s->momentum / number_at(r->L, "schedule.momentum") - 1),
                                       fabs(s->teacher_temp / number_at(r->L, "schedule.teacher_temp") - 1)));
     snprintf(label, sizeof label, "%s: %s: lr, weight decay, momentum and teacher temperature at iteration %ld, iBOT on",
-             r->run, what, poa_trainer_iteration(&r->t) - 1);
+             r->name, what, poa_trainer_iteration(&r->t) - 1);
     CHECK(label, schedule <= 1e-12 && s->ibot_active, "worst %.3g, iBOT %d", schedule, s->ibot_active);
 }
 
 /* The whole step replayed: the forward, every loss call, the gradients, the update. The
    backbone's gradient and update are printed, not checked (the top of this file says why). */
-static void replay_step(const char *run) {
+static void replay_step(const char *run, const poa_cuda_exec *exec) {
     replay r;
     poa_error e = { { 0 } };
     char label[200], where[128] = "";
-    if (open_replay(&r, run, &e) || (poa_trainer_begin_step(&r.t), poa_trainer_micro_batch(&r.t, &r.batch, 0, &e))) {
-        snprintf(label, sizeof label, "%s: the replayed step", run);
+    if (open_replay(&r, run, exec, &e) || run_micro_batch(&r, &e)) {
+        snprintf(label, sizeof label, "%s: the replayed step", r.name);
         CHECK(label, 0, "%s", e.message);
         close_replay(&r);
         return;
@@ -471,18 +566,23 @@ static void replay_step(const char *run) {
     poa_trainer *t = &r.t;
     check_family(&r);
     check_intermediates(&r);
-    check_losses(&r, &t->current.calls);
-    double heads = per_tensor(&r, "student_grads.safetensors", HEADS, t->grads, t->grads_heads, NULL, NULL, where,
+    double heads = per_tensor(&r, "student_grads.safetensors", HEADS, r.v.grads, r.v.grads_heads, NULL, NULL, where,
                               sizeof where);
-    snprintf(label, sizeof label, "%s: every heads parameter's gradient within 1e-3 of the official step's", run);
+    snprintf(label, sizeof label, "%s: every heads parameter's gradient within 1e-3 of the official step's", r.name);
     CHECK(label, heads <= 1e-3, "worst %.3g (%s)", heads, where);
-    double backbone = per_tensor(&r, "student_grads.safetensors", BACKBONE, t->grads, t->grads_heads, NULL, NULL, where,
-                                 sizeof where);
-    printf("  %s: gradients: heads %.3g; backbone %.3g (%s), KoLeo's rounding (not checked)\n", run, heads, backbone,
+    double backbone = per_tensor(&r, "student_grads.safetensors", BACKBONE, r.v.grads, r.v.grads_heads, NULL, NULL,
+                                 where, sizeof where);
+    printf("  %s: gradients: heads %.3g; backbone %.3g (%s), KoLeo's rounding (not checked)\n", r.name, heads, backbone,
            where);
-    poa_trainer_end_step(t);
-    /* the total without KoLeo's four calls, on both sides */
+    if (run_update(&r, &e)) {
+        snprintf(label, sizeof label, "%s: the update", r.name);
+        CHECK(label, 0, "%s", e.message);
+        close_replay(&r);
+        return;
+    }
     const poa_step_stats *s = &t->last;
+    check_losses(&r, &s->calls);
+    /* the total without KoLeo's four calls, on both sides */
     double official_koleo = 0, ours_koleo = 0;
     lua_getfield(r.L, -1, "raw_calls");
     for (int i = 1; i <= (int)luaL_len(r.L, -1); i++) {
@@ -497,57 +597,68 @@ static void replay_step(const char *run) {
         for (int g = 0; g < r.batch.global_count; g++) ours_koleo += s->calls.koleo[b][g];
     const double total = number_at(r.L, "total"), rest = total - fk * official_koleo;
     const double loss = fabs((s->loss - fk * ours_koleo) - rest) / rest;
-    printf("  %s: loss %.8g (official %.8g); without KoLeo %.8g (official %.8g)\n", run, s->loss, total,
+    printf("  %s: loss %.8g (official %.8g); without KoLeo %.8g (official %.8g)\n", r.name, s->loss, total,
            s->loss - fk * ours_koleo, rest);
-    snprintf(label, sizeof label, "%s: the total loss less KoLeo within 1e-5 of the official step's", run);
+    snprintf(label, sizeof label, "%s: the total loss less KoLeo within 1e-5 of the official step's", r.name);
     CHECK(label, loss <= 1e-5, "%.3g", loss);
     check_update_values(&r, "poa's gradients", HEADS);
     check_after(&r, HEADS, "the heads after the step with poa's gradients");
     double b_after = per_tensor(&r, "student_after.safetensors", BACKBONE, t->student, t->student_heads, NULL, NULL,
                                 where, sizeof where);
-    printf("  %s: the backbone after the step with poa's gradients: %.3g (not checked)\n", run, b_after);
+    printf("  %s: the backbone after the step with poa's gradients: %.3g (not checked)\n", r.name, b_after);
     close_replay(&r);
 }
 
-/* The update alone: the official gradients put into the gradient buffers after the
+/* The update alone: the official gradients put into the gradient buffer after the
    micro-batch, then poa's end of step (clipping per module, AdamW with the parameter groups and
    the schedules, EMA), compared with the recorded parameters after. */
-static void replay_update(const char *run) {
+static void replay_update(const char *run, const poa_cuda_exec *exec) {
     replay r;
     poa_error e = { { 0 } };
-    char label[200], name[128];
-    if (open_replay(&r, run, &e) || (poa_trainer_begin_step(&r.t), poa_trainer_micro_batch(&r.t, &r.batch, 0, &e))) {
-        snprintf(label, sizeof label, "%s: the update", run);
-        CHECK(label, 0, "%s", e.message);
-        close_replay(&r);
-        return;
-    }
+    char label[200], name[128], path[256];
+    int rc = open_replay(&r, run, exec, &e) || run_micro_batch(&r, &e);
     poa_trainer *t = &r.t;
+    const long n = t->model.parameter_count, nh = t->heads.parameter_count;
+    real *grads = calloc((size_t)(n + nh), sizeof(real));
     poa_safetensors f;
-    char path[256];
     snprintf(path, sizeof path, DIR "%s/student_grads.safetensors", run);
     open_fixture(&f, path);
-    for (int heads = 0; heads < 2; heads++) {
+    for (int heads = 0; heads < 2 && !rc; heads++) {
         const int count = heads ? t->heads.tensor_count : t->model.tensor_count;
-        for (int i = 0; i < count; i++) {
+        for (int i = 0; i < count && !rc; i++) {
             const poa_vit_tensor *x = heads ? &t->heads.tensors[i] : &t->model.tensors[i];
-            real *g = (heads ? t->grads_heads : t->grads) + x->offset;
             official(name, sizeof name, &r, heads, i);
-            if (!poa_safetensors_find(&f, name)) memset(g, 0, sizeof(real) * (size_t)x->count);
-            else if (poa_safetensors_read_shaped(&f, name, x->ndim, x->shape, g, &e)) CHECK(run, 0, "%s", e.message);
+            if (poa_safetensors_find(&f, name)) /* else no gradient: 0 */
+                rc = poa_safetensors_read_shaped(&f, name, x->ndim, x->shape, grads + (heads ? n : 0) + x->offset, &e);
         }
     }
     poa_safetensors_close(&f);
-    poa_trainer_end_step(t);
-    check_update_values(&r, "the official gradients", BACKBONE | HEADS);
-    check_after(&r, BACKBONE | HEADS, "after the update of the official gradients");
+    if (!rc) rc = set_gradients(&r, grads, grads + n, &e) || run_update(&r, &e);
+    free(grads);
+    if (rc) {
+        snprintf(label, sizeof label, "%s: the update of the official gradients", r.name);
+        CHECK(label, 0, "%s", e.message);
+    } else {
+        check_update_values(&r, "the official gradients", BACKBONE | HEADS);
+        check_after(&r, BACKBONE | HEADS, "after the update of the official gradients");
+    }
     close_replay(&r);
 }
 
 int main(void) {
-    replay_step("dp0");
-    replay_step("dp02");
-    replay_update("dp0");
-    replay_update("dp02");
+    const char *runs[] = { "dp0", "dp02" };
+    step_emulator em = { .scratch_count = 4L << 20 };
+    em.scratch = calloc((size_t)em.scratch_count, sizeof(float));
+    poa_cuda_emulator callbacks = { .context = &em, .launch = emulate_step_launch, .gemm = emulate_step_gemm };
+    poa_cuda_exec emulated = { .emulator = &callbacks };
+    for (int i = 0; i < 2; i++) {
+        replay_step(runs[i], NULL);
+        replay_update(runs[i], NULL);
+    }
+    for (int i = 0; i < 2; i++) {
+        replay_step(runs[i], &emulated);
+        replay_update(runs[i], &emulated);
+    }
+    free(em.scratch);
     CHECK_EXIT();
 }
