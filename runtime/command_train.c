@@ -82,7 +82,8 @@ static int parse(int argc, char **argv, train_options *o, poa_error *e) {
     return 0;
 }
 
-/* checkpoint_<step>.safetensors files of dir, newest first; returns how many (<= max). */
+/* The steps of the newest checkpoint_<step>.safetensors files of dir (at most max of them),
+   newest first; returns how many. */
 static int list_checkpoints(const char *dir, long *steps, int max) {
     DIR *d = opendir(dir);
     int n = 0;
@@ -90,14 +91,15 @@ static int list_checkpoints(const char *dir, long *steps, int max) {
     while (d && (entry = readdir(d))) {
         long step;
         char tail[32];
-        if (sscanf(entry->d_name, "checkpoint_%ld.%31s", &step, tail) == 2 &&
-            strcmp(tail, "safetensors") == 0 && n < max)
-            steps[n++] = step;
+        if (sscanf(entry->d_name, "checkpoint_%ld.%31s", &step, tail) != 2 || strcmp(tail, "safetensors")) continue;
+        int at = n < max ? n++ : max; /* insert in order, dropping the oldest when full */
+        while (at > 0 && steps[at - 1] < step) {
+            if (at < max) steps[at] = steps[at - 1];
+            at--;
+        }
+        if (at < max) steps[at] = step;
     }
     if (d) closedir(d);
-    for (int i = 0; i < n; i++) /* newest first */
-        for (int j = i + 1; j < n; j++)
-            if (steps[j] > steps[i]) { long x = steps[i]; steps[i] = steps[j]; steps[j] = x; }
     return n;
 }
 

@@ -96,3 +96,10 @@ check "--init with a checkpoint to resume from says it is not used" \
 $poa train "${common[@]}" train.output=$dir/m --init $init --steps 1 > $dir/m.out 2> $dir/m.log
 check "--init of another family's weights is refused naming the file and the tensor" \
       "grep -q \"student_init.safetensors: tensor 'backbone.*' has shape\" $dir/m.log && ! [ -f $dir/m/checkpoint_1.safetensors ]"
+
+# --resume auto takes the newest checkpoint, whatever order the directory lists them in.
+mkdir -p $dir/n && cp $dir/a/checkpoint_*.safetensors $dir/n/
+$poa train "${common[@]}" train.output=$dir/n --resume auto --steps 1 > $dir/n.out 2> $dir/n.log
+newest=$(ls $dir/a/checkpoint_*.safetensors | sed 's/.*_\([0-9]*\)\.safetensors/\1/' | sort -n | tail -1)
+check "--resume auto resumes the newest checkpoint (step $newest of $(ls $dir/a/checkpoint_*.safetensors | wc -l))" \
+      "grep -q 'resumed $dir/n/checkpoint_$newest.safetensors at step $newest' $dir/n.log"
