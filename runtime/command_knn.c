@@ -11,6 +11,7 @@
 
 #include "backend.h"
 #include "commands.h"
+#include "eval_family.h"
 #include "knn.h"
 #include "png_write.h"
 #include "files.h"
@@ -29,6 +30,7 @@ typedef struct knn_options {
 typedef struct knn_member {
     int width, depth;
     long long params;
+    double gflops;
     char name[32];
     int selected;
     double top1[POA_KNN_K_COUNT], top5[POA_KNN_K_COUNT];
@@ -82,80 +84,10 @@ static int parse_options(int argc, char **argv, knn_options *o, poa_error *e) {
     return 0;
 }
 
-/* Every member of the recipe's family (gen.space.members), in its order. */
-static int family_members(lua_State *L, const poa_recipe *r, knn_member **out, int *count,
-                          poa_error *e) {
-    static const char *chunk =
-        "local r = ...\n"
-        "local rows = {}\n"
-        "for _, m in ipairs(require('gen.space').members(r)) do\n"
-        "  rows[#rows + 1] = string.format('%d %d %d %s', m.width, m.depth, m.params, m.name or '-')\n"
-        "end\n"
-        "return table.concat(rows, '\\n')\n";
-    if (luaL_loadstring(L, chunk) != LUA_OK) return poa_fail(e, "%s", lua_tostring(L, -1));
-    if (poa_recipe_push(L, r, e)) {
-        lua_pop(L, 1);
-        return -1;
-    }
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-        poa_fail(e, "%s: %s", r->path, lua_tostring(L, -1));
-        lua_pop(L, 1);
-        return -1;
-    }
-    const char *text = lua_tostring(L, -1);
-    int lines = 1;
-    for (const char *p = text; *p; p++) lines += *p == '\n';
-    knn_member *m = calloc((size_t)lines, sizeof *m);
-    int n = 0;
-    for (const char *p = text; m && p && *p; n++) {
-        if (sscanf(p, "%d %d %lld %31s", &m[n].width, &m[n].depth, &m[n].params, m[n].name) != 4)
-            break;
-        if (strcmp(m[n].name, "-") == 0) snprintf(m[n].name, sizeof m[n].name, "%dx%d", m[n].width, m[n].depth);
-        p = strchr(p, '\n');
-        if (p) p++;
-    }
-    lua_pop(L, 1);
-    if (!m || n == 0) {
-        free(m);
-        return poa_fail(e, "%s: the family has no members", r->path);
-    }
-    *out = m;
-    *count = n;
-    return 0;
-}
-
-/* Marks the members named by --nets ("all" or a comma-separated list). */
-static int select_members(lua_State *L, const poa_recipe *r, const char *nets, knn_member *m,
-                          int count, poa_error *e) {
-    if (strcmp(nets, "all") == 0) {
-        for (int i = 0; i < count; i++) m[i].selected = 1;
-        return 0;
-    }
-    char item[128];
-    for (const char *p = nets; *p;) {
-        size_t len = strcspn(p, ",");
-        if (len == 0 || len >= sizeof item) return poa_fail(e, "--nets: bad list '%s'", nets);
-        memcpy(item, p, len);
-        item[len] = 0;
-        int width, depth;
-        if (poa_recipe_member(L, r, item, &width, &depth, e)) return -1;
-        for (int i = 0; i < count; i++)
-            if (m[i].width == width && m[i].depth == depth) m[i].selected = 1;
-        p += len + (p[len] == ',');
-    }
-    return 0;
-}
-
 static double seconds_now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int open_split(poa_dataset *d, const char *data, const char *split, poa_error *e) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", data, split);
-    return poa_dataset_open_folder(d, path, e);
 }
 
 /* ---- outputs ---- */
@@ -166,11 +98,11 @@ static int write_tables(const char *out, const knn_member *m, int count, char **
     snprintf(path, sizeof path, "%s/knn.csv", out);
     FILE *f = fopen(path, "w");
     if (!f) return poa_fail(e, "%s: cannot create (%s)", path, strerror(errno));
-    fprintf(f, "member,width,depth,params,k,top1,top5\n");
+    fprintf(f, "member,width,depth,params,gflops,k,top1,top5\n");
     for (int i = 0; i < count; i++)
         for (int k = 0; m[i].selected && k < POA_KNN_K_COUNT; k++)
-            fprintf(f, "%s,%d,%d,%lld,%d,%.4f,%.4f\n", m[i].name, m[i].width, m[i].depth,
-                    m[i].params, poa_knn_default_ks[k], 100 * m[i].top1[k], 100 * m[i].top5[k]);
+            fprintf(f, "%s,%d,%d,%lld,%.6g,%d,%.4f,%.4f\n", m[i].name, m[i].width, m[i].depth,
+                    m[i].params, m[i].gflops, poa_knn_default_ks[k], 100 * m[i].top1[k], 100 * m[i].top5[k]);
     if (fclose(f) != 0) return poa_fail(e, "%s: write failed", path);
 
     size_t size = 0;
@@ -345,15 +277,7 @@ static int evaluate(const knn_options *o, const poa_recipe *r, const poa_vit *mo
                     const real *params, knn_member *m, int count, poa_error *e) {
     poa_dataset train = { 0 }, val = { 0 };
     poa_knn_images train_images = { 0 }, val_images = { 0 };
-    int rc = open_split(&train, o->data, "train", e);
-    if (rc == 0) rc = open_split(&val, o->data, "val", e);
-    if (rc == 0 && train.class_count != val.class_count)
-        rc = poa_fail(e, "%s: train/ has %d classes, val/ has %d", o->data, train.class_count,
-                      val.class_count);
-    for (int c = 0; rc == 0 && c < train.class_count; c++)
-        if (strcmp(train.class_names[c], val.class_names[c]) != 0)
-            rc = poa_fail(e, "%s: class %d is '%s' in train/ but '%s' in val/", o->data, c,
-                          train.class_names[c], val.class_names[c]);
+    int rc = poa_eval_open_data(o->data, &train, &val, e);
     double t0 = seconds_now();
     int size = r->global_crop_size;
     if (rc == 0) rc = poa_knn_load_images(&train_images, &train, o->train_limit, size, o->threads, e);
@@ -400,52 +324,25 @@ static int evaluate(const knn_options *o, const poa_recipe *r, const poa_vit *mo
 }
 
 static int run_knn(const knn_options *o, poa_error *e) {
-    const char *recipe_path = o->recipe;
-    char from_checkpoint[1024] = "", trained_with[2048] = "";
-    const char *overrides[128];
-    int override_count = 0;
-    if (!recipe_path) {
-        /* The recipe and the overrides the checkpoint was trained with. */
-        poa_safetensors f;
-        if (poa_safetensors_open(&f, o->checkpoint, e)) return -1;
-        const char *meta = poa_safetensors_metadata(&f, "recipe");
-        const char *meta_overrides = poa_safetensors_metadata(&f, "overrides");
-        if (meta) snprintf(from_checkpoint, sizeof from_checkpoint, "%s", meta);
-        if (meta_overrides) snprintf(trained_with, sizeof trained_with, "%s", meta_overrides);
-        poa_safetensors_close(&f);
-        if (!meta)
-            return poa_fail(e, "%s: no \"recipe\" in its metadata; pass --recipe", o->checkpoint);
-        recipe_path = from_checkpoint;
-        override_count = poa_split_overrides(trained_with, overrides, 64);
+    poa_eval_options eo = { o->checkpoint, o->recipe, o->overrides, o->override_count, o->nets };
+    poa_eval_family f;
+    if (poa_eval_family_open(&f, &eo, e)) return -1;
+    knn_member *members = calloc((size_t)f.count, sizeof *members);
+    int count = f.count, rc = members ? 0 : poa_fail(e, "out of memory");
+    for (int i = 0; rc == 0 && i < count; i++) {
+        const poa_eval_member *m = &f.members[i];
+        members[i].width = m->width;
+        members[i].depth = m->depth;
+        members[i].params = m->params;
+        members[i].gflops = m->gflops;
+        members[i].selected = m->selected;
+        snprintf(members[i].name, sizeof members[i].name, "%s", m->name);
     }
-    for (int i = 0; i < o->override_count; i++) overrides[override_count++] = o->overrides[i];
-    lua_State *L = poa_lua_open(e);
-    if (!L) return -1;
-    poa_recipe recipe;
-    knn_member *members = NULL;
-    int count = 0;
-    int rc = poa_recipe_load_overrides(L, recipe_path, overrides, override_count, &recipe, e);
-    if (rc == 0) rc = family_members(L, &recipe, &members, &count, e);
-    if (rc == 0) rc = select_members(L, &recipe, o->nets, members, count, e);
-    lua_close(L);
-    if (rc) {
-        free(members);
-        return -1;
-    }
-    poa_vit model;
-    if (poa_vit_init(&model, &recipe.vit, e)) {
-        free(members);
-        return -1;
-    }
-    real *params = malloc(sizeof(real) * (size_t)model.parameter_count);
-    const char *prefix = "";
-    rc = params ? 0 : poa_fail(e, "out of memory for %ld parameters", model.parameter_count);
-    if (rc == 0) rc = poa_vit_load_parameters(&model, params, o->checkpoint, &prefix, e);
     if (rc == 0)
-        fprintf(stderr, "poa knn: backbone %s'%s*' of %s, recipe %s\n", prefix[0] ? "" : "(no prefix) ",
-                prefix, o->checkpoint, recipe.path);
+        fprintf(stderr, "poa knn: backbone %s'%s*' of %s, recipe %s\n", f.prefix[0] ? "" : "(no prefix) ",
+                f.prefix, o->checkpoint, f.recipe.path);
     if (rc == 0) rc = poa_make_folders(o->out, e);
-    if (rc == 0) rc = evaluate(o, &recipe, &model, params, members, count, e);
+    if (rc == 0) rc = evaluate(o, &f.recipe, &f.model, f.params, members, count, e);
     char *markdown = NULL, heatmap[4096];
     snprintf(heatmap, sizeof heatmap, "%s/knn_heatmap.png", o->out);
     if (rc == 0) rc = write_tables(o->out, members, count, &markdown, e);
@@ -455,9 +352,8 @@ static int run_knn(const knn_options *o, poa_error *e) {
         printf("\ntable: %s/knn.csv, %s/knn.md\nheatmap: %s\n", o->out, o->out, heatmap);
     }
     free(markdown);
-    free(params);
     free(members);
-    poa_vit_free(&model);
+    poa_eval_family_free(&f);
     return rc;
 }
 

@@ -28,6 +28,9 @@ static const command commands[] = {
     { "knn", "knn <checkpoint> --data DIR [--recipe R.lua] [--nets all|S,B,L|WxD,...] [--train-limit N]\n"
       "      [--val-limit N] [--out DIR] [--threads N]   weighted k-NN of members: table and heatmap",
       poa_command_knn },
+    { "linear", "linear <checkpoint> --data DIR [--recipe R.lua] [--nets all|S,B,L|WxD,...] [--epochs N]\n"
+      "      [--batch N] [--augment yes|no] [--out DIR]   linear probe of members (52 classifiers each)",
+      poa_command_linear },
     { "cuda", "cuda info | warm <recipe.lua> | report <recipe.lua> [--arch sm_XX] [--jobs N]\n"
       "                                           the GPU, NVRTC kernel cache warm-up, registers/spills",
       poa_command_cuda },
