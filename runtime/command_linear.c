@@ -1,8 +1,8 @@
 /* command_linear.c: `poa linear`: the linear probe (linear.h, reference §8.2) of members of a
    teacher's backbone on a labelled train/val ImageFolder tree. Features are computed once
    per member (once per epoch with --augment yes, DINOv2's random resized crop and flip);
-   writes linear.csv (the best classifier of each member), linear_grid.csv (all 52) and
-   linear.md. */
+   writes linear.csv (the best classifier of each member), linear_grid.csv (all 52),
+   linear.md and the figures of plot.h (linear_heatmap, linear_params, linear_gflops). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -252,6 +252,11 @@ static int run_linear(const linear_options *o, poa_error *e) {
         fputs(markdown, stdout);
         printf("\ntable: %s/linear.csv, %s/linear.md; every classifier: %s/linear_grid.csv\n", o->out,
                o->out, o->out);
+        double *best = malloc(sizeof(double) * (size_t)f.count);
+        for (int i = 0; best && i < f.count; i++) best[i] = 100 * results[i].top1[results[i].best];
+        rc = best ? poa_eval_plot(o->out, "linear", "linear probe top-1 (%)", f.members, best, f.count, e)
+                  : poa_fail(e, "out of memory");
+        free(best);
     }
     free(markdown);
     free(results);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "plot.h"
 #include "safetensors.h"
 
 /* Every member of the recipe's family (gen.space.members), in its order. */
@@ -149,5 +150,38 @@ int poa_eval_open_data(const char *data, poa_dataset *train, poa_dataset *val, p
         poa_dataset_free(train);
         poa_dataset_free(val);
     }
+    return rc;
+}
+
+int poa_eval_plot(const char *out, const char *kind, const char *metric, const poa_eval_member *m,
+                  const double *values, int count, poa_error *e) {
+    if (!poa_plot_available()) {
+        printf("plots: none (this poa was built without cairo)\n");
+        return 0;
+    }
+    poa_plot_point *points = calloc((size_t)(count > 0 ? count : 1), sizeof *points);
+    if (!points) return poa_fail(e, "out of memory");
+    int n = 0;
+    for (int i = 0; i < count; i++) {
+        if (!m[i].selected) continue;
+        snprintf(points[n].name, sizeof points[n].name, "%s", m[i].name);
+        points[n].width = m[i].width;
+        points[n].depth = m[i].depth;
+        points[n].params = (double)m[i].params;
+        points[n].gflops = m[i].gflops;
+        points[n].value = values[i];
+        n++;
+    }
+    char prefix[4096], *written = NULL;
+    snprintf(prefix, sizeof prefix, "%s/%s", out, kind);
+    poa_plot_series series = { "this run", points, n };
+    int rc = poa_plot_family(prefix, metric, &series, 1, &written, e);
+    if (rc == 0 && written) {
+        printf("plots:");
+        for (char *p = strtok(written, "\n"); p; p = strtok(NULL, "\n")) printf(" %s", p);
+        printf("\n");
+    }
+    free(written);
+    free(points);
     return rc;
 }

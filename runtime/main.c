@@ -31,6 +31,9 @@ static const command commands[] = {
     { "linear", "linear <checkpoint> --data DIR [--recipe R.lua] [--nets all|S,B,L|WxD,...] [--epochs N]\n"
       "      [--batch N] [--augment yes|no] [--out DIR]   linear probe of members (52 classifiers each)",
       poa_command_linear },
+    { "plot", "plot <knn.csv|linear.csv> [<second.csv>] [--labels A,B] [--out DIR]\n"
+      "                                           heatmap and accuracy against params/GFLOPs (SVG, PNG)",
+      poa_command_plot },
     { "cuda", "cuda info | warm <recipe.lua> | report <recipe.lua> [--arch sm_XX] [--jobs N]\n"
       "                                           the GPU, NVRTC kernel cache warm-up, registers/spills",
       poa_command_cuda },
