@@ -181,6 +181,24 @@ static int evaluate(const knn_options *o, const poa_recipe *r, const poa_vit *mo
     return rc;
 }
 
+/* A training checkpoint's k-NN results (k = 20) appended to its run's metrics.jsonl, where
+   poa plot <run dir> draws them against steps; nothing for other files. */
+static void append_points(const char *checkpoint, long step, const knn_member *m, int count) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s", checkpoint);
+    char *slash = strrchr(path, '/');
+    snprintf(slash ? slash + 1 : path, sizeof path - (size_t)(slash ? slash + 1 - path : 0), "metrics.jsonl");
+    FILE *f = step >= 0 ? fopen(path, "r+") : NULL; /* only into an existing run log */
+    if (!f) return;
+    fseek(f, 0, SEEK_END);
+    for (int i = 0; i < count; i++)
+        if (m[i].selected)
+            fprintf(f, "{\"step\": %ld, \"knn\": \"%s\", \"k\": 20, \"top1\": %.4f, \"top5\": %.4f}\n",
+                    step, m[i].name, 100 * m[i].top1[K20], 100 * m[i].top5[K20]);
+    fclose(f);
+    printf("k-NN points of step %ld: appended to %s\n", step, path);
+}
+
 static int run_knn(const knn_options *o, poa_error *e) {
     poa_eval_options eo = { o->checkpoint, o->recipe, o->overrides, o->override_count, o->nets };
     poa_eval_family f;
@@ -211,6 +229,7 @@ static int run_knn(const knn_options *o, poa_error *e) {
         rc = at20 ? poa_eval_plot(o->out, "knn", "k-NN top-1 (%), k = 20", f.members, at20, count, e)
                   : poa_fail(e, "out of memory");
         free(at20);
+        if (rc == 0) append_points(o->checkpoint, f.step, members, count);
     }
     free(markdown);
     free(members);

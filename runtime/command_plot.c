@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "commands.h"
 #include "files.h"
@@ -11,8 +12,10 @@
 
 static const char *usage_text =
     "usage: poa plot <knn.csv|linear.csv> [<second.csv>] [--labels A,B] [--out DIR]\n"
+    "       poa plot <run dir> [--out DIR]\n"
     "  the width x depth heatmap and accuracy against parameters and GFLOPs (SVG and PNG);\n"
-    "  a second table of the same kind is overlaid on the scatters. --out: the first table's folder.";
+    "  a second table of the same kind is overlaid on the scatters. --out: the first table's folder.\n"
+    "  A training run's folder: its loss terms, lr and k-NN points against steps (curves.svg/png).";
 
 typedef struct plot_options {
     const char *tables[2], *labels, *out;
@@ -57,7 +60,23 @@ static void labels_of(const plot_options *o, char labels[2][128]) {
     }
 }
 
+/* poa plot <run dir>: the training curves. */
+static int plot_run(const plot_options *o, poa_error *e) {
+    if (o->table_count != 1 || o->labels)
+        return poa_fail(e, "%s is a run folder: plot one run's curves, without --labels", o->tables[0]);
+    char prefix[2048], *written = NULL;
+    snprintf(prefix, sizeof prefix, "%s/curves", o->out ? o->out : o->tables[0]);
+    int rc = o->out ? poa_make_folders(o->out, e) : 0;
+    long steps = 0, points = 0;
+    if (rc == 0) rc = poa_plot_training(o->tables[0], prefix, &written, &steps, &points, e);
+    if (rc == 0) printf("%scurves: %ld steps, %ld k-NN points\n", written ? written : "", steps, points);
+    free(written);
+    return rc;
+}
+
 static int run_plot(const plot_options *o, poa_error *e) {
+    struct stat st;
+    if (stat(o->tables[0], &st) == 0 && S_ISDIR(st.st_mode)) return plot_run(o, e);
     poa_plot_point *points[2] = { NULL, NULL };
     int counts[2] = { 0, 0 }, rc = 0;
     char kind[2][16], metric[2][64], labels[2][128];

@@ -100,8 +100,21 @@ static int load_recipe(lua_State *L, const poa_eval_options *o, poa_recipe *reci
     return poa_recipe_load_overrides(L, recipe_path, overrides, override_count, recipe, e);
 }
 
+/* The "step" of a poa training checkpoint's metadata, or -1. */
+static long checkpoint_step(const char *path) {
+    poa_safetensors file;
+    poa_error ignored;
+    if (poa_safetensors_open(&file, path, &ignored)) return -1;
+    const char *format = poa_safetensors_metadata(&file, "format");
+    const char *step = poa_safetensors_metadata(&file, "step");
+    long s = format && strncmp(format, "poa-checkpoint", 14) == 0 && step ? atol(step) : -1;
+    poa_safetensors_close(&file);
+    return s;
+}
+
 int poa_eval_family_open(poa_eval_family *f, const poa_eval_options *o, poa_error *e) {
     memset(f, 0, sizeof *f);
+    f->step = checkpoint_step(o->checkpoint);
     lua_State *L = poa_lua_open(e);
     if (!L) return -1;
     int rc = load_recipe(L, o, &f->recipe, e);

@@ -35,6 +35,7 @@ typedef struct poa_eval_family {
     const char *prefix; /* the tensor-name prefix found in the checkpoint */
     poa_eval_member *members;
     int count;
+    long step; /* the training step of a poa checkpoint, -1 for other files */
 } poa_eval_family;
 
 /* Loads the recipe, the members, the selection and the backbone; errors name the file,

@@ -38,4 +38,10 @@ int poa_plot_family(const char *prefix, const char *metric, const poa_plot_serie
 int poa_plot_read_table(const char *path, poa_plot_point **points, int *count, char kind[16],
                         char metric[64], poa_error *e);
 
+/* A training run's curves from dir/metrics.jsonl (poa train's step records and the k-NN
+   points poa knn appends): the loss terms, the lr and k-NN top-1 against steps, written as
+   out_prefix.svg and .png; *steps and *points (may be NULL) get how many records it drew. */
+int poa_plot_training(const char *dir, const char *out_prefix, char **written, long *steps,
+                      long *points, poa_error *e);
+
 #endif
