@@ -37,7 +37,11 @@ static double field(const char *line, const char *key) {
     return end == at + strlen(pattern) ? NAN : v;
 }
 
+/* A step record; a resumed run logs again the steps after its checkpoint, and the latest
+   records of a step replace the earlier ones. */
 static int add_step(curves *c, const char *line) {
+    double step = field(line, "step");
+    while (c->count > 0 && c->step[c->count - 1] >= step) c->count--;
     if (c->count == c->capacity) {
         c->capacity = c->capacity ? 2 * c->capacity : 256;
         double *s = realloc(c->step, sizeof(double) * (size_t)c->capacity);
@@ -49,7 +53,7 @@ static int add_step(curves *c, const char *line) {
             c->value[k] = v;
         }
     }
-    c->step[c->count] = field(line, "step");
+    c->step[c->count] = step;
     for (int k = 0; k < SERIES; k++) c->value[k][c->count] = field(line, keys[k]);
     c->count++;
     return 0;
@@ -95,9 +99,11 @@ static void curves_free(curves *c) {
 
 #if POA_HAVE_CAIRO
 
-static const double palette[8][3] = {
+enum { COLOURS = 10 }; /* matplotlib's tab10; k-NN members past the tenth are drawn grey */
+static const double palette[COLOURS][3] = {
     { 0.12, 0.47, 0.71 }, { 1.0, 0.5, 0.05 }, { 0.17, 0.63, 0.17 }, { 0.84, 0.15, 0.16 },
     { 0.58, 0.4, 0.74 }, { 0.55, 0.34, 0.29 }, { 0.89, 0.47, 0.76 }, { 0.5, 0.5, 0.5 },
+    { 0.74, 0.74, 0.13 }, { 0.09, 0.75, 0.81 },
 };
 
 typedef struct panel_context {
@@ -128,7 +134,7 @@ static void panel(cairo_t *cr, const curves *c, double top, double bottom, doubl
     poa_plot_axes_draw(cr, &a, "step", y_label);
     cairo_set_line_width(cr, 1.4);
     for (int k = from; k <= to; k++) {
-        const double *rgb = palette[k % 8];
+        const double *rgb = palette[k % COLOURS];
         cairo_set_source_rgb(cr, rgb[0], rgb[1], rgb[2]);
         polyline(cr, &a, c, k);
         cairo_rectangle(cr, a.right + 12, top + 6 + 16 * (k - from), 14, 3);
@@ -150,12 +156,12 @@ static void knn_panel(cairo_t *cr, const curves *c, double top, double bottom, d
     if (c->knn_count == 0)
         poa_plot_text(cr, (a.left + a.right) / 2, (a.top + a.bottom) / 2, 11, POA_PLOT_CENTER, 0,
                       "no k-NN points yet: poa knn on a checkpoint of this run adds them");
-    char members[8][32];
+    char members[COLOURS][32];
     int nm = 0;
     for (long i = 0; i < c->knn_count; i++) {
         int m = 0;
         while (m < nm && strcmp(members[m], c->knn[i].member) != 0) m++;
-        if (m == nm && nm < 8) {
+        if (m == nm && nm < COLOURS) {
             snprintf(members[nm], sizeof members[nm], "%s", c->knn[i].member);
             const double *rgb = palette[nm];
             cairo_set_source_rgb(cr, rgb[0], rgb[1], rgb[2]);
@@ -163,7 +169,8 @@ static void knn_panel(cairo_t *cr, const curves *c, double top, double bottom, d
             poa_plot_text(cr, a.right + 32, top + 11 + 16 * nm, 10, POA_PLOT_LEFT, 0, members[nm]);
             nm++;
         }
-        const double *rgb = palette[m < 8 ? m : 7];
+        static const double grey[3] = { 0.6, 0.6, 0.6 };
+        const double *rgb = m < COLOURS ? palette[m] : grey;
         cairo_set_source_rgb(cr, rgb[0], rgb[1], rgb[2]);
         poa_plot_marker(cr, poa_plot_x(&a, c->knn[i].step), poa_plot_y(&a, c->knn[i].top1), 0);
     }
