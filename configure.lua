@@ -79,6 +79,9 @@ if not blas_flags:match("openblas%-openmp") then
 end
 blas_flags = blas_flags .. " -Wl,-rpath," .. openmp_blas
 local jpeg_flags = need_pkg("libturbojpeg", "libturbojpeg0-dev")
+-- cairo draws the evaluation figures (SVG and PNG, fonts through fontconfig). The
+-- --static-deps device build leaves it out (runtime/plot.c then says it has no plots).
+local cairo_flags = static_deps and "" or need_pkg("cairo", "libcairo2-dev")
 local function cflags_of(flags)
   local out = {}
   for w in flags:gmatch("%S+") do if not w:match("^%-[lL]") and not w:match("^%-Wl,") then out[#out + 1] = w end end
@@ -122,12 +125,13 @@ end
 local cflags = table.concat({
   "-std=c11 -O2 -g -march=x86-64-v2 -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE",
   "-Iruntime -I" .. build .. "/gen",
-  cflags_of(lua_flags), cflags_of(blas_flags), cflags_of(jpeg_flags),
+  cflags_of(lua_flags), cflags_of(blas_flags), cflags_of(jpeg_flags), cflags_of(cairo_flags),
+  static_deps and "" or "-DPOA_HAVE_CAIRO=1",
   has_nvrtc and ("-I" .. cuda .. "/include -DPOA_HAVE_NVRTC=1") or "",
   os.getenv("CFLAGS") or "",
 }, " ")
 local libs = table.concat({
-  libs_of(lua_flags), libs_of(blas_flags), libs_of(jpeg_flags),
+  libs_of(lua_flags), libs_of(blas_flags), libs_of(jpeg_flags), libs_of(cairo_flags),
   static_deps and "-Wl,-Bstatic -lgomp -Wl,-Bdynamic -lz -lm -ldl -lpthread"
     or "-lz -lm -ldl -lpthread -fopenmp",
 }, " ")

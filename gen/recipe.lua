@@ -47,12 +47,59 @@ function recipe.read_source(relative)
   return text, "@" .. path
 end
 
+-- ---- strict values: a name that is not a literal is an error, never nil ----
+
+local literal_help = 'a value is a number, a "quoted string", true/false or a {table}'
+local unknown_mt = {}
+local function unknown_use(a, b)
+  local u = getmetatable(a) == unknown_mt and a or b
+  error(string.format("'%s' is not a value (%s)", rawget(u, "name"), literal_help), 2)
+end
+for _, m in ipairs({ "__index", "__newindex", "__call", "__add", "__sub", "__mul", "__div", "__mod",
+                     "__pow", "__unm", "__idiv", "__band", "__bor", "__bxor", "__shl", "__shr",
+                     "__bnot", "__concat", "__len", "__lt", "__le" }) do
+  unknown_mt[m] = unknown_use
+end
+
+-- The environment recipes, models and override values are evaluated in: no globals, and a
+-- name that is not defined is an `unknown` marker (flase, abc), found by unknown_in.
+local function strict_env()
+  return setmetatable({}, { __index = function(_, k) return setmetatable({ name = k }, unknown_mt) end })
+end
+
+-- The path ("train.elastic") and name of the first unknown marker in v, or nil.
+local function unknown_in(v, prefix, seen)
+  if getmetatable(v) == unknown_mt then return prefix, rawget(v, "name") end
+  if type(v) ~= "table" then return nil end
+  seen = seen or {}
+  if seen[v] then return nil end
+  seen[v] = true
+  for k, x in pairs(v) do
+    local field = prefix == "" and tostring(k) or (type(k) == "number" and prefix .. "[" .. k .. "]")
+                  or prefix .. "." .. tostring(k)
+    if getmetatable(k) == unknown_mt then return field, rawget(k, "name") end
+    local p, name = unknown_in(x, field, seen)
+    if p then return p, name end
+  end
+  return nil
+end
+
+-- Runs a loaded chunk (made in strict_env()); errors name `where` (and the field of an
+-- unknown name).
+local function run_chunk(chunk, where)
+  local ok, v = pcall(chunk)
+  if not ok then error(where .. ": " .. tostring(v), 0) end
+  local field, name = unknown_in(v, "")
+  if field then fail(where, field, string.format("'%s' is not a value (%s)", name, literal_help)) end
+  return v
+end
+
 function recipe.load_model(name)
   local text, where = recipe.read_source("models/" .. name .. ".lua")
   if not text then error("unknown model family '" .. name .. "' (" .. where .. ")", 0) end
-  local chunk, err = load(text, where, "t", {})
+  local chunk, err = load(text, where, "t", strict_env())
   if not chunk then error(err, 0) end
-  return chunk()
+  return run_chunk(chunk, (where:gsub("^@", "")))
 end
 
 local crop_fields = { count = "integer", size = "integer", scale = "table" }
@@ -122,16 +169,15 @@ end
 -- the training sections completed (gen/training.lua); overrides are "section.field=value".
 function recipe.load(path, overrides)
   path = recipe.find(path)
-  local chunk, err = loadfile(path, "t", {})
+  local chunk, err = loadfile(path, "t", strict_env())
   if not chunk and package.loaded["poa.install"] and not path:find("/") then
     err = err .. " (nor is it a recipe shipped with poa: " .. table.concat(package.loaded["poa.install"].recipe_dirs, ", ")
       .. ")"
   end
   if not chunk then error(err, 0) end
-  local ok, r = pcall(chunk)
-  if not ok then error(path .. ": " .. tostring(r), 0) end
+  local r = run_chunk(chunk, path)
   check_type(path, "(recipe)", r, "table")
-  local ok3, err3 = pcall(require("gen.training").override, r, overrides)
+  local ok3, err3 = pcall(recipe.override, r, overrides)
   if not ok3 then error(path .. ": " .. tostring(err3), 0) end
   check_type(path, "name", r.name, "string")
   check_type(path, "model", r.model, "table")
@@ -168,13 +214,82 @@ function recipe.load(path, overrides)
   end
   r.augment.blur = r.augment.blur or "reference"
   local known = { name = 1, model = 1, global_crops = 1, local_crops = 1, augment = 1, train = 1,
-                  data = 1, heads = 1, loss = 1, optim = 1, teacher = 1, ibot = 1, eval = 1 }
+                  data = 1, heads = 1, loss = 1, optim = 1, teacher = 1, ibot = 1 }
   for k in pairs(r) do
     if not known[k] then fail(path, tostring(k), "unknown field") end
   end
   r.model = m
   r.path = path
   return require("gen.training").complete(path, r)
+end
+
+-- ---- command-line overrides ----
+
+local sections = { name = "string", model = "table", global_crops = "table", local_crops = "table",
+                   augment = "table" }
+for k in pairs(require("gen.training").defaults) do sections[k] = "table" end
+
+-- The Lua type a recipe field takes ("number", "string", "boolean", "table"), or an error
+-- naming an unknown section or field.
+local function field_type(r, parts)
+  local section = parts[1]
+  local kind = sections[section]
+  if not kind then error(string.format("field '%s': unknown section", section), 0) end
+  if #parts == 1 then return kind end
+  local field = parts[1] .. "." .. parts[2]
+  if #parts > 2 or kind ~= "table" then error(string.format("field '%s': not a section", table.concat(parts, ".", 1, #parts - 1)), 0) end
+  local defaults = require("gen.training").defaults[section]
+  if section == "global_crops" or section == "local_crops" then
+    defaults = { count = 0, size = 0, scale = {} }
+  elseif section == "augment" then
+    defaults = { blur = "" }
+  elseif section == "model" then
+    local family = type(r.model) == "table" and r.model.family or nil
+    if parts[2] == "family" then return "string" end
+    local ok, d = pcall(recipe.load_model, tostring(family))
+    if not ok then return nil end -- the recipe's own check names the family
+    defaults = d
+  end
+  if defaults[parts[2]] == nil then error(string.format("field '%s': unknown field", field), 0) end
+  return type(defaults[parts[2]])
+end
+
+local kind_help = { number = "a number", string = 'a "quoted string" or a bare word',
+                    boolean = "true or false", table = "a {table}" }
+
+-- The value of one override's text for a field of type kind: a Lua literal (an expression of
+-- literals: 0.1, 1e-3, true, "x", {1, 2}); for a string field, a bare word is the string
+-- itself (output=runs/a). Anything else is refused with the field and the text.
+local function override_value(field, kind, text)
+  local chunk = load("return " .. text, "=" .. field, "t", strict_env())
+  local ok, v = false, nil
+  if chunk then ok, v = pcall(chunk) end
+  if ok and v ~= nil and not unknown_in(v, "") and (kind == nil or type(v) == kind) then return v end
+  if kind == "string" then return text end
+  local why = (ok and v ~= nil and not unknown_in(v, "")) and ("a " .. type(v)) or "not a Lua literal"
+  error(string.format("override %s=%s: field '%s' takes %s; '%s' is %s", field, text, field,
+                      kind_help[kind] or "a Lua literal", text, why), 0)
+end
+
+-- Applies "section.field=value" overrides to the recipe table r before it is checked.
+function recipe.override(r, overrides)
+  for _, o in ipairs(overrides or {}) do
+    local key, text = o:match("^([%w_%.]+)=(.*)$")
+    if not key then error("override '" .. o .. "': expected section.field=value", 0) end
+    local parts = {}
+    for p in key:gmatch("[^%.]+") do parts[#parts + 1] = p end
+    if #parts == 0 then error("override '" .. o .. "': expected section.field=value", 0) end
+    local kind = field_type(r, parts)
+    local v = override_value(key, kind, text)
+    local t = r
+    for i = 1, #parts - 1 do
+      if t[parts[i]] == nil then t[parts[i]] = {} end
+      t = t[parts[i]]
+      if type(t) ~= "table" then error("override '" .. o .. "': " .. parts[i] .. " is not a section", 0) end
+    end
+    t[parts[#parts]] = v
+  end
+  return r
 end
 
 return recipe

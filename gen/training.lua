@@ -120,28 +120,4 @@ function training.complete(path, r)
   return r
 end
 
--- Applies "section.field=value" overrides (values are Lua expressions: 0.1, true, "x", {1, 2})
--- to the recipe table before it is checked.
-function training.override(r, overrides)
-  for _, o in ipairs(overrides or {}) do
-    local key, value = o:match("^([%w_%.]+)=(.*)$")
-    if not key then error("override '" .. o .. "': expected section.field=value", 0) end
-    local chunk = load("return " .. value, "=" .. key, "t", {})
-    local ok, v = pcall(chunk or error, nil)
-    if not chunk or not ok then
-      v = value -- a bare word is a string: output=runs/a
-    end
-    local t = r
-    local parts = {}
-    for p in key:gmatch("[^%.]+") do parts[#parts + 1] = p end
-    for i = 1, #parts - 1 do
-      t[parts[i]] = t[parts[i]] or {}
-      t = t[parts[i]]
-      if type(t) ~= "table" then error("override '" .. o .. "': " .. parts[i] .. " is not a section", 0) end
-    end
-    t[parts[#parts]] = v
-  end
-  return r
-end
-
 return training

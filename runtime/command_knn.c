@@ -1,6 +1,6 @@
 /* command_knn.c: `poa knn`: weighted k-NN (knn.h) of members of a teacher's
-   backbone on a labelled train/val ImageFolder tree; writes knn.csv, knn.md and
-   knn_heatmap.png (the whole family, width by depth, coloured by top-1 at k = 20). */
+   backbone on a labelled train/val ImageFolder tree; writes knn.csv, knn.md and the
+   figures of plot.h at k = 20 (knn_heatmap, knn_params, knn_gflops; SVG and PNG). */
 #include <errno.h>
 #include <lauxlib.h>
 #include <stdio.h>
@@ -11,8 +11,8 @@
 
 #include "backend.h"
 #include "commands.h"
+#include "eval_family.h"
 #include "knn.h"
-#include "png_write.h"
 #include "files.h"
 #include "recipe.h"
 #include "safetensors.h"
@@ -29,6 +29,7 @@ typedef struct knn_options {
 typedef struct knn_member {
     int width, depth;
     long long params;
+    double gflops;
     char name[32];
     int selected;
     double top1[POA_KNN_K_COUNT], top5[POA_KNN_K_COUNT];
@@ -82,80 +83,12 @@ static int parse_options(int argc, char **argv, knn_options *o, poa_error *e) {
     return 0;
 }
 
-/* Every member of the recipe's family (gen.space.members), in its order. */
-static int family_members(lua_State *L, const poa_recipe *r, knn_member **out, int *count,
-                          poa_error *e) {
-    static const char *chunk =
-        "local r = ...\n"
-        "local rows = {}\n"
-        "for _, m in ipairs(require('gen.space').members(r)) do\n"
-        "  rows[#rows + 1] = string.format('%d %d %d %s', m.width, m.depth, m.params, m.name or '-')\n"
-        "end\n"
-        "return table.concat(rows, '\\n')\n";
-    if (luaL_loadstring(L, chunk) != LUA_OK) return poa_fail(e, "%s", lua_tostring(L, -1));
-    if (poa_recipe_push(L, r, e)) {
-        lua_pop(L, 1);
-        return -1;
-    }
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-        poa_fail(e, "%s: %s", r->path, lua_tostring(L, -1));
-        lua_pop(L, 1);
-        return -1;
-    }
-    const char *text = lua_tostring(L, -1);
-    int lines = 1;
-    for (const char *p = text; *p; p++) lines += *p == '\n';
-    knn_member *m = calloc((size_t)lines, sizeof *m);
-    int n = 0;
-    for (const char *p = text; m && p && *p; n++) {
-        if (sscanf(p, "%d %d %lld %31s", &m[n].width, &m[n].depth, &m[n].params, m[n].name) != 4)
-            break;
-        if (strcmp(m[n].name, "-") == 0) snprintf(m[n].name, sizeof m[n].name, "%dx%d", m[n].width, m[n].depth);
-        p = strchr(p, '\n');
-        if (p) p++;
-    }
-    lua_pop(L, 1);
-    if (!m || n == 0) {
-        free(m);
-        return poa_fail(e, "%s: the family has no members", r->path);
-    }
-    *out = m;
-    *count = n;
-    return 0;
-}
-
-/* Marks the members named by --nets ("all" or a comma-separated list). */
-static int select_members(lua_State *L, const poa_recipe *r, const char *nets, knn_member *m,
-                          int count, poa_error *e) {
-    if (strcmp(nets, "all") == 0) {
-        for (int i = 0; i < count; i++) m[i].selected = 1;
-        return 0;
-    }
-    char item[128];
-    for (const char *p = nets; *p;) {
-        size_t len = strcspn(p, ",");
-        if (len == 0 || len >= sizeof item) return poa_fail(e, "--nets: bad list '%s'", nets);
-        memcpy(item, p, len);
-        item[len] = 0;
-        int width, depth;
-        if (poa_recipe_member(L, r, item, &width, &depth, e)) return -1;
-        for (int i = 0; i < count; i++)
-            if (m[i].width == width && m[i].depth == depth) m[i].selected = 1;
-        p += len + (p[len] == ',');
-    }
-    return 0;
-}
+enum { K20 = 1 }; /* poa_knn_default_ks[1] = 20, the headline k */
 
 static double seconds_now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int open_split(poa_dataset *d, const char *data, const char *split, poa_error *e) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", data, split);
-    return poa_dataset_open_folder(d, path, e);
 }
 
 /* ---- outputs ---- */
@@ -166,11 +99,11 @@ static int write_tables(const char *out, const knn_member *m, int count, char **
     snprintf(path, sizeof path, "%s/knn.csv", out);
     FILE *f = fopen(path, "w");
     if (!f) return poa_fail(e, "%s: cannot create (%s)", path, strerror(errno));
-    fprintf(f, "member,width,depth,params,k,top1,top5\n");
+    fprintf(f, "member,width,depth,params,gflops,k,top1,top5\n");
     for (int i = 0; i < count; i++)
         for (int k = 0; m[i].selected && k < POA_KNN_K_COUNT; k++)
-            fprintf(f, "%s,%d,%d,%lld,%d,%.4f,%.4f\n", m[i].name, m[i].width, m[i].depth,
-                    m[i].params, poa_knn_default_ks[k], 100 * m[i].top1[k], 100 * m[i].top5[k]);
+            fprintf(f, "%s,%d,%d,%lld,%.6g,%d,%.4f,%.4f\n", m[i].name, m[i].width, m[i].depth,
+                    m[i].params, m[i].gflops, poa_knn_default_ks[k], 100 * m[i].top1[k], 100 * m[i].top5[k]);
     if (fclose(f) != 0) return poa_fail(e, "%s: write failed", path);
 
     size_t size = 0;
@@ -196,164 +129,13 @@ static int write_tables(const char *out, const knn_member *m, int count, char **
     return 0;
 }
 
-/* ---- the heatmap ---- */
-
-/* A 3x5 pixel font: each glyph is 5 rows of 3 bits (bit 2 = left column). */
-static const struct glyph {
-    char c;
-    unsigned char rows[5];
-} font[] = {
-    { '0', { 7, 5, 5, 5, 7 } }, { '1', { 2, 6, 2, 2, 7 } }, { '2', { 7, 1, 7, 4, 7 } },
-    { '3', { 7, 1, 7, 1, 7 } }, { '4', { 5, 5, 7, 1, 1 } }, { '5', { 7, 4, 7, 1, 7 } },
-    { '6', { 7, 4, 7, 5, 7 } }, { '7', { 7, 1, 1, 1, 1 } }, { '8', { 7, 5, 7, 5, 7 } },
-    { '9', { 7, 5, 7, 1, 7 } }, { '.', { 0, 0, 0, 0, 2 } }, { '%', { 5, 1, 2, 4, 5 } },
-    { '-', { 0, 0, 7, 0, 0 } }, { '=', { 0, 7, 0, 7, 0 } }, { 'A', { 2, 5, 7, 5, 5 } },
-    { 'D', { 6, 5, 5, 5, 6 } }, { 'E', { 7, 4, 6, 4, 7 } }, { 'H', { 5, 5, 7, 5, 5 } },
-    { 'I', { 7, 2, 2, 2, 7 } }, { 'K', { 5, 5, 6, 5, 5 } }, { 'L', { 4, 4, 4, 4, 7 } },
-    { 'N', { 6, 5, 5, 5, 5 } }, { 'O', { 2, 5, 5, 5, 2 } }, { 'P', { 6, 5, 6, 4, 4 } },
-    { 'T', { 7, 2, 2, 2, 2 } }, { 'U', { 5, 5, 5, 5, 7 } }, { 'V', { 5, 5, 5, 5, 2 } },
-    { 'W', { 5, 5, 5, 7, 5 } },
-};
-
-typedef struct canvas {
-    unsigned char *rgb;
-    int width, height;
-} canvas;
-
-static void fill_rect(canvas *c, int x0, int y0, int w, int h, const unsigned char colour[3]) {
-    for (int y = y0; y < y0 + h; y++)
-        for (int x = x0; x < x0 + w; x++)
-            if (x >= 0 && y >= 0 && x < c->width && y < c->height)
-                memcpy(c->rgb + ((size_t)y * c->width + x) * 3, colour, 3);
-}
-
-/* Text at (x, y) (top left), each font pixel scale x scale; advance 4 * scale. */
-static void draw_text(canvas *c, int x, int y, int scale, const char *text,
-                      const unsigned char colour[3]) {
-    for (; *text; text++, x += 4 * scale)
-        for (size_t g = 0; g < sizeof font / sizeof font[0]; g++) {
-            if (font[g].c != *text) continue;
-            for (int row = 0; row < 5; row++)
-                for (int col = 0; col < 3; col++)
-                    if (font[g].rows[row] >> (2 - col) & 1)
-                        fill_rect(c, x + col * scale, y + row * scale, scale, scale, colour);
-        }
-}
-
-static int text_width(const char *text, int scale) { return (int)strlen(text) * 4 * scale - scale; }
-
-/* Viridis, interpolated between five of its colours; t in [0, 1]. */
-static void colour_of(double t, unsigned char out[3]) {
-    static const double stops[5][3] = {
-        { 68, 1, 84 }, { 59, 82, 139 }, { 33, 145, 140 }, { 94, 201, 98 }, { 253, 231, 37 },
-    };
-    if (t < 0) t = 0;
-    if (t > 1) t = 1;
-    double s = t * 4;
-    int i = s >= 4 ? 3 : (int)s;
-    double f = s - i;
-    for (int ch = 0; ch < 3; ch++)
-        out[ch] = (unsigned char)(stops[i][ch] + f * (stops[i + 1][ch] - stops[i][ch]) + 0.5);
-}
-
-enum { CELL_W = 48, CELL_H = 28, LABEL = 2, HEAT_K = 1 /* k = 20 */ };
-
-static int write_heatmap(const char *path, const knn_member *m, int count, poa_error *e) {
-    /* the family's distinct widths (rows, largest on top) and depths (columns) */
-    int widths[256], depths[256], nw = 0, nd = 0;
-    double lo = 1e300, hi = -1e300;
-    for (int i = 0; i < count; i++) {
-        int fw = 0, fd = 0;
-        for (int j = 0; j < nw; j++) fw |= widths[j] == m[i].width;
-        for (int j = 0; j < nd; j++) fd |= depths[j] == m[i].depth;
-        if (!fw && nw < 256) widths[nw++] = m[i].width;
-        if (!fd && nd < 256) depths[nd++] = m[i].depth;
-        if (m[i].selected) {
-            double v = 100 * m[i].top1[HEAT_K];
-            lo = v < lo ? v : lo;
-            hi = v > hi ? v : hi;
-        }
-    }
-    if (hi < lo) lo = hi = 0;
-    if (hi - lo < 1e-9) { /* one value: a 1-point scale that stays within [0, 100] */
-        if (hi >= 1) lo = hi - 1;
-        else hi = lo + 1;
-    }
-    const int char_h = 5 * LABEL, left = 8 + text_width("WIDTH", LABEL) + 8;
-    const int top = 8 + char_h + 8 + char_h + 6, grid_w = nd * CELL_W, grid_h = nw * CELL_H;
-    const int strip_h = grid_h > 120 ? grid_h : 120, legend_x = left + grid_w + 16;
-    canvas c = { NULL, legend_x + 22 + text_width("NOT EVALUATED", 1) + 8,
-                 top + strip_h + 6 + char_h + 6 + char_h + 8 };
-    int min_w = left + text_width("KNN TOP-1 % AT K=20", LABEL) + 8;
-    if (c.width < min_w) c.width = min_w;
-    c.rgb = malloc((size_t)c.width * c.height * 3);
-    if (!c.rgb) return poa_fail(e, "%s: out of memory", path);
-    memset(c.rgb, 255, (size_t)c.width * c.height * 3);
-    static const unsigned char black[3] = { 0, 0, 0 }, white[3] = { 255, 255, 255 },
-                               grey[3] = { 200, 200, 200 };
-    char text[32];
-    draw_text(&c, left, 8, LABEL, "KNN TOP-1 % AT K=20", black);
-    draw_text(&c, 8, 8 + char_h + 8, LABEL, "WIDTH", black);
-    for (int r = 0; r < nw; r++) {
-        int w = widths[nw - 1 - r], y = top + r * CELL_H;
-        snprintf(text, sizeof text, "%d", w);
-        draw_text(&c, left - 6 - text_width(text, LABEL), y + (CELL_H - char_h) / 2, LABEL, text, black);
-        for (int col = 0; col < nd; col++) {
-            int x = left + col * CELL_W;
-            const knn_member *cell = NULL;
-            for (int i = 0; i < count; i++)
-                if (m[i].width == w && m[i].depth == depths[col]) cell = &m[i];
-            unsigned char colour[3];
-            if (cell && cell->selected) colour_of((100 * cell->top1[HEAT_K] - lo) / (hi - lo), colour);
-            else memcpy(colour, grey, 3);
-            fill_rect(&c, x, y, CELL_W - 1, CELL_H - 1, colour);
-            if (cell && cell->selected) {
-                double luma = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2];
-                snprintf(text, sizeof text, "%.1f", 100 * cell->top1[HEAT_K]);
-                draw_text(&c, x + (CELL_W - 1 - text_width(text, LABEL)) / 2,
-                          y + (CELL_H - 1 - char_h) / 2, LABEL, text, luma > 140 ? black : white);
-            }
-        }
-    }
-    for (int col = 0; col < nd; col++) {
-        snprintf(text, sizeof text, "%d", depths[col]);
-        draw_text(&c, left + col * CELL_W + (CELL_W - 1 - text_width(text, LABEL)) / 2,
-                  top + grid_h + 6, LABEL, text, black);
-    }
-    draw_text(&c, left + (grid_w - text_width("DEPTH", LABEL)) / 2, top + grid_h + 6 + char_h + 6,
-              LABEL, "DEPTH", black);
-    /* the colour scale: hi at the top, lo at the bottom */
-    for (int y = 0; y < strip_h; y++) {
-        unsigned char colour[3];
-        colour_of(1.0 - (double)y / (strip_h - 1), colour);
-        fill_rect(&c, legend_x, top + y, 16, 1, colour);
-    }
-    snprintf(text, sizeof text, "%.1f", hi);
-    draw_text(&c, legend_x + 22, top, LABEL, text, black);
-    snprintf(text, sizeof text, "%.1f", lo);
-    draw_text(&c, legend_x + 22, top + strip_h - char_h, LABEL, text, black);
-    fill_rect(&c, legend_x, top + strip_h + 6, 16, char_h, grey);
-    draw_text(&c, legend_x + 22, top + strip_h + 6 + (char_h - 5) / 2, 1, "NOT EVALUATED", black);
-    int rc = poa_png_write_rgb(path, c.rgb, c.width, c.height, e);
-    free(c.rgb);
-    return rc;
-}
-
 /* ---- the run ---- */
 
 static int evaluate(const knn_options *o, const poa_recipe *r, const poa_vit *model,
                     const real *params, knn_member *m, int count, poa_error *e) {
     poa_dataset train = { 0 }, val = { 0 };
     poa_knn_images train_images = { 0 }, val_images = { 0 };
-    int rc = open_split(&train, o->data, "train", e);
-    if (rc == 0) rc = open_split(&val, o->data, "val", e);
-    if (rc == 0 && train.class_count != val.class_count)
-        rc = poa_fail(e, "%s: train/ has %d classes, val/ has %d", o->data, train.class_count,
-                      val.class_count);
-    for (int c = 0; rc == 0 && c < train.class_count; c++)
-        if (strcmp(train.class_names[c], val.class_names[c]) != 0)
-            rc = poa_fail(e, "%s: class %d is '%s' in train/ but '%s' in val/", o->data, c,
-                          train.class_names[c], val.class_names[c]);
+    int rc = poa_eval_open_data(o->data, &train, &val, e);
     double t0 = seconds_now();
     int size = r->global_crop_size;
     poa_progress progress;
@@ -397,7 +179,7 @@ static int evaluate(const knn_options *o, const poa_recipe *r, const poa_vit *mo
             poa_fail(e, "member %dx%d: %s", m[i].width, m[i].depth, why.message);
         } else
             fprintf(stderr, "poa knn: %-10s k=20 top-1 %6.2f%%  top-5 %6.2f%%  (features %.2f s, "
-                    "k-NN %.2f s)\n", m[i].name, 100 * m[i].top1[HEAT_K], 100 * m[i].top5[HEAT_K],
+                    "k-NN %.2f s)\n", m[i].name, 100 * m[i].top1[K20], 100 * m[i].top5[K20],
                     t1 - t0, seconds_now() - t1);
     }
     free(train_features);
@@ -409,65 +191,59 @@ static int evaluate(const knn_options *o, const poa_recipe *r, const poa_vit *mo
     return rc;
 }
 
+/* A training checkpoint's k-NN results (k = 20) appended to its run's metrics.jsonl, where
+   poa plot <run dir> draws them against steps; nothing for other files. */
+static void append_points(const char *checkpoint, long step, const knn_member *m, int count) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s", checkpoint);
+    char *slash = strrchr(path, '/');
+    snprintf(slash ? slash + 1 : path, sizeof path - (size_t)(slash ? slash + 1 - path : 0), "metrics.jsonl");
+    FILE *f = step >= 0 ? fopen(path, "r+") : NULL; /* only into an existing run log */
+    if (!f) return;
+    fseek(f, 0, SEEK_END);
+    for (int i = 0; i < count; i++)
+        if (m[i].selected)
+            fprintf(f, "{\"step\": %ld, \"knn\": \"%s\", \"k\": 20, \"top1\": %.4f, \"top5\": %.4f}\n",
+                    step, m[i].name, 100 * m[i].top1[K20], 100 * m[i].top5[K20]);
+    fclose(f);
+    printf("k-NN points of step %ld: appended to %s\n", step, path);
+}
+
 static int run_knn(const knn_options *o, poa_error *e) {
-    const char *recipe_path = o->recipe;
-    char from_checkpoint[1024] = "", trained_with[2048] = "";
-    const char *overrides[128];
-    int override_count = 0;
-    if (!recipe_path) {
-        /* The recipe and the overrides the checkpoint was trained with. */
-        poa_safetensors f;
-        if (poa_safetensors_open(&f, o->checkpoint, e)) return -1;
-        const char *meta = poa_safetensors_metadata(&f, "recipe");
-        const char *meta_overrides = poa_safetensors_metadata(&f, "overrides");
-        if (meta) snprintf(from_checkpoint, sizeof from_checkpoint, "%s", meta);
-        if (meta_overrides) snprintf(trained_with, sizeof trained_with, "%s", meta_overrides);
-        poa_safetensors_close(&f);
-        if (!meta)
-            return poa_fail(e, "%s: no \"recipe\" in its metadata; pass --recipe", o->checkpoint);
-        recipe_path = from_checkpoint;
-        override_count = poa_split_overrides(trained_with, overrides, 64);
+    poa_eval_options eo = { o->checkpoint, o->recipe, o->overrides, o->override_count, o->nets };
+    poa_eval_family f;
+    if (poa_eval_family_open(&f, &eo, e)) return -1;
+    knn_member *members = calloc((size_t)f.count, sizeof *members);
+    int count = f.count, rc = members ? 0 : poa_fail(e, "out of memory");
+    for (int i = 0; rc == 0 && i < count; i++) {
+        const poa_eval_member *m = &f.members[i];
+        members[i].width = m->width;
+        members[i].depth = m->depth;
+        members[i].params = m->params;
+        members[i].gflops = m->gflops;
+        members[i].selected = m->selected;
+        snprintf(members[i].name, sizeof members[i].name, "%s", m->name);
     }
-    for (int i = 0; i < o->override_count; i++) overrides[override_count++] = o->overrides[i];
-    lua_State *L = poa_lua_open(e);
-    if (!L) return -1;
-    poa_recipe recipe;
-    knn_member *members = NULL;
-    int count = 0;
-    int rc = poa_recipe_load_overrides(L, recipe_path, overrides, override_count, &recipe, e);
-    if (rc == 0) rc = family_members(L, &recipe, &members, &count, e);
-    if (rc == 0) rc = select_members(L, &recipe, o->nets, members, count, e);
-    lua_close(L);
-    if (rc) {
-        free(members);
-        return -1;
-    }
-    poa_vit model;
-    if (poa_vit_init(&model, &recipe.vit, e)) {
-        free(members);
-        return -1;
-    }
-    real *params = malloc(sizeof(real) * (size_t)model.parameter_count);
-    const char *prefix = "";
-    rc = params ? 0 : poa_fail(e, "out of memory for %ld parameters", model.parameter_count);
-    if (rc == 0) rc = poa_vit_load_parameters(&model, params, o->checkpoint, &prefix, e);
     if (rc == 0)
-        fprintf(stderr, "poa knn: backbone %s'%s*' of %s, recipe %s\n", prefix[0] ? "" : "(no prefix) ",
-                prefix, o->checkpoint, recipe.path);
+        fprintf(stderr, "poa knn: backbone %s'%s*' of %s, recipe %s\n", f.prefix[0] ? "" : "(no prefix) ",
+                f.prefix, o->checkpoint, f.recipe.path);
     if (rc == 0) rc = poa_make_folders(o->out, e);
-    if (rc == 0) rc = evaluate(o, &recipe, &model, params, members, count, e);
-    char *markdown = NULL, heatmap[4096];
-    snprintf(heatmap, sizeof heatmap, "%s/knn_heatmap.png", o->out);
+    if (rc == 0) rc = evaluate(o, &f.recipe, &f.model, f.params, members, count, e);
+    char *markdown = NULL;
     if (rc == 0) rc = write_tables(o->out, members, count, &markdown, e);
-    if (rc == 0) rc = write_heatmap(heatmap, members, count, e);
     if (rc == 0) {
         fputs(markdown, stdout);
-        printf("\ntable: %s/knn.csv, %s/knn.md\nheatmap: %s\n", o->out, o->out, heatmap);
+        printf("\ntable: %s/knn.csv, %s/knn.md\n", o->out, o->out);
+        double *at20 = malloc(sizeof(double) * (size_t)count);
+        for (int i = 0; at20 && i < count; i++) at20[i] = 100 * members[i].top1[K20];
+        rc = at20 ? poa_eval_plot(o->out, "knn", "k-NN top-1 (%), k = 20", f.members, at20, count, e)
+                  : poa_fail(e, "out of memory");
+        free(at20);
+        if (rc == 0) append_points(o->checkpoint, f.step, members, count);
     }
     free(markdown);
-    free(params);
     free(members);
-    poa_vit_free(&model);
+    poa_eval_family_free(&f);
     return rc;
 }
 

@@ -271,10 +271,16 @@ static int train(const train_options *o, poa_dist *dist, poa_error *e) {
     signal(SIGTERM, on_signal);
     char ranks[64] = "";
     if (dist->world_size > 1) snprintf(ranks, sizeof ranks, "%d ranks (%s) x ", dist->world_size, dist->source);
+    const poa_recipe *family = &t.config.recipe;
+    int members = ((family->width_max - family->width_min) / family->width_step + 1) *
+                  ((family->depth_max - family->depth_min) / family->depth_step + 1);
+    char pool[96];
+    if (t.config.elastic) snprintf(pool, sizeof pool, "elastic draws from a pool of %d slots", t.config.slot_count);
+    else snprintf(pool, sizeof pool, "elastic branch off: the intact network alone");
     if (leader)
-        fprintf(stderr, "poa train: %s, %d members, %ld steps of %s%d x %d images, output %s\n",
-                t.config.recipe.name, t.config.slot_count + 1, t.total_steps, ranks,
-                t.config.accumulate, t.config.batch_size, t.config.output);
+        fprintf(stderr, "poa train: %s, %d members (%s), %ld steps of %s%d x %d images, output %s\n",
+                family->name, members, pool, t.total_steps, ranks, t.config.accumulate,
+                t.config.batch_size, t.config.output);
     long end = o->max_steps ? t.step + o->max_steps : t.total_steps;
     if (end > t.total_steps) end = t.total_steps;
     double started = seconds_now(), last = started;

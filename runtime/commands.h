@@ -11,6 +11,8 @@ int poa_command_list(int argc, char **argv);
 int poa_command_forward(int argc, char **argv);
 int poa_command_data(int argc, char **argv);
 int poa_command_knn(int argc, char **argv);
+int poa_command_linear(int argc, char **argv);
+int poa_command_plot(int argc, char **argv);
 int poa_command_train(int argc, char **argv);
 int poa_command_cuda(int argc, char **argv);
 

@@ -8,6 +8,7 @@
 
 #include "augment.h"
 #include "backend.h"
+#include "eval_features.h"
 #include "jpeg_decode.h"
 #include "safetensors.h"
 
@@ -220,8 +221,22 @@ void poa_knn_images_free(poa_knn_images *images) {
     memset(images, 0, sizeof *images);
 }
 
-int poa_knn_load_images(poa_knn_images *out, const poa_dataset *d, long limit, int size,
-                        int threads, poa_progress *progress, poa_error *e) {
+/* DINOv2's linear-probe train transform of one decoded image: RandomResizedCrop(size, scale
+   0.08..1, ratio 3/4..4/3, bicubic) and a horizontal flip with probability 0.5. */
+static int train_transform(const unsigned char *rgb, int width, int height, int size,
+                           poa_rng *rng, unsigned char *out, unsigned char **scratch,
+                           size_t *scratch_size, poa_error *e) {
+    int top, left, crop_h, crop_w;
+    poa_random_resized_crop(rng, width, height, 0.08f, 1.0f, &top, &left, &crop_h, &crop_w);
+    if (poa_resize_bicubic(rgb, width, height, left, top, left + crop_w, top + crop_h, out, size,
+                           size, scratch, scratch_size, e))
+        return -1;
+    if (poa_rng_uniform(rng) < 0.5) poa_flip_horizontal(out, size, size);
+    return 0;
+}
+
+static int load_images(poa_knn_images *out, const poa_dataset *d, long limit, int size,
+                       int threads, const unsigned long long *augment, poa_progress *progress, poa_error *e) {
     memset(out, 0, sizeof *out);
     if (d->count <= 0) return poa_fail(e, "k-NN: the dataset has no images");
     long *indices = malloc(sizeof(long) * (size_t)d->count);
@@ -258,9 +273,14 @@ int poa_knn_load_images(poa_knn_images *out, const poa_dataset *d, long limit, i
             if (!mine)
                 mine = poa_image_decode(decoder, file, file_size, 1.0, &image, &num, &denom, path,
                                         &local);
-            if (!mine && poa_knn_eval_transform(image.pixels, image.width, image.height, size,
-                                                out->pixels + image_bytes * (size_t)i, &scratch,
-                                                &scratch_size, &local)) {
+            poa_rng rng = augment ? poa_rng_make(augment[0], 0, augment[1], (uint64_t)i, 0, 8000)
+                                  : poa_rng_make(0, 0, 0, 0, 0, 0);
+            unsigned char *pixels = out->pixels + image_bytes * (size_t)i;
+            if (!mine && (augment ? train_transform(image.pixels, image.width, image.height, size, &rng,
+                                                    pixels, &scratch, &scratch_size, &local)
+                                  : poa_knn_eval_transform(image.pixels, image.width, image.height,
+                                                           size, pixels, &scratch, &scratch_size,
+                                                           &local))) {
                 poa_error why = local;
                 mine = poa_fail(&local, "%s: %s", path, why.message);
             }
@@ -284,57 +304,32 @@ int poa_knn_load_images(poa_knn_images *out, const poa_dataset *d, long limit, i
     return 0;
 }
 
+int poa_knn_load_images(poa_knn_images *out, const poa_dataset *d, long limit, int size,
+                        int threads, poa_progress *progress, poa_error *e) {
+    return load_images(out, d, limit, size, threads, NULL, progress, e);
+}
+
+int poa_knn_load_augmented(poa_knn_images *out, const poa_dataset *d, long limit, int size,
+                           int threads, unsigned long long seed, long epoch, poa_error *e) {
+    const unsigned long long augment[2] = { seed, (unsigned long long)epoch };
+    return load_images(out, d, limit, size, threads, augment, NULL, e);
+}
+
 /* ---- features ---- */
 
 int poa_knn_features(const poa_vit *model, const real *params, int width, int depth,
                      const poa_knn_images *images, long batch, real *features,
                      poa_progress *progress, poa_error *e) {
-    int size = images->size;
-    poa_vit_pass pass = { 0 };
-    if (batch <= 0) {
-        /* The arena grows linearly with the batch: measure one image's. */
-        if (poa_vit_pass_init(&pass, model, width, depth, 1, size, e)) return -1;
-        double per_image = (double)pass.arena_count * sizeof(real);
-        poa_vit_pass_free(&pass);
-        batch = (long)((1u << 30) / (per_image > 1 ? per_image : 1));
-        if (batch < 1) batch = 1;
-        if (batch > 64) batch = 64;
+    poa_feature_spec spec = { 1, { depth - 1 }, 0 }; /* the final-LN CLS token */
+    if (poa_features_compute(model, params, width, depth, &spec, images, batch, features, progress, e))
+        return -1;
+    for (long i = 0; i < images->count; i++) {
+        real *f = features + i * width;
+        double norm = 0;
+        for (int j = 0; j < width; j++) norm += (double)f[j] * f[j];
+        norm = sqrt(norm);
+        if (norm < 1e-12) norm = 1e-12; /* F.normalize's eps */
+        for (int j = 0; j < width; j++) f[j] = (real)(f[j] / norm);
     }
-    if (batch > images->count) batch = images->count;
-    if (poa_vit_pass_init(&pass, model, width, depth, batch, size, e)) return -1;
-    size_t plane = (size_t)size * size, image_bytes = plane * 3;
-    real *input = calloc((size_t)batch * 3 * plane, sizeof(real));
-    float *normalized = malloc(sizeof(float) * 3 * plane);
-    if (!input || !normalized) {
-        free(input);
-        free(normalized);
-        poa_vit_pass_free(&pass);
-        return poa_fail(e, "k-NN: out of memory for a batch of %ld images", batch);
-    }
-    for (long b0 = 0; b0 < images->count; b0 += batch) {
-        long rows = images->count - b0 < batch ? images->count - b0 : batch;
-        for (long b = 0; b < rows; b++) {
-            poa_normalize(images->pixels + image_bytes * (size_t)(b0 + b), size, size,
-                          poa_imagenet_mean, poa_imagenet_std, normalized);
-            for (size_t i = 0; i < 3 * plane; i++) input[(size_t)b * 3 * plane + i] = normalized[i];
-        }
-        /* a short last batch: the rows past `rows` keep old images; they are ignored */
-        poa_vit_forward(&pass, params, input, NULL, NULL);
-        const real *out = poa_vit_output(&pass);
-        for (long b = 0; b < rows; b++) {
-            const real *cls = out + b * pass.tokens * width;
-            real *f = features + (b0 + b) * width;
-            double norm = 0;
-            for (int j = 0; j < width; j++) norm += (double)cls[j] * cls[j];
-            norm = sqrt(norm);
-            if (norm < 1e-12) norm = 1e-12; /* F.normalize's eps */
-            for (int j = 0; j < width; j++) f[j] = (real)(cls[j] / norm);
-        }
-        if (progress) poa_progress_add(progress, rows);
-    }
-    free(input);
-    free(normalized);
-    poa_vit_pass_free(&pass);
     return 0;
 }
-

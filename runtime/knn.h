@@ -56,6 +56,10 @@ typedef struct poa_knn_images {
    Errors name the file. */
 int poa_knn_load_images(poa_knn_images *out, const poa_dataset *d, long limit, int size,
                         int threads, poa_progress *progress, poa_error *e);
+/* The same subset through the linear probe's train transform (DINOv2): RandomResizedCrop
+   (size, scale 0.08..1, bicubic) and a horizontal flip (0.5), drawn from (seed, epoch, index). */
+int poa_knn_load_augmented(poa_knn_images *out, const poa_dataset *d, long limit, int size,
+                           int threads, unsigned long long seed, long epoch, poa_error *e);
 void poa_knn_images_free(poa_knn_images *images);
 
 /* The eval transform of one decoded RGB image: resize the shorter side to

@@ -33,10 +33,12 @@ static const command commands[] = {
       "  --out Y        where the tokens are written\n"
       "  --threads N    OpenMP threads\n",
       poa_command_forward },
-    { "train", "train <recipe.lua> [section.field=value ...] [--resume PATH|auto] [--steps N]\n"
+    { "train", "train <recipe.lua> [section.field=value ...] [--resume PATH|auto] [--init FILE] [--steps N]\n"
       "                                           the POA tri-branch training run (checkpoints, metrics)",
       "  section.field=value   override any recipe field (optim.base_lr=0.001, train.elastic=false)\n"
       "  --resume PATH|auto    continue from a checkpoint (auto: the newest in train.output)\n"
+      "  --init FILE           start student and teacher from a state dict under the official POA\n"
+      "                        names (backbone.*, dino_head.*) instead of the recipe's initialisation\n"
       "  --steps N             run at most N steps now\n"
       "  --device auto|cpu|gpu, --precision bf16|fp32   where the step runs (auto: a GPU if any)\n"
       "Progress on stdout every train.log_every steps (redrawn on a terminal, one line each in a\n"
@@ -58,8 +60,27 @@ static const command commands[] = {
       "  --nets LIST        all, named members (S,B,L) or WxD,... (default all)\n"
       "  --train-limit N, --val-limit N   evenly spaced subsets of the splits\n"
       "  --batch N, --threads N           forward batch and OpenMP threads\n"
-      "  --out DIR          knn.csv, knn.md and knn_heatmap.png\n",
+      "  --out DIR          knn.csv, knn.md and the figures (heatmap, accuracy against params/GFLOPs)\n",
       poa_command_knn },
+    { "linear", "linear <checkpoint> --data DIR [--recipe R.lua] [--nets all|S,B,L|WxD,...] [--epochs N]\n"
+      "      [--batch N] [--augment yes|no] [--out DIR]   linear probe of members (52 classifiers each)",
+      "  --data DIR         an ImageFolder tree with train/ and val/\n"
+      "  --recipe R.lua     the recipe (default: the one recorded in the checkpoint)\n"
+      "  --nets LIST        all, named members (S,B,L) or WxD,... (default all)\n"
+      "  --epochs N, --batch N   the classifiers' training (default 10 epochs of 256)\n"
+      "  --augment yes|no   random resized crop and flip, features again every epoch (default yes);\n"
+      "                     no: features once per member\n"
+      "  --train-limit N, --val-limit N   evenly spaced subsets of the splits\n"
+      "  --out DIR          linear.csv, linear_grid.csv (every classifier), linear.md and the figures\n",
+      poa_command_linear },
+    { "plot", "plot <knn.csv|linear.csv> [<second.csv>] [--labels A,B] [--out DIR]\n"
+      "                                           heatmap and accuracy against params/GFLOPs (SVG, PNG)",
+      "  <knn.csv|linear.csv>   an evaluation's table: its figures drawn again\n"
+      "  <second.csv>           a second table overlaid (POA against the same members trained alone)\n"
+      "  --labels A,B           the two tables' names in the legend\n"
+      "  <run dir>              a training run's curves from its metrics.jsonl (loss terms, lr, k-NN)\n"
+      "  --out DIR              where the SVG and PNG files go\n",
+      poa_command_plot },
     { "cuda", "cuda info | warm <recipe.lua> | report <recipe.lua> [--arch sm_XX] [--jobs N]\n"
       "                                           the GPU, NVRTC kernel cache warm-up, registers/spills",
       "  info                   the GPU seen (or why none), NVRTC, the kernel cache ($POA_CACHE)\n"

@@ -193,6 +193,13 @@ real *poa_vit_output(const poa_vit_pass *p) {
     return p->arena + l.fixed[S_OUT];
 }
 
+const real *poa_vit_block_output(const poa_vit_pass *p, int j) {
+    vit_layout l;
+    long total;
+    vit_layout_compute(&l, p, &total);
+    return j + 1 < p->depth ? p->arena + l.block[j + 1][B_X_IN] : p->arena + l.fixed[S_X_FINAL];
+}
+
 /* patches[b*N + gy*G + gx][c*P*P + ky*P + kx] = image[b][c][gy*P + ky][gx*P + kx] */
 static void patchify(real *patches, const real *images, long batch, int channels, long size,
                      int patch) {

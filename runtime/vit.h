@@ -110,6 +110,9 @@ void poa_vit_pass_free(poa_vit_pass *pass);
 void poa_vit_forward(poa_vit_pass *pass, const real *params, const real *images,
                      const unsigned char *mask, const real *drop_scale);
 real *poa_vit_output(const poa_vit_pass *pass);
+/* The residual stream after the pass's active block j (0-based, < depth), before any
+   LayerNorm: batch x tokens x width, valid after a forward. */
+const real *poa_vit_block_output(const poa_vit_pass *pass, int j);
 
 /* Accumulates d(loss)/d(params) into grads, from dout = d(loss)/d(output). */
 void poa_vit_backward(poa_vit_pass *pass, const real *params, real *grads, const real *dout);

@@ -66,3 +66,32 @@ rc=$(status $poa train tests/recipes/tiny_train.lua --frobnicate)
 check "an unknown option is a usage error (1), named" "[ $rc -eq 1 ] && grep -q -- '--frobnicate' $tmp/err"
 rc=$(status $poa list "$tmp/bad.lua")
 check "a bad recipe field fails with 2" "[ $rc -eq 2 ]"
+
+# Overrides and recipe values that are not literals of the field's type are refused with the
+# field's name and the value, never dropped (issue 12).
+expect_error "override train.elastic=flase is refused naming the field and value" \
+  "field 'train.elastic' takes true or false; 'flase' is not a Lua literal" \
+  $poa cuda plan tests/recipes/tiny_train.lua train.elastic=flase
+expect_error "override optim.base_lr=abc is refused naming the field and value" \
+  "field 'optim.base_lr' takes a number; 'abc' is not a Lua literal" \
+  $poa cuda plan tests/recipes/tiny_train.lua optim.base_lr=abc
+expect_error "override optim.base_lr=\"1\" (a string for a number) is refused" \
+  "field 'optim.base_lr' takes a number; '\"1\"' is a string" \
+  $poa cuda plan tests/recipes/tiny_train.lua 'optim.base_lr="1"'
+expect_error "override of an unknown section is refused" "field 'optimm': unknown section" \
+  $poa cuda plan tests/recipes/tiny_train.lua optimm.base_lr=1
+expect_error "an override table holding a non-literal is refused" "field 'heads.prototypes' takes a {table}; '{64,x}'" \
+  $poa cuda plan tests/recipes/tiny_train.lua 'heads.prototypes={64,x}'
+sed 's/^}$/  train = { elastic = flase },\n}/' tests/recipes/tiny_train.lua > "$tmp/typo.lua"
+grep -q "elastic = flase" "$tmp/typo.lua" || echo "FAIL could not write the typo recipe"
+expect_error "a recipe file's non-literal value is refused naming the field and value" \
+  "field 'train.elastic': 'flase' is not a value" $poa list "$tmp/typo.lua"
+$poa cuda plan tests/recipes/tiny_train.lua --batch 2 train.output=$tmp/runs/a train.draws=step \
+  'model.depth={2,3,1}' optim.base_lr=2e-3 > /dev/null 2> "$tmp/err"; rc=$?
+check "bare words for string fields, tables and numbers are accepted" "[ $rc -eq 0 ] && ! [ -s $tmp/err ]"
+
+# poa train's first line: the family's member count and, apart, the sampling pool.
+$poa train recipes/quickstart.lua "data.train=$tmp/new/nested/fm/train" train.output=$tmp/qs \
+  train.batch_size=8 train.threads=2 train.loader_threads=2 --steps 1 > /dev/null 2> "$tmp/train"
+check "poa train of the quickstart recipe announces 9 members and a pool of 35 slots" \
+  "grep -q '^poa train: quickstart, 9 members (elastic draws from a pool of 35 slots)' $tmp/train"

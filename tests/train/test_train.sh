@@ -70,6 +70,17 @@ $poa knn $dir/h/checkpoint_2.safetensors --data $dir/fm --nets all --train-limit
   --out $dir/h/knn > $dir/h_knn.log 2>&1
 check "poa knn applies the overrides a checkpoint was trained with" \
       "[ \$(grep -c '^| 32x2 ' $dir/h_knn.log) -eq 1 ] && [ \$(grep -c '^| [0-9]' $dir/h_knn.log) -eq 1 ]"
+# Its k-NN point joins the run's metrics.jsonl, and poa plot <run dir> draws the curves.
+check "poa knn of a run's checkpoint appends its k-NN point (step 2, 32x2) to metrics.jsonl" \
+      "grep -q '^{\"step\": 2, \"knn\": \"32x2\", \"k\": 20, \"top1\": [0-9.]*' $dir/h/metrics.jsonl"
+$poa plot $dir/h > $dir/h_plot.log 2>&1
+check "poa plot <run dir>: curves.svg and curves.png of 2 steps and 1 k-NN point" \
+      "grep -q '^curves: 2 steps, 1 k-NN points' $dir/h_plot.log && [ -s $dir/h/curves.svg ] && head -c 8 $dir/h/curves.png | grep -q PNG"
+mkdir -p $dir/r
+for s in 1 2 3 2 3 4; do echo "{\"step\": $s, \"loss\": 1.5, \"dino\": 1, \"lr\": 0.001}"; done > $dir/r/metrics.jsonl
+$poa plot $dir/r > $dir/r_plot.log 2>&1
+check "poa plot of a run resumed from step 1 after logging step 3 draws steps 1-4 once each" \
+      "grep -q '^curves: 4 steps, 0 k-NN points' $dir/r_plot.log"
 
 # The device: with no GPU, --device auto says so once and trains on the CPU; --device gpu is an
 # error naming the reason; a wrong --device is named. (Where a GPU is present, auto takes it.)
