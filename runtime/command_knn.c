@@ -16,6 +16,7 @@
 #include "files.h"
 #include "recipe.h"
 #include "safetensors.h"
+#include "trainer.h"
 
 typedef struct knn_options {
     const char *checkpoint, *recipe, *data, *nets, *out;
@@ -416,15 +417,9 @@ static int run_knn(const knn_options *o, poa_error *e) {
     int override_count = 0;
     if (!recipe_path) {
         /* The recipe and the overrides the checkpoint was trained with. */
-        poa_safetensors f;
-        if (poa_safetensors_open(&f, o->checkpoint, e)) return -1;
-        const char *meta = poa_safetensors_metadata(&f, "recipe");
-        const char *meta_overrides = poa_safetensors_metadata(&f, "overrides");
-        if (meta) snprintf(from_checkpoint, sizeof from_checkpoint, "%s", meta);
-        if (meta_overrides) snprintf(trained_with, sizeof trained_with, "%s", meta_overrides);
-        poa_safetensors_close(&f);
-        if (!meta)
-            return poa_fail(e, "%s: no \"recipe\" in its metadata; pass --recipe", o->checkpoint);
+        if (poa_checkpoint_recipe(o->checkpoint, from_checkpoint, sizeof from_checkpoint, trained_with,
+                                  sizeof trained_with, e))
+            return -1;
         recipe_path = from_checkpoint;
         override_count = poa_split_overrides(trained_with, overrides, 64);
     }

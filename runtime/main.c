@@ -60,6 +60,19 @@ static const command commands[] = {
       "  --batch N, --threads N           forward batch and OpenMP threads\n"
       "  --out DIR          knn.csv, knn.md and knn_heatmap.png\n",
       poa_command_knn },
+    { "export", "export <checkpoint> --net WxD|name --out DIR [--recipe R.lua] [--what weights] [--names timm|dinov2]\n"
+      "       [--heads] [--student]               one member as a plain network: safetensors for timm",
+      "  --net WxD|name     the member (WxD, W_D or a name of the family: ViT-S, S, small)\n"
+      "  --out DIR          DIR/model.safetensors (alpha baked in, the member's blocks renumbered,\n"
+      "                     the final LayerNorm included; recipe, member, step, mean/std in its\n"
+      "                     metadata) and DIR/config.json for timm.create_model(\"local-dir:DIR\")\n"
+      "  --recipe R.lua     the recipe (default: the one recorded in the checkpoint, with its overrides)\n"
+      "  --what weights     what to export; c, cuda and all (generated programs) are not built yet\n"
+      "  --names timm       timm's VisionTransformer names (default); dinov2: DINOv2's (adds mask_token)\n"
+      "  --heads            also DIR/heads.safetensors: the heads sliced like the backbone\n"
+      "  --student          from the student (default: the teacher)\n"
+      "`poa forward <recipe> --params DIR/model.safetensors --net WxD` runs the exported member.\n",
+      poa_command_export },
     { "cuda", "cuda info | warm <recipe.lua> | report <recipe.lua> [--arch sm_XX] [--jobs N]\n"
       "                                           the GPU, NVRTC kernel cache warm-up, registers/spills",
       "  info                   the GPU seen (or why none), NVRTC, the kernel cache ($POA_CACHE)\n"
