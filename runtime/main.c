@@ -26,7 +26,8 @@ static const command commands[] = {
     { "forward",
       "forward <recipe.lua> --params P.safetensors --input X.safetensors --net WxD --out Y.safetensors\n"
       "                                           final-LayerNorm CLS and patch tokens of one member",
-      "  --params P     the backbone under the reference's state-dict names, intact shapes\n"
+      "  --params P     the backbone under the reference's state-dict names, intact shapes,\n"
+      "                 or a member's model.safetensors written by poa export\n"
       "  --input X      tensor \"images\" (B,3,S,S) and optional \"masks\" (B,patches) U8\n"
       "  --images NAME, --masks NAME   other tensor names in X\n"
       "  --net WxD      the member (WxD, W_D or a name: ViT-S, S, small)\n"
