@@ -152,15 +152,23 @@ end
 -- find(path) -> path when it names a file; else, for a bare name ("quickstart",
 -- "vit_l16_ee1200.lua"), the shipped recipe of that name beside the poa binary running this
 -- (package.loaded["poa.install"], runtime/lua_sources.c); else path unchanged.
+-- A bare name ("quickstart": no "/" and no ".lua") is a shipped recipe first, so that a file of
+-- that name in the working directory (./quickstart, the script) is not taken for it; a path is
+-- the file itself, else the shipped recipe of that file name.
 function recipe.find(path)
-  local f = io.open(path, "r")
-  if f then f:close() return path end
+  local function exists(p)
+    local f = io.open(p, "r")
+    if f then f:close() end
+    return f ~= nil
+  end
   local install = package.loaded["poa.install"]
-  if not install or path:find("/") then return path end
-  local file = path:match("%.lua$") and path or (path .. ".lua")
-  for _, dir in ipairs(install.recipe_dirs) do
-    local g = io.open(dir .. "/" .. file, "r")
-    if g then g:close() return dir .. "/" .. file end
+  local bare = not path:find("/") and not path:match("%.lua$")
+  if exists(path) and not bare then return path end
+  if install and not path:find("/") then
+    local file = bare and (path .. ".lua") or path
+    for _, dir in ipairs(install.recipe_dirs) do
+      if exists(dir .. "/" .. file) then return dir .. "/" .. file end
+    end
   end
   return path
 end

@@ -16,6 +16,7 @@
 #include "files.h"
 #include "recipe.h"
 #include "safetensors.h"
+#include "trainer.h"
 
 typedef struct knn_options {
     const char *checkpoint, *recipe, *data, *nets, *out;

@@ -5,6 +5,7 @@
 
 #include "backend.h"
 #include "commands.h"
+#include "export.h"
 #include "recipe.h"
 #include "safetensors.h"
 #include "vit.h"
@@ -112,17 +113,20 @@ static int run_forward(const forward_options *o, poa_error *e) {
     if (rc == 0) rc = poa_recipe_member(L, &recipe, o->net, &width, &depth, e);
     lua_close(L);
     if (rc) return -1;
+    /* The intact network's parameters, or a member exported by `poa export` */
     poa_vit model;
-    if (poa_vit_init(&model, &recipe.vit, e)) return -1;
-    real *params = malloc(sizeof(real) * (size_t)model.parameter_count);
+    real *params = NULL;
+    int has_mask_token = 1;
+    if (poa_export_open_parameters(&recipe.vit, width, depth, o->params, &model, &params, &has_mask_token, e))
+        return -1;
     real *images = NULL;
     unsigned char *mask = NULL;
     long batch = 0;
     int size = 0;
     poa_vit_pass pass = { 0 };
-    rc = params ? 0 : poa_fail(e, "out of memory for %ld parameters", model.parameter_count);
-    if (rc == 0) rc = poa_vit_load_parameters(&model, params, o->params, NULL, e);
-    if (rc == 0) rc = read_input(o, &recipe.vit, &images, &batch, &size, &mask, e);
+    rc = read_input(o, &recipe.vit, &images, &batch, &size, &mask, e);
+    if (rc == 0 && mask && !has_mask_token)
+        rc = poa_fail(e, "%s has no mask_token (exported under timm's names): no masks in %s", o->params, o->input);
     if (rc == 0) rc = poa_vit_pass_init(&pass, &model, width, depth, batch, size, e);
     if (rc == 0) {
         poa_vit_forward(&pass, params, images, mask, NULL);

@@ -15,5 +15,6 @@ int poa_command_linear(int argc, char **argv);
 int poa_command_plot(int argc, char **argv);
 int poa_command_train(int argc, char **argv);
 int poa_command_cuda(int argc, char **argv);
+int poa_command_export(int argc, char **argv);
 
 #endif

@@ -1,6 +1,8 @@
 /* eval_family.c: the set-up every evaluation command shares (eval_family.h). */
 #include "eval_family.h"
 
+#include "trainer.h"
+
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,15 +85,9 @@ static int load_recipe(lua_State *L, const poa_eval_options *o, poa_recipe *reci
     const char *overrides[128];
     int override_count = 0;
     if (!recipe_path) {
-        poa_safetensors f;
-        if (poa_safetensors_open(&f, o->checkpoint, e)) return -1;
-        const char *meta = poa_safetensors_metadata(&f, "recipe");
-        const char *meta_overrides = poa_safetensors_metadata(&f, "overrides");
-        if (meta) snprintf(from_checkpoint, sizeof from_checkpoint, "%s", meta);
-        if (meta_overrides) snprintf(trained_with, sizeof trained_with, "%s", meta_overrides);
-        poa_safetensors_close(&f);
-        if (!meta)
-            return poa_fail(e, "%s: no \"recipe\" in its metadata; pass --recipe", o->checkpoint);
+        if (poa_checkpoint_recipe(o->checkpoint, from_checkpoint, sizeof from_checkpoint, trained_with,
+                                  sizeof trained_with, e))
+            return -1;
         recipe_path = from_checkpoint;
         override_count = poa_split_overrides(trained_with, overrides, 64);
     }

@@ -26,7 +26,8 @@ static const command commands[] = {
     { "forward",
       "forward <recipe.lua> --params P.safetensors --input X.safetensors --net WxD --out Y.safetensors\n"
       "                                           final-LayerNorm CLS and patch tokens of one member",
-      "  --params P     the backbone under the reference's state-dict names, intact shapes\n"
+      "  --params P     the backbone under the reference's state-dict names, intact shapes,\n"
+      "                 or a member's model.safetensors written by poa export\n"
       "  --input X      tensor \"images\" (B,3,S,S) and optional \"masks\" (B,patches) U8\n"
       "  --images NAME, --masks NAME   other tensor names in X\n"
       "  --net WxD      the member (WxD, W_D or a name: ViT-S, S, small)\n"
@@ -81,6 +82,19 @@ static const command commands[] = {
       "  <run dir>              a training run's curves from its metrics.jsonl (loss terms, lr, k-NN)\n"
       "  --out DIR              where the SVG and PNG files go\n",
       poa_command_plot },
+    { "export", "export <checkpoint> --net WxD|name --out DIR [--recipe R.lua] [--what weights] [--names timm|dinov2]\n"
+      "       [--heads] [--student]               one member as a plain network: safetensors for timm",
+      "  --net WxD|name     the member (WxD, W_D or a name of the family: ViT-S, S, small)\n"
+      "  --out DIR          DIR/model.safetensors (alpha baked in, the member's blocks renumbered,\n"
+      "                     the final LayerNorm included; recipe, member, step, mean/std in its\n"
+      "                     metadata) and DIR/config.json for timm.create_model(\"local-dir:DIR\")\n"
+      "  --recipe R.lua     the recipe (default: the one recorded in the checkpoint, with its overrides)\n"
+      "  --what weights     what to export; c, cuda and all (generated programs) are not built yet\n"
+      "  --names timm       timm's VisionTransformer names (default); dinov2: DINOv2's (adds mask_token)\n"
+      "  --heads            also DIR/heads.safetensors: the heads sliced like the backbone\n"
+      "  --student          from the student (default: the teacher)\n"
+      "`poa forward <recipe> --params DIR/model.safetensors --net WxD` runs the exported member.\n",
+      poa_command_export },
     { "cuda", "cuda info | warm <recipe.lua> | report <recipe.lua> [--arch sm_XX] [--jobs N]\n"
       "                                           the GPU, NVRTC kernel cache warm-up, registers/spills",
       "  info                   the GPU seen (or why none), NVRTC, the kernel cache ($POA_CACHE)\n"

@@ -12,6 +12,7 @@
 #include "error.h"
 #include "head.h"
 #include "optim.h"
+#include "safetensors.h"
 #include "train_config.h"
 #include "vit.h"
 
@@ -151,6 +152,16 @@ int poa_trainer_sync(poa_trainer *t, poa_error *e);
    counters and the recipe, in one safetensors file written atomically. */
 int poa_trainer_save(const poa_trainer *t, const char *path, poa_error *e);
 int poa_trainer_load(poa_trainer *t, const char *path, poa_error *e);
+
+/* That f is a poa checkpoint (its metadata format) of a network with these backbone and
+   heads parameter counts (only the format when backbone_count < 0); the error names the file
+   and what differs. */
+int poa_checkpoint_check(const poa_safetensors *f, long backbone_count, long heads_count, poa_error *e);
+
+/* The recipe path and the overrides (one a line) a checkpoint was trained with, from its
+   metadata; fails naming the file when it records no recipe. */
+int poa_checkpoint_recipe(const char *path, char *recipe, size_t recipe_size, char *overrides,
+                          size_t overrides_size, poa_error *e);
 
 /* Stochastic depth with an exact keep count (reference §1.5) for `depth` active blocks x 2
    residual branches x batch samples into scale (depth x 2 x batch): keep = max(int(batch

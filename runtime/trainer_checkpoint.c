@@ -93,20 +93,37 @@ static int read_section(const poa_safetensors *f, const section *s, real *dst, p
     return 0;
 }
 
+int poa_checkpoint_check(const poa_safetensors *f, long backbone_count, long heads_count, poa_error *e) {
+    const char *format = poa_safetensors_metadata(f, "format");
+    const char *parameters = poa_safetensors_metadata(f, "parameters");
+    char expected[64];
+    snprintf(expected, sizeof expected, "%ld+%ld", backbone_count, heads_count);
+    if (!format || strcmp(format, CHECKPOINT_FORMAT))
+        return poa_fail(e, "%s: not a poa checkpoint (metadata format is '%s', expected '%s')", f->path,
+                        format ? format : "absent", CHECKPOINT_FORMAT);
+    if (backbone_count >= 0 && (!parameters || strcmp(parameters, expected)))
+        return poa_fail(e, "%s: written for another network (%s parameters, this recipe has %s)", f->path,
+                        parameters ? parameters : "?", expected);
+    return 0;
+}
+
+int poa_checkpoint_recipe(const char *path, char *recipe, size_t recipe_size, char *overrides,
+                          size_t overrides_size, poa_error *e) {
+    poa_safetensors f;
+    if (poa_safetensors_open(&f, path, e)) return -1;
+    const char *meta = poa_safetensors_metadata(&f, "recipe");
+    const char *meta_overrides = poa_safetensors_metadata(&f, "overrides");
+    if (meta) snprintf(recipe, recipe_size, "%s", meta);
+    snprintf(overrides, overrides_size, "%s", meta_overrides ? meta_overrides : "");
+    poa_safetensors_close(&f);
+    if (!meta) return poa_fail(e, "%s: no \"recipe\" in its metadata; pass --recipe", path);
+    return 0;
+}
+
 int poa_trainer_load(poa_trainer *t, const char *path, poa_error *e) {
     poa_safetensors f;
     if (poa_safetensors_open(&f, path, e)) return -1;
-    int rc = 0;
-    const char *format = poa_safetensors_metadata(&f, "format");
-    const char *parameters = poa_safetensors_metadata(&f, "parameters");
-    char expected[64];
-    snprintf(expected, sizeof expected, "%ld+%ld", t->model.parameter_count, t->heads.parameter_count);
-    if (!format || strcmp(format, CHECKPOINT_FORMAT))
-        rc = poa_fail(e, "%s: not a poa checkpoint (metadata format is '%s', expected '%s')", path,
-                      format ? format : "absent", CHECKPOINT_FORMAT);
-    else if (!parameters || strcmp(parameters, expected))
-        rc = poa_fail(e, "%s: written for another network (%s parameters, this recipe has %s)",
-                      path, parameters ? parameters : "?", expected);
+    int rc = poa_checkpoint_check(&f, t->model.parameter_count, t->heads.parameter_count, e);
     section s[4];
     real *buffers[8];
     sections_of(t, s);

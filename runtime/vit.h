@@ -60,6 +60,10 @@ void poa_vit_init_parameters(const poa_vit *model, real *params, unsigned long l
    tensor on failure. *prefix_used (may be NULL) gets the prefix found. */
 int poa_vit_load_parameters(const poa_vit *model, real *params, const char *path,
                             const char **prefix_used, poa_error *e);
+/* The same from an open file under an explicit prefix ("student.backbone." of a checkpoint). */
+struct poa_safetensors;
+int poa_vit_read_parameters(const poa_vit *model, real *params, const struct poa_safetensors *f,
+                            const char *prefix, poa_error *e);
 int poa_vit_save_parameters(const poa_vit *model, const real *params, const char *path,
                             poa_error *e);
 

@@ -154,14 +154,22 @@ int poa_vit_load_parameters(const poa_vit *m, real *params, const char *path,
         rc = poa_fail(e, "%s: missing tensor '%s' (looked for the backbone with no prefix, "
                          "'backbone.' and 'teacher.backbone.')", path, name);
     }
-    for (int i = 0; i < m->tensor_count && rc == 0; i++) {
-        const poa_vit_tensor *t = &m->tensors[i];
-        snprintf(name, sizeof name, "%s%s", prefix, t->name);
-        rc = poa_safetensors_read_shaped(&f, name, t->ndim, t->shape, params + t->offset, e);
-    }
+    if (rc == 0) rc = poa_vit_read_parameters(m, params, &f, prefix, e);
     poa_safetensors_close(&f);
     if (rc == 0 && prefix_used) *prefix_used = prefix;
     return rc;
+}
+
+int poa_vit_read_parameters(const poa_vit *m, real *params, const poa_safetensors *f, const char *prefix,
+                            poa_error *e) {
+    char name[POA_VIT_NAME_SIZE + 32];
+    for (int i = 0; i < m->tensor_count; i++) {
+        const poa_vit_tensor *t = &m->tensors[i];
+        snprintf(name, sizeof name, "%s%s", prefix, t->name);
+        if (!poa_safetensors_find(f, name)) return poa_fail(e, "%s: missing tensor '%s'", f->path, name);
+        if (poa_safetensors_read_shaped(f, name, t->ndim, t->shape, params + t->offset, e)) return -1;
+    }
+    return 0;
 }
 
 int poa_vit_save_parameters(const poa_vit *m, const real *params, const char *path, poa_error *e) {

@@ -22,6 +22,9 @@ check "poa list: 143 members, 11 kernel sets, 572 elastic slots" \
 check "poa list names ViT-S 384x12" "grep -Eq '^ +384 +12 +6 +21.68 .*ViT-S$' $tmp/list"
 check "poa list names ViT-B 768x12" "grep -Eq '^ +768 +12 +12 +85.82 .*ViT-B$' $tmp/list"
 check "poa list names ViT-L 1024x24 (the intact net)" "grep -Eq '^ +1024 +24 +16 +303.35 .*intact +ViT-L$' $tmp/list"
+$poa list quickstart > "$tmp/list" 2>&1
+check "poa list quickstart in the source tree is the shipped recipe, not the ./quickstart script" \
+      "[ -x quickstart ] && head -1 $tmp/list | grep -q '^quickstart: 9 members'"
 
 fixtures=tests/golden/fixtures
 forward=(forward tests/recipes/tiny_vit.lua --input $fixtures/vit_elastic_64x3.safetensors --images input.global --out "$tmp/y.safetensors")

@@ -1,0 +1,61 @@
+#!/bin/bash
+# tests/cli/test_export.sh: `poa export` as a user meets it, on a 2-step tiny_train checkpoint:
+# it writes model.safetensors and config.json and says what it took; a truncated or foreign
+# checkpoint, an unknown member, a member or recipe of another family, --what c|cuda|all (not
+# built yet) and an unknown naming are refused with a message naming them, and write nothing.
+# (The numbers: tests/c/test_export.c; timm: tests/golden/test_export_timm.sh.)
+set -u
+cd "$(dirname "$0")/../.."
+poa=build/poa
+dir=build/tests/export_cli
+rm -rf "$dir" && mkdir -p "$dir"
+check() { if eval "$2"; then echo "PASS $1"; else echo "FAIL $1"; fi; }
+refused() { # name, expected exit status, pattern, export arguments... (always --out $dir/out)
+  local name=$1 status=$2 pattern=$3; shift 3
+  rm -rf "$dir/out"
+  $poa export "$@" --out "$dir/out" > "$dir/stdout" 2> "$dir/stderr"; local rc=$?
+  if [ $rc -eq "$status" ] && grep -q -- "$pattern" "$dir/stderr" && [ ! -e "$dir/out" ]; then echo "PASS $name"
+  else echo "FAIL $name: exit $rc (expected $status), out $( [ -e "$dir/out" ] && echo written || echo absent), stderr: $(head -c 300 "$dir/stderr")"; fi
+}
+
+$poa data fashion-mnist --out "$dir/fm" --limit 64 > /dev/null 2>&1
+$poa train tests/recipes/tiny_train.lua "data.train=$dir/fm/train" "train.output=$dir/run" train.threads=1 \
+  train.loader_threads=1 --steps 2 --device cpu > "$dir/train.log" 2>&1
+ckpt=$dir/run/checkpoint_2.safetensors
+check "a 2-step checkpoint to export" "[ -f $ckpt ]"
+
+$poa export $ckpt --net 64x3 --out "$dir/a/b" > "$dir/stdout" 2> "$dir/stderr"
+check "poa export writes model.safetensors and config.json (making the folder)" \
+      "[ -s $dir/a/b/model.safetensors ] && grep -q '\"embed_dim\": 64, \"depth\": 3, \"num_heads\": 2' $dir/a/b/config.json"
+check "poa export says the member, its blocks and alpha" \
+      "grep -q 'member 64x3 of the teacher of .*(step 2): blocks 0,1,3 of 4, alpha 1.5 baked in' $dir/stdout"
+check "the header carries the recipe, member, step, source and mean/std" \
+      "head -c 4000 $dir/a/b/model.safetensors | grep -q '\"recipe_name\":\"tiny_train\".*\"source\":\"teacher\",\"step\":\"2\",\"member\":\"64x3\".*\"mean\":\"0.485,0.456,0.406\",\"std\":\"0.229,0.224,0.225\"'"
+check "no heads unless --heads" "[ ! -e $dir/a/b/heads.safetensors ]"
+$poa export $ckpt --net ViT-S --out "$dir/c" --heads > /dev/null 2> "$dir/stderr"
+check "a name the family does not have is refused" "grep -q \"unknown sub-network 'ViT-S' in tiny_train\" $dir/stderr && [ ! -e $dir/c ]"
+
+head -c 30000 $ckpt > "$dir/truncated.safetensors"
+refused "a truncated checkpoint is named" 2 "truncated.safetensors: truncated" "$dir/truncated.safetensors" --net 64x3
+refused "a foreign file is not a poa checkpoint" 2 "vit_tiny_params.safetensors: not a poa checkpoint" \
+  tests/golden/fixtures/vit_tiny_params.safetensors --net 64x3
+refused "a foreign file is not a poa checkpoint, with --recipe too" 2 "safetensors_small.safetensors: not a poa checkpoint" \
+  tests/golden/fixtures/safetensors_small.safetensors --recipe tests/recipes/tiny_train.lua --net 64x3
+printf 'not a tensor file at all' > "$dir/text.safetensors"
+refused "a file that is not safetensors is named" 2 "text.safetensors" "$dir/text.safetensors" --net 64x3
+refused "an unknown member is named with the family's range" 2 "unknown sub-network '48x3' in tiny_train: widths 32..96 step 32" \
+  $ckpt --net 48x3
+refused "a member of another family is refused" 2 "unknown sub-network '640x16' in tiny_train" $ckpt --net 640x16
+refused "a recipe of another family is refused" 2 "checkpoint_2.safetensors: written for another network" \
+  $ckpt --recipe recipes/small_vit.lua --net 128x3
+refused "a missing checkpoint is named" 2 "nonexistent.safetensors" "$dir/nonexistent.safetensors" --net 64x3
+for what in c cuda all; do
+  refused "--what $what is refused: not built yet" 1 "--what $what: the generated .* not built yet" \
+    $ckpt --net 64x3 --what $what
+done
+refused "--what of an unknown kind is refused" 1 "--what onnx: unknown" $ckpt --net 64x3 --what onnx
+refused "--names of an unknown naming is refused" 1 "unknown names 'hf'" $ckpt --net 64x3 --names hf
+refused "an unknown option is refused" 1 "unknown option --fast" $ckpt --net 64x3 --fast
+
+$poa help export > "$dir/help" 2>&1; rc=$?
+check "poa help export: its options, exit 0" "[ $rc -eq 0 ] && grep -q -- '--names timm' $dir/help && grep -q -- '--student' $dir/help"
