@@ -123,7 +123,7 @@ static int run_forward(const forward_options *o, poa_error *e) {
     rc = params ? 0 : poa_fail(e, "out of memory for %ld parameters", model.parameter_count);
     if (rc == 0) rc = poa_vit_load_parameters(&model, params, o->params, NULL, e);
     if (rc == 0) rc = read_input(o, &recipe.vit, &images, &batch, &size, &mask, e);
-    if (rc == 0) rc = poa_vit_pass_init(&pass, &model, width, depth, batch, size, e);
+    if (rc == 0) rc = poa_vit_pass_init_inference(&pass, &model, width, depth, batch, size, e);
     if (rc == 0) {
         poa_vit_forward(&pass, params, images, mask, NULL);
         const real *out = poa_vit_output(&pass);

@@ -13,5 +13,6 @@ int poa_command_data(int argc, char **argv);
 int poa_command_knn(int argc, char **argv);
 int poa_command_train(int argc, char **argv);
 int poa_command_cuda(int argc, char **argv);
+int poa_command_program(int argc, char **argv);
 
 #endif

@@ -293,7 +293,7 @@ int poa_knn_features(const poa_vit *model, const real *params, int width, int de
     poa_vit_pass pass = { 0 };
     if (batch <= 0) {
         /* The arena grows linearly with the batch: measure one image's. */
-        if (poa_vit_pass_init(&pass, model, width, depth, 1, size, e)) return -1;
+        if (poa_vit_pass_init_inference(&pass, model, width, depth, 1, size, e)) return -1;
         double per_image = (double)pass.arena_count * sizeof(real);
         poa_vit_pass_free(&pass);
         batch = (long)((1u << 30) / (per_image > 1 ? per_image : 1));
@@ -301,7 +301,7 @@ int poa_knn_features(const poa_vit *model, const real *params, int width, int de
         if (batch > 64) batch = 64;
     }
     if (batch > images->count) batch = images->count;
-    if (poa_vit_pass_init(&pass, model, width, depth, batch, size, e)) return -1;
+    if (poa_vit_pass_init_inference(&pass, model, width, depth, batch, size, e)) return -1;
     size_t plane = (size_t)size * size, image_bytes = plane * 3;
     real *input = calloc((size_t)batch * 3 * plane, sizeof(real));
     float *normalized = malloc(sizeof(float) * 3 * plane);
