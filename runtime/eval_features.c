@@ -10,12 +10,22 @@ int poa_feature_columns(const poa_feature_spec *s, int width) {
     return (s->layer_count + (s->avgpool != 0)) * width;
 }
 
+/* The pass features are taken from: the inference pass (the program's liveness arena) when
+   only the last block's output is read, else a training-layout pass, which keeps every block's
+   output (poa_vit_block_output). */
+static int open_pass(poa_vit_pass *pass, const poa_vit *model, int width, int depth, const poa_feature_spec *s,
+                     long batch, int size, poa_error *e) {
+    const int last_only = s->layer_count == 1 && s->layers[0] == depth - 1;
+    return last_only ? poa_vit_pass_init_inference(pass, model, width, depth, batch, size, e)
+                     : poa_vit_pass_init(pass, model, width, depth, batch, size, e);
+}
+
 /* A batch whose activation arena stays within ~1 GiB (the arena grows linearly with it). */
-static int pick_batch(const poa_vit *model, int width, int depth, int size, long *batch,
+static int pick_batch(const poa_vit *model, int width, int depth, const poa_feature_spec *s, int size, long *batch,
                       poa_error *e) {
     if (*batch > 0) return 0;
     poa_vit_pass pass = { 0 };
-    if (poa_vit_pass_init(&pass, model, width, depth, 1, size, e)) return -1;
+    if (open_pass(&pass, model, width, depth, s, 1, size, e)) return -1;
     double per_image = (double)pass.arena_count * sizeof(real);
     poa_vit_pass_free(&pass);
     *batch = (long)((1u << 30) / (per_image > 1 ? per_image : 1));
@@ -64,10 +74,10 @@ int poa_features_compute(const poa_vit *model, const real *params, int width, in
         if (spec->layers[i] < 0 || spec->layers[i] >= depth || (i && spec->layers[i] <= spec->layers[i - 1]))
             return poa_fail(e, "features: layer %d of a depth-%d member", spec->layers[i], depth);
     int size = images->size;
-    if (pick_batch(model, width, depth, size, &batch, e)) return -1;
+    if (pick_batch(model, width, depth, spec, size, &batch, e)) return -1;
     if (batch > images->count) batch = images->count;
     poa_vit_pass pass = { 0 };
-    if (poa_vit_pass_init(&pass, model, width, depth, batch, size, e)) return -1;
+    if (open_pass(&pass, model, width, depth, spec, batch, size, e)) return -1;
     size_t plane = (size_t)size * size, image_bytes = plane * 3;
     const int columns = poa_feature_columns(spec, width);
     real *input = calloc((size_t)batch * 3 * plane, sizeof(real));

@@ -34,6 +34,16 @@ static const command commands[] = {
       "  --out Y        where the tokens are written\n"
       "  --threads N    OpenMP threads\n",
       poa_command_forward },
+    { "program", "program <recipe.lua> --net WxD [--crop global|local] [--batch B]\n"
+      "                                           the member's forward program: steps, shapes, arena",
+      "The forward of one member as the executor runs it (models/vit.lua's graph lowered by gen/):\n"
+      "every step (GEMM with shapes, leading dimensions, alpha, beta; kernel with its buffers and\n"
+      "scalars; copy) with its FLOPs, every value with its place in the arena (laid out by\n"
+      "liveness) and the arena's size.\n"
+      "  --net WxD      the member (WxD, W_D or a name: ViT-S, S, small)\n"
+      "  --crop C       global (default) or local: the crop size the program is built for\n"
+      "  --batch B      evaluate sizes at batch B (default: symbolic in B)\n",
+      poa_command_program },
     { "train", "train <recipe.lua> [section.field=value ...] [--resume PATH|auto] [--init FILE] [--steps N]\n"
       "                                           the POA tri-branch training run (checkpoints, metrics)",
       "  section.field=value   override any recipe field (optim.base_lr=0.001, train.elastic=false)\n"

@@ -1,12 +1,15 @@
-/* vit.c: forward and backward of one elastic ViT member on the CPU backend.
-   The order of the steps is the reference's (§1.2): patch embedding, mask
-   tokens, cls, position embedding, the member's blocks, the final LayerNorm. */
+/* vit.c: one elastic ViT member's pass on the CPU backend: its arena, the forward (the
+   program of models/vit.lua's graph, built by gen/program.lua and run by runtime/program.c)
+   and the backward (still written here, in the reverse of the reference's order §1.2). */
 #include "vit.h"
 
+#include <assert.h>
+#include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
+#include "recipe.h"
 
 /* The activation arena, in the order and with the names of gen/plan.lua's
    vit_pass (tests/c/test_vit_plan.c holds the two equal): per-pass buffers,
@@ -94,6 +97,122 @@ int poa_vit_pass_init(poa_vit_pass *p, const poa_vit *model, int width, int dept
     return poa_vit_pass_prepare(p, model, width, depth, batch, image_size, e);
 }
 
+int poa_vit_pass_init_inference(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch,
+                                int image_size, poa_error *e) {
+    memset(p, 0, sizeof *p);
+    p->inference = 1;
+    return poa_vit_pass_prepare(p, model, width, depth, batch, image_size, e);
+}
+
+int poa_vit_push_program(lua_State *L, const poa_vit_config *c, int width, int depth, int image_size,
+                         poa_error *e) {
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "gen.program");
+    int rc = lua_pcall(L, 1, 1, 0);
+    if (rc == LUA_OK) {
+        lua_getfield(L, -1, "vit_forward");
+        lua_remove(L, -2);
+        lua_createtable(L, 0, 11);
+        const struct { const char *name; int value; } ints[] = {
+            { "max_width", c->max_width }, { "max_depth", c->max_depth }, { "head_dim", c->head_dim },
+            { "mlp_ratio", c->mlp_ratio }, { "patch_size", c->patch_size }, { "in_channels", c->in_channels },
+            { "image_size", c->image_size } };
+        for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+            lua_pushinteger(L, ints[i].value);
+            lua_setfield(L, -2, ints[i].name);
+        }
+        lua_pushboolean(L, c->qkv_bias), lua_setfield(L, -2, "qkv_bias");
+        lua_pushboolean(L, c->proj_bias), lua_setfield(L, -2, "proj_bias");
+        lua_pushboolean(L, c->ffn_bias), lua_setfield(L, -2, "ffn_bias");
+        lua_pushnumber(L, c->layerscale), lua_setfield(L, -2, "layerscale");
+        lua_pushinteger(L, width);
+        lua_pushinteger(L, depth);
+        lua_pushinteger(L, image_size);
+        rc = lua_pcall(L, 4, 1, 0);
+    }
+    if (rc == LUA_OK) return 0;
+    rc = poa_fail(e, "member %dx%d: the forward program: %s", width, depth, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return rc;
+}
+
+/* The forward program of the pass's member and image size: from the process-wide cache, or
+   built (gen/program.lua through the Lua built into poa) and cached, or kept by the pass when
+   the cache is full. */
+static int find_program(poa_vit_pass *p, poa_error *e) {
+    struct { poa_vit_config config; int width, depth, image_size; } key;
+    memset(&key, 0, sizeof key);
+    key.config = p->model->config;
+    key.width = p->width, key.depth = p->depth, key.image_size = (int)p->image_size;
+    if ((p->program = poa_program_cache_find(&key, sizeof key))) return 0;
+    if (p->owned.steps && p->owned_width == p->width && p->owned_depth == p->depth &&
+        p->owned_image == (int)p->image_size) {
+        p->program = &p->owned;
+        return 0;
+    }
+    poa_program_free(&p->owned);
+    poa_program built;
+    lua_State *L = poa_lua_open(e);
+    if (!L) return -1;
+    int rc = poa_vit_push_program(L, &p->model->config, p->width, p->depth, (int)p->image_size, e);
+    if (rc == 0) rc = poa_program_from_lua(L, -1, &built, e);
+    lua_close(L);
+    if (rc) return rc;
+    if ((p->program = poa_program_cache_add(&key, sizeof key, &built))) return 0;
+    p->owned = built;
+    p->owned_width = p->width, p->owned_depth = p->depth, p->owned_image = (int)p->image_size;
+    p->program = &p->owned;
+    return 0;
+}
+
+/* The arena offset of a program value in the backward's layout: its own buffer, or the one
+   buffer every block's LayerNorm outputs (ln1, ln2) and GELU output (g) share. -1: none. */
+static long layout_offset(const vit_layout *l, const poa_vit_pass *p, const char *name) {
+    int j, n = 0;
+    char field[32];
+    if (sscanf(name, "block%d.%31s%n", &j, field, &n) == 2 && name[n] == 0 && j >= 0 && j < p->depth) {
+        if (strcmp(field, "ln1") == 0 || strcmp(field, "ln2") == 0) return l->fixed[S_LN];
+        if (strcmp(field, "g") == 0) return l->fixed[S_G];
+        for (int k = 0; k < BLOCK_BUFFERS; k++)
+            if (strcmp(field, block_buffer_names[k]) == 0) return l->block[j][k];
+        return -1;
+    }
+    for (int i = 0; i < STATIC_BUFFERS; i++)
+        if (strcmp(name, static_buffer_names[i]) == 0) return l->fixed[i];
+    return -1;
+}
+
+enum { SLOT_IMAGES, SLOT_MASK, SLOT_DROP_SCALE, SLOT_RESAMPLE, SLOT_ONES };
+
+/* Where each value of the program lives for this pass (value_offsets). */
+static int bind_program(poa_vit_pass *p, const vit_layout *l, poa_error *e) {
+    static const char *const slots[] = { "images", "mask", "drop_scale", "resample", "ones" };
+    const poa_program *g = p->program;
+    free(p->value_offsets);
+    free(p->bases);
+    p->value_offsets = calloc((size_t)g->value_count + 1, sizeof *p->value_offsets);
+    p->bases = calloc((size_t)g->value_count + 1, sizeof *p->bases);
+    if (!p->value_offsets || !p->bases) return poa_fail(e, "member %dx%d: out of memory", p->width, p->depth);
+    for (int i = 0; i < g->value_count; i++) {
+        const poa_program_value *v = &g->values[i];
+        long at = -1;
+        if (v->kind == POA_VALUE_ACT) {
+            at = p->inference ? poa_lin_at(v->offset, p->batch) : layout_offset(l, p, v->name);
+        } else if (v->kind == POA_VALUE_PARAM) {
+            const poa_vit_tensor *t = poa_vit_find_tensor(p->model, v->name);
+            at = t ? t->offset : -1;
+        } else {
+            for (int s = 0; s < 5; s++)
+                if (strcmp(v->name, slots[s]) == 0 && (s < SLOT_RESAMPLE) == (v->kind == POA_VALUE_INPUT)) at = s;
+        }
+        if (at < 0) return poa_fail(e, "member %dx%d: the forward program's %s has no place in the pass", p->width,
+                                    p->depth, v->name);
+        p->value_offsets[i] = at;
+    }
+    if (g->output < 0) return poa_fail(e, "member %dx%d: the forward program has no output", p->width, p->depth);
+    return 0;
+}
+
 static int pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch, int image_size,
                         int with_arena, poa_error *e);
 
@@ -123,7 +242,14 @@ static int pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int de
        costs a page fault per page on every step). */
     real *arena = p->arena, *ones = p->ones, *resample = p->resample;
     long capacity = p->arena_capacity, resample_grid = p->resample ? p->grid : 0;
+    poa_program owned = p->owned;
+    const int inference = p->inference, owned_width = p->owned_width, owned_depth = p->owned_depth,
+              owned_image = p->owned_image;
+    long *value_offsets = p->value_offsets;
+    void **bases = p->bases;
     memset(p, 0, sizeof *p);
+    p->owned = owned, p->inference = inference, p->value_offsets = value_offsets, p->bases = bases;
+    p->owned_width = owned_width, p->owned_depth = owned_depth, p->owned_image = owned_image;
     p->model = model;
     p->width = width;
     p->depth = depth;
@@ -149,6 +275,11 @@ static int pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int de
     p->alpha = (real)((double)c->max_width / width);
     vit_layout layout;
     vit_layout_compute(&layout, p, &p->arena_count);
+    if (with_arena && find_program(p, e)) {
+        poa_vit_pass_free(p);
+        return -1;
+    }
+    if (with_arena && p->inference) p->arena_count = poa_lin_at(p->program->arena, batch);
     if (!with_arena) {
         free(arena);
     } else if (arena && capacity >= p->arena_count) {
@@ -176,6 +307,10 @@ static int pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int de
                         p->arena_count);
     }
     for (int i = 0; i < width; i++) p->ones[i] = 1;
+    if (with_arena && bind_program(p, &layout, e)) {
+        poa_vit_pass_free(p);
+        return -1;
+    }
     return 0;
 }
 
@@ -183,45 +318,25 @@ void poa_vit_pass_free(poa_vit_pass *p) {
     free(p->arena);
     free(p->ones);
     free(p->resample);
+    free(p->value_offsets);
+    free(p->bases);
+    poa_program_free(&p->owned);
+    p->program = NULL;
     p->arena = p->ones = p->resample = NULL;
+    p->value_offsets = NULL;
+    p->bases = NULL;
 }
 
 real *poa_vit_output(const poa_vit_pass *p) {
-    vit_layout l;
-    long total;
-    vit_layout_compute(&l, p, &total);
-    return p->arena + l.fixed[S_OUT];
+    return p->arena + p->value_offsets[p->program->output];
 }
 
 const real *poa_vit_block_output(const poa_vit_pass *p, int j) {
+    if (p->inference) return NULL; /* not kept */
     vit_layout l;
     long total;
     vit_layout_compute(&l, p, &total);
     return j + 1 < p->depth ? p->arena + l.block[j + 1][B_X_IN] : p->arena + l.fixed[S_X_FINAL];
-}
-
-/* patches[b*N + gy*G + gx][c*P*P + ky*P + kx] = image[b][c][gy*P + ky][gx*P + kx] */
-static void patchify(real *patches, const real *images, long batch, int channels, long size,
-                     int patch) {
-    const long grid = size / patch, len = (long)channels * patch * patch;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (long b = 0; b < batch; b++)
-        for (long gy = 0; gy < grid; gy++)
-            for (long gx = 0; gx < grid; gx++)
-                for (int ch = 0; ch < channels; ch++)
-                    for (int ky = 0; ky < patch; ky++)
-                        memcpy(patches + ((b * grid + gy) * grid + gx) * len +
-                                   (ch * patch + ky) * patch,
-                               images + ((b * channels + ch) * size + gy * patch + ky) * size +
-                                   gx * patch,
-                               sizeof(real) * (size_t)patch);
-}
-
-/* y (rows x n, ldy) = alpha * x (rows x k) W[:n, :k]^T + bias[:n]; W rows are ldw apart. */
-static void linear_forward(real *y, long ldy, const real *x, long k, const real *params,
-                           long weight, long ldw, long bias, long rows, long n, real alpha) {
-    poa_fill_rows(y, ldy, bias >= 0 ? params + bias : NULL, rows, n);
-    poa_gemm(0, 1, rows, n, k, alpha, x, k, params + weight, ldw, 1, y, ldy);
 }
 
 /* From dy (rows x n, ldy): dW[:n, :k] += alpha dy^T x, db += colsum dy,
@@ -242,85 +357,20 @@ static const real *gamma_of(const poa_vit_pass *p, const real *params, long offs
     return offset >= 0 ? params + offset : p->ones;
 }
 
-static void block_forward(poa_vit_pass *p, const vit_layout *l, const real *params, int j) {
-    const poa_vit_kernels *k = p->kernels;
-    const poa_vit_block_offsets *o = &p->model->blocks[p->block_ids[j]];
-    const long M = p->rows, D = p->width, F = p->hidden, Dmax = p->model->config.max_width;
-    const long Fmax = Dmax * p->model->config.mlp_ratio;
-    real *a = p->arena;
-    const long *b = l->block[j];
-    real *ln = a + l->fixed[S_LN];
-    k->layernorm_forward(k, ln, a + b[B_LN1_MEAN], a + b[B_LN1_RSTD], a + b[B_X_IN],
-                         params + o->norm1_weight, params + o->norm1_bias, M);
-    for (int g = 0; g < 3; g++) /* q, k, v: rows g*Dmax .. g*Dmax + D of the full weight */
-        linear_forward(a + b[B_QKV] + g * D, 3 * D, ln, D, params,
-                       o->qkv_weight + g * Dmax * Dmax, Dmax, o->qkv_bias >= 0 ? o->qkv_bias + g * Dmax : -1,
-                       M, D, p->alpha);
-    k->attention_forward(k, a + b[B_ATTN], a + b[B_PROBS], a + b[B_QKV], p->batch, p->tokens);
-    linear_forward(a + b[B_H1], D, a + b[B_ATTN], D, params, o->proj_weight, Dmax, o->proj_bias,
-                   M, D, p->alpha);
-    memcpy(a + b[B_X_MID], a + b[B_X_IN], sizeof(real) * (size_t)(M * D));
-    k->residual_forward(k, a + b[B_X_MID], a + b[B_H1], gamma_of(p, params, o->ls1),
-                        drop_scale_of(p, j, 0), p->batch, p->tokens);
-    k->layernorm_forward(k, ln, a + b[B_LN2_MEAN], a + b[B_LN2_RSTD], a + b[B_X_MID],
-                         params + o->norm2_weight, params + o->norm2_bias, M);
-    linear_forward(a + b[B_U], F, ln, D, params, o->fc1_weight, Dmax, o->fc1_bias, M,
-                   F, p->alpha);
-    k->gelu_forward(k, a + l->fixed[S_G], a + b[B_U], M);
-    linear_forward(a + b[B_H2], D, a + l->fixed[S_G], F, params, o->fc2_weight, Fmax, o->fc2_bias, M, D,
-                   p->alpha);
-    real *x_out = j + 1 < p->depth ? a + l->block[j + 1][B_X_IN] : a + l->fixed[S_X_FINAL];
-    memcpy(x_out, a + b[B_X_MID], sizeof(real) * (size_t)(M * D));
-    k->residual_forward(k, x_out, a + b[B_H2], gamma_of(p, params, o->ls2),
-                        drop_scale_of(p, j, 1), p->batch, p->tokens);
-}
-
-/* The position table of this image size: row 0 is the cls position, rows
-   1.. are the patch positions, resampled by the bicubic matrix if needed. */
-static const real *position_table(poa_vit_pass *p, const vit_layout *l, const real *params,
-                                  long *ld) {
-    const poa_vit *m = p->model;
-    const long Dmax = m->config.max_width;
-    if (!p->resample) {
-        *ld = Dmax;
-        return params + m->pos_embed;
-    }
-    const long native = (m->config.image_size / m->config.patch_size);
-    real *pos = p->arena + l->fixed[S_POS];
-    memcpy(pos, params + m->pos_embed, sizeof(real) * (size_t)p->width);
-    poa_gemm(0, 0, p->patches, p->width, native * native, 1, p->resample, native * native,
-             params + m->pos_embed + Dmax, Dmax, 0, pos + p->width, p->width);
-    *ld = p->width;
-    return pos;
-}
-
+/* Runs the forward program over this pass's places of its values. */
 void poa_vit_forward(poa_vit_pass *p, const real *params, const real *images,
                      const unsigned char *mask, const real *drop_scale) {
-    const poa_vit *m = p->model;
-    const poa_vit_config *c = &m->config;
-    const poa_vit_kernels *k = p->kernels;
-    const long D = p->width, BN = p->batch * p->patches;
-    const long patch_len = (long)c->in_channels * c->patch_size * c->patch_size;
-    vit_layout l;
-    long total;
-    vit_layout_compute(&l, p, &total);
-    real *a = p->arena;
+    const poa_program *g = p->program;
+    void *const slots[] = { (void *)images, (void *)mask, (void *)drop_scale, p->resample, p->ones };
     p->mask = mask;
     p->drop_scale = drop_scale;
-    patchify(a + l.fixed[S_PATCHES], images, p->batch, c->in_channels, p->image_size,
-             c->patch_size);
-    /* The conv's first D output channels; no alpha (its input is the image). */
-    linear_forward(a + l.fixed[S_PATCH_TOKENS], D, a + l.fixed[S_PATCHES], patch_len, params,
-                   m->patch_weight, patch_len, m->patch_bias, BN, D, 1);
-    long pos_ld;
-    const real *pos = position_table(p, &l, params, &pos_ld);
-    real *x0 = p->depth > 0 ? a + l.block[0][B_X_IN] : a + l.fixed[S_X_FINAL];
-    k->tokens_forward(k, x0, a + l.fixed[S_PATCH_TOKENS], params + m->cls_token,
-                      params + m->mask_token, pos, pos_ld, mask, p->batch, p->patches);
-    for (int j = 0; j < p->depth; j++) block_forward(p, &l, params, j);
-    k->layernorm_forward(k, a + l.fixed[S_OUT], a + l.fixed[S_NORM_MEAN],
-                         a + l.fixed[S_NORM_RSTD], a + l.fixed[S_X_FINAL],
-                         params + m->norm_weight, params + m->norm_bias, p->rows);
+    for (int i = 0; i < g->value_count; i++) {
+        const long at = p->value_offsets[i];
+        const int kind = g->values[i].kind;
+        p->bases[i] = kind == POA_VALUE_ACT ? (void *)(p->arena + at)
+                    : kind == POA_VALUE_PARAM ? (void *)(params + at) : slots[at];
+    }
+    poa_program_run(g, p->bases, p->batch, p->kernels);
 }
 
 /* On entry grad.x holds d(loss)/d(block output); on exit d(loss)/d(block input). */
@@ -374,6 +424,7 @@ static void block_backward(poa_vit_pass *p, const vit_layout *l, const real *par
 }
 
 void poa_vit_backward(poa_vit_pass *p, const real *params, real *grads, const real *dout) {
+    assert(!p->inference && "poa_vit_backward: an inference pass keeps no activations");
     const poa_vit *m = p->model;
     const poa_vit_config *c = &m->config;
     const poa_vit_kernels *k = p->kernels;

@@ -12,6 +12,7 @@
 
 #include "error.h"
 #include "kernels.h"
+#include "program.h"
 #include "real.h"
 
 #define POA_VIT_MAX_DEPTH 64
@@ -83,6 +84,16 @@ typedef struct poa_vit_pass {
     real *ones;       /* LayerScale of 1 when the model has none */
     const unsigned char *mask; /* of the last forward */
     const real *drop_scale;    /* of the last forward: depth x 2 x batch, or NULL */
+    /* The forward as a program (models/vit.lua's graph lowered by gen/program.lua), run by
+       runtime/program.c. A training pass binds its values to the arena layout the backward
+       reads (poa_vit_pass_buffers); an inference pass (poa_vit_pass_init_inference) holds
+       only the program's arena, laid out by liveness, and has no backward. */
+    int inference;
+    const poa_program *program; /* cached process-wide (program.h), or `owned` */
+    poa_program owned;
+    int owned_width, owned_depth, owned_image;
+    long *value_offsets; /* per value: its element offset in the arena or the parameters, or its slot */
+    void **bases;
 } poa_vit_pass;
 
 /* One buffer of a pass's activation arena (offset and count in elements). */
@@ -101,11 +112,19 @@ int poa_vit_pass_layout(poa_vit_pass *pass, const poa_vit *model, int width, int
                         poa_error *e);
 int poa_vit_pass_init(poa_vit_pass *pass, const poa_vit *model, int width, int depth,
                       long batch, int image_size, poa_error *e);
+/* A pass for the forward only (`poa forward`, `poa knn`): the program's liveness arena. */
+int poa_vit_pass_init_inference(poa_vit_pass *pass, const poa_vit *model, int width, int depth,
+                                long batch, int image_size, poa_error *e);
 /* Re-targets an initialised pass to another member or batch, keeping its buffers when they
    are large enough. */
 int poa_vit_pass_prepare(poa_vit_pass *pass, const poa_vit *model, int width, int depth,
                          long batch, int image_size, poa_error *e);
 void poa_vit_pass_free(poa_vit_pass *pass);
+
+/* Pushes on L the forward program (a table, gen/program.lua's format) of member
+   width x depth at image_size: models/vit.lua's forward lowered by gen/program.lua. */
+int poa_vit_push_program(lua_State *L, const poa_vit_config *config, int width, int depth, int image_size,
+                         poa_error *e);
 
 /* images: batch x C x S x S. mask: batch x patches (non-zero = replace by the
    mask token) or NULL. drop_scale: per active block j, branch (0 attention,
@@ -115,10 +134,13 @@ void poa_vit_forward(poa_vit_pass *pass, const real *params, const real *images,
                      const unsigned char *mask, const real *drop_scale);
 real *poa_vit_output(const poa_vit_pass *pass);
 /* The residual stream after the pass's active block j (0-based, < depth), before any
-   LayerNorm: batch x tokens x width, valid after a forward. */
+   LayerNorm: batch x tokens x width, valid after a forward of a training-layout pass
+   (poa_vit_pass_init; NULL for an inference pass, which reuses its arena and keeps only the
+   output). */
 const real *poa_vit_block_output(const poa_vit_pass *pass, int j);
 
-/* Accumulates d(loss)/d(params) into grads, from dout = d(loss)/d(output). */
+/* Accumulates d(loss)/d(params) into grads, from dout = d(loss)/d(output); not for an
+   inference pass. */
 void poa_vit_backward(poa_vit_pass *pass, const real *params, real *grads, const real *dout);
 
 /* The bicubic resampling matrix of reference §1.7 (PyTorch's bicubic with

@@ -55,6 +55,21 @@ static void check_case(const poa_vit *m, const real *params, const char *name) {
         double err = relative_error(poa_vit_output(passes[i]), want, n);
         snprintf(label, sizeof label, "golden %s %dx%d %s output", name, width, depth, batches[i]);
         CHECK(label, n == passes[i]->rows * width && err <= TOLERANCE, "relative error %.3g", err);
+        /* The same program over an inference pass: its own arena, laid out by liveness. */
+        poa_vit_pass inference;
+        double err_inference = INFINITY;
+        if (poa_vit_pass_init_inference(&inference, m, width, depth, passes[i]->batch, (int)passes[i]->image_size,
+                                        &e) == 0) {
+            poa_vit_forward(&inference, params, images[i], i == 0 ? mask : NULL, drops[i]);
+            err_inference = relative_error(poa_vit_output(&inference), want, n);
+            printf("  %s %s: forward relative error %.3g (training pass, arena %ld), %.3g (inference pass, "
+                   "arena %ld)\n", name, batches[i], err, passes[i]->arena_count, err_inference,
+                   inference.arena_count);
+            poa_vit_pass_free(&inference);
+        }
+        snprintf(label, sizeof label, "golden %s %dx%d %s output of an inference pass", name, width, depth,
+                 batches[i]);
+        CHECK(label, err_inference <= TOLERANCE, "relative error %.3g (%s)", err_inference, e.message);
         free(want);
         poa_vit_backward(passes[i], params, grads, douts[i]);
     }

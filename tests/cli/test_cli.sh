@@ -26,6 +26,16 @@ $poa list quickstart > "$tmp/list" 2>&1
 check "poa list quickstart in the source tree is the shipped recipe, not the ./quickstart script" \
       "[ -x quickstart ] && head -1 $tmp/list | grep -q '^quickstart: 9 members'"
 
+$poa program recipes/vit_l16_ee1200.lua --net ViT-L > "$tmp/program"
+check "poa program ViT-L: the forward's GFLOPs are poa list's 61.55" "sed -n 3p $tmp/program | grep -q ' 61.55[0-9]* GFLOPs at batch 1'"
+check "poa program ViT-L: 24 blocks of the intact net, symbolic batch" \
+      "grep -q 'arena [0-9]*\\*B elements' $tmp/program && grep -q 'layernorm_forward(block23.ln2' $tmp/program && grep -q 'blocks.23.mlp.fc2.linear.weight' $tmp/program"
+$poa program recipes/quickstart.lua --net 64x2 --crop local --batch 3 > "$tmp/program"
+check "poa program --crop local --batch 3: resampled position table, sizes at batch 3" \
+      "grep -q '^batch 3; arena' $tmp/program && grep -q 'gemm   pos+64 = 1 \\* resample' $tmp/program && grep -q 'rows=15)' $tmp/program"
+expect_error "poa program: a wrong crop is named" "crop middle: global or local" \
+  $poa program recipes/quickstart.lua --net 64x2 --crop middle
+
 fixtures=tests/golden/fixtures
 forward=(forward tests/recipes/tiny_vit.lua --input $fixtures/vit_elastic_64x3.safetensors --images input.global --out "$tmp/y.safetensors")
 expect_error "unknown sub-network is named with the family's range" "unknown sub-network '48x3'.*widths 32..96 step 32" \

@@ -1,0 +1,342 @@
+-- gen/program.lua: lowers a forward graph (gen/graph.lua) to the flat program the CPU backend
+-- executes (runtime/program.c), lays its arena out by liveness, and prints it.
+--
+-- program = {
+--   title, values = { {name, kind, elem, size = lin, offset = lin (kind "act"), ld} },
+--   steps = { {kind = "gemm", what, ta, tb, m, n, k, alpha, beta, a, lda, b, ldb, c, ldc}
+--             {kind = "kernel", kernel, args = { {buffer = operand} | {scalar = lin} }}
+--             {kind = "copy", src, dst, count} },
+--   arena = lin, output = value id }
+-- where an operand is {value = id, offset = lin} and a lin {b, c} means b * batch + c
+-- (elements). GEMMs are row-major: C (m x n) = alpha op(A) op(B) + beta C. The kernels are the
+-- row-wise ops of gen/ops.lua (their C parameter order) and the runtime kernels of
+-- gen/graph.lua. Nothing here is ViT-specific but program.vit_forward at the end.
+local graph = require("gen.graph")
+local space = require("gen.space")
+
+local program = {}
+local lin = graph.lin
+
+local ALIGN = 16
+
+local function lin_mul(a, k) return lin(a.b * k, a.c * k) end
+local function lin_add(a, b) return lin(a.b + b.b, a.c + b.c) end
+local function align(n) return (n + ALIGN - 1) // ALIGN * ALIGN end
+function program.eval(l, batch) return l.b * batch + l.c end
+
+-- "b*B + c" as text ("B" the batch), or its value when batch is given.
+function program.lin_text(l, batch)
+  if batch then return tostring(program.eval(l, batch)) end
+  if l.b == 0 then return tostring(l.c) end
+  local s = (l.b == 1 and "" or (l.b .. "*")) .. "B"
+  if l.c ~= 0 then s = s .. "+" .. l.c end
+  return s
+end
+
+-- Step builders. `s` is the lowering state: {steps, graph}.
+local function operand(x, extra)
+  if x == nil then return nil end
+  local off = x.offset or lin(0, 0)
+  if extra then off = lin_add(off, type(extra) == "number" and lin(0, extra) or extra) end
+  return { value = x.value.id, offset = off }
+end
+
+local function kernel(s, name, args, macs)
+  local list = {}
+  for i, p in ipairs(graph.kernel_params(name)) do
+    local a = args[p[1]]
+    if p[2] == "out" or p[2] == "in" or p[2] == "mask" then
+      list[i] = { buffer = a } -- nil: a NULL pointer (an optional tensor)
+    else
+      assert(a ~= nil, "program: kernel " .. name .. " needs " .. p[1])
+      list[i] = { scalar = type(a) == "number" and lin(0, a) or a }
+    end
+  end
+  s.steps[#s.steps + 1] = { kind = "kernel", kernel = name, args = list, macs = macs or lin(0, 0) }
+end
+
+local function gemm(s, t)
+  t.kind = "gemm"
+  t.macs = lin_mul(t.m, t.n * t.k)
+  s.steps[#s.steps + 1] = t
+end
+
+local function copy(s, src, dst, count)
+  s.steps[#s.steps + 1] = { kind = "copy", src = src, dst = dst, count = count, macs = lin(0, 0) }
+end
+
+-- The lowering of each graph op to CPU steps.
+local lower = {}
+
+function lower.patchify(s, n)
+  local m = s.m
+  kernel(s, "patchify", { patches = operand(graph.at(n.y)), images = operand(n.x), batch = lin(1, 0),
+                          channels = m.in_channels, size = m.image_size, patch = m.patch_size })
+end
+
+-- Per group: y_g = bias_g (or 0), then y_g += alpha x W_g^T (GEMM, beta 1).
+function lower.linear(s, n)
+  local rows, ldy = n.y.rows, n.n * n.groups
+  for g = 0, n.groups - 1 do
+    local y = operand(graph.at(n.y), g * n.n)
+    kernel(s, "fill_rows", { y = y, ld = ldy, vec = n.bias and operand(graph.at(n.bias), g * n.group_stride),
+                             rows = rows, cols = n.n })
+    gemm(s, { what = n.y.name .. (n.groups > 1 and ("[" .. g .. "]") or ""), ta = 0, tb = 1, m = rows,
+              n = n.n, k = n.k, alpha = n.alpha, a = operand(n.x), lda = n.k,
+              b = operand(graph.at(n.w), g * n.group_stride * n.ldw), ldb = n.ldw, beta = 1, c = y, ldc = ldy })
+  end
+end
+
+function lower.layernorm(s, n)
+  kernel(s, "layernorm_forward", { y = operand(graph.at(n.y)), mean = operand(graph.at(n.mean)),
+                                   rstd = operand(graph.at(n.rstd)), x = operand(n.x), w = operand(n.w),
+                                   b = operand(n.b), rows = n.y.rows })
+end
+
+-- MACs: the two batched matmuls, q k^T and probs v (T x T x D per sample each).
+function lower.attention(s, n)
+  local m = s.m
+  kernel(s, "attention_forward", { out = operand(graph.at(n.y)), probs = operand(graph.at(n.probs)),
+                                   qkv = operand(n.qkv), batch = lin(1, 0), tokens = m.tokens },
+    lin(2 * m.tokens * m.tokens * m.width, 0))
+end
+
+function lower.residual(s, n)
+  local y = operand(graph.at(n.y))
+  copy(s, operand(n.x), y, lin_mul(n.y.rows, n.y.cols))
+  kernel(s, "residual_forward", { x = y, h = operand(n.h), gamma = operand(n.gamma),
+                                  sample_scale = operand(n.scale), batch = lin(1, 0), tokens = s.m.tokens })
+end
+
+function lower.gelu(s, n)
+  kernel(s, "gelu_forward", { g = operand(graph.at(n.y)), u = operand(n.x), rows = n.y.rows })
+end
+
+-- Row 0 copied, rows 1.. = R (patches x native^2) * pos_embed[1..] (native^2 x D, ld Dmax).
+function lower.resample_pos(s, n)
+  local m = s.m
+  local native = m.native_grid * m.native_grid
+  copy(s, operand(n.x), operand(graph.at(n.y)), lin(0, m.width))
+  gemm(s, { what = n.y.name, ta = 0, tb = 0, m = lin(0, m.patches), n = m.width, k = native, alpha = 1,
+            a = operand(n.r), lda = native, b = operand(n.x, n.x.value.ld), ldb = n.x.value.ld, beta = 0,
+            c = operand(graph.at(n.y), m.width), ldc = m.width })
+end
+
+function lower.tokens(s, n)
+  local m = s.m
+  kernel(s, "tokens_forward", { x = operand(graph.at(n.y)), patch = operand(n.patch), cls = operand(n.cls),
+                                mask_token = operand(n.mask_token), pos = operand(n.pos), pos_ld = n.pos_ld,
+                                mask = operand(n.mask), batch = lin(1, 0), patches = m.patches })
+end
+
+-- The operands of a step, each with whether the step writes it.
+local function step_operands(st)
+  if st.kind == "gemm" then return { { st.a }, { st.b }, { st.c, true } } end
+  if st.kind == "copy" then return { { st.src }, { st.dst, true } } end
+  local list = {}
+  for i, a in ipairs(st.args) do
+    if a.buffer then list[#list + 1] = { a.buffer, graph.kernel_params(st.kernel)[i][2] == "out" } end
+  end
+  return list
+end
+
+-- Best-fit offset of `size` among the placed intervals {offset, size} it must not overlap:
+-- the smallest gap that holds it, else the end of the last one.
+local function best_fit(busy, size)
+  table.sort(busy, function(a, b) return a[1] < b[1] end)
+  local at, best, best_gap = 0, nil, math.huge
+  for _, iv in ipairs(busy) do
+    local gap = iv[1] - at
+    if gap >= size and gap < best_gap then best, best_gap = at, gap end
+    at = math.max(at, iv[1] + iv[2])
+  end
+  return best or at
+end
+
+-- Liveness on the step list: each activation lives from its first to its last step (the
+-- output to the end). Placement: best-fit by decreasing size among the values live at the same
+-- time. Sizes are either b * batch (every per-sample activation) or constant; the first are
+-- placed in units of the batch, the constant ones in a gap among them or after them, so every
+-- offset is a lin valid for every batch (sizes rounded up to 16 elements).
+local function place(values, steps, output)
+  local first, last = {}, {}
+  for i, st in ipairs(steps) do
+    for _, o in ipairs(step_operands(st)) do
+      local id = o[1].value
+      if values[id].kind == "act" then
+        first[id] = first[id] or i
+        last[id] = i
+      end
+    end
+  end
+  if output then last[output] = #steps + 1 end
+  local order = {}
+  for id, v in ipairs(values) do
+    if v.kind == "act" then
+      local size = lin_mul(v.rows, v.cols)
+      assert(size.b == 0 or size.c == 0, "program: " .. v.name .. ": a size must be b * batch or constant")
+      v.size = size
+      v.aligned = lin(align(size.b), align(size.c))
+      v.first, v.last = assert(first[id], "program: " .. v.name .. " is never used"), last[id]
+      order[#order + 1] = v
+    end
+  end
+  local function key(v) return v.aligned.b > 0 and v.aligned.b or v.aligned.c end
+  table.sort(order, function(a, b)
+    if (a.aligned.b > 0) ~= (b.aligned.b > 0) then return a.aligned.b > 0 end
+    if key(a) ~= key(b) then return key(a) > key(b) end
+    return a.id < b.id
+  end)
+  local placed, arena = {}, lin(0, 0)
+  local function busy_with(v, part)
+    local busy = {}
+    for _, p in ipairs(placed) do
+      if p.part == part and p.first <= v.last and v.first <= p.last then busy[#busy + 1] = { p.at, key(p) } end
+    end
+    return busy
+  end
+  for _, v in ipairs(order) do
+    local part = v.aligned.b > 0 and "b" or "c"
+    v.part, v.at = part, best_fit(busy_with(v, part), key(v))
+    -- a constant-size value fits, at every batch, in a gap of as many batch units as it has
+    -- elements: there when such a gap is free inside the batch part
+    if part == "c" then
+      local at = best_fit(busy_with(v, "b"), key(v))
+      if at + key(v) <= arena.b then v.part, v.at = "b", at end
+    end
+    arena[v.part] = math.max(arena[v.part], v.at + key(v))
+    placed[#placed + 1] = v
+  end
+  for _, v in ipairs(order) do
+    v.offset = v.part == "b" and lin(v.at, 0) or lin(arena.b, v.at)
+  end
+  return arena
+end
+
+-- The program of graph g (built for the member table m).
+function program.lower(g, title)
+  local s = { steps = {}, m = g.m }
+  for _, n in ipairs(g.nodes) do assert(lower[n.op], "program: no lowering of " .. n.op)(s, n) end
+  local out = g.output_value and g.output_value.id
+  local arena = place(g.values, s.steps, out)
+  return { title = title, values = g.values, steps = s.steps, arena = arena, output = out }
+end
+
+-- The member table of a ViT (what models/vit.lua's forward reads). cfg: the fields of the
+-- runtime's poa_vit_config (max_width, max_depth, head_dim, mlp_ratio, patch_size,
+-- in_channels, image_size = the native size, qkv_bias, proj_bias, ffn_bias, layerscale).
+function program.vit_member(cfg, width, depth, image_size)
+  local grid, native = image_size // cfg.patch_size, cfg.image_size // cfg.patch_size
+  local ids = space.block_ids({ depth = { 1, cfg.max_depth } }, depth)
+  local block_ids = {}
+  for j, id in ipairs(ids) do block_ids[j - 1] = id end
+  return {
+    width = width, depth = depth, heads = width // cfg.head_dim, hidden = width * cfg.mlp_ratio,
+    max_width = cfg.max_width, max_hidden = cfg.max_width * cfg.mlp_ratio, alpha = cfg.max_width / width,
+    image_size = image_size, patch_size = cfg.patch_size, in_channels = cfg.in_channels,
+    patch_len = cfg.in_channels * cfg.patch_size * cfg.patch_size, grid = grid, native_grid = native,
+    patches = grid * grid, tokens = grid * grid + 1, native_tokens = native * native + 1,
+    block_ids = block_ids, qkv_bias = cfg.qkv_bias, proj_bias = cfg.proj_bias, ffn_bias = cfg.ffn_bias,
+    layerscale = cfg.layerscale ~= 0,
+  }
+end
+
+-- The forward program of ViT member width x depth at image_size (models/vit.lua's forward).
+function program.vit_forward(cfg, width, depth, image_size)
+  local m = program.vit_member(cfg, width, depth, image_size)
+  local family = require("gen.recipe").load_model("vit")
+  local g = graph.new(m)
+  family.forward(g, m)
+  return program.lower(g, string.format("forward of ViT member %dx%d at %dx%d px (%d tokens)", width, depth,
+                                        image_size, image_size, m.tokens))
+end
+
+-- The same from a loaded recipe (gen/recipe.lua) and crop "global" or "local".
+function program.vit_forward_of_recipe(r, width, depth, crop)
+  local md = r.model
+  local cfg = { max_width = md.width[2], max_depth = md.depth[2], head_dim = md.head_dim, mlp_ratio = md.mlp_ratio,
+                patch_size = md.patch_size, in_channels = md.in_channels, image_size = r.global_crops.size,
+                qkv_bias = md.qkv_bias, proj_bias = md.proj_bias, ffn_bias = md.ffn_bias,
+                layerscale = md.layerscale }
+  local size = crop == "local" and r.local_crops.size or r.global_crops.size
+  return program.vit_forward(cfg, width, depth, size)
+end
+
+-- Total MACs of a program (GEMMs and attention matmuls: space.lua's convention).
+function program.macs(p)
+  local t = lin(0, 0)
+  for _, st in ipairs(p.steps) do t = lin_add(t, st.macs) end
+  return t
+end
+
+-- The largest sum of the aligned sizes of the values live at one step, at this batch: the
+-- bound no placement can beat.
+function program.max_live(p, batch)
+  local best = 0
+  for i = 1, #p.steps do
+    local sum = 0
+    for _, v in ipairs(p.values) do
+      if v.kind == "act" and v.first <= i and i <= v.last then sum = sum + program.eval(v.aligned, batch) end
+    end
+    best = math.max(best, sum)
+  end
+  return best
+end
+
+local function operand_text(p, o, batch)
+  if not o then return "NULL" end
+  local v = p.values[o.value]
+  local off = (o.offset.b ~= 0 or o.offset.c ~= 0) and ("+" .. program.lin_text(o.offset, batch)) or ""
+  return v.name .. off
+end
+
+local function step_text(p, st, batch)
+  local t = function(l) return program.lin_text(l, batch) end
+  if st.kind == "gemm" then
+    return string.format("gemm   %s = %.6g * %s%s (ld %d) x %s%s (ld %d) + %g * C   [%s x %d x %d, ldc %d]",
+      operand_text(p, st.c, batch), st.alpha, operand_text(p, st.a, batch), st.ta == 1 and "^T" or "", st.lda,
+      operand_text(p, st.b, batch), st.tb == 1 and "^T" or "", st.ldb, st.beta, t(st.m), st.n, st.k, st.ldc)
+  elseif st.kind == "copy" then
+    return string.format("copy   %s <- %s   [%s]", operand_text(p, st.dst, batch), operand_text(p, st.src, batch),
+      t(st.count))
+  end
+  local args = {}
+  for i, a in ipairs(st.args) do
+    local name = graph.kernel_params(st.kernel)[i][1]
+    args[i] = a.scalar and (name .. "=" .. t(a.scalar)) or operand_text(p, a.buffer, batch)
+  end
+  return string.format("kernel %s(%s)", st.kernel, table.concat(args, ", "))
+end
+
+-- The readable program: the arena (at batch B, or symbolic in B), its values, the steps with
+-- their FLOPs: the multiply-accumulates of the GEMMs and the attention matmuls, 1 FLOP each
+-- (gen/space.lua's convention, that of `poa list`).
+function program.text(p, batch)
+  local t = function(l) return program.lin_text(l, batch) end
+  local at = batch or 1
+  local arena, macs = program.eval(p.arena, at), program.eval(program.macs(p), at)
+  local lines = { p.title,
+    string.format("batch %s; arena %s elements (%s at batch %d: %.2f MiB in fp32; the most live at one step %.2f MiB)",
+      batch and tostring(batch) or "B (symbolic)", program.lin_text(p.arena), arena, at, arena * 4 / 2 ^ 20,
+      program.max_live(p, at) * 4 / 2 ^ 20),
+    string.format("%d steps, %.4f GFLOPs at batch %d (1 per multiply-accumulate, as poa list)", #p.steps,
+      macs / 1e9, at),
+    "values:", string.format("  %-22s %-6s %-14s %-14s %s", "name", "kind", "elements", "arena offset", "live (steps)") }
+  for _, v in ipairs(p.values) do
+    if v.kind == "act" then
+      lines[#lines + 1] = string.format("  %-22s %-6s %-14s %-14s %d..%s", v.name, v.kind, t(v.size), t(v.offset),
+        v.first, v.last > #p.steps and "end" or tostring(v.last))
+    else
+      lines[#lines + 1] = string.format("  %-22s %s", v.name, v.kind)
+    end
+  end
+  lines[#lines + 1] = "steps:"
+  for i, st in ipairs(p.steps) do
+    local f = program.eval(st.macs, at)
+    lines[#lines + 1] = string.format("  %3d %s%s", i, step_text(p, st, batch),
+      f > 0 and string.format("   %.4g MFLOPs", f / 1e6) or "")
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+return program

@@ -1,0 +1,89 @@
+/* command_program.c: `poa program`, the forward program of one member as the runtime runs
+   it: the table runtime/vit.c builds (gen/program.lua over models/vit.lua), checked by the
+   executor's reader (runtime/program.c), printed by gen/program.lua's text. */
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+#include "program.h"
+#include "recipe.h"
+#include "vit.h"
+
+typedef struct program_options {
+    const char *recipe, *net, *crop;
+    long batch; /* 0: symbolic */
+} program_options;
+
+static int parse(int argc, char **argv, program_options *o, poa_error *e) {
+    memset(o, 0, sizeof *o);
+    o->crop = "global";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--net") == 0 || strcmp(a, "--crop") == 0 || strcmp(a, "--batch") == 0) {
+            if (i + 1 >= argc) return poa_fail(e, "%s needs a value", a);
+            const char *v = argv[++i];
+            if (a[2] == 'n') {
+                o->net = v;
+            } else if (a[2] == 'c') {
+                if (strcmp(v, "global") && strcmp(v, "local")) return poa_fail(e, "--crop %s: global or local", v);
+                o->crop = v;
+            } else {
+                char *end;
+                o->batch = strtol(v, &end, 10);
+                if (*end || o->batch < 1) return poa_fail(e, "--batch %s: a positive integer", v);
+            }
+        } else if (a[0] == '-') {
+            return poa_fail(e, "unknown option %s", a);
+        } else if (!o->recipe) {
+            o->recipe = a;
+        } else {
+            return poa_fail(e, "unexpected argument %s", a);
+        }
+    }
+    if (!o->recipe || !o->net)
+        return poa_fail(e, "usage: poa program <recipe.lua> --net WxD [--crop global|local] [--batch B]");
+    return 0;
+}
+
+static int print_program(const program_options *o, poa_error *e) {
+    lua_State *L = poa_lua_open(e);
+    if (!L) return -1;
+    poa_recipe recipe;
+    int width, depth, rc = poa_recipe_load(L, o->recipe, &recipe, e);
+    if (rc == 0) rc = poa_recipe_member(L, &recipe, o->net, &width, &depth, e);
+    int size = strcmp(o->crop, "local") == 0 ? recipe.local_crop_size : recipe.global_crop_size;
+    if (rc == 0) rc = poa_vit_push_program(L, &recipe.vit, width, depth, size, e);
+    if (rc == 0) {
+        poa_program check; /* what the executor reads of it */
+        rc = poa_program_from_lua(L, -1, &check, e);
+        poa_program_free(&check);
+    }
+    if (rc == 0) {
+        lua_getglobal(L, "require");
+        lua_pushstring(L, "gen.program");
+        lua_call(L, 1, 1);
+        lua_getfield(L, -1, "text");
+        lua_pushvalue(L, -3);
+        if (o->batch) lua_pushinteger(L, o->batch);
+        else lua_pushnil(L);
+        if (lua_pcall(L, 2, 1, 0) != LUA_OK) rc = poa_fail(e, "%s", lua_tostring(L, -1));
+        else fputs(lua_tostring(L, -1), stdout);
+    }
+    lua_close(L);
+    return rc;
+}
+
+int poa_command_program(int argc, char **argv) {
+    program_options o;
+    poa_error e = { { 0 } };
+    if (parse(argc, argv, &o, &e)) {
+        fprintf(stderr, "poa program: %s\n", e.message);
+        return POA_EXIT_USAGE;
+    }
+    if (print_program(&o, &e)) {
+        fprintf(stderr, "poa program: %s\n", e.message);
+        return POA_EXIT_FAILED;
+    }
+    return POA_EXIT_OK;
+}

@@ -1,0 +1,323 @@
+/* program.c: reads a program of gen/program.lua (program.h) and runs it on the CPU backend:
+   GEMMs through OpenBLAS (backend.h), kernels of the member's generated set (kernels.h) and
+   the two runtime kernels below. */
+#include "program.h"
+
+#include <lauxlib.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+
+#define P(i) (buf[i])
+#define S(i) (scalar[i])
+
+/* patches[b*N + gy*G + gx][c*P*P + ky*P + kx] = images[b][c][gy*P + ky][gx*P + kx],
+   G = size / P, N = G * G (the conv's input rows, one per patch). */
+static void run_patchify(const poa_vit_kernels *k, void **buf, const long *scalar) {
+    (void)k;
+    real *patches = P(0);
+    const real *images = P(1);
+    const long batch = S(2), channels = S(3), size = S(4), patch = S(5);
+    const long grid = size / patch, len = channels * patch * patch;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (long b = 0; b < batch; b++)
+        for (long gy = 0; gy < grid; gy++)
+            for (long gx = 0; gx < grid; gx++)
+                for (long ch = 0; ch < channels; ch++)
+                    for (long ky = 0; ky < patch; ky++)
+                        memcpy(patches + ((b * grid + gy) * grid + gx) * len + (ch * patch + ky) * patch,
+                               images + ((b * channels + ch) * size + gy * patch + ky) * size + gx * patch,
+                               sizeof(real) * (size_t)patch);
+}
+
+/* Every row of y (rows x cols, rows ld apart) = vec, or 0 when vec is NULL (a bias). */
+static void run_fill_rows(const poa_vit_kernels *k, void **buf, const long *scalar) {
+    (void)k;
+    poa_fill_rows(P(0), S(1), P(2), S(3), S(4));
+}
+
+/* The kernels of the set, in the C order of gen/ops.lua's params (kernels.h). */
+static void run_layernorm_forward(const poa_vit_kernels *k, void **buf, const long *scalar) {
+    k->layernorm_forward(k, P(0), P(1), P(2), P(3), P(4), P(5), S(6));
+}
+static void run_attention_forward(const poa_vit_kernels *k, void **buf, const long *scalar) {
+    k->attention_forward(k, P(0), P(1), P(2), S(3), S(4));
+}
+static void run_residual_forward(const poa_vit_kernels *k, void **buf, const long *scalar) {
+    k->residual_forward(k, P(0), P(1), P(2), P(3), S(4), S(5));
+}
+static void run_gelu_forward(const poa_vit_kernels *k, void **buf, const long *scalar) {
+    k->gelu_forward(k, P(0), P(1), S(2));
+}
+static void run_tokens_forward(const poa_vit_kernels *k, void **buf, const long *scalar) {
+    k->tokens_forward(k, P(0), P(1), P(2), P(3), P(4), S(5), P(6), S(7), S(8));
+}
+
+/* name, argument kinds (b: buffer, s: scalar), runner */
+static const struct {
+    const char *name, *signature;
+    void (*run)(const poa_vit_kernels *k, void **buf, const long *scalar);
+} kernel_table[] = {
+    { "patchify", "bbssss", run_patchify },
+    { "fill_rows", "bsbss", run_fill_rows },
+    { "layernorm_forward", "bbbbbbs", run_layernorm_forward },
+    { "attention_forward", "bbbss", run_attention_forward },
+    { "residual_forward", "bbbbss", run_residual_forward },
+    { "gelu_forward", "bbs", run_gelu_forward },
+    { "tokens_forward", "bbbbbsbss", run_tokens_forward },
+};
+enum { kernel_count = sizeof kernel_table / sizeof kernel_table[0] };
+
+static long field_long(lua_State *L, int t, const char *name) {
+    lua_getfield(L, t, name);
+    long v = (long)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static double field_double(lua_State *L, int t, const char *name) {
+    lua_getfield(L, t, name);
+    double v = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* The lin at field `name` of table t ({b, c}); an integer counts as a constant. */
+static poa_lin field_lin(lua_State *L, int t, const char *name) {
+    poa_lin l = { 0, 0 };
+    lua_getfield(L, t, name);
+    if (lua_isinteger(L, -1)) {
+        l.c = (long)lua_tointeger(L, -1);
+    } else if (lua_istable(L, -1)) {
+        int top = lua_gettop(L);
+        l.b = field_long(L, top, "b");
+        l.c = field_long(L, top, "c");
+    }
+    lua_pop(L, 1);
+    return l;
+}
+
+/* The operand at field `name` (absent: value -1); value ids become 0-based. */
+static poa_operand field_operand(lua_State *L, int t, const char *name) {
+    poa_operand o = { -1, { 0, 0 } };
+    lua_getfield(L, t, name);
+    if (lua_istable(L, -1)) {
+        int top = lua_gettop(L);
+        o.value = (int)field_long(L, top, "value") - 1;
+        o.offset = field_lin(L, top, "offset");
+    }
+    lua_pop(L, 1);
+    return o;
+}
+
+static int read_value(lua_State *L, int t, poa_program_value *v, poa_error *e) {
+    static const char *const kinds[] = { "act", "param", "input", "const" };
+    lua_getfield(L, t, "name");
+    lua_getfield(L, t, "kind");
+    lua_getfield(L, t, "elem");
+    const char *name = lua_tostring(L, -3), *kind = lua_tostring(L, -2), *elem = lua_tostring(L, -1);
+    int rc = 0;
+    if (!name || !kind || strlen(name) >= sizeof v->name) rc = poa_fail(e, "program: a value without a name or kind");
+    v->kind = -1;
+    for (int i = 0; i < 4 && rc == 0; i++)
+        if (strcmp(kind, kinds[i]) == 0) v->kind = i;
+    if (rc == 0 && v->kind < 0) rc = poa_fail(e, "program: value %s of unknown kind %s", name, kind);
+    if (rc == 0) {
+        snprintf(v->name, sizeof v->name, "%s", name);
+        v->elem_size = elem && strcmp(elem, "u8") == 0 ? 1 : (int)sizeof(real);
+    }
+    lua_pop(L, 3);
+    v->size = field_lin(L, t, "size");
+    v->offset = field_lin(L, t, "offset");
+    return rc;
+}
+
+static int read_kernel(lua_State *L, int t, poa_program_step *s, const poa_program *p, poa_error *e) {
+    lua_getfield(L, t, "kernel");
+    const char *name = lua_tostring(L, -1);
+    s->kernel = -1;
+    for (int i = 0; i < kernel_count && name; i++)
+        if (strcmp(name, kernel_table[i].name) == 0) s->kernel = i;
+    int rc = s->kernel < 0 ? poa_fail(e, "program: unknown kernel %s", name ? name : "(none)") : 0;
+    lua_pop(L, 1);
+    if (rc) return rc;
+    const char *sig = kernel_table[s->kernel].signature;
+    lua_getfield(L, t, "args");
+    int args = lua_gettop(L);
+    s->arg_count = (int)luaL_len(L, args);
+    if (s->arg_count != (int)strlen(sig))
+        rc = poa_fail(e, "program: kernel %s takes %zu arguments, the step gives %d", name, strlen(sig), s->arg_count);
+    for (int i = 0; i < s->arg_count && rc == 0; i++) {
+        lua_rawgeti(L, args, i + 1);
+        int a = lua_gettop(L);
+        lua_getfield(L, a, "scalar");
+        s->is_scalar[i] = !lua_isnil(L, -1);
+        lua_pop(L, 1);
+        if (s->is_scalar[i] != (sig[i] == 's'))
+            rc = poa_fail(e, "program: kernel %s argument %d must be a %s", name, i + 1, sig[i] == 's' ? "scalar" : "buffer");
+        if (s->is_scalar[i]) s->scalars[i] = field_lin(L, a, "scalar");
+        else s->args[i] = field_operand(L, a, "buffer");
+        if (!s->is_scalar[i] && s->args[i].value >= p->value_count)
+            rc = poa_fail(e, "program: kernel %s argument %d names no value", name, i + 1);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
+static int read_step(lua_State *L, int t, poa_program_step *s, const poa_program *p, poa_error *e) {
+    memset(s, 0, sizeof *s);
+    lua_getfield(L, t, "kind");
+    const char *kind = lua_tostring(L, -1);
+    s->kind = !kind ? -1 : strcmp(kind, "gemm") == 0 ? POA_STEP_GEMM : strcmp(kind, "kernel") == 0 ? POA_STEP_KERNEL
+            : strcmp(kind, "copy") == 0 ? POA_STEP_COPY : -1;
+    lua_pop(L, 1);
+    if (s->kind == POA_STEP_KERNEL) return read_kernel(L, t, s, p, e);
+    if (s->kind == POA_STEP_COPY) {
+        s->a = field_operand(L, t, "src");
+        s->c = field_operand(L, t, "dst");
+        s->m = field_lin(L, t, "count");
+        return s->a.value < 0 || s->c.value < 0 ? poa_fail(e, "program: a copy without source or destination") : 0;
+    }
+    if (s->kind != POA_STEP_GEMM) return poa_fail(e, "program: a step of unknown kind");
+    s->ta = (int)field_long(L, t, "ta");
+    s->tb = (int)field_long(L, t, "tb");
+    s->m = field_lin(L, t, "m");
+    s->n = field_long(L, t, "n");
+    s->k = field_long(L, t, "k");
+    s->lda = field_long(L, t, "lda");
+    s->ldb = field_long(L, t, "ldb");
+    s->ldc = field_long(L, t, "ldc");
+    s->alpha = field_double(L, t, "alpha");
+    s->beta = field_double(L, t, "beta");
+    s->a = field_operand(L, t, "a");
+    s->b = field_operand(L, t, "b");
+    s->c = field_operand(L, t, "c");
+    return s->a.value < 0 || s->b.value < 0 || s->c.value < 0 ? poa_fail(e, "program: a GEMM without operands") : 0;
+}
+
+int poa_program_from_lua(lua_State *L, int index, poa_program *p, poa_error *e) {
+    memset(p, 0, sizeof *p);
+    int t = lua_absindex(L, index), rc = 0;
+    if (!lua_istable(L, t)) return poa_fail(e, "program: not a table");
+    lua_getfield(L, t, "values");
+    lua_getfield(L, t, "steps");
+    int values = lua_gettop(L) - 1, steps = lua_gettop(L);
+    if (!lua_istable(L, values) || !lua_istable(L, steps)) {
+        lua_pop(L, 2);
+        return poa_fail(e, "program: no values or steps");
+    }
+    p->value_count = (int)luaL_len(L, values);
+    p->step_count = (int)luaL_len(L, steps);
+    p->values = calloc((size_t)p->value_count + 1, sizeof *p->values);
+    p->steps = calloc((size_t)p->step_count + 1, sizeof *p->steps);
+    if (!p->values || !p->steps) rc = poa_fail(e, "program: out of memory");
+    for (int i = 0; i < p->value_count && rc == 0; i++) {
+        lua_rawgeti(L, values, i + 1);
+        rc = read_value(L, lua_gettop(L), &p->values[i], e);
+        lua_pop(L, 1);
+    }
+    for (int i = 0; i < p->step_count && rc == 0; i++) {
+        lua_rawgeti(L, steps, i + 1);
+        rc = read_step(L, lua_gettop(L), &p->steps[i], p, e);
+        if (rc) snprintf(e->message + strlen(e->message), sizeof e->message - strlen(e->message), " (step %d)", i + 1);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 2);
+    p->arena = field_lin(L, t, "arena");
+    p->output = (int)field_long(L, t, "output") - 1;
+    if (rc) poa_program_free(p);
+    return rc;
+}
+
+void poa_program_free(poa_program *p) {
+    free(p->values);
+    free(p->steps);
+    p->values = NULL;
+    p->steps = NULL;
+    p->value_count = p->step_count = 0;
+}
+
+int poa_program_find(const poa_program *p, const char *name) {
+    for (int i = 0; i < p->value_count; i++)
+        if (strcmp(p->values[i].name, name) == 0) return i;
+    return -1;
+}
+
+#define CACHE_ENTRIES 1024
+#define CACHE_BYTES (64L << 20)
+
+static struct cache_entry {
+    void *key;
+    size_t size;
+    poa_program program;
+} *cache[CACHE_ENTRIES];
+static int cache_count;
+static long cache_bytes;
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const poa_program *find_locked(const void *key, size_t size) {
+    for (int i = 0; i < cache_count; i++)
+        if (cache[i]->size == size && memcmp(cache[i]->key, key, size) == 0) return &cache[i]->program;
+    return NULL;
+}
+
+const poa_program *poa_program_cache_find(const void *key, size_t size) {
+    pthread_mutex_lock(&cache_lock);
+    const poa_program *found = find_locked(key, size);
+    pthread_mutex_unlock(&cache_lock);
+    return found;
+}
+
+const poa_program *poa_program_cache_add(const void *key, size_t size, poa_program *p) {
+    const long bytes = (long)(sizeof *p->values * (size_t)p->value_count + sizeof *p->steps * (size_t)p->step_count);
+    pthread_mutex_lock(&cache_lock);
+    const poa_program *found = find_locked(key, size);
+    if (found) {
+        poa_program_free(p); /* built twice by two threads: keep the first */
+    } else if (cache_count < CACHE_ENTRIES && cache_bytes + bytes <= CACHE_BYTES) {
+        struct cache_entry *c = malloc(sizeof *c);
+        void *k = malloc(size);
+        if (c && k) {
+            memcpy(k, key, size);
+            c->key = k, c->size = size, c->program = *p;
+            memset(p, 0, sizeof *p);
+            cache[cache_count++] = c;
+            cache_bytes += bytes;
+            found = &c->program;
+        } else {
+            free(c), free(k);
+        }
+    }
+    pthread_mutex_unlock(&cache_lock);
+    return found;
+}
+
+static void *pointer(const poa_program *p, void *const *bases, poa_operand o, long batch) {
+    if (o.value < 0 || !bases[o.value]) return NULL;
+    return (char *)bases[o.value] + (size_t)p->values[o.value].elem_size * (size_t)poa_lin_at(o.offset, batch);
+}
+
+void poa_program_run(const poa_program *p, void *const *bases, long batch, const poa_vit_kernels *k) {
+    for (int i = 0; i < p->step_count; i++) {
+        const poa_program_step *s = &p->steps[i];
+        if (s->kind == POA_STEP_GEMM) {
+            poa_gemm(s->ta, s->tb, poa_lin_at(s->m, batch), s->n, s->k, (real)s->alpha, pointer(p, bases, s->a, batch),
+                     s->lda, pointer(p, bases, s->b, batch), s->ldb, (real)s->beta, pointer(p, bases, s->c, batch),
+                     s->ldc);
+        } else if (s->kind == POA_STEP_COPY) {
+            memcpy(pointer(p, bases, s->c, batch), pointer(p, bases, s->a, batch),
+                   sizeof(real) * (size_t)poa_lin_at(s->m, batch));
+        } else {
+            void *buf[POA_PROGRAM_MAX_ARGS];
+            long scalar[POA_PROGRAM_MAX_ARGS];
+            for (int j = 0; j < s->arg_count; j++) {
+                buf[j] = s->is_scalar[j] ? NULL : pointer(p, bases, s->args[j], batch);
+                scalar[j] = s->is_scalar[j] ? poa_lin_at(s->scalars[j], batch) : 0;
+            }
+            kernel_table[s->kernel].run(k, buf, scalar);
+        }
+    }
+}

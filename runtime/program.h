@@ -1,0 +1,82 @@
+/* program.h: the flat programs gen/program.lua lowers a member's forward graph to, and the
+   executor that runs them on the CPU backend (OpenBLAS GEMMs + the generated C kernels).
+
+   A program is data: values (activations in one arena laid out by liveness, parameters by
+   state-dict name, per-call inputs, constants of the pass) and steps (a GEMM with its shapes,
+   leading dimensions, alpha and beta; a kernel launch with its buffers and scalars; a copy).
+   Sizes, offsets and row counts are lins b * batch + c: the batch is bound at run time. The
+   executor only walks the steps; it knows no model. */
+#ifndef POA_PROGRAM_H
+#define POA_PROGRAM_H
+
+#include <lua.h>
+
+#include "error.h"
+#include "kernels.h"
+
+#define POA_PROGRAM_NAME_SIZE 64
+#define POA_PROGRAM_MAX_ARGS 10
+
+typedef struct poa_lin {
+    long b, c;
+} poa_lin;
+
+static inline long poa_lin_at(poa_lin l, long batch) { return l.b * batch + l.c; }
+
+enum { POA_VALUE_ACT, POA_VALUE_PARAM, POA_VALUE_INPUT, POA_VALUE_CONST };
+enum { POA_STEP_GEMM, POA_STEP_KERNEL, POA_STEP_COPY };
+
+typedef struct poa_program_value {
+    char name[POA_PROGRAM_NAME_SIZE];
+    int kind, elem_size;  /* elem_size: sizeof(real), or 1 for a u8 mask */
+    poa_lin size, offset; /* activations: elements and arena offset */
+} poa_program_value;
+
+/* A view into a value (value -1: a NULL pointer). */
+typedef struct poa_operand {
+    int value;
+    poa_lin offset;
+} poa_operand;
+
+typedef struct poa_program_step {
+    int kind;
+    /* GEMM, row-major: c (m x n, ldc) = alpha op(a) op(b) + beta c. Copy: a -> c, m elements. */
+    int ta, tb;
+    poa_lin m;
+    long n, k, lda, ldb, ldc;
+    double alpha, beta;
+    poa_operand a, b, c;
+    /* kernel: index into the executor's table; args in the kernel's C order, each a buffer
+       (operand) or a scalar (lin). */
+    int kernel, arg_count;
+    unsigned char is_scalar[POA_PROGRAM_MAX_ARGS];
+    poa_operand args[POA_PROGRAM_MAX_ARGS];
+    poa_lin scalars[POA_PROGRAM_MAX_ARGS];
+} poa_program_step;
+
+typedef struct poa_program {
+    int value_count, step_count, output; /* output: the value id of the result, or -1 */
+    poa_program_value *values;
+    poa_program_step *steps;
+    poa_lin arena; /* elements of the arena */
+} poa_program;
+
+/* Reads the program table at stack index `index` (gen/program.lua's format), checking every
+   kernel name and its arguments against the executor's table. */
+int poa_program_from_lua(lua_State *L, int index, poa_program *p, poa_error *e);
+void poa_program_free(poa_program *p);
+/* The id of the value of this name, or -1. */
+int poa_program_find(const poa_program *p, const char *name);
+
+/* A process-wide cache of programs by key (the bytes of whatever determines the program): a
+   program is built once per process, and cached ones are never freed (at most 1024 of them,
+   64 MiB). find: the cached program or NULL. add: takes *p over and returns the cached copy,
+   or NULL when the cache is full (p is then left to the caller). Thread-safe. */
+const poa_program *poa_program_cache_find(const void *key, size_t size);
+const poa_program *poa_program_cache_add(const void *key, size_t size, poa_program *p);
+
+/* Runs the steps: bases[v] is where value v starts (NULL: absent, its operands are NULL
+   pointers); k is the kernel set of the member's width. */
+void poa_program_run(const poa_program *p, void *const *bases, long batch, const poa_vit_kernels *k);
+
+#endif
