@@ -22,9 +22,9 @@ typedef struct poa_cuda_emulator {
     int (*launch)(void *context, const char *module, const char *kernel, const unsigned grid[3],
                   const unsigned block[3], void **args, poa_error *e);
     int (*gemm)(void *context, const poa_cublaslt_call *call, poa_error *e);
-    /* optional device memory (NULL: calloc and free): bytes of zeroed host memory, NULL when out
-       of memory (tests/c/cuda_host.h's ends at a guard page, so that kernels reading past an
-       allocation fault) */
+    /* optional device memory (NULL: calloc and free): bytes of host memory, NULL when out of
+       memory; like cuMemAlloc's, its content is undefined (tests/c/cuda_host.h's starts as 0xff
+       bytes and ends at a guard page, so that kernels reading past an allocation fault) */
     void *(*alloc)(void *context, size_t bytes);
     void (*release)(void *context, void *pointer);
 } poa_cuda_emulator;

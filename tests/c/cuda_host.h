@@ -7,8 +7,8 @@
    kernel's closing brace, on the same line, POA_HOST_KERNEL(name) (its entry in the module's
    table), and `extern __shared__ T name[];` becomes a pointer to the launch's dynamic buffer.
 
-   Faults are loud: device memory (cuda_host_alloc) ends at a PROT_NONE page, so a read or write
-   past an allocation's end faults; the .cu is built with -fsanitize=bounds trapping, so an
+   Faults are loud: device memory (cuda_host_alloc) starts as 0xff bytes and ends at a
+   PROT_NONE page, so a read or write past an allocation's end faults; the .cu is built with -fsanitize=bounds trapping, so an
    index past a shared (or any fixed-size) array's end traps; a fault or trap during a launch
    prints "FAIL cuda_host: <kernel, block, thread>: ..." with the allocation it missed, and the
    process exits. Divergent barriers and disagreeing warp operations are launch errors.
@@ -79,8 +79,9 @@ typedef struct cuda_host_allocation {
 static cuda_host_allocation cuda_host_allocations[CUDA_HOST_ALLOCATIONS];
 static const cuda_host_module *cuda_host_running; /* the module of the launch in progress */
 
-/* bytes of zeroed memory whose last byte is just before a PROT_NONE page (the start aligned to
-   the largest power of two up to 16 dividing bytes); NULL when out of memory or slots. */
+/* bytes of memory filled with 0xff (float and double NaN, integer -1, as cuMemAlloc's is not
+   zeroed either) whose last byte is just before a PROT_NONE page (the start aligned to the
+   largest power of two up to 16 dividing bytes); NULL when out of memory or slots. */
 static inline void *cuda_host_alloc(size_t bytes) {
     int slot = 0;
     while (slot < CUDA_HOST_ALLOCATIONS && cuda_host_allocations[slot].base) slot++;
@@ -98,6 +99,7 @@ static inline void *cuda_host_alloc(size_t bytes) {
     char *end = map + data_pages * page;
     char *base = (char *)((uintptr_t)(end - size) & ~(uintptr_t)(align - 1));
     cuda_host_allocations[slot] = (cuda_host_allocation){ base, size, map, map_bytes };
+    memset(base, 0xff, size); /* poisoned (NaN, -1): cuMemAlloc's memory is uninitialised too */
     return base;
 }
 

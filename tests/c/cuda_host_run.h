@@ -4,8 +4,9 @@
    train_kernels.cu). Differential check: each launch first runs the emulator's C twin (the CPU
    backend's kernels, the glue loops, the heads' and training kernels' C) on the same inputs;
    then memory is restored and the .cu kernel runs; each kernel's worst difference over every
-   element either of them wrote (host_difference) is kept for the report. The .cu results are what the pass goes on with, so the pass's own checks against the
-   CPU are checks of the .cu kernels. Device memory is cuda_host_alloc's (guard pages). */
+   element either of them wrote (host_difference) is kept for the report. The .cu results are
+   what the pass goes on with, so the pass's own checks against the CPU are checks of the .cu
+   kernels. Device memory is cuda_host_alloc's (poisoned, guard pages). */
 #ifndef POA_TEST_CUDA_HOST_RUN_H
 #define POA_TEST_CUDA_HOST_RUN_H
 
