@@ -295,6 +295,8 @@ static inline int emulate_train(const char *name, void **args, poa_error *e) {
                         flt(args, 14), flt(args, 15), num(args, 16));
     else if (!strcmp(name, "poa_train_ema"))
         poa_train_ema(ptr(args, 0), (uint16_t *)ptr(args, 1), ptr(args, 2), flt(args, 3), flt(args, 4), num(args, 5));
+    else if (!strcmp(name, "poa_train_cast_bf16"))
+        poa_train_cast_bf16((uint16_t *)ptr(args, 0), ptr(args, 1), num(args, 2));
     else if (!strcmp(name, "poa_train_sum_squares"))
         poa_train_sum_squares(dptr(args, 0), ptr(args, 1), num(args, 2));
     else if (!strcmp(name, "poa_train_sum"))

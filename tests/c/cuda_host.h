@@ -161,9 +161,14 @@ static inline void cuda_host_install_fault_handler(void) {
 
 /* ---- compiling a module ---- */
 
+/* The tree's root with a trailing slash: $POA_HOME (as runtime/recipe.c reads it), else
+   POA_SOURCE_DIR. */
 static inline const char *cuda_host_home(void) {
+    static char dir[512];
     const char *home = getenv("POA_HOME");
-    return home ? home : POA_SOURCE_DIR;
+    snprintf(dir, sizeof dir, "%s%s", home ? home : POA_SOURCE_DIR,
+             home && home[0] && home[strlen(home) - 1] != '/' ? "/" : "");
+    return dir;
 }
 
 static inline int cuda_host_read(const char *path, char **text, poa_error *e) {
@@ -285,7 +290,8 @@ static inline int cuda_host_compile(cuda_host *h, const char *source, const char
     }
     char cu[1100], tmp[1200], log[1200], command[8192];
     if (!rc) {
-        snprintf(cu, sizeof cu, "%sbuild/cuda_host/%.16s_%s", home, hex, name);
+        /* per process: two test programs may build the same module at once */
+        snprintf(cu, sizeof cu, "%sbuild/cuda_host/%.16s_%ld_%s", home, hex, (long)getpid(), name);
         snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
         snprintf(log, sizeof log, "%s.%ld.log", path, (long)getpid());
         FILE *f = fopen(cu, "wb");
@@ -313,6 +319,7 @@ static inline int cuda_host_compile(cuda_host *h, const char *source, const char
         }
         remove(log);
         remove(tmp);
+        if (!rc) remove(cu); /* kept when it did not compile, for the message */
     }
     free(prepared), free(prelude), free(scheduler), free(keyed);
     return rc;

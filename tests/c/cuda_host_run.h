@@ -219,8 +219,8 @@ static inline int host_runner_launch(host_runner *r, const char *module, const c
     if (!rc && host_is_pair(name, 0)) rc = cuda_host_launch(&r->host, module, "attention_backward_dkv", grid, block, args, e);
     r->twin_seconds += t1 - t0, r->cu_seconds += host_seconds() - t1;
     if (!rc) {
-        char label[96];
-        snprintf(label, sizeof label, "%s%s", name, host_is_pair(name, 0) ? " + _dkv" : "");
+        char label[96]; /* module:kernel (a ViT set's kernels have the same names in every set) */
+        snprintf(label, sizeof label, "%s:%s%s", module, name, host_is_pair(name, 0) ? " + _dkv" : "");
         double err[2];
         host_difference(&t, signature, args, host_is_pair(name, 0) ? 1 : -1, err);
         host_record(r, label, err);
@@ -234,7 +234,7 @@ static inline int host_runner_launch(host_runner *r, const char *module, const c
 static inline double host_runner_report(const host_runner *r, const char *prefix) {
     double worst = 0;
     for (int i = 0; i < r->error_count; i++) {
-        printf("  %s .cu %-48s worst %.3g (relative %.3g) over %ld launches\n", prefix, r->errors[i].name,
+        printf("  %s %-66s worst %.3g (relative %.3g) over %ld launches\n", prefix, r->errors[i].name,
                r->errors[i].worst, r->errors[i].worst_relative, r->errors[i].launches);
         worst = fmax(worst, r->errors[i].worst);
     }
