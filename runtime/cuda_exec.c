@@ -13,7 +13,8 @@ static unsigned long fake_allocations; /* makes the fake addresses distinct */
 int poa_cuda_exec_alloc(const poa_cuda_exec *x, CUdeviceptr *pointer, int region, size_t bytes, poa_error *e) {
     if (x->cuda) return poa_cuda_alloc(x->cuda, pointer, bytes ? bytes : 4, e);
     if (x->emulator) {
-        *pointer = (CUdeviceptr)(uintptr_t)calloc(bytes ? bytes : 4, 1);
+        const poa_cuda_emulator *m = x->emulator;
+        *pointer = (CUdeviceptr)(uintptr_t)(m->alloc ? m->alloc(m->context, bytes ? bytes : 4) : calloc(bytes ? bytes : 4, 1));
         if (!*pointer) return poa_fail(e, "out of host memory for %zu bytes", bytes);
     } else {
         *pointer = ((CUdeviceptr)region << 40) + (CUdeviceptr)(fake_allocations++ % 4096) * 4096;
@@ -26,7 +27,8 @@ int poa_cuda_exec_alloc(const poa_cuda_exec *x, CUdeviceptr *pointer, int region
 void poa_cuda_exec_free(const poa_cuda_exec *x, CUdeviceptr *pointer) {
     if (!*pointer) return;
     if (x->account && !x->cuda) poa_cuda_memory_remove(x->account, *pointer);
-    if (x->emulator) free((void *)(uintptr_t)*pointer);
+    if (x->emulator && x->emulator->release) x->emulator->release(x->emulator->context, (void *)(uintptr_t)*pointer);
+    else if (x->emulator) free((void *)(uintptr_t)*pointer);
     if (x->cuda) {
         poa_error ignored;
         poa_cuda_free(x->cuda, *pointer, &ignored);

@@ -22,6 +22,11 @@ typedef struct poa_cuda_emulator {
     int (*launch)(void *context, const char *module, const char *kernel, const unsigned grid[3],
                   const unsigned block[3], void **args, poa_error *e);
     int (*gemm)(void *context, const poa_cublaslt_call *call, poa_error *e);
+    /* optional device memory (NULL: calloc and free): bytes of host memory, NULL when out of
+       memory; like cuMemAlloc's, its content is undefined (tests/c/cuda_host.h's starts as 0xff
+       bytes and ends at a guard page, so that kernels reading past an allocation fault) */
+    void *(*alloc)(void *context, size_t bytes);
+    void (*release)(void *context, void *pointer);
 } poa_cuda_emulator;
 
 /* Per-kernel GPU time: with a profile, every launch and GEMM on a GPU is bracketed by two

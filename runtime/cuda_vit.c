@@ -974,20 +974,16 @@ static int pass_init(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, const poa_
     }
     if (!rc && cuda) rc = poa_cuda_synchronize(cuda, e); /* host is freed next */
     free(host);
-    if (!cuda) {
-        if (rc) poa_cuda_vit_pass_free(p);
-        return rc;
-    }
-
-    /* modules and functions */
-    if (!rc) rc = load_module(p, kernel_set, p->set_name, &p->set_module, e);
-    if (!rc) rc = load_module(p, glue_source, "vit_glue.cu", &p->glue_module, e);
-    for (int i = 0; !rc && i < p->kernel_count; i++)
+    /* modules and functions (emulated: launches go to the emulator by name) */
+    if (!rc && cuda) rc = load_module(p, kernel_set, p->set_name, &p->set_module, e);
+    if (!rc && cuda) rc = load_module(p, glue_source, "vit_glue.cu", &p->glue_module, e);
+    for (int i = 0; !rc && cuda && i < p->kernel_count; i++)
         rc = poa_cuda_get_function(cuda, p->set_module, p->kernels[i].name, &p->functions[i], e);
-    for (int i = 0; !rc && i < GLUE_COUNT; i++)
+    for (int i = 0; !rc && cuda && i < GLUE_COUNT; i++)
         rc = poa_cuda_get_function(cuda, p->glue_module, glue_names[i], &p->glue[i], e);
-    /* a zeroed arena, as the CPU's calloc'd one (buffers a shape leaves unused stay 0); a shared
-       one is another pass's, written before read as the CPU's reused arenas are */
+    /* a zeroed arena, as the CPU's calloc'd one (buffers a shape leaves unused stay 0), emulated
+       too (neither a GPU's nor an emulator's memory need start zeroed); a shared one is another
+       pass's, written before read as the CPU's reused arenas are */
     if (!rc && !p->arena_shared) {
         int trace = p->trace;
         p->trace = 0;

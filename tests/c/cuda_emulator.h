@@ -16,6 +16,7 @@
 #include "bf16.h"
 #include "check.h"
 #include "cublaslt.h"
+#include "cuda_host_run.h"
 #include "error.h"
 #include "heads_kernels.h"
 #include "kernels.h"
@@ -258,6 +259,8 @@ typedef struct step_emulator {
     float *scratch;
     long scratch_count;
     long launches, gemms, train_launches, heads_launches, glue_launches;
+    host_runner *host;  /* non-NULL: launches run their .cu text (tests/c/cuda_host_run.h), checked against
+                           the C twins below when host->twin is emulate_step_twin */
 } step_emulator;
 
 /* The CPU kernels of the ViT set a module name says ("vit_w64_h32_f256.cu"). */
@@ -292,6 +295,8 @@ static inline int emulate_train(const char *name, void **args, poa_error *e) {
                         flt(args, 14), flt(args, 15), num(args, 16));
     else if (!strcmp(name, "poa_train_ema"))
         poa_train_ema(ptr(args, 0), (uint16_t *)ptr(args, 1), ptr(args, 2), flt(args, 3), flt(args, 4), num(args, 5));
+    else if (!strcmp(name, "poa_train_cast_bf16"))
+        poa_train_cast_bf16((uint16_t *)ptr(args, 0), ptr(args, 1), num(args, 2));
     else if (!strcmp(name, "poa_train_sum_squares"))
         poa_train_sum_squares(dptr(args, 0), ptr(args, 1), num(args, 2));
     else if (!strcmp(name, "poa_train_sum"))
@@ -334,20 +339,13 @@ static inline int emulate_train(const char *name, void **args, poa_error *e) {
     return 0;
 }
 
-static inline int emulate_step_launch(void *context, const char *module, const char *name, const unsigned grid[3],
-                          const unsigned block[3], void **args, poa_error *e) {
+/* A launch of the step by its C twin. */
+static inline int emulate_step_twin(void *context, const char *module, const char *name, const unsigned grid[3],
+                                    const unsigned block[3], void **args, poa_error *e) {
     step_emulator *em = context;
-    em->launches++;
-    if (!strcmp(module, "train_kernels.cu")) {
-        em->train_launches++;
-        return emulate_train(name, args, e);
-    }
-    if (!strcmp(module, "heads_kernels.cu")) {
-        em->heads_launches++;
-        return poa_heads_kernel_emulate(name, grid, block, args, e);
-    }
+    if (!strcmp(module, "train_kernels.cu")) return emulate_train(name, args, e);
+    if (!strcmp(module, "heads_kernels.cu")) return poa_heads_kernel_emulate(name, grid, block, args, e);
     if (!strcmp(module, "vit_glue.cu")) {
-        em->glue_launches++;
         return check_glue_geometry(name, grid, block, args, e) ||
                        emulate_vit_kernel(NULL, em->scratch, em->scratch_count, name, args, e)
                    ? -1
@@ -361,6 +359,19 @@ static inline int emulate_step_launch(void *context, const char *module, const c
     }
     const poa_vit_kernels *k = set_of(em, module, e);
     return k ? emulate_vit_kernel(k, em->scratch, em->scratch_count, name, args, e) : -1;
+}
+
+/* A launch of the step: from its .cu text with em->host, else by its C twin. */
+static inline int emulate_step_launch(void *context, const char *module, const char *name, const unsigned grid[3],
+                                      const unsigned block[3], void **args, poa_error *e) {
+    step_emulator *em = context;
+    em->launches++;
+    if (!strcmp(module, "train_kernels.cu")) em->train_launches++;
+    if (!strcmp(module, "heads_kernels.cu")) em->heads_launches++;
+    if (!strcmp(module, "vit_glue.cu")) em->glue_launches++;
+    if (!em->host) return emulate_step_twin(context, module, name, grid, block, args, e);
+    if (!strcmp(module, "vit_glue.cu") && check_glue_geometry(name, grid, block, args, e)) return -1;
+    return host_runner_launch(em->host, module, name, grid, block, args, e);
 }
 
 static inline int emulate_step_gemm(void *context, const poa_cublaslt_call *call, poa_error *e) {

@@ -38,10 +38,12 @@ static inline void open_fixture(poa_safetensors *f, const char *path) {
     }
 }
 
-/* max |a - b| / max |b|; an all-zero reference must be matched exactly. */
+/* max |a - b| / max |b|; an all-zero reference must be matched exactly, and a NaN where the
+   reference has none (or the other way round) is infinitely wrong. */
 static inline double relative_error(const real *a, const real *b, long long n) {
     double diff = 0, size = 0;
     for (long long i = 0; i < n; i++) {
+        if (isnan((double)a[i]) != isnan((double)b[i])) return INFINITY; /* fmax would drop a NaN */
         diff = fmax(diff, fabs((double)a[i] - b[i]));
         size = fmax(size, fabs((double)b[i]));
     }

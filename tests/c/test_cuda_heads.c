@@ -6,15 +6,17 @@
      sm_80 and sm_90 with an empty log (SKIP without NVRTC).
    - The C twins refuse a launch geometry their kernel was not written for.
    - The pass emulated on the host (device addresses are host pointers; each launch runs the
-     kernel's C twin with the very argument array cuLaunchKernel would get, each GEMM the
+     kernel's own .cu text through tests/c/cuda_host_run.h, thread by thread, after its C twin on
+     the same inputs (each kernel's worst difference printed, within 1e-5), with the very argument
+     array cuLaunchKernel would get; without g++ the C twins alone), each GEMM the
      column-major call cuBLASLt would get, by plain loops in tests/c/cuda_emulator.h), against
      the CPU heads (runtime/head.c) on the same random parameters, inputs and dlogits, for the
      intact width (96) and an elastic width (64) of 2 heads with K 48 and 80: the logits, every
      buffer of the arena (the same layout), every parameter gradient (accumulated onto
      nonzero gradients) and dx (written over garbage) within 1e-5 relative
      (max |gpu - cpu| / max |cpu| per tensor). This checks the GPU code's buffers, argument
-     order, GEMM operands through the transposition trick, alpha and order, and the kernels'
-     arithmetic as their twins do it; not the CUDA kernels, cuBLASLt or the driver.
+     order, GEMM operands through the transposition trick, alpha and order, and the CUDA kernels
+     themselves (barriers, shared memory, geometry); not cuBLASLt or the driver.
    - The same in bf16 (bf16 GEMM operands, fp32 accumulation and kernels) against the fp32 CPU
      heads: logits within 1e-2, gradients and dx within 2e-2 (norm-relative).
 
@@ -387,13 +389,34 @@ static void check_bad_shapes(const poa_heads *heads) {
           wide && negative && no_grads, "%d %d %d: %s", wide, negative, no_grads, e.message);
 }
 
+/* A launch from heads_kernels.cu's own text (tests/c/cuda_host_run.h), checked against its C twin. */
+static int launch_from_cu(void *context, const char *module, const char *name, const unsigned grid[3],
+                          const unsigned block[3], void **args, poa_error *e) {
+    if (strcmp(module, "heads_kernels.cu")) return poa_fail(e, "emulator: %s launched from module %s", name, module);
+    return host_runner_launch(context, module, name, grid, block, args, e);
+}
+
+/* The emulated pass: its kernels from their .cu text, each launch also run by its C twin on the
+   same inputs (without a host C++ compiler, the C twins only). */
 static void check_emulated(const poa_heads *heads) {
-    poa_cuda_emulator em = { .launch = emulate_launch, .gemm = emulate_gemm };
+    host_runner runner = { .twin = emulate_launch };
+    const int from_cu = host_runner_available();
+    if (!from_cu) CHECK_SKIP("emulated: the heads' kernels run from their .cu text", "no host C++ compiler (g++)");
+    poa_cuda_emulator em = { .context = &runner, .launch = from_cu ? launch_from_cu : emulate_launch,
+                             .gemm = emulate_gemm, .alloc = from_cu ? host_runner_alloc : NULL,
+                             .release = from_cu ? host_runner_release : NULL };
     poa_cuda_exec exec = { .emulator = &em };
     check_against_cpu("emulated", &exec, NULL, 0, EMULATED_TOLERANCE, heads, 96);
     check_against_cpu("emulated", &exec, NULL, 0, EMULATED_TOLERANCE, heads, 64);
     check_against_cpu("emulated bf16", &exec, NULL, 1, EMULATED_TOLERANCE, heads, 96);
     check_against_cpu("emulated bf16", &exec, NULL, 1, EMULATED_TOLERANCE, heads, 64);
+    if (from_cu) {
+        double worst = host_runner_report(&runner, "emulated heads");
+        CHECK("emulated: every heads kernel the pass launched ran from its .cu text within 1e-5 of its C twin on the "
+              "same inputs (max |cu - twin| / max(1, max |twin|) per output)", runner.error_count > 0 && worst <= 1e-5,
+              "worst %.3g over %d kernels", worst, runner.error_count);
+        cuda_host_close(&runner.host);
+    }
 }
 
 static void check_gpu(const poa_heads *heads) {

@@ -2,13 +2,15 @@
    trainer, on tests/recipes/tiny_train.lua (elastic, iBOT on, drop path, KoLeo, 2 heads) with
    synthetic batches.
 
-   Everywhere: the step emulated on the host. Every launch goes to an emulator that runs, by
-   module, the CPU kernels of the ViT set of that width (tests/c/cuda_emulator.h), the glue
-   loops, the heads' C twins (runtime/heads_kernels.c) or the generated C of the training
-   kernels (build/gen/train_kernels.c, the same description as the CUDA), and every GEMM the
-   column-major evaluation of its cuBLASLt call. This checks the GPU step's buffers, arguments,
-   order, loss weights, Sinkhorn-Knopp, the update and the EMA; not the CUDA kernels, cuBLASLt or
-   the driver.
+   Everywhere: the step emulated on the host. Every launch runs its kernel's own .cu text
+   (ViT sets, fused, glue, heads, training kernels) thread by thread through
+   tests/c/cuda_host_run.h, after its C twin on the same inputs: by module, the CPU kernels of
+   the ViT set of that width (tests/c/cuda_emulator.h), the glue loops, the heads' C twins
+   (runtime/heads_kernels.c) or the generated C of the training kernels
+   (build/gen/train_kernels.c); each kernel's worst difference is printed and must be within
+   1e-5 (without g++, the C twins alone). Every GEMM is the column-major evaluation of its
+   cuBLASLt call. This checks the GPU step's buffers, arguments, order, loss weights,
+   Sinkhorn-Knopp, the update, the EMA and the CUDA kernels; not cuBLASLt or the driver.
    - the first micro-batch: every loss term within 1e-5 and the whole gradient buffer (backbone
      and heads) within 1e-4 of the CPU trainer's (relative to its largest value);
    - three steps (the elastic members drawn from the same cycle): the student, the teacher and
@@ -237,17 +239,57 @@ static void check_accumulation(const poa_cuda_exec *exec) {
     poa_trainer_free(&cpu), poa_trainer_free(&gpu);
 }
 
+/* The two kernels of the step's modules that a one-process step never launches, from their .cu
+   text against their twins: poa_glue_scale (the gradients' mean after the all-reduce of several
+   ranks) and poa_train_cast_bf16 (n not a multiple of the chunk, with ties and a NaN). */
+static int launch_the_others(host_runner *r, poa_error *e) {
+    const long n = 2 * TRAIN_CHUNK + 77;
+    float *x = cuda_host_alloc(sizeof(float) * (size_t)n);
+    uint16_t *y = cuda_host_alloc(sizeof(uint16_t) * (size_t)n);
+    if (!x || !y) return poa_fail(e, "out of memory");
+    for (long i = 0; i < n; i++) x[i] = (float)(i % 7 == 3 ? 1.0 + ldexp(1.0, -8) : sin(0.1 * (double)i) * 3.0);
+    x[5] = NAN;
+    CUdeviceptr dx = (CUdeviceptr)(uintptr_t)x, dy = (CUdeviceptr)(uintptr_t)y;
+    long count = n;
+    float a = 0.37f;
+    void *scale_args[] = { &dx, &a, &count }, *cast_args[] = { &dy, &dx, &count };
+    const unsigned block[3] = { 256, 1, 1 }, scale_grid[3] = { (unsigned)((n + 255) / 256), 1, 1 };
+    const unsigned cast_grid[3] = { (unsigned)((n + TRAIN_CHUNK - 1) / TRAIN_CHUNK), 1, 1 };
+    int rc = host_runner_launch(r, "vit_glue.cu", "poa_glue_scale", scale_grid, block, scale_args, e) ||
+             host_runner_launch(r, "train_kernels.cu", "poa_train_cast_bf16", cast_grid, block, cast_args, e);
+    cuda_host_free(x), cuda_host_free(y);
+    return rc;
+}
+
+/* The emulated step: its launches run the kernels' .cu text (tests/c/cuda_host_run.h), each
+   also checked against its C twin on the same inputs (every kernel's worst difference printed);
+   without a host C++ compiler, the C twins. */
 static void check_emulated(void) {
     step_emulator em = { 0 };
     em.scratch_count = 4L << 20;
     em.scratch = calloc((size_t)em.scratch_count, sizeof(float));
-    poa_cuda_emulator callbacks = { .context = &em, .launch = emulate_step_launch, .gemm = emulate_step_gemm };
+    host_runner runner = { .recipe = RECIPE, .twin = emulate_step_twin, .twin_context = &em };
+    const int from_cu = host_runner_available();
+    if (from_cu) em.host = &runner;
+    else CHECK_SKIP("emulated: the step's kernels run from their .cu text", "no host C++ compiler (g++)");
+    poa_cuda_emulator callbacks = { .context = &em, .launch = emulate_step_launch, .gemm = emulate_step_gemm,
+                                    .alloc = from_cu ? host_runner_alloc : NULL,
+                                    .release = from_cu ? host_runner_release : NULL };
     poa_cuda_exec exec = { .emulator = &callbacks };
     compare("emulated", &exec, 0);
     printf("  emulated: %ld launches (%ld training, %ld heads, %ld glue), %ld GEMMs\n", em.launches,
            em.train_launches, em.heads_launches, em.glue_launches, em.gemms);
     compare("emulated bf16", &exec, 1);
     check_accumulation(&exec);
+    if (from_cu) {
+        poa_error e = { { 0 } };
+        if (launch_the_others(&runner, &e)) CHECK("emulated: poa_glue_scale and poa_train_cast_bf16 from .cu", 0, "%s", e.message);
+        double worst = host_runner_report(&runner, "emulated step");
+        CHECK("emulated: every kernel the step launched (and poa_glue_scale, poa_train_cast_bf16) ran from its .cu "
+              "text within 1e-5 of its C twin on the same inputs (max |cu - twin| / max(1, max |twin|) per output)", runner.error_count > 0 && worst <= 1e-5, "worst %.3g over %d kernels", worst,
+              runner.error_count);
+        cuda_host_close(&runner.host);
+    }
     free(em.scratch);
 }
 

@@ -24,11 +24,13 @@
      bias gradients.
    - The launch geometry read from the w96 table for a known shape.
    - The pass emulated on the host (poa_cuda_vit_pass_init_emulated): device pointers are host
-     pointers, each launch runs the CPU kernel of its op with the very argument array the pass
-     gives cuLaunchKernel, each GEMM the column-major call cuBLASLt would get. It must pass the
-     golden cases and match the CPU backend as the GPU must (below). This checks the GPU
-     code's buffers, argument order, GEMM operands through the transposition trick and order;
-     not the CUDA kernels, cuBLASLt or the driver. The same in bf16 (poa_cuda_vit_pass_use_bf16:
+     pointers, each launch runs its kernel's own .cu text through tests/c/cuda_host_run.h,
+     thread by thread, after the CPU kernel of its op on the same inputs (each kernel's worst
+     difference printed, within 1e-5; without g++ the CPU kernels alone), with the very argument
+     array the pass gives cuLaunchKernel, each GEMM the column-major call cuBLASLt would get. It
+     must pass the golden cases and match the CPU backend as the GPU must (below). This checks
+     the GPU code's buffers, argument order, GEMM operands through the transposition trick and
+     order, and the CUDA kernels themselves; not cuBLASLt or the driver. The same in bf16 (poa_cuda_vit_pass_use_bf16:
      bf16 GEMM operands from the shadow and the cast arena mirror, fp32 accumulation, bias
      epilogue) against the fp32 CPU backend: output within 1e-2, gradients within 2e-2
      (norm-relative; PyTorch's bf16 autocast is off by up to 2.2% on the same model).
@@ -855,6 +857,25 @@ typedef struct emulator_state {
     long launches, gemms;
 } emulator_state;
 
+/* The pass's kernels from their .cu text (tests/c/cuda_host_run.h), each launch checked against
+   its C twin (vit_twin); unused without a host C++ compiler. */
+static host_runner from_cu_runner = { .recipe = TINY };
+static int from_cu;
+
+static int vit_twin(void *context, const char *module, const char *name, const unsigned grid[3],
+                    const unsigned block[3], void **args, poa_error *e) {
+    emulator_state *st = context;
+    (void)module, (void)grid, (void)block;
+    return emulate_vit_kernel(st->k, st->scratch, st->scratch_count, name, args, e);
+}
+
+static int run_kernel(emulator_state *st, const char *module, const char *name, const unsigned grid[3],
+                      const unsigned block[3], void **args, poa_error *e) {
+    if (!from_cu) return vit_twin(st, module, name, grid, block, args, e);
+    from_cu_runner.twin = vit_twin, from_cu_runner.twin_context = st;
+    return host_runner_launch(&from_cu_runner, module, name, grid, block, args, e);
+}
+
 
 /* The launch geometry of a generated kernel, evaluated again from its table entry with rows,
    batch, tokens and patches bound to the values of its own arguments of those names (T =
@@ -907,7 +928,6 @@ static int check_launch_geometry(emulator_state *st, const char *name, const uns
 static int emulate_launch(void *context, const char *module, const char *name, const unsigned grid[3],
                           const unsigned block[3], void **args, poa_error *e) {
     emulator_state *st = context;
-    const poa_vit_kernels *k = st->k;
     char set[80];
     snprintf(set, sizeof set, "vit_w%ld_h%ld_f%ld.cu", st->dims.width, st->dims.head_dim, st->dims.hidden);
     /* the fused kernels of this set: residual_layernorm_{forward,backward}_<set>[_dw_db|_dgamma] */
@@ -925,7 +945,7 @@ static int emulate_launch(void *context, const char *module, const char *name, c
         if (grid[0] != want_grid || grid[1] != 1 || block[0] != want_block[0] || block[1] != want_block[1])
             return poa_fail(e, "emulator: %s launched with grid %u block (%u, %u)", name, grid[0], block[0], block[1]);
         st->launches++, st->geometry_checked++;
-        return emulate_vit_kernel(k, st->scratch, st->scratch_count, name, args, e);
+        return run_kernel(st, module, name, grid, block, args, e);
     }
     st->launches++;
     if (strncmp(name, "poa_glue_", 9) && check_launch_geometry(st, name, grid, block, args, e)) return -1;
@@ -933,7 +953,7 @@ static int emulate_launch(void *context, const char *module, const char *name, c
         if (check_glue_geometry(name, grid, block, args, e)) return -1;
         st->geometry_checked++;
     }
-    return emulate_vit_kernel(k, st->scratch, st->scratch_count, name, args, e);
+    return run_kernel(st, module, name, grid, block, args, e);
 }
 
 static int emulate_gemm(void *context, const poa_cublaslt_call *call, poa_error *e) {
@@ -958,7 +978,8 @@ static int emulated_pass(const poa_vit *m, const char *recipe, int width, int de
     const long tokens = (long)(image / m->config.patch_size) * (image / m->config.patch_size) + 1;
     st.scratch_count = 4 * (batch * tokens * 3 * (long)hidden + tokens * m->config.max_width + 64);
     st.scratch = calloc((size_t)st.scratch_count, sizeof(float));
-    poa_cuda_emulator em = { .context = &st, .launch = emulate_launch, .gemm = emulate_gemm };
+    poa_cuda_emulator em = { .context = &st, .launch = emulate_launch, .gemm = emulate_gemm,
+                             .alloc = from_cu ? host_runner_alloc : NULL, .release = from_cu ? host_runner_release : NULL };
     poa_cuda_vit_pass p;
     int rc = st.scratch ? 0 : poa_fail(e, "out of memory");
     if (!rc) rc = poa_cuda_vit_sources(recipe, width, &set, NULL, NULL, 0, e);
@@ -1269,6 +1290,8 @@ static void check_all(runner *r, const poa_vit *m, const float *params) {
 /* The same checks with the pass emulated on the host: the GPU code's buffers, arguments,
    GEMM operands (through the transposition trick) and order against PyTorch and the CPU. */
 static void check_emulated(void) {
+    from_cu = host_runner_available();
+    if (!from_cu) CHECK_SKIP("emulated: the pass's kernels run from their .cu text", "no host C++ compiler (g++)");
     poa_recipe recipe;
     poa_vit m;
     poa_error e = { { 0 } };
@@ -1284,6 +1307,13 @@ static void check_emulated(void) {
         check_bf16(&r16, &m);
         runner fused = { .prefix = "emulated fused" , .fused = 1 };
         check_fused(&fused, &m);
+    }
+    if (from_cu) {
+        double worst = host_runner_report(&from_cu_runner, "emulated pass");
+        CHECK("emulated: every kernel the pass launched ran from its .cu text within 1e-5 of its C twin on the same "
+              "inputs (max |cu - twin| / max(1, max |twin|) per output)", from_cu_runner.error_count > 0 && worst <= 1e-5,
+              "worst %.3g over %d kernels", worst, from_cu_runner.error_count);
+        cuda_host_close(&from_cu_runner.host);
     }
     free(params);
     poa_vit_free(&m);
