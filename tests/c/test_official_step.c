@@ -22,7 +22,9 @@
      wrong lr, weight decay or momentum changes).
 
    Each replay runs twice: through the CPU step, and through the GPU step (runtime/cuda_train.c)
-   emulated on the host (tests/c/cuda_emulator.h: every launch and GEMM of the GPU step), fp32.
+   emulated on the host (tests/c/cuda_emulator.h: every launch and GEMM of the GPU step), fp32;
+   dp02's step a third time with every launch running its kernel's .cu text thread by thread
+   (tests/c/cuda_host_run.h), where g++ is present.
 
    KoLeo, and with it the backbone's gradient, cannot be compared with these recordings: the
    student at initialisation (LayerScale 1e-5) gives the 4 images nearly the same CLS token
@@ -42,6 +44,7 @@
 
 #include "check.h"
 #include "cuda_emulator.h"
+#include "cuda_host_run.h"
 #include "cuda_train.h"
 #include "loss.h"
 #include "fixture_util.h"
@@ -100,7 +103,7 @@ typedef struct step_view {
 } step_view;
 
 typedef struct replay {
-    const char *run, *name; /* "dp0", and "dp0" or "dp0 (emulated GPU step)" */
+    const char *run, *name; /* "dp0", and "dp0" or "dp0 (emulated GPU step)" ... */
     lua_State *L;       /* the record on top */
     poa_trainer t;
     poa_batch batch;
@@ -197,13 +200,13 @@ static void read_drop_path(replay *r, const poa_safetensors *f, double rate) {
 
 /* The trainer of the recorded family, from the recorded student, with the record's member,
    iteration and drop path given. */
-static int open_replay(replay *r, const char *run, const poa_cuda_exec *exec, poa_error *e) {
+static int open_replay(replay *r, const char *run, const poa_cuda_exec *exec, const char *how, poa_error *e) {
     static char names[4][64];
     static int next;
     char path[256], override[64];
     memset(r, 0, sizeof *r);
     r->run = run, r->exec = exec, r->name = names[next++ % 4];
-    snprintf(names[(next - 1) % 4], sizeof names[0], "%s%s", run, exec ? " (emulated GPU step)" : "");
+    snprintf(names[(next - 1) % 4], sizeof names[0], "%s%s", run, how);
     r->L = poa_lua_open(e);
     snprintf(path, sizeof path, DIR "%s/record.lua", run);
     if (!r->L || luaL_dofile(r->L, path) != LUA_OK)
@@ -553,11 +556,11 @@ static void check_update_values(replay *r, const char *what, int parts) {
 
 /* The whole step replayed: the forward, every loss call, the gradients, the update. The
    backbone's gradient and update are printed, not checked (the top of this file says why). */
-static void replay_step(const char *run, const poa_cuda_exec *exec) {
+static void replay_step(const char *run, const poa_cuda_exec *exec, const char *how) {
     replay r;
     poa_error e = { { 0 } };
     char label[200], where[128] = "";
-    if (open_replay(&r, run, exec, &e) || run_micro_batch(&r, &e)) {
+    if (open_replay(&r, run, exec, how, &e) || run_micro_batch(&r, &e)) {
         snprintf(label, sizeof label, "%s: the replayed step", r.name);
         CHECK(label, 0, "%s", e.message);
         close_replay(&r);
@@ -612,11 +615,11 @@ static void replay_step(const char *run, const poa_cuda_exec *exec) {
 /* The update alone: the official gradients put into the gradient buffer after the
    micro-batch, then poa's end of step (clipping per module, AdamW with the parameter groups and
    the schedules, EMA), compared with the recorded parameters after. */
-static void replay_update(const char *run, const poa_cuda_exec *exec) {
+static void replay_update(const char *run, const poa_cuda_exec *exec, const char *how) {
     replay r;
     poa_error e = { { 0 } };
     char label[200], name[128], path[256];
-    int rc = open_replay(&r, run, exec, &e) || run_micro_batch(&r, &e);
+    int rc = open_replay(&r, run, exec, how, &e) || run_micro_batch(&r, &e);
     poa_trainer *t = &r.t;
     const long n = t->model.parameter_count, nh = t->heads.parameter_count;
     real *grads = calloc((size_t)(n + nh), sizeof(real));
@@ -652,12 +655,26 @@ int main(void) {
     poa_cuda_emulator callbacks = { .context = &em, .launch = emulate_step_launch, .gemm = emulate_step_gemm };
     poa_cuda_exec emulated = { .emulator = &callbacks };
     for (int i = 0; i < 2; i++) {
-        replay_step(runs[i], NULL);
-        replay_update(runs[i], NULL);
+        replay_step(runs[i], NULL, "");
+        replay_update(runs[i], NULL, "");
     }
     for (int i = 0; i < 2; i++) {
-        replay_step(runs[i], &emulated);
-        replay_update(runs[i], &emulated);
+        replay_step(runs[i], &emulated, " (emulated GPU step)");
+        replay_update(runs[i], &emulated, " (emulated GPU step)");
+    }
+    /* dp02 (drop path, iBOT, every loss) once more with every launch running its kernel's .cu
+       text thread by thread (tests/c/cuda_host_run.h), where a host C++ compiler is present */
+    host_runner runner = { .recipe = "tests/recipes/official_step.lua" };
+    if (host_runner_available()) {
+        step_emulator from_cu = { .scratch_count = em.scratch_count, .scratch = em.scratch, .host = &runner };
+        poa_cuda_emulator cu_callbacks = { .context = &from_cu, .launch = emulate_step_launch,
+                                           .gemm = emulate_step_gemm, .alloc = host_runner_alloc,
+                                           .release = host_runner_release };
+        poa_cuda_exec cu = { .emulator = &cu_callbacks };
+        replay_step("dp02", &cu, " (emulated GPU step, kernels from .cu)");
+        cuda_host_close(&runner.host);
+    } else {
+        CHECK_SKIP("dp02 (emulated GPU step, kernels from .cu): the replay", "no host C++ compiler (g++)");
     }
     free(em.scratch);
     CHECK_EXIT();
