@@ -160,14 +160,16 @@ function rules.layernorm(s, n)
   end)
 end
 
--- dqkv from dout, qkv and the saved softmax (templates/attention_*: the math is there).
+-- dqkv from dout, qkv and the saved softmax (templates/attention_*: the math is there). MACs:
+-- its four batched matmuls (dv = P^T dout, dP = dout v^T, dq = dS k, dk = dS^T q).
 function rules.attention(s, n)
   local m = s.m
   local dy, qkv, probs = s:cot(graph.at(n.y)), s:need(n.qkv), s:need(graph.at(n.probs))
   local work = s:scratch("d." .. n.y.name .. ".work", n.probs.rows, n.probs.cols)
   s:written(n.qkv, function(dqkv)
     st.kernel(s, "attention_backward", { dqkv = dqkv, work = work, dout = dy, qkv = qkv, probs = probs,
-                                         batch = lin(1, 0), tokens = m.tokens })
+                                         batch = lin(1, 0), tokens = m.tokens },
+      lin(4 * m.tokens * m.tokens * m.width, 0))
   end)
 end
 

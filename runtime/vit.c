@@ -259,6 +259,20 @@ int poa_vit_pass_layout(poa_vit_pass *p, const poa_vit *model, int width, int de
     return pass_prepare(p, model, width, depth, batch, image_size, 0, e);
 }
 
+/* The pass's programs and its arena size: an inference pass, the forward's liveness arena; a
+   training pass, the layout's (arena_count on entry), grown if the backward program's own
+   values, placed from backward_base (grad.x: the layout's backward scratch) on, need more. */
+static int programs_arena(poa_vit_pass *p, long backward_base, poa_error *e) {
+    if (find_program(p, 0, e) || (!p->inference && find_program(p, 1, e))) return -1;
+    if (p->inference) {
+        p->arena_count = poa_lin_at(p->fwd.program->arena, p->batch);
+    } else {
+        const long end = backward_base + poa_lin_at(p->bwd.program->arena, p->batch);
+        if (end > p->arena_count) p->arena_count = end;
+    }
+    return 0;
+}
+
 static int pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch, int image_size,
                         int with_arena, poa_error *e) {
     const poa_vit_config *c = &model->config;
@@ -303,15 +317,11 @@ static int pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int de
     p->alpha = (real)((double)c->max_width / width);
     vit_layout layout;
     vit_layout_compute(&layout, p, &p->arena_count);
-    if (with_arena && (find_program(p, 0, e) || (!p->inference && find_program(p, 1, e)))) {
+    const long backward_base = layout.fixed[S_GRAD_X];
+    if (with_arena && programs_arena(p, backward_base, e)) {
         poa_vit_pass_free(p);
         return -1;
     }
-    if (with_arena && p->inference) p->arena_count = poa_lin_at(p->fwd.program->arena, batch);
-    /* the backward's own values from grad.x on (the layout's backward scratch) */
-    const long backward_base = layout.fixed[S_GRAD_X];
-    if (with_arena && !p->inference && backward_base + poa_lin_at(p->bwd.program->arena, batch) > p->arena_count)
-        p->arena_count = backward_base + poa_lin_at(p->bwd.program->arena, batch);
     if (!with_arena) {
         free(arena);
     } else if (arena && capacity >= p->arena_count) {

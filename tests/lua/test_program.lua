@@ -10,7 +10,7 @@
 -- And the backward programs gen/backward.lua derives from them: the same arena checks; every
 -- cotangent written before it is read; the only forward values written are the recomputed
 -- ones (GELU's g, the LayerNorms' y: three per block); a gradient for every parameter the
--- forward reads and for no other. (That the gradients are right: tests/c/test_vit_golden.c
+-- forward reads and for no other; FLOPs twice the forward's less the patch embedding's dx. (That the gradients are right: tests/c/test_vit_golden.c
 -- against PyTorch and tests/c/f64_vit_gradcheck.c, both through the executor.)
 package.path = "./?.lua;" .. package.path
 local check = require("tests.lua.check")
@@ -159,6 +159,10 @@ for _, path in ipairs(recipes) do
       if crop == "global" then
         local _, macs = space.flops(m, width, depth, r.global_crops.size)
         check.equal(name .. " FLOPs of one image = gen/space.lua's", program.eval(program.macs(p), 1), macs)
+        -- every GEMM twice (dW and dx) but the patch embedding's (no dx of the image)
+        local patches = (r.global_crops.size // m.patch_size) ^ 2
+        check.equal(name .. " backward FLOPs of one image = twice the forward's less the patch embedding's dx",
+          program.eval(program.macs(b), 1), 2 * macs - patches * m.in_channels * m.patch_size ^ 2 * width)
       end
     end
   end
