@@ -10,6 +10,9 @@
 --            the offset), read as a prefix slice with leading dimension `ld`
 --   "input"  bound per call by the runtime: images, mask, drop_scale
 --   "const"  bound by the runtime from the pass: the resampling matrix, a vector of ones
+-- and, in a backward program (gen/backward.lua),
+--   "saved"  an activation of the forward, where the forward left it
+--   "grad"   a parameter's gradient in the full-size gradient buffer, by state-dict name
 -- Sizes and offsets are "lin"s {b, c}: b * batch + c elements (the batch stays symbolic).
 -- An operand is {value = v, offset = lin} (a view into a value).
 local ops = require("gen.ops")
@@ -28,6 +31,13 @@ graph.runtime_kernels = {
                            { "cols", "long" } } },
   attention_forward = { params = { { "out", "out" }, { "probs", "out" }, { "qkv", "in" }, { "batch", "long" },
                                    { "tokens", "long" } } },
+  attention_backward = { params = { { "dqkv", "out" }, { "work", "out" }, { "dout", "in" }, { "qkv", "in" },
+                                    { "probs", "in" }, { "batch", "long" }, { "tokens", "long" } } },
+  -- dst[:cols] += the sum of the rows of src (rows x cols, ld apart)
+  column_sum = { params = { { "dst", "out" }, { "src", "in" }, { "ld", "long" }, { "rows", "long" },
+                            { "cols", "long" } } },
+  -- y[:n] += x[:n]
+  add = { params = { { "y", "out" }, { "x", "in" }, { "n", "long" } } },
 }
 
 -- The C parameter list of a kernel: a row-wise op of gen/ops.lua or a runtime kernel.
@@ -65,6 +75,20 @@ function Graph:param(name, ld)
   if not v then
     v = add_value(self, { name = name, kind = "param", ld = ld })
     self.params[name] = v
+  end
+  return v
+end
+
+-- A forward activation as the backward reads it, and a parameter's gradient.
+function Graph:saved(name, rows, cols)
+  return add_value(self, { name = name, kind = "saved", rows = rows, cols = cols })
+end
+function Graph:grad(name, ld)
+  local key = "grad " .. name
+  local v = self.params[key]
+  if not v then
+    v = add_value(self, { name = name, kind = "grad", ld = ld })
+    self.params[key] = v
   end
   return v
 end

@@ -55,9 +55,12 @@ local function kernel(s, name, args, macs)
   s.steps[#s.steps + 1] = { kind = "kernel", kernel = name, args = list, macs = macs or lin(0, 0) }
 end
 
+-- m and k may be lins (the batch in one of them at most).
 local function gemm(s, t)
   t.kind = "gemm"
-  t.macs = lin_mul(t.m, t.n * t.k)
+  local m, k = type(t.m) == "number" and lin(0, t.m) or t.m, type(t.k) == "number" and lin(0, t.k) or t.k
+  assert(m.b == 0 or k.b == 0, "program: a GEMM with the batch in m and k")
+  t.macs = m.b == 0 and lin_mul(k, m.c * t.n) or lin_mul(m, t.n * k.c)
   s.steps[#s.steps + 1] = t
 end
 
@@ -213,6 +216,16 @@ local function place(values, steps, output)
   return arena
 end
 
+-- What gen/backward.lua builds its program with: the step builders, the forward lowerings
+-- (the backward's recompute runs them), the placement.
+program.steps = { operand = operand, kernel = kernel, gemm = gemm, copy = copy }
+program.lowerings = lower
+program.place = place
+program.lin_mul = lin_mul
+function program.offset(o, extra)
+  return { value = o.value, offset = lin_add(o.offset, type(extra) == "number" and lin(0, extra) or extra) }
+end
+
 -- The program of graph g (built for the member table m).
 function program.lower(g, title)
   local s = { steps = {}, m = g.m }
@@ -241,25 +254,34 @@ function program.vit_member(cfg, width, depth, image_size)
   }
 end
 
--- The forward program of ViT member width x depth at image_size (models/vit.lua's forward).
-function program.vit_forward(cfg, width, depth, image_size)
+-- The forward graph of ViT member width x depth at image_size (models/vit.lua's forward).
+function program.vit_graph(cfg, width, depth, image_size)
   local m = program.vit_member(cfg, width, depth, image_size)
   local family = require("gen.recipe").load_model("vit")
   local g = graph.new(m)
   family.forward(g, m)
-  return program.lower(g, string.format("forward of ViT member %dx%d at %dx%d px (%d tokens)", width, depth,
-                                        image_size, image_size, m.tokens))
+  return g, string.format("ViT member %dx%d at %dx%d px (%d tokens)", width, depth, image_size, image_size, m.tokens)
 end
 
--- The same from a loaded recipe (gen/recipe.lua) and crop "global" or "local".
-function program.vit_forward_of_recipe(r, width, depth, crop)
+-- Its forward program, and its backward (gen/backward.lua).
+function program.vit_forward(cfg, width, depth, image_size)
+  local g, what = program.vit_graph(cfg, width, depth, image_size)
+  return program.lower(g, "forward of " .. what)
+end
+function program.vit_backward(cfg, width, depth, image_size)
+  local g, what = program.vit_graph(cfg, width, depth, image_size)
+  return require("gen.backward").lower(g, "backward of " .. what)
+end
+
+-- The forward (or backward) from a loaded recipe (gen/recipe.lua) and crop "global" or "local".
+function program.vit_forward_of_recipe(r, width, depth, crop, backward)
   local md = r.model
   local cfg = { max_width = md.width[2], max_depth = md.depth[2], head_dim = md.head_dim, mlp_ratio = md.mlp_ratio,
                 patch_size = md.patch_size, in_channels = md.in_channels, image_size = r.global_crops.size,
                 qkv_bias = md.qkv_bias, proj_bias = md.proj_bias, ffn_bias = md.ffn_bias,
                 layerscale = md.layerscale }
   local size = crop == "local" and r.local_crops.size or r.global_crops.size
-  return program.vit_forward(cfg, width, depth, size)
+  return (backward and program.vit_backward or program.vit_forward)(cfg, width, depth, size)
 end
 
 -- Total MACs of a program (GEMMs and attention matmuls: space.lua's convention).
@@ -287,15 +309,16 @@ local function operand_text(p, o, batch)
   if not o then return "NULL" end
   local v = p.values[o.value]
   local off = (o.offset.b ~= 0 or o.offset.c ~= 0) and ("+" .. program.lin_text(o.offset, batch)) or ""
-  return v.name .. off
+  return (v.kind == "grad" and "grad:" or "") .. v.name .. off
 end
 
 local function step_text(p, st, batch)
   local t = function(l) return program.lin_text(l, batch) end
   if st.kind == "gemm" then
-    return string.format("gemm   %s = %.6g * %s%s (ld %d) x %s%s (ld %d) + %g * C   [%s x %d x %d, ldc %d]",
+    local l = function(x) return type(x) == "number" and tostring(x) or t(x) end
+    return string.format("gemm   %s = %.6g * %s%s (ld %d) x %s%s (ld %d) + %g * C   [%s x %d x %s, ldc %d]",
       operand_text(p, st.c, batch), st.alpha, operand_text(p, st.a, batch), st.ta == 1 and "^T" or "", st.lda,
-      operand_text(p, st.b, batch), st.tb == 1 and "^T" or "", st.ldb, st.beta, t(st.m), st.n, st.k, st.ldc)
+      operand_text(p, st.b, batch), st.tb == 1 and "^T" or "", st.ldb, st.beta, l(st.m), st.n, l(st.k), st.ldc)
   elseif st.kind == "copy" then
     return string.format("copy   %s <- %s   [%s]", operand_text(p, st.dst, batch), operand_text(p, st.src, batch),
       t(st.count))
@@ -333,8 +356,8 @@ function program.text(p, batch)
   lines[#lines + 1] = "steps:"
   for i, st in ipairs(p.steps) do
     local f = program.eval(st.macs, at)
-    lines[#lines + 1] = string.format("  %3d %s%s", i, step_text(p, st, batch),
-      f > 0 and string.format("   %.4g MFLOPs", f / 1e6) or "")
+    lines[#lines + 1] = string.format("  %3d %s%s%s", i, step_text(p, st, batch),
+      f > 0 and string.format("   %.4g MFLOPs", f / 1e6) or "", st.note and ("   (" .. st.note .. ")") or "")
   end
   return table.concat(lines, "\n") .. "\n"
 end

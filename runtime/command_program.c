@@ -1,5 +1,6 @@
-/* command_program.c: `poa program`, the forward program of one member as the runtime runs
-   it: the table runtime/vit.c builds (gen/program.lua over models/vit.lua), checked by the
+/* command_program.c: `poa program`, the forward (or --backward) program of one member as the
+   runtime runs it: the table runtime/vit.c builds (gen/program.lua over models/vit.lua, its
+   reverse by gen/backward.lua), checked by the
    executor's reader (runtime/program.c), printed by gen/program.lua's text. */
 #include <lauxlib.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 typedef struct program_options {
     const char *recipe, *net, *crop;
     long batch; /* 0: symbolic */
+    int backward;
 } program_options;
 
 static int parse(int argc, char **argv, program_options *o, poa_error *e) {
@@ -33,6 +35,8 @@ static int parse(int argc, char **argv, program_options *o, poa_error *e) {
                 o->batch = strtol(v, &end, 10);
                 if (*end || o->batch < 1) return poa_fail(e, "--batch %s: a positive integer", v);
             }
+        } else if (strcmp(a, "--backward") == 0) {
+            o->backward = 1;
         } else if (a[0] == '-') {
             return poa_fail(e, "unknown option %s", a);
         } else if (!o->recipe) {
@@ -42,7 +46,7 @@ static int parse(int argc, char **argv, program_options *o, poa_error *e) {
         }
     }
     if (!o->recipe || !o->net)
-        return poa_fail(e, "usage: poa program <recipe.lua> --net WxD [--crop global|local] [--batch B]");
+        return poa_fail(e, "usage: poa program <recipe.lua> --net WxD [--crop global|local] [--backward] [--batch B]");
     return 0;
 }
 
@@ -53,7 +57,8 @@ static int print_program(const program_options *o, poa_error *e) {
     int width, depth, rc = poa_recipe_load(L, o->recipe, &recipe, e);
     if (rc == 0) rc = poa_recipe_member(L, &recipe, o->net, &width, &depth, e);
     int size = strcmp(o->crop, "local") == 0 ? recipe.local_crop_size : recipe.global_crop_size;
-    if (rc == 0) rc = poa_vit_push_program(L, &recipe.vit, width, depth, size, e);
+    if (rc == 0)
+        rc = (o->backward ? poa_vit_push_backward_program : poa_vit_push_program)(L, &recipe.vit, width, depth, size, e);
     if (rc == 0) {
         poa_program check; /* what the executor reads of it */
         rc = poa_program_from_lua(L, -1, &check, e);

@@ -34,14 +34,16 @@ static const command commands[] = {
       "  --out Y        where the tokens are written\n"
       "  --threads N    OpenMP threads\n",
       poa_command_forward },
-    { "program", "program <recipe.lua> --net WxD [--crop global|local] [--batch B]\n"
-      "                                           the member's forward program: steps, shapes, arena",
+    { "program", "program <recipe.lua> --net WxD [--crop global|local] [--backward] [--batch B]\n"
+      "                                           the member's forward or backward program: steps, shapes, arena",
       "The forward of one member as the executor runs it (models/vit.lua's graph lowered by gen/):\n"
       "every step (GEMM with shapes, leading dimensions, alpha, beta; kernel with its buffers and\n"
       "scalars; copy) with its FLOPs, every value with its place in the arena (laid out by\n"
       "liveness) and the arena's size.\n"
       "  --net WxD      the member (WxD, W_D or a name: ViT-S, S, small)\n"
       "  --crop C       global (default) or local: the crop size the program is built for\n"
+      "  --backward     the backward instead: gen/backward.lua's reverse mode over the graph, with\n"
+      "                 the steps the recompute policy adds (GELU's g and the LayerNorms' y) marked\n"
       "  --batch B      evaluate sizes at batch B (default: symbolic in B)\n",
       poa_command_program },
     { "train", "train <recipe.lua> [section.field=value ...] [--resume PATH|auto] [--init FILE] [--steps N]\n"

@@ -55,6 +55,32 @@ static void run_tokens_forward(const poa_vit_kernels *k, void **buf, const long 
     k->tokens_forward(k, P(0), P(1), P(2), P(3), P(4), S(5), P(6), S(7), S(8));
 }
 
+static void run_layernorm_backward(const poa_vit_kernels *k, void **buf, const long *scalar) {
+    k->layernorm_backward(k, P(0), P(1), P(2), P(3), P(4), P(5), P(6), P(7), S(8));
+}
+static void run_gelu_backward(const poa_vit_kernels *k, void **buf, const long *scalar) {
+    k->gelu_backward(k, P(0), P(1), P(2), S(3));
+}
+static void run_attention_backward(const poa_vit_kernels *k, void **buf, const long *scalar) {
+    k->attention_backward(k, P(0), P(1), P(2), P(3), P(4), S(5), S(6));
+}
+static void run_residual_backward(const poa_vit_kernels *k, void **buf, const long *scalar) {
+    k->residual_backward(k, P(0), P(1), P(2), P(3), P(4), P(5), S(6), S(7));
+}
+static void run_tokens_backward(const poa_vit_kernels *k, void **buf, const long *scalar) {
+    k->tokens_backward(k, P(0), P(1), P(2), P(3), S(4), P(5), P(6), S(7), S(8));
+}
+/* dst[:cols] += the column sums of src (rows x cols, rows ld apart). */
+static void run_column_sum(const poa_vit_kernels *k, void **buf, const long *scalar) {
+    (void)k;
+    poa_column_sum_accumulate(P(0), P(1), S(2), S(3), S(4));
+}
+/* y[:n] += x[:n]. */
+static void run_add(const poa_vit_kernels *k, void **buf, const long *scalar) {
+    (void)k;
+    poa_add(P(0), P(1), S(2));
+}
+
 /* name, argument kinds (b: buffer, s: scalar), runner */
 static const struct {
     const char *name, *signature;
@@ -67,6 +93,13 @@ static const struct {
     { "residual_forward", "bbbbss", run_residual_forward },
     { "gelu_forward", "bbs", run_gelu_forward },
     { "tokens_forward", "bbbbbsbss", run_tokens_forward },
+    { "layernorm_backward", "bbbbbbbbs", run_layernorm_backward },
+    { "gelu_backward", "bbbs", run_gelu_backward },
+    { "attention_backward", "bbbbbss", run_attention_backward },
+    { "residual_backward", "bbbbbbss", run_residual_backward },
+    { "tokens_backward", "bbbbsbbss", run_tokens_backward },
+    { "column_sum", "bbsss", run_column_sum },
+    { "add", "bbs", run_add },
 };
 enum { kernel_count = sizeof kernel_table / sizeof kernel_table[0] };
 
@@ -113,7 +146,7 @@ static poa_operand field_operand(lua_State *L, int t, const char *name) {
 }
 
 static int read_value(lua_State *L, int t, poa_program_value *v, poa_error *e) {
-    static const char *const kinds[] = { "act", "param", "input", "const" };
+    static const char *const kinds[] = { "act", "param", "input", "const", "saved", "grad" };
     lua_getfield(L, t, "name");
     lua_getfield(L, t, "kind");
     lua_getfield(L, t, "elem");
@@ -121,7 +154,7 @@ static int read_value(lua_State *L, int t, poa_program_value *v, poa_error *e) {
     int rc = 0;
     if (!name || !kind || strlen(name) >= sizeof v->name) rc = poa_fail(e, "program: a value without a name or kind");
     v->kind = -1;
-    for (int i = 0; i < 4 && rc == 0; i++)
+    for (int i = 0; i < 6 && rc == 0; i++)
         if (strcmp(kind, kinds[i]) == 0) v->kind = i;
     if (rc == 0 && v->kind < 0) rc = poa_fail(e, "program: value %s of unknown kind %s", name, kind);
     if (rc == 0) {
@@ -186,7 +219,7 @@ static int read_step(lua_State *L, int t, poa_program_step *s, const poa_program
     s->tb = (int)field_long(L, t, "tb");
     s->m = field_lin(L, t, "m");
     s->n = field_long(L, t, "n");
-    s->k = field_long(L, t, "k");
+    s->k = field_lin(L, t, "k");
     s->lda = field_long(L, t, "lda");
     s->ldb = field_long(L, t, "ldb");
     s->ldc = field_long(L, t, "ldc");
@@ -304,7 +337,7 @@ void poa_program_run(const poa_program *p, void *const *bases, long batch, const
     for (int i = 0; i < p->step_count; i++) {
         const poa_program_step *s = &p->steps[i];
         if (s->kind == POA_STEP_GEMM) {
-            poa_gemm(s->ta, s->tb, poa_lin_at(s->m, batch), s->n, s->k, (real)s->alpha, pointer(p, bases, s->a, batch),
+            poa_gemm(s->ta, s->tb, poa_lin_at(s->m, batch), s->n, poa_lin_at(s->k, batch), (real)s->alpha, pointer(p, bases, s->a, batch),
                      s->lda, pointer(p, bases, s->b, batch), s->ldb, (real)s->beta, pointer(p, bases, s->c, batch),
                      s->ldc);
         } else if (s->kind == POA_STEP_COPY) {

@@ -23,7 +23,9 @@ typedef struct poa_lin {
 
 static inline long poa_lin_at(poa_lin l, long batch) { return l.b * batch + l.c; }
 
-enum { POA_VALUE_ACT, POA_VALUE_PARAM, POA_VALUE_INPUT, POA_VALUE_CONST };
+/* SAVED (a backward program's view of a forward activation) and GRAD (a parameter's gradient)
+   appear in backward programs (gen/backward.lua). */
+enum { POA_VALUE_ACT, POA_VALUE_PARAM, POA_VALUE_INPUT, POA_VALUE_CONST, POA_VALUE_SAVED, POA_VALUE_GRAD };
 enum { POA_STEP_GEMM, POA_STEP_KERNEL, POA_STEP_COPY };
 
 typedef struct poa_program_value {
@@ -42,8 +44,8 @@ typedef struct poa_program_step {
     int kind;
     /* GEMM, row-major: c (m x n, ldc) = alpha op(a) op(b) + beta c. Copy: a -> c, m elements. */
     int ta, tb;
-    poa_lin m;
-    long n, k, lda, ldb, ldc;
+    poa_lin m, k;
+    long n, lda, ldb, ldc;
     double alpha, beta;
     poa_operand a, b, c;
     /* kernel: index into the executor's table; args in the kernel's C order, each a buffer

@@ -68,6 +68,16 @@ int poa_vit_read_parameters(const poa_vit *model, real *params, const struct poa
 int poa_vit_save_parameters(const poa_vit *model, const real *params, const char *path,
                             poa_error *e);
 
+/* A program of a pass and where its values live: a value's element offset in the arena, the
+   parameters or the gradients, or its slot (images, mask, drop_scale, dout, resample, ones). */
+typedef struct poa_vit_run {
+    const poa_program *program; /* cached process-wide (program.h), or `owned` */
+    poa_program owned;
+    int owned_width, owned_depth, owned_image;
+    long *value_offsets;
+    void **bases;
+} poa_vit_run;
+
 /* One member's pass over one crop batch: its block ids, kernels and the
    activation arena that the backward reads. */
 typedef struct poa_vit_pass {
@@ -84,16 +94,14 @@ typedef struct poa_vit_pass {
     real *ones;       /* LayerScale of 1 when the model has none */
     const unsigned char *mask; /* of the last forward */
     const real *drop_scale;    /* of the last forward: depth x 2 x batch, or NULL */
-    /* The forward as a program (models/vit.lua's graph lowered by gen/program.lua), run by
-       runtime/program.c. A training pass binds its values to the arena layout the backward
-       reads (poa_vit_pass_buffers); an inference pass (poa_vit_pass_init_inference) holds
-       only the program's arena, laid out by liveness, and has no backward. */
+    /* The forward and the backward as programs (models/vit.lua's graph lowered by
+       gen/program.lua, its reverse by gen/backward.lua), run by runtime/program.c. A training
+       pass binds the forward's values to the arena layout of poa_vit_pass_buffers, and the
+       backward's own values (cotangents, laid out by liveness) from the layout's grad.x on;
+       an inference pass (poa_vit_pass_init_inference) holds only the forward's liveness
+       arena and has no backward. */
     int inference;
-    const poa_program *program; /* cached process-wide (program.h), or `owned` */
-    poa_program owned;
-    int owned_width, owned_depth, owned_image;
-    long *value_offsets; /* per value: its element offset in the arena or the parameters, or its slot */
-    void **bases;
+    poa_vit_run fwd, bwd;
 } poa_vit_pass;
 
 /* One buffer of a pass's activation arena (offset and count in elements). */
@@ -125,6 +133,9 @@ void poa_vit_pass_free(poa_vit_pass *pass);
    width x depth at image_size: models/vit.lua's forward lowered by gen/program.lua. */
 int poa_vit_push_program(lua_State *L, const poa_vit_config *config, int width, int depth, int image_size,
                          poa_error *e);
+/* The same for the backward program (gen/backward.lua). */
+int poa_vit_push_backward_program(lua_State *L, const poa_vit_config *config, int width, int depth,
+                                  int image_size, poa_error *e);
 
 /* images: batch x C x S x S. mask: batch x patches (non-zero = replace by the
    mask token) or NULL. drop_scale: per active block j, branch (0 attention,

@@ -30,6 +30,9 @@ $poa program recipes/vit_l16_ee1200.lua --net ViT-L > "$tmp/program"
 check "poa program ViT-L: the forward's GFLOPs are poa list's 61.55" "sed -n 3p $tmp/program | grep -q ' 61.55[0-9]* GFLOPs at batch 1'"
 check "poa program ViT-L: 24 blocks of the intact net, symbolic batch" \
       "grep -q 'arena [0-9]*\\*B elements' $tmp/program && grep -q 'layernorm_forward(block23.ln2' $tmp/program && grep -q 'blocks.23.mlp.fc2.linear.weight' $tmp/program"
+$poa program recipes/vit_l16_ee1200.lua --net ViT-L --backward > "$tmp/program"
+check "poa program --backward ViT-L: 122.95 GFLOPs (twice the forward's less the patch embedding's dx), 3 recomputes per block" \
+      "sed -n 3p $tmp/program | grep -q ' 122.95[0-9]* GFLOPs at batch 1' && [ \$(grep -c '(recompute block' $tmp/program) = 72 ]"
 $poa program recipes/quickstart.lua --net 64x2 --crop local --batch 3 > "$tmp/program"
 check "poa program --crop local --batch 3: resampled position table, sizes at batch 3" \
       "grep -q '^batch 3; arena' $tmp/program && grep -q 'gemm   pos+64 = 1 \\* resample' $tmp/program && grep -q 'rows=15)' $tmp/program"

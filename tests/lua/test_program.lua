@@ -7,6 +7,11 @@
 --   - the GEMM and attention FLOPs at the native size equal gen/space.lua's count (an
 --     independent formula): the program runs every layer of the member once;
 --   - the parameters it reads are exactly the member's blocks (gen/space.lua's block ids).
+-- And the backward programs gen/backward.lua derives from them: the same arena checks; every
+-- cotangent written before it is read; the only forward values written are the recomputed
+-- ones (GELU's g, the LayerNorms' y: three per block); a gradient for every parameter the
+-- forward reads and for no other; FLOPs twice the forward's less the patch embedding's dx. (That the gradients are right: tests/c/test_vit_golden.c
+-- against PyTorch and tests/c/f64_vit_gradcheck.c, both through the executor.)
 package.path = "./?.lua;" .. package.path
 local check = require("tests.lua.check")
 local program = require("gen.program")
@@ -71,6 +76,34 @@ local function dataflow_sound(p)
   return true
 end
 
+-- The backward: cotangents written before read; a forward value only written by a recompute
+-- step; returns the number of recompute runs (a run: consecutive steps with one note).
+local function backward_sound(p)
+  local defined, runs, last = {}, 0, nil
+  for i, st in ipairs(p.steps) do
+    for _, o in ipairs(read(st)) do
+      local v = p.values[o.value]
+      if v.kind == "act" and not defined[o.value] then return false, string.format("step %d reads %s before it is written", i, v.name) end
+    end
+    for id in pairs(written(st)) do
+      local kind = p.values[id].kind
+      if not (kind == "act" or kind == "grad" or (kind == "saved" and st.note)) then
+        return false, string.format("step %d writes %s %s", i, kind, p.values[id].name)
+      end
+      defined[id] = true
+    end
+    if st.note and st.note ~= last then runs = runs + 1 end
+    last = st.note
+  end
+  return true, runs
+end
+
+local function names_of(p, kind)
+  local set, n = {}, 0
+  for _, v in ipairs(p.values) do if v.kind == kind then set[v.name], n = true, n + 1 end end
+  return set, n
+end
+
 -- The state-dict names the program reads, against the member's blocks.
 local function params_match(p, r, width, depth)
   local want = {}
@@ -107,9 +140,29 @@ for _, path in ipairs(recipes) do
         program.eval(p.arena, 4) <= program.max_live(p, 4),
         string.format("%d > %d", program.eval(p.arena, 4), program.max_live(p, 4)))
       check.ok(name .. " reads exactly the member's blocks", params_match(p, r, width, depth))
+      local b = program.vit_forward_of_recipe(r, width, depth, crop, true)
+      ok, why = true, nil
+      for _, batch in ipairs({ 1, 3, 64 }) do
+        if ok then ok, why = arena_sound(b, batch) end
+      end
+      check.ok(name .. " backward: values live together never share the arena", ok, why)
+      local sound, runs = backward_sound(b)
+      check.ok(name .. " backward: cotangents written before read, forward values only recomputed", sound, runs)
+      check.equal(name .. " backward: recomputes g, ln1 and ln2 of each block", runs, 3 * depth)
+      local params, grads = names_of(p, "param"), names_of(b, "grad")
+      local same = true
+      for n in pairs(params) do same = same and grads[n] == true end
+      for n in pairs(grads) do same = same and params[n] == true end
+      check.ok(name .. " backward: a gradient for every parameter the forward reads, no other", same)
+      check.ok(name .. " backward: arena no larger than the most live at one step",
+        program.eval(b.arena, 4) <= program.max_live(b, 4))
       if crop == "global" then
         local _, macs = space.flops(m, width, depth, r.global_crops.size)
         check.equal(name .. " FLOPs of one image = gen/space.lua's", program.eval(program.macs(p), 1), macs)
+        -- every GEMM twice (dW and dx) but the patch embedding's (no dx of the image)
+        local patches = (r.global_crops.size // m.patch_size) ^ 2
+        check.equal(name .. " backward FLOPs of one image = twice the forward's less the patch embedding's dx",
+          program.eval(program.macs(b), 1), 2 * macs - patches * m.in_channels * m.patch_size ^ 2 * width)
       end
     end
   end
