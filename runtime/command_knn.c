@@ -1,6 +1,9 @@
 /* command_knn.c: `poa knn`: weighted k-NN (knn.h) of members of a teacher's
    backbone on a labelled train/val ImageFolder tree; writes knn.csv, knn.md and
-   knn_heatmap.png (the whole family, width by depth, coloured by top-1 at k = 20). */
+   knn_heatmap.png (the whole family, width by depth, coloured by top-1 at k = 20).
+   Beside the members, the same protocol on two baselines, so that the table says what
+   training bought: the raw pixels as the network is fed them, and every member at
+   initialisation (the recipe's, from its train.seed, or the backbone of --init FILE). */
 #include <errno.h>
 #include <lauxlib.h>
 #include <stdio.h>
@@ -12,13 +15,17 @@
 #include "backend.h"
 #include "commands.h"
 #include "knn.h"
-#include "png_write.h"
+#include "knn_heatmap.h"
 #include "files.h"
 #include "recipe.h"
 #include "safetensors.h"
 
+enum { HEAT_K = 1 /* the column of k = 20, the one the heatmap and the gains show */ };
+
 typedef struct knn_options {
     const char *checkpoint, *recipe, *data, *nets, *out;
+    const char *init;         /* --init FILE: the members at initialisation from this file */
+    int pixels, at_init;      /* --baselines: which baselines are evaluated */
     long train_limit, val_limit, batch;
     int threads;
     const char *overrides[64]; /* section.field=value, applied over the recipe */
@@ -32,24 +39,51 @@ typedef struct knn_member {
     char name[32];
     int selected;
     double top1[POA_KNN_K_COUNT], top5[POA_KNN_K_COUNT];
+    double init_top1[POA_KNN_K_COUNT], init_top5[POA_KNN_K_COUNT]; /* at initialisation */
 } knn_member;
+
+/* The raw-pixel baseline's accuracies (evaluated when options.pixels). */
+typedef struct knn_pixels {
+    double top1[POA_KNN_K_COUNT], top5[POA_KNN_K_COUNT];
+} knn_pixels;
 
 static const char *usage_text =
     "usage: poa knn <checkpoint.safetensors> [--recipe R.lua] --data DIR (with train/ and val/)\n"
     "               [--nets all|S,B,L|WxD,...] [--train-limit N] [--val-limit N] [--out DIR]\n"
-    "               [--threads N] [--batch N] [section.field=value ...]\n"
-    "  Without --recipe, the checkpoint's recipe and the overrides it was trained with are used.";
+    "               [--threads N] [--batch N] [--baselines pixels,init|pixels|init|none]\n"
+    "               [--init FILE] [section.field=value ...]\n"
+    "  Without --recipe, the checkpoint's recipe and the overrides it was trained with are used.\n"
+    "  Baselines (default both): the raw pixels as fed to the network, and the members at\n"
+    "  initialisation (the recipe's, seeded by train.seed, or the backbone in --init FILE).";
+
+/* --baselines: a comma-separated subset of pixels,init, or none. */
+static int parse_baselines(const char *text, knn_options *o, poa_error *e) {
+    o->pixels = o->at_init = 0;
+    if (strcmp(text, "none") == 0) return 0;
+    for (const char *p = text;;) {
+        size_t len = strcspn(p, ",");
+        if (len == 6 && strncmp(p, "pixels", 6) == 0) o->pixels = 1;
+        else if (len == 4 && strncmp(p, "init", 4) == 0) o->at_init = 1;
+        else return poa_fail(e, "--baselines: '%.*s' is not pixels, init or none", (int)len, p);
+        if (!p[len]) return 0;
+        p += len + 1;
+    }
+}
 
 static int parse_options(int argc, char **argv, knn_options *o, poa_error *e) {
     memset(o, 0, sizeof *o);
     o->nets = "all";
     o->out = "knn";
+    o->pixels = o->at_init = 1;
+    const char *baselines = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char **text = strcmp(a, "--recipe") == 0 ? &o->recipe
                           : strcmp(a, "--data") == 0   ? &o->data
                           : strcmp(a, "--nets") == 0   ? &o->nets
                           : strcmp(a, "--out") == 0    ? &o->out
+                          : strcmp(a, "--init") == 0   ? &o->init
+                          : strcmp(a, "--baselines") == 0 ? &baselines
                                                        : NULL;
         long *number = strcmp(a, "--train-limit") == 0 ? &o->train_limit
                      : strcmp(a, "--val-limit") == 0   ? &o->val_limit
@@ -79,6 +113,8 @@ static int parse_options(int argc, char **argv, knn_options *o, poa_error *e) {
         }
     }
     if (!o->checkpoint || !o->data) return poa_fail(e, "%s", usage_text);
+    if (baselines && parse_baselines(baselines, o, e)) return -1;
+    if (o->init && !o->at_init) return poa_fail(e, "--init %s: the init baseline is off (--baselines)", o->init);
     return 0;
 }
 
@@ -124,6 +160,24 @@ static int family_members(lua_State *L, const poa_recipe *r, knn_member **out, i
     return 0;
 }
 
+/* The recipe's train.seed: poa train initialises the networks from it. */
+static int recipe_seed(lua_State *L, const poa_recipe *r, unsigned long long *seed, poa_error *e) {
+    if (luaL_loadstring(L, "local r = ...\nreturn string.format('%.0f', r.train.seed)") != LUA_OK)
+        return poa_fail(e, "%s", lua_tostring(L, -1));
+    if (poa_recipe_push(L, r, e)) {
+        lua_pop(L, 1);
+        return -1;
+    }
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        poa_fail(e, "%s: train.seed: %s", r->path, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return -1;
+    }
+    *seed = strtoull(lua_tostring(L, -1), NULL, 10);
+    lua_pop(L, 1);
+    return 0;
+}
+
 /* Marks the members named by --nets ("all" or a comma-separated list). */
 static int select_members(lua_State *L, const poa_recipe *r, const char *nets, knn_member *m,
                           int count, poa_error *e) {
@@ -160,262 +214,221 @@ static int open_split(poa_dataset *d, const char *data, const char *split, poa_e
 
 /* ---- outputs ---- */
 
-static int write_tables(const char *out, const knn_member *m, int count, char **markdown,
-                        poa_error *e) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/knn.csv", out);
+/* knn.csv: a row per (member or pixels, features, k); features = trained, init or pixels. */
+static int write_csv(const char *path, const knn_options *o, const knn_member *m, int count,
+                     const knn_pixels *pixels, poa_error *e) {
     FILE *f = fopen(path, "w");
     if (!f) return poa_fail(e, "%s: cannot create (%s)", path, strerror(errno));
-    fprintf(f, "member,width,depth,params,k,top1,top5\n");
+    fprintf(f, "member,width,depth,params,k,top1,top5,features\n");
+    for (int k = 0; o->pixels && k < POA_KNN_K_COUNT; k++)
+        fprintf(f, "pixels,0,0,0,%d,%.4f,%.4f,pixels\n", poa_knn_default_ks[k], 100 * pixels->top1[k],
+                100 * pixels->top5[k]);
     for (int i = 0; i < count; i++)
-        for (int k = 0; m[i].selected && k < POA_KNN_K_COUNT; k++)
-            fprintf(f, "%s,%d,%d,%lld,%d,%.4f,%.4f\n", m[i].name, m[i].width, m[i].depth,
+        for (int k = 0; m[i].selected && k < POA_KNN_K_COUNT; k++) {
+            fprintf(f, "%s,%d,%d,%lld,%d,%.4f,%.4f,trained\n", m[i].name, m[i].width, m[i].depth,
                     m[i].params, poa_knn_default_ks[k], 100 * m[i].top1[k], 100 * m[i].top5[k]);
+            if (o->at_init)
+                fprintf(f, "%s,%d,%d,%lld,%d,%.4f,%.4f,init\n", m[i].name, m[i].width, m[i].depth,
+                        m[i].params, poa_knn_default_ks[k], 100 * m[i].init_top1[k],
+                        100 * m[i].init_top5[k]);
+        }
     if (fclose(f) != 0) return poa_fail(e, "%s: write failed", path);
+    return 0;
+}
 
+/* knn.md (and stdout): a row per member, its top-1 at every k, then (baselines) its top-1
+   at k = 20 at initialisation and what training gained over it and over the pixels; the
+   pixels' own row first. */
+static int write_tables(const knn_options *o, const knn_member *m, int count,
+                        const knn_pixels *pixels, char **markdown, poa_error *e) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/knn.csv", o->out);
+    if (write_csv(path, o, m, count, pixels, e)) return -1;
     size_t size = 0;
     FILE *md = open_memstream(markdown, &size);
     if (!md) return poa_fail(e, "out of memory");
     fprintf(md, "| member | width | depth | params (M) |");
     for (int k = 0; k < POA_KNN_K_COUNT; k++) fprintf(md, " k=%d top-1 |", poa_knn_default_ks[k]);
+    if (o->at_init) fprintf(md, " init k=20 | gain over init |");
+    if (o->pixels) fprintf(md, " gain over pixels |");
     fprintf(md, "\n|---|---:|---:|---:|");
-    for (int k = 0; k < POA_KNN_K_COUNT; k++) fprintf(md, "---:|");
+    for (int k = 0; k < POA_KNN_K_COUNT + 2 * o->at_init + o->pixels; k++) fprintf(md, "---:|");
     fprintf(md, "\n");
+    if (o->pixels) {
+        fprintf(md, "| pixels (as fed) | | | |");
+        for (int k = 0; k < POA_KNN_K_COUNT; k++) fprintf(md, " %.2f |", 100 * pixels->top1[k]);
+        fprintf(md, "%s%s\n", o->at_init ? " | |" : "", " |");
+    }
     for (int i = 0; i < count; i++) {
         if (!m[i].selected) continue;
         fprintf(md, "| %s | %d | %d | %.2f |", m[i].name, m[i].width, m[i].depth, m[i].params / 1e6);
         for (int k = 0; k < POA_KNN_K_COUNT; k++) fprintf(md, " %.2f |", 100 * m[i].top1[k]);
+        if (o->at_init)
+            fprintf(md, " %.2f | %+.2f |", 100 * m[i].init_top1[HEAT_K],
+                    100 * (m[i].top1[HEAT_K] - m[i].init_top1[HEAT_K]));
+        if (o->pixels) fprintf(md, " %+.2f |", 100 * (m[i].top1[HEAT_K] - pixels->top1[HEAT_K]));
         fprintf(md, "\n");
     }
     fclose(md);
-    snprintf(path, sizeof path, "%s/knn.md", out);
-    f = fopen(path, "w");
+    snprintf(path, sizeof path, "%s/knn.md", o->out);
+    FILE *f = fopen(path, "w");
     if (!f) return poa_fail(e, "%s: cannot create (%s)", path, strerror(errno));
     fputs(*markdown, f);
     if (fclose(f) != 0) return poa_fail(e, "%s: write failed", path);
     return 0;
 }
 
-/* ---- the heatmap ---- */
-
-/* A 3x5 pixel font: each glyph is 5 rows of 3 bits (bit 2 = left column). */
-static const struct glyph {
-    char c;
-    unsigned char rows[5];
-} font[] = {
-    { '0', { 7, 5, 5, 5, 7 } }, { '1', { 2, 6, 2, 2, 7 } }, { '2', { 7, 1, 7, 4, 7 } },
-    { '3', { 7, 1, 7, 1, 7 } }, { '4', { 5, 5, 7, 1, 1 } }, { '5', { 7, 4, 7, 1, 7 } },
-    { '6', { 7, 4, 7, 5, 7 } }, { '7', { 7, 1, 1, 1, 1 } }, { '8', { 7, 5, 7, 5, 7 } },
-    { '9', { 7, 5, 7, 1, 7 } }, { '.', { 0, 0, 0, 0, 2 } }, { '%', { 5, 1, 2, 4, 5 } },
-    { '-', { 0, 0, 7, 0, 0 } }, { '=', { 0, 7, 0, 7, 0 } }, { 'A', { 2, 5, 7, 5, 5 } },
-    { 'D', { 6, 5, 5, 5, 6 } }, { 'E', { 7, 4, 6, 4, 7 } }, { 'H', { 5, 5, 7, 5, 5 } },
-    { 'I', { 7, 2, 2, 2, 7 } }, { 'K', { 5, 5, 6, 5, 5 } }, { 'L', { 4, 4, 4, 4, 7 } },
-    { 'N', { 6, 5, 5, 5, 5 } }, { 'O', { 2, 5, 5, 5, 2 } }, { 'P', { 6, 5, 6, 4, 4 } },
-    { 'T', { 7, 2, 2, 2, 2 } }, { 'U', { 5, 5, 5, 5, 7 } }, { 'V', { 5, 5, 5, 5, 2 } },
-    { 'W', { 5, 5, 5, 7, 5 } },
-};
-
-typedef struct canvas {
-    unsigned char *rgb;
-    int width, height;
-} canvas;
-
-static void fill_rect(canvas *c, int x0, int y0, int w, int h, const unsigned char colour[3]) {
-    for (int y = y0; y < y0 + h; y++)
-        for (int x = x0; x < x0 + w; x++)
-            if (x >= 0 && y >= 0 && x < c->width && y < c->height)
-                memcpy(c->rgb + ((size_t)y * c->width + x) * 3, colour, 3);
-}
-
-/* Text at (x, y) (top left), each font pixel scale x scale; advance 4 * scale. */
-static void draw_text(canvas *c, int x, int y, int scale, const char *text,
-                      const unsigned char colour[3]) {
-    for (; *text; text++, x += 4 * scale)
-        for (size_t g = 0; g < sizeof font / sizeof font[0]; g++) {
-            if (font[g].c != *text) continue;
-            for (int row = 0; row < 5; row++)
-                for (int col = 0; col < 3; col++)
-                    if (font[g].rows[row] >> (2 - col) & 1)
-                        fill_rect(c, x + col * scale, y + row * scale, scale, scale, colour);
-        }
-}
-
-static int text_width(const char *text, int scale) { return (int)strlen(text) * 4 * scale - scale; }
-
-/* Viridis, interpolated between five of its colours; t in [0, 1]. */
-static void colour_of(double t, unsigned char out[3]) {
-    static const double stops[5][3] = {
-        { 68, 1, 84 }, { 59, 82, 139 }, { 33, 145, 140 }, { 94, 201, 98 }, { 253, 231, 37 },
-    };
-    if (t < 0) t = 0;
-    if (t > 1) t = 1;
-    double s = t * 4;
-    int i = s >= 4 ? 3 : (int)s;
-    double f = s - i;
-    for (int ch = 0; ch < 3; ch++)
-        out[ch] = (unsigned char)(stops[i][ch] + f * (stops[i + 1][ch] - stops[i][ch]) + 0.5);
-}
-
-enum { CELL_W = 48, CELL_H = 28, LABEL = 2, HEAT_K = 1 /* k = 20 */ };
-
-static int write_heatmap(const char *path, const knn_member *m, int count, poa_error *e) {
-    /* the family's distinct widths (rows, largest on top) and depths (columns) */
-    int widths[256], depths[256], nw = 0, nd = 0;
-    double lo = 1e300, hi = -1e300;
-    for (int i = 0; i < count; i++) {
-        int fw = 0, fd = 0;
-        for (int j = 0; j < nw; j++) fw |= widths[j] == m[i].width;
-        for (int j = 0; j < nd; j++) fd |= depths[j] == m[i].depth;
-        if (!fw && nw < 256) widths[nw++] = m[i].width;
-        if (!fd && nd < 256) depths[nd++] = m[i].depth;
-        if (m[i].selected) {
-            double v = 100 * m[i].top1[HEAT_K];
-            lo = v < lo ? v : lo;
-            hi = v > hi ? v : hi;
-        }
-    }
-    if (hi < lo) lo = hi = 0;
-    if (hi - lo < 1e-9) { /* one value: a 1-point scale that stays within [0, 100] */
-        if (hi >= 1) lo = hi - 1;
-        else hi = lo + 1;
-    }
-    const int char_h = 5 * LABEL, left = 8 + text_width("WIDTH", LABEL) + 8;
-    const int top = 8 + char_h + 8 + char_h + 6, grid_w = nd * CELL_W, grid_h = nw * CELL_H;
-    const int strip_h = grid_h > 120 ? grid_h : 120, legend_x = left + grid_w + 16;
-    canvas c = { NULL, legend_x + 22 + text_width("NOT EVALUATED", 1) + 8,
-                 top + strip_h + 6 + char_h + 6 + char_h + 8 };
-    int min_w = left + text_width("KNN TOP-1 % AT K=20", LABEL) + 8;
-    if (c.width < min_w) c.width = min_w;
-    c.rgb = malloc((size_t)c.width * c.height * 3);
-    if (!c.rgb) return poa_fail(e, "%s: out of memory", path);
-    memset(c.rgb, 255, (size_t)c.width * c.height * 3);
-    static const unsigned char black[3] = { 0, 0, 0 }, white[3] = { 255, 255, 255 },
-                               grey[3] = { 200, 200, 200 };
-    char text[32];
-    draw_text(&c, left, 8, LABEL, "KNN TOP-1 % AT K=20", black);
-    draw_text(&c, 8, 8 + char_h + 8, LABEL, "WIDTH", black);
-    for (int r = 0; r < nw; r++) {
-        int w = widths[nw - 1 - r], y = top + r * CELL_H;
-        snprintf(text, sizeof text, "%d", w);
-        draw_text(&c, left - 6 - text_width(text, LABEL), y + (CELL_H - char_h) / 2, LABEL, text, black);
-        for (int col = 0; col < nd; col++) {
-            int x = left + col * CELL_W;
-            const knn_member *cell = NULL;
-            for (int i = 0; i < count; i++)
-                if (m[i].width == w && m[i].depth == depths[col]) cell = &m[i];
-            unsigned char colour[3];
-            if (cell && cell->selected) colour_of((100 * cell->top1[HEAT_K] - lo) / (hi - lo), colour);
-            else memcpy(colour, grey, 3);
-            fill_rect(&c, x, y, CELL_W - 1, CELL_H - 1, colour);
-            if (cell && cell->selected) {
-                double luma = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2];
-                snprintf(text, sizeof text, "%.1f", 100 * cell->top1[HEAT_K]);
-                draw_text(&c, x + (CELL_W - 1 - text_width(text, LABEL)) / 2,
-                          y + (CELL_H - 1 - char_h) / 2, LABEL, text, luma > 140 ? black : white);
-            }
-        }
-    }
-    for (int col = 0; col < nd; col++) {
-        snprintf(text, sizeof text, "%d", depths[col]);
-        draw_text(&c, left + col * CELL_W + (CELL_W - 1 - text_width(text, LABEL)) / 2,
-                  top + grid_h + 6, LABEL, text, black);
-    }
-    draw_text(&c, left + (grid_w - text_width("DEPTH", LABEL)) / 2, top + grid_h + 6 + char_h + 6,
-              LABEL, "DEPTH", black);
-    /* the colour scale: hi at the top, lo at the bottom */
-    for (int y = 0; y < strip_h; y++) {
-        unsigned char colour[3];
-        colour_of(1.0 - (double)y / (strip_h - 1), colour);
-        fill_rect(&c, legend_x, top + y, 16, 1, colour);
-    }
-    snprintf(text, sizeof text, "%.1f", hi);
-    draw_text(&c, legend_x + 22, top, LABEL, text, black);
-    snprintf(text, sizeof text, "%.1f", lo);
-    draw_text(&c, legend_x + 22, top + strip_h - char_h, LABEL, text, black);
-    fill_rect(&c, legend_x, top + strip_h + 6, 16, char_h, grey);
-    draw_text(&c, legend_x + 22, top + strip_h + 6 + (char_h - 5) / 2, 1, "NOT EVALUATED", black);
-    int rc = poa_png_write_rgb(path, c.rgb, c.width, c.height, e);
-    free(c.rgb);
-    return rc;
-}
-
 /* ---- the run ---- */
 
-static int evaluate(const knn_options *o, const poa_recipe *r, const poa_vit *model,
-                    const real *params, knn_member *m, int count, poa_error *e) {
-    poa_dataset train = { 0 }, val = { 0 };
-    poa_knn_images train_images = { 0 }, val_images = { 0 };
-    int rc = open_split(&train, o->data, "train", e);
-    if (rc == 0) rc = open_split(&val, o->data, "val", e);
-    if (rc == 0 && train.class_count != val.class_count)
-        rc = poa_fail(e, "%s: train/ has %d classes, val/ has %d", o->data, train.class_count,
-                      val.class_count);
-    for (int c = 0; rc == 0 && c < train.class_count; c++)
-        if (strcmp(train.class_names[c], val.class_names[c]) != 0)
+/* The decoded subsets of train/ and val/, and what the classifier needs of them. */
+typedef struct knn_data {
+    poa_dataset train, val;
+    poa_knn_images train_images, val_images;
+} knn_data;
+
+static void data_free(knn_data *d) {
+    poa_knn_images_free(&d->train_images);
+    poa_knn_images_free(&d->val_images);
+    poa_dataset_free(&d->train);
+    poa_dataset_free(&d->val);
+}
+
+static int load_data(const knn_options *o, const poa_recipe *r, knn_data *d, poa_error *e) {
+    memset(d, 0, sizeof *d);
+    int rc = open_split(&d->train, o->data, "train", e);
+    if (rc == 0) rc = open_split(&d->val, o->data, "val", e);
+    if (rc == 0 && d->train.class_count != d->val.class_count)
+        rc = poa_fail(e, "%s: train/ has %d classes, val/ has %d", o->data, d->train.class_count,
+                      d->val.class_count);
+    for (int c = 0; rc == 0 && c < d->train.class_count; c++)
+        if (strcmp(d->train.class_names[c], d->val.class_names[c]) != 0)
             rc = poa_fail(e, "%s: class %d is '%s' in train/ but '%s' in val/", o->data, c,
-                          train.class_names[c], val.class_names[c]);
+                          d->train.class_names[c], d->val.class_names[c]);
     double t0 = seconds_now();
     int size = r->global_crop_size;
-    poa_progress progress;
     if (rc == 0) {
-        poa_progress_start(&progress, stdout, "poa knn: decoding", poa_knn_subset(train.count, o->train_limit, NULL) +
-                           poa_knn_subset(val.count, o->val_limit, NULL), "images");
-        rc = poa_knn_load_images(&train_images, &train, o->train_limit, size, o->threads, &progress, e);
-        if (rc == 0) rc = poa_knn_load_images(&val_images, &val, o->val_limit, size, o->threads, &progress, e);
+        poa_progress progress;
+        poa_progress_start(&progress, stdout, "poa knn: decoding",
+                           poa_knn_subset(d->train.count, o->train_limit, NULL) +
+                               poa_knn_subset(d->val.count, o->val_limit, NULL), "images");
+        rc = poa_knn_load_images(&d->train_images, &d->train, o->train_limit, size, o->threads,
+                                 &progress, e);
+        if (rc == 0)
+            rc = poa_knn_load_images(&d->val_images, &d->val, o->val_limit, size, o->threads,
+                                     &progress, e);
         poa_progress_finish(&progress);
     }
     if (rc == 0)
         fprintf(stderr, "poa knn: %ld train and %ld val images, %d classes, %dx%d (decoded in %.1f s)\n",
-                train_images.count, val_images.count, train.class_count, size, size,
+                d->train_images.count, d->val_images.count, d->train.class_count, size, size,
                 seconds_now() - t0);
-    real *train_features = NULL, *val_features = NULL;
-    if (rc == 0) {
-        train_features = malloc(sizeof(real) * (size_t)train_images.count * r->width_max);
-        val_features = malloc(sizeof(real) * (size_t)val_images.count * r->width_max);
-        if (!train_features || !val_features) rc = poa_fail(e, "out of memory for the features");
-    }
-    for (int i = 0; rc == 0 && i < count; i++) {
-        if (!m[i].selected) continue;
-        t0 = seconds_now();
-        char what[96];
-        snprintf(what, sizeof what, "poa knn: %s features", m[i].name);
-        poa_progress_start(&progress, stdout, what, train_images.count + val_images.count, "images");
-        rc = poa_knn_features(model, params, m[i].width, m[i].depth, &train_images, o->batch,
-                              train_features, &progress, e);
-        if (rc == 0)
-            rc = poa_knn_features(model, params, m[i].width, m[i].depth, &val_images, o->batch,
-                                  val_features, &progress, e);
-        poa_progress_finish(&progress);
-        double t1 = seconds_now();
-        if (rc == 0)
-            rc = poa_knn_classify(train_features, train_images.labels, train_images.count,
-                                  val_features, val_images.labels, val_images.count, m[i].width,
-                                  train.class_count, poa_knn_default_ks, POA_KNN_K_COUNT,
-                                  POA_KNN_TEMPERATURE, m[i].top1, m[i].top5, NULL, e);
-        if (rc) {
-            poa_error why = *e;
-            poa_fail(e, "member %dx%d: %s", m[i].width, m[i].depth, why.message);
-        } else
-            fprintf(stderr, "poa knn: %-10s k=20 top-1 %6.2f%%  top-5 %6.2f%%  (features %.2f s, "
-                    "k-NN %.2f s)\n", m[i].name, 100 * m[i].top1[HEAT_K], 100 * m[i].top5[HEAT_K],
-                    t1 - t0, seconds_now() - t1);
-    }
-    free(train_features);
-    free(val_features);
-    poa_knn_images_free(&train_images);
-    poa_knn_images_free(&val_images);
-    poa_dataset_free(&train);
-    poa_dataset_free(&val);
     return rc;
 }
 
-static int run_knn(const knn_options *o, poa_error *e) {
+/* top1/top5 at every k of one kind of features (train and val rows of dim values). */
+static int classify(const knn_data *d, const real *train, const real *val, int dim, double *top1,
+                    double *top5, poa_error *e) {
+    return poa_knn_classify(train, d->train_images.labels, d->train_images.count, val,
+                            d->val_images.labels, d->val_images.count, dim,
+                            d->train.class_count, poa_knn_default_ks, POA_KNN_K_COUNT,
+                            POA_KNN_TEMPERATURE, top1, top5, NULL, e);
+}
+
+/* The raw-pixel baseline: the images as fed to the network, L2-normalised. */
+static int evaluate_pixels(const knn_data *d, knn_pixels *pixels, poa_error *e) {
+    double t0 = seconds_now();
+    int dim = poa_knn_pixel_dim(&d->train_images);
+    real *train = malloc(sizeof(real) * (size_t)d->train_images.count * dim);
+    real *val = malloc(sizeof(real) * (size_t)d->val_images.count * dim);
+    int rc = train && val ? 0 : poa_fail(e, "out of memory for the pixel baseline (%d values an image)", dim);
+    if (rc == 0) rc = poa_knn_pixel_features(&d->train_images, train, e);
+    if (rc == 0) rc = poa_knn_pixel_features(&d->val_images, val, e);
+    if (rc == 0) rc = classify(d, train, val, dim, pixels->top1, pixels->top5, e);
+    if (rc == 0)
+        fprintf(stderr, "poa knn: %-10s k=20 top-1 %6.2f%%  top-5 %6.2f%%  (raw pixels as fed, %d "
+                "values, %.2f s)\n", "pixels", 100 * pixels->top1[HEAT_K], 100 * pixels->top5[HEAT_K],
+                dim, seconds_now() - t0);
+    free(train);
+    free(val);
+    return rc;
+}
+
+/* One member's top1/top5 with the backbone params; `what` names them in messages. */
+static int evaluate_member(const knn_options *o, const knn_data *d, const poa_vit *model,
+                           const real *params, const knn_member *m, const char *what,
+                           real *train, real *val, double *top1, double *top5, poa_error *e) {
+    double t0 = seconds_now();
+    char label[96];
+    snprintf(label, sizeof label, "poa knn: %s features%s", m->name, what);
+    poa_progress progress;
+    poa_progress_start(&progress, stdout, label, d->train_images.count + d->val_images.count, "images");
+    int rc = poa_knn_features(model, params, m->width, m->depth, &d->train_images, o->batch, train,
+                              &progress, e);
+    if (rc == 0)
+        rc = poa_knn_features(model, params, m->width, m->depth, &d->val_images, o->batch, val,
+                              &progress, e);
+    poa_progress_finish(&progress);
+    double t1 = seconds_now();
+    if (rc == 0) rc = classify(d, train, val, m->width, top1, top5, e);
+    if (rc) {
+        poa_error why = *e;
+        return poa_fail(e, "member %dx%d%s: %s", m->width, m->depth, what, why.message);
+    }
+    fprintf(stderr, "poa knn: %-10s k=20 top-1 %6.2f%%  top-5 %6.2f%%  (features %.2f s, k-NN %.2f s)%s\n",
+            m->name, 100 * top1[HEAT_K], 100 * top5[HEAT_K], t1 - t0, seconds_now() - t1, what);
+    return 0;
+}
+
+/* Every selected member with the trained params and (init != NULL) at initialisation,
+   and the pixels (o->pixels). */
+static int evaluate(const knn_options *o, const poa_recipe *r, const poa_vit *model,
+                    const real *params, const real *init, knn_member *m, int count,
+                    knn_pixels *pixels, poa_error *e) {
+    knn_data d;
+    int rc = load_data(o, r, &d, e);
+    if (rc == 0 && o->pixels) rc = evaluate_pixels(&d, pixels, e);
+    real *train = NULL, *val = NULL;
+    if (rc == 0) {
+        train = malloc(sizeof(real) * (size_t)d.train_images.count * r->width_max);
+        val = malloc(sizeof(real) * (size_t)d.val_images.count * r->width_max);
+        if (!train || !val) rc = poa_fail(e, "out of memory for the features");
+    }
+    for (int i = 0; rc == 0 && i < count; i++) {
+        if (!m[i].selected) continue;
+        rc = evaluate_member(o, &d, model, params, &m[i], "", train, val, m[i].top1, m[i].top5, e);
+        if (rc == 0 && init)
+            rc = evaluate_member(o, &d, model, init, &m[i], " at initialisation", train, val,
+                                 m[i].init_top1, m[i].init_top5, e);
+    }
+    free(train);
+    free(val);
+    data_free(&d);
+    return rc;
+}
+
+/* The backbone at initialisation: the backbone in o->init, or poa train's initialisation
+   of the recipe (its train.seed). */
+static int initial_parameters(const knn_options *o, const poa_vit *model, unsigned long long seed,
+                              real *init, poa_error *e) {
+    if (!o->init) {
+        poa_vit_init_parameters(model, init, seed);
+        fprintf(stderr, "poa knn: at initialisation: the recipe's, train.seed = %llu\n", seed);
+        return 0;
+    }
+    const char *prefix = "";
+    if (poa_vit_load_parameters(model, init, o->init, &prefix, e)) return -1;
+    fprintf(stderr, "poa knn: at initialisation: backbone '%s*' of %s\n", prefix, o->init);
+    return 0;
+}
+
+/* The recipe and overrides: --recipe, or those the checkpoint was trained with; then the
+   command line's overrides. */
+static int load_recipe(lua_State *L, const knn_options *o, poa_recipe *recipe, poa_error *e) {
     const char *recipe_path = o->recipe;
     char from_checkpoint[1024] = "", trained_with[2048] = "";
     const char *overrides[128];
     int override_count = 0;
     if (!recipe_path) {
-        /* The recipe and the overrides the checkpoint was trained with. */
         poa_safetensors f;
         if (poa_safetensors_open(&f, o->checkpoint, e)) return -1;
         const char *meta = poa_safetensors_metadata(&f, "recipe");
@@ -429,14 +442,20 @@ static int run_knn(const knn_options *o, poa_error *e) {
         override_count = poa_split_overrides(trained_with, overrides, 64);
     }
     for (int i = 0; i < o->override_count; i++) overrides[override_count++] = o->overrides[i];
+    return poa_recipe_load_overrides(L, recipe_path, overrides, override_count, recipe, e);
+}
+
+static int run_knn(const knn_options *o, poa_error *e) {
     lua_State *L = poa_lua_open(e);
     if (!L) return -1;
     poa_recipe recipe;
     knn_member *members = NULL;
     int count = 0;
-    int rc = poa_recipe_load_overrides(L, recipe_path, overrides, override_count, &recipe, e);
+    unsigned long long seed = 0;
+    int rc = load_recipe(L, o, &recipe, e);
     if (rc == 0) rc = family_members(L, &recipe, &members, &count, e);
     if (rc == 0) rc = select_members(L, &recipe, o->nets, members, count, e);
+    if (rc == 0) rc = recipe_seed(L, &recipe, &seed, e);
     lua_close(L);
     if (rc) {
         free(members);
@@ -448,24 +467,35 @@ static int run_knn(const knn_options *o, poa_error *e) {
         return -1;
     }
     real *params = malloc(sizeof(real) * (size_t)model.parameter_count);
+    real *init = o->at_init ? malloc(sizeof(real) * (size_t)model.parameter_count) : NULL;
     const char *prefix = "";
-    rc = params ? 0 : poa_fail(e, "out of memory for %ld parameters", model.parameter_count);
+    rc = params && (init || !o->at_init) ? 0 : poa_fail(e, "out of memory for %ld parameters", model.parameter_count);
     if (rc == 0) rc = poa_vit_load_parameters(&model, params, o->checkpoint, &prefix, e);
     if (rc == 0)
         fprintf(stderr, "poa knn: backbone %s'%s*' of %s, recipe %s\n", prefix[0] ? "" : "(no prefix) ",
                 prefix, o->checkpoint, recipe.path);
+    if (rc == 0 && init) rc = initial_parameters(o, &model, seed, init, e);
     if (rc == 0) rc = poa_make_folders(o->out, e);
-    if (rc == 0) rc = evaluate(o, &recipe, &model, params, members, count, e);
+    knn_pixels pixels = { { 0 }, { 0 } };
+    if (rc == 0) rc = evaluate(o, &recipe, &model, params, init, members, count, &pixels, e);
     char *markdown = NULL, heatmap[4096];
     snprintf(heatmap, sizeof heatmap, "%s/knn_heatmap.png", o->out);
-    if (rc == 0) rc = write_tables(o->out, members, count, &markdown, e);
-    if (rc == 0) rc = write_heatmap(heatmap, members, count, e);
+    if (rc == 0) rc = write_tables(o, members, count, &pixels, &markdown, e);
+    poa_knn_cell *cells = rc == 0 ? calloc((size_t)count, sizeof *cells) : NULL;
+    if (rc == 0 && !cells) rc = poa_fail(e, "out of memory");
+    for (int i = 0; rc == 0 && i < count; i++)
+        cells[i] = (poa_knn_cell){ members[i].width, members[i].depth, members[i].selected,
+                                   100 * members[i].top1[HEAT_K] };
+    if (rc == 0)
+        rc = poa_knn_heatmap_write(heatmap, cells, count, o->pixels ? 100 * pixels.top1[HEAT_K] : -1, e);
     if (rc == 0) {
         fputs(markdown, stdout);
         printf("\ntable: %s/knn.csv, %s/knn.md\nheatmap: %s\n", o->out, o->out, heatmap);
     }
+    free(cells);
     free(markdown);
     free(params);
+    free(init);
     free(members);
     poa_vit_free(&model);
     return rc;

@@ -286,6 +286,41 @@ int poa_knn_load_images(poa_knn_images *out, const poa_dataset *d, long limit, i
 
 /* ---- features ---- */
 
+/* Image i of images as the network is fed it: ImageNet-normalised, channels first. */
+static void image_as_fed(const poa_knn_images *images, long i, float *out) {
+    size_t image_bytes = (size_t)images->size * images->size * 3;
+    poa_normalize(images->pixels + image_bytes * (size_t)i, images->size, images->size,
+                  poa_imagenet_mean, poa_imagenet_std, out);
+}
+
+/* row /= max(|row|, 1e-12) (F.normalize), the norm accumulated in double. */
+static void unit_row(const real *in, int dim, real *out) {
+    double norm = 0;
+    for (int j = 0; j < dim; j++) norm += (double)in[j] * in[j];
+    norm = sqrt(norm);
+    if (norm < 1e-12) norm = 1e-12;
+    for (int j = 0; j < dim; j++) out[j] = (real)(in[j] / norm);
+}
+
+int poa_knn_pixel_features(const poa_knn_images *images, real *features, poa_error *e) {
+    int dim = poa_knn_pixel_dim(images);
+    float *fed = malloc(sizeof(float) * (size_t)dim);
+    real *row = malloc(sizeof(real) * (size_t)dim);
+    if (!fed || !row) {
+        free(fed);
+        free(row);
+        return poa_fail(e, "k-NN: out of memory for a %d-value pixel row", dim);
+    }
+    for (long i = 0; i < images->count; i++) {
+        image_as_fed(images, i, fed);
+        for (int j = 0; j < dim; j++) row[j] = fed[j];
+        unit_row(row, dim, features + i * dim);
+    }
+    free(fed);
+    free(row);
+    return 0;
+}
+
 int poa_knn_features(const poa_vit *model, const real *params, int width, int depth,
                      const poa_knn_images *images, long batch, real *features,
                      poa_progress *progress, poa_error *e) {
@@ -302,7 +337,7 @@ int poa_knn_features(const poa_vit *model, const real *params, int width, int de
     }
     if (batch > images->count) batch = images->count;
     if (poa_vit_pass_init(&pass, model, width, depth, batch, size, e)) return -1;
-    size_t plane = (size_t)size * size, image_bytes = plane * 3;
+    size_t plane = (size_t)size * size;
     real *input = calloc((size_t)batch * 3 * plane, sizeof(real));
     float *normalized = malloc(sizeof(float) * 3 * plane);
     if (!input || !normalized) {
@@ -314,22 +349,14 @@ int poa_knn_features(const poa_vit *model, const real *params, int width, int de
     for (long b0 = 0; b0 < images->count; b0 += batch) {
         long rows = images->count - b0 < batch ? images->count - b0 : batch;
         for (long b = 0; b < rows; b++) {
-            poa_normalize(images->pixels + image_bytes * (size_t)(b0 + b), size, size,
-                          poa_imagenet_mean, poa_imagenet_std, normalized);
+            image_as_fed(images, b0 + b, normalized);
             for (size_t i = 0; i < 3 * plane; i++) input[(size_t)b * 3 * plane + i] = normalized[i];
         }
         /* a short last batch: the rows past `rows` keep old images; they are ignored */
         poa_vit_forward(&pass, params, input, NULL, NULL);
         const real *out = poa_vit_output(&pass);
-        for (long b = 0; b < rows; b++) {
-            const real *cls = out + b * pass.tokens * width;
-            real *f = features + (b0 + b) * width;
-            double norm = 0;
-            for (int j = 0; j < width; j++) norm += (double)cls[j] * cls[j];
-            norm = sqrt(norm);
-            if (norm < 1e-12) norm = 1e-12; /* F.normalize's eps */
-            for (int j = 0; j < width; j++) f[j] = (real)(cls[j] / norm);
-        }
+        for (long b = 0; b < rows; b++)
+            unit_row(out + b * pass.tokens * width, width, features + (b0 + b) * width);
         if (progress) poa_progress_add(progress, rows);
     }
     free(input);
