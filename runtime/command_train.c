@@ -194,12 +194,13 @@ static void log_step(const poa_trainer *t, poa_progress *progress, FILE *metrics
     const poa_step_diagnostics *d = &s->diag;
     if (d->present) /* the CPU step's diagnostics (train_diagnostics.h) */
         fprintf(metrics,
-                ", \"target_entropy\": %.6g, \"target_spread\": %.6g, "
-                "\"teacher_entropy\": %.6g, \"cls_cosine\": %.6g, \"cls_std\": %.6g, \"cls_rank\": %.6g, "
+                ", \"target_entropy\": %.6g, \"target_spread\": %.6g, \"teacher_entropy\": %.6g, "
                 "\"dout_heads\": [%.6g, %.6g], \"dout_koleo\": [%.6g, %.6g]",
-                d->target_entropy, d->target_spread, d->teacher_entropy, d->cls_cosine,
-                d->cls_std, d->cls_rank, sqrt(d->dout_heads_sq[0]), sqrt(d->dout_heads_sq[1]),
-                sqrt(d->dout_koleo_sq[0]), sqrt(d->dout_koleo_sq[1]));
+                d->target_entropy, d->target_spread, d->teacher_entropy, sqrt(d->dout_heads_sq[0]),
+                sqrt(d->dout_heads_sq[1]), sqrt(d->dout_koleo_sq[0]), sqrt(d->dout_koleo_sq[1]));
+    if (d->features_present)
+        fprintf(metrics, ", \"cls_cosine\": %.6g, \"cls_std\": %.6g, \"cls_rank\": %.6g", d->cls_cosine,
+                d->cls_std, d->cls_rank);
     fprintf(metrics, "}\n");
     fflush(metrics);
 }

@@ -86,7 +86,7 @@ static void symmetric_eigenvalues(double *a, int n, double *values) {
 
 void poa_diagnose_features(poa_step_diagnostics *d, const real *features, long rows, int width) {
     if (rows < 2 || width <= 0) return;
-    const long n = rows > 256 ? 256 : rows; /* the rank of at most 256 rows */
+    const long n = rows > POA_DIAGNOSE_ROWS ? POA_DIAGNOSE_ROWS : rows;
     double *x = malloc(sizeof(double) * (size_t)(n * width));
     double *gram = malloc(sizeof(double) * (size_t)(n * n));
     double *values = malloc(sizeof(double) * (size_t)n);
@@ -128,7 +128,7 @@ void poa_diagnose_features(poa_step_diagnostics *d, const real *features, long r
     for (long i = 0; i < n && !collapsed; i++)
         if (values[i] > 0) h -= values[i] / total * log(values[i] / total);
     d->cls_rank = collapsed ? 0 : exp(h);
-    d->present = 1;
+    d->features_present = 1;
 done:
     free(x);
     free(gram);

@@ -8,13 +8,18 @@
 
 #include "real.h"
 
+#define POA_DIAGNOSE_EVERY 10 /* steps between the CLS feature measurements (and the first) */
+#define POA_DIAGNOSE_ROWS 64  /* rows they are taken on */
+
 typedef struct poa_step_diagnostics {
     int present;                /* 0: not measured (the GPU step) */
     /* the first head's CLS targets of the teacher (nats; log K is uniform) */
     double target_entropy;      /* mean row entropy of the Sinkhorn-Knopp targets */
     double target_spread;       /* entropy of their batch mean: log K when every prototype is used */
     double teacher_entropy;     /* mean row entropy of softmax(logits / T) before Sinkhorn-Knopp */
-    /* the teacher's global-crop CLS tokens (final LayerNorm), L2-normalised */
+    /* the teacher's global-crop CLS tokens (final LayerNorm), L2-normalised; measured every
+       POA_DIAGNOSE_EVERY steps (an eigenvalue problem of POA_DIAGNOSE_ROWS rows) */
+    int features_present;
     double cls_cosine;          /* mean cosine between different rows: 1 = all the same */
     double cls_std;             /* sqrt of their total variance: 0 = collapsed, ~1 = isotropic */
     double cls_rank;            /* effective rank exp(H(eigenvalues / sum)) of the centred rows */
@@ -28,7 +33,8 @@ typedef struct poa_step_diagnostics {
 void poa_diagnose_targets(poa_step_diagnostics *d, const real *targets, const real *logits, long rows,
                           long K, double temperature);
 
-/* The cls_* fields from rows x width features (at most the first 256 rows). */
+/* The cls_* fields (and features_present) from rows x width features (at most the first
+   POA_DIAGNOSE_ROWS rows). */
 void poa_diagnose_features(poa_step_diagnostics *d, const real *features, long rows, int width);
 
 /* sum x[i]^2 in double. */

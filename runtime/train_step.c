@@ -178,7 +178,8 @@ static int teacher_targets(poa_trainer *t, const poa_batch *mb, const crops *cro
             return -1;
     }
     poa_diagnose_targets(diag, tg->cls[0], heads->logits[0], sh->G * sh->B, t->heads.config.prototypes[0], temp);
-    poa_diagnose_features(diag, input, sh->G * sh->B, vc->max_width);
+    const long step = t->step + 1; /* the step this micro-batch makes */
+    if (step == 1 || step % POA_DIAGNOSE_EVERY == 0) poa_diagnose_features(diag, input, sh->G * sh->B, vc->max_width);
     return 0;
 }
 

@@ -19,7 +19,7 @@ static void test_features(void) {
     memset(&d, 0, sizeof d);
     poa_diagnose_features(&d, x, N, D);
     CHECK("identical rows: cosine 1, spread 0, rank 0",
-          d.present && fabs(d.cls_cosine - 1) < 1e-6 && d.cls_std < 1e-6 && d.cls_rank < 1e-6,
+          d.features_present && fabs(d.cls_cosine - 1) < 1e-6 && d.cls_std < 1e-6 && d.cls_rank < 1e-6,
           "cosine %g std %g rank %g", d.cls_cosine, d.cls_std, d.cls_rank);
 
     memset(x, 0, sizeof x);
