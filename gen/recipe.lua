@@ -149,6 +149,58 @@ local function check_vit(path, m, defaults)
   return m
 end
 
+-- augment: the multi-crop augmentation (runtime/augment.h). The defaults are the reference's
+-- ImageNet pipeline; a recipe for other data sets its own (recipes/fashion_mnist.lua).
+recipe.augment_defaults = {
+  blur = "reference",          -- "reference": blur 0 / 0.9 / 0.5 (global 1 / global 2 / local),
+                               -- what the official code does; "paper": 1.0 / 0.1 / 0.5
+  blur_probability = nil,      -- {global 1, global 2, local}: instead of `blur`'s
+  sigma = { 0.1, 2.0 },        -- Gaussian blur sigma range (9x9 kernel)
+  jitter_probability = 0.8,    -- ColorJitter(brightness, contrast, saturation, hue)
+  jitter = { 0.4, 0.4, 0.2, 0.1 },
+  grayscale_probability = 0.2,
+  solarize_probability = 0.2,  -- the second global crop's
+  flip_probability = 0.5,
+}
+
+local function check_augment(path, a)
+  check_type(path, "augment", a, "table")
+  local out = {}
+  for k, v in pairs(recipe.augment_defaults) do out[k] = v end
+  for k, v in pairs(a) do
+    local field = "augment." .. tostring(k)
+    if recipe.augment_defaults[k] == nil and k ~= "blur_probability" then fail(path, field, "unknown field") end
+    out[k] = v
+  end
+  if out.blur ~= "reference" and out.blur ~= "paper" then
+    fail(path, "augment.blur", "expected \"reference\" (0 / 0.9 / 0.5, what the official code does) "
+      .. "or \"paper\" (1.0 / 0.1 / 0.5)")
+  end
+  out.blur_probability = out.blur_probability or (out.blur == "paper" and { 1.0, 0.1, 0.5 } or { 0.0, 0.9, 0.5 })
+  local function probabilities(field, list, n)
+    check_type(path, "augment." .. field, list, "table")
+    if #list ~= n then fail(path, "augment." .. field, "expected " .. n .. " numbers") end
+    for i = 1, n do
+      if type(list[i]) ~= "number" or list[i] < 0 or list[i] > 1 then
+        fail(path, "augment." .. field .. "[" .. i .. "]", "expected a number in [0, 1]")
+      end
+    end
+  end
+  probabilities("blur_probability", out.blur_probability, 3)
+  probabilities("jitter", out.jitter, 4)
+  for _, field in ipairs({ "jitter_probability", "grayscale_probability", "solarize_probability",
+                           "flip_probability" }) do
+    local v = out[field]
+    if type(v) ~= "number" or v < 0 or v > 1 then fail(path, "augment." .. field, "expected a number in [0, 1]") end
+  end
+  check_type(path, "augment.sigma", out.sigma, "table")
+  if #out.sigma ~= 2 or type(out.sigma[1]) ~= "number" or type(out.sigma[2]) ~= "number"
+      or out.sigma[1] <= 0 or out.sigma[1] > out.sigma[2] then
+    fail(path, "augment.sigma", "expected {min, max} with 0 < min <= max")
+  end
+  return out
+end
+
 -- find(path) -> path when it names a file; else, for a bare name ("quickstart",
 -- "vit_l16_ee1200.lua"), the shipped recipe of that name beside the poa binary running this
 -- (package.loaded["poa.install"], runtime/lua_sources.c); else path unchanged.
@@ -211,16 +263,7 @@ function recipe.load(path, overrides)
       fail(path, field .. ".scale", "expected {min, max} with 0 < min <= max <= 1")
     end
   end
-  r.augment = r.augment or {}
-  check_type(path, "augment", r.augment, "table")
-  for k, v in pairs(r.augment) do
-    if k ~= "blur" then fail(path, "augment." .. tostring(k), "unknown field") end
-    if v ~= "reference" and v ~= "paper" then
-      fail(path, "augment.blur", "expected \"reference\" (0 / 0.9 / 0.5, what the official code does) "
-        .. "or \"paper\" (1.0 / 0.1 / 0.5)")
-    end
-  end
-  r.augment.blur = r.augment.blur or "reference"
+  r.augment = check_augment(path, r.augment or {})
   local known = { name = 1, model = 1, global_crops = 1, local_crops = 1, augment = 1, train = 1,
                   data = 1, heads = 1, loss = 1, optim = 1, teacher = 1, ibot = 1 }
   for k in pairs(r) do

@@ -261,7 +261,7 @@ static int run_linear(const linear_options *o, poa_error *e) {
                o->out, o->out);
         double *best = malloc(sizeof(double) * (size_t)f.count);
         for (int i = 0; best && i < f.count; i++) best[i] = 100 * results[i].top1[results[i].best];
-        rc = best ? poa_eval_plot(o->out, "linear", "linear probe top-1 (%)", f.members, best, f.count, e)
+        rc = best ? poa_eval_plot(o->out, "linear", "linear probe top-1 (%)", f.members, best, f.count, 0, e)
                   : poa_fail(e, "out of memory");
         free(best);
     }

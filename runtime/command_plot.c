@@ -80,8 +80,9 @@ static int run_plot(const plot_options *o, poa_error *e) {
     poa_plot_point *points[2] = { NULL, NULL };
     int counts[2] = { 0, 0 }, rc = 0;
     char kind[2][16], metric[2][64], labels[2][128];
+    double pixels[2] = { 0, 0 };
     for (int i = 0; rc == 0 && i < o->table_count; i++)
-        rc = poa_plot_read_table(o->tables[i], &points[i], &counts[i], kind[i], metric[i], e);
+        rc = poa_plot_read_table(o->tables[i], &points[i], &counts[i], kind[i], metric[i], &pixels[i], e);
     if (rc == 0 && o->table_count == 2 && strcmp(kind[0], kind[1]) != 0)
         rc = poa_fail(e, "%s is a %s table, %s a %s table: overlay tables of one kind", o->tables[0], kind[0],
                       o->tables[1], kind[1]);
@@ -98,7 +99,8 @@ static int run_plot(const plot_options *o, poa_error *e) {
     }
     if (rc == 0) rc = poa_make_folders(out, e);
     snprintf(prefix, sizeof prefix, "%s/%s%s", out, kind[0], o->table_count == 2 ? "_overlay" : "");
-    poa_plot_series series[2] = { { labels[0], points[0], counts[0] }, { labels[1], points[1], counts[1] } };
+    poa_plot_series series[2] = { { labels[0], points[0], counts[0], pixels[0] },
+                                  { labels[1], points[1], counts[1], pixels[1] } };
     char *written = NULL;
     if (rc == 0) rc = poa_plot_family(prefix, metric[0], series, o->table_count, &written, e);
     if (rc == 0) printf("%s", written ? written : "");

@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <lauxlib.h>
+#include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,10 +189,21 @@ static void log_step(const poa_trainer *t, poa_progress *progress, FILE *metrics
             "{\"step\": %ld, \"loss\": %.6g, \"dino\": %.6g, \"distill\": %.6g, \"koleo\": %.6g, "
             "\"ibot\": %.6g, \"lr\": %.6g, \"wd\": %.6g, \"momentum\": %.8g, \"teacher_temp\": %.6g, "
             "\"grad_norm_backbone\": %.6g, \"grad_norm_heads\": %.6g, \"elastic\": \"%dx%d\", "
-            "\"ibot_active\": %d, \"skipped\": %d, \"images_per_second\": %.4g}\n",
+            "\"ibot_active\": %d, \"skipped\": %d, \"images_per_second\": %.4g",
             t->step, s->loss, s->dino, s->distill, s->koleo, s->ibot, s->lr, s->weight_decay,
             s->momentum, s->teacher_temp, s->grad_norm_backbone, s->grad_norm_heads, s->width,
             s->depth, s->ibot_active, s->skipped, images_per_second);
+    const poa_step_diagnostics *d = &s->diag;
+    if (d->present) /* the CPU step's diagnostics (train_diagnostics.h) */
+        fprintf(metrics,
+                ", \"target_entropy\": %.6g, \"target_spread\": %.6g, \"teacher_entropy\": %.6g, "
+                "\"dout_heads\": [%.6g, %.6g], \"dout_koleo\": [%.6g, %.6g]",
+                d->target_entropy, d->target_spread, d->teacher_entropy, sqrt(d->dout_heads_sq[0]),
+                sqrt(d->dout_heads_sq[1]), sqrt(d->dout_koleo_sq[0]), sqrt(d->dout_koleo_sq[1]));
+    if (d->features_present)
+        fprintf(metrics, ", \"cls_cosine\": %.6g, \"cls_std\": %.6g, \"cls_rank\": %.6g", d->cls_cosine,
+                d->cls_std, d->cls_rank);
+    fprintf(metrics, "}\n");
     fflush(metrics);
 }
 

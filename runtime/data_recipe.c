@@ -1,5 +1,6 @@
 /* data_recipe.c: the loader configuration a recipe asks for: crop counts,
-   sizes and scales, the blur probabilities (reference or paper), and the
+   sizes and scales, the augmentation of its `augment` section (blur, jitter, grayscale,
+   solarize and flip probabilities and strengths; the reference's by default), and the
    iBOT mask grid of the model's patch size. */
 #include "data_recipe.h"
 
@@ -18,4 +19,15 @@ void poa_loader_config_from_recipe(poa_loader_config *c, const poa_recipe *r,
     set_scale(&c->augment.global_first, r->global_crop_scale);
     set_scale(&c->augment.global_second, r->global_crop_scale);
     set_scale(&c->augment.local, r->local_crop_scale);
+    poa_augment_config *a = &c->augment;
+    a->global_first.blur_probability = (float)r->blur_probability[0];
+    a->global_second.blur_probability = (float)r->blur_probability[1];
+    a->local.blur_probability = (float)r->blur_probability[2];
+    a->global_second.solarize_probability = (float)r->solarize_probability;
+    a->sigma_min = (float)r->sigma[0], a->sigma_max = (float)r->sigma[1];
+    a->jitter_probability = (float)r->jitter_probability;
+    a->brightness = (float)r->jitter[0], a->contrast = (float)r->jitter[1];
+    a->saturation = (float)r->jitter[2], a->hue = (float)r->jitter[3];
+    a->grayscale_probability = (float)r->grayscale_probability;
+    a->flip_probability = (float)r->flip_probability;
 }

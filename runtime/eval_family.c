@@ -96,6 +96,24 @@ static int load_recipe(lua_State *L, const poa_eval_options *o, poa_recipe *reci
     return poa_recipe_load_overrides(L, recipe_path, overrides, override_count, recipe, e);
 }
 
+/* The recipe's train.seed: poa train initialises the networks from it. */
+static int recipe_seed(lua_State *L, const poa_recipe *r, unsigned long long *seed, poa_error *e) {
+    if (luaL_loadstring(L, "local r = ...\nreturn string.format('%.0f', r.train.seed)") != LUA_OK)
+        return poa_fail(e, "%s", lua_tostring(L, -1));
+    if (poa_recipe_push(L, r, e)) {
+        lua_pop(L, 1);
+        return -1;
+    }
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        poa_fail(e, "%s: train.seed: %s", r->path, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return -1;
+    }
+    *seed = strtoull(lua_tostring(L, -1), NULL, 10);
+    lua_pop(L, 1);
+    return 0;
+}
+
 /* The "step" of a poa training checkpoint's metadata, or -1. */
 static long checkpoint_step(const char *path) {
     poa_safetensors file;
@@ -116,6 +134,7 @@ int poa_eval_family_open(poa_eval_family *f, const poa_eval_options *o, poa_erro
     int rc = load_recipe(L, o, &f->recipe, e);
     if (rc == 0) rc = family_members(L, &f->recipe, &f->members, &f->count, e);
     if (rc == 0) rc = select_members(L, &f->recipe, o->nets ? o->nets : "all", f->members, f->count, e);
+    if (rc == 0) rc = recipe_seed(L, &f->recipe, &f->seed, e);
     lua_close(L);
     if (rc == 0) rc = poa_vit_init(&f->model, &f->recipe.vit, e);
     if (rc) {
@@ -163,7 +182,7 @@ int poa_eval_open_data(const char *data, poa_dataset *train, poa_dataset *val, p
 }
 
 int poa_eval_plot(const char *out, const char *kind, const char *metric, const poa_eval_member *m,
-                  const double *values, int count, poa_error *e) {
+                  const double *values, int count, double pixels, poa_error *e) {
     if (!poa_plot_available()) {
         printf("plots: none (this poa was built without cairo)\n");
         return 0;
@@ -183,7 +202,7 @@ int poa_eval_plot(const char *out, const char *kind, const char *metric, const p
     }
     char prefix[4096], *written = NULL;
     snprintf(prefix, sizeof prefix, "%s/%s", out, kind);
-    poa_plot_series series = { "this run", points, n };
+    poa_plot_series series = { "this run", points, n, pixels };
     int rc = poa_plot_family(prefix, metric, &series, 1, &written, e);
     if (rc == 0 && written) {
         printf("plots:");

@@ -36,6 +36,7 @@ typedef struct poa_eval_family {
     poa_eval_member *members;
     int count;
     long step; /* the training step of a poa checkpoint, -1 for other files */
+    unsigned long long seed; /* the recipe's train.seed: poa train's initialisation */
 } poa_eval_family;
 
 /* Loads the recipe, the members, the selection and the backbone; errors name the file,
@@ -44,10 +45,10 @@ int poa_eval_family_open(poa_eval_family *f, const poa_eval_options *o, poa_erro
 void poa_eval_family_free(poa_eval_family *f);
 
 /* Draws the figures of an evaluation (plot.h) into out/<kind>_*.svg|png from the selected
-   members and their values (% , one per member), and prints the files written; a build
-   without cairo says so and goes on. */
+   members and their values (% , one per member), with the raw-pixel baseline (%, <= 0: none)
+   as a reference line, and prints the files written; a build without cairo says so and goes on. */
 int poa_eval_plot(const char *out, const char *kind, const char *metric, const poa_eval_member *m,
-                  const double *values, int count, poa_error *e);
+                  const double *values, int count, double pixels, poa_error *e);
 
 /* Opens data/train and data/val and checks they hold the same classes in the same order. */
 int poa_eval_open_data(const char *data, poa_dataset *train, poa_dataset *val, poa_error *e);

@@ -317,19 +317,47 @@ int poa_knn_load_augmented(poa_knn_images *out, const poa_dataset *d, long limit
 
 /* ---- features ---- */
 
+/* Image i of images as the network is fed it: ImageNet-normalised, channels first. */
+static void image_as_fed(const poa_knn_images *images, long i, float *out) {
+    size_t image_bytes = (size_t)images->size * images->size * 3;
+    poa_normalize(images->pixels + image_bytes * (size_t)i, images->size, images->size,
+                  poa_imagenet_mean, poa_imagenet_std, out);
+}
+
+/* row /= max(|row|, 1e-12) (F.normalize), the norm accumulated in double. */
+static void unit_row(const real *in, int dim, real *out) {
+    double norm = 0;
+    for (int j = 0; j < dim; j++) norm += (double)in[j] * in[j];
+    norm = sqrt(norm);
+    if (norm < 1e-12) norm = 1e-12;
+    for (int j = 0; j < dim; j++) out[j] = (real)(in[j] / norm);
+}
+
+int poa_knn_pixel_features(const poa_knn_images *images, real *features, poa_error *e) {
+    int dim = poa_knn_pixel_dim(images);
+    float *fed = malloc(sizeof(float) * (size_t)dim);
+    real *row = malloc(sizeof(real) * (size_t)dim);
+    if (!fed || !row) {
+        free(fed);
+        free(row);
+        return poa_fail(e, "k-NN: out of memory for a %d-value pixel row", dim);
+    }
+    for (long i = 0; i < images->count; i++) {
+        image_as_fed(images, i, fed);
+        for (int j = 0; j < dim; j++) row[j] = fed[j];
+        unit_row(row, dim, features + i * dim);
+    }
+    free(fed);
+    free(row);
+    return 0;
+}
+
 int poa_knn_features(const poa_vit *model, const real *params, int width, int depth,
                      const poa_knn_images *images, long batch, real *features,
                      poa_progress *progress, poa_error *e) {
     poa_feature_spec spec = { 1, { depth - 1 }, 0 }; /* the final-LN CLS token */
     if (poa_features_compute(model, params, width, depth, &spec, images, batch, features, progress, e))
         return -1;
-    for (long i = 0; i < images->count; i++) {
-        real *f = features + i * width;
-        double norm = 0;
-        for (int j = 0; j < width; j++) norm += (double)f[j] * f[j];
-        norm = sqrt(norm);
-        if (norm < 1e-12) norm = 1e-12; /* F.normalize's eps */
-        for (int j = 0; j < width; j++) f[j] = (real)(f[j] / norm);
-    }
+    for (long i = 0; i < images->count; i++) unit_row(features + i * width, width, features + i * width);
     return 0;
 }

@@ -77,4 +77,12 @@ int poa_knn_features(const poa_vit *model, const real *params, int width, int de
                      const poa_knn_images *images, long batch, real *features,
                      poa_progress *progress, poa_error *e);
 
+/* The raw-pixel baseline: each image as the network is fed it (eval transform, ImageNet
+   normalisation, channels first: poa_knn_pixel_dim values), L2-normalised, into features
+   (images->count x poa_knn_pixel_dim). */
+static inline int poa_knn_pixel_dim(const poa_knn_images *images) {
+    return 3 * images->size * images->size;
+}
+int poa_knn_pixel_features(const poa_knn_images *images, real *features, poa_error *e);
+
 #endif

@@ -67,13 +67,19 @@ static const command commands[] = {
       "  --source DIR   the IDX files (default " POA_FASHION_MNIST_SOURCE ")\n",
       poa_command_data },
     { "knn", "knn <checkpoint> --data DIR [--recipe R.lua] [--nets all|S,B,L|WxD,...] [--train-limit N]\n"
-      "      [--val-limit N] [--out DIR] [--threads N]   weighted k-NN of members: table and heatmap",
+      "      [--val-limit N] [--out DIR] [--threads N] [--baselines LIST] [--init FILE]\n"
+      "                                           weighted k-NN of members beside the raw pixels and\n"
+      "                                           the members at initialisation: table and figures",
       "  --data DIR         an ImageFolder tree with train/ and val/\n"
       "  --recipe R.lua     the recipe (default: the one recorded in the checkpoint)\n"
       "  --nets LIST        all, named members (S,B,L) or WxD,... (default all)\n"
       "  --train-limit N, --val-limit N   evenly spaced subsets of the splits\n"
       "  --batch N, --threads N           forward batch and OpenMP threads\n"
-      "  --out DIR          knn.csv, knn.md and the figures (heatmap, accuracy against params/GFLOPs)\n",
+      "  --out DIR          knn.csv, knn.md and the figures (heatmap, accuracy against params/GFLOPs)\n"
+      "  --baselines LIST   pixels,init (default), pixels, init or none: the same k-NN on the raw\n"
+      "                     pixels as fed to the network, and on each member at initialisation\n"
+      "  --init FILE        the members at initialisation from FILE's backbone (a step-0\n"
+      "                     checkpoint, a `poa train --init` file) instead of the recipe's (train.seed)\n",
       poa_command_knn },
     { "linear", "linear <checkpoint> --data DIR [--recipe R.lua] [--nets all|S,B,L|WxD,...] [--epochs N]\n"
       "      [--batch N] [--augment yes|no] [--out DIR]   linear probe of members (52 classifiers each)",

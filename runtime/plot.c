@@ -98,6 +98,10 @@ static void draw_heatmap(cairo_t *cr, const void *context, double width, double 
     poa_plot_text(cr, bar_x + 20, top + 9, 11, POA_PLOT_LEFT, 0, text);
     snprintf(text, sizeof text, "%.1f", g.lo);
     poa_plot_text(cr, bar_x + 20, top + bar_h, 11, POA_PLOT_LEFT, 0, text);
+    if (s->pixels > 0) { /* the raw-pixel baseline, under the scale */
+        snprintf(text, sizeof text, "pixels %.1f", s->pixels);
+        poa_plot_text(cr, bar_x, top + bar_h + 18, 10, POA_PLOT_LEFT, 0, text);
+    }
 }
 
 static void heatmap_size(const poa_plot_series *s, double *width, double *height) {
@@ -146,19 +150,52 @@ static int is_named(const poa_plot_point *p) {
     return strcmp(plain, p->name) != 0;
 }
 
+static const double colours[2][3] = { { 0.12, 0.47, 0.71 }, { 0.84, 0.15, 0.16 } };
+
+/* Each series' raw-pixel baseline (if any): a dashed line across the plot in the series'
+   colour, and its legend row after the series' rows. */
+static void draw_pixel_lines(cairo_t *cr, const poa_plot_figure *f, const poa_plot_axes *a) {
+    int row = f->series_count;
+    for (int s = 0; s < f->series_count; s++) {
+        const poa_plot_series *series = &f->series[s];
+        if (series->pixels <= 0) continue;
+        const double *c = colours[s % 2], dash[2] = { 6, 4 }, y = poa_plot_y(a, series->pixels);
+        cairo_set_source_rgba(cr, c[0], c[1], c[2], 0.9);
+        cairo_set_line_width(cr, 1.4);
+        cairo_set_dash(cr, dash, 2, 0);
+        cairo_move_to(cr, a->left, y);
+        cairo_line_to(cr, a->right, y);
+        double lx = a->left + 6, ly = 48 + 18 * row++;
+        cairo_move_to(cr, lx - 5, ly - 4);
+        cairo_line_to(cr, lx + 5, ly - 4);
+        cairo_stroke(cr);
+        cairo_set_dash(cr, NULL, 0, 0);
+        char text[96];
+        snprintf(text, sizeof text, "%s%sraw pixels as fed: %.1f (dashed)", series->label ? series->label : "",
+                 series->label ? ", " : "", series->pixels);
+        poa_plot_text(cr, lx + 10, ly, 11, POA_PLOT_LEFT, 0, text);
+    }
+}
+
 static void draw_scatter(cairo_t *cr, const void *context, double width, double height) {
     const poa_plot_figure *f = context;
-    poa_plot_axes a = { 72, 40 + 18 * f->series_count, width - 24, height - 58, 1, 0, 0, 0, 0, 0 };
-    for (int s = 0; s < f->series_count; s++)
-        for (int i = 0; i < f->series[s].count; i++) {
-            const poa_plot_point *p = &f->series[s].points[i];
+    int rows = f->series_count;
+    for (int s = 0; s < f->series_count; s++) rows += f->series[s].pixels > 0;
+    poa_plot_axes a = { 72, 40 + 18 * rows, width - 24, height - 58, 1, 0, 0, 0, 0, 0 };
+    for (int s = 0; s < f->series_count; s++) {
+        const poa_plot_series *series = &f->series[s];
+        for (int i = 0; i < series->count; i++) {
+            const poa_plot_point *p = &series->points[i];
             poa_plot_axes_include(&a, x_of(f, p), p->value, s == 0 && i == 0);
         }
+        if (series->pixels > 0 && series->count > 0)
+            poa_plot_axes_include(&a, x_of(f, &series->points[0]), series->pixels, 0);
+    }
     poa_plot_background(cr, width, height);
     poa_plot_text(cr, a.left, 26, 15, POA_PLOT_LEFT, 1, f->title);
     poa_plot_axes_draw(cr, &a, f->x_gflops ? "GFLOPs per image (log scale)" : "parameters (M, log scale)",
                        f->metric);
-    static const double colours[2][3] = { { 0.12, 0.47, 0.71 }, { 0.84, 0.15, 0.16 } };
+    draw_pixel_lines(cr, f, &a);
     for (int s = 0; s < f->series_count; s++) {
         const poa_plot_series *series = &f->series[s];
         const double *c = colours[s % 2];

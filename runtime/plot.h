@@ -21,6 +21,8 @@ typedef struct poa_plot_series {
     const char *label;  /* legend text ("POA", "alone") */
     const poa_plot_point *points;
     int count;
+    double pixels;      /* the raw-pixel baseline (%, poa knn's), <= 0: none: a dashed
+                           reference line in the scatters, a note under the heatmap's scale */
 } poa_plot_series;
 
 /* 1 when this build draws plots (0 in the --static-deps device build, which has no cairo). */
@@ -34,9 +36,11 @@ int poa_plot_family(const char *prefix, const char *metric, const poa_plot_serie
                     int series_count, char **written, poa_error *e);
 
 /* Reads an evaluation table (poa knn's knn.csv: the k = 20 rows; poa linear's linear.csv):
-   *points malloc'd, *kind gets "knn" or "linear", metric a label for the value. */
+   *points malloc'd (the members as trained: a knn.csv's "init" and "pixels" rows of its
+   features column are not members), *kind gets "knn" or "linear", metric a label for the
+   value, *pixels (may be NULL) the pixels row's value at k = 20, or 0 when it has none. */
 int poa_plot_read_table(const char *path, poa_plot_point **points, int *count, char kind[16],
-                        char metric[64], poa_error *e);
+                        char metric[64], double *pixels, poa_error *e);
 
 /* A training run's curves from dir/metrics.jsonl (poa train's step records and the k-NN
    points poa knn appends): the loss terms, the lr and k-NN top-1 against steps, written as

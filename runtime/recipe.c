@@ -103,6 +103,34 @@ static void field_crops(lua_State *L, int table, const char *name, int *count, i
     lua_pop(L, 4);
 }
 
+/* n numbers of the list t[name] (checked by gen/recipe.lua) into out. */
+static void field_numbers(lua_State *L, int t, const char *name, double *out, int n) {
+    lua_getfield(L, t, name);
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, -1, i + 1);
+        out[i] = lua_tonumber(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+/* recipe.augment (completed by gen/recipe.lua) */
+static void field_augment(lua_State *L, int t, poa_recipe *r) {
+    lua_getfield(L, t, "augment");
+    int a = lua_gettop(L);
+    lua_getfield(L, a, "blur");
+    r->paper_blur = strcmp(lua_tostring(L, -1), "paper") == 0;
+    lua_pop(L, 1);
+    field_numbers(L, a, "blur_probability", r->blur_probability, 3);
+    field_numbers(L, a, "sigma", r->sigma, 2);
+    field_numbers(L, a, "jitter", r->jitter, 4);
+    r->jitter_probability = field_number(L, a, "jitter_probability");
+    r->grayscale_probability = field_number(L, a, "grayscale_probability");
+    r->solarize_probability = field_number(L, a, "solarize_probability");
+    r->flip_probability = field_number(L, a, "flip_probability");
+    lua_pop(L, 1);
+}
+
 int poa_recipe_load(lua_State *L, const char *path, poa_recipe *r, poa_error *e) {
     return poa_recipe_load_overrides(L, path, NULL, 0, r, e);
 }
@@ -133,10 +161,7 @@ int poa_recipe_load_overrides(lua_State *L, const char *path, const char *const 
                 r->global_crop_scale);
     field_crops(L, t, "local_crops", &r->local_crop_count, &r->local_crop_size,
                 r->local_crop_scale);
-    lua_getfield(L, t, "augment");
-    lua_getfield(L, -1, "blur");
-    r->paper_blur = strcmp(lua_tostring(L, -1), "paper") == 0;
-    lua_pop(L, 2);
+    field_augment(L, t, r);
     lua_getfield(L, t, "model");
     int m = lua_gettop(L);
     lua_getfield(L, m, "family");

@@ -17,6 +17,11 @@ typedef struct poa_recipe {
     int global_crop_count, global_crop_size, local_crop_count, local_crop_size;
     double global_crop_scale[2], local_crop_scale[2]; /* RandomResizedCrop area range */
     int paper_blur; /* augment.blur = "paper": blur 1.0 / 0.1 / 0.5 instead of 0 / 0.9 / 0.5 */
+    /* augment (gen/recipe.lua): blur per crop (global 1, global 2, local), its sigma range,
+       ColorJitter's probability and strengths (brightness, contrast, saturation, hue), the
+       grayscale, second-global-crop solarize and flip probabilities */
+    double blur_probability[3], sigma[2], jitter_probability, jitter[4];
+    double grayscale_probability, solarize_probability, flip_probability;
 } poa_recipe;
 
 /* A Lua state whose require() finds gen/ and models/: the copy built into poa, or the source

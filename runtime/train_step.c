@@ -142,8 +142,9 @@ static void crops_of(crops *c, const poa_batch *mb, const shapes *sh) {
     }
 }
 
-static int teacher_targets(poa_trainer *t, const poa_batch *mb, const crops *crops,
-                           const shapes *sh, double temp, int ibot_active, targets *tg, poa_error *e) {
+static int teacher_targets(poa_trainer *t, const poa_batch *mb, const crops *crops, const shapes *sh,
+                           double temp, int ibot_active, targets *tg, poa_step_diagnostics *diag,
+                           poa_error *e) {
     const poa_vit_config *vc = &t->model.config;
     poa_vit_pass *pass = &t->teacher_pass;
     poa_heads_pass *heads = &t->teacher_heads_pass;
@@ -176,6 +177,9 @@ static int teacher_targets(poa_trainer *t, const poa_batch *mb, const crops *cro
                                       K, temp, t->config.sinkhorn_iterations, t->dist, e))
             return -1;
     }
+    poa_diagnose_targets(diag, tg->cls[0], heads->logits[0], sh->G * sh->B, t->heads.config.prototypes[0], temp);
+    const long step = t->step + 1; /* the step this micro-batch makes */
+    if (step == 1 || step % POA_DIAGNOSE_EVERY == 0) poa_diagnose_features(diag, input, sh->G * sh->B, vc->max_width);
     return 0;
 }
 
@@ -219,13 +223,16 @@ static int branch_forward(poa_trainer *t, int index, branch *x, const poa_batch 
 }
 
 /* KoLeo of call's B rows of the head input (one global crop's CLS features): its raw value;
-   its gradient times call->factor accumulates into x->dout_global. */
-static double koleo_call(poa_trainer *t, branch *x, const poa_loss_call *call, const shapes *sh) {
+   its gradient times call->factor accumulates into x->dout_global (and its squared norm into
+   *koleo_sq). */
+static double koleo_call(poa_trainer *t, branch *x, const poa_loss_call *call, const shapes *sh,
+                         double *koleo_sq) {
     const long B = call->rows, D = x->width, first = call->row - sh->L * sh->B; /* a global row */
     real *f = t->koleo_features.data, *df = t->koleo_grads.data;
     memcpy(f, x->features + call->row * D, sizeof(real) * (size_t)(B * D));
     memset(df, 0, sizeof(real) * (size_t)(B * D));
     const double raw = poa_koleo(f, B, D, call->factor, df) / call->factor;
+    *koleo_sq += poa_sum_of_squares(df, B * D);
     for (long b = 0; b < B; b++)
         for (long i = 0; i < D; i++) x->dout_global[((first + b) * x->global->tokens) * D + i] += df[b * D + i];
     return raw;
@@ -255,7 +262,7 @@ static int branch_losses(poa_trainer *t, int index, branch *x, const branch *int
         const int h = call->head;
         double raw;
         if (call->term == POA_LOSS_KOLEO) {
-            raw = koleo_call(t, x, call, sh);
+            raw = koleo_call(t, x, call, sh, &st->diag.dout_koleo_sq[index]);
         } else {
             const long K = t->heads.config.prototypes[h];
             if (call->targets == POA_TARGETS_DISTILL && distill_head != h) {
@@ -293,11 +300,14 @@ static int losses_prepare(poa_trainer *t, const shapes *sh, poa_error *e) {
     return 0;
 }
 
-/* Heads backward, then the backbone backward of both crop batches. */
-static void branch_backward(poa_trainer *t, branch *x, const poa_batch *mb, const shapes *sh) {
+/* Heads backward, then the backbone backward of both crop batches; the squared norm of what
+   the heads send the backbone adds into *heads_sq. */
+static void branch_backward(poa_trainer *t, branch *x, const poa_batch *mb, const shapes *sh,
+                            double *heads_sq) {
     const long D = x->width, local_rows = sh->L * sh->B;
     real *dout_global = x->dout_global, *dout_local = x->dout_local;
     poa_heads_backward(x->heads, t->student_heads, t->grads_heads, x->dlogits, x->dfeatures);
+    *heads_sq += poa_sum_of_squares(x->dfeatures, (local_rows + sh->G * sh->B + sh->masked) * D);
     scatter_rows(dout_local, x->local, x->dfeatures, NULL, 0, sh->N);
     scatter_rows(dout_global, x->global, x->dfeatures + local_rows * D, NULL, 0, sh->N);
     scatter_rows(dout_global, x->global, x->dfeatures + (local_rows + sh->G * sh->B) * D,
@@ -321,7 +331,7 @@ static int micro_batch(poa_trainer *t, const poa_batch *mb, int micro, double sc
     memset(x, 0, sizeof x);
     int branches = c->elastic ? 2 : 1, rc = 0;
     rc = losses_prepare(t, &sh, e);
-    if (rc == 0) rc = teacher_targets(t, mb, &cr, &sh, st->teacher_temp, st->ibot_active, &tg, e);
+    if (rc == 0) rc = teacher_targets(t, mb, &cr, &sh, st->teacher_temp, st->ibot_active, &tg, &st->diag, e);
     x[0].width = vc->max_width, x[0].depth = vc->max_depth;
     x[0].weight = c->elastic ? c->lambda : 1.0;
     if (branches == 2) {
@@ -334,7 +344,7 @@ static int micro_batch(poa_trainer *t, const poa_batch *mb, int micro, double sc
         if (rc) break;
         rc = branch_losses(t, b, &x[b], b ? &x[0] : NULL, &tg, mb, &sh, scale, st, e);
         if (rc) break;
-        branch_backward(t, &x[b], mb, &sh);
+        branch_backward(t, &x[b], mb, &sh, &st->diag.dout_heads_sq[b]);
     }
     free(cr.owned[0]), free(cr.owned[1]);
     return rc;

@@ -14,6 +14,7 @@
 #include "optim.h"
 #include "safetensors.h"
 #include "train_config.h"
+#include "train_diagnostics.h"
 #include "vit.h"
 
 #define POA_LOSS_CALL_CROPS 8 /* global crops whose KoLeo calls are kept apart */
@@ -41,6 +42,7 @@ typedef struct poa_step_stats {
     double grad_norm_backbone, grad_norm_heads;      /* before clipping */
     int width, depth;                                /* the last elastic member */
     int ibot_active, skipped;                        /* skipped: NaN loss, no update, no EMA */
+    poa_step_diagnostics diag;                       /* the CPU step's (train_diagnostics.h) */
 } poa_step_stats;
 
 /* A work buffer kept across steps: grown when a micro-batch needs more, never shrunk. */

@@ -1,7 +1,9 @@
-/* test_data_recipe.c: a recipe's crops and its augment.blur switch reach the loader:
-   the default gives the official code's effective blur probabilities 0 / 0.9 / 0.5, the
-   switch the paper's 1.0 / 0.1 / 0.5; crop counts, sizes and scales come from the recipe;
-   a wrong value names the field. */
+/* test_data_recipe.c: a recipe's crops and its augment section reach the loader:
+   the default gives the official code's effective blur probabilities 0 / 0.9 / 0.5 and
+   the reference's other augmentations (poa_augment_config_default), the switch the paper's
+   1.0 / 0.1 / 0.5; every augment field (blur per crop, sigma, jitter, grayscale, solarize,
+   flip) reaches the loader; crop counts, sizes and scales come from the recipe; a wrong
+   value names the field. */
 #include <lua.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,7 +64,42 @@ int main(void) {
           "%g %g %g", c.augment.global_first.blur_probability,
           c.augment.global_second.blur_probability, c.augment.local.blur_probability);
 
-    int rc = load(L, "augment = { blur = 'papers' }", &r, &e);
+    /* the defaults are the reference's ImageNet pipeline, as poa_augment_config_default */
+    poa_augment_config want;
+    poa_augment_config_default(&want, 48, 24, 6, 0);
+    CHECK("default recipe loads (again)", load(L, "", &r, &e) == 0, "%s", e.message);
+    poa_loader_config_from_recipe(&c, &r, &dataset, 4);
+    poa_augment_config *a = &c.augment;
+    CHECK("the default augment is the reference's (jitter, grayscale, solarize, flip, sigma)",
+          a->jitter_probability == want.jitter_probability && a->brightness == want.brightness &&
+              a->contrast == want.contrast && a->saturation == want.saturation && a->hue == want.hue &&
+              a->grayscale_probability == want.grayscale_probability &&
+              a->global_second.solarize_probability == want.global_second.solarize_probability &&
+              a->global_first.solarize_probability == 0 && a->flip_probability == want.flip_probability &&
+              a->sigma_min == want.sigma_min && a->sigma_max == want.sigma_max,
+          "jitter %g grayscale %g solarize %g flip %g sigma %g..%g", a->jitter_probability,
+          a->grayscale_probability, a->global_second.solarize_probability, a->flip_probability,
+          a->sigma_min, a->sigma_max);
+    CHECK("every augment field loads",
+          load(L, "augment = { blur_probability = { 0.1, 0.2, 0.3 }, sigma = { 0.2, 0.7 },\n"
+                  "  jitter_probability = 0.25, jitter = { 0.1, 0.2, 0.0, 0.05 }, grayscale_probability = 0,\n"
+                  "  solarize_probability = 0.05, flip_probability = 0.75 }", &r, &e) == 0, "%s", e.message);
+    poa_loader_config_from_recipe(&c, &r, &dataset, 4);
+    CHECK("every augment field reaches the loader",
+          a->global_first.blur_probability == 0.1f && a->global_second.blur_probability == 0.2f &&
+              a->local.blur_probability == 0.3f && a->sigma_min == 0.2f && a->sigma_max == 0.7f &&
+              a->jitter_probability == 0.25f && a->brightness == 0.1f && a->contrast == 0.2f &&
+              a->saturation == 0.0f && a->hue == 0.05f && a->grayscale_probability == 0.0f &&
+              a->global_second.solarize_probability == 0.05f && a->flip_probability == 0.75f,
+          "blur %g %g %g", a->global_first.blur_probability, a->global_second.blur_probability,
+          a->local.blur_probability);
+    int rc = load(L, "augment = { jitter_probability = 1.5 }", &r, &e);
+    CHECK("a probability outside [0, 1] names the field",
+          rc != 0 && strstr(e.message, "augment.jitter_probability"), "rc %d: %s", rc, e.message);
+    rc = load(L, "augment = { blur_probability = { 0.1, 0.2 } }", &r, &e);
+    CHECK("augment.blur_probability needs three", rc != 0 && strstr(e.message, "augment.blur_probability"),
+          "rc %d: %s", rc, e.message);
+    rc = load(L, "augment = { blur = 'papers' }", &r, &e);
     CHECK("a wrong augment.blur names the field", rc != 0 && strstr(e.message, "augment.blur"),
           "rc %d: %s", rc, e.message);
     rc = load(L, "augment = { blurr = 'paper' }", &r, &e);

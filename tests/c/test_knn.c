@@ -2,8 +2,11 @@
    example where weighting changes the vote, k larger than the bank, DINOv2's
    KnnModule on random features from tests/golden/make_knn_fixtures.py), the
    subset, the eval transform against torchvision, the PNG writer (chunk CRCs,
-   inflated IDAT), features (unit norm, batch-independent), the backbone prefix
-   loader, and `poa knn` end to end on a tiny JPEG tree with tests/recipes/tiny_vit.lua. */
+   inflated IDAT), features (unit norm, batch-independent), the raw-pixel baseline's
+   features against plain loops, the backbone prefix loader, and `poa knn` end to end on a
+   tiny JPEG tree with tests/recipes/tiny_vit.lua, its baselines included (the members at
+   initialisation are poa train's: a file of that initialisation evaluates the same as
+   trained and as at initialisation, and --init swaps the two). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -342,10 +345,136 @@ static void test_features(const char *root) {
           "rc %d %s count %ld norm err %g diff %g", rc, e.message, images.count, worst_norm, worst_diff);
     free(a);
     free(b);
+
+    /* the pixel baseline: ((byte / 255 - mean) / std), channels first, L2-normalised */
+    static const double mean[3] = { 0.485, 0.456, 0.406 }, stdev[3] = { 0.229, 0.224, 0.225 };
+    int dim = rc == 0 ? poa_knn_pixel_dim(&images) : 0, size = images.size;
+    real *p = rc == 0 ? malloc(sizeof(real) * (size_t)images.count * dim) : NULL;
+    double *want = malloc(sizeof(double) * (size_t)(dim > 0 ? dim : 1));
+    if (rc == 0) rc = poa_knn_pixel_features(&images, p, &e);
+    worst_diff = rc == 0 ? 0 : 1;
+    for (long i = 0; rc == 0 && i < images.count; i++) {
+        double s = 0;
+        for (int c = 0; c < 3; c++)
+            for (int y = 0; y < size; y++)
+                for (int x = 0; x < size; x++) {
+                    double v = images.pixels[((i * size + y) * size + x) * 3 + c] / 255.0;
+                    want[(c * size + y) * size + x] = (v - mean[c]) / stdev[c];
+                    s += want[(c * size + y) * size + x] * want[(c * size + y) * size + x];
+                }
+        for (int j = 0; j < dim; j++) worst_diff = fmax(worst_diff, fabs(p[i * dim + j] - want[j] / sqrt(s)));
+    }
+    CHECK("knn pixel baseline: 3 x size x size values an image, normalised as fed, unit norm",
+          rc == 0 && dim == 3 * r.global_crop_size * r.global_crop_size && worst_diff < 1e-5,
+          "rc %d %s dim %d diff %g", rc, e.message, dim, worst_diff);
+    free(p);
+    free(want);
     poa_knn_images_free(&images);
     poa_dataset_free(&d);
     free(params);
     poa_vit_free(&model);
+}
+
+/* The top-1 cell of knn.csv's row (member, k, features), or "" when none. */
+static void csv_top1(const char *text, const char *member, int k, const char *features, char *out) {
+    char head[96], tail[64];
+    snprintf(head, sizeof head, "%s,", member);
+    snprintf(tail, sizeof tail, ",%s", features);
+    out[0] = 0;
+    for (const char *line = text; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        char row[256], top1[32];
+        if (len >= sizeof row) continue;
+        memcpy(row, line, len);
+        row[len] = 0;
+        int width, depth, row_k;
+        long long params;
+        double gflops;
+        if (strncmp(row, head, strlen(head)) != 0 || len < strlen(tail) ||
+            strcmp(row + len - strlen(tail), tail) != 0)
+            continue;
+        /* member,width,depth,params,gflops,k,top1,top5,features */
+        if (sscanf(row + strlen(head), "%d,%d,%lld,%lf,%d,%31[^,]", &width, &depth, &params, &gflops, &row_k,
+                   top1) == 6 &&
+            row_k == k)
+            snprintf(out, 32, "%s", top1);
+    }
+}
+
+/* Every member's (trained or init) top-1 in a equals (trained or init) in b, for every k. */
+static int same_columns(const char *a, const char *a_features, const char *b, const char *b_features) {
+    static const char *members[] = { "32x2", "64x3", "96x4" };
+    static const int ks[] = { 10, 20, 100, 200 };
+    int same = a && b;
+    for (int i = 0; same && i < 3; i++)
+        for (int k = 0; same && k < 4; k++) {
+            char x[32], y[32];
+            csv_top1(a, members[i], ks[k], a_features, x);
+            csv_top1(b, members[i], ks[k], b_features, y);
+            same = x[0] && strcmp(x, y) == 0;
+        }
+    return same;
+}
+
+/* The baselines: the pixels' row, and the members at initialisation as poa train makes them. */
+static void test_baselines(const char *root) {
+    char data[256], out[3][300], init[300], path[1024];
+    snprintf(data, sizeof data, "%s/tree", root);
+    for (int i = 0; i < 3; i++) snprintf(out[i], sizeof out[i], "%s/baselines%d", root, i);
+    snprintf(init, sizeof init, "%s/init.safetensors", root);
+    poa_error e = { "" };
+    lua_State *L = poa_lua_open(&e);
+    poa_recipe r;
+    poa_vit model = { 0 };
+    int rc = L ? poa_recipe_load(L, RECIPE, &r, &e) : -1;
+    if (L) lua_close(L);
+    if (rc == 0) rc = poa_vit_init(&model, &r.vit, &e);
+    real *params = rc == 0 ? malloc(sizeof(real) * (size_t)model.parameter_count) : NULL;
+    if (params) poa_vit_init_parameters(&model, params, 0); /* tiny_vit.lua's train.seed: 0 */
+    if (params) rc = poa_vit_save_parameters(&model, params, init, &e);
+    free(params);
+    poa_vit_free(&model);
+    char *runs[3] = { NULL, NULL, NULL };
+    char *argv0[] = { "knn", init, "--recipe", RECIPE, "--data", data, "--nets", "32x2,64x3,96x4", "--out", out[0], NULL };
+    char *argv1[] = { "knn", PARAMS, "--recipe", RECIPE, "--data", data, "--nets", "32x2,64x3,96x4", "--out", out[1], NULL };
+    char *argv2[] = { "knn", init, "--recipe", RECIPE, "--data", data, "--nets", "32x2,64x3,96x4", "--out", out[2],
+                      "--init", PARAMS, NULL };
+    char **argvs[3] = { argv0, argv1, argv2 };
+    for (int i = 0; i < 3 && rc == 0; i++) {
+        rc = poa_command_knn(i == 2 ? 12 : 10, argvs[i]);
+        fflush(stdout);
+        snprintf(path, sizeof path, "%s/knn.csv", out[i]);
+        runs[i] = read_all(path, NULL);
+    }
+    char pixels[32] = "";
+    if (runs[0]) csv_top1(runs[0], "pixels", 20, "pixels", pixels);
+    snprintf(path, sizeof path, "%s/knn.md", out[0]);
+    char *md = read_all(path, NULL);
+    CHECK("poa knn baselines: a pixels row and init columns in knn.md and knn.csv",
+          rc == 0 && pixels[0] && md && strstr(md, "| pixels (as fed) |") && strstr(md, " init k=20 |") &&
+          count_lines(path, "| ") == 5, "rc %d %s pixels '%s'", rc, e.message, pixels);
+    CHECK("poa knn: a file of poa train's initialisation (train.seed) scores the same trained and at init",
+          rc == 0 && same_columns(runs[0], "trained", runs[0], "init"), "rc %d", rc);
+    CHECK("poa knn --init FILE: the members at initialisation from FILE (trained and init swap)",
+          rc == 0 && same_columns(runs[2], "init", runs[1], "trained") &&
+          same_columns(runs[2], "trained", runs[1], "init"), "rc %d", rc);
+    free(md);
+    for (int i = 0; i < 3; i++) free(runs[i]);
+
+    char *bad[] = { "knn", init, "--recipe", RECIPE, "--data", data, "--baselines", "pixel", NULL };
+    CHECK("poa knn: --baselines with an unknown name fails", poa_command_knn(8, bad) != 0, "it succeeded");
+    snprintf(path, sizeof path, "%s/missing.safetensors", root);
+    char *missing[] = { "knn", init, "--recipe", RECIPE, "--data", data, "--nets", "32x2", "--init", path,
+                        "--out", out[0], NULL };
+    CHECK("poa knn: a missing --init file fails", poa_command_knn(12, missing) != 0, "it succeeded");
+    char *none[] = { "knn", init, "--recipe", RECIPE, "--data", data, "--nets", "32x2", "--baselines", "none",
+                     "--out", out[0], NULL };
+    rc = poa_command_knn(12, none);
+    fflush(stdout);
+    snprintf(path, sizeof path, "%s/knn.csv", out[0]);
+    CHECK("poa knn --baselines none: only the members (4 k's of one)",
+          rc == 0 && count_lines(path, "") == 5, "rc %d rows %d", rc, count_lines(path, ""));
 }
 
 static void test_command(const char *root) {
@@ -363,10 +492,28 @@ static void test_command(const char *root) {
     snprintf(path, sizeof path, "%s/knn.csv", out);
     int csv_rows = count_lines(path, "") - 1;
     int figures = !poa_plot_available() || figures_ok(out, "knn");
-    CHECK("poa knn: knn.md (a row per member), knn.csv (4 k's per member), the heatmap and "
-          "accuracy-against-params/GFLOPs figures as SVG and PNG",
-          rc == 0 && md_rows == 3 && csv_rows == 12 && figures, "rc %d, md rows %d, csv rows %d, figures %d", rc,
+    CHECK("poa knn: knn.md (a row per member and the pixels), knn.csv (4 k's of each, trained, init and "
+          "pixels), the heatmap and accuracy-against-params/GFLOPs figures as SVG and PNG",
+          rc == 0 && md_rows == 4 && csv_rows == 28 && figures, "rc %d, md rows %d, csv rows %d, figures %d", rc,
           md_rows, csv_rows, figures);
+    /* poa plot reads the trained rows back as the members, the pixels row as the baseline */
+    poa_plot_point *points = NULL;
+    int point_count = 0;
+    char kind[16], metric[64], pixels_text[32] = "";
+    double pixels = 0;
+    poa_error pe = { "" };
+    char *table = read_all(path, NULL);
+    if (table) csv_top1(table, "pixels", 20, "pixels", pixels_text);
+    int read = poa_plot_read_table(path, &points, &point_count, kind, metric, &pixels, &pe);
+    int members_only = read == 0 && point_count == 3;
+    for (int i = 0; members_only && i < point_count; i++)
+        members_only = strcmp(points[i].name, "pixels") != 0 && points[i].gflops > 0;
+    CHECK("poa plot's reading of knn.csv: the 3 trained members (k = 20, with GFLOPs), not the init or "
+          "pixels rows; the pixels' top-1 as the baseline",
+          members_only && pixels_text[0] && fabs(pixels - atof(pixels_text)) < 1e-9,
+          "rc %d %s, %d points, pixels %g against '%s'", read, pe.message, point_count, pixels, pixels_text);
+    free(points);
+    free(table);
 
     /* the checkpoint form: recipe from its metadata, teacher.backbone. tensors; same numbers */
     snprintf(path, sizeof path, "%s/knn.csv", out);
@@ -429,6 +576,7 @@ int main(void) {
     if (rc == 0) {
         test_features(root);
         test_command(root);
+        test_baselines(root);
     }
     if (getenv("POA_KEEP_TEST_FILES")) printf("kept %s\n", root);
     else {

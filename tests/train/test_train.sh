@@ -24,6 +24,13 @@ first=$(loss $dir/a/metrics.jsonl | head -3 | awk '{s += $2} END {print s / 3}')
 last=$(loss $dir/a/metrics.jsonl | tail -3 | awk '{s += $2} END {print s / 3}')
 echo "  mean loss of steps 1-3: $first, of steps 10-12: $last"
 check "the loss falls over a short run" "awk 'BEGIN {exit !($last < $first)}'"
+# The learning diagnostics (runtime/train_diagnostics.h): every step's targets and gradients, and
+# the CLS features' cosine, spread and rank at step 1 and every 10th.
+targets=$(grep -c '"target_entropy": [0-9].*"dout_koleo": \[' $dir/a/metrics.jsonl)
+ranked=$(sed -n 's/.*"step": \([0-9]*\),.*"cls_rank": [0-9].*/\1/p' $dir/a/metrics.jsonl | tr '\n' ' ')
+echo "  steps with target diagnostics: $targets, with the CLS rank: $ranked"
+check "metrics.jsonl: target entropy and backbone-output gradients every step, CLS rank at steps 1 and 10" \
+      "[ '$targets' = 12 ] && [ '$ranked' = '1 10 ' ]"
 
 # Killed with SIGKILL after its step-4 checkpoint, then resumed.
 $poa train "${common[@]}" train.output=$dir/b --steps 12 > "$dir/b.log" 2>&1 &
