@@ -57,7 +57,12 @@ static int parse(int argc, char **argv, train_options *o, poa_error *e) {
             const char *option = argv[i], *value = argv[++i];
             if (option[2] == 'r') o->resume = value;
             else if (option[2] == 'i') o->init = value;
-            else if (option[2] == 's') o->max_steps = atol(value);
+            else if (option[2] == 's') {
+                char *end;
+                o->max_steps = strtol(value, &end, 10);
+                if (end == value || *end || o->max_steps < 1)
+                    return poa_fail(e, "--steps %s: expected a positive whole number of steps", value);
+            }
             else if (option[2] == 'd') o->device = value;
             else o->precision = value;
         } else if (argv[i][0] == '-') {

@@ -121,3 +121,9 @@ $poa train "${common[@]}" train.output=$dir/n --resume auto --steps 1 > $dir/n.o
 newest=$(ls $dir/a/checkpoint_*.safetensors | sed 's/.*_\([0-9]*\)\.safetensors/\1/' | sort -n | tail -1)
 check "--resume auto resumes the newest checkpoint (step $newest of $(ls $dir/a/checkpoint_*.safetensors | wc -l))" \
       "grep -q 'resumed $dir/n/checkpoint_$newest.safetensors at step $newest' $dir/n.log"
+
+# --steps takes a positive whole number; anything else is refused, not read as "no limit".
+for bad in abc 0 -3 5x; do
+  $poa train "${common[@]}" train.output=$dir/o --steps $bad > $dir/o.out 2> $dir/o.log
+  check "--steps $bad is refused naming it" "grep -q -- '--steps $bad: expected a positive whole number' $dir/o.log && ! [ -d $dir/o ]"
+done
