@@ -69,13 +69,8 @@ static int parse_options(int argc, char **argv, linear_options *o, poa_error *e)
                 return poa_fail(e, "--augment: '%s' (expected yes or no)", v);
         } else if (a[0] == '-') {
             return poa_fail(e, "unknown option %s\n%s", a, usage_text);
-        } else if (strchr(a, '=') && o->checkpoint) {
-            if (o->override_count == 64) return poa_fail(e, "too many overrides");
-            o->overrides[o->override_count++] = a;
-        } else if (!o->checkpoint) {
-            o->checkpoint = a;
-        } else {
-            return poa_fail(e, "unexpected argument %s\n%s", a, usage_text);
+        } else if (poa_eval_argument(a, &o->checkpoint, o->overrides, &o->override_count, usage_text, e)) {
+            return -1;
         }
     }
     if (!o->checkpoint || !o->data) return poa_fail(e, "%s", usage_text);

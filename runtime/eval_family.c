@@ -213,3 +213,16 @@ int poa_eval_plot(const char *out, const char *kind, const char *metric, const p
     free(points);
     return rc;
 }
+
+int poa_eval_argument(const char *word, const char **checkpoint, const char **overrides, int *override_count,
+                      const char *usage, poa_error *e) {
+    if (strchr(word, '=') && *checkpoint) {
+        if (*override_count == 64) return poa_fail(e, "too many overrides");
+        overrides[(*override_count)++] = word;
+    } else if (!*checkpoint) {
+        *checkpoint = word;
+    } else {
+        return poa_fail(e, "unexpected argument %s\n%s", word, usage);
+    }
+    return 0;
+}

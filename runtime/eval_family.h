@@ -28,6 +28,12 @@ typedef struct poa_eval_options {
     const char *nets;                /* "all" or a list of members (S,B,L, WxD, W_D) */
 } poa_eval_options;
 
+/* A command-line word of an evaluation command that is not an option: the first is the
+   checkpoint (*checkpoint), later ones section.field=value overrides (at most 64); anything
+   else is an error that shows usage. */
+int poa_eval_argument(const char *word, const char **checkpoint, const char **overrides, int *override_count,
+                      const char *usage, poa_error *e);
+
 typedef struct poa_eval_family {
     poa_recipe recipe;
     poa_vit model;
