@@ -211,6 +211,9 @@ local embedded = glob("gen/*.lua")
 for _, pattern in ipairs({ "models/*.lua", "templates/*" }) do
   for _, p in ipairs(glob(pattern)) do embedded[#embedded + 1] = p end
 end
+-- The runtime files an exported program (`poa export --what c`) carries as they are
+-- (gen/export_c.lua's list: self-contained C with no dependency on the rest of the runtime).
+for _, name in ipairs(require("gen.export_c").copied) do embedded[#embedded + 1] = "runtime/" .. name end
 local lua_sources = build .. "/lua_sources.c"
 w("build " .. lua_sources .. ": embed " .. table.concat(embedded, " ") .. " | tools/embed.lua")
 w("")

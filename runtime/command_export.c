@@ -15,13 +15,13 @@
 #include "trainer.h"
 
 typedef struct export_options {
-    const char *checkpoint, *net, *recipe, *what, *names, *out;
-    int heads, student;
+    const char *checkpoint, *net, *recipe, *what, *names, *out, *sizes;
+    int heads, student, program; /* program: --what c|cuda|all (the weights and the programs) */
 } export_options;
 
 static const char *const usage_text =
-    "usage: poa export <checkpoint.safetensors> --net WxD|name --out DIR [--recipe R.lua] [--what weights]\n"
-    "       [--names timm|dinov2] [--heads] [--student]";
+    "usage: poa export <checkpoint.safetensors> --net WxD|name --out DIR [--recipe R.lua] [--what weights|c|cuda|all]\n"
+    "       [--sizes S,S...] [--names timm|dinov2] [--heads] [--student]";
 
 static int parse_options(int argc, char **argv, export_options *o, poa_error *e) {
     memset(o, 0, sizeof *o);
@@ -32,6 +32,7 @@ static int parse_options(int argc, char **argv, export_options *o, poa_error *e)
                           : strcmp(a, "--what") == 0     ? &o->what
                           : strcmp(a, "--names") == 0    ? &o->names
                           : strcmp(a, "--out") == 0      ? &o->out
+                          : strcmp(a, "--sizes") == 0    ? &o->sizes
                                                          : NULL;
         if (slot) {
             if (i + 1 >= argc) return poa_fail(e, "%s needs a value\n%s", a, usage_text);
@@ -51,13 +52,11 @@ static int parse_options(int argc, char **argv, export_options *o, poa_error *e)
     if (!o->checkpoint || !o->net || !o->out) return poa_fail(e, "%s", usage_text);
     if (!o->what) o->what = "weights";
     if (!o->names) o->names = "timm";
-    if (strcmp(o->what, "c") == 0 || strcmp(o->what, "cuda") == 0 || strcmp(o->what, "all") == 0)
-        return poa_fail(e, "--what %s: the generated %s not built yet; only --what weights exists", o->what,
-                        strcmp(o->what, "cuda") == 0 ? "CUDA program is"
-                        : strcmp(o->what, "c") == 0  ? "C program is"
-                                                     : "C and CUDA programs are");
-    if (strcmp(o->what, "weights"))
-        return poa_fail(e, "--what %s: unknown (weights; c, cuda and all are not built yet)", o->what);
+    if (strcmp(o->what, "weights") && strcmp(o->what, "c") && strcmp(o->what, "cuda") && strcmp(o->what, "all"))
+        return poa_fail(e, "--what %s: unknown (weights, c, cuda or all)", o->what);
+    o->program = strcmp(o->what, "weights") != 0;
+    if (o->sizes && !o->program)
+        return poa_fail(e, "--sizes %s: only for --what c|cuda|all (the programs' image sizes)", o->sizes);
     poa_export_names names;
     return poa_export_names_parse(o->names, &names, e);
 }
@@ -163,6 +162,34 @@ static long checkpoint_step(const char *path) {
     return value;
 }
 
+/* The image sizes of the programs: --sizes (distinct multiples of the patch size), or the
+   recipe's global and local crop sizes. */
+static int program_sizes(const export_options *o, const poa_train_config *config, int *sizes, int *count,
+                         poa_error *e) {
+    const int patch = config->recipe.vit.patch_size;
+    *count = 0;
+    if (!o->sizes) {
+        sizes[(*count)++] = config->recipe.global_crop_size;
+        if (config->recipe.local_crop_size != config->recipe.global_crop_size)
+            sizes[(*count)++] = config->recipe.local_crop_size;
+        return 0;
+    }
+    const char *p = o->sizes;
+    while (*p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || (*end && *end != ',') || v <= 0 || v % patch || v > 8192 || *count >= 16)
+            return poa_fail(e, "--sizes %s: up to 16 image sizes, positive multiples of the patch size %d, "
+                               "separated by commas", o->sizes, patch);
+        for (int i = 0; i < *count; i++)
+            if (sizes[i] == v) return poa_fail(e, "--sizes %s: %ld is given twice", o->sizes, v);
+        sizes[(*count)++] = (int)v;
+        p = *end ? end + 1 : end;
+        if (*end && !*p) return poa_fail(e, "--sizes %s: a size is missing after the last comma", o->sizes);
+    }
+    return 0;
+}
+
 static int run_export(const export_options *o, poa_error *e) {
     poa_train_config config;
     memset(&config, 0, sizeof config);
@@ -171,6 +198,9 @@ static int run_export(const export_options *o, poa_error *e) {
     memset(&n, 0, sizeof n);
     int rc = load_recipe(o, &config, &width, &depth, e);
     if (rc == 0) rc = slice_member(o, &config, width, depth, &n, e);
+    int sizes[16], size_count = 0;
+    char written[1024] = "";
+    if (rc == 0 && o->program) rc = program_sizes(o, &config, sizes, &size_count, e);
     poa_export_info info = { .recipe_name = config.recipe.name, .recipe_path = config.recipe.path,
                              .overrides = config.recipe.overrides, .checkpoint = o->checkpoint,
                              .source = o->student ? "student" : "teacher", .width = width, .depth = depth,
@@ -187,12 +217,20 @@ static int run_export(const export_options *o, poa_error *e) {
     if (rc == 0)
         rc = poa_export_write(o->out, &info, &n.member, n.member_params, o->heads ? &n.member_heads : NULL,
                               n.member_head_params, e);
+    if (rc == 0 && o->program)
+        rc = poa_export_program(o->out, o->what, &info, &n.member, sizes, size_count, written, sizeof written, e);
     if (rc == 0) {
         printf("member %dx%d of the %s of %s (step %ld): blocks", width, depth, info.source, o->checkpoint, info.step);
         for (int j = 0; j < depth; j++) printf("%s%d", j ? "," : " ", info.block_ids[j]);
         printf(" of %d, alpha %.6g baked in, %ld parameters, %s names\n-> %s/model.safetensors, %s/config.json%s\n",
                config.recipe.vit.max_depth, info.alpha, n.member.parameter_count, o->names, o->out, o->out,
                o->heads ? ", heads.safetensors" : "");
+        if (o->program) {
+            printf("-> the %s program%s for", !strcmp(o->what, "c") ? "C" : !strcmp(o->what, "cuda") ? "CUDA" : "C and CUDA",
+                   !strcmp(o->what, "all") ? "s" : "");
+            for (int i = 0; i < size_count; i++) printf("%s%d", i ? ", " : " ", sizes[i]);
+            printf(" px in %s: %s (build: make -C %s)\n", o->out, written, o->out);
+        }
     }
     networks_free(&n);
     poa_train_config_free(&config);

@@ -17,5 +17,6 @@ int poa_command_train(int argc, char **argv);
 int poa_command_cuda(int argc, char **argv);
 int poa_command_export(int argc, char **argv);
 int poa_command_program(int argc, char **argv);
+int poa_command_pick(int argc, char **argv);
 
 #endif

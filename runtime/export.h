@@ -67,6 +67,14 @@ int poa_export_check(const poa_vit_config *member, poa_error *e);
 int poa_export_write(const char *dir, const poa_export_info *info, const poa_vit *member, const real *params,
                      const poa_heads *heads, const real *head_params, poa_error *e);
 
+/* Writes into dir the member's standalone program, what = "c", "cuda" or "all" (gen/export_c.lua:
+   poa_member.h, poa_member.c and/or poa_member.cu, main.c, Makefile and the runtime files it
+   carries) for images of the given sizes, reading the model.safetensors of poa_export_write;
+   *written gets the file names. */
+int poa_export_program(const char *dir, const char *what, const poa_export_info *info, const poa_vit *member,
+                       const int *sizes,
+                       int size_count, char *written, size_t written_size, poa_error *e);
+
 /* The parameters a member's forward reads from `path`: a state dict or checkpoint of the
    intact network (poa_vit_load_parameters; *model is the family's ViT), or a
    model.safetensors of `poa export` (*model is the member's ViT). The export must hold

@@ -100,14 +100,32 @@ static const command commands[] = {
       "  <run dir>              a training run's curves from its metrics.jsonl (loss terms, lr, k-NN)\n"
       "  --out DIR              where the SVG and PNG files go\n",
       poa_command_plot },
-    { "export", "export <checkpoint> --net WxD|name --out DIR [--recipe R.lua] [--what weights] [--names timm|dinov2]\n"
-      "       [--heads] [--student]               one member as a plain network: safetensors for timm",
+    { "pick", "pick <recipe> --max-params N | --max-gflops F | --max-latency MS [--knn knn.csv]\n"
+      "                                           the members that fit a budget, the Pareto front marked",
+      "  --max-params N     at most N parameters (5000000, 5M)\n"
+      "  --max-gflops F     at most F GFLOPs (forward multiply-accumulates of one global-crop image, as poa list)\n"
+      "  --max-latency MS   at most MS milliseconds: each member's exported C program (poa export --what c)\n"
+      "                     is built with make and cc and timed on this machine (needs --checkpoint C;\n"
+      "                     --batch B (1), --threads T (1), --runs N (20: the median), --work DIR (kept))\n"
+      "  --knn knn.csv      a table of poa knn: each member's top-1 (at --k K, default 20); the Pareto front\n"
+      "                     (no member at most as costly and at least as accurate, better in one) marked *\n",
+      poa_command_pick },
+    { "export", "export <checkpoint> --net WxD|name --out DIR [--recipe R.lua] [--what weights|c|cuda|all]\n"
+      "       [--sizes S,S] [--names timm|dinov2] [--heads] [--student]\n"
+      "                                           one member as a plain network: safetensors for timm,\n"
+      "                                           a standalone C (CUDA) program",
       "  --net WxD|name     the member (WxD, W_D or a name of the family: ViT-S, S, small)\n"
       "  --out DIR          DIR/model.safetensors (alpha baked in, the member's blocks renumbered,\n"
       "                     the final LayerNorm included; recipe, member, step, mean/std in its\n"
       "                     metadata) and DIR/config.json for timm.create_model(\"local-dir:DIR\")\n"
       "  --recipe R.lua     the recipe (default: the one recorded in the checkpoint, with its overrides)\n"
-      "  --what weights     what to export; c, cuda and all (generated programs) are not built yet\n"
+      "  --what weights     what to export: the weights (default); c: the weights and the member's forward\n"
+      "                     as a standalone C program (poa_member.h/.c, main.c, Makefile: `make -C DIR`\n"
+      "                     builds ./poa_member with cc and libm; OpenMP and OpenBLAS when found);\n"
+      "                     cuda: the same with poa_member.cu (the CUDA runtime and cuBLASLt; `make -C DIR`\n"
+      "                     builds ./poa_member_cuda with nvcc); all: both programs\n"
+      "  --sizes S,S        with a program: the image sizes it takes (default: the recipe's\n"
+      "                     global and local crop sizes)\n"
       "  --names timm       timm's VisionTransformer names (default); dinov2: DINOv2's (adds mask_token)\n"
       "  --heads            also DIR/heads.safetensors: the heads sliced like the backbone\n"
       "  --student          from the student (default: the teacher)\n"

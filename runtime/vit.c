@@ -106,6 +106,23 @@ int poa_vit_pass_init_inference(poa_vit_pass *p, const poa_vit *model, int width
     return poa_vit_pass_prepare(p, model, width, depth, batch, image_size, e);
 }
 
+/* gen/program.lua's cfg table of config c (vit_member's fields), pushed on L's stack. */
+void poa_vit_push_config(lua_State *L, const poa_vit_config *c) {
+    lua_createtable(L, 0, 11);
+    const struct { const char *name; int value; } ints[] = {
+        { "max_width", c->max_width }, { "max_depth", c->max_depth }, { "head_dim", c->head_dim },
+        { "mlp_ratio", c->mlp_ratio }, { "patch_size", c->patch_size }, { "in_channels", c->in_channels },
+        { "image_size", c->image_size } };
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        lua_pushinteger(L, ints[i].value);
+        lua_setfield(L, -2, ints[i].name);
+    }
+    lua_pushboolean(L, c->qkv_bias), lua_setfield(L, -2, "qkv_bias");
+    lua_pushboolean(L, c->proj_bias), lua_setfield(L, -2, "proj_bias");
+    lua_pushboolean(L, c->ffn_bias), lua_setfield(L, -2, "ffn_bias");
+    lua_pushnumber(L, c->layerscale), lua_setfield(L, -2, "layerscale");
+}
+
 static int push_program(lua_State *L, const char *builder, const poa_vit_config *c, int width, int depth,
                         int image_size, poa_error *e) {
     lua_getglobal(L, "require");
@@ -114,19 +131,7 @@ static int push_program(lua_State *L, const char *builder, const poa_vit_config 
     if (rc == LUA_OK) {
         lua_getfield(L, -1, builder);
         lua_remove(L, -2);
-        lua_createtable(L, 0, 11);
-        const struct { const char *name; int value; } ints[] = {
-            { "max_width", c->max_width }, { "max_depth", c->max_depth }, { "head_dim", c->head_dim },
-            { "mlp_ratio", c->mlp_ratio }, { "patch_size", c->patch_size }, { "in_channels", c->in_channels },
-            { "image_size", c->image_size } };
-        for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
-            lua_pushinteger(L, ints[i].value);
-            lua_setfield(L, -2, ints[i].name);
-        }
-        lua_pushboolean(L, c->qkv_bias), lua_setfield(L, -2, "qkv_bias");
-        lua_pushboolean(L, c->proj_bias), lua_setfield(L, -2, "proj_bias");
-        lua_pushboolean(L, c->ffn_bias), lua_setfield(L, -2, "ffn_bias");
-        lua_pushnumber(L, c->layerscale), lua_setfield(L, -2, "layerscale");
+        poa_vit_push_config(L, c);
         lua_pushinteger(L, width);
         lua_pushinteger(L, depth);
         lua_pushinteger(L, image_size);

@@ -136,6 +136,8 @@ int poa_vit_push_program(lua_State *L, const poa_vit_config *config, int width, 
 /* The same for the backward program (gen/backward.lua). */
 int poa_vit_push_backward_program(lua_State *L, const poa_vit_config *config, int width, int depth,
                                   int image_size, poa_error *e);
+/* Pushes on L the config as gen/program.lua's cfg table (the fields vit_member reads). */
+void poa_vit_push_config(lua_State *L, const poa_vit_config *config);
 
 /* images: batch x C x S x S. mask: batch x patches (non-zero = replace by the
    mask token) or NULL. drop_scale: per active block j, branch (0 attention,

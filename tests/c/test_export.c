@@ -19,93 +19,12 @@
 #include "files.h"
 #include "safetensors.h"
 #include "trainer.h"
+#include "export_test_util.h"
 #include "vit_test_util.h"
 
 #define DIR "build/tests/export"
 #define CHECKPOINT DIR "/checkpoint.safetensors"
 #define RECIPE "tests/recipes/tiny_train.lua"
-
-static int run(int (*command)(int, char **), const char *const *args) {
-    char *argv[32];
-    int argc = 0;
-    for (; args[argc]; argc++) argv[argc] = (char *)args[argc];
-    argv[argc] = NULL;
-    return command(argc, argv);
-}
-
-/* A checkpoint whose teacher, student and heads are random and differ. */
-static int write_checkpoint(void) {
-    poa_error e = { { 0 } };
-    lua_State *L = poa_lua_open(&e);
-    poa_train_config config;
-    poa_trainer t;
-    const char *overrides[] = { "train.output=" DIR };
-    int rc = poa_train_config_load(L, RECIPE, overrides, 1, &config, &e) || poa_trainer_init(&t, &config, &e);
-    lua_close(L);
-    if (rc) {
-        printf("FAIL checkpoint: %s\n", e.message);
-        return -1;
-    }
-    test_random_parameters(&t.model, t.teacher, 11);
-    test_random_parameters(&t.model, t.student, 12);
-    test_fill_normal(t.teacher_heads, t.heads.parameter_count, 0, 0.2, 13, 1);
-    test_fill_normal(t.student_heads, t.heads.parameter_count, 0, 0.2, 14, 1);
-    t.step = 7;
-    rc = poa_make_folders(DIR, &e) || poa_trainer_save(&t, CHECKPOINT, &e);
-    /* the student alone as a plain state dict, for `poa forward` of the student */
-    if (rc == 0) rc = poa_vit_save_parameters(&t.model, t.student, DIR "/student.safetensors", &e);
-    if (rc) printf("FAIL checkpoint: %s\n", e.message);
-    poa_trainer_free(&t);
-    return rc;
-}
-
-/* images (2, 3, size, size) and, with masks, a mask (2, patches) of every third patch. */
-static int write_input(const char *path, int size, int masks) {
-    poa_error e = { { 0 } };
-    long long shape[4] = { 2, 3, size, size }, mask_shape[2] = { 2, (size / 8) * (size / 8) };
-    real *images = malloc(sizeof(real) * (size_t)(2 * 3 * size * size));
-    unsigned char mask[2 * 64];
-    test_fill_normal(images, 2L * 3 * size * size, 0, 1, 21, (uint64_t)size);
-    for (int i = 0; i < mask_shape[0] * mask_shape[1]; i++) mask[i] = i % 3 == 1;
-    poa_safetensors_writer *w = poa_safetensors_writer_new();
-    int rc = poa_safetensors_writer_add_real(w, "images", 4, shape, images, &e);
-    if (rc == 0 && masks) rc = poa_safetensors_writer_add(w, "masks", "U8", 2, mask_shape, mask, &e);
-    if (rc == 0) rc = poa_safetensors_writer_save(w, path, &e);
-    if (rc) printf("FAIL input: %s\n", e.message);
-    poa_safetensors_writer_free(w);
-    free(images);
-    return rc;
-}
-
-/* max |a - b| / max |b| over tensor `name` of two files; -1 when they cannot be compared. */
-static double relative_error(const char *path_a, const char *path_b, const char *name) {
-    poa_safetensors a, b;
-    poa_error e = { { 0 } };
-    if (poa_safetensors_open(&a, path_a, &e)) return -1;
-    if (poa_safetensors_open(&b, path_b, &e)) {
-        poa_safetensors_close(&a);
-        return -1;
-    }
-    const poa_tensor_info *ta = poa_safetensors_find(&a, name), *tb = poa_safetensors_find(&b, name);
-    double error = -1;
-    long long n = ta && tb ? poa_tensor_numel(ta) : 0;
-    if (n > 0 && n == poa_tensor_numel(tb)) {
-        real *x = malloc(sizeof(real) * (size_t)n), *y = malloc(sizeof(real) * (size_t)n);
-        if (!poa_safetensors_read_real(&a, name, x, n, &e) && !poa_safetensors_read_real(&b, name, y, n, &e)) {
-            double diff = 0, scale = 0;
-            for (long long i = 0; i < n; i++) {
-                diff = fmax(diff, fabs((double)x[i] - (double)y[i]));
-                scale = fmax(scale, fabs((double)y[i]));
-            }
-            error = scale > 0 ? diff / scale : -1;
-        }
-        free(x);
-        free(y);
-    }
-    poa_safetensors_close(&a);
-    poa_safetensors_close(&b);
-    return error;
-}
 
 /* `poa forward` of `params` and of the export in `dir` agree on the member's tokens. */
 static void compare_forward(const char *label, const char *params, const char *dir, const char *net,
@@ -116,9 +35,9 @@ static void compare_forward(const char *label, const char *params, const char *d
     snprintf(output, sizeof output, "%s/output.safetensors", dir);
     const char *a[] = { "forward", RECIPE, "--params", params, "--input", input, "--net", net, "--out", reference, NULL };
     const char *b[] = { "forward", RECIPE, "--params", exported, "--input", input, "--net", net, "--out", output, NULL };
-    int rc = run(poa_command_forward, a) || run(poa_command_forward, b);
-    double cls = rc ? -1 : relative_error(output, reference, "x_norm_clstoken");
-    double patch = rc ? -1 : relative_error(output, reference, "x_norm_patchtokens");
+    int rc = test_run(poa_command_forward, a) || test_run(poa_command_forward, b);
+    double cls = rc ? -1 : test_relative_error(output, reference, "x_norm_clstoken");
+    double patch = rc ? -1 : test_relative_error(output, reference, "x_norm_patchtokens");
     snprintf(name, sizeof name, "%s: poa forward of the export = of the checkpoint (CLS, patch tokens)", label);
     CHECK(name, cls >= 0 && cls <= 1e-5 && patch >= 0 && patch <= 1e-5, "relative error CLS %.3g, patches %.3g", cls,
           patch);
@@ -127,7 +46,7 @@ static void compare_forward(const char *label, const char *params, const char *d
 
 static int export_member(const char *net, const char *dir, const char *extra1, const char *extra2) {
     const char *args[] = { "export", CHECKPOINT, "--net", net, "--out", dir, extra1, extra2, NULL };
-    return run(poa_command_export, args);
+    return test_run(poa_command_export, args);
 }
 
 static void check_members(void) {
@@ -149,10 +68,10 @@ static void check_members(void) {
     const char *masked[] = { "forward", RECIPE, "--params", DIR "/64x3/model.safetensors", "--input",
                              DIR "/masked.safetensors", "--net", "64x3", "--out", DIR "/masked_out.safetensors", NULL };
     CHECK("poa forward refuses masks for an export under timm's names (no mask_token)",
-          run(poa_command_forward, masked) == POA_EXIT_FAILED, "it ran");
+          test_run(poa_command_forward, masked) == POA_EXIT_FAILED, "it ran");
     const char *other[] = { "forward", RECIPE, "--params", DIR "/64x3/model.safetensors", "--input",
                             DIR "/global.safetensors", "--net", "96x4", "--out", DIR "/other_out.safetensors", NULL };
-    CHECK("poa forward refuses an export of another member than --net", run(poa_command_forward, other) == POA_EXIT_FAILED,
+    CHECK("poa forward refuses an export of another member than --net", test_run(poa_command_forward, other) == POA_EXIT_FAILED,
           "it ran");
     rc = export_member("64x3", DIR "/dinov2", "--names", "dinov2");
     if (rc == 0) compare_forward("--names dinov2 64x3, masked", CHECKPOINT, DIR "/dinov2", "64x3", DIR "/masked.safetensors");
@@ -238,8 +157,9 @@ static void check_heads(void) {
 }
 
 int main(void) {
-    if (write_checkpoint() || write_input(DIR "/global.safetensors", 32, 0) ||
-        write_input(DIR "/local.safetensors", 16, 0) || write_input(DIR "/masked.safetensors", 32, 1))
+    if (test_write_checkpoint(RECIPE, DIR, CHECKPOINT, DIR "/student.safetensors") ||
+        test_write_images(DIR "/global.safetensors", 32, 8, 0) || test_write_images(DIR "/local.safetensors", 16, 8, 0) ||
+        test_write_images(DIR "/masked.safetensors", 32, 8, 1))
         return 1;
     check_members();
     check_timm_names(DIR "/64x3/model.safetensors", "tests/golden/fixtures/export_timm_64x3.txt", NULL);

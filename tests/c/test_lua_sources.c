@@ -1,7 +1,8 @@
 /* test_lua_sources.c: the Lua built into poa (tools/embed.lua -> build/lua_sources.c,
-   runtime/lua_sources.c): every file of gen/ and models/ (*.lua) and of templates/ is embedded,
-   byte for byte, and nothing else; require() in poa's Lua state takes the embedded copy and
-   nothing of the working directory; POA_HOME points it at a source tree instead, and a wrong
+   runtime/lua_sources.c): every file of gen/ and models/ (*.lua) and of templates/, and the
+   runtime files an exported program carries (gen/export_c.lua), is embedded, byte for byte,
+   and nothing else; require() in poa's Lua state takes the embedded copy and nothing of the
+   working directory; POA_HOME points it at a source tree instead, and a wrong
    POA_HOME is an error that names it. Run from the repository root (tests/run). */
 #include <dirent.h>
 #include <lauxlib.h>
@@ -13,6 +14,17 @@
 #include "lua_sources.h"
 #include "recipe.h"
 
+/* Whether the file at path is embedded with the same bytes (else says how, and counts it). */
+static void compare_file(const char *path, int *mismatches) {
+    char *text = poa_read_text(path);
+    const poa_lua_source *s = poa_lua_source_find(path);
+    if (!text || !s || s->size != strlen(text) || memcmp(s->text, text, s->size)) {
+        printf("  %s: %s\n", path, !s ? "not embedded" : "embedded bytes differ");
+        (*mismatches)++;
+    }
+    free(text);
+}
+
 /* How many files of dir end with suffix; each must be embedded with the same bytes. */
 static int compare_folder(const char *dir, const char *suffix, int *mismatches) {
     DIR *d = opendir(dir);
@@ -23,16 +35,31 @@ static int compare_folder(const char *dir, const char *suffix, int *mismatches) 
         if (entry->d_name[0] == '.' || len < slen || strcmp(entry->d_name + len - slen, suffix)) continue;
         char path[512];
         snprintf(path, sizeof path, "%s/%s", dir, entry->d_name);
-        char *text = poa_read_text(path);
-        const poa_lua_source *s = poa_lua_source_find(path);
-        if (!text || !s || s->size != strlen(text) || memcmp(s->text, text, s->size)) {
-            printf("  %s: %s\n", path, !s ? "not embedded" : "embedded bytes differ");
-            (*mismatches)++;
-        }
-        free(text);
+        compare_file(path, mismatches);
         n++;
     }
     if (d) closedir(d);
+    return n;
+}
+
+/* The runtime files an exported program carries (gen/export_c.lua's `copied`), each
+   embedded with the same bytes; how many. */
+static int compare_copied(int *mismatches) {
+    poa_error e = { { 0 } };
+    lua_State *L = poa_lua_open(&e);
+    int n = 0;
+    if (L && luaL_dostring(L, "return table.concat(require('gen.export_c').copied, ' ')") == LUA_OK) {
+        char list[1024], path[600];
+        snprintf(list, sizeof list, "%s", lua_tostring(L, -1));
+        for (char *name = strtok(list, " "); name; name = strtok(NULL, " "), n++) {
+            snprintf(path, sizeof path, "runtime/%s", name);
+            compare_file(path, mismatches);
+        }
+    } else {
+        printf("  gen/export_c.lua's list: %s\n", L ? lua_tostring(L, -1) : e.message);
+        (*mismatches)++;
+    }
+    if (L) lua_close(L);
     return n;
 }
 
@@ -57,8 +84,11 @@ int main(void) {
                 compare_folder("templates", "", &mismatches);
     CHECK("every file of gen/, models/ and templates/ is embedded byte for byte", files > 30 && mismatches == 0,
           "%d files, %d mismatches", files, mismatches);
-    CHECK("nothing else is embedded", poa_lua_source_count == files, "%d embedded, %d in the tree",
-          poa_lua_source_count, files);
+    int copied_mismatches = 0, copied = compare_copied(&copied_mismatches);
+    CHECK("the runtime files an exported program carries are embedded byte for byte", copied > 0 && copied_mismatches == 0,
+          "%d files, %d mismatches", copied, copied_mismatches);
+    CHECK("nothing else is embedded", poa_lua_source_count == files + copied, "%d embedded, %d in the tree",
+          poa_lua_source_count, files + copied);
 
     unsetenv("POA_HOME");
     const char *where = run_lua("require('gen.recipe'); return debug.getinfo(require('gen.recipe').load_model, 'S').source"

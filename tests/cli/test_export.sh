@@ -1,8 +1,9 @@
 #!/bin/bash
 # tests/cli/test_export.sh: `poa export` as a user meets it, on a 2-step tiny_train checkpoint:
 # it writes model.safetensors and config.json and says what it took; a truncated or foreign
-# checkpoint, an unknown member, a member or recipe of another family, --what c|cuda|all (not
-# built yet) and an unknown naming are refused with a message naming them, and write nothing.
+# checkpoint, an unknown member, a member or recipe of another family (with --what c too), bad
+# --sizes and an unknown naming are refused with a message naming them, and write nothing;
+# --what c|cuda|all write the programs (built and compared: tests/c/test_export_c.c).
 # (The numbers: tests/c/test_export.c; timm: tests/golden/test_export_timm.sh.)
 set -u
 cd "$(dirname "$0")/../.."
@@ -49,11 +50,29 @@ refused "a member of another family is refused" 2 "unknown sub-network '640x16' 
 refused "a recipe of another family is refused" 2 "checkpoint_2.safetensors: written for another network" \
   $ckpt --recipe recipes/small_vit.lua --net 128x3
 refused "a missing checkpoint is named" 2 "nonexistent.safetensors" "$dir/nonexistent.safetensors" --net 64x3
-for what in c cuda all; do
-  refused "--what $what is refused: not built yet" 1 "--what $what: the generated .* not built yet" \
-    $ckpt --net 64x3 --what $what
-done
-refused "--what of an unknown kind is refused" 1 "--what onnx: unknown" $ckpt --net 64x3 --what onnx
+$poa export $ckpt --net 64x3 --what cuda --out "$dir/cuda" > "$dir/stdout" 2> "$dir/stderr"
+check "--what cuda: the weights and the CUDA program (poa_member.cu), no C forward" \
+      "grep -q 'the CUDA program for 32, 16 px' $dir/stdout && [ -s $dir/cuda/poa_member.cu ] && [ ! -e $dir/cuda/poa_member.c ] \
+       && grep -q '^all: poa_member_cuda$' $dir/cuda/Makefile && [ -s $dir/cuda/model.safetensors ]"
+$poa export $ckpt --net 64x3 --what all --out "$dir/all" > "$dir/stdout" 2> "$dir/stderr"
+check "--what all: the weights, the C and the CUDA programs" \
+      "grep -q 'the C and CUDA programs for 32, 16 px' $dir/stdout && [ -s $dir/all/poa_member.cu ] && [ -s $dir/all/poa_member.c ] \
+       && grep -q '^all: poa_member poa_member_cuda$' $dir/all/Makefile"
+refused "--what c: a truncated checkpoint is named" 2 "truncated.safetensors: truncated" "$dir/truncated.safetensors" \
+  --net 64x3 --what c
+refused "--what c: an unknown member is named" 2 "unknown sub-network '48x3' in tiny_train" $ckpt --net 48x3 --what c
+refused "--what c: a member of another family is named" 2 "unknown sub-network '640x16' in tiny_train" \
+  $ckpt --net 640x16 --what c
+refused "--what c: a recipe of another family is refused" 2 "checkpoint_2.safetensors: written for another network" \
+  $ckpt --recipe recipes/small_vit.lua --net 128x3 --what c
+refused "--sizes that are not multiples of the patch size are named" 2 "--sizes 32,20: up to 16 image sizes, positive multiples of the patch size 8" \
+  $ckpt --net 64x3 --what c --sizes 32,20
+refused "--sizes given twice is named" 2 "--sizes 32,32: 32 is given twice" $ckpt --net 64x3 --what c --sizes 32,32
+refused "--sizes without a program is refused" 1 "--sizes 32: only for --what c|cuda|all" $ckpt --net 64x3 --sizes 32
+$poa export $ckpt --net 64x3 --what c --sizes 24 --out "$dir/c24" > "$dir/stdout" 2> "$dir/stderr"
+check "--what c --sizes 24: the program for 24 px, and the weights" \
+      "grep -q 'the C program for 24 px' $dir/stdout && grep -q 'POA_MEMBER_SIZES { 24 }' $dir/c24/poa_member.h && [ -s $dir/c24/model.safetensors ]"
+refused "--what of an unknown kind is refused" 1 "--what onnx: unknown (weights, c, cuda or all)" $ckpt --net 64x3 --what onnx
 refused "--names of an unknown naming is refused" 1 "unknown names 'hf'" $ckpt --net 64x3 --names hf
 refused "an unknown option is refused" 1 "unknown option --fast" $ckpt --net 64x3 --fast
 

@@ -1,0 +1,181 @@
+/* test_export_c.c: `poa export --what c`, the member's standalone C program, built with the
+   system compiler (make, cc) and run on the same images as `poa forward` of the checkpoint:
+   CLS and patch tokens agree within 1e-5 relative (fp32) for the intact, the smallest and two
+   mid members of recipes/small_vit.lua and recipes/quickstart.lua (random teacher weights,
+   so every block, slice and alpha matters), at the recipe's global and local crop sizes (the
+   second resamples the position embedding). The program refuses, naming them, weights of
+   another member, a truncated weights file, an image size it was not generated for, and an
+   unknown option; the built-in GEMM (make BLAS=no) agrees too. --what all's CUDA program
+   (cuBLASLt and the kernels of gen/lower_cuda.lua) compiles with nvcc where nvcc is, and is
+   compared the same way where a GPU is. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "check.h"
+#include "commands.h"
+#include "export_test_util.h"
+#include "recipe.h"
+
+#define DIR "build/tests/export_c"
+
+static const struct {
+    const char *recipe, *members[4]; /* intact, smallest, two mid members */
+} families[] = {
+    { "recipes/small_vit.lua", { "256x6", "128x3", "192x4", "192x5" } },
+    { "recipes/quickstart.lua", { "192x4", "64x2", "128x3", "64x4" } },
+};
+
+/* Runs a shell command, its output to `log`; its exit status. */
+static int shell(const char *command, const char *log) {
+    char line[4096];
+    if (snprintf(line, sizeof line, "%s > %s 2>&1", command, log) >= (int)sizeof line) return -1;
+    int rc = system(line);
+    return rc == -1 ? -1 : WEXITSTATUS(rc);
+}
+
+/* The first line of a file (for messages). */
+static void first_line(const char *path, char *out, size_t size) {
+    FILE *f = fopen(path, "r");
+    out[0] = 0;
+    if (f) {
+        if (!fgets(out, (int)size, f)) out[0] = 0;
+        fclose(f);
+    }
+    out[strcspn(out, "\n")] = 0;
+}
+
+/* The program in dir on input, against `poa forward` of the checkpoint's member. */
+static void compare(const char *recipe, const char *checkpoint, const char *dir, const char *net, const char *input,
+                    const char *label, const char *program) {
+    char reference[512], output[512], command[2048], log[512], name[512], why[512];
+    snprintf(reference, sizeof reference, "%s/reference_%s", dir, strrchr(input, '/') + 1);
+    snprintf(output, sizeof output, "%s/output_%s", dir, strrchr(input, '/') + 1);
+    snprintf(log, sizeof log, "%s/run.log", dir);
+    snprintf(command, sizeof command, "%s/%s %s/model.safetensors %s %s", dir, program, dir, input, output);
+    int rc = shell(command, log);
+    first_line(log, why, sizeof why);
+    if (rc && strstr(program, "cuda") && (strstr(why, "CUDA driver") || strstr(why, "no CUDA-capable device"))) {
+        printf("SKIP %s: the CUDA program runs only on a GPU (%s)\n", label, why);
+        return;
+    }
+    const char *a[] = { "forward", recipe, "--params", checkpoint, "--input", input, "--net", net, "--out", reference, NULL };
+    int forward = rc == 0 ? test_run(poa_command_forward, a) : -1;
+    double cls = rc || forward ? -1 : test_relative_error(output, reference, "x_norm_clstoken");
+    double patch = rc || forward ? -1 : test_relative_error(output, reference, "x_norm_patchtokens");
+    snprintf(name, sizeof name, "%s: the exported %s program's CLS and patch tokens = poa forward's", label,
+             strstr(program, "cuda") ? "CUDA" : "C");
+    CHECK(name, cls >= 0 && cls <= 1e-5 && patch >= 0 && patch <= 1e-5,
+          "program exit %d (%s), poa forward %d, relative error CLS %.3g, patches %.3g", rc, why, forward, cls, patch);
+    printf("  %s: relative error CLS %.3g, patch tokens %.3g\n", label, cls, patch);
+}
+
+/* Exports (--what c, or all) and builds member net of the checkpoint into dir; 0 when both worked. */
+static int export_build(const char *checkpoint, const char *net, const char *dir, const char *what, const char *make_args) {
+    char command[1024], log[512], why[512], name[512];
+    const char *args[] = { "export", checkpoint, "--net", net, "--what", what, "--out", dir, NULL };
+    int rc = test_run(poa_command_export, args);
+    if (rc) {
+        snprintf(name, sizeof name, "%s: poa export --what %s", dir, what);
+        CHECK(name, 0, "exit %d", rc);
+        return -1;
+    }
+    snprintf(command, sizeof command, "make -C %s %s", dir, make_args);
+    snprintf(log, sizeof log, "%s/make.log", dir);
+    rc = shell(command, log);
+    first_line(log, why, sizeof why);
+    snprintf(name, sizeof name, "%s: the exported program builds with make (%s)", dir, make_args[0] ? make_args : "cc, defaults");
+    CHECK(name, rc == 0, "make exited %d: %s", rc, why);
+    return rc;
+}
+
+/* The program's own refusals, each naming what is wrong. */
+static void check_refusals(const char *dir, const char *other_dir, const char *other_net, const char *input,
+                           const char *bad_input) {
+    char command[2048], log[512], text[512], want[256];
+    snprintf(log, sizeof log, "%s/refused.log", dir);
+    snprintf(command, sizeof command, "%s/poa_member %s/model.safetensors %s %s/x.safetensors", dir, other_dir, input, dir);
+    int rc = shell(command, log);
+    first_line(log, text, sizeof text);
+    snprintf(want, sizeof want, "the weights of member %s", other_net);
+    CHECK("the program refuses the weights of another member, naming it", rc == 2 && strstr(text, want),
+          "exit %d: %s", rc, text);
+    snprintf(command, sizeof command, "head -c 5000 %s/model.safetensors > %s/truncated.safetensors", dir, dir);
+    rc = system(command);
+    snprintf(command, sizeof command, "%s/poa_member %s/truncated.safetensors %s %s/x.safetensors", dir, dir, input, dir);
+    rc = shell(command, log);
+    first_line(log, text, sizeof text);
+    CHECK("the program refuses a truncated weights file, naming it", rc == 2 && strstr(text, "truncated.safetensors"),
+          "exit %d: %s", rc, text);
+    snprintf(command, sizeof command, "%s/poa_member %s/model.safetensors %s %s/x.safetensors", dir, dir, bad_input, dir);
+    rc = shell(command, log);
+    first_line(log, text, sizeof text);
+    CHECK("the program refuses an image size it was not generated for, naming it", rc == 2 && strstr(text, "48 px"),
+          "exit %d: %s", rc, text);
+    snprintf(command, sizeof command, "%s/poa_member %s/model.safetensors %s %s/x.safetensors --fast", dir, dir, input, dir);
+    rc = shell(command, log);
+    first_line(log, text, sizeof text);
+    CHECK("the program refuses an unknown option, naming it", rc == 1 && strstr(text, "--fast"), "exit %d: %s", rc, text);
+}
+
+/* --what all: the CUDA program of quickstart's 128x3 compiles with nvcc (skipped without
+   nvcc); it runs and agrees with poa forward where a GPU is (skipped otherwise). */
+static void check_cuda(void) {
+    const char *dir = DIR "/quickstart/128x3_cuda", *checkpoint = DIR "/quickstart/checkpoint.safetensors";
+    if (system("command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]") != 0) {
+        printf("SKIP --what cuda: no nvcc (on PATH or /usr/local/cuda/bin)\n");
+        return;
+    }
+    if (export_build(checkpoint, "128x3", dir, "all", "poa_member_cuda")) return;
+    compare("recipes/quickstart.lua", checkpoint, dir, "128x3", DIR "/quickstart/global.safetensors",
+            "quickstart 128x3 (CUDA) at 32 px", "poa_member_cuda");
+    compare("recipes/quickstart.lua", checkpoint, dir, "128x3", DIR "/quickstart/local.safetensors",
+            "quickstart 128x3 (CUDA) at 16 px", "poa_member_cuda");
+}
+
+int main(void) {
+    for (size_t f = 0; f < sizeof families / sizeof families[0]; f++) {
+        const char *recipe_path = families[f].recipe;
+        poa_recipe recipe;
+        poa_vit model;
+        test_load_model(recipe_path, &recipe, &model);
+        poa_vit_free(&model);
+        char dir[256], checkpoint[300], global[300], local[300], odd[300];
+        snprintf(dir, sizeof dir, DIR "/%s", recipe.name);
+        snprintf(checkpoint, sizeof checkpoint, "%s/checkpoint.safetensors", dir);
+        snprintf(global, sizeof global, "%s/global.safetensors", dir);
+        snprintf(local, sizeof local, "%s/local.safetensors", dir);
+        snprintf(odd, sizeof odd, "%s/odd.safetensors", dir);
+        const int patch = recipe.vit.patch_size;
+        if (test_write_checkpoint(recipe_path, dir, checkpoint, NULL) ||
+            test_write_images(global, recipe.global_crop_size, patch, 0) ||
+            test_write_images(local, recipe.local_crop_size, patch, 0) || test_write_images(odd, 48, patch, 0))
+            return 1;
+        for (int i = 0; i < 4; i++) {
+            const char *net = families[f].members[i];
+            char member_dir[300], label[300];
+            snprintf(member_dir, sizeof member_dir, "%s/%s", dir, net);
+            if (export_build(checkpoint, net, member_dir, "c", "")) continue;
+            snprintf(label, sizeof label, "%s %s at %d px", recipe.name, net, recipe.global_crop_size);
+            compare(recipe_path, checkpoint, member_dir, net, global, label, "poa_member");
+            snprintf(label, sizeof label, "%s %s at %d px", recipe.name, net, recipe.local_crop_size);
+            compare(recipe_path, checkpoint, member_dir, net, local, label, "poa_member");
+        }
+        char first[300], second[300];
+        snprintf(first, sizeof first, "%s/%s", dir, families[f].members[2]);
+        snprintf(second, sizeof second, "%s/%s", dir, families[f].members[1]);
+        if (f == 0) check_refusals(first, second, families[f].members[1], global, odd);
+        if (f == 1) { /* the built-in blocked GEMM instead of OpenBLAS */
+            char plain[300], label[300];
+            snprintf(plain, sizeof plain, "%s/%s_plain", dir, families[f].members[2]);
+            if (export_build(checkpoint, families[f].members[2], plain, "c", "BLAS=no") == 0) {
+                snprintf(label, sizeof label, "%s %s (BLAS=no) at %d px", recipe.name, families[f].members[2],
+                         recipe.local_crop_size);
+                compare(recipe_path, checkpoint, plain, families[f].members[2], local, label, "poa_member");
+            }
+        }
+    }
+    check_cuda();
+    CHECK_EXIT();
+}
