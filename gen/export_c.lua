@@ -82,8 +82,10 @@ local function step_c(spec, p, st, si, launch)
   return string.format("%s(NULL, %s);", st.kernel, table.concat(args, ", "))
 end
 
--- The kernels the programs call, each once, in first-use order: C from the op descriptions.
-local function kernels_c(programs, dims)
+-- The kernels the programs call, each once, in first-use order: lower(op) of each op's
+-- description (gen/lower_c.lua or gen/lower_cuda.lua), the attention from its template
+-- (attention_forward.c.tmpl or .cu.tmpl).
+local function kernels_text(programs, dims, lower, attention_template)
   local done, parts = {}, {}
   for _, p in ipairs(programs) do
     for _, st in ipairs(p.steps) do
@@ -91,11 +93,10 @@ local function kernels_c(programs, dims)
       if name and not done[name] then
         done[name] = true
         if name == "attention_forward" then
-          parts[#parts + 1] = template.fill("attention_forward.c.tmpl", { HEADS = dims.HEADS, HEAD_DIM = dims.HEAD_DIM,
+          parts[#parts + 1] = template.fill(attention_template, { HEADS = dims.HEADS, HEAD_DIM = dims.HEAD_DIM,
             SCALE = ir.format_real(1 / math.sqrt(dims.HEAD_DIM)) })
         else
-          local op = assert(ops[name] or ops_runtime[name], "export_c: no description of kernel " .. name)
-          parts[#parts + 1] = lower_c.op(op, dims)
+          parts[#parts + 1] = (lower(assert(ops[name] or ops_runtime[name], "export_c: no description of kernel " .. name)))
         end
       end
     end
@@ -161,7 +162,7 @@ function export_c.files(spec)
   if want_cuda then files[#files + 1] = { "poa_member.cu", export_c.cuda_text(spec, programs, c) } end
   if want_c then
     c.GEMM = template.read("export_gemm.c.tmpl")
-    c.KERNELS = kernels_c(programs, dims)
+    c.KERNELS = kernels_text(programs, dims, function(op) return lower_c.op(op, dims) end, "attention_forward.c.tmpl")
     c.FORWARDS = table.concat(forwards, "\n")
     files[#files + 1] = { "poa_member.c", template.fill("export_member.c.tmpl", c) }
   end
@@ -214,27 +215,6 @@ local function launch_cuda(st, args, dims)
   return table.concat(lines, "\n")
 end
 
--- The CUDA kernels the programs launch, each once: gen/lower_cuda.lua of the op descriptions,
--- the attention template.
-local function kernels_cuda(programs, dims)
-  local done, parts = {}, {}
-  for _, p in ipairs(programs) do
-    for _, st in ipairs(p.steps) do
-      local name = st.kind == "kernel" and st.kernel
-      if name and not done[name] then
-        done[name] = true
-        if name == "attention_forward" then
-          parts[#parts + 1] = template.fill("attention_forward.cu.tmpl", { HEADS = dims.HEADS, HEAD_DIM = dims.HEAD_DIM,
-            SCALE = ir.format_real(1 / math.sqrt(dims.HEAD_DIM)) })
-        else
-          parts[#parts + 1] = (lower_cuda.op(assert(ops[name] or ops_runtime[name]), dims))
-        end
-      end
-    end
-  end
-  return table.concat(parts, "\n")
-end
-
 -- poa_member.cu: the member's forward per size on the GPU (the C API of poa_member.h).
 function export_c.cuda_text(spec, programs, c)
   local dims = { WIDTH = c.WIDTH, HEADS = c.HEADS, HEAD_DIM = c.HEAD_DIM, HIDDEN = c.HIDDEN }
@@ -252,7 +232,8 @@ function export_c.cuda_text(spec, programs, c)
   end
   local values = {}
   for k, v in pairs(c) do values[k] = v end
-  values.KERNELS = kernels_cuda(programs, dims)
+  values.KERNELS = kernels_text(programs, dims, function(op) return lower_cuda.op(op, dims) end,
+    "attention_forward.cu.tmpl")
   values.PRELUDE = template.read("cuda_prelude.cu.tmpl")
   values.FORWARDS = table.concat(forwards, "\n")
   return template.fill("export_member.cu.tmpl", values)

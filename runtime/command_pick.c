@@ -6,10 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "commands.h"
+#include "files.h"
 #include "recipe.h"
 #include "safetensors.h"
 
@@ -91,14 +91,6 @@ static int parse(int argc, char **argv, pick_options *o, poa_error *e) {
     return 0;
 }
 
-/* Runs a shell command, its output into log; its exit status. */
-static int shell(const char *command, const char *log) {
-    char line[8192];
-    if (snprintf(line, sizeof line, "%s > '%s' 2>&1", command, log) >= (int)sizeof line) return -1;
-    int rc = system(line);
-    return rc == -1 ? -1 : WEXITSTATUS(rc);
-}
-
 /* The last line of log, for an error. */
 static void last_line(const char *log, char *out, size_t size) {
     FILE *f = fopen(log, "r");
@@ -135,12 +127,12 @@ static int measure(const pick_options *o, const char *work, const char *net, int
     snprintf(log, sizeof log, "%s.log", dir);
     snprintf(command, sizeof command, "'%s' export '%s' --recipe '%s' --net %s --what c --sizes %d --out '%s'",
              self, o->checkpoint, o->recipe, net, size, dir);
-    if (shell(command, log)) return last_line(log, why, sizeof why), poa_fail(e, "member %s: %s", net, why);
+    if (poa_run_logged(command, log)) return last_line(log, why, sizeof why), poa_fail(e, "member %s: %s", net, why);
     snprintf(command, sizeof command, "make -s -C '%s'", dir);
-    if (shell(command, log)) return last_line(log, why, sizeof why), poa_fail(e, "member %s: make: %s", net, why);
+    if (poa_run_logged(command, log)) return last_line(log, why, sizeof why), poa_fail(e, "member %s: make: %s", net, why);
     snprintf(command, sizeof command, "'%s/poa_member' '%s/model.safetensors' '%s' '%s/out.safetensors' --threads %ld --repeat %ld",
              dir, dir, input, dir, o->threads, o->runs);
-    if (shell(command, log)) return last_line(log, why, sizeof why), poa_fail(e, "member %s: %s", net, why);
+    if (poa_run_logged(command, log)) return last_line(log, why, sizeof why), poa_fail(e, "member %s: %s", net, why);
     last_line(log, why, sizeof why);
     const char *median = strstr(why, "median ");
     if (!median || sscanf(median, "median %lf ms", ms) != 1)

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 int poa_make_folders(const char *path, poa_error *e) {
     char partial[4096];
@@ -32,4 +33,11 @@ char *poa_read_text(const char *path) {
     fclose(f);
     if (text) text[got] = 0;
     return text;
+}
+
+int poa_run_logged(const char *command, const char *log) {
+    char line[8192];
+    if (snprintf(line, sizeof line, "%s > '%s' 2>&1", command, log) >= (int)sizeof line) return -1;
+    int rc = system(line);
+    return rc == -1 || !WIFEXITED(rc) ? -1 : WEXITSTATUS(rc);
 }

@@ -10,4 +10,8 @@ int poa_make_folders(const char *path, poa_error *e);
 /* The whole file as a NUL-terminated string (malloc'd), or NULL if it cannot be read. */
 char *poa_read_text(const char *path);
 
+/* Runs a shell command with its stdout and stderr into the file `log`; its exit status (-1 when
+   the shell could not run it or the command line is too long). */
+int poa_run_logged(const char *command, const char *log);
+
 #endif

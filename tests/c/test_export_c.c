@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #include "check.h"
 #include "commands.h"
@@ -26,14 +25,6 @@ static const struct {
     { "recipes/small_vit.lua", { "256x6", "128x3", "192x4", "192x5" } },
     { "recipes/quickstart.lua", { "192x4", "64x2", "128x3", "64x4" } },
 };
-
-/* Runs a shell command, its output to `log`; its exit status. */
-static int shell(const char *command, const char *log) {
-    char line[4096];
-    if (snprintf(line, sizeof line, "%s > %s 2>&1", command, log) >= (int)sizeof line) return -1;
-    int rc = system(line);
-    return rc == -1 ? -1 : WEXITSTATUS(rc);
-}
 
 /* The first line of a file (for messages). */
 static void first_line(const char *path, char *out, size_t size) {
@@ -54,7 +45,7 @@ static void compare(const char *recipe, const char *checkpoint, const char *dir,
     snprintf(output, sizeof output, "%s/output_%s", dir, strrchr(input, '/') + 1);
     snprintf(log, sizeof log, "%s/run.log", dir);
     snprintf(command, sizeof command, "%s/%s %s/model.safetensors %s %s", dir, program, dir, input, output);
-    int rc = shell(command, log);
+    int rc = poa_run_logged(command, log);
     first_line(log, why, sizeof why);
     if (rc && strstr(program, "cuda") && (strstr(why, "CUDA driver") || strstr(why, "no CUDA-capable device"))) {
         printf("SKIP %s: the CUDA program runs only on a GPU (%s)\n", label, why);
@@ -83,7 +74,7 @@ static int export_build(const char *checkpoint, const char *net, const char *dir
     }
     snprintf(command, sizeof command, "make -C %s %s", dir, make_args);
     snprintf(log, sizeof log, "%s/make.log", dir);
-    rc = shell(command, log);
+    rc = poa_run_logged(command, log);
     first_line(log, why, sizeof why);
     snprintf(name, sizeof name, "%s: the exported program builds with make (%s)", dir, make_args[0] ? make_args : "cc, defaults");
     CHECK(name, rc == 0, "make exited %d: %s", rc, why);
@@ -96,7 +87,7 @@ static void check_refusals(const char *dir, const char *other_dir, const char *o
     char command[2048], log[512], text[512], want[256];
     snprintf(log, sizeof log, "%s/refused.log", dir);
     snprintf(command, sizeof command, "%s/poa_member %s/model.safetensors %s %s/x.safetensors", dir, other_dir, input, dir);
-    int rc = shell(command, log);
+    int rc = poa_run_logged(command, log);
     first_line(log, text, sizeof text);
     snprintf(want, sizeof want, "the weights of member %s", other_net);
     CHECK("the program refuses the weights of another member, naming it", rc == 2 && strstr(text, want),
@@ -104,17 +95,17 @@ static void check_refusals(const char *dir, const char *other_dir, const char *o
     snprintf(command, sizeof command, "head -c 5000 %s/model.safetensors > %s/truncated.safetensors", dir, dir);
     rc = system(command);
     snprintf(command, sizeof command, "%s/poa_member %s/truncated.safetensors %s %s/x.safetensors", dir, dir, input, dir);
-    rc = shell(command, log);
+    rc = poa_run_logged(command, log);
     first_line(log, text, sizeof text);
     CHECK("the program refuses a truncated weights file, naming it", rc == 2 && strstr(text, "truncated.safetensors"),
           "exit %d: %s", rc, text);
     snprintf(command, sizeof command, "%s/poa_member %s/model.safetensors %s %s/x.safetensors", dir, dir, bad_input, dir);
-    rc = shell(command, log);
+    rc = poa_run_logged(command, log);
     first_line(log, text, sizeof text);
     CHECK("the program refuses an image size it was not generated for, naming it", rc == 2 && strstr(text, "48 px"),
           "exit %d: %s", rc, text);
     snprintf(command, sizeof command, "%s/poa_member %s/model.safetensors %s %s/x.safetensors --fast", dir, dir, input, dir);
-    rc = shell(command, log);
+    rc = poa_run_logged(command, log);
     first_line(log, text, sizeof text);
     CHECK("the program refuses an unknown option, naming it", rc == 1 && strstr(text, "--fast"), "exit %d: %s", rc, text);
 }
