@@ -1,13 +1,15 @@
--- gen/program.lua: lowers a forward graph (gen/graph.lua) to the flat program the CPU backend
--- executes (runtime/program.c), lays its arena out by liveness, and prints it.
+-- gen/program.lua: lowers a forward graph (gen/graph.lua) to the flat program the executor runs
+-- (runtime/program.c on the CPU; a backend's schedule, gen/schedule.lua, rewrites the lowering
+-- for the GPU: runtime/program_cuda.c), lays its arena out by liveness, and prints it.
 --
 -- program = {
 --   title, values = { {name, kind, elem, size = lin, offset = lin (kind "act"), ld} },
---   steps = { {kind = "gemm", what, ta, tb, m, n, k, alpha, beta, a, lda, b, ldb, c, ldc}
+--   steps = { {kind = "gemm", what, ta, tb, m, n, k, alpha, beta, a, lda, b, ldb, c, ldc[, bias]}
 --             {kind = "kernel", kernel, args = { {buffer = operand} | {scalar = lin} }}
 --             {kind = "copy", src, dst, count} },
---   arena = lin, output = value id }
--- where an operand is {value = id, offset = lin} and a lin {b, c} means b * batch + c
+--   arena = lin, output = value id[, device = "gpu"] }
+-- (a GPU program's kernel steps and copies also list their CUDA launches: gen/schedule.lua)
+-- where an operand is {value = id, offset = lin[, bf16 = true]} and a lin {b, c} means b * batch + c
 -- (elements). GEMMs are row-major: C (m x n) = alpha op(A) op(B) + beta C. The kernels are the
 -- row-wise ops of gen/ops.lua (their C parameter order) and the runtime kernels of
 -- gen/graph.lua. Nothing here is ViT-specific but program.vit_forward at the end.

@@ -506,6 +506,20 @@ int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *p, poa_error *e) {
     long widest = 3L * p->width > p->host.hidden ? 3L * p->width : p->host.hidden;
     if (patch_len > widest) widest = patch_len;
     p->cast_capacity = p->rows * widest;
+    /* every operand the programs cast must fit its slot: (rows - 1) ld + cols elements */
+    const poa_program *programs[2] = { p->fwd.program, p->bwd.program };
+    for (int g = 0; g < 2; g++)
+        for (int i = 0; i < programs[g]->step_count; i++) {
+            const poa_program_step *s = &programs[g]->steps[i];
+            const long m = poa_lin_at(s->m, p->batch), k = poa_lin_at(s->k, p->batch);
+            const long a = s->a.value >= 0 && programs[g]->values[s->a.value].kind == POA_VALUE_CAST
+                               ? (s->ta ? (k - 1) * s->lda + m : (m - 1) * s->lda + k) : 0;
+            const long b = s->b.value >= 0 && programs[g]->values[s->b.value].kind == POA_VALUE_CAST
+                               ? (s->tb ? (s->n - 1) * s->ldb + k : (k - 1) * s->ldb + s->n) : 0;
+            if (s->kind == POA_STEP_GEMM && (a > p->cast_capacity || b > p->cast_capacity))
+                return poa_fail(e, "member %dx%d: step %d of the %s casts %ld elements, the slots hold %ld", p->width,
+                                p->depth, i + 1, g ? "backward" : "forward", a > b ? a : b, p->cast_capacity);
+        }
     p->cast_shared = p->shared.cast_bf16 && p->shared.cast_capacity >= p->cast_capacity;
     if (p->cast_shared) p->cast_bf16 = p->shared.cast_bf16, p->cast_capacity = p->shared.cast_capacity;
     if ((!p->shared.params_bf16 &&
@@ -526,8 +540,10 @@ int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *p, poa_error *e) {
 
 int poa_cuda_vit_pass_use_fused(poa_cuda_vit_pass *p, const char *fused_source, poa_error *e) {
     if (p->fused_ready) return 0;
-    if (!strstr(fused_source, p->set_name + 4) && !strstr(fused_source, "residual_layernorm_forward"))
-        return poa_fail(e, "member %dx%d: not the fused kernels' source", p->width, p->depth);
+    char name[96];
+    snprintf(name, sizeof name, "residual_layernorm_forward_%.*s", (int)strlen(p->set_name) - 7, p->set_name + 4);
+    if (!poa_cuda_source_defines(fused_source, name))
+        return poa_fail(e, "member %dx%d: the fused kernels' source has no %s", p->width, p->depth, name);
     if (p->exec.cuda &&
         (poa_cuda_exec_load_module(&p->exec, fused_source, "vit_fused.cu", &p->modules[MODULE_FUSED], e) ||
          find_functions(p, e)))

@@ -3,6 +3,7 @@
    the two runtime kernels below. */
 #include "program.h"
 
+#include <assert.h>
 #include <lauxlib.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -399,6 +400,7 @@ static void *pointer(const poa_program *p, void *const *bases, poa_operand o, lo
 }
 
 void poa_program_run(const poa_program *p, void *const *bases, long batch, const poa_vit_kernels *k) {
+    assert(!p->gpu && "poa_program_run: a GPU program (runtime/program_cuda.c runs those)");
     for (int i = 0; i < p->step_count; i++) {
         const poa_program_step *s = &p->steps[i];
         if (s->kind == POA_STEP_GEMM) {

@@ -1,5 +1,6 @@
-/* program.h: the flat programs gen/program.lua lowers a member's forward graph to, and the
-   executor that runs them on the CPU backend (OpenBLAS GEMMs + the generated C kernels).
+/* program.h: the flat programs gen/program.lua lowers a member's forward graph to (and
+   gen/schedule.lua's GPU programs), and the executor that runs them on the CPU backend (OpenBLAS
+   GEMMs + the generated C kernels); runtime/program_cuda.h is its GPU backend.
 
    A program is data: values (activations in one arena laid out by liveness, parameters by
    state-dict name, per-call inputs, constants of the pass) and steps (a GEMM with its shapes,
