@@ -299,6 +299,10 @@ function program.vit_backward(cfg, width, depth, image_size)
 end
 
 -- The GPU schedule's forward or backward (gen/schedule.lua), fp32 or with bf16 GEMM operands.
+function program.vit_gpu_programs(cfg, width, depth, image_size, bf16)
+  local g, what = program.vit_graph(cfg, width, depth, image_size)
+  return require("gen.schedule").gpu_programs(g, what, bf16)
+end
 function program.vit_gpu_forward(cfg, width, depth, image_size, bf16)
   local g, what = program.vit_graph(cfg, width, depth, image_size)
   return (require("gen.schedule").gpu_programs(g, what, bf16))

@@ -317,6 +317,7 @@ static int find_programs(poa_cuda_vit_pass *p, int bf16, poa_error *e) {
     if (poa_vit_run_find(&p->fwd, c, p->width, p->depth, size, POA_VIT_GPU_FORWARD, bf16, e) ||
         poa_vit_run_find(&p->bwd, c, p->width, p->depth, size, POA_VIT_GPU_BACKWARD, bf16, e))
         return -1;
+    p->programs_bf16 = bf16;
     p->forward_count = poa_lin_at(p->fwd.program->arena, p->batch);
     p->arena_count = p->forward_count + poa_lin_at(p->bwd.program->arena, p->batch);
     return poa_vit_run_bind(&p->fwd, p->model, NULL, p->batch, -1, e) ||
@@ -367,6 +368,9 @@ static void bases_of(const poa_cuda_vit_pass *p, const poa_vit_run *r, CUdevicep
 static int run(poa_cuda_vit_pass *p, int which, poa_error *e) {
     const poa_vit_run *r = which ? &p->bwd : &p->fwd;
     if (!p->fused_ready) return poa_fail(e, "member %dx%d: no fused kernels (poa_cuda_vit_pass_use_fused)", p->width, p->depth);
+    if (p->programs_bf16 && !p->bf16)
+        return poa_fail(e, "member %dx%d: bf16 programs without bf16 buffers (poa_cuda_vit_pass_use_bf16)", p->width,
+                        p->depth);
     CUdeviceptr *bases = malloc(2 * sizeof *bases * (size_t)(r->program->value_count + 1));
     if (!bases) return poa_fail(e, "member %dx%d: out of memory", p->width, p->depth);
     bases_of(p, r, bases, bases + r->program->value_count + 1);
@@ -405,7 +409,7 @@ static int pass_init(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, const poa_
         poa_cuda_vit_pass_free(p);
         return poa_fail(e, "%s: the kernel source is not the set of this shape (no \"%s\")", label, expected);
     }
-    if (find_programs(p, 0, e)) {
+    if (find_programs(p, shared && shared->bf16, e)) {
         char message[sizeof e->message];
         snprintf(message, sizeof message, "%s", e->message);
         poa_cuda_vit_pass_free(p);
@@ -496,7 +500,8 @@ int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *p, poa_error *e) {
     if (p->shared.params && !p->shared.params_bf16)
         return poa_fail(e, "member %dx%d: bf16 with shared parameters needs their shared bf16 shadow", p->width,
                         p->depth);
-    if (find_programs(p, 1, e) || (p->fused_ready && p->exec.cuda && find_functions(p, e))) return -1;
+    if (!p->programs_bf16 && (find_programs(p, 1, e) || (p->fused_ready && p->exec.cuda && find_functions(p, e))))
+        return -1;
     const long native = p->model->config.image_size / p->model->config.patch_size;
     const long resample_count = p->host.resample ? p->patches * native * native : 0;
     if (p->shared.params_bf16) p->params_bf16 = p->shared.params_bf16;

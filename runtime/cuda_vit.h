@@ -73,6 +73,9 @@ typedef struct poa_cuda_vit_shared {
     /* another pass's device images of the same batch and size (0: its own): a forward given
        images NULL then reads them as that pass uploaded them */
     CUdeviceptr images;
+    /* 1: the pass will be made bf16 (poa_cuda_vit_pass_use_bf16): its programs are built so at
+       once, not first in fp32 */
+    int bf16;
 } poa_cuda_vit_shared;
 
 typedef struct poa_cuda_vit_pass {
@@ -88,7 +91,7 @@ typedef struct poa_cuda_vit_pass {
     CUdeviceptr params, grads, arena, ones, resample, images, mask, drop_scale, dout;
     /* bf16 (poa_cuda_vit_pass_use_bf16): the parameters' bf16 shadow, two cast slots of
        cast_capacity bf16 each (cast_a, cast_b of the program), and the resampling matrix in bf16 */
-    int bf16, cast_shared;
+    int bf16, cast_shared, programs_bf16;
     CUdeviceptr params_bf16, cast_bf16, resample_bf16;
     long cast_capacity;
     poa_cuda_vit_shared shared; /* memory owned by the caller (poa_cuda_vit_pass_init_shared) */

@@ -28,9 +28,9 @@ int poa_vit_pass_init_inference(poa_vit_pass *p, const poa_vit *model, int width
 static const char *const builders[] = { "vit_forward", "vit_train_forward", "vit_backward", "vit_gpu_forward",
                                         "vit_gpu_backward" };
 
-int poa_vit_push_program(lua_State *L, const poa_vit_config *c, int width, int depth, int image_size, int kind,
-                         int bf16, poa_error *e) {
-    const char *builder = builders[kind];
+/* Pushes the `results` programs gen.program's builder(cfg, width, depth, image_size, bf16) returns. */
+static int push_built(lua_State *L, const char *builder, const poa_vit_config *c, int width, int depth, int image_size,
+                      int bf16, int results, poa_error *e) {
     lua_getglobal(L, "require");
     lua_pushstring(L, "gen.program");
     int rc = lua_pcall(L, 1, 1, 0);
@@ -54,7 +54,7 @@ int poa_vit_push_program(lua_State *L, const poa_vit_config *c, int width, int d
         lua_pushinteger(L, depth);
         lua_pushinteger(L, image_size);
         lua_pushboolean(L, bf16);
-        rc = lua_pcall(L, 5, 1, 0);
+        rc = lua_pcall(L, 5, results, 0);
     }
     if (rc == LUA_OK) return 0;
     rc = poa_fail(e, "member %dx%d: the %s program: %s", width, depth, builder + 4, lua_tostring(L, -1));
@@ -62,9 +62,19 @@ int poa_vit_push_program(lua_State *L, const poa_vit_config *c, int width, int d
     return rc;
 }
 
+int poa_vit_push_program(lua_State *L, const poa_vit_config *c, int width, int depth, int image_size, int kind,
+                         int bf16, poa_error *e) {
+    return push_built(L, builders[kind], c, width, depth, image_size, bf16, 1, e);
+}
+
+typedef struct program_key {
+    poa_vit_config config;
+    int width, depth, image_size, kind, bf16;
+} program_key;
+
 int poa_vit_run_find(poa_vit_run *r, const poa_vit_config *config, int width, int depth, int image_size, int kind,
                      int bf16, poa_error *e) {
-    struct { poa_vit_config config; int width, depth, image_size, kind, bf16; } key;
+    program_key key;
     memset(&key, 0, sizeof key);
     key.config = *config;
     key.width = width, key.depth = depth, key.image_size = image_size, key.kind = kind, key.bf16 = bf16;
@@ -75,13 +85,26 @@ int poa_vit_run_find(poa_vit_run *r, const poa_vit_config *config, int width, in
         return 0;
     }
     poa_program_free(&r->owned);
-    poa_program built;
+    poa_program built, sibling = { 0 };
     lua_State *L = poa_lua_open(e);
     if (!L) return -1;
-    int rc = poa_vit_push_program(L, config, width, depth, image_size, kind, bf16, e);
-    if (rc == 0) rc = poa_program_from_lua(L, -1, &built, e);
+    /* the GPU's forward and backward come from one build (gen/schedule.lua's gpu_programs): both
+       are read, the other cached for the pass that asks for it next */
+    const int pair = kind == POA_VIT_GPU_FORWARD || kind == POA_VIT_GPU_BACKWARD;
+    int rc = pair ? push_built(L, "vit_gpu_programs", config, width, depth, image_size, bf16, 2, e)
+                  : poa_vit_push_program(L, config, width, depth, image_size, kind, bf16, e);
+    if (rc == 0) rc = poa_program_from_lua(L, pair && kind == POA_VIT_GPU_FORWARD ? -2 : -1, &built, e);
+    if (rc == 0 && pair) rc = poa_program_from_lua(L, kind == POA_VIT_GPU_FORWARD ? -1 : -2, &sibling, e);
     lua_close(L);
-    if (rc) return rc;
+    if (rc) {
+        poa_program_free(&built);
+        return rc;
+    }
+    if (pair) {
+        program_key other = key;
+        other.kind = kind == POA_VIT_GPU_FORWARD ? POA_VIT_GPU_BACKWARD : POA_VIT_GPU_FORWARD;
+        if (!poa_program_cache_add(&other, sizeof other, &sibling)) poa_program_free(&sibling);
+    }
     if ((r->program = poa_program_cache_add(&key, sizeof key, &built))) return 0;
     r->owned = built;
     r->owned_width = width, r->owned_depth = depth, r->owned_image = image_size;
