@@ -502,6 +502,9 @@ int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *p, poa_error *e) {
                         p->depth);
     if (!p->programs_bf16 && (find_programs(p, 1, e) || (p->fused_ready && p->exec.cuda && find_functions(p, e))))
         return -1;
+    if (p->arena_count > p->arena_capacity) /* never so far: bf16 drops the bias rows, adds no activation */
+        return poa_fail(e, "member %dx%d: the bf16 programs need an arena of %ld floats, the pass has %ld (make it bf16 "
+                           "at init: poa_cuda_vit_shared.bf16)", p->width, p->depth, p->arena_count, p->arena_capacity);
     const long native = p->model->config.image_size / p->model->config.patch_size;
     const long resample_count = p->host.resample ? p->patches * native * native : 0;
     if (p->shared.params_bf16) p->params_bf16 = p->shared.params_bf16;
