@@ -14,7 +14,8 @@
 --   * the cotangent of the graph's output is the input "dout".
 -- Forward activations the rules read are values of kind "saved" (the runtime binds them where
 -- the forward left them). The recompute policy names the ops whose outputs are not kept but
--- computed again by the backward, by the forward's own lowering, just before their first use:
+-- computed again by the backward (into an activation of its own arena), by the forward's own
+-- lowering, just before their first use:
 -- GELU's g (from u) and the LayerNorms' y (from x with the saved mean and rstd): rows x
 -- (hidden + 2 width) per block that a ViT-L would otherwise keep.
 local graph = require("gen.graph")
@@ -24,7 +25,15 @@ local backward = {}
 local lin = graph.lin
 local st = program.steps
 
-backward.recompute = { gelu = "y", layernorm = "y" } -- op -> the output field recomputed
+-- op -> the output field recomputed, by the op's own forward lowering or, when given, by
+-- another one (a fused residual + LayerNorm recomputes only its LayerNorm)
+backward.recompute = {
+  gelu = { field = "y" },
+  layernorm = { field = "y" },
+  residual_layernorm = { field = "ln", lower = function(lowerings, s, t)
+    lowerings.layernorm(s, { x = graph.at(t.y), w = t.w, b = t.b, y = t.ln, mean = t.mean, rstd = t.rstd })
+  end },
+}
 
 -- The inputs and outputs of each op (node fields; a field is a value or a view).
 backward.fields = {
@@ -33,6 +42,7 @@ backward.fields = {
   layernorm = { ins = { "x", "w", "b" }, outs = { "y", "mean", "rstd" } },
   attention = { ins = { "qkv" }, outs = { "y", "probs" } },
   residual = { ins = { "x", "h", "gamma", "scale" }, outs = { "y" } },
+  residual_layernorm = { ins = { "x", "h", "gamma", "scale", "w", "b" }, outs = { "y", "ln", "mean", "rstd" } },
   gelu = { ins = { "x" }, outs = { "y" } },
   resample_pos = { ins = { "x", "r" }, outs = { "y" } },
   tokens = { ins = { "patch", "cls", "mask_token", "pos", "mask" }, outs = { "y" } },
@@ -69,15 +79,19 @@ function State:view(f) return f and st.operand(self:tview(f)) end
 function State:need(f)
   local v = value_of(f)
   local n = self.producer[v.id]
-  if n and n[backward.recompute[n.op] or false] == v and not self.recomputed[n] then
+  local policy = n and backward.recompute[n.op]
+  if policy and n[policy.field] == v and not self.recomputed[n] then
     self.recomputed[n] = true
+    -- recomputed into the backward's own arena: the forward need not keep a place for it
+    self.map[v.id] = self.gb:act(v.name, v.rows, v.cols)
     local t = {}
     for k, x in pairs(n) do
       if type(x) == "table" and (x.kind or is_view(x)) then t[k] = is_view(x) and self:tview(x) or self:import(x)
       else t[k] = x end
     end
     local first = #self.steps + 1
-    program.lowerings[n.op](self, t)
+    local lowerings = self.sched and self.sched.lowerings or program.lowerings
+    if policy.lower then policy.lower(lowerings, self, t) else lowerings[n.op](self, t) end
     for i = first, #self.steps do self.steps[i].note = "recompute " .. v.name end
   end
   return self:view(f)
@@ -173,6 +187,20 @@ function rules.attention(s, n)
   end)
 end
 
+-- The residual's x gets its output's cotangent dy unchanged: an alias when it is the first
+-- contribution to d(x), else added (or copied into a view).
+local function pass_on(s, n, dy)
+  local x = value_of(n.x)
+  if not s.cots[x.id] and s.gb.values[dy.value].kind == "act"
+     and n.x.offset.b == 0 and n.x.offset.c == 0 then
+    s.cots[x.id] = s.gb.values[dy.value]
+  else
+    local dx, acc = s:target(n.x)
+    if acc then st.kernel(s, "add", { y = dx, x = dy, n = program.lin_mul(n.y.rows, n.y.cols) })
+    else st.copy(s, dy, dx, program.lin_mul(n.y.rows, n.y.cols)) end
+  end
+end
+
 -- y = x + s gamma h: dh = s gamma dy, dgamma += sum s h dy, dx (+)= dy (an alias when first).
 function rules.residual(s, n)
   local dy = s:cot(graph.at(n.y))
@@ -183,15 +211,27 @@ function rules.residual(s, n)
     st.kernel(s, "residual_backward", { dh = dh, dgamma = dgamma, dx = dy, h = h, gamma = s:view(n.gamma),
                                         sample_scale = s:view(n.scale), batch = lin(1, 0), tokens = s.m.tokens })
   end)
-  local x = value_of(n.x)
-  if not s.cots[x.id] and s.gb.values[dy.value].kind == "act"
-     and n.x.offset.b == 0 and n.x.offset.c == 0 then
-    s.cots[x.id] = s.gb.values[dy.value]
-  else
-    local dx, acc = s:target(n.x)
-    if acc then st.kernel(s, "add", { y = dx, x = dy, n = program.lin_mul(n.y.rows, n.y.cols) })
-    else st.copy(s, dy, dx, program.lin_mul(n.y.rows, n.y.cols)) end
+  pass_on(s, n, dy)
+end
+
+-- y = x + s gamma h, ln = LayerNorm(y) (gen/schedule.lua's fusion): d(y) (zero when nothing
+-- after read the stream) += LayerNorm's input gradient in place, then as the residual's rule;
+-- dw, db, dgamma accumulated (no dgamma without LayerScale).
+function rules.residual_layernorm(s, n)
+  local dy = s:cot(graph.at(n.y))
+  if not dy then
+    dy = s:target(graph.at(n.y))
+    st.kernel(s, "fill_rows", { y = dy, ld = n.y.cols, rows = n.y.rows, cols = n.y.cols })
   end
+  local dln, h = s:cot(graph.at(n.ln)), s:need(n.h)
+  local y, mean, rstd = s:need(graph.at(n.y)), s:need(graph.at(n.mean)), s:need(graph.at(n.rstd))
+  local dgamma = value_of(n.gamma).kind == "param" and s:target(n.gamma) or nil
+  s:written(n.h, function(dh)
+    st.kernel(s, "residual_layernorm_backward", { dx = dy, dh = dh, dw = s:target(n.w), db = s:target(n.b),
+      dgamma = dgamma, dy = dln, x = y, mean = mean, rstd = rstd, w = s:view(n.w), h = h,
+      gamma = s:view(n.gamma), sample_scale = s:view(n.scale), batch = lin(1, 0), tokens = s.m.tokens })
+  end)
+  pass_on(s, n, dy)
 end
 
 function rules.gelu(s, n)
@@ -241,10 +281,11 @@ local function needs_of(g)
   return needs, producer
 end
 
--- The backward program of forward graph g (its output's cotangent is the input "dout").
-function backward.lower(g, title)
+-- The backward program of forward graph g (its output's cotangent is the input "dout"), in the
+-- CPU's schedule or sched's (program.lower).
+function backward.lower(g, title, sched)
   local s = setmetatable({ steps = {}, m = g.m, gb = graph.new(g.m), map = {}, cots = {}, recomputed = {},
-                           parts = 0 }, State)
+                           parts = 0, sched = sched }, State)
   s.needs, s.producer = needs_of(g)
   s.cots[g.output_value.id] = s.gb:input("dout")
   for i = #g.nodes, 1, -1 do
@@ -253,6 +294,7 @@ function backward.lower(g, title)
     for _, k in ipairs(backward.fields[n.op].outs) do live = live or s.cots[value_of(n[k]).id] ~= nil end
     if live then assert(rules[n.op], "backward: no rule for " .. n.op)(s, n) end
   end
+  if sched then sched.finish(s, s.gb.values) end
   local arena = program.place(s.gb.values, s.steps)
   return { title = title, values = s.gb.values, steps = s.steps, arena = arena }
 end

@@ -4,8 +4,8 @@
 --   OUTDIR/vit_w<D>_h<Dh>_f<F>.c        the C kernels, `poa_vit_kernels_w<D>_h<Dh>_f<F>`
 --   OUTDIR/cuda/vit_w<D>_h<Dh>_f<F>.cu  the same ops as CUDA kernels (compiled with NVRTC)
 -- and OUTDIR/registry.c (poa_vit_kernel_sets, poa_vit_kernels_find), OUTDIR/cuda/files.txt (the
--- .cu files, one a line), OUTDIR/README, and per recipe OUTDIR/<recipe name>/space.txt and
--- plan.txt (the arena and launch order of a few members at the global crop size).
+-- .cu files, one a line), OUTDIR/README, and per recipe OUTDIR/<recipe name>/space.txt. (A
+-- member's programs, arena and launches: `poa program`.)
 -- outputs() lists exactly what write() writes (configure.lua hands the list to ninja).
 package.path = "./?.lua;" .. package.path
 local recipe = require("gen.recipe")
@@ -13,7 +13,6 @@ local ops = require("gen.ops")
 local ops_train = require("gen.ops_train")
 local lower_c = require("gen.lower_c")
 local lower_cuda = require("gen.lower_cuda")
-local plan = require("gen.plan")
 local template = require("gen.template")
 
 local emit = {}
@@ -72,7 +71,6 @@ function emit.outputs(recipe_paths, outdir)
   end
   for _, r in ipairs(loaded) do
     out.text[#out.text + 1] = outdir .. "/" .. r.name .. "/space.txt"
-    out.text[#out.text + 1] = outdir .. "/" .. r.name .. "/plan.txt"
   end
   return out
 end
@@ -103,17 +101,45 @@ local function table_line(width, name, grid, block)
     table.concat(block, ", "))
 end
 
+-- The CUDA kernels each op launches, in launch order, for kernel set `set`: op name -> list of
+-- {name, module (the .cu it is in), grid = {x, y[, z]}, block = {x, y} (expressions of the
+-- op's scalar parameters and the set's WIDTH, HEADS, HEAD_DIM, HIDDEN), outputs (a column-sum
+-- kernel's: the outputs it sums into)}. The .cu tables below and the GPU schedule
+-- (gen/schedule.lua) both read it.
+function emit.launches(set)
+  local dims, module = dims_of(set), "vit_" .. set.name .. ".cu"
+  local by_op = {}
+  local function add(name, list, file)
+    for _, k in ipairs(list) do k.module = file end
+    by_op[name] = list
+  end
+  for _, name in ipairs(ops.order) do add(name, select(2, lower_cuda.op(ops[name], dims)), module) end
+  local attention_grid = { "(tokens + 3) / 4", "HEADS", "batch" }
+  add("attention_forward", { { name = "attention_forward", grid = attention_grid, block = { 128, 1 } } }, module)
+  add("attention_backward", { { name = "attention_backward_dq", grid = attention_grid, block = { 128, 1 } },
+                              { name = "attention_backward_dkv", grid = attention_grid, block = { 128, 1 } } }, module)
+  for _, name in ipairs(ops.fused_order) do
+    add(name, select(2, lower_cuda.op(fused_c_op(name, set, ""), dims)), "vit_fused.cu")
+  end
+  return by_op
+end
+
+local function table_lines_of(list, width, lines)
+  for _, k in ipairs(list) do
+    local grid = { k.grid[1], table.concat(k.grid, ", ", 2) }
+    lines[#lines + 1] = table_line(width, k.name, grid, { k.block[1], k.block[2] })
+  end
+end
+
 function emit.fused_cu_text(sets, recipes)
   local parts, table_lines = {}, {}
   for _, set in ipairs(sets) do
     local dims = dims_of(set)
     local kernels = {}
+    local launches = emit.launches(set)
     for _, name in ipairs(ops.fused_order) do
-      local text, list = lower_cuda.op(fused_c_op(name, set, ""), dims)
-      kernels[#kernels + 1] = text
-      for _, k in ipairs(list) do
-        table_lines[#table_lines + 1] = table_line(44, k.name, { k.grid[1], k.grid[2] }, { k.block[1], k.block[2] })
-      end
+      kernels[#kernels + 1] = lower_cuda.op(fused_c_op(name, set, ""), dims)
+      table_lines_of(launches[name], 44, table_lines)
     end
     parts[#parts + 1] = string.format("namespace set_%s {\nenum { WIDTH = %d, HEADS = %d, HEAD_DIM = %d, HIDDEN = %d };\n\n%s}  // namespace set_%s\n",
       set.name, set.width, set.heads, set.head_dim, set.hidden, table.concat(kernels, "\n"), set.name)
@@ -150,18 +176,13 @@ end
 function emit.cu_text(set)
   local dims = dims_of(set)
   local kernels, table_lines = {}, {}
-  local function row(name, grid, block)
-    table_lines[#table_lines + 1] = table_line(34, name, { grid[1], grid[2] }, { block[1], block[2] })
-  end
+  local launches = emit.launches(set)
   for _, name in ipairs(ops.order) do
-    local text, list = lower_cuda.op(ops[name], dims)
-    kernels[#kernels + 1] = text
-    for _, k in ipairs(list) do row(k.name, k.grid, k.block) end
+    kernels[#kernels + 1] = lower_cuda.op(ops[name], dims)
+    table_lines_of(launches[name], 34, table_lines)
   end
-  local attention_grid = { "(tokens + 3) / 4", "HEADS, batch" }
-  row("attention_forward", attention_grid, { 128, 1 })
-  row("attention_backward_dq", attention_grid, { 128, 1 })
-  row("attention_backward_dkv", attention_grid, { 128, 1 })
+  table_lines_of(launches.attention_forward, 34, table_lines)
+  table_lines_of(launches.attention_backward, 34, table_lines)
   for _, which in ipairs({ "forward", "backward" }) do
     kernels[#kernels + 1] = template.fill("attention_" .. which .. ".cu.tmpl",
       { HEADS = set.heads, HEAD_DIM = set.head_dim, SCALE = scale_of(set) })
@@ -272,29 +293,6 @@ function emit.space_text(r)
   return head
 end
 
--- Plans of the smallest member, a middle one and the intact network at the global crop size.
-function emit.plan_text(r)
-  local m = r.model
-  local side = r.global_crops.size // m.patch_size
-  local patches = side * side
-  local batch = ((r.train and r.train.batch_size_per_gpu) or 1) * r.global_crops.count
-  local widths = widths_of(m)
-  local mid_w = widths[(#widths + 1) // 2]
-  local mid_d = m.depth[1] + ((m.depth[2] - m.depth[1]) // m.depth[3] // 2) * m.depth[3]
-  local members = { { widths[1], m.depth[1], "smallest" }, { mid_w, mid_d, "middle" },
-                    { m.width[2], m.depth[2], "intact" } }
-  local parts = { string.format("%s: one forward + backward pass over one global-crop batch "
-    .. "(batch %d, %d tokens = 1 + %d patches); written by gen/plan.lua\n", r.name, batch, patches + 1, patches) }
-  for _, mm in ipairs(members) do
-    local pass = plan.vit_pass(m, mm[1], mm[2], batch, patches + 1, patches)
-    local ids = {}
-    for i, id in ipairs(pass.block_ids) do ids[i] = tostring(id) end
-    parts[#parts + 1] = plan.text(pass, string.format("== member width %d depth %d (%s), blocks %s",
-      mm[1], mm[2], mm[3], table.concat(ids, " ")))
-  end
-  return table.concat(parts, "\n")
-end
-
 local README = [[
 build/gen: written by gen/emit.lua from the recipes (recipes/*.lua, tests/recipes/*.lua);
 do not edit, run ninja.
@@ -311,7 +309,6 @@ do not edit, run ninja.
                               softmax, cross-entropy, Sinkhorn-Knopp pieces, KoLeo) as C functions
   cuda/train_kernels.cu       the same as CUDA kernels (gen/ops_train.lua, templates/train_*)
   <recipe>/space.txt          the elastic space: widths, depths, members, kernel sets
-  <recipe>/plan.txt           the activation arena and launch order (gen/plan.lua) of a few members
 Row-wise ops come from one description each (gen/ops.lua) lowered by gen/lower_c.lua and
 gen/lower_cuda.lua; attention from templates/attention_*.tmpl.
 ]]
@@ -344,7 +341,6 @@ function emit.write(recipe_paths, outdir)
   for _, r in ipairs(loaded) do
     os.execute("mkdir -p '" .. outdir .. "/" .. r.name .. "'")
     write_file(outdir .. "/" .. r.name .. "/space.txt", emit.space_text(r))
-    write_file(outdir .. "/" .. r.name .. "/plan.txt", emit.plan_text(r))
   end
 end
 

@@ -38,6 +38,9 @@ graph.runtime_kernels = {
                             { "cols", "long" } } },
   -- y[:n] += x[:n]
   add = { params = { { "y", "out" }, { "x", "in" }, { "n", "long" } } },
+  -- dst (bf16, rows x cols, ld apart) = src rounded to nearest even (GPU programs only)
+  to_bf16 = { params = { { "dst", "out" }, { "src", "in" }, { "ld", "long" }, { "rows", "long" },
+                         { "cols", "long" } } },
 }
 
 -- The C parameter list of a kernel: a row-wise op of gen/ops.lua or a runtime kernel.

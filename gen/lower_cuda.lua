@@ -231,10 +231,11 @@ local function colsum_kernel(op, s)
   return template.fill("colsum_kernel.cu.tmpl", {
     NAME = name, OP = op.name, LANES = lanes, GRID_X = grid_x, GRID_Y = grid_y,
     MATH = math_comment(op), PARAMS = lower_cuda.params(op), BODY = table.concat(lines, "\n") .. "\n",
-  }), { name = name, grid = { "(" .. len .. " + 31) / 32", grid_y }, block = { 32, lanes } }
+  }), { name = name, grid = { "(" .. len .. " + 31) / 32", grid_y }, block = { 32, lanes }, outputs = names }
 end
 
--- The CUDA text of op and its kernels in launch order: {name, grid = {x, y}, block = {x, y}}.
+-- The CUDA text of op and its kernels in launch order: {name, grid = {x, y}, block = {x, y}}
+-- (a column-sum kernel also names the outputs it sums into: outputs = {names}).
 function lower_cuda.op(op, dims)
   local texts, kernels = {}, {}
   if #op.row_stages > 0 then

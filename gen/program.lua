@@ -1,13 +1,15 @@
--- gen/program.lua: lowers a forward graph (gen/graph.lua) to the flat program the CPU backend
--- executes (runtime/program.c), lays its arena out by liveness, and prints it.
+-- gen/program.lua: lowers a forward graph (gen/graph.lua) to the flat program the executor runs
+-- (runtime/program.c on the CPU; a backend's schedule, gen/schedule.lua, rewrites the lowering
+-- for the GPU: runtime/program_cuda.c), lays its arena out by liveness, and prints it.
 --
 -- program = {
 --   title, values = { {name, kind, elem, size = lin, offset = lin (kind "act"), ld} },
---   steps = { {kind = "gemm", what, ta, tb, m, n, k, alpha, beta, a, lda, b, ldb, c, ldc}
+--   steps = { {kind = "gemm", what, ta, tb, m, n, k, alpha, beta, a, lda, b, ldb, c, ldc[, bias]}
 --             {kind = "kernel", kernel, args = { {buffer = operand} | {scalar = lin} }}
 --             {kind = "copy", src, dst, count} },
---   arena = lin, output = value id }
--- where an operand is {value = id, offset = lin} and a lin {b, c} means b * batch + c
+--   arena = lin, output = value id[, device = "gpu"] }
+-- (a GPU program's kernel steps and copies also list their CUDA launches: gen/schedule.lua)
+-- where an operand is {value = id, offset = lin[, bf16 = true]} and a lin {b, c} means b * batch + c
 -- (elements). GEMMs are row-major: C (m x n) = alpha op(A) op(B) + beta C. The kernels are the
 -- row-wise ops of gen/ops.lua (their C parameter order) and the runtime kernels of
 -- gen/graph.lua. Nothing here is ViT-specific but program.vit_forward at the end.
@@ -157,11 +159,11 @@ local function best_fit(busy, size)
 end
 
 -- Liveness on the step list: each activation lives from its first to its last step (the
--- output to the end). Placement: best-fit by decreasing size among the values live at the same
+-- output, and the values named in keep, to the end). Placement: best-fit by decreasing size among the values live at the same
 -- time. Sizes are either b * batch (every per-sample activation) or constant; the first are
 -- placed in units of the batch, the constant ones in a gap among them or after them, so every
 -- offset is a lin valid for every batch (sizes rounded up to 16 elements).
-local function place(values, steps, output)
+local function place(values, steps, output, keep)
   local first, last = {}, {}
   for i, st in ipairs(steps) do
     for _, o in ipairs(step_operands(st)) do
@@ -173,6 +175,9 @@ local function place(values, steps, output)
     end
   end
   if output then last[output] = #steps + 1 end
+  for id, v in ipairs(values) do
+    if keep and keep[v.name] and last[id] then last[id] = #steps + 1 end
+  end
   local order = {}
   for id, v in ipairs(values) do
     if v.kind == "act" then
@@ -226,12 +231,17 @@ function program.offset(o, extra)
   return { value = o.value, offset = lin_add(o.offset, type(extra) == "number" and lin(0, extra) or extra) }
 end
 
--- The program of graph g (built for the member table m).
-function program.lower(g, title)
-  local s = { steps = {}, m = g.m }
-  for _, n in ipairs(g.nodes) do assert(lower[n.op], "program: no lowering of " .. n.op)(s, n) end
+-- The program of graph g (built for the member table m). sched (optional: the CPU's when nil)
+-- is a backend's schedule (gen/schedule.lua): its lowerings replace the CPU's op by op, and its
+-- finish(s, values) rewrites the step list before the arena is placed.
+-- keep: names of activations to keep to the end (a training forward's, for its backward).
+function program.lower(g, title, sched, keep)
+  local lowerings = sched and sched.lowerings or lower
+  local s = { steps = {}, m = g.m, sched = sched }
+  for _, n in ipairs(g.nodes) do assert(lowerings[n.op], "program: no lowering of " .. n.op)(s, n) end
+  if sched then sched.finish(s, g.values) end
   local out = g.output_value and g.output_value.id
-  local arena = place(g.values, s.steps, out)
+  local arena = place(g.values, s.steps, out, keep)
   return { title = title, values = g.values, steps = s.steps, arena = arena, output = out }
 end
 
@@ -263,24 +273,57 @@ function program.vit_graph(cfg, width, depth, image_size)
   return g, string.format("ViT member %dx%d at %dx%d px (%d tokens)", width, depth, image_size, image_size, m.tokens)
 end
 
+-- The training pair of graph g in schedule sched (nil: the CPU's): the backward
+-- (gen/backward.lua), and the forward with every activation the backward reads kept to its end.
+-- The runtime places the backward's own arena after the forward's: one arena, by liveness.
+function program.training(g, what, sched, prefix)
+  local b = require("gen.backward").lower(g, (prefix or "") .. "backward of " .. what, sched)
+  local keep = {}
+  for _, v in ipairs(b.values) do if v.kind == "saved" then keep[v.name] = true end end
+  local f = program.lower(g, (prefix or "") .. "training forward of " .. what, sched, keep)
+  return f, b
+end
+
 -- Its forward program, and its backward (gen/backward.lua).
 function program.vit_forward(cfg, width, depth, image_size)
   local g, what = program.vit_graph(cfg, width, depth, image_size)
   return program.lower(g, "forward of " .. what)
+end
+function program.vit_train_forward(cfg, width, depth, image_size)
+  local g, what = program.vit_graph(cfg, width, depth, image_size)
+  return (program.training(g, what))
 end
 function program.vit_backward(cfg, width, depth, image_size)
   local g, what = program.vit_graph(cfg, width, depth, image_size)
   return require("gen.backward").lower(g, "backward of " .. what)
 end
 
--- The forward (or backward) from a loaded recipe (gen/recipe.lua) and crop "global" or "local".
-function program.vit_forward_of_recipe(r, width, depth, crop, backward)
+-- The GPU schedule's forward or backward (gen/schedule.lua), fp32 or with bf16 GEMM operands.
+function program.vit_gpu_programs(cfg, width, depth, image_size, bf16)
+  local g, what = program.vit_graph(cfg, width, depth, image_size)
+  return require("gen.schedule").gpu_programs(g, what, bf16)
+end
+function program.vit_gpu_forward(cfg, width, depth, image_size, bf16)
+  local g, what = program.vit_graph(cfg, width, depth, image_size)
+  return (require("gen.schedule").gpu_programs(g, what, bf16))
+end
+function program.vit_gpu_backward(cfg, width, depth, image_size, bf16)
+  local g, what = program.vit_graph(cfg, width, depth, image_size)
+  return select(2, require("gen.schedule").gpu_programs(g, what, bf16))
+end
+
+-- The forward (or backward) from a loaded recipe (gen/recipe.lua) and crop "global" or "local",
+-- for device "cpu" (nil) or "gpu" (bf16: with bf16 GEMM operands).
+function program.vit_forward_of_recipe(r, width, depth, crop, backward, device, bf16)
   local md = r.model
   local cfg = { max_width = md.width[2], max_depth = md.depth[2], head_dim = md.head_dim, mlp_ratio = md.mlp_ratio,
                 patch_size = md.patch_size, in_channels = md.in_channels, image_size = r.global_crops.size,
                 qkv_bias = md.qkv_bias, proj_bias = md.proj_bias, ffn_bias = md.ffn_bias,
                 layerscale = md.layerscale }
   local size = crop == "local" and r.local_crops.size or r.global_crops.size
+  if device == "gpu" then
+    return (backward and program.vit_gpu_backward or program.vit_gpu_forward)(cfg, width, depth, size, bf16)
+  end
   return (backward and program.vit_backward or program.vit_forward)(cfg, width, depth, size)
 end
 
@@ -309,16 +352,18 @@ local function operand_text(p, o, batch)
   if not o then return "NULL" end
   local v = p.values[o.value]
   local off = (o.offset.b ~= 0 or o.offset.c ~= 0) and ("+" .. program.lin_text(o.offset, batch)) or ""
-  return (v.kind == "grad" and "grad:" or "") .. v.name .. off
+  return (v.kind == "grad" and "grad:" or "") .. v.name .. off .. (o.bf16 and "@bf16" or "")
 end
 
 local function step_text(p, st, batch)
   local t = function(l) return program.lin_text(l, batch) end
   if st.kind == "gemm" then
     local l = function(x) return type(x) == "number" and tostring(x) or t(x) end
-    return string.format("gemm   %s = %.6g * %s%s (ld %d) x %s%s (ld %d) + %g * C   [%s x %d x %s, ldc %d]",
+    return string.format("gemm   %s = %.6g * %s%s (ld %d) x %s%s (ld %d) + %s   [%s x %d x %s, ldc %d]",
       operand_text(p, st.c, batch), st.alpha, operand_text(p, st.a, batch), st.ta == 1 and "^T" or "", st.lda,
-      operand_text(p, st.b, batch), st.tb == 1 and "^T" or "", st.ldb, st.beta, l(st.m), st.n, l(st.k), st.ldc)
+      operand_text(p, st.b, batch), st.tb == 1 and "^T" or "", st.ldb,
+      st.bias and ("bias " .. operand_text(p, st.bias, batch) .. " (epilogue)") or (string.format("%g", st.beta) .. " * C"),
+      l(st.m), st.n, l(st.k), st.ldc)
   elseif st.kind == "copy" then
     return string.format("copy   %s <- %s   [%s]", operand_text(p, st.dst, batch), operand_text(p, st.src, batch),
       t(st.count))
@@ -358,6 +403,10 @@ function program.text(p, batch)
     local f = program.eval(st.macs, at)
     lines[#lines + 1] = string.format("  %3d %s%s%s", i, step_text(p, st, batch),
       f > 0 and string.format("   %.4g MFLOPs", f / 1e6) or "", st.note and ("   (" .. st.note .. ")") or "")
+    for _, k in ipairs(st.launches or {}) do
+      lines[#lines + 1] = string.format("        launch %s (%s) grid (%s) block (%s)", k.name, k.module,
+        table.concat(k.grid, ", "), table.concat(k.block, ", "))
+    end
   end
   return table.concat(lines, "\n") .. "\n"
 end

@@ -1,6 +1,6 @@
 /* command_program.c: `poa program`, the forward (or --backward) program of one member as the
    runtime runs it: the table runtime/vit.c builds (gen/program.lua over models/vit.lua, its
-   reverse by gen/backward.lua), checked by the
+   reverse by gen/backward.lua; --device gpu: the GPU schedule of gen/schedule.lua), checked by the
    executor's reader (runtime/program.c), printed by gen/program.lua's text. */
 #include <lauxlib.h>
 #include <stdlib.h>
@@ -12,7 +12,7 @@
 #include "vit.h"
 
 typedef struct program_options {
-    const char *recipe, *net, *crop;
+    const char *recipe, *net, *crop, *device, *precision;
     long batch; /* 0: symbolic */
     int backward;
 } program_options;
@@ -20,12 +20,20 @@ typedef struct program_options {
 static int parse(int argc, char **argv, program_options *o, poa_error *e) {
     memset(o, 0, sizeof *o);
     o->crop = "global";
+    o->device = "cpu";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "--net") == 0 || strcmp(a, "--crop") == 0 || strcmp(a, "--batch") == 0) {
+        if (strcmp(a, "--net") == 0 || strcmp(a, "--crop") == 0 || strcmp(a, "--batch") == 0 ||
+            strcmp(a, "--device") == 0 || strcmp(a, "--precision") == 0) {
             if (i + 1 >= argc) return poa_fail(e, "%s needs a value", a);
             const char *v = argv[++i];
-            if (a[2] == 'n') {
+            if (a[2] == 'd') {
+                if (strcmp(v, "cpu") && strcmp(v, "gpu")) return poa_fail(e, "--device %s: cpu or gpu", v);
+                o->device = v;
+            } else if (a[2] == 'p') {
+                if (strcmp(v, "bf16") && strcmp(v, "fp32")) return poa_fail(e, "--precision %s: bf16 or fp32", v);
+                o->precision = v;
+            } else if (a[2] == 'n') {
                 o->net = v;
             } else if (a[2] == 'c') {
                 if (strcmp(v, "global") && strcmp(v, "local")) return poa_fail(e, "--crop %s: global or local", v);
@@ -46,7 +54,11 @@ static int parse(int argc, char **argv, program_options *o, poa_error *e) {
         }
     }
     if (!o->recipe || !o->net)
-        return poa_fail(e, "usage: poa program <recipe.lua> --net WxD [--crop global|local] [--backward] [--batch B]");
+        return poa_fail(e, "usage: poa program <recipe.lua> --net WxD [--crop global|local] [--backward] "
+                           "[--device cpu|gpu] [--precision bf16|fp32] [--batch B]");
+    if (o->precision && strcmp(o->device, "gpu"))
+        return poa_fail(e, "--precision %s: only the GPU program has one (add --device gpu)", o->precision);
+    if (!o->precision) o->precision = "bf16";
     return 0;
 }
 
@@ -57,8 +69,11 @@ static int print_program(const program_options *o, poa_error *e) {
     int width, depth, rc = poa_recipe_load(L, o->recipe, &recipe, e);
     if (rc == 0) rc = poa_recipe_member(L, &recipe, o->net, &width, &depth, e);
     int size = strcmp(o->crop, "local") == 0 ? recipe.local_crop_size : recipe.global_crop_size;
+    const int gpu = strcmp(o->device, "gpu") == 0;
+    const int kind = gpu ? (o->backward ? POA_VIT_GPU_BACKWARD : POA_VIT_GPU_FORWARD)
+                         : (o->backward ? POA_VIT_BACKWARD : POA_VIT_INFERENCE);
     if (rc == 0)
-        rc = (o->backward ? poa_vit_push_backward_program : poa_vit_push_program)(L, &recipe.vit, width, depth, size, e);
+        rc = poa_vit_push_program(L, &recipe.vit, width, depth, size, kind, gpu && !strcmp(o->precision, "bf16"), e);
     if (rc == 0) {
         poa_program check; /* what the executor reads of it */
         rc = poa_program_from_lua(L, -1, &check, e);

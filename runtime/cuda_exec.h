@@ -1,7 +1,7 @@
 /* cuda_exec.h: where the GPU code's launches, GEMMs, allocations and copies go: to the device
    (the driver API and cuBLASLt), to a host emulator (tests on machines without a GPU run the
-   very same GPU code with host memory and the CPU kernels), or nowhere (trace-only set-ups
-   that record what would be issued, and planning walks that only build cuBLASLt plans).
+   very same GPU code with host memory and the CPU kernels), or nowhere (set-ups that only
+   count what a step would allocate, and planning walks that only build cuBLASLt plans).
    runtime/cuda_vit.c (the backbone pass) and the other GPU passes share it. */
 #ifndef POA_CUDA_EXEC_H
 #define POA_CUDA_EXEC_H
@@ -76,8 +76,8 @@ static inline int poa_cuda_exec_runs(const poa_cuda_exec *x) {
 }
 
 /* Memory: on the GPU, emulated (calloc'd host memory) or, nowhere, a fake address in region r's
-   terabyte from r << 40 (each a distinct one) so that traces can name what an address points at
-   and a planning run can count what a step would allocate (x->account). */
+   terabyte from r << 40 (each a distinct one) so that a planning run can count what a step would
+   allocate (x->account). */
 int poa_cuda_exec_alloc(const poa_cuda_exec *x, CUdeviceptr *pointer, int region, size_t bytes, poa_error *e);
 void poa_cuda_exec_free(const poa_cuda_exec *x, CUdeviceptr *pointer);
 /* Host -> device, asynchronous on the GPU (keep `from` alive until a synchronize). */

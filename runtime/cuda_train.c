@@ -453,7 +453,7 @@ static int vit_pass(poa_cuda_train *g, poa_cuda_vit_pass *p, int width, int dept
     if (!set) return poa_fail(e, "GPU step: no kernel set for width %d", width);
     poa_cuda_vit_shared shared = {
         .params = teacher ? g->teacher : g->student, .grads = teacher ? 0 : g->grads,
-        .params_bf16 = teacher ? g->teacher_bf16 : g->student_bf16,
+        .params_bf16 = teacher ? g->teacher_bf16 : g->student_bf16, .bf16 = g->bf16,
     };
     if (arena_of && arena_of->batch == batch && arena_of->host.image_size == size) /* and its crops */
         shared.arena = arena_of->arena, shared.arena_capacity = arena_of->arena_capacity,

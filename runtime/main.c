@@ -34,7 +34,7 @@ static const command commands[] = {
       "  --out Y        where the tokens are written\n"
       "  --threads N    OpenMP threads\n",
       poa_command_forward },
-    { "program", "program <recipe.lua> --net WxD [--crop global|local] [--backward] [--batch B]\n"
+    { "program", "program <recipe.lua> --net WxD [--crop global|local] [--backward] [--device cpu|gpu] [--batch B]\n"
       "                                           the member's forward or backward program: steps, shapes, arena",
       "The forward of one member as the executor runs it (models/vit.lua's graph lowered by gen/):\n"
       "every step (GEMM with shapes, leading dimensions, alpha, beta; kernel with its buffers and\n"
@@ -44,6 +44,12 @@ static const command commands[] = {
       "  --crop C       global (default) or local: the crop size the program is built for\n"
       "  --backward     the backward instead: gen/backward.lua's reverse mode over the graph, with\n"
       "                 the steps the recompute policy adds (GELU's g and the LayerNorms' y) marked\n"
+      "  --device D     cpu (default) or gpu: the GPU schedule (gen/schedule.lua), the same graph with\n"
+      "                 each residual add fused with the LayerNorm after it, and each kernel step's\n"
+      "                 CUDA launches (grid and block) listed under it\n"
+      "  --precision P  with --device gpu: bf16 (default, as poa train) for bf16 GEMM operands (casts\n"
+      "                 to_bf16 before the GEMMs, weights from the bf16 shadow, bias by the GEMM's\n"
+      "                 epilogue) or fp32\n"
       "  --batch B      evaluate sizes at batch B (default: symbolic in B)\n",
       poa_command_program },
     { "train", "train <recipe.lua> [section.field=value ...] [--resume PATH|auto] [--init FILE] [--steps N]\n"

@@ -3,6 +3,7 @@
    the two runtime kernels below. */
 #include "program.h"
 
+#include <assert.h>
 #include <lauxlib.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -134,19 +135,22 @@ static poa_lin field_lin(lua_State *L, int t, const char *name) {
 
 /* The operand at field `name` (absent: value -1); value ids become 0-based. */
 static poa_operand field_operand(lua_State *L, int t, const char *name) {
-    poa_operand o = { -1, { 0, 0 } };
+    poa_operand o = { -1, { 0, 0 }, 0 };
     lua_getfield(L, t, name);
     if (lua_istable(L, -1)) {
         int top = lua_gettop(L);
         o.value = (int)field_long(L, top, "value") - 1;
         o.offset = field_lin(L, top, "offset");
+        lua_getfield(L, top, "bf16");
+        o.bf16 = lua_toboolean(L, -1);
+        lua_pop(L, 1);
     }
     lua_pop(L, 1);
     return o;
 }
 
 static int read_value(lua_State *L, int t, poa_program_value *v, poa_error *e) {
-    static const char *const kinds[] = { "act", "param", "input", "const", "saved", "grad" };
+    static const char *const kinds[] = { "act", "param", "input", "const", "saved", "grad", "cast" };
     lua_getfield(L, t, "name");
     lua_getfield(L, t, "kind");
     lua_getfield(L, t, "elem");
@@ -154,12 +158,12 @@ static int read_value(lua_State *L, int t, poa_program_value *v, poa_error *e) {
     int rc = 0;
     if (!name || !kind || strlen(name) >= sizeof v->name) rc = poa_fail(e, "program: a value without a name or kind");
     v->kind = -1;
-    for (int i = 0; i < 6 && rc == 0; i++)
+    for (int i = 0; i < 7 && rc == 0; i++)
         if (strcmp(kind, kinds[i]) == 0) v->kind = i;
     if (rc == 0 && v->kind < 0) rc = poa_fail(e, "program: value %s of unknown kind %s", name, kind);
     if (rc == 0) {
         snprintf(v->name, sizeof v->name, "%s", name);
-        v->elem_size = elem && strcmp(elem, "u8") == 0 ? 1 : (int)sizeof(real);
+        v->elem_size = elem && strcmp(elem, "u8") == 0 ? 1 : elem && strcmp(elem, "bf16") == 0 ? 2 : (int)sizeof(real);
     }
     lua_pop(L, 3);
     v->size = field_lin(L, t, "size");
@@ -167,28 +171,79 @@ static int read_value(lua_State *L, int t, poa_program_value *v, poa_error *e) {
     return rc;
 }
 
-static int read_kernel(lua_State *L, int t, poa_program_step *s, const poa_program *p, poa_error *e) {
+/* Copies string field `name` of table t into dst (size bytes); 0, or -1 when absent or too long. */
+static int field_text(lua_State *L, int t, const char *name, char *dst, size_t size) {
+    lua_getfield(L, t, name);
+    const char *v = lua_tostring(L, -1);
+    int rc = v && strlen(v) < size ? (snprintf(dst, size, "%s", v), 0) : -1;
+    lua_pop(L, 1);
+    return rc;
+}
+
+/* A GPU program step's CUDA launches (field "launches": {name, module, grid = {3}, block = {3}}),
+   appended to p->launches. */
+static int read_launches(lua_State *L, int t, poa_program_step *s, poa_program *p, poa_error *e) {
+    lua_getfield(L, t, "launches");
+    int list = lua_gettop(L), rc = 0;
+    int count = lua_istable(L, list) ? (int)luaL_len(L, list) : 0;
+    if (count == 0) rc = poa_fail(e, "program: a GPU step without CUDA launches");
+    poa_program_launch *grown = rc ? NULL : realloc(p->launches, sizeof *grown * (size_t)(p->launch_count + count));
+    if (!rc && !grown) rc = poa_fail(e, "program: out of memory");
+    if (!rc) p->launches = grown, s->first_launch = p->launch_count, s->launch_count = count;
+    for (int i = 0; i < count && rc == 0; i++) {
+        poa_program_launch *k = &p->launches[p->launch_count + i];
+        memset(k, 0, sizeof *k);
+        lua_rawgeti(L, list, i + 1);
+        int l = lua_gettop(L);
+        if (field_text(L, l, "name", k->name, sizeof k->name) || field_text(L, l, "module", k->module, sizeof k->module))
+            rc = poa_fail(e, "program: a launch without a name or module");
+        for (int g = 0; g < 2 && rc == 0; g++) {
+            lua_getfield(L, l, g ? "block" : "grid");
+            for (int d = 0; d < 3 && rc == 0; d++) {
+                lua_rawgeti(L, -1, d + 1);
+                const char *x = lua_tostring(L, -1);
+                size_t size = g ? sizeof k->block[d] : sizeof k->grid[d];
+                if (!x || strlen(x) >= size) rc = poa_fail(e, "program: launch %s: a bad %s", k->name, g ? "block" : "grid");
+                else snprintf(g ? k->block[d] : k->grid[d], size, "%s", x);
+                lua_pop(L, 1);
+            }
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    if (rc == 0) p->launch_count += count;
+    lua_pop(L, 1);
+    return rc;
+}
+
+static int read_kernel(lua_State *L, int t, poa_program_step *s, poa_program *p, poa_error *e) {
     lua_getfield(L, t, "kernel");
     const char *name = lua_tostring(L, -1);
     s->kernel = -1;
     for (int i = 0; i < kernel_count && name; i++)
         if (strcmp(name, kernel_table[i].name) == 0) s->kernel = i;
-    int rc = s->kernel < 0 ? poa_fail(e, "program: unknown kernel %s", name ? name : "(none)") : 0;
+    /* a GPU program may name kernels the CPU executor has no runner of (its launches say what) */
+    int rc = !name || (s->kernel < 0 && !p->gpu) ? poa_fail(e, "program: unknown kernel %s", name ? name : "(none)") : 0;
+    char kernel_name[POA_PROGRAM_NAME_SIZE];
+    snprintf(kernel_name, sizeof kernel_name, "%s", name ? name : "");
     lua_pop(L, 1);
     if (rc) return rc;
-    const char *sig = kernel_table[s->kernel].signature;
+    name = kernel_name;
+    const char *sig = s->kernel >= 0 ? kernel_table[s->kernel].signature : NULL;
     lua_getfield(L, t, "args");
     int args = lua_gettop(L);
     s->arg_count = (int)luaL_len(L, args);
-    if (s->arg_count != (int)strlen(sig))
+    if (sig && s->arg_count != (int)strlen(sig))
         rc = poa_fail(e, "program: kernel %s takes %zu arguments, the step gives %d", name, strlen(sig), s->arg_count);
+    if (s->arg_count > POA_PROGRAM_MAX_ARGS)
+        rc = poa_fail(e, "program: kernel %s: %d arguments, at most %d", name, s->arg_count, POA_PROGRAM_MAX_ARGS);
     for (int i = 0; i < s->arg_count && rc == 0; i++) {
         lua_rawgeti(L, args, i + 1);
         int a = lua_gettop(L);
         lua_getfield(L, a, "scalar");
         s->is_scalar[i] = !lua_isnil(L, -1);
         lua_pop(L, 1);
-        if (s->is_scalar[i] != (sig[i] == 's'))
+        if (sig && s->is_scalar[i] != (sig[i] == 's'))
             rc = poa_fail(e, "program: kernel %s argument %d must be a %s", name, i + 1, sig[i] == 's' ? "scalar" : "buffer");
         if (s->is_scalar[i]) s->scalars[i] = field_lin(L, a, "scalar");
         else s->args[i] = field_operand(L, a, "buffer");
@@ -197,10 +252,12 @@ static int read_kernel(lua_State *L, int t, poa_program_step *s, const poa_progr
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
+    if (rc == 0 && p->gpu) rc = read_launches(L, t, s, p, e);
+    if (rc) snprintf(e->message + strlen(e->message), sizeof e->message - strlen(e->message), " (kernel %s)", name);
     return rc;
 }
 
-static int read_step(lua_State *L, int t, poa_program_step *s, const poa_program *p, poa_error *e) {
+static int read_step(lua_State *L, int t, poa_program_step *s, poa_program *p, poa_error *e) {
     memset(s, 0, sizeof *s);
     lua_getfield(L, t, "kind");
     const char *kind = lua_tostring(L, -1);
@@ -212,7 +269,8 @@ static int read_step(lua_State *L, int t, poa_program_step *s, const poa_program
         s->a = field_operand(L, t, "src");
         s->c = field_operand(L, t, "dst");
         s->m = field_lin(L, t, "count");
-        return s->a.value < 0 || s->c.value < 0 ? poa_fail(e, "program: a copy without source or destination") : 0;
+        if (s->a.value < 0 || s->c.value < 0) return poa_fail(e, "program: a copy without source or destination");
+        return p->gpu ? read_launches(L, t, s, p, e) : 0;
     }
     if (s->kind != POA_STEP_GEMM) return poa_fail(e, "program: a step of unknown kind");
     s->ta = (int)field_long(L, t, "ta");
@@ -228,6 +286,8 @@ static int read_step(lua_State *L, int t, poa_program_step *s, const poa_program
     s->a = field_operand(L, t, "a");
     s->b = field_operand(L, t, "b");
     s->c = field_operand(L, t, "c");
+    s->bias = field_operand(L, t, "bias");
+    if (s->bias.value >= 0 && !p->gpu) return poa_fail(e, "program: a CPU GEMM with a bias epilogue");
     return s->a.value < 0 || s->b.value < 0 || s->c.value < 0 ? poa_fail(e, "program: a GEMM without operands") : 0;
 }
 
@@ -242,6 +302,9 @@ int poa_program_from_lua(lua_State *L, int index, poa_program *p, poa_error *e) 
         lua_pop(L, 2);
         return poa_fail(e, "program: no values or steps");
     }
+    lua_getfield(L, t, "device");
+    p->gpu = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "gpu") == 0;
+    lua_pop(L, 1);
     p->value_count = (int)luaL_len(L, values);
     p->step_count = (int)luaL_len(L, steps);
     p->values = calloc((size_t)p->value_count + 1, sizeof *p->values);
@@ -268,9 +331,11 @@ int poa_program_from_lua(lua_State *L, int index, poa_program *p, poa_error *e) 
 void poa_program_free(poa_program *p) {
     free(p->values);
     free(p->steps);
+    free(p->launches);
     p->values = NULL;
     p->steps = NULL;
-    p->value_count = p->step_count = 0;
+    p->launches = NULL;
+    p->value_count = p->step_count = p->launch_count = 0;
 }
 
 int poa_program_find(const poa_program *p, const char *name) {
@@ -305,7 +370,8 @@ const poa_program *poa_program_cache_find(const void *key, size_t size) {
 }
 
 const poa_program *poa_program_cache_add(const void *key, size_t size, poa_program *p) {
-    const long bytes = (long)(sizeof *p->values * (size_t)p->value_count + sizeof *p->steps * (size_t)p->step_count);
+    const long bytes = (long)(sizeof *p->values * (size_t)p->value_count + sizeof *p->steps * (size_t)p->step_count +
+                              sizeof *p->launches * (size_t)p->launch_count);
     pthread_mutex_lock(&cache_lock);
     const poa_program *found = find_locked(key, size);
     if (found) {
@@ -334,6 +400,7 @@ static void *pointer(const poa_program *p, void *const *bases, poa_operand o, lo
 }
 
 void poa_program_run(const poa_program *p, void *const *bases, long batch, const poa_vit_kernels *k) {
+    assert(!p->gpu && "poa_program_run: a GPU program (runtime/program_cuda.c runs those)");
     for (int i = 0; i < p->step_count; i++) {
         const poa_program_step *s = &p->steps[i];
         if (s->kind == POA_STEP_GEMM) {

@@ -1,5 +1,6 @@
-/* program.h: the flat programs gen/program.lua lowers a member's forward graph to, and the
-   executor that runs them on the CPU backend (OpenBLAS GEMMs + the generated C kernels).
+/* program.h: the flat programs gen/program.lua lowers a member's forward graph to (and
+   gen/schedule.lua's GPU programs), and the executor that runs them on the CPU backend (OpenBLAS
+   GEMMs + the generated C kernels); runtime/program_cuda.h is its GPU backend.
 
    A program is data: values (activations in one arena laid out by liveness, parameters by
    state-dict name, per-call inputs, constants of the pass) and steps (a GEMM with its shapes,
@@ -15,7 +16,7 @@
 #include "kernels.h"
 
 #define POA_PROGRAM_NAME_SIZE 64
-#define POA_PROGRAM_MAX_ARGS 10
+#define POA_PROGRAM_MAX_ARGS 16
 
 typedef struct poa_lin {
     long b, c;
@@ -24,33 +25,46 @@ typedef struct poa_lin {
 static inline long poa_lin_at(poa_lin l, long batch) { return l.b * batch + l.c; }
 
 /* SAVED (a backward program's view of a forward activation) and GRAD (a parameter's gradient)
-   appear in backward programs (gen/backward.lua). */
-enum { POA_VALUE_ACT, POA_VALUE_PARAM, POA_VALUE_INPUT, POA_VALUE_CONST, POA_VALUE_SAVED, POA_VALUE_GRAD };
+   appear in backward programs (gen/backward.lua); CAST (a bf16 slot a GEMM operand is cast
+   into) in the GPU's (gen/schedule.lua). */
+enum { POA_VALUE_ACT, POA_VALUE_PARAM, POA_VALUE_INPUT, POA_VALUE_CONST, POA_VALUE_SAVED, POA_VALUE_GRAD,
+       POA_VALUE_CAST };
 enum { POA_STEP_GEMM, POA_STEP_KERNEL, POA_STEP_COPY };
 
 typedef struct poa_program_value {
     char name[POA_PROGRAM_NAME_SIZE];
-    int kind, elem_size;  /* elem_size: sizeof(real), or 1 for a u8 mask */
+    int kind, elem_size;  /* elem_size: sizeof(real), 1 for a u8 mask, 2 for bf16 */
     poa_lin size, offset; /* activations: elements and arena offset */
 } poa_program_value;
 
-/* A view into a value (value -1: a NULL pointer). */
+/* A view into a value (value -1: a NULL pointer); bf16: of a parameter or constant, its bf16
+   copy (GPU programs). */
 typedef struct poa_operand {
     int value;
     poa_lin offset;
+    int bf16;
 } poa_operand;
+
+/* A CUDA kernel a GPU program's step launches: grid and block are expressions of `batch` alone
+   (runtime/cuda_vit.h's poa_cuda_eval). */
+typedef struct poa_program_launch {
+    char name[POA_PROGRAM_NAME_SIZE], module[POA_PROGRAM_NAME_SIZE];
+    char grid[3][96], block[3][32];
+} poa_program_launch;
 
 typedef struct poa_program_step {
     int kind;
-    /* GEMM, row-major: c (m x n, ldc) = alpha op(a) op(b) + beta c. Copy: a -> c, m elements. */
+    /* GEMM, row-major: c (m x n, ldc) = alpha op(a) op(b) + beta c (+ bias[j] by the GEMM's
+       epilogue when bias.value >= 0). Copy: a -> c, m elements. */
     int ta, tb;
     poa_lin m, k;
     long n, lda, ldb, ldc;
     double alpha, beta;
-    poa_operand a, b, c;
-    /* kernel: index into the executor's table; args in the kernel's C order, each a buffer
-       (operand) or a scalar (lin). */
-    int kernel, arg_count;
+    poa_operand a, b, c, bias;
+    /* kernel: index into the CPU executor's table (-1 in a GPU program for a kernel the CPU has
+       no runner of); args in the kernel's C order, each a buffer (operand) or a scalar (lin).
+       GPU programs: the step's CUDA launches are launches[first_launch ..] (launch_count). */
+    int kernel, arg_count, first_launch, launch_count;
     unsigned char is_scalar[POA_PROGRAM_MAX_ARGS];
     poa_operand args[POA_PROGRAM_MAX_ARGS];
     poa_lin scalars[POA_PROGRAM_MAX_ARGS];
@@ -58,8 +72,10 @@ typedef struct poa_program_step {
 
 typedef struct poa_program {
     int value_count, step_count, output; /* output: the value id of the result, or -1 */
+    int gpu, launch_count;               /* a GPU program (gen/schedule.lua) and its launches */
     poa_program_value *values;
     poa_program_step *steps;
+    poa_program_launch *launches;
     poa_lin arena; /* elements of the arena */
 } poa_program;
 
@@ -77,8 +93,8 @@ int poa_program_find(const poa_program *p, const char *name);
 const poa_program *poa_program_cache_find(const void *key, size_t size);
 const poa_program *poa_program_cache_add(const void *key, size_t size, poa_program *p);
 
-/* Runs the steps: bases[v] is where value v starts (NULL: absent, its operands are NULL
-   pointers); k is the kernel set of the member's width. */
+/* Runs the steps of a CPU program: bases[v] is where value v starts (NULL: absent, its
+   operands are NULL pointers); k is the kernel set of the member's width. */
 void poa_program_run(const poa_program *p, void *const *bases, long batch, const poa_vit_kernels *k);
 
 #endif

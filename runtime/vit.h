@@ -68,15 +68,34 @@ int poa_vit_read_parameters(const poa_vit *model, real *params, const struct poa
 int poa_vit_save_parameters(const poa_vit *model, const real *params, const char *path,
                             poa_error *e);
 
+/* The programs of a member (gen/program.lua's builders): the forward of an inference pass
+   (liveness arena), the training forward (every activation the backward reads kept to its end),
+   the backward (gen/backward.lua), and the GPU schedule's training forward and backward
+   (gen/schedule.lua; bf16: with bf16 GEMM operands). */
+enum { POA_VIT_INFERENCE, POA_VIT_FORWARD, POA_VIT_BACKWARD, POA_VIT_GPU_FORWARD, POA_VIT_GPU_BACKWARD };
+
+/* The per-call places of a pass's inputs and constants, and the GPU's two bf16 cast slots. */
+enum { POA_VIT_SLOT_IMAGES, POA_VIT_SLOT_MASK, POA_VIT_SLOT_DROP_SCALE, POA_VIT_SLOT_DOUT, POA_VIT_SLOT_RESAMPLE,
+       POA_VIT_SLOT_ONES, POA_VIT_SLOT_CAST_A, POA_VIT_SLOT_CAST_B, POA_VIT_SLOTS };
+
 /* A program of a pass and where its values live: a value's element offset in the arena, the
-   parameters or the gradients, or its slot (images, mask, drop_scale, dout, resample, ones). */
+   parameters or the gradients, or its slot (POA_VIT_SLOT_*). */
 typedef struct poa_vit_run {
     const poa_program *program; /* cached process-wide (program.h), or `owned` */
     poa_program owned;
-    int owned_width, owned_depth, owned_image;
+    int owned_width, owned_depth, owned_image, owned_kind, owned_bf16;
     long *value_offsets;
     void **bases;
 } poa_vit_run;
+
+/* Finds (in the process-wide cache) or builds the program of this kind (POA_VIT_*) into r. */
+int poa_vit_run_find(poa_vit_run *r, const poa_vit_config *config, int width, int depth, int image_size, int kind,
+                     int bf16, poa_error *e);
+/* r's value offsets at this batch: a forward's activations at their arena offsets; a
+   backward's own at backward_base + theirs (backward_base >= 0) and its saved ones where
+   `forward` placed them; parameters and gradients at their tensor's offset; the rest their slot. */
+int poa_vit_run_bind(poa_vit_run *r, const poa_vit *model, const poa_program *forward, long batch, long backward_base,
+                     poa_error *e);
 
 /* One member's pass over one crop batch: its block ids, kernels and the
    activation arena that the backward reads. */
@@ -95,27 +114,16 @@ typedef struct poa_vit_pass {
     const unsigned char *mask; /* of the last forward */
     const real *drop_scale;    /* of the last forward: depth x 2 x batch, or NULL */
     /* The forward and the backward as programs (models/vit.lua's graph lowered by
-       gen/program.lua, its reverse by gen/backward.lua), run by runtime/program.c. A training
-       pass binds the forward's values to the arena layout of poa_vit_pass_buffers, and the
-       backward's own values (cotangents, laid out by liveness) from the layout's grad.x on;
-       an inference pass (poa_vit_pass_init_inference) holds only the forward's liveness
-       arena and has no backward. */
+       gen/program.lua, its reverse by gen/backward.lua), run by runtime/program.c, over one
+       arena: the training forward's values at their offsets, the backward's own from
+       backward_base (the forward's arena size) on. An inference pass
+       (poa_vit_pass_init_inference) holds only the forward's liveness arena and has no backward. */
     int inference;
+    long backward_base;
     poa_vit_run fwd, bwd;
 } poa_vit_pass;
 
-/* One buffer of a pass's activation arena (offset and count in elements). */
-typedef struct poa_vit_buffer {
-    char name[32];
-    long offset, count;
-} poa_vit_buffer;
-
-/* The arena's buffers in order, named as gen/plan.lua names them; returns how
-   many there are (writes at most capacity). */
-int poa_vit_pass_buffers(const poa_vit_pass *pass, poa_vit_buffer *out, int capacity);
-
-/* The shape of a pass (layout, block ids, resampling matrix, arena_count) without its arena
-   (arena NULL): what the GPU pass lays its device arena out by. */
+/* The shape of a pass (block ids, resampling matrix) without programs or arena (arena NULL). */
 int poa_vit_pass_layout(poa_vit_pass *pass, const poa_vit *model, int width, int depth, long batch, int image_size,
                         poa_error *e);
 int poa_vit_pass_init(poa_vit_pass *pass, const poa_vit *model, int width, int depth,
@@ -129,13 +137,10 @@ int poa_vit_pass_prepare(poa_vit_pass *pass, const poa_vit *model, int width, in
                          long batch, int image_size, poa_error *e);
 void poa_vit_pass_free(poa_vit_pass *pass);
 
-/* Pushes on L the forward program (a table, gen/program.lua's format) of member
-   width x depth at image_size: models/vit.lua's forward lowered by gen/program.lua. */
-int poa_vit_push_program(lua_State *L, const poa_vit_config *config, int width, int depth, int image_size,
-                         poa_error *e);
-/* The same for the backward program (gen/backward.lua). */
-int poa_vit_push_backward_program(lua_State *L, const poa_vit_config *config, int width, int depth,
-                                  int image_size, poa_error *e);
+/* Pushes on L the program of this kind (POA_VIT_*; a table, gen/program.lua's format) of member
+   width x depth at image_size. */
+int poa_vit_push_program(lua_State *L, const poa_vit_config *config, int width, int depth, int image_size, int kind,
+                         int bf16, poa_error *e);
 /* Pushes on L the config as gen/program.lua's cfg table (the fields vit_member reads). */
 void poa_vit_push_config(lua_State *L, const poa_vit_config *config);
 

@@ -1,5 +1,6 @@
-/* test_cuda_vit.c: the GPU forward and backward of one ViT member (runtime/cuda_vit.c) and
-   its cuBLASLt GEMMs (runtime/cublaslt.c).
+/* test_cuda_vit.c: the GPU forward and backward of one ViT member (runtime/cuda_vit.c: the GPU
+   programs of gen/schedule.lua run by runtime/program_cuda.c) and its cuBLASLt GEMMs
+   (runtime/cublaslt.c).
 
    Everywhere (no GPU needed):
    - cuBLASLt: the library loads by dlopen and resolves every entry point (SKIP when it is not
@@ -14,15 +15,10 @@
    - For every width of the tiny and the ViT-L families: each kernel of the .cu's table is
      defined in its text, and the glue source defines every glue kernel; NVRTC compiles the
      glue source for sm_80 and sm_90 (SKIP without NVRTC).
-   - Traced passes (cuda == NULL) of tiny and ViT-L members, at the native size with a mask
-     and stochastic depth and at a resampled size without: every kernel the pass launches is
-     in its width's table; each op launches exactly the table's kernels of that op in table
-     order; every table kernel is launched; and the pass's steps equal gen/plan.lua's
-     vit_pass steps in order, and each launch passes as many arguments as its kernel's
-     definition has parameters: kernel names, GEMMs with their operands (buffer or parameter
-     and offset), shapes, leading dimensions, transpositions, alpha and beta, copies, adds and
-     bias gradients.
-   - The launch geometry read from the w96 table for a known shape.
+   - For every width of every shipped family, the GPU programs (gen/schedule.lua, fp32 and
+     bf16, both crop sizes) of a pass made where nothing runs launch only kernels their module
+     (the width's set and its table, vit_fused.cu, the glue) defines.
+   - The launch geometry of the w96 programs evaluated for a known shape.
    - The pass emulated on the host (poa_cuda_vit_pass_init_emulated): device pointers are host
      pointers, each launch runs its kernel's own .cu text through tests/c/cuda_host_run.h,
      thread by thread, after the CPU kernel of its op on the same inputs (each kernel's worst
@@ -30,7 +26,8 @@
      array the pass gives cuLaunchKernel, each GEMM the column-major call cuBLASLt would get. It
      must pass the golden cases and match the CPU backend as the GPU must (below). This checks
      the GPU code's buffers, argument order, GEMM operands through the transposition trick and
-     order, and the CUDA kernels themselves; not cuBLASLt or the driver. The same in bf16 (poa_cuda_vit_pass_use_bf16:
+     order, and the CUDA kernels themselves; not cuBLASLt or the driver. Every forward activation
+     the backward reads is compared with the CPU pass's of the same name too. The same in bf16 (poa_cuda_vit_pass_use_bf16:
      bf16 GEMM operands from the shadow and the cast arena mirror, fp32 accumulation, bias
      epilogue) against the fp32 CPU backend: output within 1e-2, gradients within 2e-2
      (norm-relative; PyTorch's bf16 autocast is off by up to 2.2% on the same model).
@@ -291,11 +288,11 @@ static const char *const glue_kernels[] = {
     "poa_glue_copy", "poa_glue_fill", "poa_glue_to_bf16", "poa_glue_gather_rows", "poa_glue_scatter_add_rows",
 };
 
-/* One width of a family: every kernel of its .cu table is defined in the text, and traced
-   passes (native size with mask and stochastic depth, local crop size without) find every
-   kernel they launch in the table (a launch of a name not in it fails). Returns the number
-   of problems, the first described in why. */
-static int check_width(const poa_recipe *r, const poa_vit *m, int width, char *why, size_t size) {
+/* One width of a family: every kernel of its .cu table is defined in the text, and the GPU
+   programs of passes at both crop sizes (made where nothing runs) launch only kernels their
+   module defines: the width's set (and its table), vit_fused.cu or the glue. Returns the
+   number of problems, the first described in why. */
+static int check_width(const poa_recipe *r, const poa_vit *m, int width, const char *fused, char *why, size_t size) {
     char name[96];
     char *set = NULL, *glue = NULL;
     poa_error e = { { 0 } };
@@ -304,8 +301,8 @@ static int check_width(const poa_recipe *r, const poa_vit *m, int width, char *w
         snprintf(why, size, "width %d: %.800s", width, e.message);
         return 1;
     }
-    poa_cuda_kernel_entry *entries;
-    int count;
+    poa_cuda_kernel_entry *entries = NULL;
+    int count = 0;
     if (poa_cuda_kernel_table(set, &entries, &count, &e)) {
         if (problems++ == 0) snprintf(why, size, "%s: %.800s", name, e.message);
     } else {
@@ -313,20 +310,33 @@ static int check_width(const poa_recipe *r, const poa_vit *m, int width, char *w
             if (!poa_cuda_source_defines(set, entries[i].name) && problems++ == 0)
                 snprintf(why, size, "%s: %s is listed but not defined", name, entries[i].name);
         if (count < 16 && problems++ == 0) snprintf(why, size, "%s: only %d kernels listed", name, count);
-        free(entries);
     }
-    static const float fake_float[1];
-    static const unsigned char fake_mask[1];
     const int sizes[2] = { r->global_crop_size, r->local_crop_size };
     for (int i = 0; i < 2 && problems == 0; i++) {
         poa_cuda_vit_pass p;
-        if (poa_cuda_vit_pass_init(&p, NULL, NULL, m, width, r->depth_min, 2, sizes[i], set, glue, &e) ||
-            poa_cuda_vit_forward(&p, fake_float, i == 0 ? fake_mask : NULL, i == 0 ? fake_float : NULL, &e) ||
-            poa_cuda_vit_backward(&p, fake_float, &e)) {
-            if (problems++ == 0) snprintf(why, size, "%s traced at %d px: %.800s", name, sizes[i], e.message);
+        for (int bf16 = 0; bf16 < 2 && problems == 0; bf16++) {
+            if (poa_cuda_vit_pass_init(&p, NULL, NULL, m, width, r->depth_min, 2, sizes[i], set, glue, &e) ||
+                (bf16 && poa_cuda_vit_pass_use_bf16(&p, &e))) {
+                if (problems++ == 0) snprintf(why, size, "%s at %d px: %.800s", name, sizes[i], e.message);
+                continue;
+            }
+            const poa_program *programs[2] = { p.fwd.program, p.bwd.program };
+            for (int g = 0; g < 2; g++)
+                for (int k = 0; k < programs[g]->launch_count; k++) {
+                    const poa_program_launch *l = &programs[g]->launches[k];
+                    int listed = 0;
+                    for (int t = 0; t < count; t++) listed |= !strcmp(entries[t].name, l->name);
+                    int ok = !strcmp(l->module, "vit_glue.cu") ? poa_cuda_source_defines(glue, l->name)
+                           : !strcmp(l->module, "vit_fused.cu") ? poa_cuda_source_defines(fused, l->name)
+                           : !strcmp(l->module, name) && listed;
+                    if (!ok && problems++ == 0)
+                        snprintf(why, size, "%s at %d px: %s of module %s is not defined there", name, sizes[i], l->name,
+                                 l->module);
+                }
+            poa_cuda_vit_pass_free(&p);
         }
-        poa_cuda_vit_pass_free(&p);
     }
+    free(entries);
     free(set);
     free(glue);
     return problems;
@@ -343,12 +353,15 @@ static void check_family(lua_State *L, const char *recipe_path) {
         return;
     }
     int widths = 0, problems = 0;
-    for (int w = r.width_min; w <= r.width_max; w += r.width_step, widths++)
-        problems += check_width(&r, &m, w, problems ? NULL : why, problems ? 0 : sizeof why);
+    char *fused = NULL;
+    if (poa_cuda_vit_fused_source(recipe_path, &fused, &e)) problems++, snprintf(why, sizeof why, "%.900s", e.message);
+    for (int w = r.width_min; w <= r.width_max && fused; w += r.width_step, widths++)
+        problems += check_width(&r, &m, w, fused, problems ? NULL : why, problems ? 0 : sizeof why);
     snprintf(label, sizeof label,
-             "%s: all %d widths: every table kernel is defined in its .cu, every kernel a traced pass launches is in "
-             "its table", recipe_path, widths);
+             "%s: all %d widths: every table kernel is defined in its .cu, every kernel the GPU programs launch "
+             "(fp32 and bf16, both crops) is defined in its module", recipe_path, widths);
     CHECK(label, problems == 0 && widths > 0, "%d problems; first: %s", problems, why);
+    free(fused);
     poa_vit_free(&m);
 }
 
@@ -383,421 +396,8 @@ static void check_glue(void) {
     free(glue);
 }
 
-/* ---- the traced pass against gen/plan.lua ---- */
-
-static const char *const ops[] = {
-    "layernorm_forward", "layernorm_backward", "gelu_forward", "gelu_backward", "residual_forward",
-    "residual_backward", "tokens_forward", "tokens_backward", "attention_forward", "attention_backward",
-};
-
-static const char *op_of(const char *kernel) {
-    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
-        size_t n = strlen(ops[i]);
-        if (strncmp(kernel, ops[i], n) == 0 && (kernel[n] == 0 || kernel[n] == '_')) {
-            /* layernorm_backward_dw_db is layernorm_backward's, not layernorm_'s */
-            return ops[i];
-        }
-    }
-    return NULL;
-}
-
-/* One step as the plan states it, from a trace. */
-typedef struct flat_step {
-    char op[16], name[64];
-    char kernels[8][64];
-    int kernel_count;
-    const poa_cuda_step *s;
-    int fill_rows_ok; /* GEMM: a bias-rows step of the same C preceded it */
-} flat_step;
-
-static int flatten(const poa_cuda_vit_pass *p, flat_step *out, int capacity, char *why, size_t why_size) {
-    int n = 0;
-    for (int i = 0; i < p->step_count; i++) {
-        const poa_cuda_step *s = &p->steps[i];
-        if (s->inside_mark || s->kind == POA_CUDA_STEP_GLUE) continue;
-        if (s->kind == POA_CUDA_STEP_KERNEL) {
-            const char *op = op_of(s->name);
-            if (!op) {
-                snprintf(why, why_size, "kernel %s belongs to no op", s->name);
-                return -1;
-            }
-            flat_step *last = n ? &out[n - 1] : NULL;
-            if (last && !strcmp(last->op, "kernel") && !strcmp(last->name, op) && strcmp(s->name, op) &&
-                last->kernel_count < 8) {
-                snprintf(last->kernels[last->kernel_count++], 64, "%s", s->name);
-                continue;
-            }
-        }
-        if (n == capacity) {
-            snprintf(why, why_size, "more than %d steps", capacity);
-            return -1;
-        }
-        flat_step *f = &out[n++];
-        memset(f, 0, sizeof *f);
-        f->s = s;
-        switch (s->kind) {
-        case POA_CUDA_STEP_KERNEL:
-            snprintf(f->op, sizeof f->op, "kernel");
-            snprintf(f->name, sizeof f->name, "%s", op_of(s->name));
-            snprintf(f->kernels[f->kernel_count++], 64, "%s", s->name);
-            break;
-        case POA_CUDA_STEP_MARK:
-            snprintf(f->op, sizeof f->op, "kernel");
-            snprintf(f->name, sizeof f->name, "%s", s->name);
-            break;
-        case POA_CUDA_STEP_GEMM: {
-            snprintf(f->op, sizeof f->op, "gemm");
-            snprintf(f->name, sizeof f->name, "%s", s->name);
-            const poa_cuda_step *prev = i > 0 ? &p->steps[i - 1] : NULL;
-            f->fill_rows_ok = prev && prev->kind == POA_CUDA_STEP_GLUE &&
-                              !strcmp(prev->name, "poa_glue_fill_rows") && prev->dst == s->c &&
-                              prev->m == s->m && prev->n == s->n && prev->ldc == s->ldc && prev->src == s->bias;
-            break;
-        }
-        case POA_CUDA_STEP_COPY: snprintf(f->op, sizeof f->op, "copy"); break;
-        case POA_CUDA_STEP_AXPY: snprintf(f->op, sizeof f->op, "axpy"); break;
-        case POA_CUDA_STEP_BIAS_GRAD:
-            snprintf(f->op, sizeof f->op, "bias_grad");
-            snprintf(f->name, sizeof f->name, "%s", s->name);
-            break;
-        default: break;
-        }
-    }
-    return n;
-}
-
-static const char *field_string(lua_State *L, int index, const char *key, char *buffer, size_t size) {
-    lua_getfield(L, index, key);
-    const char *v = lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL;
-    snprintf(buffer, size, "%s", v ? v : "");
-    lua_pop(L, 1);
-    return v ? buffer : NULL;
-}
-
-static double field_number(lua_State *L, int index, const char *key, double otherwise) {
-    lua_getfield(L, index, key);
-    double v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : otherwise;
-    lua_pop(L, 1);
-    return v;
-}
-
-/* The plan names parameters without the reference's wrapper modules: blocks.3.attn.qkv.weight
-   for the state dict's blocks.3.attn.qkv.linear.weight, norm1.weight for norm1.norm.weight. */
-static void plan_name(char *name) {
-    static const char *const infixes[] = { ".linear.", ".norm." };
-    for (int i = 0; i < 2; i++) {
-        char *at = strstr(name, infixes[i]);
-        if (at) memmove(at, at + strlen(infixes[i]) - 1, strlen(at + strlen(infixes[i]) - 1) + 1);
-    }
-}
-
-/* "name+offset" of a device address in the trace, parameters named as the plan names them. */
-static void where(const poa_cuda_vit_pass *p, CUdeviceptr address, char *out, size_t size) {
-    char name[96];
-    long offset = 0;
-    if (!address) {
-        snprintf(out, size, "(none)");
-    } else if (poa_cuda_vit_address_name(p, address, name, sizeof name, &offset)) {
-        snprintf(out, size, "(nowhere %llx)", (unsigned long long)address);
-    } else {
-        plan_name(name);
-        snprintf(out, size, "%s+%ld", name, offset);
-    }
-}
-
-/* The plan's operand as "name+offset". */
-static void planned(lua_State *L, int index, const char *key, const char *offset_key, char *out, size_t size) {
-    char name[96];
-    if (!field_string(L, index, key, name, sizeof name)) {
-        snprintf(out, size, "(none)");
-        return;
-    }
-    snprintf(out, size, "%s+%ld", name, (long)field_number(L, index, offset_key, 0));
-}
-
-static int model_has(const poa_vit *m, const char *planned_name) {
-    const char *colon = strchr(planned_name, ':');
-    char tensor[96];
-    snprintf(tensor, sizeof tensor, "%s", colon ? colon + 1 : planned_name);
-    char *plus = strrchr(tensor, '+');
-    if (plus) *plus = 0;
-    for (int i = 0; i < m->tensor_count; i++) {
-        char name[96];
-        snprintf(name, sizeof name, "%s", m->tensors[i].name);
-        plan_name(name);
-        if (!strcmp(name, tensor)) return 1;
-    }
-    return 0;
-}
-
-/* Compares one flat step to plan step at the top of the Lua stack; writes why on mismatch. */
-static int same_step(lua_State *L, const poa_cuda_vit_pass *p, const flat_step *f, char *why, size_t size) {
-    char op[32], text[128], mine[128], theirs[128];
-    field_string(L, -1, "op", op, sizeof op);
-    if (strcmp(op, f->op)) {
-        snprintf(why, size, "plan %s, pass %s %s", op, f->op, f->name);
-        return 0;
-    }
-    const poa_cuda_step *s = f->s;
-    if (!strcmp(op, "kernel")) {
-        field_string(L, -1, "kernel", text, sizeof text);
-        if (strcmp(text, f->name)) {
-            snprintf(why, size, "plan kernel %s, pass kernel %s", text, f->name);
-            return 0;
-        }
-        return 1;
-    }
-    if (!strcmp(op, "gemm")) {
-        field_string(L, -1, "what", text, sizeof text);
-        if (strcmp(text, f->name)) {
-            snprintf(why, size, "plan gemm %s, pass gemm %s", text, f->name);
-            return 0;
-        }
-        const char *operands[3][2] = { { "a", "a_offset" }, { "b", "b_offset" }, { "c", "c_offset" } };
-        CUdeviceptr addresses[3] = { s->a, s->b, s->c };
-        for (int i = 0; i < 3; i++) {
-            planned(L, -1, operands[i][0], operands[i][1], theirs, sizeof theirs);
-            where(p, addresses[i], mine, sizeof mine);
-            if (strcmp(theirs, mine)) {
-                snprintf(why, size, "gemm %s: %s is %s in the plan, %s in the pass", f->name, operands[i][0],
-                         theirs, mine);
-                return 0;
-            }
-        }
-        char ta[8], tb[8];
-        field_string(L, -1, "trans_a", ta, sizeof ta);
-        field_string(L, -1, "trans_b", tb, sizeof tb);
-        long dims[6] = { (long)field_number(L, -1, "m", -1), (long)field_number(L, -1, "n", -1),
-                         (long)field_number(L, -1, "k", -1), (long)field_number(L, -1, "lda", -1),
-                         (long)field_number(L, -1, "ldb", -1), (long)field_number(L, -1, "ldc", -1) };
-        long ours[6] = { s->m, s->n, s->k, s->lda, s->ldb, s->ldc };
-        double alpha = field_number(L, -1, "alpha", NAN), beta = field_number(L, -1, "beta", NAN);
-        int has_bias = field_string(L, -1, "bias", text, sizeof text) != NULL;
-        /* the plan's forward GEMM with a bias: C = bias rows, then the GEMM adds (beta 1) */
-        double want_beta = has_bias ? 1 : beta;
-        if (memcmp(dims, ours, sizeof dims) || (ta[0] == 'T') != s->trans_a || (tb[0] == 'T') != s->trans_b ||
-            fabs(alpha - s->alpha) > 1e-6 * fabs(alpha) || want_beta != s->beta || (has_bias && beta != 0)) {
-            snprintf(why, size,
-                     "gemm %s: plan %s%s m %ld n %ld k %ld ld %ld/%ld/%ld alpha %g beta %g%s, pass %s%s %ld %ld %ld "
-                     "ld %ld/%ld/%ld alpha %g beta %g",
-                     f->name, ta, tb, dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], alpha, beta,
-                     has_bias ? " + bias" : "", s->trans_a ? "T" : "N", s->trans_b ? "T" : "N", s->m, s->n, s->k,
-                     s->lda, s->ldb, s->ldc, s->alpha, s->beta);
-            return 0;
-        }
-        if (has_bias) {
-            planned(L, -1, "bias", "bias_offset", theirs, sizeof theirs);
-            where(p, s->bias, mine, sizeof mine);
-            int want_none = !model_has(p->model, theirs);
-            if (!f->fill_rows_ok || (want_none ? strcmp(mine, "(none)") != 0 : strcmp(mine, theirs) != 0)) {
-                snprintf(why, size, "gemm %s: bias %s in the plan, %s in the pass (bias rows step %s)", f->name,
-                         theirs, mine, f->fill_rows_ok ? "ok" : "missing");
-                return 0;
-            }
-        }
-        return 1;
-    }
-    if (!strcmp(op, "copy") || !strcmp(op, "axpy")) {
-        planned(L, -1, "src", "src_offset", theirs, sizeof theirs);
-        where(p, s->src, mine, sizeof mine);
-        char dst_theirs[128], dst_mine[128];
-        planned(L, -1, "dst", "dst_offset", dst_theirs, sizeof dst_theirs);
-        where(p, s->dst, dst_mine, sizeof dst_mine);
-        long count = (long)field_number(L, -1, "count", -1);
-        if (strcmp(theirs, mine) || strcmp(dst_theirs, dst_mine) || count != s->count ||
-            (!strcmp(op, "axpy") && field_number(L, -1, "alpha", 0) != 1)) {
-            snprintf(why, size, "%s: plan %s -> %s (%ld), pass %s -> %s (%ld)", op, theirs, dst_theirs, count, mine,
-                     dst_mine, s->count);
-            return 0;
-        }
-        return 1;
-    }
-    if (!strcmp(op, "bias_grad")) {
-        field_string(L, -1, "what", text, sizeof text);
-        planned(L, -1, "src", "src_offset", theirs, sizeof theirs);
-        where(p, s->src, mine, sizeof mine);
-        char dst_theirs[128], dst_mine[128];
-        planned(L, -1, "dst", "dst_offset", dst_theirs, sizeof dst_theirs);
-        where(p, s->dst, dst_mine, sizeof dst_mine);
-        long m = (long)field_number(L, -1, "m", -1), n = (long)field_number(L, -1, "n", -1);
-        long ld = (long)field_number(L, -1, "ld", -1);
-        if (strcmp(text, f->name) || strcmp(theirs, mine) || strcmp(dst_theirs, dst_mine) || m != s->m ||
-            n != s->n || ld != s->lda) {
-            snprintf(why, size, "bias_grad: plan %s %s -> %s (%ldx%ld ld %ld), pass %s %s -> %s (%ldx%ld ld %ld)", text,
-                     theirs, dst_theirs, m, n, ld, f->name, mine, dst_mine, s->m, s->n, s->lda);
-            return 0;
-        }
-        return 1;
-    }
-    snprintf(why, size, "unknown plan op %s", op);
-    return 0;
-}
-
-/* The number of parameters of kernel `name` as defined in source (`__global__ ... name(...)`),
-   or -1 when it is not defined there. */
-static int source_param_count(const char *source, const char *name) {
-    size_t n = strlen(name);
-    for (const char *at = strstr(source, name); at; at = strstr(at + 1, name)) {
-        if (at == source || at[-1] != ' ' || at[n] != '(') continue;
-        const char *line = at;
-        while (line > source && line[-1] != '\n') line--;
-        const char *global = strstr(line, "__global__");
-        if (!global || global > at) continue;
-        int depth = 0, count = 1, empty = 1;
-        for (const char *c = at + n; *c; c++) {
-            if (*c == '(') depth++;
-            else if (*c == ')' && --depth == 0) return empty ? 0 : count;
-            else if (*c == ',' && depth == 1) count++;
-            else if (!isspace((unsigned char)*c)) empty = 0;
-        }
-        return -1;
-    }
-    return -1;
-}
-
-/* Every launch of a trace passes as many arguments as its kernel has parameters. */
-static int check_argument_counts(const poa_cuda_vit_pass *p, const char *set, const char *glue, char *why,
-                                 size_t size) {
-    for (int i = 0; i < p->step_count; i++) {
-        const poa_cuda_step *s = &p->steps[i];
-        const char *kernel = s->name, *source = glue;
-        switch (s->kind) {
-        case POA_CUDA_STEP_KERNEL: source = set; break;
-        case POA_CUDA_STEP_GLUE: break;
-        case POA_CUDA_STEP_COPY: kernel = "poa_glue_copy"; break;
-        case POA_CUDA_STEP_AXPY: kernel = "poa_glue_add"; break;
-        case POA_CUDA_STEP_BIAS_GRAD: kernel = "poa_glue_column_sum_accumulate"; break;
-        default: continue;
-        }
-        int want = source_param_count(source, kernel);
-        if (want != s->arg_count) {
-            snprintf(why, size, "step %d: %s gets %d arguments, its definition has %d parameters", i, kernel,
-                     s->arg_count, want);
-            return 0;
-        }
-    }
-    return 1;
-}
-
-static void check_trace(lua_State *L, const char *recipe_path, int width, int depth, long batch, int image,
-                        int masked) {
-    char label[256], why[2048] = "";
-    snprintf(label, sizeof label, "traced pass %s %dx%d batch %ld at %d px%s: launches, operands and order equal gen/plan.lua's",
-             recipe_path, width, depth, batch, image, masked ? " (mask, stochastic depth)" : "");
-    poa_recipe r;
-    poa_vit m;
-    poa_error e = { { 0 } };
-    char *set = NULL, *glue = NULL;
-    if (poa_recipe_load(L, recipe_path, &r, &e) || poa_vit_init(&m, &r.vit, &e)) {
-        CHECK(label, 0, "%s", e.message);
-        return;
-    }
-    poa_cuda_vit_pass p;
-    if (poa_cuda_vit_sources(recipe_path, width, &set, &glue, NULL, 0, &e) ||
-        poa_cuda_vit_pass_init(&p, NULL, NULL, &m, width, depth, batch, image, set, glue, &e)) {
-        CHECK(label, 0, "%s", e.message);
-        free(set), free(glue);
-        poa_vit_free(&m);
-        return;
-    }
-    /* trace mode reads no host data: the arguments only say whether mask and drop exist */
-    static const float fake_float[1];
-    static const unsigned char fake_mask[1];
-    int rc = poa_cuda_vit_forward(&p, fake_float, masked ? fake_mask : NULL, masked ? fake_float : NULL, &e);
-    if (!rc) rc = poa_cuda_vit_backward(&p, fake_float, &e);
-    if (rc) {
-        CHECK(label, 0, "%s", e.message);
-        goto done;
-    }
-    /* every launched kernel is in the table; each op launches its table kernels in order; all
-       table kernels are used */
-    int used[POA_CUDA_VIT_MAX_KERNELS] = { 0 }, problems = 0;
-    flat_step *flat = malloc(sizeof *flat * (size_t)(p.step_count + 1));
-    int n = flatten(&p, flat, p.step_count + 1, why, sizeof why);
-    if (n < 0) problems++;
-    for (int i = 0; i < n; i++) {
-        if (strcmp(flat[i].op, "kernel") || flat[i].kernel_count == 0) continue;
-        char want[8][64];
-        int want_count = 0;
-        for (int t = 0; t < p.kernel_count; t++)
-            if (op_of(p.kernels[t].name) && !strcmp(op_of(p.kernels[t].name), flat[i].name)) {
-                if (!strcmp(p.kernels[t].name, "residual_backward_dgamma") && m.blocks[0].ls1 < 0) continue;
-                snprintf(want[want_count++], 64, "%s", p.kernels[t].name);
-            }
-        int same = want_count == flat[i].kernel_count;
-        for (int k = 0; same && k < want_count; k++) same = !strcmp(want[k], flat[i].kernels[k]);
-        if (!same && problems++ == 0)
-            snprintf(why, sizeof why, "op %s launches %d kernels (first %s), the table has %d", flat[i].name,
-                     flat[i].kernel_count, flat[i].kernels[0], want_count);
-        for (int k = 0; k < flat[i].kernel_count; k++) {
-            int t = 0;
-            while (t < p.kernel_count && strcmp(p.kernels[t].name, flat[i].kernels[k])) t++;
-            if (t == p.kernel_count) {
-                if (problems++ == 0) snprintf(why, sizeof why, "%s is not in the table", flat[i].kernels[k]);
-            } else {
-                used[t] = 1;
-            }
-        }
-    }
-    if (problems == 0 && !check_argument_counts(&p, set, glue, why, sizeof why)) problems++;
-    for (int t = 0; t < p.kernel_count; t++)
-        if (!used[t] && problems++ == 0)
-            snprintf(why, sizeof why, "table kernel %s is never launched", p.kernels[t].name);
-    /* the plan */
-    char script[512];
-    snprintf(script, sizeof script,
-             "local r = require('gen.recipe').load('%s') "
-             "return require('gen.plan').vit_pass(r.model, %d, %d, %ld, %ld, %ld).steps",
-             recipe_path, width, depth, batch, p.tokens, p.patches);
-    int compared = 0, planned_count = 0;
-    if (luaL_dostring(L, script) != LUA_OK) {
-        if (problems++ == 0) snprintf(why, sizeof why, "%s", lua_tostring(L, -1));
-        lua_pop(L, 1);
-    } else {
-        planned_count = (int)luaL_len(L, -1);
-        int at = 0;
-        for (int i = 1; i <= planned_count && problems == 0; i++) {
-            lua_rawgeti(L, -1, i);
-            char op[32], dst[128];
-            field_string(L, -1, "op", op, sizeof op);
-            /* the plan lists bias gradients of biases the model may not have */
-            if (!strcmp(op, "bias_grad") && field_string(L, -1, "dst", dst, sizeof dst) && !model_has(&m, dst)) {
-                lua_pop(L, 1);
-                continue;
-            }
-            if (at >= n) {
-                problems++;
-                snprintf(why, sizeof why, "the pass ends before plan step %d (%s)", i, op);
-            } else if (!same_step(L, &p, &flat[at], why, sizeof why)) {
-                problems++;
-                char copy[1536];
-                snprintf(copy, sizeof copy, "%s", why);
-                snprintf(why, sizeof why, "plan step %d: %s", i, copy);
-            } else {
-                compared++;
-            }
-            at++;
-            lua_pop(L, 1);
-        }
-        if (problems == 0 && at != n) {
-            problems++;
-            snprintf(why, sizeof why, "the pass has %d steps after the plan's last", n - at);
-        }
-        lua_pop(L, 1);
-    }
-    printf("  %dx%d at %d px: %d trace steps, %d plan steps, %d compared\n", width, depth, image, p.step_count,
-           planned_count, compared);
-    CHECK(label, problems == 0 && compared > 0, "%s", why);
-    free(flat);
-done:
-    poa_cuda_vit_pass_free(&p);
-    free(set), free(glue);
-    poa_vit_free(&m);
-}
-
-/* The launch geometry a pass takes from its table, for 96x4, batch 2 at 32 px (17 tokens). */
 static void check_geometry(void) {
-    const char *label = "launch geometry from the w96 table: layernorm, gelu, dpos column sums, attention";
+    const char *label = "launch geometry of the w96 GPU programs at batch 2: layernorm, gelu, dpos column sums, attention";
     poa_recipe r;
     poa_vit m;
     poa_error e = { { 0 } };
@@ -815,17 +415,25 @@ static void check_geometry(void) {
             { "attention_forward", { 5, 3, 2 }, { 128, 1, 1 } },
             { "attention_backward_dkv", { 5, 3, 2 }, { 128, 1, 1 } },
         };
+        const poa_cuda_dims dims = { .batch = 2 };
         int bad = 0;
         for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
-            int t = 0;
-            while (t < p.kernel_count && strcmp(p.kernels[t].name, want[i].name)) t++;
-            if (t == p.kernel_count || memcmp(p.geometry[t][0], want[i].grid, sizeof want[i].grid) ||
-                memcmp(p.geometry[t][1], want[i].block, sizeof want[i].block)) {
+            const poa_program_launch *l = NULL;
+            const poa_program *programs[2] = { p.fwd.program, p.bwd.program };
+            for (int g = 0; g < 2; g++)
+                for (int k = 0; k < programs[g]->launch_count && !l; k++)
+                    if (!strcmp(programs[g]->launches[k].name, want[i].name)) l = &programs[g]->launches[k];
+            unsigned got[2][3] = { { 0 } };
+            for (int g = 0; g < 2 && l; g++)
+                for (int d = 0; d < 3; d++) {
+                    long v = 0;
+                    if (poa_cuda_eval(g ? l->block[d] : l->grid[d], &dims, &v, &e)) v = -1;
+                    got[g][d] = (unsigned)v;
+                }
+            if (!l || memcmp(got[0], want[i].grid, sizeof want[i].grid) || memcmp(got[1], want[i].block, sizeof want[i].block)) {
                 bad++;
-                if (t < p.kernel_count)
-                    printf("  %s: grid (%u, %u, %u) block (%u, %u, %u)\n", want[i].name, p.geometry[t][0][0],
-                           p.geometry[t][0][1], p.geometry[t][0][2], p.geometry[t][1][0], p.geometry[t][1][1],
-                           p.geometry[t][1][2]);
+                printf("  %s: %s grid (%u, %u, %u) block (%u, %u, %u)\n", want[i].name, l ? "" : "not launched", got[0][0],
+                       got[0][1], got[0][2], got[1][0], got[1][1], got[1][2]);
             }
         }
         CHECK(label, bad == 0, "%d of %zu wrong", bad, sizeof want / sizeof want[0]);
@@ -833,6 +441,28 @@ static void check_geometry(void) {
     }
     free(set);
     poa_vit_free(&m);
+}
+
+/* The forward activations a pass's backward reads (kept to the end of its forward, so after
+   the pass they still hold the forward's values): name, arena offset and element count. */
+typedef struct kept_value {
+    char name[POA_PROGRAM_NAME_SIZE];
+    long offset, count;
+} kept_value;
+enum { MAX_KEPT = 512 };
+
+static int kept_of(const poa_vit_run *fwd, const poa_vit_run *bwd, long batch, kept_value *out) {
+    int n = 0;
+    for (int i = 0; i < bwd->program->value_count && n < MAX_KEPT; i++) {
+        const poa_program_value *v = &bwd->program->values[i];
+        int f = v->kind == POA_VALUE_SAVED ? poa_program_find(fwd->program, v->name) : -1;
+        if (f < 0) continue;
+        snprintf(out[n].name, sizeof out[n].name, "%s", v->name);
+        out[n].offset = fwd->value_offsets[f];
+        out[n].count = poa_lin_at(fwd->program->values[f].size, batch);
+        n++;
+    }
+    return n;
 }
 
 /* ---- the pass emulated on the host ---- */
@@ -964,9 +594,9 @@ static int emulate_gemm(void *context, const poa_cublaslt_call *call, poa_error 
 
 /* One emulated pass: forward and backward, output into out, gradients accumulated. */
 static int emulated_pass(const poa_vit *m, const char *recipe, int width, int depth, long batch, int image,
-                         int bf16, int fused, const float *params, const float *images, const unsigned char *mask,
+                         int bf16, const float *params, const float *images, const unsigned char *mask,
                          const float *drop, const float *dout, float *out, float *grads, long *launches,
-                         float **arena, poa_error *e) {
+                         float **arena, kept_value *kept, int *kept_count, poa_error *e) {
     char *set = NULL;
     emulator_state st = { 0 };
     const int hidden = width * m->config.mlp_ratio;
@@ -989,10 +619,8 @@ static int emulated_pass(const poa_vit *m, const char *recipe, int width, int de
                                .head_dim = m->config.head_dim, .hidden = hidden };
     if (!rc) rc = poa_cuda_vit_pass_init_emulated(&p, &em, m, width, depth, batch, image, set, e);
     char *fused_source = NULL;
-    if (!rc && ((bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) ||
-                (fused && (poa_cuda_vit_fused_source(recipe, &fused_source, e) ||
-                           poa_cuda_vit_pass_use_fused(&p, fused_source, e))) ||
-                poa_cuda_vit_pass_plan_gemms(&p, e))) {
+    if (!rc && ((bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) || poa_cuda_vit_fused_source(recipe, &fused_source, e) ||
+                poa_cuda_vit_pass_use_fused(&p, fused_source, e) || poa_cuda_vit_pass_plan_gemms(&p, e))) {
         poa_cuda_vit_pass_free(&p);
         rc = -1;
     }
@@ -1005,6 +633,7 @@ static int emulated_pass(const poa_vit *m, const char *recipe, int width, int de
         if (!rc && arena) {
             *arena = malloc(sizeof(float) * (size_t)p.arena_count);
             rc = !*arena || poa_cuda_vit_download_arena(&p, *arena, e) ? -1 : 0;
+            *kept_count = kept_of(&p.fwd, &p.bwd, batch, kept);
         }
         poa_cuda_vit_pass_free(&p);
     }
@@ -1062,9 +691,9 @@ static void check_gpu_gemm(poa_cublaslt *lt, poa_cuda *cuda) {
 /* One GPU pass: forward and backward of a batch, output into out, gradients accumulated on
    the device; the arena after both into *arena (malloc'd) when arena is not NULL. */
 static int gpu_pass(poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m, const char *recipe, int width,
-                    int depth, long batch, int image, int bf16, int fused, const float *params, const float *images,
+                    int depth, long batch, int image, int bf16, const float *params, const float *images,
                     const unsigned char *mask, const float *drop, const float *dout, float *out,
-                    float *grads, float **arena, poa_error *e) {
+                    float *grads, float **arena, kept_value *kept, int *kept_count, poa_error *e) {
     char *set = NULL, *glue = NULL;
     poa_cuda_vit_pass p;
     if (poa_cuda_vit_sources(recipe, width, &set, &glue, NULL, 0, e)) return -1;
@@ -1072,10 +701,8 @@ static int gpu_pass(poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m, const ch
     free(set), free(glue);
     if (rc) return -1;
     char *fused_source = NULL;
-    if ((bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) ||
-        (fused && (poa_cuda_vit_fused_source(recipe, &fused_source, e) ||
-                   poa_cuda_vit_pass_use_fused(&p, fused_source, e))) ||
-        poa_cuda_vit_pass_plan_gemms(&p, e)) {
+    if ((bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) || poa_cuda_vit_fused_source(recipe, &fused_source, e) ||
+        poa_cuda_vit_pass_use_fused(&p, fused_source, e) || poa_cuda_vit_pass_plan_gemms(&p, e)) {
         free(fused_source);
         poa_cuda_vit_pass_free(&p);
         return -1;
@@ -1088,6 +715,7 @@ static int gpu_pass(poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m, const ch
     if (!rc && arena) {
         *arena = malloc(sizeof(float) * (size_t)p.arena_count);
         rc = !*arena || poa_cuda_vit_download_arena(&p, *arena, e);
+        *kept_count = kept_of(&p.fwd, &p.bwd, batch, kept);
     }
     if (!rc && lt->heuristic_calls != planned)
         rc = poa_fail(e, "%ld GEMM shapes were planned during the pass, none were expected after "
@@ -1102,18 +730,18 @@ typedef struct runner {
     poa_cuda *cuda;
     poa_cublaslt *lt;
     int bf16;           /* the pass in bf16 (poa_cuda_vit_pass_use_bf16) */
-    int fused;          /* residual + LayerNorm fused (poa_cuda_vit_pass_use_fused) */
     long launches;
 } runner;
 
 static int run_pass(runner *r, const poa_vit *m, const char *recipe, int width, int depth, long batch, int image,
                     const float *params, const float *images, const unsigned char *mask, const float *drop,
-                    const float *dout, float *out, float *grads, float **arena, poa_error *e) {
+                    const float *dout, float *out, float *grads, float **arena, kept_value *kept, int *kept_count,
+                    poa_error *e) {
     if (r->cuda)
-        return gpu_pass(r->cuda, r->lt, m, recipe, width, depth, batch, image, r->bf16, r->fused, params, images, mask, drop,
-                        dout, out, grads, arena, e);
-    return emulated_pass(m, recipe, width, depth, batch, image, r->bf16, r->fused, params, images, mask, drop, dout, out,
-                         grads, &r->launches, arena, e);
+        return gpu_pass(r->cuda, r->lt, m, recipe, width, depth, batch, image, r->bf16, params, images, mask, drop,
+                        dout, out, grads, arena, kept, kept_count, e);
+    return emulated_pass(m, recipe, width, depth, batch, image, r->bf16, params, images, mask, drop, dout, out,
+                         grads, &r->launches, arena, kept, kept_count, e);
 }
 
 static void check_golden(runner *r, const poa_vit *m, const float *params, const char *name) {
@@ -1145,7 +773,7 @@ static void check_golden(runner *r, const poa_vit *m, const float *params, const
         snprintf(label, sizeof label, "%s: golden %s %dx%d %s output within 1e-4", r->prefix, name, width, depth,
                  batches[i]);
         if (run_pass(r, m, TINY, width, depth, sizes[i][0], (int)sizes[i][1], params, images,
-                     i == 0 ? mask : NULL, drop, dout, out, grads, NULL, &e)) {
+                     i == 0 ? mask : NULL, drop, dout, out, grads, NULL, NULL, NULL, &e)) {
             CHECK(label, 0, "%s", e.message);
             failed = 1;
         } else {
@@ -1208,37 +836,40 @@ static void check_against_cpu(runner *r, const poa_vit *m, int width, int depth,
     poa_vit_forward(&cpu, params, images, masked ? mask : NULL, masked ? drop : NULL);
     poa_vit_backward(&cpu, params, cpu_grads, dout);
     float *arena = NULL;
+    kept_value gpu_kept[MAX_KEPT], cpu_kept[MAX_KEPT];
+    int gpu_count = 0;
     if (run_pass(r, m, TINY, width, depth, batch, image, params, images, masked ? mask : NULL,
-                 masked ? drop : NULL, dout, out, gpu_grads, &arena, &e)) {
+                 masked ? drop : NULL, dout, out, gpu_grads, &arena, gpu_kept, &gpu_count, &e)) {
         CHECK(label, 0, "%s", e.message);
     } else {
-        /* every buffer of the arena after forward and backward, against the CPU pass's (the
-           same layout): on a GPU a diagnostic that says where a mismatch starts, emulated a
-           check. Not the grad.* buffers: on the CPU that region holds the backward program's
-           own cotangents, laid out by liveness (gen/backward.lua), not the GPU pass's scratch;
-           the parameter gradients are compared below. */
-        int n = poa_vit_pass_buffers(&cpu, NULL, 0), off = 0;
-        poa_vit_buffer *buffers = malloc(sizeof *buffers * (size_t)n);
-        poa_vit_pass_buffers(&cpu, buffers, n);
+        /* every forward activation the backwards read, against the CPU pass's of the same name
+           (both kept to the end of their forward): on a GPU a diagnostic that says where a
+           mismatch starts, emulated a check. (The backwards' own values are laid out by liveness,
+           in different schedules; the parameter gradients are compared below.) */
+        const int cpu_count = kept_of(&cpu.fwd, &cpu.bwd, batch, cpu_kept);
+        int off = 0, compared = 0;
         char first[128] = "";
-        for (int i = 0; i < n; i++) {
-            if (strncmp(buffers[i].name, "grad.", 5) == 0) continue;
-            double err = (r->bf16 ? norm_error : relative_error_f)(arena + buffers[i].offset,
-                                                                   cpu.arena + buffers[i].offset, buffers[i].count);
+        for (int i = 0; i < gpu_count; i++) {
+            int j = 0;
+            while (j < cpu_count && strcmp(cpu_kept[j].name, gpu_kept[i].name)) j++;
+            if (j == cpu_count || cpu_kept[j].count != gpu_kept[i].count) continue;
+            compared++;
+            double err = (r->bf16 ? norm_error : relative_error_f)(arena + gpu_kept[i].offset,
+                                                                   cpu.arena + cpu_kept[j].offset, gpu_kept[i].count);
             if (err > gradient_tolerance) {
-                if (off++ < 8) printf("  %s arena buffer %s: relative error %.3g\n", r->prefix, buffers[i].name, err);
-                if (!first[0]) snprintf(first, sizeof first, "%s", buffers[i].name);
+                if (off++ < 8) printf("  %s activation %s: relative error %.3g\n", r->prefix, gpu_kept[i].name, err);
+                if (!first[0]) snprintf(first, sizeof first, "%.64s", gpu_kept[i].name);
             }
         }
         if (!r->cuda) {
             char arena_label[300];
-            snprintf(arena_label, sizeof arena_label, "%s: %dx%d batch %ld at %d px: every activation buffer of the arena within %g of the CPU pass's",
-                     r->prefix, width, depth, batch, image, gradient_tolerance);
-            CHECK(arena_label, off == 0, "%d buffers differ, first %s", off, first);
+            snprintf(arena_label, sizeof arena_label, "%s: %dx%d batch %ld at %d px: every kept activation (%d) within %g of the CPU pass's",
+                     r->prefix, width, depth, batch, image, compared, gradient_tolerance);
+            CHECK(arena_label, off == 0 && compared >= 10 * depth, "%d of %d differ, first %s", off, compared, first);
         } else {
-            printf("  %s: %d arena buffers differ from the CPU pass's%s%s\n", r->prefix, off, off ? ", first " : "", first);
+            printf("  %s: %d of %d kept activations differ from the CPU pass's%s%s\n", r->prefix, off, compared,
+                   off ? ", first " : "", first);
         }
-        free(buffers);
         free(arena);
         double (*error_of)(const float *, const float *, long) = r->bf16 ? norm_error : relative_error_f;
         double out_err = error_of(out, poa_vit_output(&cpu), out_count);
@@ -1272,13 +903,6 @@ static void check_bf16(runner *r, const poa_vit *m) {
     check_against_cpu(r, m, 96, 4, 2, 16, 0);
 }
 
-/* The forward with residual + LayerNorm fused against the CPU backend (fp32, 1e-4; every arena
-   buffer too, so the unfused backward reads what it expects). */
-static void check_fused(runner *r, const poa_vit *m) {
-    check_against_cpu(r, m, 64, 3, 3, 32, 1);
-    check_against_cpu(r, m, 96, 4, 2, 16, 0);
-}
-
 static const char *const golden_cases[] = { "intact_96x4", "elastic_32x2", "elastic_64x3", "elastic_96x2",
                                              "elastic_32x4" };
 
@@ -1308,8 +932,6 @@ static void check_emulated(void) {
         printf("  emulated: %ld launches had their geometry checked against their own arguments\n", r.launches);
         runner r16 = { .prefix = "emulated bf16", .bf16 = 1 };
         check_bf16(&r16, &m);
-        runner fused = { .prefix = "emulated fused" , .fused = 1 };
-        check_fused(&fused, &m);
     }
     if (from_cu) {
         double worst = host_runner_report(&from_cu_runner, "emulated pass");
@@ -1336,8 +958,6 @@ static void skip_gpu(const char *why) {
     CHECK_SKIP("gpu: 32x2 batch 4 at 16 px against the CPU backend", why);
     CHECK_SKIP("gpu bf16: 64x3 batch 3 at 32 px (mask, stochastic depth) against the CPU backend (output 1e-2, gradients 2e-2)", why);
     CHECK_SKIP("gpu bf16: 96x4 batch 2 at 16 px against the CPU backend (output 1e-2, gradients 2e-2)", why);
-    CHECK_SKIP("gpu fused: 64x3 batch 3 at 32 px (mask, stochastic depth) against the CPU backend", why);
-    CHECK_SKIP("gpu fused: 96x4 batch 2 at 16 px against the CPU backend", why);
 }
 
 static void check_gpu(void) {
@@ -1359,8 +979,6 @@ static void check_gpu(void) {
         check_all(&r, &m, params);
         runner r16 = { .prefix = "gpu bf16", .cuda = &cuda, .lt = &lt, .bf16 = 1 };
         check_bf16(&r16, &m);
-        runner fused = { .prefix = "gpu fused", .cuda = &cuda, .lt = &lt, .fused = 1 };
-        check_fused(&fused, &m);
     }
     printf("  cuBLASLt: %ld shapes planned\n", lt.heuristic_calls);
     free(params);
@@ -1385,12 +1003,6 @@ int main(void) {
     const char *families[] = { TINY, "tests/recipes/tiny_train.lua", "recipes/quickstart.lua",
                                "recipes/small_vit.lua", LARGE };
     for (int i = 0; i < 5; i++) check_family(L, families[i]);
-    check_trace(L, TINY, 96, 4, 2, 32, 1);
-    check_trace(L, TINY, 64, 3, 3, 32, 1);
-    check_trace(L, TINY, 32, 2, 3, 16, 0);
-    check_trace(L, TINY, 64, 2, 4, 16, 1);
-    check_trace(L, LARGE, 384, 12, 2, 224, 1);
-    check_trace(L, LARGE, 640, 17, 3, 96, 0);
     lua_close(L);
     check_geometry();
     check_emulated();

@@ -59,7 +59,7 @@ static void refused(const poa_vit *m, const char *name, const char *edit, const 
     poa_error e = { { 0 } };
     lua_State *L = poa_lua_open(&e);
     poa_program p;
-    int rc = L ? poa_vit_push_program(L, &m->config, 32, 2, 32, &e) : -1;
+    int rc = L ? poa_vit_push_program(L, &m->config, 32, 2, 32, POA_VIT_INFERENCE, 0, &e) : -1;
     if (rc == 0) {
         lua_setglobal(L, "p");
         rc = luaL_dostring(L, edit) != LUA_OK;

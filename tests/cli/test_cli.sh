@@ -38,6 +38,16 @@ check "poa program --crop local --batch 3: resampled position table, sizes at ba
       "grep -q '^batch 3; arena' $tmp/program && grep -q 'gemm   pos+64 = 1 \\* resample' $tmp/program && grep -q 'rows=15)' $tmp/program"
 expect_error "poa program: a wrong crop is named" "crop middle: global or local" \
   $poa program recipes/quickstart.lua --net 64x2 --crop middle
+$poa program recipes/vit_l16_ee1200.lua --net ViT-L --device gpu > "$tmp/program"
+check "poa program --device gpu ViT-L: 61.55 GFLOPs, 48 fused residual + LayerNorm, bf16 casts and bias epilogues, launches listed" \
+      "sed -n 3p $tmp/program | grep -q ' 61.55[0-9]* GFLOPs at batch 1' && [ \$(grep -c 'kernel residual_layernorm_forward(' $tmp/program) = 48 ] && grep -q 'kernel to_bf16(cast_a, block0.ln1' $tmp/program && grep -q '(epilogue)' $tmp/program && grep -q 'launch attention_forward (vit_w1024_h64_f4096.cu) grid' $tmp/program"
+$poa program recipes/vit_l16_ee1200.lua --net ViT-L --device gpu --precision fp32 --backward > "$tmp/program"
+check "poa program --device gpu --precision fp32 --backward ViT-L: 122.95 GFLOPs, 48 fused backward ops, no casts" \
+      "sed -n 3p $tmp/program | grep -q ' 122.95[0-9]* GFLOPs at batch 1' && [ \$(grep -c 'kernel residual_layernorm_backward(' $tmp/program) = 48 ] && ! grep -q to_bf16 $tmp/program"
+expect_error "poa program: a wrong device is named" "device tpu: cpu or gpu" \
+  $poa program recipes/quickstart.lua --net 64x2 --device tpu
+expect_error "poa program: --precision only with --device gpu" "only the GPU program has one" \
+  $poa program recipes/quickstart.lua --net 64x2 --precision fp32
 
 fixtures=tests/golden/fixtures
 forward=(forward tests/recipes/tiny_vit.lua --input $fixtures/vit_elastic_64x3.safetensors --images input.global --out "$tmp/y.safetensors")

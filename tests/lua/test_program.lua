@@ -18,6 +18,8 @@ local program = require("gen.program")
 local graph = require("gen.graph")
 local recipe = require("gen.recipe")
 local space = require("gen.space")
+local emit = require("gen.emit")
+local template = require("gen.template")
 
 local function written(st)
   local out = {}
@@ -33,7 +35,7 @@ end
 
 local function read(st)
   local list = {}
-  if st.kind == "gemm" then list = { st.a, st.b }
+  if st.kind == "gemm" then list = { st.a, st.b, st.bias }
   elseif st.kind == "copy" then list = { st.src }
   else
     for i, a in ipairs(st.args) do
@@ -61,15 +63,29 @@ local function arena_sound(p, batch)
   return true
 end
 
+-- A bf16 cast slot (GPU programs) is read by the first GEMM after it is written, and by no other.
+local function cast_sound(p, st, i, fresh)
+  for _, o in ipairs(read(st)) do
+    local v = p.values[o.value]
+    if v.kind == "cast" and not fresh[o.value] then return false, string.format("step %d reads %s not cast for it", i, v.name) end
+  end
+  if st.kind == "gemm" then for id in pairs(fresh) do fresh[id] = nil end end
+  for id in pairs(written(st)) do if p.values[id].kind == "cast" then fresh[id] = true end end
+  return true
+end
+
 local function dataflow_sound(p)
-  local defined = {}
+  local defined, fresh = {}, {}
   for i, st in ipairs(p.steps) do
     for _, o in ipairs(read(st)) do
       local v = p.values[o.value]
       if v.kind == "act" and not defined[o.value] then return false, string.format("step %d reads %s before it is written", i, v.name) end
     end
+    local ok, why = cast_sound(p, st, i, fresh)
+    if not ok then return false, why end
     for id in pairs(written(st)) do
-      if p.values[id].kind ~= "act" then return false, string.format("step %d writes %s", i, p.values[id].name) end
+      local kind = p.values[id].kind
+      if kind ~= "act" and kind ~= "cast" then return false, string.format("step %d writes %s", i, p.values[id].name) end
       defined[id] = true
     end
   end
@@ -79,15 +95,17 @@ end
 -- The backward: cotangents written before read; a forward value only written by a recompute
 -- step; returns the number of recompute runs (a run: consecutive steps with one note).
 local function backward_sound(p)
-  local defined, runs, last = {}, 0, nil
+  local defined, runs, last, fresh = {}, 0, nil, {}
   for i, st in ipairs(p.steps) do
     for _, o in ipairs(read(st)) do
       local v = p.values[o.value]
       if v.kind == "act" and not defined[o.value] then return false, string.format("step %d reads %s before it is written", i, v.name) end
     end
+    local ok, why = cast_sound(p, st, i, fresh)
+    if not ok then return false, why end
     for id in pairs(written(st)) do
       local kind = p.values[id].kind
-      if not (kind == "act" or kind == "grad" or (kind == "saved" and st.note)) then
+      if not (kind == "act" or kind == "grad" or kind == "cast" or (kind == "saved" and st.note)) then
         return false, string.format("step %d writes %s %s", i, kind, p.values[id].name)
       end
       defined[id] = true
@@ -119,6 +137,117 @@ local function params_match(p, r, width, depth)
   return true
 end
 
+-- The checks every pair of forward and backward programs passes, CPU or GPU.
+local function check_pair(name, p, b, r, width, depth)
+  local ok, why = true, nil
+  for _, batch in ipairs({ 1, 3, 64 }) do
+    if ok then ok, why = arena_sound(p, batch) end
+  end
+  check.ok(name .. " values live together never share the arena", ok, why)
+  check.ok(name .. " every activation is written before it is read, by the program only", dataflow_sound(p))
+  check.ok(name .. " arena no larger than the most live at one step",
+    program.eval(p.arena, 4) <= program.max_live(p, 4),
+    string.format("%d > %d", program.eval(p.arena, 4), program.max_live(p, 4)))
+  check.ok(name .. " reads exactly the member's blocks", params_match(p, r, width, depth))
+  ok, why = true, nil
+  for _, batch in ipairs({ 1, 3, 64 }) do
+    if ok then ok, why = arena_sound(b, batch) end
+  end
+  check.ok(name .. " backward: values live together never share the arena", ok, why)
+  local sound, runs = backward_sound(b)
+  check.ok(name .. " backward: cotangents written before read, forward values only recomputed", sound, runs)
+  check.equal(name .. " backward: recomputes g, ln1 and ln2 of each block", runs, 3 * depth)
+  local params, grads = names_of(p, "param"), names_of(b, "grad")
+  local same = true
+  for n in pairs(params) do same = same and grads[n] == true end
+  for n in pairs(grads) do same = same and params[n] == true end
+  check.ok(name .. " backward: a gradient for every parameter the forward reads, no other", same)
+  check.ok(name .. " backward: arena no larger than the most live at one step",
+    program.eval(b.arena, 4) <= program.max_live(b, 4))
+end
+
+local function count_kernels(p)
+  local n = {}
+  for _, st in ipairs(p.steps) do
+    local k = st.kind == "kernel" and st.kernel or st.kind
+    n[k] = (n[k] or 0) + 1
+  end
+  return setmetatable(n, { __index = function() return 0 end })
+end
+
+-- A grid or block expression of the batch at batch 3 (C's integer division).
+local function geometry_at(e)
+  local f = load("return " .. e:gsub("batch", "3"):gsub("/", "//"))
+  return f and f()
+end
+
+-- The GPU schedule (gen/schedule.lua) against the CPU program of the same member: the same
+-- FLOPs; residual + LayerNorm fused but for the first block's first LayerNorm; in bf16 every
+-- GEMM operand bf16 (a fresh cast slot or a parameter's or constant's bf16 copy) and the
+-- biases by the GEMM epilogue, exactly those of the CPU's bias rows; every kernel step and
+-- copy launches CUDA kernels that its module's text defines, with positive geometry.
+local function check_gpu(name, r, width, depth, crop, cpu, cpu_b)
+  local set = { name = string.format("w%d_h%d_f%d", width, r.model.head_dim, width * r.model.mlp_ratio),
+                width = width, heads = width // r.model.head_dim, head_dim = r.model.head_dim,
+                hidden = width * r.model.mlp_ratio, recipes = { r.name } }
+  local texts = { ["vit_" .. set.name .. ".cu"] = emit.cu_text(set), ["vit_fused.cu"] = emit.fused_cu_text({ set }, {}),
+                  ["vit_glue.cu"] = template.fill("vit_glue.cu.tmpl", {}) }
+  for _, bf16 in ipairs({ true, false }) do
+    local gname = name .. (bf16 and " GPU bf16:" or " GPU fp32:")
+    local fw, bw = program.vit_forward_of_recipe(r, width, depth, crop, false, "gpu", bf16),
+                   program.vit_forward_of_recipe(r, width, depth, crop, true, "gpu", bf16)
+    check_pair(gname, fw, bw, r, width, depth)
+    check.equal(gname .. " FLOPs = the CPU program's", program.eval(program.macs(fw), 3), program.eval(program.macs(cpu), 3))
+    check.equal(gname .. " backward FLOPs = the CPU program's", program.eval(program.macs(bw), 3),
+      program.eval(program.macs(cpu_b), 3))
+    local f, b, c = count_kernels(fw), count_kernels(bw), count_kernels(cpu)
+    check.ok(gname .. " every residual add fused with the LayerNorm after it, forward and backward",
+      f.residual_layernorm_forward == 2 * depth and f.residual_forward == 0 and f.layernorm_forward == 1 and
+      b.residual_layernorm_backward == 2 * depth and b.residual_backward == 0 and b.layernorm_backward == 1,
+      string.format("%d fused, %d residual, %d LayerNorm forward", f.residual_layernorm_forward, f.residual_forward,
+        f.layernorm_forward))
+    local biases, operands_ok = 0, true
+    for _, st in ipairs(fw.steps) do
+      if st.kind == "gemm" then
+        biases = biases + (st.bias and 1 or 0)
+        for _, o in ipairs({ st.a, st.b }) do
+          local kind = fw.values[o.value].kind
+          operands_ok = operands_ok and (bf16 == (kind == "cast" or o.bf16 == true))
+        end
+      end
+    end
+    local cpu_biases = 0
+    for _, st in ipairs(cpu.steps) do
+      if st.kind == "kernel" and st.kernel == "fill_rows" and st.args[3].buffer then cpu_biases = cpu_biases + 1 end
+    end
+    check.ok(gname .. " GEMM operands bf16 exactly in bf16", operands_ok)
+    check.equal(gname .. " biases by the GEMM epilogue", biases, bf16 and cpu_biases or 0)
+    check.equal(gname .. " bias rows", f.fill_rows, bf16 and 0 or c.fill_rows)
+    local launched, why = true, nil
+    for _, p in ipairs({ fw, bw }) do
+      for i, st in ipairs(p.steps) do
+        if st.kind ~= "gemm" and launched then
+          launched = #(st.launches or {}) > 0
+          why = string.format("step %d launches nothing", i)
+          for _, k in ipairs(st.launches or {}) do
+            local text = texts[k.module]
+            if not (text and text:find(" " .. k.name .. "(", 1, true)) then
+              launched, why = false, k.name .. " is not in " .. k.module
+            end
+            for d = 1, 3 do
+              local g, bl = geometry_at(k.grid[d]), geometry_at(k.block[d])
+              if not (g and bl and g >= 1 and bl >= 1) then
+                launched, why = false, string.format("%s: grid %s block %s", k.name, k.grid[d], k.block[d])
+              end
+            end
+          end
+        end
+      end
+    end
+    check.ok(gname .. " every kernel step and copy launches kernels its module defines, geometry positive", launched, why)
+  end
+end
+
 local recipes = { "recipes/quickstart.lua", "recipes/small_vit.lua", "recipes/vit_l16_ee1200.lua", "tests/recipes/tiny_vit.lua" }
 for _, path in ipairs(recipes) do
   local r = recipe.load(path)
@@ -130,32 +259,8 @@ for _, path in ipairs(recipes) do
     for _, crop in ipairs({ "global", "local" }) do
       local p = program.vit_forward_of_recipe(r, width, depth, crop)
       local name = string.format("%s %dx%d %s:", r.name, width, depth, crop)
-      local ok, why = true, nil
-      for _, batch in ipairs({ 1, 3, 64 }) do
-        if ok then ok, why = arena_sound(p, batch) end
-      end
-      check.ok(name .. " values live together never share the arena", ok, why)
-      check.ok(name .. " every activation is written before it is read, by the program only", dataflow_sound(p))
-      check.ok(name .. " arena no larger than the most live at one step",
-        program.eval(p.arena, 4) <= program.max_live(p, 4),
-        string.format("%d > %d", program.eval(p.arena, 4), program.max_live(p, 4)))
-      check.ok(name .. " reads exactly the member's blocks", params_match(p, r, width, depth))
       local b = program.vit_forward_of_recipe(r, width, depth, crop, true)
-      ok, why = true, nil
-      for _, batch in ipairs({ 1, 3, 64 }) do
-        if ok then ok, why = arena_sound(b, batch) end
-      end
-      check.ok(name .. " backward: values live together never share the arena", ok, why)
-      local sound, runs = backward_sound(b)
-      check.ok(name .. " backward: cotangents written before read, forward values only recomputed", sound, runs)
-      check.equal(name .. " backward: recomputes g, ln1 and ln2 of each block", runs, 3 * depth)
-      local params, grads = names_of(p, "param"), names_of(b, "grad")
-      local same = true
-      for n in pairs(params) do same = same and grads[n] == true end
-      for n in pairs(grads) do same = same and params[n] == true end
-      check.ok(name .. " backward: a gradient for every parameter the forward reads, no other", same)
-      check.ok(name .. " backward: arena no larger than the most live at one step",
-        program.eval(b.arena, 4) <= program.max_live(b, 4))
+      check_pair(name, p, b, r, width, depth)
       if crop == "global" then
         local _, macs = space.flops(m, width, depth, r.global_crops.size)
         check.equal(name .. " FLOPs of one image = gen/space.lua's", program.eval(program.macs(p), 1), macs)
@@ -164,6 +269,7 @@ for _, path in ipairs(recipes) do
         check.equal(name .. " backward FLOPs of one image = twice the forward's less the patch embedding's dx",
           program.eval(program.macs(b), 1), 2 * macs - patches * m.in_channels * m.patch_size ^ 2 * width)
       end
+      check_gpu(name, r, width, depth, crop, p, b)
     end
   end
 end

@@ -1,0 +1,204 @@
+-- gen/schedule.lua: the GPU schedule, as rewrites of the one graph (models/<family>.lua's
+-- forward) and of the steps lowered from it (DESIGN.md, "Programs"). The CPU program is
+-- gen/program.lua's plain lowering; the GPU program is the same graph with
+--   1. each residual add (LayerScale, drop path) and the LayerNorm that reads its output fused
+--      into one op, residual_layernorm (a graph rewrite: the backward derives its rule from it,
+--      gen/backward.lua);
+--   2. in bf16, the bias added by the GEMM's epilogue instead of a bias-rows step before it;
+--   3. in bf16, every GEMM operand read as bf16: a parameter from the parameters' bf16 shadow,
+--      a constant (the resampling matrix) from its bf16 copy, anything else cast just before the
+--      GEMM by a to_bf16 step into one of two cast slots (A into cast_a, B into cast_b, same ld),
+--      accumulating in fp32 into an fp32 C;
+--   4. every kernel step annotated with the CUDA kernels it launches (gen/emit.lua's launches
+--      of the member's kernel set, the glue kernels of templates/vit_glue.cu.tmpl), each with
+--      its grid and block as expressions of the batch alone.
+-- runtime/program.c runs either program; the GPU backend launches what step 4 names.
+local graph = require("gen.graph")
+local program = require("gen.program")
+
+local schedule = {}
+local lin = graph.lin
+local st = program.steps
+
+local function at_zero(view) return view.offset.b == 0 and view.offset.c == 0 end
+
+-- Rewrite 1: a residual node whose output a LayerNorm node reads becomes one residual_layernorm
+-- node (in the residual's place; the LayerNorm node goes). Returns the number fused.
+function schedule.fuse_residual_layernorm(g)
+  local residual_of, fused = {}, {}
+  for _, n in ipairs(g.nodes) do
+    if n.op == "residual" then residual_of[n.y.id] = n end
+  end
+  for _, n in ipairs(g.nodes) do
+    local r = n.op == "layernorm" and at_zero(n.x) and residual_of[n.x.value.id]
+    if r and not fused[r] then
+      fused[r] = { op = "residual_layernorm", x = r.x, h = r.h, gamma = r.gamma, scale = r.scale, y = r.y,
+                   w = n.w, b = n.b, ln = n.y, mean = n.mean, rstd = n.rstd }
+      fused[n] = false
+    end
+  end
+  local nodes, count = {}, 0
+  for _, n in ipairs(g.nodes) do
+    local f = fused[n]
+    if f then nodes[#nodes + 1], count = f, count + 1
+    elseif f == nil then nodes[#nodes + 1] = n end
+  end
+  g.nodes = nodes
+  return count
+end
+
+local lowerings = setmetatable({}, { __index = program.lowerings })
+
+-- y = x (copied), then y += s gamma h and ln = LayerNorm(y) in one kernel.
+function lowerings.residual_layernorm(s, n)
+  local y = st.operand(graph.at(n.y))
+  st.copy(s, st.operand(n.x), y, program.lin_mul(n.y.rows, n.y.cols))
+  st.kernel(s, "residual_layernorm_forward", { x = y, y = st.operand(graph.at(n.ln)), mean = st.operand(graph.at(n.mean)),
+    rstd = st.operand(graph.at(n.rstd)), h = st.operand(n.h), gamma = st.operand(n.gamma),
+    sample_scale = st.operand(n.scale), w = st.operand(n.w), bias = st.operand(n.b), batch = lin(1, 0),
+    tokens = s.m.tokens })
+end
+
+-- Rewrite 2 (bf16): per group y_g = alpha x W_g^T + bias_g by the GEMM's BIAS epilogue, beta 0.
+function lowerings.linear(s, n)
+  if not s.sched.bf16 then return program.lowerings.linear(s, n) end
+  local ldy = n.n * n.groups
+  for g = 0, n.groups - 1 do
+    st.gemm(s, { what = n.y.name .. (n.groups > 1 and ("[" .. g .. "]") or ""), ta = 0, tb = 1, m = n.y.rows,
+                 n = n.n, k = n.k, alpha = n.alpha, a = st.operand(n.x), lda = n.k,
+                 b = st.operand(graph.at(n.w), g * n.group_stride * n.ldw), ldb = n.ldw, beta = 0,
+                 c = st.operand(graph.at(n.y), g * n.n), ldc = ldy,
+                 bias = n.bias and st.operand(graph.at(n.bias), g * n.group_stride) })
+  end
+end
+
+-- Rewrite 3: the bf16 form of each GEMM operand (a step list and its values; slots added).
+local function cast_operands(s, values)
+  local slots = {}
+  local function slot(which)
+    if not slots[which] then
+      local v = { id = #values + 1, name = "cast_" .. which, kind = "cast", elem = "bf16" }
+      values[v.id] = v
+      slots[which] = v
+    end
+    return slots[which]
+  end
+  local steps = {}
+  for _, step in ipairs(s.steps) do
+    if step.kind == "gemm" then
+      for _, which in ipairs({ "a", "b" }) do
+        local o, ld = step[which], step["ld" .. which]
+        local kind = values[o.value].kind
+        if kind == "param" or kind == "const" then
+          step[which] = { value = o.value, offset = o.offset, bf16 = true }
+        else
+          local trans = step["t" .. which] == 1
+          local rows, cols
+          if which == "a" then rows, cols = trans and step.k or step.m, trans and step.m or step.k
+          else rows, cols = trans and step.n or step.k, trans and step.k or step.n end
+          local dst = { value = slot(which).id, offset = lin(0, 0) }
+          local saved = s.steps
+          s.steps = steps
+          st.kernel(s, "to_bf16", { dst = dst, src = o, ld = ld, rows = rows, cols = cols })
+          s.steps = saved
+          step[which] = dst
+        end
+      end
+    end
+    steps[#steps + 1] = step
+  end
+  s.steps = steps
+end
+
+-- Rewrite 4: the CUDA kernels of each kernel step and copy. A launch's grid and block
+-- expressions get the step's scalar arguments and the member's constants substituted, so that
+-- only `batch` is left (runtime/cuda_vit.c's poa_cuda_eval evaluates them).
+local function glue(name, elements)
+  return { { name = "poa_glue_" .. name, module = "vit_glue.cu", grid = { "(" .. elements .. " + 255) / 256" },
+             block = { "256" } } }
+end
+-- The runtime kernels' CUDA twins in templates/vit_glue.cu.tmpl (same parameter order), 256
+-- threads a block, one thread per element (the column sum: a warp of 8 lanes per 32 columns).
+local glue_launches = {
+  patchify = glue("patchify", "batch * channels * size * size"),
+  fill_rows = glue("fill_rows", "rows * cols"),
+  column_sum = { { name = "poa_glue_column_sum_accumulate", module = "vit_glue.cu", grid = { "(cols + 31) / 32" },
+                   block = { "32", "8" } } },
+  add = glue("add", "n"),
+  copy = glue("copy", "n"),
+  to_bf16 = glue("to_bf16", "rows * cols"),
+}
+
+local function launches_of(s)
+  local set = s.sched.set
+  local by_op = s.sched.launches
+  local m = s.m
+  for _, step in ipairs(s.steps) do
+    local kernel = step.kind == "copy" and "copy" or step.kernel
+    local list = step.kind ~= "gemm" and (by_op[kernel] or glue_launches[kernel])
+    if list then
+      local names = { WIDTH = set.width, HEADS = set.heads, HEAD_DIM = set.head_dim, HIDDEN = set.hidden,
+                      T = m.tokens, tokens = m.tokens, patches = m.patches }
+      local present = {}
+      if step.kind == "copy" then
+        names.n, present.dst = step.count, true
+      else
+        for i, p in ipairs(graph.kernel_params(kernel)) do
+          local a = step.args[i]
+          if a.scalar then names[p[1]] = a.scalar else present[p[1]] = a.buffer ~= nil end
+        end
+      end
+      local function expression(e)
+        return (tostring(e):gsub("[%a_][%w_]*", function(id)
+          local v = names[id]
+          if id == "batch" or v == nil then return id end
+          if type(v) == "number" then return tostring(v) end
+          if v.b == 0 then return tostring(v.c) end
+          local b = v.b == 1 and "batch" or (v.b .. " * batch")
+          return v.c == 0 and ("(" .. b .. ")") or ("(" .. b .. " + " .. v.c .. ")")
+        end))
+      end
+      step.launches = {}
+      for _, k in ipairs(list) do
+        local any = not k.outputs
+        for _, o in ipairs(k.outputs or {}) do any = any or present[o] end
+        if any then
+          local grid, block = {}, {}
+          for d = 1, 3 do
+            grid[d] = expression(k.grid[d] or "1")
+            block[d] = expression(k.block[d] or "1")
+          end
+          step.launches[#step.launches + 1] = { name = k.name, module = k.module, grid = grid, block = block }
+        end
+      end
+      assert(#step.launches > 0, "schedule: " .. kernel .. " launches nothing")
+    elseif step.kind ~= "gemm" then
+      error("schedule: no CUDA kernel for " .. tostring(kernel))
+    end
+  end
+end
+
+-- The GPU schedule of member m: {lowerings, finish, bf16, set, launches} for program.lower and
+-- backward.lower.
+function schedule.gpu(m, bf16)
+  local set = { name = string.format("w%d_h%d_f%d", m.width, m.width // m.heads, m.hidden), width = m.width,
+                heads = m.heads, head_dim = m.width // m.heads, hidden = m.hidden }
+  local sched = { lowerings = lowerings, bf16 = bf16, set = set, launches = require("gen.emit").launches(set) }
+  function sched.finish(s, values)
+    if bf16 then cast_operands(s, values) end
+    launches_of(s)
+  end
+  return sched
+end
+
+-- The GPU training forward and backward programs of forward graph g (built fresh: the fusion
+-- rewrites it); program.training's joint arena.
+function schedule.gpu_programs(g, what, bf16)
+  schedule.fuse_residual_layernorm(g)
+  local f, b = program.training(g, what .. (bf16 and ", bf16 GEMM operands" or ", fp32"), schedule.gpu(g.m, bf16),
+                                "GPU ")
+  f.device, b.device = "gpu", "gpu"
+  return f, b
+end
+
+return schedule
