@@ -17,6 +17,8 @@ training.defaults = {
     lambda = 0.8,            -- intact vs elastic weight (paper lambda)
     student_temp = 0.1,
     distill_temp = 0.1,      -- intact -> elastic same-view targets
+    distill_weight = 1.0,    -- the same-view distillation intact -> elastic (paper L_ES2, eq. 10);
+                             -- 0 leaves it out (the ablation of the paper's Table 3)
     sinkhorn_iterations = 3,
   },
   ibot = {
@@ -116,6 +118,7 @@ function training.complete(path, r)
     fail(path, "optim.iter_num_scale", "expected 0.7 <= s <= 1 (reference §5.3)")
   end
   if l.lambda < 0 or l.lambda > 1 then fail(path, "loss.lambda", "expected 0 <= lambda <= 1") end
+  if l.distill_weight < 0 then fail(path, "loss.distill_weight", "expected a weight >= 0") end
   if #r.ibot.mask_ratio ~= 2 then fail(path, "ibot.mask_ratio", "expected {min, max}") end
   return r
 end

@@ -2,7 +2,8 @@
      cross-view DINO   dino_weight * weight / H / pairs per mean over B rows, pairs = G L + G (G - 1);
                        raw: local = the sum over (local crop, teacher crop) pairs of the row-mean
                        CE; global = the mean over the G (G - 1) cross-view pairs;
-     same-view         (1 - lambda) / H per mean over the local rows and over the global rows;
+     same-view         distill_weight * (1 - lambda) / H per mean over the local rows and over the
+                       global rows (distill_weight 0: no same-view term, the Table 3 ablation);
      iBOT              ibot_weight * weight / H per (sum over masked tokens of w_t CE) / (G B);
      KoLeo             koleo_weight (x 0.5 when the elastic branch is on) per global crop. */
 #include "loss_plan.h"
@@ -47,7 +48,7 @@ int poa_loss_plan(const poa_train_config *c, int index, double weight, const poa
                                              scale / (s->G * (s->G - 1)) });
         }
         if (index == 1) {
-            const double distill = scale * (1 - c->lambda) / H;
+            const double distill = scale * c->distill_weight * (1 - c->lambda) / H;
             add(&p, (poa_loss_call){ POA_LOSS_DISTILL, h, POA_TARGETS_DISTILL, 0, 0, local_rows, 0, (double)local_rows,
                                      distill, SLOT(distill_local[h]), scale });
             add(&p, (poa_loss_call){ POA_LOSS_DISTILL, h, POA_TARGETS_DISTILL, local_rows, local_rows, global_rows, 0,

@@ -81,6 +81,7 @@ int poa_train_config_load(lua_State *L, const char *path, const char *const *ove
     c->lambda = number(L, r, "loss", "lambda");
     c->student_temp = number(L, r, "loss", "student_temp");
     c->distill_temp = number(L, r, "loss", "distill_temp");
+    c->distill_weight = number(L, r, "loss", "distill_weight");
     c->sinkhorn_iterations = (int)number(L, r, "loss", "sinkhorn_iterations");
     c->mask_probability = number(L, r, "ibot", "mask_probability");
     pair(L, r, "ibot", "mask_ratio", &c->mask_ratio_min, &c->mask_ratio_max);

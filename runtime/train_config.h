@@ -12,7 +12,7 @@ typedef struct poa_train_config {
     poa_recipe recipe;
     poa_head_config heads;
     /* loss */
-    double dino_weight, koleo_weight, ibot_weight, lambda, student_temp, distill_temp;
+    double dino_weight, koleo_weight, ibot_weight, lambda, student_temp, distill_temp, distill_weight;
     int sinkhorn_iterations;
     /* ibot */
     double mask_probability, mask_ratio_min, mask_ratio_max, ibot_activate_epochs;

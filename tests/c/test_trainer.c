@@ -1,7 +1,9 @@
 /* test_trainer.c: a step updates the student and the teacher; a step whose loss is NaN
-   changes neither (no update, no EMA) and says it skipped; the baseline switch trains the
-   intact network alone (no same-view term, no elastic draw). */
+   changes neither (no update, no EMA) and says it skipped; loss.distill_weight scales the
+   same-view term alone (0: off); the baseline switch trains the intact network alone (no
+   same-view term, no elastic draw). */
 #include <lua.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +41,8 @@ static long differing(const real *a, const real *b, long n) {
     return d;
 }
 
+static int same(double a, double b) { return fabs(a - b) <= 1e-9 * fmax(fabs(b), 1e-30); }
+
 int main(void) {
     poa_trainer t;
     if (open_trainer(&t, NULL)) return 1;
@@ -55,6 +59,25 @@ int main(void) {
     CHECK("every loss term is finite and the elastic terms are there",
           isfinite(t.last.loss) && t.last.distill > 0 && t.last.koleo != 0 && t.last.ibot > 0,
           "loss %g distill %g koleo %g ibot %g", t.last.loss, t.last.distill, t.last.koleo, t.last.ibot);
+
+    const poa_step_stats first = t.last;
+
+    /* loss.distill_weight scales the same-view term (paper L_ES2) alone: from the same
+       initialisation and batch, 0.5 halves it, 0 leaves it out; the other terms are unchanged. */
+    static const char *const weights[] = { "loss.distill_weight=0.5", "loss.distill_weight=0" };
+    for (int i = 0; i < 2; i++) {
+        poa_trainer u;
+        if (open_trainer(&u, weights[i])) return 1;
+        step(&u, &b);
+        const double want = i == 0 ? 0.5 * first.distill : 0.0;
+        char label[128];
+        snprintf(label, sizeof label, "%s scales only the same-view term", weights[i]);
+        CHECK(label, fabs(u.last.distill - want) <= 1e-6 * first.distill && same(u.last.dino, first.dino) &&
+                         same(u.last.koleo, first.koleo) && same(u.last.ibot, first.ibot) && u.draws == t.draws,
+              "distill %g (want %g) dino %g/%g koleo %g/%g ibot %g/%g draws %ld/%ld", u.last.distill, want,
+              u.last.dino, first.dino, u.last.koleo, first.koleo, u.last.ibot, first.ibot, u.draws, t.draws);
+        poa_trainer_free(&u);
+    }
 
     /* A NaN in the input makes the loss NaN: no update, no EMA. */
     memcpy(student, t.student, sizeof(real) * (size_t)n);

@@ -104,6 +104,12 @@ expect_error "override optim.base_lr=abc is refused naming the field and value" 
 expect_error "override optim.base_lr=\"1\" (a string for a number) is refused" \
   "field 'optim.base_lr' takes a number; '\"1\"' is a string" \
   $poa cuda plan tests/recipes/tiny_train.lua 'optim.base_lr="1"'
+expect_error "a negative loss.distill_weight is refused naming the field" \
+  "field 'loss.distill_weight': expected a weight >= 0" \
+  $poa cuda plan tests/recipes/tiny_train.lua loss.distill_weight=-1
+expect_error "a misspelt loss.distill_weight is refused naming the field" \
+  "field 'loss.distill_wieght': unknown field" \
+  $poa cuda plan tests/recipes/tiny_train.lua loss.distill_wieght=0
 expect_error "override of an unknown section is refused" "field 'optimm': unknown section" \
   $poa cuda plan tests/recipes/tiny_train.lua optimm.base_lr=1
 expect_error "an override table holding a non-literal is refused" "field 'heads.prototypes' takes a {table}; '{64,x}'" \
