@@ -122,13 +122,20 @@ if static_deps then
   blas_flags = blas_flags .. " -Wl,-Bstatic -lquadmath -Wl,-Bdynamic"
 end
 
+-- The flags of every C file, the generated kernel sets included; runtime/kernels_compiled.c
+-- compiles the set of a width no recipe has with the same compiler and these flags.
+local kernel_cflags = "-std=c11 -O2 -g -march=x86-64-v2 -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE"
+  .. (os.getenv("CFLAGS") and (" " .. os.getenv("CFLAGS")) or "")
+local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local function c_string(s) return '"' .. s:gsub('[\\"]', "\\%0") .. '"' end
+local kernel_defines = "-DPOA_KERNEL_CC=" .. shell_quote(c_string(cc)) .. " -DPOA_KERNEL_CFLAGS="
+  .. shell_quote(c_string(kernel_cflags))
 local cflags = table.concat({
-  "-std=c11 -O2 -g -march=x86-64-v2 -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE",
+  kernel_cflags,
   "-Iruntime -I" .. build .. "/gen",
   cflags_of(lua_flags), cflags_of(blas_flags), cflags_of(jpeg_flags), cflags_of(cairo_flags),
   static_deps and "" or "-DPOA_HAVE_CAIRO=1",
   has_nvrtc and ("-I" .. cuda .. "/include -DPOA_HAVE_NVRTC=1") or "",
-  os.getenv("CFLAGS") or "",
 }, " ")
 local libs = table.concat({
   libs_of(lua_flags), libs_of(blas_flags), libs_of(jpeg_flags), libs_of(cairo_flags),
@@ -214,6 +221,9 @@ end
 -- The runtime files an exported program (`poa export --what c`) carries as they are
 -- (gen/export_c.lua's list: self-contained C with no dependency on the rest of the runtime).
 for _, name in ipairs(require("gen.export_c").copied) do embedded[#embedded + 1] = "runtime/" .. name end
+-- and the header a kernel set compiled at run time includes beside real.h and fast_math.h
+-- (runtime/kernels_compiled.c)
+embedded[#embedded + 1] = "runtime/kernels.h"
 local lua_sources = build .. "/lua_sources.c"
 w("build " .. lua_sources .. ": embed " .. table.concat(embedded, " ") .. " | tools/embed.lua")
 w("")
@@ -231,7 +241,8 @@ for _, variant in ipairs({ { "", "" }, { "_f64", "-DPOA_FP64" } }) do
   for _, s in ipairs(library_sources) do
     local o = build .. "/obj" .. suffix .. "/" .. s:gsub("^" .. build:gsub("%-", "%%-") .. "/", ""):gsub("%.c$", ".o")
     w("build " .. o .. ": cc " .. s .. " || " .. gen_outputs[1])
-    if define ~= "" then w("  extra = " .. define) end
+    local extra = define .. (s == "runtime/kernels_compiled.c" and (" " .. kernel_defines) or "")
+    if extra ~= "" then w("  extra = " .. extra) end
     objects[#objects + 1] = o
   end
   w("build " .. build .. "/libpoa" .. suffix .. ".a: ar " .. table.concat(objects, " "))

@@ -11,6 +11,7 @@ package.path = "./?.lua;" .. package.path
 local recipe = require("gen.recipe")
 local ops = require("gen.ops")
 local ops_train = require("gen.ops_train")
+local ops_runtime = require("gen.ops_runtime")
 local lower_c = require("gen.lower_c")
 local lower_cuda = require("gen.lower_cuda")
 local template = require("gen.template")
@@ -23,12 +24,21 @@ local function widths_of(model)
   return list
 end
 
+-- The kernel set of one shape: {name = "w<D>_h<Dh>_f<F>", width, heads, head_dim, hidden,
+-- recipes = {}} (collect fills recipes; runtime/kernels_compiled.c asks for a width no recipe
+-- of the build has).
+function emit.kernel_set(width, head_dim, hidden)
+  return { name = string.format("w%d_h%d_f%d", width, head_dim, hidden), width = width,
+           heads = width // head_dim, head_dim = head_dim, hidden = hidden, recipes = {} }
+end
+
 -- The loaded ViT recipes and the distinct kernel sets, in a stable order:
 -- sets = { {name, width, heads, head_dim, hidden, recipes = {names}} } sorted by shape.
-function emit.collect(recipe_paths)
+-- overrides: "section.field=value" strings applied to every recipe (a run's command line).
+function emit.collect(recipe_paths, overrides)
   local loaded, sets, by_name, paths = {}, {}, {}, {}
   for _, path in ipairs(recipe_paths) do
-    local r = recipe.load(path)
+    local r = recipe.load(path, overrides)
     if paths[r.name] and paths[r.name] ~= path then
       error(string.format("%s: field 'name': recipe name '%s' is also used by %s", path, r.name, paths[r.name]), 0)
     end
@@ -36,12 +46,11 @@ function emit.collect(recipe_paths)
       paths[r.name] = path
       loaded[#loaded + 1] = r
       for _, w in ipairs(widths_of(r.model)) do
-        local dh, f = r.model.head_dim, r.model.mlp_ratio * w
-        local name = string.format("w%d_h%d_f%d", w, dh, f)
-        local set = by_name[name]
+        local candidate = emit.kernel_set(w, r.model.head_dim, r.model.mlp_ratio * w)
+        local set = by_name[candidate.name]
         if not set then
-          set = { name = name, width = w, heads = w // dh, head_dim = dh, hidden = f, recipes = {} }
-          by_name[name] = set
+          set = candidate
+          by_name[set.name] = set
           sets[#sets + 1] = set
         end
         if set.recipes[#set.recipes] ~= r.name then set.recipes[#set.recipes + 1] = r.name end
@@ -86,11 +95,23 @@ local function scale_of(set) return ir.format_real(1 / math.sqrt(set.head_dim)) 
 
 -- An op of ops.fused_order as the extern C function poa_vit_<op>_<set> (prefix "poa_vit_") or
 -- the CUDA kernel <op>_<set> (prefix "").
+local function named(op, name)
+  local copy = {}
+  for key, value in pairs(op) do copy[key] = value end
+  copy.name = name
+  return copy
+end
 local function fused_c_op(name, set, prefix)
-  local op = {}
-  for key, value in pairs(ops[name]) do op[key] = value end
-  op.name = (prefix or "poa_vit_") .. name .. "_" .. set.name
-  return op
+  return named(ops[name], (prefix or "poa_vit_") .. name .. "_" .. set.name)
+end
+
+-- The layout kernels of gen/ops_runtime.lua as extern C functions poa_<op> beside the training
+-- kernels (runtime/program.c's CPU runner calls them): {op, style} pairs for lower_c.
+local function c_ops_of_train_file()
+  local list = {}
+  for _, name in ipairs(ops_train.order) do list[#list + 1] = { ops_train[name], "train" } end
+  for _, name in ipairs(ops_runtime.order) do list[#list + 1] = { named(ops_runtime[name], "poa_" .. name), "runtime" } end
+  return list
 end
 
 -- cuda/vit_fused.cu: the fused ops of every set in one file (one NVRTC compile), each set's
@@ -150,7 +171,9 @@ function emit.fused_cu_text(sets, recipes)
   })
 end
 
-function emit.c_text(set)
+-- origin: the set's .origin (kernels.h), "generated" unless given (runtime/kernels_compiled.c:
+-- "compiled at run time").
+function emit.c_text(set, origin)
   local dims = dims_of(set)
   local functions, pointers = {}, {}
   for _, name in ipairs(ops.order) do functions[#functions + 1] = lower_c.op(ops[name], dims) end
@@ -168,7 +191,8 @@ function emit.c_text(set)
   end
   return template.fill("kernel_set.c.tmpl", {
     FILE = "vit_" .. set.name .. ".c", SET = set.name, WIDTH = set.width, HEADS = set.heads,
-    HEAD_DIM = set.head_dim, HIDDEN = set.hidden, RECIPES = table.concat(set.recipes, ", "),
+    HEAD_DIM = set.head_dim, HIDDEN = set.hidden, ORIGIN = origin or "generated",
+    RECIPES = #set.recipes > 0 and table.concat(set.recipes, ", ") or "none (compiled at run time)",
     FUNCTIONS = table.concat(functions, "\n"), POINTERS = table.concat(pointers),
   })
 end
@@ -206,9 +230,7 @@ local train_hand_written_cu = {
 
 function emit.train_c_text()
   local functions = {}
-  for _, name in ipairs(ops_train.order) do
-    functions[#functions + 1] = lower_c.op(ops_train[name], {}, "train")
-  end
+  for _, o in ipairs(c_ops_of_train_file()) do functions[#functions + 1] = lower_c.op(o[1], {}, o[2]) end
   for _, t in ipairs(train_hand_written_c) do functions[#functions + 1] = template.read(t) end
   return template.fill("train_kernels.c.tmpl", {
     FILE = "train_kernels.c", HAND_WRITTEN = table.concat(train_hand_written_c, ", "),
@@ -218,8 +240,8 @@ end
 
 function emit.train_h_text()
   local decls = {}
-  for _, name in ipairs(ops_train.order) do
-    local op = ops_train[name]
+  for _, o in ipairs(c_ops_of_train_file()) do
+    local op = o[1]
     local math = {}
     for _, m in ipairs(op.math) do math[#math + 1] = "   " .. m end
     decls[#decls + 1] = string.format("/* %s:\n%s */\nvoid %s(%s);\n", op.name,

@@ -201,11 +201,13 @@ local function elementwise(op)
 end
 
 -- style "train": the functions of the training kernels (no kernel set argument, extern);
--- "extern": the same for an op of gen/ops.lua (the fused ops beside a kernel set).
+-- "extern": the same for an op of gen/ops.lua (the fused ops beside a kernel set), "runtime"
+-- for one of gen/ops_runtime.lua (beside the training kernels).
 local templates = {
   vit = { cloned = "rowwise_cloned_function.c.tmpl", plain = "rowwise_function.c.tmpl" },
   train = { cloned = "train_cloned_function.c.tmpl", plain = "train_function.c.tmpl", source = "gen/ops_train.lua" },
   extern = { cloned = "train_cloned_function.c.tmpl", plain = "train_function.c.tmpl", source = "gen/ops.lua" },
+  runtime = { cloned = "train_cloned_function.c.tmpl", plain = "train_function.c.tmpl", source = "gen/ops_runtime.lua" },
 }
 
 local function cloned(op, style)

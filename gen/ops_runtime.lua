@@ -1,12 +1,15 @@
 -- gen/ops_runtime.lua: the runtime kernels of gen/graph.lua that are not ViT ops but layout
 -- (patchify, fill_rows), described in the IR of gen/ir.lua with the C parameters of
 -- graph.runtime_kernels, so that an exported program (gen/export_c.lua) gets them from the
--- generator like every other kernel. (runtime/program.c still runs its own C of the two.)
+-- generator like every other kernel. The build lowers them once more as poa_patchify and
+-- poa_fill_rows (build/gen/train_kernels.c), which runtime/program.c's CPU runner and the
+-- heads call.
 local ir = require("gen.ir")
 local graph = require("gen.graph")
 local V, L, select, present = ir.var, ir.load, ir.select, ir.present
 
 local ops = {}
+ops.order = { "patchify", "fill_rows" }
 
 -- patches[b*N + gy*G + gx][c*P*P + ky*P + kx] = images[b][c][gy*P + ky][gx*P + kx], G = size / P:
 -- one row per (b, gy, gx, c, ky), its P columns kx; with size = G * P the image element is

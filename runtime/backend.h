@@ -11,8 +11,8 @@
 void poa_gemm(int transpose_a, int transpose_b, long m, long n, long k, real alpha,
               const real *a, long lda, const real *b, long ldb, real beta, real *c, long ldc);
 
-/* Every row of the rows x cols block at dst (rows ld apart) = vec (or 0 if vec is NULL). */
-void poa_fill_rows(real *dst, long ld, const real *vec, long rows, long cols);
+/* Every row of a rows x cols block (rows ld apart) = a vector, or 0: poa_fill_rows, generated
+   from gen/ops_runtime.lua (train_kernels.h). */
 
 /* dst[j] += sum over rows of src[r * ld + j], j < cols (a bias gradient). */
 void poa_column_sum_accumulate(real *dst, const real *src, long ld, long rows, long cols);

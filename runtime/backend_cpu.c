@@ -4,7 +4,6 @@
 
 #include <cblas.h>
 #include <omp.h>
-#include <string.h>
 
 void poa_gemm(int transpose_a, int transpose_b, long m, long n, long k, real alpha,
               const real *a, long lda, const real *b, long ldb, real beta, real *c, long ldc) {
@@ -18,16 +17,6 @@ void poa_gemm(int transpose_a, int transpose_b, long m, long n, long k, real alp
                 transpose_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, alpha, a,
                 (int)lda, b, (int)ldb, beta, c, (int)ldc);
 #endif
-}
-
-void poa_fill_rows(real *dst, long ld, const real *vec, long rows, long cols) {
-#pragma omp parallel for schedule(static)
-    for (long r = 0; r < rows; r++) {
-        if (vec)
-            memcpy(dst + r * ld, vec, (size_t)cols * sizeof(real));
-        else
-            memset(dst + r * ld, 0, (size_t)cols * sizeof(real));
-    }
 }
 
 /* Each thread owns a contiguous range of columns (cut at multiples of 16) and adds the rows

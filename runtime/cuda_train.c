@@ -349,12 +349,12 @@ int poa_cuda_train_init(poa_cuda_train *g, poa_trainer *t, const poa_cuda_exec *
             break;
         }
         g->widths[g->width_count] = w;
-        rc = poa_cuda_vit_sources(c->recipe.path, w, &g->vit_sets[g->width_count], g->glue ? NULL : &g->glue, NULL,
+        rc = poa_cuda_vit_sources(c->recipe.path, c->recipe.overrides, w, &g->vit_sets[g->width_count], g->glue ? NULL : &g->glue, NULL,
                                   0, e);
         if (!rc) g->width_count++;
     }
     if (!rc) rc = poa_cuda_heads_source(&g->heads_source, e);
-    if (!rc) rc = poa_cuda_vit_fused_source(c->recipe.path, &g->fused_source, e);
+    if (!rc) rc = poa_cuda_vit_fused_source(c->recipe.path, c->recipe.overrides, &g->fused_source, e);
     if (!rc) rc = poa_cuda_train_kernels_source(&g->train_source, e);
     poa_cuda_kernel_entry *entries = NULL;
     int count = 0;

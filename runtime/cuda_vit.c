@@ -218,12 +218,21 @@ int poa_cuda_source_defines(const char *source, const char *name) {
     return 0;
 }
 
+/* With width 0: vit_fused.cu, the fused kernels of every set. The recipe is loaded with the
+   run's overrides (newline-separated), so an overridden model.width gets its sets. */
 static const char *sources_lua =
-    "local path, width = ...\n"
+    "local path, overrides, width = ...\n"
     "local emit = require('gen.emit')\n"
     "local template = require('gen.template')\n"
-    "local loaded, sets = emit.collect({ path })\n"
+    "local list = {}\n"
+    "for line in overrides:gmatch('[^\\n]+') do list[#list + 1] = line end\n"
+    "local loaded, sets = emit.collect({ path }, list)\n"
     "if #loaded == 0 then error(path .. ': the family has no CUDA kernels (only vit has)', 0) end\n"
+    "if width == 0 then\n"
+    "  local names = {}\n"
+    "  for i, r in ipairs(loaded) do names[i] = r.name end\n"
+    "  return 'vit_fused.cu', emit.fused_cu_text(sets, names), ''\n"
+    "end\n"
     "for _, set in ipairs(sets) do\n"
     "  if set.width == width then\n"
     "    return 'vit_' .. set.name .. '.cu', emit.cu_text(set), template.fill('vit_glue.cu.tmpl', {})\n"
@@ -231,7 +240,7 @@ static const char *sources_lua =
     "end\n"
     "error(string.format('%s: no kernel set of width %d', path, width), 0)\n";
 
-int poa_cuda_vit_sources(const char *recipe_path, int width, char **kernel_set, char **glue,
+int poa_cuda_vit_sources(const char *recipe_path, const char *overrides, int width, char **kernel_set, char **glue,
                          char *name, size_t name_size, poa_error *e) {
     if (kernel_set) *kernel_set = NULL;
     if (glue) *glue = NULL;
@@ -242,8 +251,9 @@ int poa_cuda_vit_sources(const char *recipe_path, int width, char **kernel_set, 
         rc = poa_fail(e, "%s", lua_tostring(L, -1));
     } else {
         lua_pushstring(L, recipe_path);
+        lua_pushstring(L, overrides ? overrides : "");
         lua_pushinteger(L, width);
-        if (lua_pcall(L, 2, 3, 0) != LUA_OK) {
+        if (lua_pcall(L, 3, 3, 0) != LUA_OK) {
             rc = poa_fail(e, "%s", lua_tostring(L, -1));
         } else {
             if (name && name_size) snprintf(name, name_size, "%s", lua_tostring(L, -3));
@@ -256,18 +266,10 @@ int poa_cuda_vit_sources(const char *recipe_path, int width, char **kernel_set, 
     return rc;
 }
 
-int poa_cuda_vit_fused_source(const char *recipe_path, char **source, poa_error *e) {
-    char chunk[1400];
-    if (strchr(recipe_path, '\'') || strlen(recipe_path) > 1024)
-        return poa_fail(e, "fused kernels: cannot quote the recipe path %s", recipe_path);
-    snprintf(chunk, sizeof chunk,
-             "local emit = require('gen.emit')\n"
-             "local loaded, sets = emit.collect({ '%s' })\n"
-             "local names = {}\n"
-             "for i, r in ipairs(loaded) do names[i] = r.name end\n"
-             "return emit.fused_cu_text(sets, names)\n",
-             recipe_path);
-    return poa_lua_text(chunk, "fused kernels", source, e);
+int poa_cuda_vit_fused_source(const char *recipe_path, const char *overrides, char **source, poa_error *e) {
+    int rc = poa_cuda_vit_sources(recipe_path, overrides, 0, source, NULL, NULL, 0, e);
+    if (rc) snprintf(e->message + strlen(e->message), sizeof e->message - strlen(e->message), " (fused kernels)");
+    return rc;
 }
 
 /* ---- the pass ---- */

@@ -53,8 +53,9 @@ int poa_cuda_source_defines(const char *source, const char *name);
 
 /* The generated .cu text of the kernel set of `width` in the recipe's family (exactly what
    `poa cuda warm` compiles) and the glue kernels' text; *name gets "vit_w64_h32_f256.cu".
-   malloc'd; either out pointer may be NULL. */
-int poa_cuda_vit_sources(const char *recipe_path, int width, char **kernel_set, char **glue,
+   overrides: the run's "section.field=value" lines (poa_recipe's), or NULL. malloc'd; either
+   out pointer may be NULL. */
+int poa_cuda_vit_sources(const char *recipe_path, const char *overrides, int width, char **kernel_set, char **glue,
                          char *name, size_t name_size, poa_error *e);
 
 /* ---- the pass ---- */
@@ -133,8 +134,8 @@ int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *pass, poa_error *e);
    needed before the pass runs. */
 int poa_cuda_vit_pass_use_fused(poa_cuda_vit_pass *pass, const char *fused_source, poa_error *e);
 
-/* The fused kernels' text of the recipe's family (vit_fused.cu). malloc'd. */
-int poa_cuda_vit_fused_source(const char *recipe_path, char **source, poa_error *e);
+/* The fused kernels' text of the recipe's family (vit_fused.cu), overrides as above. malloc'd. */
+int poa_cuda_vit_fused_source(const char *recipe_path, const char *overrides, char **source, poa_error *e);
 
 /* Walks the pass's programs without running anything and has cuBLASLt build the descriptors and
    choose the algorithm of every GEMM they will issue (poa_cublaslt_prepare), so that a step

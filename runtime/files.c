@@ -41,3 +41,14 @@ int poa_run_logged(const char *command, const char *log) {
     int rc = system(line);
     return rc == -1 || !WIFEXITED(rc) ? -1 : WEXITSTATUS(rc);
 }
+
+int poa_cache_dir(const char *sub, char *dir, size_t size, poa_error *e) {
+    const char *root = getenv("POA_CACHE"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    int n;
+    if (root && root[0]) n = snprintf(dir, size, "%s/%s", root, sub);
+    else if (xdg && xdg[0]) n = snprintf(dir, size, "%s/poa/%s", xdg, sub);
+    else if (home && home[0]) n = snprintf(dir, size, "%s/.cache/poa/%s", home, sub);
+    else return poa_fail(e, "no cache directory: set POA_CACHE (or HOME)");
+    if (n < 0 || (size_t)n >= size) return poa_fail(e, "cache directory path too long");
+    return 0;
+}

@@ -14,4 +14,8 @@ char *poa_read_text(const char *path);
    the shell could not run it or the command line is too long). */
 int poa_run_logged(const char *command, const char *log);
 
+/* poa's cache folder for `sub` ("nvrtc", "kernels"): $POA_CACHE/sub, else
+   $XDG_CACHE_HOME/poa/sub, else ~/.cache/poa/sub (not created here). */
+int poa_cache_dir(const char *sub, char *dir, size_t size, poa_error *e);
+
 #endif

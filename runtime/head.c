@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "train_kernels.h"
 #include "random.h"
 #include "safetensors.h"
 

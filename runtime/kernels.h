@@ -4,7 +4,8 @@
    of every recipe's family (build/gen/.../kernels_*.c, from templates/); the
    same op descriptions are lowered to CUDA. runtime/kernels_reference.c holds
    the plain-loop reference of every op, which reads the shape from the struct
-   instead of compile-time constants; tests compare the two.
+   instead of compile-time constants; tests compare the two. A width no recipe of
+   the build has gets its generated set compiled at run time (poa_vit_kernels_for).
 
    Conventions (all row-major, rows contiguous):
      D = width (active channels), H = heads = D / head_dim, F = hidden (MLP),
@@ -23,7 +24,7 @@ typedef struct poa_vit_kernels poa_vit_kernels;
 
 struct poa_vit_kernels {
     int width, heads, head_dim, hidden;
-    const char *origin; /* "generated" or "reference" */
+    const char *origin; /* "generated", "compiled at run time" or "reference" */
 
     /* y = (x - mean) * rstd * w + b over the D channels of each row, eps 1e-6
        (variance biased, as torch.nn.LayerNorm); saves mean and rstd per row. */
@@ -85,5 +86,15 @@ extern const int poa_vit_kernel_set_count;
 
 /* The generated set for this shape, or NULL. */
 const poa_vit_kernels *poa_vit_kernels_find(int width, int head_dim, int hidden);
+
+/* The set a pass of this shape runs (runtime/kernels_compiled.c): the build's generated set;
+   else, once per process, the set gen/emit.lua generates for the shape, compiled with the C
+   compiler ($CC, else the build's) and the build's flags into a shared object in the kernel
+   cache ($POA_CACHE/kernels, $XDG_CACHE_HOME/poa/kernels or ~/.cache/poa/kernels; keyed by a
+   hash of the generated text, the headers, the compiler, its version and the flags; written
+   under a temporary name and renamed) and loaded with dlopen, with one line on stderr saying
+   what was compiled or taken from the cache; else the reference set, with one line on stderr
+   naming the width and why. Thread-safe; the result lives as long as the process. */
+const poa_vit_kernels *poa_vit_kernels_for(int width, int head_dim, int hidden);
 
 #endif

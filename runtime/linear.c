@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "train_kernels.h"
 #include "random.h"
 
 const double poa_linear_base_lrs[POA_LINEAR_LR_COUNT] = {

@@ -288,16 +288,7 @@ void poa_nvrtc_cache_entry_path(const char *dir, const poa_nvrtc_key *key, const
     snprintf(path, size, "%s/%s.%s", dir, hex, wants_ptx(arch) ? "ptx" : "cubin");
 }
 
-int poa_nvrtc_cache_dir(char *dir, size_t size, poa_error *e) {
-    const char *root = getenv("POA_CACHE"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    int n;
-    if (root && root[0]) n = snprintf(dir, size, "%s/nvrtc", root);
-    else if (xdg && xdg[0]) n = snprintf(dir, size, "%s/poa/nvrtc", xdg);
-    else if (home && home[0]) n = snprintf(dir, size, "%s/.cache/poa/nvrtc", home);
-    else return poa_fail(e, "no cache directory: set POA_CACHE (or HOME)");
-    if (n < 0 || (size_t)n >= size) return poa_fail(e, "cache directory path too long");
-    return 0;
-}
+int poa_nvrtc_cache_dir(char *dir, size_t size, poa_error *e) { return poa_cache_dir("nvrtc", dir, size, e); }
 
 
 /* ---- entries ---- */

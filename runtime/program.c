@@ -1,6 +1,6 @@
 /* program.c: reads a program of gen/program.lua (program.h) and runs it on the CPU backend:
    GEMMs through OpenBLAS (backend.h), kernels of the member's generated set (kernels.h) and
-   the two runtime kernels below. */
+   the generated layout kernels of gen/ops_runtime.lua (train_kernels.h). */
 #include "program.h"
 
 #include <assert.h>
@@ -10,30 +10,16 @@
 #include <string.h>
 
 #include "backend.h"
+#include "train_kernels.h"
 
 #define P(i) (buf[i])
 #define S(i) (scalar[i])
 
-/* patches[b*N + gy*G + gx][c*P*P + ky*P + kx] = images[b][c][gy*P + ky][gx*P + kx],
-   G = size / P, N = G * G (the conv's input rows, one per patch). */
+/* The layout kernels of gen/ops_runtime.lua (generated: build/gen/train_kernels.c). */
 static void run_patchify(const poa_vit_kernels *k, void **buf, const long *scalar) {
     (void)k;
-    real *patches = P(0);
-    const real *images = P(1);
-    const long batch = S(2), channels = S(3), size = S(4), patch = S(5);
-    const long grid = size / patch, len = channels * patch * patch;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (long b = 0; b < batch; b++)
-        for (long gy = 0; gy < grid; gy++)
-            for (long gx = 0; gx < grid; gx++)
-                for (long ch = 0; ch < channels; ch++)
-                    for (long ky = 0; ky < patch; ky++)
-                        memcpy(patches + ((b * grid + gy) * grid + gx) * len + (ch * patch + ky) * patch,
-                               images + ((b * channels + ch) * size + gy * patch + ky) * size + gx * patch,
-                               sizeof(real) * (size_t)patch);
+    poa_patchify(P(0), P(1), S(2), S(3), S(4), S(5));
 }
-
-/* Every row of y (rows x cols, rows ld apart) = vec, or 0 when vec is NULL (a bias). */
 static void run_fill_rows(const poa_vit_kernels *k, void **buf, const long *scalar) {
     (void)k;
     poa_fill_rows(P(0), S(1), P(2), S(3), S(4));

@@ -221,11 +221,7 @@ static int pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int de
         double step = depth > 1 ? (double)(c->max_depth - 1) / (depth - 1) : 0;
         p->block_ids[j] = j == depth - 1 && depth > 1 ? c->max_depth - 1 : (int)(j * step);
     }
-    p->kernels = poa_vit_kernels_find(width, c->head_dim, p->hidden);
-    if (!p->kernels) {
-        poa_vit_kernels_reference(&p->reference_kernels, width, c->head_dim, p->hidden);
-        p->kernels = &p->reference_kernels;
-    }
+    p->kernels = poa_vit_kernels_for(width, c->head_dim, p->hidden);
     p->batch = batch;
     p->image_size = image_size;
     p->grid = image_size / c->patch_size;

@@ -104,7 +104,6 @@ typedef struct poa_vit_pass {
     int width, depth, hidden, heads;
     int block_ids[POA_VIT_MAX_DEPTH];
     const poa_vit_kernels *kernels;
-    poa_vit_kernels reference_kernels; /* used when no generated set has this shape */
     long batch, image_size, grid, patches, tokens, rows;
     real alpha;
     real *arena;

@@ -60,10 +60,10 @@ static inline int host_module_source(const char *recipe, const char *module, cha
     if (!strcmp(module, "heads_kernels.cu")) return poa_cuda_heads_source(source, e);
     if (!strcmp(module, "train_kernels.cu")) return poa_cuda_train_kernels_source(source, e);
     if (!recipe) return poa_fail(e, "cuda_host: module %s needs a recipe", module);
-    if (!strcmp(module, "vit_fused.cu")) return poa_cuda_vit_fused_source(recipe, source, e);
+    if (!strcmp(module, "vit_fused.cu")) return poa_cuda_vit_fused_source(recipe, NULL, source, e);
     if (sscanf(module, "vit_w%d_h%d_f%d.cu", &width, &head_dim, &hidden) == 3) {
         char name[80];
-        if (poa_cuda_vit_sources(recipe, width, source, NULL, name, sizeof name, e)) return -1;
+        if (poa_cuda_vit_sources(recipe, NULL, width, source, NULL, name, sizeof name, e)) return -1;
         if (strcmp(name, module)) {
             free(*source);
             return poa_fail(e, "cuda_host: %s of width %d is %s, not %s", recipe, width, name, module);

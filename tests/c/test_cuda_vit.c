@@ -297,7 +297,7 @@ static int check_width(const poa_recipe *r, const poa_vit *m, int width, const c
     char *set = NULL, *glue = NULL;
     poa_error e = { { 0 } };
     int problems = 0;
-    if (poa_cuda_vit_sources(r->path, width, &set, &glue, name, sizeof name, &e)) {
+    if (poa_cuda_vit_sources(r->path, NULL, width, &set, &glue, name, sizeof name, &e)) {
         snprintf(why, size, "width %d: %.800s", width, e.message);
         return 1;
     }
@@ -354,7 +354,7 @@ static void check_family(lua_State *L, const char *recipe_path) {
     }
     int widths = 0, problems = 0;
     char *fused = NULL;
-    if (poa_cuda_vit_fused_source(recipe_path, &fused, &e)) problems++, snprintf(why, sizeof why, "%.900s", e.message);
+    if (poa_cuda_vit_fused_source(recipe_path, NULL, &fused, &e)) problems++, snprintf(why, sizeof why, "%.900s", e.message);
     for (int w = r.width_min; w <= r.width_max && fused; w += r.width_step, widths++)
         problems += check_width(&r, &m, w, fused, problems ? NULL : why, problems ? 0 : sizeof why);
     snprintf(label, sizeof label,
@@ -369,7 +369,7 @@ static void check_family(lua_State *L, const char *recipe_path) {
 static void check_glue(void) {
     char *glue = NULL;
     poa_error e = { { 0 } };
-    if (poa_cuda_vit_sources(TINY, 64, NULL, &glue, NULL, 0, &e)) {
+    if (poa_cuda_vit_sources(TINY, NULL, 64, NULL, &glue, NULL, 0, &e)) {
         CHECK("glue source", 0, "%s", e.message);
         return;
     }
@@ -404,7 +404,7 @@ static void check_geometry(void) {
     char *set = NULL;
     poa_cuda_vit_pass p;
     test_load_model(TINY, &r, &m);
-    if (poa_cuda_vit_sources(TINY, 96, &set, NULL, NULL, 0, &e) ||
+    if (poa_cuda_vit_sources(TINY, NULL, 96, &set, NULL, NULL, 0, &e) ||
         poa_cuda_vit_pass_init(&p, NULL, NULL, &m, 96, 4, 2, 32, set, "", &e)) {
         CHECK(label, 0, "%s", e.message);
     } else {
@@ -612,14 +612,14 @@ static int emulated_pass(const poa_vit *m, const char *recipe, int width, int de
                              .alloc = from_cu ? host_runner_alloc : NULL, .release = from_cu ? host_runner_release : NULL };
     poa_cuda_vit_pass p;
     int rc = st.scratch ? 0 : poa_fail(e, "out of memory");
-    if (!rc) rc = poa_cuda_vit_sources(recipe, width, &set, NULL, NULL, 0, e);
+    if (!rc) rc = poa_cuda_vit_sources(recipe, NULL, width, &set, NULL, NULL, 0, e);
     if (!rc) rc = poa_cuda_kernel_table(set, &st.table, &st.table_count, e);
     st.set = set;
     st.dims = (poa_cuda_dims){ .width = width, .heads = width / m->config.head_dim,
                                .head_dim = m->config.head_dim, .hidden = hidden };
     if (!rc) rc = poa_cuda_vit_pass_init_emulated(&p, &em, m, width, depth, batch, image, set, e);
     char *fused_source = NULL;
-    if (!rc && ((bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) || poa_cuda_vit_fused_source(recipe, &fused_source, e) ||
+    if (!rc && ((bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) || poa_cuda_vit_fused_source(recipe, NULL, &fused_source, e) ||
                 poa_cuda_vit_pass_use_fused(&p, fused_source, e) || poa_cuda_vit_pass_plan_gemms(&p, e))) {
         poa_cuda_vit_pass_free(&p);
         rc = -1;
@@ -696,12 +696,12 @@ static int gpu_pass(poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m, const ch
                     float *grads, float **arena, kept_value *kept, int *kept_count, poa_error *e) {
     char *set = NULL, *glue = NULL;
     poa_cuda_vit_pass p;
-    if (poa_cuda_vit_sources(recipe, width, &set, &glue, NULL, 0, e)) return -1;
+    if (poa_cuda_vit_sources(recipe, NULL, width, &set, &glue, NULL, 0, e)) return -1;
     int rc = poa_cuda_vit_pass_init(&p, cuda, lt, m, width, depth, batch, image, set, glue, e);
     free(set), free(glue);
     if (rc) return -1;
     char *fused_source = NULL;
-    if ((bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) || poa_cuda_vit_fused_source(recipe, &fused_source, e) ||
+    if ((bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) || poa_cuda_vit_fused_source(recipe, NULL, &fused_source, e) ||
         poa_cuda_vit_pass_use_fused(&p, fused_source, e) || poa_cuda_vit_pass_plan_gemms(&p, e)) {
         free(fused_source);
         poa_cuda_vit_pass_free(&p);

@@ -204,5 +204,27 @@ int main(void) {
         s.rows = s.batch * s.tokens;
         check_set(k, &s);
     }
+
+    /* A shape no recipe of the build has: its generated set, compiled at run time into a fresh
+       cache (runtime/kernels_compiled.c), against the reference like the build's own sets. */
+    char cache[] = "/tmp/poa_test_kernels.XXXXXX";
+    CHECK("a temporary kernel cache", mkdtemp(cache) != NULL, "mkdtemp failed");
+    setenv("POA_CACHE", cache, 1);
+    CHECK("w48_h16_f192 is not in the build", poa_vit_kernels_find(48, 16, 192) == NULL, "it is: pick another shape");
+    const poa_vit_kernels *k = poa_vit_kernels_for(48, 16, 192);
+    CHECK("poa_vit_kernels_for compiles the generated set of an out-of-build width",
+          k && strcmp(k->origin, "compiled at run time") == 0 && k->width == 48 && k->heads == 3 && k->hidden == 192,
+          "got the %s set", k ? k->origin : "(none)");
+    CHECK("poa_vit_kernels_for returns the same set the second time", poa_vit_kernels_for(48, 16, 192) == k,
+          "a different set");
+    if (k && strcmp(k->origin, "compiled at run time") == 0) {
+        shape s = { .batch = 3, .patches = 36 };
+        s.tokens = s.patches + 1;
+        s.rows = s.batch * s.tokens;
+        check_set(k, &s);
+    }
+    char command[128];
+    snprintf(command, sizeof command, "rm -rf '%s'", cache);
+    if (system(command) != 0) fprintf(stderr, "could not remove %s\n", cache);
     CHECK_EXIT();
 }

@@ -85,7 +85,9 @@ int main(void) {
     CHECK("every file of gen/, models/ and templates/ is embedded byte for byte", files > 30 && mismatches == 0,
           "%d files, %d mismatches", files, mismatches);
     int copied_mismatches = 0, copied = compare_copied(&copied_mismatches);
-    CHECK("the runtime files an exported program carries are embedded byte for byte", copied > 0 && copied_mismatches == 0,
+    /* and the header a kernel set compiled at run time includes (runtime/kernels_compiled.c) */
+    compare_file("runtime/kernels.h", &copied_mismatches), copied++;
+    CHECK("the runtime files an exported program carries, and kernels.h, are embedded byte for byte", copied > 0 && copied_mismatches == 0,
           "%d files, %d mismatches", copied, copied_mismatches);
     CHECK("nothing else is embedded", poa_lua_source_count == files + copied, "%d embedded, %d in the tree",
           poa_lua_source_count, files + copied);
