@@ -120,6 +120,14 @@ function training.complete(path, r)
   if l.lambda < 0 or l.lambda > 1 then fail(path, "loss.lambda", "expected 0 <= lambda <= 1") end
   if l.distill_weight < 0 then fail(path, "loss.distill_weight", "expected a weight >= 0") end
   if #r.ibot.mask_ratio ~= 2 then fail(path, "ibot.mask_ratio", "expected {min, max}") end
+  if t.elastic then
+    local rep = require("gen.space").replicas(r.model)
+    if rep.elastic_total == 0 then
+      fail(path, "train.elastic", string.format("the family (model.width, model.depth) has no member but the " ..
+        "intact %dx%d for the elastic student to draw; train.elastic=false trains it alone",
+        rep.intact.width, rep.intact.depth))
+    end
+  end
   return r
 end
 

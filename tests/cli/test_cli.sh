@@ -104,6 +104,9 @@ expect_error "override optim.base_lr=abc is refused naming the field and value" 
 expect_error "override optim.base_lr=\"1\" (a string for a number) is refused" \
   "field 'optim.base_lr' takes a number; '\"1\"' is a string" \
   $poa cuda plan tests/recipes/tiny_train.lua 'optim.base_lr="1"'
+expect_error "an elastic run of a one-member family is refused naming train.elastic (it divided by zero)" \
+  "field 'train.elastic': the family (model.width, model.depth) has no member but the intact 48x2" \
+  $poa cuda plan tests/recipes/tiny_train.lua 'model.width={48,48,16}' 'model.depth={2,2,1}' model.head_dim=16
 expect_error "a negative loss.distill_weight is refused naming the field" \
   "field 'loss.distill_weight': expected a weight >= 0" \
   $poa cuda plan tests/recipes/tiny_train.lua loss.distill_weight=-1
