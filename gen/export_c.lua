@@ -9,9 +9,11 @@
 --   poa_member.h, poa_member.c   the plain C API and the forward (generated)
 --   main.c, Makefile             a tiny runner and its build (templates/export_*)
 --   real.h fast_math.h error.h safetensors.h safetensors.c safetensors_write.c
---   pos_resample.h pos_resample.c
+--   pos_resample.h pos_resample.c image_eval.h image_eval.c jpeg_decode.h jpeg_decode.c data_png.c
 --                                runtime files copied as they are (self-contained: the file
---                                reader and writer, the fp32 math, the bicubic position matrix)
+--                                reader and writer, the fp32 math, the bicubic position matrix,
+--                                poa's evaluation transform and its JPEG / PNG decoding for
+--                                main.c's folders of images)
 local program = require("gen.program")
 local ops = require("gen.ops")
 local ops_runtime = require("gen.ops_runtime")
@@ -25,7 +27,8 @@ local graph = require("gen.graph")
 local export_c = {}
 
 export_c.copied = { "real.h", "fast_math.h", "error.h", "safetensors.h", "safetensors.c", "safetensors_write.c",
-                    "pos_resample.h", "pos_resample.c" }
+                    "pos_resample.h", "pos_resample.c", "image_eval.h", "image_eval.c", "jpeg_decode.h",
+                    "jpeg_decode.c", "data_png.c" }
 
 -- "b * B + c" as C (B the batch variable).
 local function lin_c(l)

@@ -15,15 +15,10 @@
 
 #include "data_random.h"
 #include "error.h"
+#include "image_eval.h" /* the bicubic resize, ToTensor + Normalize */
 
 /* ---- single ops (augment_ops.c); images are interleaved RGB, width*3 bytes a row ---- */
 
-/* PIL-style bicubic resize (a = -0.5, antialiased: the kernel widens by the downscale
-   factor) of the source box [x0, x1) x [y0, y1) (real coordinates) to out_w x out_h;
-   horizontal pass, 8-bit rounding, vertical pass, as PIL. scratch grows as needed. */
-int poa_resize_bicubic(const unsigned char *src, int src_w, int src_h, double x0, double y0,
-                       double x1, double y1, unsigned char *dst, int out_w, int out_h,
-                       unsigned char **scratch, size_t *scratch_size, poa_error *e);
 void poa_flip_horizontal(unsigned char *img, int w, int h);
 /* ImageEnhance semantics: out = degenerate + f * (img - degenerate), truncated to 8 bits. */
 void poa_adjust_brightness(unsigned char *img, int w, int h, float factor);
@@ -38,10 +33,6 @@ void poa_grayscale(unsigned char *img, int w, int h);
 int poa_gaussian_blur(unsigned char *img, int w, int h, int kernel_size, float sigma,
                       float **scratch, size_t *scratch_size, poa_error *e);
 void poa_solarize(unsigned char *img, int w, int h, int threshold);
-/* ToTensor + Normalize into planar CHW float: (x / 255 - mean[c]) / std[c]. */
-void poa_normalize(const unsigned char *img, int w, int h, const float mean[3],
-                   const float std[3], float *out);
-extern const float poa_imagenet_mean[3], poa_imagenet_std[3];
 
 /* ---- random parameters and the per-crop pipeline (augment.c) ---- */
 

@@ -2,7 +2,9 @@
    training checkpoint's teacher (or --student) as a plain network, --what weights
    (runtime/export.h: model.safetensors under timm's or DINOv2's names, config.json for
    timm, heads.safetensors with --heads). Everything is read and sliced before the folder is
-   made; a bad checkpoint or member writes nothing. */
+   made; a bad checkpoint or member writes nothing. The files (weights and programs) are
+   written into a staging folder beside --out (files.h: poa_stage_open) and moved there at the
+   end, so a failure half-way (a program that cannot be generated) leaves --out as it was. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -213,12 +215,17 @@ static int run_export(const export_options *o, poa_error *e) {
         info.step = checkpoint_step(o->checkpoint);
         poa_export_names_parse(o->names, &info.names, e);
     }
-    if (rc == 0) rc = poa_make_folders(o->out, e);
+    char stage[4200] = "";
+    if (rc == 0) rc = poa_stage_open(o->out, stage, sizeof stage, e);
     if (rc == 0)
-        rc = poa_export_write(o->out, &info, &n.member, n.member_params, o->heads ? &n.member_heads : NULL,
+        rc = poa_export_write(stage, &info, &n.member, n.member_params, o->heads ? &n.member_heads : NULL,
                               n.member_head_params, e);
     if (rc == 0 && o->program)
-        rc = poa_export_program(o->out, o->what, &info, &n.member, sizes, size_count, written, sizeof written, e);
+        rc = poa_export_program(stage, o->what, &info, &n.member, sizes, size_count, written, sizeof written, e);
+    if (stage[0]) {
+        if (rc == 0) rc = poa_stage_commit(stage, o->out, e);
+        else poa_stage_discard(stage);
+    }
     if (rc == 0) {
         printf("member %dx%d of the %s of %s (step %ld): blocks", width, depth, info.source, o->checkpoint, info.step);
         for (int j = 0; j < depth; j++) printf("%s%d", j ? "," : " ", info.block_ids[j]);

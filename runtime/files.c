@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <sys/wait.h>
 
 int poa_make_folders(const char *path, poa_error *e) {
@@ -51,4 +53,81 @@ int poa_cache_dir(const char *sub, char *dir, size_t size, poa_error *e) {
     else return poa_fail(e, "no cache directory: set POA_CACHE (or HOME)");
     if (n < 0 || (size_t)n >= size) return poa_fail(e, "cache directory path too long");
     return 0;
+}
+
+int poa_stage_open(const char *path, char *stage, size_t size, poa_error *e) {
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--;
+    if (n == 0 || (size_t)snprintf(stage, size, "%.*s.partial-XXXXXX", (int)n, path) >= size)
+        return poa_fail(e, "%s: the path is too long", path);
+    char *slash = strrchr(stage, '/');
+    if (slash && slash != stage) { /* the parent, made if missing */
+        *slash = 0;
+        int rc = poa_make_folders(stage, e);
+        *slash = '/';
+        if (rc) return -1;
+    }
+    if (!mkdtemp(stage)) return poa_fail(e, "%s: cannot make a folder: %s", stage, strerror(errno));
+    const mode_t mask = umask(0); /* mkdtemp makes it 0700; --out gets a plain mkdir's mode */
+    umask(mask);
+    chmod(stage, 0777 & ~mask);
+    return 0;
+}
+
+/* Calls f(stage/name, name, data) for every file of stage; stops at the first non-zero. */
+static int each_staged(const char *stage, int (*f)(const char *file, const char *name, void *data), void *data) {
+    DIR *d = opendir(stage);
+    if (!d) return -1;
+    int rc = 0;
+    struct dirent *entry;
+    char file[8192];
+    while (rc == 0 && (entry = readdir(d))) {
+        if (!strcmp(entry->d_name, ".") || !strcmp(entry->d_name, "..")) continue;
+        snprintf(file, sizeof file, "%s/%s", stage, entry->d_name);
+        rc = f(file, entry->d_name, data);
+    }
+    closedir(d);
+    return rc;
+}
+
+typedef struct stage_move {
+    const char *path;
+    poa_error *e;
+} stage_move;
+
+static int move_staged(const char *file, const char *name, void *data) {
+    stage_move *m = data;
+    char target[8192];
+    snprintf(target, sizeof target, "%s/%s", m->path, name);
+    if (rename(file, target) != 0) return poa_fail(m->e, "%s: cannot move %s there: %s", target, file, strerror(errno));
+    return 0;
+}
+
+static int remove_staged(const char *file, const char *name, void *data) {
+    (void)name, (void)data;
+    remove(file);
+    return 0;
+}
+
+int poa_stage_commit(const char *stage, const char *path, poa_error *e) {
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        if (rename(stage, path) == 0) return 0;
+        poa_fail(e, "%s: cannot rename %s to it: %s", path, stage, strerror(errno));
+        poa_stage_discard(stage);
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        poa_stage_discard(stage);
+        return poa_fail(e, "%s: not a folder", path);
+    }
+    stage_move m = { path, e };
+    int rc = each_staged(stage, move_staged, &m);
+    poa_stage_discard(stage);
+    return rc;
+}
+
+void poa_stage_discard(const char *stage) {
+    each_staged(stage, remove_staged, NULL);
+    rmdir(stage);
 }

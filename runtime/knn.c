@@ -184,37 +184,6 @@ long poa_knn_subset(long count, long limit, long *indices) {
     return limit;
 }
 
-int poa_knn_eval_transform(const unsigned char *rgb, int width, int height, int size,
-                           unsigned char *out, unsigned char **scratch,
-                           size_t *scratch_size, poa_error *e) {
-    /* torchvision Resize(int): the shorter side becomes `resize`, the longer
-       int(resize * long / short); then CenterCrop with int(round(...)) offsets. */
-    int resize = (int)lround(size * 256.0 / 224.0);
-    int new_w, new_h;
-    if (width <= height) {
-        new_w = resize;
-        new_h = (int)((long long)resize * height / width);
-    } else {
-        new_h = resize;
-        new_w = (int)((long long)resize * width / height);
-    }
-    if (new_w < size || new_h < size)
-        return poa_fail(e, "eval transform: %dx%d resized to %dx%d is smaller than the %d crop",
-                        width, height, new_w, new_h, size);
-    unsigned char *resized = malloc((size_t)new_w * new_h * 3);
-    if (!resized) return poa_fail(e, "eval transform: out of memory");
-    int rc = poa_resize_bicubic(rgb, width, height, 0, 0, width, height, resized, new_w, new_h,
-                                scratch, scratch_size, e);
-    if (rc == 0) {
-        int top = (int)nearbyint((new_h - size) / 2.0), left = (int)nearbyint((new_w - size) / 2.0);
-        for (int y = 0; y < size; y++)
-            memcpy(out + (size_t)y * size * 3, resized + ((size_t)(top + y) * new_w + left) * 3,
-                   (size_t)size * 3);
-    }
-    free(resized);
-    return rc;
-}
-
 void poa_knn_images_free(poa_knn_images *images) {
     free(images->pixels);
     free(images->labels);
@@ -278,7 +247,7 @@ static int load_images(poa_knn_images *out, const poa_dataset *d, long limit, in
             unsigned char *pixels = out->pixels + image_bytes * (size_t)i;
             if (!mine && (augment ? train_transform(image.pixels, image.width, image.height, size, &rng,
                                                     pixels, &scratch, &scratch_size, &local)
-                                  : poa_knn_eval_transform(image.pixels, image.width, image.height,
+                                  : poa_eval_transform(image.pixels, image.width, image.height,
                                                            size, pixels, &scratch, &scratch_size,
                                                            &local))) {
                 poa_error why = local;

@@ -62,12 +62,6 @@ int poa_knn_load_augmented(poa_knn_images *out, const poa_dataset *d, long limit
                            int threads, unsigned long long seed, long epoch, poa_error *e);
 void poa_knn_images_free(poa_knn_images *images);
 
-/* The eval transform of one decoded RGB image: resize the shorter side to
-   round(size * 256 / 224) (PIL bicubic) and center crop size x size into out. */
-int poa_knn_eval_transform(const unsigned char *rgb, int width, int height, int size,
-                           unsigned char *out, unsigned char **scratch,
-                           size_t *scratch_size, poa_error *e);
-
 /* ---- features ---- */
 
 /* features (images->count x width) of member (width, depth): the L2-normalised

@@ -17,6 +17,7 @@
 #include "check.h"
 #include "commands.h"
 #include "jpeg_decode.h"
+#include "image_eval.h"
 #include "knn.h"
 #include "plot.h"
 #include "random.h"
@@ -206,7 +207,7 @@ static void test_eval_transform(void) {
         unsigned char *got = malloc((size_t)size * size * 3), *scratch = NULL;
         size_t scratch_size = 0;
         poa_error e = { "" };
-        int rc = in && want && got ? poa_knn_eval_transform(in, w, h, size, got, &scratch, &scratch_size, &e) : -1;
+        int rc = in && want && got ? poa_eval_transform(in, w, h, size, got, &scratch, &scratch_size, &e) : -1;
         int diff = 0;
         for (int i = 0; rc == 0 && i < size * size * 3; i++) diff += got[i] != want[i];
         snprintf(name, sizeof name, "knn eval transform %dx%d -> %d equals torchvision's", w, h, size);

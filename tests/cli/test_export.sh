@@ -3,7 +3,8 @@
 # it writes model.safetensors and config.json and says what it took; a truncated or foreign
 # checkpoint, an unknown member, a member or recipe of another family (with --what c too), bad
 # --sizes and an unknown naming are refused with a message naming them, and write nothing;
-# --what c|cuda|all write the programs (built and compared: tests/c/test_export_c.c).
+# --what c|cuda|all write the programs (built and compared: tests/c/test_export_c.c); a program that
+# cannot be generated leaves --out as it was.
 # (The numbers: tests/c/test_export.c; timm: tests/golden/test_export_timm.sh.)
 set -u
 cd "$(dirname "$0")/../.."
@@ -33,6 +34,9 @@ check "poa export says the member, its blocks and alpha" \
 check "the header carries the recipe, member, step, source and mean/std" \
       "head -c 4000 $dir/a/b/model.safetensors | grep -q '\"recipe_name\":\"tiny_train\".*\"source\":\"teacher\",\"step\":\"2\",\"member\":\"64x3\".*\"mean\":\"0.485,0.456,0.406\",\"std\":\"0.229,0.224,0.225\"'"
 check "no heads unless --heads" "[ ! -e $dir/a/b/heads.safetensors ]"
+mkdir "$dir/plain"
+check "the folder gets a plain mkdir's mode (not the staging folder's 0700)" \
+      "[ \"\$(stat -c %a $dir/a/b)\" = \"\$(stat -c %a $dir/plain)\" ]"
 $poa export $ckpt --net ViT-S --out "$dir/c" --heads > /dev/null 2> "$dir/stderr"
 check "a name the family does not have is refused" "grep -q \"unknown sub-network 'ViT-S' in tiny_train\" $dir/stderr && [ ! -e $dir/c ]"
 
@@ -72,6 +76,22 @@ refused "--sizes without a program is refused" 1 "--sizes 32: only for --what c|
 $poa export $ckpt --net 64x3 --what c --sizes 24 --out "$dir/c24" > "$dir/stdout" 2> "$dir/stderr"
 check "--what c --sizes 24: the program for 24 px, and the weights" \
       "grep -q 'the C program for 24 px' $dir/stdout && grep -q 'POA_MEMBER_SIZES { 24 }' $dir/c24/poa_member.h && [ -s $dir/c24/model.safetensors ]"
+# A program that cannot be generated (gen/export_c.lua broken on purpose, through POA_HOME): the
+# weights were written before the program is generated, yet --out is not made, an existing --out
+# keeps what it had, and no staging folder is left beside it.
+mkdir -p "$dir/src" && cp -r gen templates recipes models runtime "$dir/src/" && mkdir -p "$dir/src/tests" && cp -r tests/recipes "$dir/src/tests/"
+sed -i 's/^function export_c.files(spec)$/&\n  error("export_c: broken on purpose (tests\/cli\/test_export.sh)", 0)/' "$dir/src/gen/export_c.lua"
+POA_HOME=$dir/src $poa export $ckpt --net 64x3 --what c --out "$dir/broken/out" > "$dir/stdout" 2> "$dir/stderr"; rc=$?
+check "a failed program generation is reported and leaves no --out and no staging folder" \
+      "[ $rc -ne 0 ] && grep -q 'broken on purpose' $dir/stderr && [ ! -e $dir/broken/out ] && [ -z \"\$(ls -A $dir/broken)\" ]"
+mkdir -p "$dir/kept" && echo before > "$dir/kept/model.safetensors"
+POA_HOME=$dir/src $poa export $ckpt --net 64x3 --what c --out "$dir/kept" > "$dir/stdout" 2> "$dir/stderr"; rc=$?
+check "a failed program generation leaves an existing --out as it was" \
+      "[ $rc -ne 0 ] && [ \"\$(ls -A $dir/kept)\" = model.safetensors ] && grep -qx before $dir/kept/model.safetensors \
+       && [ -z \"\$(ls -d $dir/kept.partial-* 2> /dev/null)\" ]"
+$poa export $ckpt --net 64x3 --what c --out "$dir/kept" > "$dir/stdout" 2> "$dir/stderr"
+check "an export into an existing folder replaces its files and leaves no staging folder" \
+      "[ -s $dir/kept/poa_member.c ] && ! grep -qx before $dir/kept/model.safetensors && [ -z \"\$(ls -d $dir/kept.partial-* 2> /dev/null)\" ]"
 refused "--what of an unknown kind is refused" 1 "--what onnx: unknown (weights, c, cuda or all)" $ckpt --net 64x3 --what onnx
 refused "--names of an unknown naming is refused" 1 "unknown names 'hf'" $ckpt --net 64x3 --names hf
 refused "an unknown option is refused" 1 "unknown option --fast" $ckpt --net 64x3 --fast
