@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "lua_fields.h"
 #include "train_kernels.h"
 
 #define P(i) (buf[i])
@@ -90,20 +91,6 @@ static const struct {
 };
 enum { kernel_count = sizeof kernel_table / sizeof kernel_table[0] };
 
-static long field_long(lua_State *L, int t, const char *name) {
-    lua_getfield(L, t, name);
-    long v = (long)lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    return v;
-}
-
-static double field_double(lua_State *L, int t, const char *name) {
-    lua_getfield(L, t, name);
-    double v = lua_tonumber(L, -1);
-    lua_pop(L, 1);
-    return v;
-}
-
 /* The lin at field `name` of table t ({b, c}); an integer counts as a constant. */
 static poa_lin field_lin(lua_State *L, int t, const char *name) {
     poa_lin l = { 0, 0 };
@@ -112,8 +99,8 @@ static poa_lin field_lin(lua_State *L, int t, const char *name) {
         l.c = (long)lua_tointeger(L, -1);
     } else if (lua_istable(L, -1)) {
         int top = lua_gettop(L);
-        l.b = field_long(L, top, "b");
-        l.c = field_long(L, top, "c");
+        l.b = poa_lua_field_integer(L, top, "b");
+        l.c = poa_lua_field_integer(L, top, "c");
     }
     lua_pop(L, 1);
     return l;
@@ -125,7 +112,7 @@ static poa_operand field_operand(lua_State *L, int t, const char *name) {
     lua_getfield(L, t, name);
     if (lua_istable(L, -1)) {
         int top = lua_gettop(L);
-        o.value = (int)field_long(L, top, "value") - 1;
+        o.value = (int)poa_lua_field_integer(L, top, "value") - 1;
         o.offset = field_lin(L, top, "offset");
         lua_getfield(L, top, "bf16");
         o.bf16 = lua_toboolean(L, -1);
@@ -259,16 +246,16 @@ static int read_step(lua_State *L, int t, poa_program_step *s, poa_program *p, p
         return p->gpu ? read_launches(L, t, s, p, e) : 0;
     }
     if (s->kind != POA_STEP_GEMM) return poa_fail(e, "program: a step of unknown kind");
-    s->ta = (int)field_long(L, t, "ta");
-    s->tb = (int)field_long(L, t, "tb");
+    s->ta = (int)poa_lua_field_integer(L, t, "ta");
+    s->tb = (int)poa_lua_field_integer(L, t, "tb");
     s->m = field_lin(L, t, "m");
-    s->n = field_long(L, t, "n");
+    s->n = poa_lua_field_integer(L, t, "n");
     s->k = field_lin(L, t, "k");
-    s->lda = field_long(L, t, "lda");
-    s->ldb = field_long(L, t, "ldb");
-    s->ldc = field_long(L, t, "ldc");
-    s->alpha = field_double(L, t, "alpha");
-    s->beta = field_double(L, t, "beta");
+    s->lda = poa_lua_field_integer(L, t, "lda");
+    s->ldb = poa_lua_field_integer(L, t, "ldb");
+    s->ldc = poa_lua_field_integer(L, t, "ldc");
+    s->alpha = poa_lua_field_number(L, t, "alpha");
+    s->beta = poa_lua_field_number(L, t, "beta");
     s->a = field_operand(L, t, "a");
     s->b = field_operand(L, t, "b");
     s->c = field_operand(L, t, "c");
@@ -309,7 +296,7 @@ int poa_program_from_lua(lua_State *L, int index, poa_program *p, poa_error *e) 
     }
     lua_pop(L, 2);
     p->arena = field_lin(L, t, "arena");
-    p->output = (int)field_long(L, t, "output") - 1;
+    p->output = (int)poa_lua_field_integer(L, t, "output") - 1;
     if (rc) poa_program_free(p);
     return rc;
 }

@@ -1,5 +1,6 @@
 /* recipe.c: the embedded Lua that reads recipes through gen/. */
 #include "recipe.h"
+#include "lua_fields.h"
 #include "lua_sources.h"
 
 #include <lauxlib.h>
@@ -64,20 +65,6 @@ static int call(lua_State *L, int args, int results, poa_error *e) {
     return 0;
 }
 
-static int field_int(lua_State *L, int table, const char *name) {
-    lua_getfield(L, table, name);
-    int v = lua_isboolean(L, -1) ? lua_toboolean(L, -1) : (int)lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    return v;
-}
-
-static double field_number(lua_State *L, int table, const char *name) {
-    lua_getfield(L, table, name);
-    double v = lua_tonumber(L, -1);
-    lua_pop(L, 1);
-    return v;
-}
-
 static void field_range(lua_State *L, int table, const char *name, int *lo, int *hi, int *step) {
     lua_getfield(L, table, name);
     lua_rawgeti(L, -1, 1);
@@ -93,8 +80,8 @@ static void field_crops(lua_State *L, int table, const char *name, int *count, i
                         double scale[2]) {
     lua_getfield(L, table, name);
     int t = lua_gettop(L);
-    *count = field_int(L, t, "count");
-    *size = field_int(L, t, "size");
+    *count = (int)poa_lua_field_integer(L, t, "count");
+    *size = (int)poa_lua_field_integer(L, t, "size");
     lua_getfield(L, t, "scale");
     lua_rawgeti(L, -1, 1);
     lua_rawgeti(L, -2, 2);
@@ -124,10 +111,10 @@ static void field_augment(lua_State *L, int t, poa_recipe *r) {
     field_numbers(L, a, "blur_probability", r->blur_probability, 3);
     field_numbers(L, a, "sigma", r->sigma, 2);
     field_numbers(L, a, "jitter", r->jitter, 4);
-    r->jitter_probability = field_number(L, a, "jitter_probability");
-    r->grayscale_probability = field_number(L, a, "grayscale_probability");
-    r->solarize_probability = field_number(L, a, "solarize_probability");
-    r->flip_probability = field_number(L, a, "flip_probability");
+    r->jitter_probability = poa_lua_field_number(L, a, "jitter_probability");
+    r->grayscale_probability = poa_lua_field_number(L, a, "grayscale_probability");
+    r->solarize_probability = poa_lua_field_number(L, a, "solarize_probability");
+    r->flip_probability = poa_lua_field_number(L, a, "flip_probability");
     lua_pop(L, 1);
 }
 
@@ -176,16 +163,16 @@ int poa_recipe_load_overrides(lua_State *L, const char *path, const char *const 
     poa_vit_config *c = &r->vit;
     c->max_width = r->width_max;
     c->max_depth = r->depth_max;
-    c->head_dim = field_int(L, m, "head_dim");
-    c->mlp_ratio = field_int(L, m, "mlp_ratio");
-    c->patch_size = field_int(L, m, "patch_size");
-    c->in_channels = field_int(L, m, "in_channels");
+    c->head_dim = (int)poa_lua_field_integer(L, m, "head_dim");
+    c->mlp_ratio = (int)poa_lua_field_integer(L, m, "mlp_ratio");
+    c->patch_size = (int)poa_lua_field_integer(L, m, "patch_size");
+    c->in_channels = (int)poa_lua_field_integer(L, m, "in_channels");
     c->image_size = r->global_crop_size;
-    c->qkv_bias = field_int(L, m, "qkv_bias");
-    c->proj_bias = field_int(L, m, "proj_bias");
-    c->ffn_bias = field_int(L, m, "ffn_bias");
-    c->layerscale = field_number(L, m, "layerscale");
-    c->norm_eps = field_number(L, m, "norm_eps");
+    c->qkv_bias = (int)poa_lua_field_integer(L, m, "qkv_bias");
+    c->proj_bias = (int)poa_lua_field_integer(L, m, "proj_bias");
+    c->ffn_bias = (int)poa_lua_field_integer(L, m, "ffn_bias");
+    c->layerscale = poa_lua_field_number(L, m, "layerscale");
+    c->norm_eps = poa_lua_field_number(L, m, "norm_eps");
     lua_settop(L, t - 1);
     return 0;
 }

@@ -74,14 +74,19 @@ local function cast_sound(p, st, i, fresh)
   return true
 end
 
+-- Step i reads no activation before it is written, and its bf16 casts are sound.
+local function reads_sound(p, st, i, defined, fresh)
+  for _, o in ipairs(read(st)) do
+    local v = p.values[o.value]
+    if v.kind == "act" and not defined[o.value] then return false, string.format("step %d reads %s before it is written", i, v.name) end
+  end
+  return cast_sound(p, st, i, fresh)
+end
+
 local function dataflow_sound(p)
   local defined, fresh = {}, {}
   for i, st in ipairs(p.steps) do
-    for _, o in ipairs(read(st)) do
-      local v = p.values[o.value]
-      if v.kind == "act" and not defined[o.value] then return false, string.format("step %d reads %s before it is written", i, v.name) end
-    end
-    local ok, why = cast_sound(p, st, i, fresh)
+    local ok, why = reads_sound(p, st, i, defined, fresh)
     if not ok then return false, why end
     for id in pairs(written(st)) do
       local kind = p.values[id].kind
@@ -97,11 +102,7 @@ end
 local function backward_sound(p)
   local defined, runs, last, fresh = {}, 0, nil, {}
   for i, st in ipairs(p.steps) do
-    for _, o in ipairs(read(st)) do
-      local v = p.values[o.value]
-      if v.kind == "act" and not defined[o.value] then return false, string.format("step %d reads %s before it is written", i, v.name) end
-    end
-    local ok, why = cast_sound(p, st, i, fresh)
+    local ok, why = reads_sound(p, st, i, defined, fresh)
     if not ok then return false, why end
     for id in pairs(written(st)) do
       local kind = p.values[id].kind
