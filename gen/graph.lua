@@ -146,12 +146,15 @@ end
 
 -- y (rows x groups*n) = alpha * x (rows x k) W_g[:n, :k]^T + bias_g[:n] for each group g:
 -- W_g starts at row g*group_stride of the full weight (rows ldw apart), its bias at
--- element g*group_stride; output group g is columns g*n .. g*n + n - 1.
+-- element g*group_stride; output group g is columns g*n .. g*n + n - 1. Groups that follow
+-- each other in the weight (group_stride == n: the full width's q, k, v) are one linear.
 function Graph:linear(t)
-  local out = self:act(t.name, t.x.rows, t.n * (t.groups or 1))
-  node(self, "linear", { x = view(t.x), w = t.weight, bias = t.bias, y = out, n = t.n, k = t.k,
-                         ldw = t.weight.ld, alpha = t.alpha, groups = t.groups or 1,
-                         group_stride = t.group_stride or 0 })
+  local groups, n = t.groups or 1, t.n
+  if groups > 1 and t.group_stride == n then groups, n = 1, n * groups end
+  local out = self:act(t.name, t.x.rows, n * groups)
+  node(self, "linear", { x = view(t.x), w = t.weight, bias = t.bias, y = out, n = n, k = t.k,
+                         ldw = t.weight.ld, alpha = t.alpha, groups = groups,
+                         group_stride = groups > 1 and t.group_stride or 0 })
   return out
 end
 
