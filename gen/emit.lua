@@ -3,9 +3,10 @@
 -- Per distinct (width, head_dim, hidden) over all recipes (one kernel set, shared by recipes):
 --   OUTDIR/vit_w<D>_h<Dh>_f<F>.c        the C kernels, `poa_vit_kernels_w<D>_h<Dh>_f<F>`
 --   OUTDIR/cuda/vit_w<D>_h<Dh>_f<F>.cu  the same ops as CUDA kernels (compiled with NVRTC)
--- and OUTDIR/registry.c (poa_vit_kernel_sets, poa_vit_kernels_find), OUTDIR/cuda/files.txt (the
--- .cu files, one a line), OUTDIR/README, and per recipe OUTDIR/<recipe name>/space.txt. (A
--- member's programs, arena and launches: `poa program`.)
+-- and OUTDIR/vit_generic.c (the same C for any shape, read at run time), OUTDIR/registry.c
+-- (poa_vit_kernel_sets, poa_vit_kernels_find), OUTDIR/cuda/files.txt (the .cu files, one a
+-- line), OUTDIR/README, and per recipe OUTDIR/<recipe name>/space.txt. (A member's programs,
+-- arena and launches: `poa program`.)
 -- outputs() lists exactly what write() writes (configure.lua hands the list to ninja).
 package.path = "./?.lua;" .. package.path
 local recipe = require("gen.recipe")
