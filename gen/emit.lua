@@ -3,9 +3,10 @@
 -- Per distinct (width, head_dim, hidden) over all recipes (one kernel set, shared by recipes):
 --   OUTDIR/vit_w<D>_h<Dh>_f<F>.c        the C kernels, `poa_vit_kernels_w<D>_h<Dh>_f<F>`
 --   OUTDIR/cuda/vit_w<D>_h<Dh>_f<F>.cu  the same ops as CUDA kernels (compiled with NVRTC)
--- and OUTDIR/registry.c (poa_vit_kernel_sets, poa_vit_kernels_find), OUTDIR/cuda/files.txt (the
--- .cu files, one a line), OUTDIR/README, and per recipe OUTDIR/<recipe name>/space.txt. (A
--- member's programs, arena and launches: `poa program`.)
+-- and OUTDIR/vit_generic.c (the same C for any shape, read at run time), OUTDIR/registry.c
+-- (poa_vit_kernel_sets, poa_vit_kernels_find), OUTDIR/cuda/files.txt (the .cu files, one a
+-- line), OUTDIR/README, and per recipe OUTDIR/<recipe name>/space.txt. (A member's programs,
+-- arena and launches: `poa program`.)
 -- outputs() lists exactly what write() writes (configure.lua hands the list to ninja).
 package.path = "./?.lua;" .. package.path
 local recipe = require("gen.recipe")
@@ -70,7 +71,7 @@ local function cu_path(outdir, set) return outdir .. "/cuda/vit_" .. set.name ..
 
 function emit.outputs(recipe_paths, outdir)
   local loaded, sets = emit.collect(recipe_paths)
-  local out = { c = { outdir .. "/registry.c", outdir .. "/train_kernels.c" },
+  local out = { c = { outdir .. "/registry.c", outdir .. "/train_kernels.c", outdir .. "/vit_generic.c" },
                 cu = { outdir .. "/cuda/train_kernels.cu", outdir .. "/cuda/vit_fused.cu" },
                 text = { outdir .. "/README", outdir .. "/cuda/files.txt", outdir .. "/train_kernels.h",
                          outdir .. "/vit_fused.h" } }
@@ -171,18 +172,25 @@ function emit.fused_cu_text(sets, recipes)
   })
 end
 
--- origin: the set's .origin (kernels.h), "generated" unless given (runtime/kernels_compiled.c:
--- "compiled at run time").
+-- The C kernel set of `set`, or with set nil the generic set (vit_generic.c,
+-- `poa_vit_kernels_generic`): the same ops and templates with the shape read at run time from
+-- the set each function is given (WIDTH is k->width, ...) instead of compile-time constants, and
+-- without the fused ops (extern functions of one set). origin: the set's .origin (kernels.h),
+-- "generated" ("generic") unless given (runtime/kernels_compiled.c: "compiled at run time").
+local generic_shape = "#define SHAPE_AT_RUN_TIME 1 /* read from the set k each function is given */\n"
+  .. "#define WIDTH (k->width)\n#define HEADS (k->heads)\n#define HEAD_DIM (k->head_dim)\n#define HIDDEN (k->hidden)"
+
 function emit.c_text(set, origin)
-  local dims = dims_of(set)
+  local generic = set == nil
+  set = set or { name = "generic", width = 0, heads = 0, head_dim = 0, hidden = 0, recipes = { "any" } }
+  local dims = not generic and dims_of(set) or nil
   local functions, pointers = {}, {}
   for _, name in ipairs(ops.order) do functions[#functions + 1] = lower_c.op(ops[name], dims) end
-  for _, name in ipairs(ops.fused_order) do
+  for _, name in ipairs(generic and {} or ops.fused_order) do
     functions[#functions + 1] = lower_c.op(fused_c_op(name, set), dims, "extern")
   end
   for _, which in ipairs({ "forward", "backward" }) do
-    functions[#functions + 1] = template.fill("attention_" .. which .. ".c.tmpl",
-      { HEADS = set.heads, HEAD_DIM = set.head_dim, SCALE = scale_of(set) })
+    functions[#functions + 1] = template.read("attention_" .. which .. ".c.tmpl")
   end
   for _, name in ipairs({ "layernorm_forward", "layernorm_backward", "gelu_forward", "gelu_backward",
                           "attention_forward", "attention_backward", "residual_forward",
@@ -191,7 +199,12 @@ function emit.c_text(set, origin)
   end
   return template.fill("kernel_set.c.tmpl", {
     FILE = "vit_" .. set.name .. ".c", SET = set.name, WIDTH = set.width, HEADS = set.heads,
-    HEAD_DIM = set.head_dim, HIDDEN = set.hidden, ORIGIN = origin or "generated",
+    HEAD_DIM = set.head_dim, HIDDEN = set.hidden, ORIGIN = origin or (generic and "generic" or "generated"),
+    SUMMARY = generic and "any shape (the fields below are 0: poa_vit_kernels_generic_for, runtime/kernels.h)"
+      or string.format("width D = %d, %d heads of %d, MLP hidden F = %d", set.width, set.heads, set.head_dim, set.hidden),
+    SHAPE = generic and generic_shape or "#define SHAPE_AT_RUN_TIME 0\n"
+      .. string.format("enum { WIDTH = %d, HEADS = %d, HEAD_DIM = %d, HIDDEN = %d };", set.width, set.heads,
+        set.head_dim, set.hidden),
     RECIPES = #set.recipes > 0 and table.concat(set.recipes, ", ") or "none (compiled at run time)",
     FUNCTIONS = table.concat(functions, "\n"), POINTERS = table.concat(pointers),
   })
@@ -321,6 +334,8 @@ do not edit, run ninja.
   vit_w<D>_h<Dh>_f<F>.c       the C kernel set for width D, head_dim Dh, MLP hidden F:
                               `const poa_vit_kernels poa_vit_kernels_w<D>_h<Dh>_f<F>`
                               (runtime/kernels.h), compiled into libpoa (fp32) and libpoa_f64
+  vit_generic.c               the same ops for any shape, read at run time from the set
+                              (poa_vit_kernels_generic_for): a width without a set runs it
   cuda/vit_w<D>_h<Dh>_f<F>.cu the same ops as CUDA kernels, compiled with NVRTC at start-up
   cuda/files.txt              the .cu files, one a line (tests/c/test_nvrtc_compile.c reads it)
   vit_fused.h                 the fused residual + LayerNorm ops of every set as extern C functions
@@ -348,6 +363,7 @@ function emit.write(recipe_paths, outdir)
   write_file(outdir .. "/registry.c", emit.registry_text(loaded, sets))
   write_file(outdir .. "/vit_fused.h", emit.fused_h_text(sets))
   write_file(outdir .. "/train_kernels.c", emit.train_c_text())
+  write_file(outdir .. "/vit_generic.c", emit.c_text(nil))
   write_file(outdir .. "/train_kernels.h", emit.train_h_text())
   write_file(outdir .. "/cuda/train_kernels.cu", emit.train_cu_text())
   local names = {}

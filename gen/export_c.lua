@@ -86,9 +86,9 @@ local function step_c(spec, p, st, si, launch)
 end
 
 -- The kernels the programs call, each once, in first-use order: lower(op) of each op's
--- description (gen/lower_c.lua or gen/lower_cuda.lua), the attention from its template
--- (attention_forward.c.tmpl or .cu.tmpl).
-local function kernels_text(programs, dims, lower, attention_template)
+-- description (gen/lower_c.lua or gen/lower_cuda.lua), the attention's text (its template:
+-- attention_forward.c.tmpl or .cu.tmpl).
+local function kernels_text(programs, lower, attention)
   local done, parts = {}, {}
   for _, p in ipairs(programs) do
     for _, st in ipairs(p.steps) do
@@ -96,8 +96,7 @@ local function kernels_text(programs, dims, lower, attention_template)
       if name and not done[name] then
         done[name] = true
         if name == "attention_forward" then
-          parts[#parts + 1] = template.fill(attention_template, { HEADS = dims.HEADS, HEAD_DIM = dims.HEAD_DIM,
-            SCALE = ir.format_real(1 / math.sqrt(dims.HEAD_DIM)) })
+          parts[#parts + 1] = attention
         else
           parts[#parts + 1] = (lower(assert(ops[name] or ops_runtime[name], "export_c: no description of kernel " .. name)))
         end
@@ -165,7 +164,8 @@ function export_c.files(spec)
   if want_cuda then files[#files + 1] = { "poa_member.cu", export_c.cuda_text(spec, programs, c) } end
   if want_c then
     c.GEMM = template.read("export_gemm.c.tmpl")
-    c.KERNELS = kernels_text(programs, dims, function(op) return lower_c.op(op, dims) end, "attention_forward.c.tmpl")
+    c.KERNELS = kernels_text(programs, function(op) return lower_c.op(op, dims) end,
+      template.read("attention_forward.c.tmpl"))
     c.FORWARDS = table.concat(forwards, "\n")
     files[#files + 1] = { "poa_member.c", template.fill("export_member.c.tmpl", c) }
   end
@@ -235,8 +235,9 @@ function export_c.cuda_text(spec, programs, c)
   end
   local values = {}
   for k, v in pairs(c) do values[k] = v end
-  values.KERNELS = kernels_text(programs, dims, function(op) return lower_cuda.op(op, dims) end,
-    "attention_forward.cu.tmpl")
+  values.KERNELS = kernels_text(programs, function(op) return lower_cuda.op(op, dims) end,
+    template.fill("attention_forward.cu.tmpl", { HEADS = dims.HEADS, HEAD_DIM = dims.HEAD_DIM,
+      SCALE = ir.format_real(1 / math.sqrt(dims.HEAD_DIM)) }))
   values.PRELUDE = template.read("cuda_prelude.cu.tmpl")
   values.FORWARDS = table.concat(forwards, "\n")
   return template.fill("export_member.cu.tmpl", values)

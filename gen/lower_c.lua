@@ -132,8 +132,8 @@ end
 
 local function colsum(op, s, lines, dims)
   local p = printer(op, op.row)
-  local runtime = type(op.length) ~= "string"
-  -- a runtime length: blocks of 16 columns, the last one shorter
+  local runtime = type(op.length) ~= "string" or dims == nil
+  -- a length known at run time only: blocks of 16 columns, the last one shorter
   local cb = runtime and 16 or lower_c.column_block(assert(dims[op.length], "lower_c: unknown length " .. tostring(op.length)))
   local len = length_of(op, p)
   local depth = 1
@@ -236,7 +236,8 @@ local function cloned(op, style)
   })
 end
 
--- The C function of op for the set with compile-time dims {WIDTH=, HIDDEN=, HEADS=, HEAD_DIM=};
+-- The C function of op for the set with compile-time dims {WIDTH=, HIDDEN=, HEADS=, HEAD_DIM=},
+-- or dims nil for the generic set (the names stand for values read at run time from the set);
 -- style "vit" (default: a static function of a kernel set, first argument the set) or "train".
 function lower_c.op(op, dims, style)
   style = style or "vit"

@@ -1,11 +1,11 @@
 /* kernels.h: the width-specialized ViT kernels of the CPU backend.
 
    gen/ emits one poa_vit_kernels per distinct (width, heads, head_dim, hidden)
-   of every recipe's family (build/gen/.../kernels_*.c, from templates/); the
-   same op descriptions are lowered to CUDA. runtime/kernels_reference.c holds
-   the plain-loop reference of every op, which reads the shape from the struct
-   instead of compile-time constants; tests compare the two. A width no recipe of
-   the build has gets its generated set compiled at run time (poa_vit_kernels_for).
+   of every recipe's family (build/gen/vit_*.c, from templates/); the same op
+   descriptions are lowered to CUDA, and once more to the generic set
+   (build/gen/vit_generic.c), which reads the shape from the struct instead of
+   compile-time constants. A width no recipe of the build has gets its generated
+   set compiled at run time (poa_vit_kernels_for), else the generic set.
 
    Conventions (all row-major, rows contiguous):
      D = width (active channels), H = heads = D / head_dim, F = hidden (MLP),
@@ -24,7 +24,7 @@ typedef struct poa_vit_kernels poa_vit_kernels;
 
 struct poa_vit_kernels {
     int width, heads, head_dim, hidden;
-    const char *origin; /* "generated", "compiled at run time" or "reference" */
+    const char *origin; /* "generated", "compiled at run time" or "generic" */
 
     /* y = (x - mean) * rstd * w + b over the D channels of each row, eps 1e-6
        (variance biased, as torch.nn.LayerNorm); saves mean and rstd per row. */
@@ -77,8 +77,10 @@ struct poa_vit_kernels {
                             const unsigned char *mask, long batch, long patches);
 };
 
-/* The plain-loop reference set for any shape (runtime/kernels_reference.c). */
-void poa_vit_kernels_reference(poa_vit_kernels *k, int width, int head_dim, int hidden);
+/* The generic set for this shape (build/gen/vit_generic.c, whose poa_vit_kernels_generic has
+   the shape fields 0): slower than a specialized set (no compile-time shape; attention always
+   on its plain path, templates/attention_*.c.tmpl). */
+void poa_vit_kernels_generic_for(poa_vit_kernels *k, int width, int head_dim, int hidden);
 
 /* The generated sets compiled into this binary (build/gen/registry.c). */
 extern const poa_vit_kernels *const poa_vit_kernel_sets[];
@@ -93,7 +95,7 @@ const poa_vit_kernels *poa_vit_kernels_find(int width, int head_dim, int hidden)
    cache ($POA_CACHE/kernels, $XDG_CACHE_HOME/poa/kernels or ~/.cache/poa/kernels; keyed by a
    hash of the generated text, the headers, the compiler, its version and the flags; written
    under a temporary name and renamed) and loaded with dlopen, with one line on stderr saying
-   what was compiled or taken from the cache; else the reference set, with one line on stderr
+   what was compiled or taken from the cache; else the generic set, with one line on stderr
    naming the width and why. Thread-safe; the result lives as long as the process. */
 const poa_vit_kernels *poa_vit_kernels_for(int width, int head_dim, int hidden);
 

@@ -2,7 +2,7 @@
    poa_vit_kernels_for). gen/emit.lua's c_text, run in the embedded Lua, writes the same C the
    build compiles for its own widths; the C compiler makes it a shared object in the kernel
    cache, which is loaded with dlopen. When that cannot be done, the pass runs the generic
-   kernels (runtime/kernels_reference.c) and says so, once per width. */
+   kernels (build/gen/vit_generic.c) and says so, once per width. */
 #include "kernels.h"
 
 #include <dlfcn.h>
@@ -43,7 +43,7 @@ enum { HEADER_COUNT = sizeof headers / sizeof headers[0], MAX_SETS = 64 };
 static struct entry {
     int width, head_dim, hidden;
     const poa_vit_kernels *kernels;
-    poa_vit_kernels reference; /* the generic set, when the width's could not be had */
+    poa_vit_kernels generic; /* the generic set, when the width's could not be had */
 } entries[MAX_SETS];
 static int entry_count;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -241,6 +241,12 @@ done:
     return k;
 }
 
+void poa_vit_kernels_generic_for(poa_vit_kernels *k, int width, int head_dim, int hidden) {
+    extern const poa_vit_kernels poa_vit_kernels_generic;
+    *k = poa_vit_kernels_generic;
+    k->width = width, k->heads = width / head_dim, k->head_dim = head_dim, k->hidden = hidden;
+}
+
 const poa_vit_kernels *poa_vit_kernels_for(int width, int head_dim, int hidden) {
     const poa_vit_kernels *k = poa_vit_kernels_find(width, head_dim, hidden);
     if (k) return k;
@@ -255,12 +261,12 @@ const poa_vit_kernels *poa_vit_kernels_for(int width, int head_dim, int hidden) 
         if (!slot) snprintf(why, sizeof why, "more than %d widths without a kernel set", MAX_SETS);
         if (!k) {
             fprintf(stderr, "poa: width %d (head_dim %d, MLP %d) runs the generic kernels "
-                            "(runtime/kernels_reference.c, slower): no specialized set: %s\n",
+                            "(the shape read at run time, slower): no specialized set: %s\n",
                     width, head_dim, hidden, why);
             static poa_vit_kernels overflow;
-            poa_vit_kernels *reference = slot ? &slot->reference : &overflow;
-            poa_vit_kernels_reference(reference, width, head_dim, hidden);
-            k = reference;
+            poa_vit_kernels *generic = slot ? &slot->generic : &overflow;
+            poa_vit_kernels_generic_for(generic, width, head_dim, hidden);
+            k = generic;
         }
         if (slot) {
             slot->width = width, slot->head_dim = head_dim, slot->hidden = hidden, slot->kernels = k;

@@ -254,7 +254,7 @@ enum { MAX_SETS = 8 };
 typedef struct step_emulator {
     int sets;
     char names[MAX_SETS][80];
-    poa_vit_kernels reference[MAX_SETS];
+    poa_vit_kernels generic[MAX_SETS];
     const poa_vit_kernels *kernels[MAX_SETS];
     float *scratch;
     long scratch_count;
@@ -274,8 +274,8 @@ static inline const poa_vit_kernels *set_of(step_emulator *em, const char *modul
     }
     const poa_vit_kernels *k = poa_vit_kernels_find(width, head_dim, hidden);
     if (!k) {
-        poa_vit_kernels_reference(&em->reference[em->sets], width, head_dim, hidden);
-        k = &em->reference[em->sets];
+        poa_vit_kernels_generic_for(&em->generic[em->sets], width, head_dim, hidden);
+        k = &em->generic[em->sets];
     }
     snprintf(em->names[em->sets], sizeof em->names[0], "%s", module);
     em->kernels[em->sets++] = k;

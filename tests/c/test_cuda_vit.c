@@ -481,7 +481,7 @@ typedef struct emulator_state {
     poa_cuda_dims dims;              /* width, heads, head_dim, hidden */
     long geometry_checked;
     const poa_vit_kernels *k;
-    poa_vit_kernels reference;
+    poa_vit_kernels generic;
     float *scratch;
     long scratch_count;
     long launches, gemms;
@@ -602,8 +602,8 @@ static int emulated_pass(const poa_vit *m, const char *recipe, int width, int de
     const int hidden = width * m->config.mlp_ratio;
     st.k = poa_vit_kernels_find(width, m->config.head_dim, hidden);
     if (!st.k) {
-        poa_vit_kernels_reference(&st.reference, width, m->config.head_dim, hidden);
-        st.k = &st.reference;
+        poa_vit_kernels_generic_for(&st.generic, width, m->config.head_dim, hidden);
+        st.k = &st.generic;
     }
     const long tokens = (long)(image / m->config.patch_size) * (image / m->config.patch_size) + 1;
     st.scratch_count = 4 * (batch * tokens * 3 * (long)hidden + tokens * m->config.max_width + 64);

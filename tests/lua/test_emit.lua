@@ -34,9 +34,9 @@ for i = 1, math.max(#listed, #written) do
 end
 check.ok("emit: outputs() lists exactly the written files (a recipe given twice counts once)", differ == nil, differ)
 
--- ViT-L: 11 widths, tiny: 3; the tiny recipe given twice adds nothing. Plus the registry and the
--- training kernels (one C and one CUDA file whatever the recipes).
-check.equal("emit: one C set per distinct shape", #outputs.c, 2 + 11 + 3)
+-- ViT-L: 11 widths, tiny: 3; the tiny recipe given twice adds nothing. Plus the registry, the
+-- generic set and the training kernels (one C and one CUDA file whatever the recipes).
+check.equal("emit: one C set per distinct shape", #outputs.c, 3 + 11 + 3)
 check.equal("emit: one CUDA file per set, the training kernels and the fused ops", #outputs.cu, 2 + 11 + 3)
 
 local unfilled, headers, kernels_ok = nil, true, true

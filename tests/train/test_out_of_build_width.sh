@@ -37,7 +37,7 @@ check "second run takes both sets from the cache: one short line each, no compil
 rc=$(run broken CC=false)
 check "CC=false: one line per width naming the generic kernels and why, and it still trains" \
       "[ $rc -eq 0 ] && [ -f $dir/broken/metrics.jsonl ] &&
-       [ \$(count \"width 48 (head_dim 16, MLP 192) runs the generic kernels (runtime/kernels_reference.c, slower): no specialized set: the C compiler 'false' does not run\" broken) = 1 ] &&
+       [ \$(count \"width 48 (head_dim 16, MLP 192) runs the generic kernels (the shape read at run time, slower): no specialized set: the C compiler 'false' does not run\" broken) = 1 ] &&
        [ \$(count 'runs the generic kernels' broken) = 2 ]"
 rc=$(run nocc PATH=/nonexistent)
 check "a PATH without cc: the generic kernels, said once per width, and it trains" \
