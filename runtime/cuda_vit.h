@@ -11,7 +11,7 @@
 
    Kernels: the generated set of the member's width (gen/emit.lua's cu_text), the fused set
    (vit_fused.cu) and templates/vit_glue.cu.tmpl, through poa_nvrtc_compile_cached for the
-   device's sm_XX; each launch's grid and block are the program's expressions of the batch.
+   device's sm_XX; each launch's grid is the program's extent of the batch.
 
    An emulated pass (poa_cuda_vit_pass_init_emulated) runs the same code with host memory and
    hands every launch and GEMM to callbacks (tests/c/test_cuda_vit.c); a pass on an exec that
@@ -26,27 +26,7 @@
 #include "program_cuda.h"
 #include "vit.h"
 
-/* ---- the kernel table of a generated .cu ---- */
-
-typedef struct poa_cuda_kernel_entry {
-    char name[64];
-    char grid[3][96]; /* expressions; "1" where the table gives fewer */
-    char block[3][32];
-} poa_cuda_kernel_entry;
-
-/* Parses the "Kernels, in launch order" table of a generated .cu. *entries is malloc'd. */
-int poa_cuda_kernel_table(const char *source, poa_cuda_kernel_entry **entries, int *count,
-                          poa_error *e);
-
-/* Names bound in a table expression. */
-typedef struct poa_cuda_dims {
-    long rows, batch, tokens, patches, width, heads, head_dim, hidden;
-    long n, k, chunks, train_chunk; /* the training kernels' tables */
-} poa_cuda_dims;
-
-/* Evaluates an integer expression of + - * / ( ) over numbers and the names rows, batch,
-   tokens, T (= tokens), patches, WIDTH, HEADS, HEAD_DIM, HIDDEN, n, k, chunks, TRAIN_CHUNK. */
-int poa_cuda_eval(const char *expression, const poa_cuda_dims *dims, long *value, poa_error *e);
+/* ---- the sources ---- */
 
 /* Whether the source defines `extern "C" __global__ ... name(`. */
 int poa_cuda_source_defines(const char *source, const char *name);
