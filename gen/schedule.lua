@@ -74,11 +74,12 @@ function lowerings.linear(s, n)
 end
 
 -- Rewrite 3: the bf16 form of each GEMM operand (a step list and its values; slots added).
+local function lin_of(x) return type(x) == "table" and x or lin(0, x) end
 local function cast_operands(s, values)
   local slots = {}
   local function slot(which)
     if not slots[which] then
-      local v = { id = #values + 1, name = "cast_" .. which, kind = "cast", elem = "bf16" }
+      local v = { id = #values + 1, name = "cast_" .. which, kind = "cast", elem = "bf16", size = lin(0, 0) }
       values[v.id] = v
       slots[which] = v
     end
@@ -97,7 +98,10 @@ local function cast_operands(s, values)
           local rows, cols
           if which == "a" then rows, cols = trans and step.k or step.m, trans and step.m or step.k
           else rows, cols = trans and step.n or step.k, trans and step.k or step.n end
-          local dst = { value = slot(which).id, offset = lin(0, 0) }
+          -- the slot holds the largest operand cast into it: (rows - 1) ld + cols elements
+          local r, c, v = lin_of(rows), lin_of(cols), slot(which)
+          v.size = { b = math.max(v.size.b, r.b * ld + c.b), c = math.max(v.size.c, (r.c - 1) * ld + c.c) }
+          local dst = { value = v.id, offset = lin(0, 0) }
           local saved = s.steps
           s.steps = steps
           st.kernel(s, "to_bf16", { dst = dst, src = o, ld = ld, rows = rows, cols = cols })

@@ -264,18 +264,29 @@ static size_t lay_out_work(poa_cuda_train *g, CUdeviceptr base) {
 
 /* ---- set-up ---- */
 
-static int upload_state(poa_cuda_train *g, poa_error *e) {
+/* The trainer's student, teacher and AdamW moments ([backbone | heads] on the device) to the
+   device (up) or back. */
+static int move_state(poa_cuda_train *g, int up, poa_error *e) {
     poa_trainer *t = g->t;
-    const size_t f = sizeof(float);
-    const long n = g->n, nh = g->nh;
-    struct { CUdeviceptr to; const float *backbone, *heads; } parts[] = {
+    const size_t f = sizeof(float), n = (size_t)g->n, nh = (size_t)g->nh;
+    struct { CUdeviceptr at; float *backbone, *heads; } parts[] = {
         { g->student, t->student, t->student_heads }, { g->teacher, t->teacher, t->teacher_heads },
         { g->adam_m, t->adam_m, t->adam_m_heads }, { g->adam_v, t->adam_v, t->adam_v_heads },
     };
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
-        if (poa_cuda_exec_upload(&g->exec, parts[i].to, parts[i].backbone, f * (size_t)n, e) ||
-            poa_cuda_exec_upload(&g->exec, parts[i].to + f * (size_t)n, parts[i].heads, f * (size_t)nh, e))
+        if (up ? poa_cuda_exec_upload(&g->exec, parts[i].at, parts[i].backbone, f * n, e) ||
+                     poa_cuda_exec_upload(&g->exec, parts[i].at + f * n, parts[i].heads, f * nh, e)
+               : poa_cuda_exec_download(&g->exec, parts[i].backbone, parts[i].at, f * n, e) ||
+                     poa_cuda_exec_download(&g->exec, parts[i].heads, parts[i].at + f * n, f * nh, e))
             return -1;
+    return 0;
+}
+
+/* The state, its bf16 shadows, and zero gradients. */
+static int upload_state(poa_cuda_train *g, poa_error *e) {
+    poa_trainer *t = g->t;
+    const long n = g->n, nh = g->nh;
+    if (move_state(g, 1, e)) return -1;
     uint16_t *shadow = malloc(2 * (size_t)(n + nh));
     if (!shadow) return poa_fail(e, "GPU step: out of memory for the bf16 shadows");
     int rc = 0;
@@ -293,20 +304,7 @@ static int upload_state(poa_cuda_train *g, poa_error *e) {
 
 int poa_cuda_train_upload(poa_cuda_train *g, poa_error *e) { return upload_state(g, e); }
 
-int poa_cuda_train_download(poa_cuda_train *g, poa_error *e) {
-    poa_trainer *t = g->t;
-    const size_t f = sizeof(float);
-    const long n = g->n, nh = g->nh;
-    struct { CUdeviceptr from; float *backbone, *heads; } parts[] = {
-        { g->student, t->student, t->student_heads }, { g->teacher, t->teacher, t->teacher_heads },
-        { g->adam_m, t->adam_m, t->adam_m_heads }, { g->adam_v, t->adam_v, t->adam_v_heads },
-    };
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
-        if (poa_cuda_exec_download(&g->exec, parts[i].backbone, parts[i].from, f * (size_t)n, e) ||
-            poa_cuda_exec_download(&g->exec, parts[i].heads, parts[i].from + f * (size_t)n, f * (size_t)nh, e))
-            return -1;
-    return 0;
-}
+int poa_cuda_train_download(poa_cuda_train *g, poa_error *e) { return move_state(g, 0, e); }
 
 /* AdamW's chunk table over [backbone | heads], uploaded once. */
 static int build_chunks(poa_cuda_train *g, poa_error *e) {

@@ -326,26 +326,13 @@ int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *p, poa_error *e) {
     const long native = p->model->config.image_size / p->model->config.patch_size;
     const long resample_count = p->host.resample ? p->patches * native * native : 0;
     if (p->shared.params_bf16) p->params_bf16 = p->shared.params_bf16;
-    /* the cast slots: as large as the largest activation operand (rows x the widest of 3 x width,
-       the MLP's hidden width and a patch) */
-    const long patch_len = (long)p->model->config.in_channels * p->model->config.patch_size * p->model->config.patch_size;
-    long widest = 3L * p->width > p->host.hidden ? 3L * p->width : p->host.hidden;
-    if (patch_len > widest) widest = patch_len;
-    p->cast_capacity = p->rows * widest;
-    /* every operand the programs cast must fit its slot: (rows - 1) ld + cols elements */
+    /* the cast slots: as large as the largest operand the programs cast (gen/schedule.lua's sizes) */
     const poa_program *programs[2] = { p->fwd.program, p->bwd.program };
+    p->cast_capacity = 0;
     for (int g = 0; g < 2; g++)
-        for (int i = 0; i < programs[g]->step_count; i++) {
-            const poa_program_step *s = &programs[g]->steps[i];
-            const long m = poa_lin_at(s->m, p->batch), k = poa_lin_at(s->k, p->batch);
-            const long a = s->a.value >= 0 && programs[g]->values[s->a.value].kind == POA_VALUE_CAST
-                               ? (s->ta ? (k - 1) * s->lda + m : (m - 1) * s->lda + k) : 0;
-            const long b = s->b.value >= 0 && programs[g]->values[s->b.value].kind == POA_VALUE_CAST
-                               ? (s->tb ? (s->n - 1) * s->ldb + k : (k - 1) * s->ldb + s->n) : 0;
-            if (s->kind == POA_STEP_GEMM && (a > p->cast_capacity || b > p->cast_capacity))
-                return poa_fail(e, "member %dx%d: step %d of the %s casts %ld elements, the slots hold %ld", p->width,
-                                p->depth, i + 1, g ? "backward" : "forward", a > b ? a : b, p->cast_capacity);
-        }
+        for (int i = 0; i < programs[g]->value_count; i++)
+            if (programs[g]->values[i].kind == POA_VALUE_CAST && poa_lin_at(programs[g]->values[i].size, p->batch) > p->cast_capacity)
+                p->cast_capacity = poa_lin_at(programs[g]->values[i].size, p->batch);
     p->cast_shared = p->shared.cast_bf16 && p->shared.cast_capacity >= p->cast_capacity;
     if (p->cast_shared) p->cast_bf16 = p->shared.cast_bf16, p->cast_capacity = p->shared.cast_capacity;
     if ((!p->shared.params_bf16 &&
