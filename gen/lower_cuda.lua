@@ -251,6 +251,7 @@ end
 -- (b * over + c) / d (floor division; d >= 1) of the one symbol `over` (no over: b = 0, the
 -- constant c). text: an expression of + - * / ( ) (C's integer division) over integers and
 -- names; names[id] is an integer, a symbol (a string: itself) or a lin {b, c} of "batch".
+-- What is no such form (a product of symbols, a sum of quotients) is refused.
 local Extent = {}
 local function extent_of(over, b, c, d)
   if b == 0 then return setmetatable({ b = 0, c = c // d, d = 1 }, Extent) end
@@ -258,33 +259,30 @@ local function extent_of(over, b, c, d)
 end
 local function lift(x)
   if getmetatable(x) == Extent then return x end
-  if math.type(x) ~= "integer" then error("not an integer: " .. tostring(x), 0) end
-  return extent_of(nil, 0, x, 1)
+  return math.type(x) == "integer" and extent_of(nil, 0, x, 1) or error("not an integer: " .. tostring(x), 0)
 end
-local function sum(x, y)
+local function need(ok, why) return ok or error(why, 0) end
+function Extent.__add(x, y)
   x, y = lift(x), lift(y)
   if x.b == 0 then x, y = y, x end
   if y.b == 0 then return extent_of(x.over, x.b, x.c + y.c * x.d, x.d) end
-  if x.d ~= 1 or y.d ~= 1 then error("a sum of quotients", 0) end
-  if x.over ~= y.over then error("a sum of " .. x.over .. " and " .. y.over, 0) end
+  need(x.d == 1 and y.d == 1 and x.over == y.over, "a sum of quotients or of two symbols")
   return extent_of(x.over, x.b + y.b, x.c + y.c, 1)
 end
-Extent.__add = sum
-Extent.__sub = function(x, y)
+function Extent.__sub(x, y)
   y = lift(y)
-  if y.d ~= 1 then error("a quotient subtracted", 0) end
-  return sum(x, extent_of(y.over, -y.b, -y.c, 1))
+  need(y.d == 1, "a quotient subtracted")
+  return x + extent_of(y.over, -y.b, -y.c, 1)
 end
-Extent.__mul = function(x, y)
+function Extent.__mul(x, y)
   x, y = lift(x), lift(y)
   if x.b == 0 then x, y = y, x end
-  if y.b ~= 0 then error("a product of symbols", 0) end
-  if x.d ~= 1 and y.c ~= 1 then error("a multiple of a quotient", 0) end
+  need(y.b == 0 and (x.d == 1 or y.c == 1), "a product of symbols or a multiple of a quotient")
   return extent_of(x.over, x.b * y.c, x.c * y.c, x.d)
 end
-Extent.__idiv = function(x, y)
+function Extent.__idiv(x, y)
   x, y = lift(x), lift(y)
-  if y.b ~= 0 or y.c < 1 then error("a division by other than a positive constant", 0) end
+  need(y.b == 0 and y.c >= 1, "a division by other than a positive constant")
   return extent_of(x.over, x.b, x.c, x.d * y.c)
 end
 

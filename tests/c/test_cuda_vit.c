@@ -268,7 +268,7 @@ static int kept_of(const poa_vit_run *fwd, const poa_vit_run *bwd, long batch, k
    attention_backward_dq/_dkv runs the CPU attention_backward once (at _dq). GEMMs evaluate
    the column-major call cuBLASLt would get, by plain loops. Glue kernels: plain loops. */
 typedef struct emulator_state {
-    const char *set;                 /* the kernel set's source: signatures */
+    const char *set, *fused;         /* the kernel set's and the fused kernels' sources: signatures */
     lua_State *L;                    /* launches_lua's function of the set at the top */
     long width, head_dim, hidden;
     long geometry_checked;
@@ -298,17 +298,17 @@ static int run_kernel(emulator_state *st, const char *module, const char *name, 
     return host_runner_launch(&from_cu_runner, module, name, grid, block, args, e);
 }
 
-/* The launch geometry of a generated kernel, evaluated again from gen/emit.lua's launches with
+/* The launch geometry of a generated or fused kernel, evaluated again from gen/emit.lua's launches with
    rows, batch, tokens and patches bound to the values of its own arguments of those names
    (T = patches + 1 where the kernel has no tokens argument), must be what the pass launched
    with (which bound them to the pass's shape). */
-static int check_launch_geometry(emulator_state *st, const char *name, const unsigned grid[3],
+static int check_launch_geometry(emulator_state *st, const char *source, const char *name, const unsigned grid[3],
                                  const unsigned block[3], void **args, poa_error *e) {
-    /* the parameter list of the definition */
+    /* the parameter list of the definition in source */
     const char *at = NULL;
     size_t n = strlen(name);
-    for (const char *c = strstr(st->set, name); c && !at; c = strstr(c + 1, name))
-        if (c > st->set && c[-1] == ' ' && c[n] == '(') at = c + n + 1;
+    for (const char *c = strstr(source, name); c && !at; c = strstr(c + 1, name))
+        if (c > source && c[-1] == ' ' && c[n] == '(') at = c + n + 1;
     if (!at) return poa_fail(e, "emulator: no definition of %s", name);
     static const char *const bound[4] = { "rows", "batch", "tokens", "patches" };
     long value[4] = { 0 };
@@ -349,31 +349,19 @@ static int check_launch_geometry(emulator_state *st, const char *name, const uns
 static int emulate_launch(void *context, const char *module, const char *name, const unsigned grid[3],
                           const unsigned block[3], void **args, poa_error *e) {
     emulator_state *st = context;
-    char set[80];
+    char set[80], suffix[64];
     snprintf(set, sizeof set, "vit_w%ld_h%ld_f%ld.cu", st->width, st->head_dim, st->hidden);
-    /* the fused kernels of this set: residual_layernorm_{forward,backward}_<set>[_dw_db|_dgamma] */
-    char suffix[64];
     snprintf(suffix, sizeof suffix, "_w%ld_h%ld_f%ld", st->width, st->head_dim, st->hidden);
-    const char *at = strstr(name, suffix);
-    int is_fused = !strncmp(name, "residual_layernorm_", 19) && at;
-    if (strcmp(module, is_fused ? "vit_fused.cu" : strncmp(name, "poa_glue_", 9) ? set : "vit_glue.cu"))
+    /* the fused kernels of this set: residual_layernorm_{forward,backward}_<set>[_dw_db|_dgamma] */
+    const int is_fused = !strncmp(name, "residual_layernorm_", 19) && strstr(name, suffix);
+    const int is_glue = !strncmp(name, "poa_glue_", 9);
+    if (strcmp(module, is_fused ? "vit_fused.cu" : is_glue ? "vit_glue.cu" : set))
         return poa_fail(e, "emulator: %s launched from module %s", name, module);
-    if (is_fused) { /* a block of WIDTH threads per row, or (32, 8) per 32 columns, as the table says */
-        int forward = !strncmp(name, "residual_layernorm_forward_", 27), columns = at[strlen(suffix)] != 0;
-        long rows = forward ? num(args, 9) * num(args, 10) : num(args, 13) * num(args, 14);
-        unsigned want_grid = columns ? (unsigned)((st->width + 31) / 32) : (unsigned)rows;
-        unsigned want_block[2] = { columns ? 32u : (unsigned)st->width, columns ? 8u : 1u };
-        if (grid[0] != want_grid || grid[1] != 1 || block[0] != want_block[0] || block[1] != want_block[1])
-            return poa_fail(e, "emulator: %s launched with grid %u block (%u, %u)", name, grid[0], block[0], block[1]);
-        st->launches++, st->geometry_checked++;
-        return run_kernel(st, module, name, grid, block, args, e);
-    }
     st->launches++;
-    if (strncmp(name, "poa_glue_", 9) && check_launch_geometry(st, name, grid, block, args, e)) return -1;
-    if (!strncmp(name, "poa_glue_", 9)) {
-        if (check_glue_geometry(name, grid, block, args, e)) return -1;
-        st->geometry_checked++;
-    }
+    if (is_glue ? check_glue_geometry(name, grid, block, args, e)
+                : check_launch_geometry(st, is_fused ? st->fused : st->set, name, grid, block, args, e))
+        return -1;
+    st->geometry_checked += is_glue;
     return run_kernel(st, module, name, grid, block, args, e);
 }
 
@@ -429,6 +417,7 @@ static int run_pass(runner *r, const poa_vit *m, const char *recipe, int width, 
         poa_cuda_vit_pass_free(&p);
         rc = -1;
     }
+    st.fused = fused_source;
     const long planned = r->lt ? r->lt->heuristic_calls : 0;
     if (!rc) {
         rc = poa_cuda_vit_upload_parameters(&p, params, e) || poa_cuda_vit_upload_gradients(&p, grads, e) ||

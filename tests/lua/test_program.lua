@@ -187,7 +187,7 @@ for _, c in ipairs({
   { "(tokens + 3) / 4", { tokens = 17 }, "5" }, { "HIDDEN - HEAD_DIM * 2", { HIDDEN = 384, HEAD_DIM = 32 }, "320" },
   { "rows * depth", { rows = "rows" }, 'launch geometry "rows * depth": unknown name depth' },
   { "(rows", { rows = "rows" }, 'launch geometry "(rows": bad syntax' },
-  { "rows * batch", { rows = "rows", batch = "batch" }, 'launch geometry "rows * batch": a product of symbols' },
+  { "rows * batch", { rows = "rows", batch = "batch" }, 'launch geometry "rows * batch": a product of symbols or a multiple of a quotient' },
 }) do
   local ok, x = pcall(lower_cuda.extent, c[1], c[2])
   check.equal("launch extent of " .. c[1], ok and lower_cuda.extent_text(x) or x, c[3])
