@@ -200,6 +200,14 @@ static int run(poa_cuda_vit_pass *p, int which, poa_error *e) {
     return rc;
 }
 
+/* Frees p and fails with "label: what e's message". */
+static int fail_freeing(poa_cuda_vit_pass *p, const char *label, const char *what, poa_error *e) {
+    char message[sizeof e->message];
+    snprintf(message, sizeof message, "%s", e->message);
+    poa_cuda_vit_pass_free(p);
+    return poa_fail(e, "%s: %s%s", label, what, message);
+}
+
 static int pass_init(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, const poa_vit *model, int width, int depth,
                      long batch, int image_size, const char *kernel_set, const char *glue_source,
                      const poa_cuda_vit_shared *shared, poa_error *e) {
@@ -227,12 +235,7 @@ static int pass_init(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, const poa_
         poa_cuda_vit_pass_free(p);
         return poa_fail(e, "%s: the kernel source is not the set of this shape (no \"%s\")", label, expected);
     }
-    if (find_programs(p, shared && shared->bf16, e)) {
-        char message[sizeof e->message];
-        snprintf(message, sizeof message, "%s", e->message);
-        poa_cuda_vit_pass_free(p);
-        return poa_fail(e, "%s: %s", label, message);
-    }
+    if (find_programs(p, shared && shared->bf16, e)) return fail_freeing(p, label, "", e);
 
     /* device memory */
     const long native = c->image_size / c->patch_size;
@@ -252,12 +255,8 @@ static int pass_init(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, const poa_
                                   : allocate(p, &p->images, REGION_IMAGES, f * (size_t)image_count, e)) ||
         allocate(p, &p->mask, REGION_MASK, (size_t)(batch * p->patches), e) ||
         allocate(p, &p->drop_scale, REGION_DROP, f * (size_t)(depth * 2 * batch), e) ||
-        allocate(p, &p->dout, REGION_DOUT, f * (size_t)(p->rows * width), e)) {
-        char message[sizeof e->message];
-        snprintf(message, sizeof message, "%s", e->message);
-        poa_cuda_vit_pass_free(p);
-        return poa_fail(e, "%s: device memory: %s", label, message);
-    }
+        allocate(p, &p->dout, REGION_DOUT, f * (size_t)(p->rows * width), e))
+        return fail_freeing(p, label, "device memory: ", e);
     if (!cuda && !exec->emulator) return 0;
 
     /* constants: LayerScale ones and the resampling matrix (as float) */
@@ -281,13 +280,7 @@ static int pass_init(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, const poa_
     /* a zeroed arena (neither a GPU's nor an emulator's memory need start zeroed); a shared one
        is another pass's, written before read */
     if (!rc && !p->arena_shared) rc = fill(p, p->arena, 0.0f, p->arena_count, e);
-    if (rc) {
-        char message[sizeof e->message];
-        snprintf(message, sizeof message, "%s", e->message);
-        poa_cuda_vit_pass_free(p);
-        return poa_fail(e, "%s: %s", label, message);
-    }
-    return 0;
+    return rc ? fail_freeing(p, label, "", e) : 0;
 }
 
 int poa_cuda_vit_pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *model,

@@ -456,15 +456,14 @@ static void check_golden(runner *r, const poa_vit *m, const float *params, const
     poa_error e = { { 0 } };
     int failed = 0;
     for (int i = 0; i < 2 && !failed; i++) {
-        char key[64];
-        snprintf(key, sizeof key, "input.%s", batches[i]);
-        real *images = read_tensor(&f, key, &n);
-        snprintf(key, sizeof key, "droppath.%s", batches[i]);
-        real *drop = read_tensor(&f, key, &n);
-        snprintf(key, sizeof key, "dout.%s", batches[i]);
-        real *dout = read_tensor(&f, key, &n);
-        snprintf(key, sizeof key, "out.%s", batches[i]);
-        real *want = read_tensor(&f, key, &n);
+        static const char *const keys[4] = { "input", "droppath", "dout", "out" };
+        real *t[4]; /* images, drop, dout, want */
+        for (int k = 0; k < 4; k++) {
+            char key[64];
+            snprintf(key, sizeof key, "%s.%s", keys[k], batches[i]);
+            t[k] = read_tensor(&f, key, &n);
+        }
+        real *images = t[0], *drop = t[1], *dout = t[2], *want = t[3];
         float *out = malloc(sizeof(float) * (size_t)n);
         snprintf(label, sizeof label, "%s: golden %s %dx%d %s output within 1e-4", r->prefix, name, width, depth,
                  batches[i]);
