@@ -472,7 +472,7 @@ static int vit_pass(poa_cuda_train *g, poa_cuda_vit_pass *p, int width, int dept
        teacher's, the largest */
     if (g->has_teacher && g->teacher_pass.bf16 && p != &g->teacher_pass)
         shared.cast_bf16 = g->teacher_pass.cast_bf16, shared.cast_capacity = g->teacher_pass.cast_capacity;
-    if (poa_cuda_vit_pass_init_shared(p, &g->exec, &g->t->model, width, depth, batch, size, set, g->glue, &shared, e))
+    if (poa_cuda_vit_pass_init(p, &g->exec, &g->t->model, width, depth, batch, size, set, g->glue, &shared, e))
         return -1;
     if ((g->bf16 && poa_cuda_vit_pass_use_bf16(p, e)) || poa_cuda_vit_pass_use_fused(p, g->fused_source, e) ||
         poa_cuda_vit_pass_plan_gemms(p, e)) {

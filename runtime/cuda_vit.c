@@ -208,9 +208,9 @@ static int fail_freeing(poa_cuda_vit_pass *p, const char *label, const char *wha
     return poa_fail(e, "%s: %s%s", label, what, message);
 }
 
-static int pass_init(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, const poa_vit *model, int width, int depth,
-                     long batch, int image_size, const char *kernel_set, const char *glue_source,
-                     const poa_cuda_vit_shared *shared, poa_error *e) {
+int poa_cuda_vit_pass_init(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, const poa_vit *model, int width, int depth,
+                           long batch, int image_size, const char *kernel_set, const char *glue_source,
+                           const poa_cuda_vit_shared *shared, poa_error *e) {
     poa_cuda *cuda = exec->cuda;
     memset(p, 0, sizeof *p);
     p->exec = *exec; /* with its module cache, allocation account and profile */
@@ -281,29 +281,6 @@ static int pass_init(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, const poa_
        is another pass's, written before read */
     if (!rc && !p->arena_shared) rc = fill(p, p->arena, 0.0f, p->arena_count, e);
     return rc ? fail_freeing(p, label, "", e) : 0;
-}
-
-int poa_cuda_vit_pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *model,
-                           int width, int depth, long batch, int image_size, const char *kernel_set,
-                           const char *glue_source, poa_error *e) {
-    poa_cuda_exec exec = { .cuda = cuda, .lt = lt };
-    return pass_init(p, &exec, model, width, depth, batch, image_size, kernel_set, glue_source, NULL, e);
-}
-
-int poa_cuda_vit_pass_init_emulated(poa_cuda_vit_pass *p, const poa_cuda_emulator *emulator,
-                                    const poa_vit *model, int width, int depth, long batch, int image_size,
-                                    const char *kernel_set, poa_error *e) {
-    if (!emulator) return poa_fail(e, "emulated pass: no emulator");
-    poa_cuda_exec exec = { .emulator = emulator };
-    return pass_init(p, &exec, model, width, depth, batch, image_size, kernel_set, "", NULL, e);
-}
-
-int poa_cuda_vit_pass_init_shared(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, const poa_vit *model, int width,
-                                  int depth, long batch, int image_size, const char *kernel_set,
-                                  const char *glue_source, const poa_cuda_vit_shared *shared, poa_error *e) {
-    if (exec->cuda && !exec->lt) return poa_fail(e, "CUDA ViT pass: a GPU pass needs a cuBLASLt handle");
-    return pass_init(p, exec, model, width, depth, batch, image_size, kernel_set, exec->cuda ? glue_source : "",
-                     shared, e);
 }
 
 int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *p, poa_error *e) {

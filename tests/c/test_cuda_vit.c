@@ -9,7 +9,7 @@
      bf16, both crop sizes) of a pass made where nothing runs launch only kernels their module
      (the width's set, vit_fused.cu, the glue) defines.
    - The launch geometry of the w96 programs evaluated for a known shape.
-   - The pass emulated on the host (poa_cuda_vit_pass_init_emulated): device pointers are host
+   - The pass emulated on the host (an exec with an emulator): device pointers are host
      pointers, each launch runs its kernel's own .cu text through tests/c/cuda_host_run.h,
      thread by thread, after the CPU kernel of its op on the same inputs (each kernel's worst
      difference printed, within 1e-5; without g++ the CPU kernels alone), with the very argument
@@ -40,6 +40,7 @@
 #include "vit_test_util.h"
 
 #define TINY "tests/recipes/tiny_vit.lua"
+static const poa_cuda_exec nowhere = { 0 }; /* passes that run nothing */
 /* bf16 pass against the fp32 CPU pass, norm-relative: the output within the issue's 1e-2; the
    gradients, three or four bf16 GEMM layers further, within 2e-2: PyTorch's own bf16 autocast
    on the same model and members is off by 1.3-2.2% on its worst gradient tensor
@@ -118,7 +119,7 @@ static int check_width(lua_State *L, const poa_recipe *r, const poa_vit *m, int 
     for (int i = 0; i < 2 && problems == 0; i++) {
         poa_cuda_vit_pass p;
         for (int bf16 = 0; bf16 < 2 && problems == 0; bf16++) {
-            if (poa_cuda_vit_pass_init(&p, NULL, NULL, m, width, r->depth_min, 2, sizes[i], set, glue, &e) ||
+            if (poa_cuda_vit_pass_init(&p, &nowhere, m, width, r->depth_min, 2, sizes[i], set, glue, NULL, &e) ||
                 (bf16 && poa_cuda_vit_pass_use_bf16(&p, &e))) {
                 if (problems++ == 0) snprintf(why, size, "%s at %d px: %.800s", name, sizes[i], e.message);
                 continue;
@@ -204,7 +205,7 @@ static void check_geometry(void) {
     poa_cuda_vit_pass p;
     test_load_model(TINY, &r, &m);
     if (poa_cuda_vit_sources(TINY, NULL, 96, &set, NULL, NULL, 0, &e) ||
-        poa_cuda_vit_pass_init(&p, NULL, NULL, &m, 96, 4, 2, 32, set, "", &e)) {
+        poa_cuda_vit_pass_init(&p, &nowhere, &m, 96, 4, 2, 32, set, "", NULL, &e)) {
         CHECK(label, 0, "%s", e.message);
     } else {
         const struct { const char *name; unsigned grid[3], block[3]; } want[] = {
@@ -410,8 +411,8 @@ static int run_pass(runner *r, const poa_vit *m, const char *recipe, int width, 
     if (st.L && !rc) lua_pop(st.L, 1); /* the function stays at the top */
     st.set = set;
     if (!rc)
-        rc = r->cuda ? poa_cuda_vit_pass_init(&p, r->cuda, r->lt, m, width, depth, batch, image, set, glue, e)
-                     : poa_cuda_vit_pass_init_emulated(&p, &em, m, width, depth, batch, image, set, e);
+        rc = poa_cuda_vit_pass_init(&p, &(poa_cuda_exec){ .cuda = r->cuda, .lt = r->lt, .emulator = r->cuda ? NULL : &em },
+                                    m, width, depth, batch, image, set, glue, NULL, e);
     if (!rc && ((r->bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) || poa_cuda_vit_fused_source(recipe, NULL, &fused_source, e) ||
                 poa_cuda_vit_pass_use_fused(&p, fused_source, e) || poa_cuda_vit_pass_plan_gemms(&p, e))) {
         poa_cuda_vit_pass_free(&p);
