@@ -236,9 +236,9 @@ end
 -- C file, its header and one CUDA file per build, whatever the recipes.
 local train_hand_written_c = { "train_host.c.tmpl", "koleo.c.tmpl" }
 local train_hand_written_cu = {
-  { file = "koleo.cu.tmpl", kernels = { { "poa_train_koleo_normalize", "n, 1", "256, 1" },
-                                        { "poa_train_koleo_neighbours", "n, 1", "256, 1" },
-                                        { "poa_train_koleo_backward", "n, 1", "256, 1" } } },
+  { file = "koleo.cu.tmpl", kernels = { { "poa_train_koleo_normalize", "n", 256 },
+                                        { "poa_train_koleo_neighbours", "n", 256 },
+                                        { "poa_train_koleo_backward", "n", 256 } } },
 }
 
 function emit.train_c_text()
@@ -265,20 +265,42 @@ function emit.train_h_text()
   })
 end
 
-function emit.train_cu_text()
-  local kernels, table_lines = {}, {}
+-- The training kernels' texts and their launches in launch order: {name, grid = {x, y}, block = {x, y}},
+-- expressions of n, rows, k, chunks and TRAIN_CHUNK.
+local function train_kernels()
+  local texts, list = {}, {}
   for _, name in ipairs(ops_train.order) do
-    local text, list = lower_cuda.op(ops_train[name], {})
-    kernels[#kernels + 1] = text
-    for _, k in ipairs(list) do
-      table_lines[#table_lines + 1] = table_line(34, k.name, { k.grid[1], k.grid[2] }, { k.block[1], k.block[2] })
-    end
+    local text, kernels = lower_cuda.op(ops_train[name], {})
+    texts[#texts + 1] = text
+    for _, k in ipairs(kernels) do list[#list + 1] = k end
   end
   for _, t in ipairs(train_hand_written_cu) do
-    kernels[#kernels + 1] = template.read(t.file)
-    for _, k in ipairs(t.kernels) do
-      table_lines[#table_lines + 1] = table_line(34, k[1], { k[2] }, { k[3] })
+    texts[#texts + 1] = template.read(t.file)
+    for _, k in ipairs(t.kernels) do list[#list + 1] = { name = k[1], grid = { k[2], 1 }, block = { k[3], 1 } } end
+  end
+  return texts, list
+end
+
+-- The training kernels' launches for runtime/cuda_train.c: {name, module, grid = 3 extents
+-- over n, rows, k or chunks (gen/lower_cuda.lua), block = 3 integers}.
+function emit.train_launches()
+  local names, out = { n = "n", rows = "rows", k = "k", chunks = "chunks", TRAIN_CHUNK = ops_train.CHUNK }, {}
+  for _, k in ipairs(select(2, train_kernels())) do
+    local grid, block = {}, {}
+    for d = 1, 3 do
+      grid[d] = lower_cuda.extent(k.grid[d] or 1, names)
+      block[d] = lower_cuda.constant(k.block[d] or 1, names)
     end
+    out[#out + 1] = { name = k.name, module = "train_kernels.cu", grid = grid, block = block }
+  end
+  return out
+end
+
+function emit.train_cu_text()
+  local kernels, list = train_kernels()
+  local table_lines = {}
+  for _, k in ipairs(list) do
+    table_lines[#table_lines + 1] = table_line(34, k.name, { k.grid[1], k.grid[2] }, { k.block[1], k.block[2] })
   end
   local names = {}
   for i, t in ipairs(train_hand_written_cu) do names[i] = t.file end

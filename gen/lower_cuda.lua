@@ -247,4 +247,73 @@ function lower_cuda.op(op, dims)
   return table.concat(texts, "\n"), kernels
 end
 
+-- A launch dimension as data that C evaluates without a parser: {over, b, c, d} meaning
+-- (b * over + c) / d (floor division; d >= 1) of the one symbol `over` (no over: b = 0, the
+-- constant c). text: an expression of + - * / ( ) (C's integer division) over integers and
+-- names; names[id] is an integer, a symbol (a string: itself) or a lin {b, c} of "batch".
+-- What is no such form (a product of symbols, a sum of quotients) is refused.
+local Extent = {}
+local function extent_of(over, b, c, d)
+  if b == 0 then return setmetatable({ b = 0, c = c // d, d = 1 }, Extent) end
+  return setmetatable({ over = over, b = b, c = c, d = d }, Extent)
+end
+local function lift(x)
+  if getmetatable(x) == Extent then return x end
+  return math.type(x) == "integer" and extent_of(nil, 0, x, 1) or error("not an integer: " .. tostring(x), 0)
+end
+local function need(ok, why) return ok or error(why, 0) end
+function Extent.__add(x, y)
+  x, y = lift(x), lift(y)
+  if x.b == 0 then x, y = y, x end
+  if y.b == 0 then return extent_of(x.over, x.b, x.c + y.c * x.d, x.d) end
+  need(x.d == 1 and y.d == 1 and x.over == y.over, "a sum of quotients or of two symbols")
+  return extent_of(x.over, x.b + y.b, x.c + y.c, 1)
+end
+function Extent.__sub(x, y)
+  y = lift(y)
+  need(y.d == 1, "a quotient subtracted")
+  return x + extent_of(y.over, -y.b, -y.c, 1)
+end
+function Extent.__mul(x, y)
+  x, y = lift(x), lift(y)
+  if x.b == 0 then x, y = y, x end
+  need(y.b == 0 and (x.d == 1 or y.c == 1), "a product of symbols or a multiple of a quotient")
+  return extent_of(x.over, x.b * y.c, x.c * y.c, x.d)
+end
+function Extent.__idiv(x, y)
+  x, y = lift(x), lift(y)
+  need(y.b == 0 and y.c >= 1, "a division by other than a positive constant")
+  return extent_of(x.over, x.b, x.c, x.d * y.c)
+end
+
+function lower_cuda.extent(text, names)
+  local env = setmetatable({}, { __index = function(_, id)
+    local v = names[id]
+    if v == nil then error("unknown name " .. id, 0) end
+    if type(v) == "string" then return extent_of(v, 1, 0, 1) end
+    if type(v) == "table" then return extent_of("batch", v.b, v.c, 1) end
+    return v
+  end })
+  local chunk = load("return " .. (tostring(text):gsub("/", "//")), "=geometry", "t", env)
+  local ok, x = false, "bad syntax"
+  if chunk then ok, x = pcall(function() return lift(chunk()) end) end
+  if not ok then error(string.format('launch geometry "%s": %s', text, x), 0) end
+  return x
+end
+
+-- A block dimension: an expression that must be a constant.
+function lower_cuda.constant(text, names)
+  local x = lower_cuda.extent(text, names)
+  if x.b ~= 0 then error(string.format('launch geometry "%s": not a constant', text), 0) end
+  return x.c
+end
+
+-- An extent as text: "34", "(2 * batch + 289) / 256".
+function lower_cuda.extent_text(x)
+  if x.b == 0 then return tostring(x.c) end
+  local s = (x.b == 1 and "" or x.b .. " * ") .. x.over
+  if x.c ~= 0 then s = s .. (x.c > 0 and " + " or " - ") .. math.abs(x.c) end
+  return x.d == 1 and s or "(" .. s .. ") / " .. x.d
+end
+
 return lower_cuda

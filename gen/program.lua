@@ -404,8 +404,10 @@ function program.text(p, batch)
     lines[#lines + 1] = string.format("  %3d %s%s%s", i, step_text(p, st, batch),
       f > 0 and string.format("   %.4g MFLOPs", f / 1e6) or "", st.note and ("   (" .. st.note .. ")") or "")
     for _, k in ipairs(st.launches or {}) do
+      local grid = {}
+      for d, x in ipairs(k.grid) do grid[d] = require("gen.lower_cuda").extent_text(x) end
       lines[#lines + 1] = string.format("        launch %s (%s) grid (%s) block (%s)", k.name, k.module,
-        table.concat(k.grid, ", "), table.concat(k.block, ", "))
+        table.concat(grid, ", "), table.concat(k.block, ", "))
     end
   end
   return table.concat(lines, "\n") .. "\n"

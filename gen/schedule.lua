@@ -15,6 +15,7 @@
 -- runtime/program.c runs either program; the GPU backend launches what step 4 names.
 local graph = require("gen.graph")
 local program = require("gen.program")
+local lower_cuda = require("gen.lower_cuda")
 
 local schedule = {}
 local lin = graph.lin
@@ -73,11 +74,12 @@ function lowerings.linear(s, n)
 end
 
 -- Rewrite 3: the bf16 form of each GEMM operand (a step list and its values; slots added).
+local function lin_of(x) return type(x) == "table" and x or lin(0, x) end
 local function cast_operands(s, values)
   local slots = {}
   local function slot(which)
     if not slots[which] then
-      local v = { id = #values + 1, name = "cast_" .. which, kind = "cast", elem = "bf16" }
+      local v = { id = #values + 1, name = "cast_" .. which, kind = "cast", elem = "bf16", size = lin(0, 0) }
       values[v.id] = v
       slots[which] = v
     end
@@ -96,7 +98,10 @@ local function cast_operands(s, values)
           local rows, cols
           if which == "a" then rows, cols = trans and step.k or step.m, trans and step.m or step.k
           else rows, cols = trans and step.n or step.k, trans and step.k or step.n end
-          local dst = { value = slot(which).id, offset = lin(0, 0) }
+          -- the slot holds the largest operand cast into it: (rows - 1) ld + cols elements
+          local r, c, v = lin_of(rows), lin_of(cols), slot(which)
+          v.size = { b = math.max(v.size.b, r.b * ld + c.b), c = math.max(v.size.c, (r.c - 1) * ld + c.c) }
+          local dst = { value = v.id, offset = lin(0, 0) }
           local saved = s.steps
           s.steps = steps
           st.kernel(s, "to_bf16", { dst = dst, src = o, ld = ld, rows = rows, cols = cols })
@@ -111,8 +116,8 @@ local function cast_operands(s, values)
 end
 
 -- Rewrite 4: the CUDA kernels of each kernel step and copy. A launch's grid and block
--- expressions get the step's scalar arguments and the member's constants substituted, so that
--- only `batch` is left (runtime/cuda_vit.c's poa_cuda_eval evaluates them).
+-- expressions, with the step's scalar arguments and the member's constants bound, become
+-- extents of the batch (gen/lower_cuda.lua's lower_cuda.extent: data the executor evaluates).
 local function glue(name, elements)
   return { { name = "poa_glue_" .. name, module = "vit_glue.cu", grid = { "(" .. elements .. " + 255) / 256" },
              block = { "256" } } }
@@ -148,16 +153,7 @@ local function launches_of(s)
           if a.scalar then names[p[1]] = a.scalar else present[p[1]] = a.buffer ~= nil end
         end
       end
-      local function expression(e)
-        return (tostring(e):gsub("[%a_][%w_]*", function(id)
-          local v = names[id]
-          if id == "batch" or v == nil then return id end
-          if type(v) == "number" then return tostring(v) end
-          if v.b == 0 then return tostring(v.c) end
-          local b = v.b == 1 and "batch" or (v.b .. " * batch")
-          return v.c == 0 and ("(" .. b .. ")") or ("(" .. b .. " + " .. v.c .. ")")
-        end))
-      end
+      names.batch = "batch"
       step.launches = {}
       for _, k in ipairs(list) do
         local any = not k.outputs
@@ -165,8 +161,8 @@ local function launches_of(s)
         if any then
           local grid, block = {}, {}
           for d = 1, 3 do
-            grid[d] = expression(k.grid[d] or "1")
-            block[d] = expression(k.block[d] or "1")
+            grid[d] = lower_cuda.extent(k.grid[d] or "1", names)
+            block[d] = lower_cuda.constant(k.block[d] or "1", names)
           end
           step.launches[#step.launches + 1] = { name = k.name, module = k.module, grid = grid, block = block }
         end

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <lauxlib.h>
+
 #include "loss_plan.h"
 #include "recipe.h"
 #include "train_kernels.h"
@@ -48,27 +50,46 @@ static int many(const poa_cuda_train *g) { return g->reduce && g->reduce->dist &
 
 /* ---- launches ---- */
 
-/* A training kernel by its name in the table of train_kernels.cu, with the table's geometry
-   for dims. */
-static int launch(poa_cuda_train *g, const char *name, const poa_cuda_dims *dims, void **args, poa_error *e) {
-    int i = 0;
+/* The values of the symbols a training kernel's grid is an extent of. */
+typedef struct train_dims {
+    long n, rows, k, chunks;
+} train_dims;
+
+/* The training kernels' launches (gen/emit.lua's train_launches) into g->kernels. */
+static int read_launches(poa_cuda_train *g, poa_error *e) {
+    lua_State *L = poa_lua_open(e);
+    if (!L) return -1;
+    int rc = luaL_dostring(L, "return require('gen.emit').train_launches()") != LUA_OK
+                 ? poa_fail(e, "GPU step: the training kernels' launches: %s", lua_tostring(L, -1))
+                 : 0;
+    const int count = rc ? 0 : (int)luaL_len(L, -1);
+    if (count > POA_CUDA_TRAIN_MAX_KERNELS)
+        rc = poa_fail(e, "GPU step: %d training kernels, at most %d", count, POA_CUDA_TRAIN_MAX_KERNELS);
+    for (int i = 0; i < count && !rc; i++) {
+        lua_rawgeti(L, -1, i + 1);
+        rc = poa_launch_from_lua(L, lua_gettop(L), &g->kernels[i], e);
+        lua_pop(L, 1);
+    }
+    g->kernel_count = rc ? 0 : count;
+    lua_close(L);
+    return rc;
+}
+
+/* A training kernel by name, its grid evaluated at the value dims gives its symbol. */
+static int launch(poa_cuda_train *g, const char *name, const train_dims *dims, void **args, poa_error *e) {
+    int i = 0, s = 0;
     while (i < g->kernel_count && strcmp(g->kernels[i].name, name)) i++;
-    if (i == g->kernel_count) return poa_fail(e, "GPU step: kernel %s is not in train_kernels.cu's table", name);
-    poa_cuda_dims bound = *dims;
-    bound.train_chunk = TRAIN_CHUNK;
-    dims = &bound;
-    unsigned geometry[2][3];
-    for (int w = 0; w < 2; w++)
-        for (int d = 0; d < 3; d++) {
-            long v;
-            if (poa_cuda_eval(w ? g->kernels[i].block[d] : g->kernels[i].grid[d], dims, &v, e)) return -1;
-            if (v < 1 || v > (w ? 1024 : d == 0 ? 0x7fffffffL : 65535))
-                return poa_fail(e, "GPU step: kernel %s: %s %c = %ld is out of range", name, w ? "block" : "grid",
-                                "xyz"[d], v);
-            geometry[w][d] = (unsigned)v;
-        }
+    if (i == g->kernel_count) return poa_fail(e, "GPU step: kernel %s is not among the training kernels", name);
+    const poa_program_launch *k = &g->kernels[i];
+    const struct { const char *name; long value; } symbols[] = {
+        { "", 0 }, { "n", dims->n }, { "rows", dims->rows }, { "k", dims->k }, { "chunks", dims->chunks } };
+    while (s < ARGC(symbols) && strcmp(symbols[s].name, k->over)) s++;
+    if (s == ARGC(symbols)) return poa_fail(e, "GPU step: kernel %s: a grid over %s, not n, rows, k or chunks", name, k->over);
+    unsigned grid[3];
+    const int rc = poa_launch_geometry(k, symbols[s].value, grid, "GPU step", e);
+    if (rc) return rc < 0 ? -1 : poa_fail(e, "GPU step: kernel %s: an empty grid", name);
     g->launches++;
-    return poa_cuda_exec_launch(&g->exec, g->functions[i], "train_kernels.cu", name, geometry[0], geometry[1], args, e);
+    return poa_cuda_exec_launch(&g->exec, g->functions[i], k->module, name, grid, k->block, args, e);
 }
 
 /* A glue kernel of vit_glue.cu over n threads. */
@@ -95,7 +116,7 @@ static long chunks_of(long n) { return (n + TRAIN_CHUNK - 1) / TRAIN_CHUNK; }
 
 /* total[0] = sum of the n doubles at x (poa_train_sum). */
 static int sum_doubles(poa_cuda_train *g, CUdeviceptr total, CUdeviceptr x, long n, poa_error *e) {
-    poa_cuda_dims dims = { .n = n };
+    train_dims dims = { .n = n };
     void *args[] = { &total, &x, &n };
     return launch(g, "poa_train_sum", &dims, args, e);
 }
@@ -119,7 +140,7 @@ static int cross_entropy(poa_cuda_train *g, const poa_loss_call *call, CUdevicep
     long rows = call->rows;
     if (rows <= 0) return 0;
     double scale = call->factor / call->norm;
-    poa_cuda_dims dims = { .rows = rows, .k = k };
+    train_dims dims = { .rows = rows, .k = k };
     CUdeviceptr row_loss = g->row_loss;
     void *args[] = { &row_loss, &dlogits, &targets, &logits, &weight, &temperature, &scale, &rows, &k };
     return launch(g, "poa_train_cross_entropy", &dims, args, e) || add_term(g, call, row_loss, rows, e) ? -1 : 0;
@@ -137,8 +158,8 @@ static int sinkhorn_knopp(poa_cuda_train *g, CUdeviceptr targets, CUdeviceptr lo
     long n = rows * k, chunks = chunks_of(n);
     CUdeviceptr partial = g->sk_max_partial, max = g->sk_max, row_sum = g->sk_row_sum, total = g->sk_total;
     CUdeviceptr row_scale = g->sk_row_scale, colsum = g->sk_colsum, column_scale = g->sk_column_scale;
-    poa_cuda_dims flat = { .n = n }, partials = { .n = chunks }, block = { .rows = rows, .k = k };
-    poa_cuda_dims one = { .rows = rows, .n = rows }, columns = { .k = k };
+    train_dims flat = { .n = n }, partials = { .n = chunks }, block = { .rows = rows, .k = k };
+    train_dims one = { .rows = rows, .n = rows }, columns = { .k = k };
     double samples_sum = (double)rows;
     if (dp && poa_dist_all_reduce_double(g->reduce->dist, &samples_sum, 1, POA_DIST_SUM, e)) return -1;
     long samples = (long)samples_sum;
@@ -243,18 +264,29 @@ static size_t lay_out_work(poa_cuda_train *g, CUdeviceptr base) {
 
 /* ---- set-up ---- */
 
-static int upload_state(poa_cuda_train *g, poa_error *e) {
+/* The trainer's student, teacher and AdamW moments ([backbone | heads] on the device) to the
+   device (up) or back. */
+static int move_state(poa_cuda_train *g, int up, poa_error *e) {
     poa_trainer *t = g->t;
-    const size_t f = sizeof(float);
-    const long n = g->n, nh = g->nh;
-    struct { CUdeviceptr to; const float *backbone, *heads; } parts[] = {
+    const size_t f = sizeof(float), n = (size_t)g->n, nh = (size_t)g->nh;
+    struct { CUdeviceptr at; float *backbone, *heads; } parts[] = {
         { g->student, t->student, t->student_heads }, { g->teacher, t->teacher, t->teacher_heads },
         { g->adam_m, t->adam_m, t->adam_m_heads }, { g->adam_v, t->adam_v, t->adam_v_heads },
     };
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
-        if (poa_cuda_exec_upload(&g->exec, parts[i].to, parts[i].backbone, f * (size_t)n, e) ||
-            poa_cuda_exec_upload(&g->exec, parts[i].to + f * (size_t)n, parts[i].heads, f * (size_t)nh, e))
+        if (up ? poa_cuda_exec_upload(&g->exec, parts[i].at, parts[i].backbone, f * n, e) ||
+                     poa_cuda_exec_upload(&g->exec, parts[i].at + f * n, parts[i].heads, f * nh, e)
+               : poa_cuda_exec_download(&g->exec, parts[i].backbone, parts[i].at, f * n, e) ||
+                     poa_cuda_exec_download(&g->exec, parts[i].heads, parts[i].at + f * n, f * nh, e))
             return -1;
+    return 0;
+}
+
+/* The state, its bf16 shadows, and zero gradients. */
+static int upload_state(poa_cuda_train *g, poa_error *e) {
+    poa_trainer *t = g->t;
+    const long n = g->n, nh = g->nh;
+    if (move_state(g, 1, e)) return -1;
     uint16_t *shadow = malloc(2 * (size_t)(n + nh));
     if (!shadow) return poa_fail(e, "GPU step: out of memory for the bf16 shadows");
     int rc = 0;
@@ -272,20 +304,7 @@ static int upload_state(poa_cuda_train *g, poa_error *e) {
 
 int poa_cuda_train_upload(poa_cuda_train *g, poa_error *e) { return upload_state(g, e); }
 
-int poa_cuda_train_download(poa_cuda_train *g, poa_error *e) {
-    poa_trainer *t = g->t;
-    const size_t f = sizeof(float);
-    const long n = g->n, nh = g->nh;
-    struct { CUdeviceptr from; float *backbone, *heads; } parts[] = {
-        { g->student, t->student, t->student_heads }, { g->teacher, t->teacher, t->teacher_heads },
-        { g->adam_m, t->adam_m, t->adam_m_heads }, { g->adam_v, t->adam_v, t->adam_v_heads },
-    };
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
-        if (poa_cuda_exec_download(&g->exec, parts[i].backbone, parts[i].from, f * (size_t)n, e) ||
-            poa_cuda_exec_download(&g->exec, parts[i].heads, parts[i].from + f * (size_t)n, f * (size_t)nh, e))
-            return -1;
-    return 0;
-}
+int poa_cuda_train_download(poa_cuda_train *g, poa_error *e) { return move_state(g, 0, e); }
 
 /* AdamW's chunk table over [backbone | heads], uploaded once. */
 static int build_chunks(poa_cuda_train *g, poa_error *e) {
@@ -356,16 +375,7 @@ int poa_cuda_train_init(poa_cuda_train *g, poa_trainer *t, const poa_cuda_exec *
     if (!rc) rc = poa_cuda_heads_source(&g->heads_source, e);
     if (!rc) rc = poa_cuda_vit_fused_source(c->recipe.path, c->recipe.overrides, &g->fused_source, e);
     if (!rc) rc = poa_cuda_train_kernels_source(&g->train_source, e);
-    poa_cuda_kernel_entry *entries = NULL;
-    int count = 0;
-    if (!rc) rc = poa_cuda_kernel_table(g->train_source, &entries, &count, e);
-    if (!rc && count > POA_CUDA_TRAIN_MAX_KERNELS)
-        rc = poa_fail(e, "GPU step: %d training kernels, at most %d", count, POA_CUDA_TRAIN_MAX_KERNELS);
-    if (!rc) {
-        memcpy(g->kernels, entries, sizeof *entries * (size_t)count);
-        g->kernel_count = count;
-    }
-    free(entries);
+    if (!rc) rc = read_launches(g, e);
     if (!rc && exec->cuda) { /* every kernel of the run compiled (in parallel) and loaded now */
         const char *sources[64 + 4], *names[64 + 4];
         char set_names[64][48];
@@ -462,7 +472,7 @@ static int vit_pass(poa_cuda_train *g, poa_cuda_vit_pass *p, int width, int dept
        teacher's, the largest */
     if (g->has_teacher && g->teacher_pass.bf16 && p != &g->teacher_pass)
         shared.cast_bf16 = g->teacher_pass.cast_bf16, shared.cast_capacity = g->teacher_pass.cast_capacity;
-    if (poa_cuda_vit_pass_init_shared(p, &g->exec, &g->t->model, width, depth, batch, size, set, g->glue, &shared, e))
+    if (poa_cuda_vit_pass_init(p, &g->exec, &g->t->model, width, depth, batch, size, set, g->glue, &shared, e))
         return -1;
     if ((g->bf16 && poa_cuda_vit_pass_use_bf16(p, e)) || poa_cuda_vit_pass_use_fused(p, g->fused_source, e) ||
         poa_cuda_vit_pass_plan_gemms(p, e)) {
@@ -605,7 +615,7 @@ static int koleo_call(poa_cuda_train *g, poa_cuda_branch *x, const poa_loss_call
     CUdeviceptr grads = g->koleo_grads + f * (size_t)((call->row - local_rows) * d);
     CUdeviceptr zhat = g->koleo_zhat, norm = g->koleo_norm, kg = g->koleo_g, nn = g->koleo_nn;
     CUdeviceptr row_loss = g->koleo_row_loss;
-    poa_cuda_dims dims = { .n = n };
+    train_dims dims = { .n = n };
     void *a_normalize[] = { &zhat, &norm, &features, &n, &d };
     void *a_neighbours[] = { &kg, &nn, &row_loss, &zhat, &factor, &n, &d };
     void *a_backward[] = { &grads, &kg, &nn, &zhat, &norm, &n, &d };
@@ -643,7 +653,7 @@ static int branch_losses(poa_cuda_train *g, int index, double weight, const shap
             CUdeviceptr Q = g->distill_targets, SI = intact->heads.logits[h];
             long softmax_rows = local_rows + global_rows;
             double distill_temp = c->distill_temp;
-            poa_cuda_dims dims = { .rows = softmax_rows, .k = K };
+            train_dims dims = { .rows = softmax_rows, .k = K };
             void *args[] = { &Q, &SI, &distill_temp, &softmax_rows, &K };
             rc = launch(g, "poa_train_softmax", &dims, args, e);
             distill_head = h;
@@ -737,7 +747,7 @@ int poa_cuda_train_plan_memory(poa_trainer *t, int bf16, const poa_batch *batch,
 
 static int sum_squares(poa_cuda_train *g, CUdeviceptr total, CUdeviceptr x, long n, poa_error *e) {
     CUdeviceptr partial = g->norm_partial;
-    poa_cuda_dims dims = { .n = n };
+    train_dims dims = { .n = n };
     void *args[] = { &partial, &x, &n };
     return launch(g, "poa_train_sum_squares", &dims, args, e) || sum_doubles(g, total, partial, chunks_of(n), e) ? -1
                                                                                                                  : 0;
@@ -745,7 +755,7 @@ static int sum_squares(poa_cuda_train *g, CUdeviceptr total, CUdeviceptr x, long
 
 static int clip(poa_cuda_train *g, CUdeviceptr x, CUdeviceptr total, long n, poa_error *e) {
     double max_norm = g->t->config.clip_grad;
-    poa_cuda_dims dims = { .n = n };
+    train_dims dims = { .n = n };
     void *args[] = { &x, &total, &max_norm, &n };
     return launch(g, "poa_train_clip_scale", &dims, args, e);
 }
@@ -797,7 +807,7 @@ int poa_cuda_train_end_step(poa_cuda_train *g, poa_error *e) {
         CUdeviceptr cs = g->chunk_start, cc = g->chunk_count, ct = g->chunk_tensor, decay = g->decay;
         CUdeviceptr neg_step = g->neg_step;
         long chunks = g->chunks, all = n + nh;
-        poa_cuda_dims adam = { .chunks = chunks }, flat = { .n = all };
+        train_dims adam = { .chunks = chunks }, flat = { .n = all };
         void *a_adam[] = { &p, &m, &v, &shadow, &grads, &cs, &cc, &ct, &decay, &neg_step, &k.beta1,
                            &k.one_minus_beta1, &k.beta2, &k.one_minus_beta2, &k.correction2_sqrt, &k.epsilon,
                            &chunks };

@@ -74,7 +74,7 @@ typedef struct poa_cuda_train {
     char *glue, *heads_source, *train_source, *fused_source;
     /* the training kernels' table and functions */
     int kernel_count;
-    poa_cuda_kernel_entry kernels[POA_CUDA_TRAIN_MAX_KERNELS];
+    poa_program_launch kernels[POA_CUDA_TRAIN_MAX_KERNELS];
     CUmodule train_module, glue_module;
     poa_cuda_modules modules;    /* every module of the run, loaded once */
     CUfunction functions[POA_CUDA_TRAIN_MAX_KERNELS];

@@ -1,5 +1,5 @@
-/* cuda_vit.c: one elastic ViT member's GPU pass (see cuda_vit.h): the kernel tables and their
-   expressions, the sources, and the pass: device memory bound to the GPU programs' values. */
+/* cuda_vit.c: one elastic ViT member's GPU pass (see cuda_vit.h): the sources, and the pass:
+   device memory bound to the GPU programs' values. */
 #include "cuda_vit.h"
 
 #include <ctype.h>
@@ -11,191 +11,7 @@
 #include "nvrtc_cache.h"
 #include "recipe.h"
 
-/* ---- the kernel table and its expressions ---- */
-
-/* Copies the text of a parenthesised list starting at s (at '(') into up to n parts split at
-   top-level commas, trimmed; returns the number of parts, -1 when malformed; *end after ')'. */
-static int split_list(const char *s, char parts[][96], int n, size_t part_size, const char **end) {
-    if (*s != '(') return -1;
-    int depth = 0, count = 0;
-    const char *start = s + 1;
-    for (const char *c = s; *c && *c != '\n'; c++) {
-        if (*c == '(') depth++;
-        if (*c == ')') depth--;
-        if ((*c == ',' && depth == 1) || depth == 0) {
-            if (count == n) return -1;
-            const char *a = start, *b = c;
-            while (a < b && isspace((unsigned char)*a)) a++;
-            while (b > a && isspace((unsigned char)b[-1])) b--;
-            if ((size_t)(b - a) >= part_size || b == a) return -1;
-            memcpy(parts[count], a, (size_t)(b - a));
-            parts[count][b - a] = 0;
-            count++;
-            start = c + 1;
-            if (depth == 0) {
-                *end = c + 1;
-                return count;
-            }
-        }
-    }
-    return -1;
-}
-
-/* dst = src, cut to size - 1 characters. */
-static void copy_text(char *dst, size_t size, const char *src) {
-    size_t n = strlen(src);
-    if (n >= size) n = size - 1;
-    memcpy(dst, src, n);
-    dst[n] = 0;
-}
-
-int poa_cuda_kernel_table(const char *source, poa_cuda_kernel_entry **entries, int *count,
-                          poa_error *e) {
-    *entries = NULL;
-    *count = 0;
-    const char *at = strstr(source, "// Kernels, in launch order");
-    if (!at) return poa_fail(e, "kernel source has no \"// Kernels, in launch order\" table");
-    at = strchr(at, '\n');
-    int capacity = 0;
-    while (at && strncmp(at + 1, "//   ", 5) == 0) {
-        const char *line = at + 6, *eol = strchr(line, '\n');
-        if (!eol) eol = line + strlen(line);
-        poa_cuda_kernel_entry k;
-        memset(&k, 0, sizeof k);
-        size_t name_length = strcspn(line, " \n");
-        const char *grid = strstr(line, "grid ("), *block = strstr(line, "block (");
-        if (name_length == 0 || name_length >= sizeof k.name || !grid || !block || grid > eol ||
-            block > eol) {
-            free(*entries);
-            *entries = NULL;
-            return poa_fail(e, "kernel table: cannot read the line \"%.*s\"", (int)(eol - line), line);
-        }
-        memcpy(k.name, line, name_length);
-        char parts[3][96];
-        const char *end;
-        int g = split_list(grid + 5, parts, 3, sizeof parts[0], &end);
-        for (int i = 0; i < 3; i++) copy_text(k.grid[i], sizeof k.grid[i], i < g ? parts[i] : "1");
-        int b = split_list(block + 6, parts, 3, sizeof k.block[0], &end);
-        for (int i = 0; i < 3; i++) copy_text(k.block[i], sizeof k.block[i], i < b ? parts[i] : "1");
-        if (g < 1 || b < 1) {
-            free(*entries);
-            *entries = NULL;
-            return poa_fail(e, "kernel table: bad grid or block in \"%.*s\"", (int)(eol - line), line);
-        }
-        if (*count == capacity) {
-            capacity = capacity ? 2 * capacity : 32;
-            poa_cuda_kernel_entry *grown = realloc(*entries, sizeof *grown * (size_t)capacity);
-            if (!grown) {
-                free(*entries);
-                *entries = NULL;
-                return poa_fail(e, "kernel table: out of memory");
-            }
-            *entries = grown;
-        }
-        (*entries)[(*count)++] = k;
-        at = *eol ? eol : NULL;
-    }
-    if (*count == 0) return poa_fail(e, "kernel table: no kernels listed");
-    return 0;
-}
-
-typedef struct parser {
-    const char *s;
-    const poa_cuda_dims *dims;
-    const char *expression;
-    poa_error *e;
-    int failed;
-} parser;
-
-static long parse_sum(parser *p);
-
-static void skip_space(parser *p) {
-    while (isspace((unsigned char)*p->s)) p->s++;
-}
-
-static long parse_factor(parser *p) {
-    skip_space(p);
-    if (*p->s == '(') {
-        p->s++;
-        long v = parse_sum(p);
-        skip_space(p);
-        if (*p->s != ')') {
-            if (!p->failed) poa_fail(p->e, "expression \"%s\": missing )", p->expression);
-            p->failed = 1;
-            return 1;
-        }
-        p->s++;
-        return v;
-    }
-    if (isdigit((unsigned char)*p->s)) {
-        char *end;
-        long v = strtol(p->s, &end, 10);
-        p->s = end;
-        return v;
-    }
-    if (isalpha((unsigned char)*p->s) || *p->s == '_') {
-        const char *start = p->s;
-        while (isalnum((unsigned char)*p->s) || *p->s == '_') p->s++;
-        size_t n = (size_t)(p->s - start);
-        const struct { const char *name; long value; } names[] = {
-            { "rows", p->dims->rows }, { "batch", p->dims->batch }, { "tokens", p->dims->tokens },
-            { "T", p->dims->tokens }, { "patches", p->dims->patches }, { "WIDTH", p->dims->width },
-            { "HEADS", p->dims->heads }, { "HEAD_DIM", p->dims->head_dim }, { "HIDDEN", p->dims->hidden },
-            { "n", p->dims->n }, { "k", p->dims->k }, { "chunks", p->dims->chunks },
-            { "TRAIN_CHUNK", p->dims->train_chunk },
-        };
-        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-            if (strlen(names[i].name) == n && strncmp(names[i].name, start, n) == 0) return names[i].value;
-        if (!p->failed) poa_fail(p->e, "expression \"%s\": unknown name %.*s", p->expression, (int)n, start);
-        p->failed = 1;
-        return 1;
-    }
-    if (!p->failed) poa_fail(p->e, "expression \"%s\": unexpected \"%s\"", p->expression, p->s);
-    p->failed = 1;
-    return 1;
-}
-
-static long parse_product(parser *p) {
-    long v = parse_factor(p);
-    for (;;) {
-        skip_space(p);
-        char op = *p->s;
-        if (op != '*' && op != '/') return v;
-        p->s++;
-        long w = parse_factor(p);
-        if (op == '*') {
-            v *= w;
-        } else if (w == 0) {
-            if (!p->failed) poa_fail(p->e, "expression \"%s\": division by zero", p->expression);
-            p->failed = 1;
-        } else {
-            v /= w;
-        }
-    }
-}
-
-static long parse_sum(parser *p) {
-    long v = parse_product(p);
-    for (;;) {
-        skip_space(p);
-        char op = *p->s;
-        if (op != '+' && op != '-') return v;
-        p->s++;
-        long w = parse_product(p);
-        v = op == '+' ? v + w : v - w;
-    }
-}
-
-int poa_cuda_eval(const char *expression, const poa_cuda_dims *dims, long *value, poa_error *e) {
-    parser p = { .s = expression, .dims = dims, .expression = expression, .e = e };
-    *value = parse_sum(&p);
-    skip_space(&p);
-    if (!p.failed && *p.s) {
-        poa_fail(e, "expression \"%s\": trailing \"%s\"", expression, p.s);
-        p.failed = 1;
-    }
-    return p.failed ? -1 : 0;
-}
+/* ---- the sources ---- */
 
 int poa_cuda_source_defines(const char *source, const char *name) {
     const size_t n = strlen(name);
@@ -384,9 +200,17 @@ static int run(poa_cuda_vit_pass *p, int which, poa_error *e) {
     return rc;
 }
 
-static int pass_init(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, const poa_vit *model, int width, int depth,
-                     long batch, int image_size, const char *kernel_set, const char *glue_source,
-                     const poa_cuda_vit_shared *shared, poa_error *e) {
+/* Frees p and fails with "label: what e's message". */
+static int fail_freeing(poa_cuda_vit_pass *p, const char *label, const char *what, poa_error *e) {
+    char message[sizeof e->message];
+    snprintf(message, sizeof message, "%s", e->message);
+    poa_cuda_vit_pass_free(p);
+    return poa_fail(e, "%s: %s%s", label, what, message);
+}
+
+int poa_cuda_vit_pass_init(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, const poa_vit *model, int width, int depth,
+                           long batch, int image_size, const char *kernel_set, const char *glue_source,
+                           const poa_cuda_vit_shared *shared, poa_error *e) {
     poa_cuda *cuda = exec->cuda;
     memset(p, 0, sizeof *p);
     p->exec = *exec; /* with its module cache, allocation account and profile */
@@ -411,12 +235,7 @@ static int pass_init(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, const poa_
         poa_cuda_vit_pass_free(p);
         return poa_fail(e, "%s: the kernel source is not the set of this shape (no \"%s\")", label, expected);
     }
-    if (find_programs(p, shared && shared->bf16, e)) {
-        char message[sizeof e->message];
-        snprintf(message, sizeof message, "%s", e->message);
-        poa_cuda_vit_pass_free(p);
-        return poa_fail(e, "%s: %s", label, message);
-    }
+    if (find_programs(p, shared && shared->bf16, e)) return fail_freeing(p, label, "", e);
 
     /* device memory */
     const long native = c->image_size / c->patch_size;
@@ -436,12 +255,8 @@ static int pass_init(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, const poa_
                                   : allocate(p, &p->images, REGION_IMAGES, f * (size_t)image_count, e)) ||
         allocate(p, &p->mask, REGION_MASK, (size_t)(batch * p->patches), e) ||
         allocate(p, &p->drop_scale, REGION_DROP, f * (size_t)(depth * 2 * batch), e) ||
-        allocate(p, &p->dout, REGION_DOUT, f * (size_t)(p->rows * width), e)) {
-        char message[sizeof e->message];
-        snprintf(message, sizeof message, "%s", e->message);
-        poa_cuda_vit_pass_free(p);
-        return poa_fail(e, "%s: device memory: %s", label, message);
-    }
+        allocate(p, &p->dout, REGION_DOUT, f * (size_t)(p->rows * width), e))
+        return fail_freeing(p, label, "device memory: ", e);
     if (!cuda && !exec->emulator) return 0;
 
     /* constants: LayerScale ones and the resampling matrix (as float) */
@@ -465,36 +280,7 @@ static int pass_init(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, const poa_
     /* a zeroed arena (neither a GPU's nor an emulator's memory need start zeroed); a shared one
        is another pass's, written before read */
     if (!rc && !p->arena_shared) rc = fill(p, p->arena, 0.0f, p->arena_count, e);
-    if (rc) {
-        char message[sizeof e->message];
-        snprintf(message, sizeof message, "%s", e->message);
-        poa_cuda_vit_pass_free(p);
-        return poa_fail(e, "%s: %s", label, message);
-    }
-    return 0;
-}
-
-int poa_cuda_vit_pass_init(poa_cuda_vit_pass *p, poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *model,
-                           int width, int depth, long batch, int image_size, const char *kernel_set,
-                           const char *glue_source, poa_error *e) {
-    poa_cuda_exec exec = { .cuda = cuda, .lt = lt };
-    return pass_init(p, &exec, model, width, depth, batch, image_size, kernel_set, glue_source, NULL, e);
-}
-
-int poa_cuda_vit_pass_init_emulated(poa_cuda_vit_pass *p, const poa_cuda_emulator *emulator,
-                                    const poa_vit *model, int width, int depth, long batch, int image_size,
-                                    const char *kernel_set, poa_error *e) {
-    if (!emulator) return poa_fail(e, "emulated pass: no emulator");
-    poa_cuda_exec exec = { .emulator = emulator };
-    return pass_init(p, &exec, model, width, depth, batch, image_size, kernel_set, "", NULL, e);
-}
-
-int poa_cuda_vit_pass_init_shared(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, const poa_vit *model, int width,
-                                  int depth, long batch, int image_size, const char *kernel_set,
-                                  const char *glue_source, const poa_cuda_vit_shared *shared, poa_error *e) {
-    if (exec->cuda && !exec->lt) return poa_fail(e, "CUDA ViT pass: a GPU pass needs a cuBLASLt handle");
-    return pass_init(p, exec, model, width, depth, batch, image_size, kernel_set, exec->cuda ? glue_source : "",
-                     shared, e);
+    return rc ? fail_freeing(p, label, "", e) : 0;
 }
 
 int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *p, poa_error *e) {
@@ -510,26 +296,13 @@ int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *p, poa_error *e) {
     const long native = p->model->config.image_size / p->model->config.patch_size;
     const long resample_count = p->host.resample ? p->patches * native * native : 0;
     if (p->shared.params_bf16) p->params_bf16 = p->shared.params_bf16;
-    /* the cast slots: as large as the largest activation operand (rows x the widest of 3 x width,
-       the MLP's hidden width and a patch) */
-    const long patch_len = (long)p->model->config.in_channels * p->model->config.patch_size * p->model->config.patch_size;
-    long widest = 3L * p->width > p->host.hidden ? 3L * p->width : p->host.hidden;
-    if (patch_len > widest) widest = patch_len;
-    p->cast_capacity = p->rows * widest;
-    /* every operand the programs cast must fit its slot: (rows - 1) ld + cols elements */
+    /* the cast slots: as large as the largest operand the programs cast (gen/schedule.lua's sizes) */
     const poa_program *programs[2] = { p->fwd.program, p->bwd.program };
+    p->cast_capacity = 0;
     for (int g = 0; g < 2; g++)
-        for (int i = 0; i < programs[g]->step_count; i++) {
-            const poa_program_step *s = &programs[g]->steps[i];
-            const long m = poa_lin_at(s->m, p->batch), k = poa_lin_at(s->k, p->batch);
-            const long a = s->a.value >= 0 && programs[g]->values[s->a.value].kind == POA_VALUE_CAST
-                               ? (s->ta ? (k - 1) * s->lda + m : (m - 1) * s->lda + k) : 0;
-            const long b = s->b.value >= 0 && programs[g]->values[s->b.value].kind == POA_VALUE_CAST
-                               ? (s->tb ? (s->n - 1) * s->ldb + k : (k - 1) * s->ldb + s->n) : 0;
-            if (s->kind == POA_STEP_GEMM && (a > p->cast_capacity || b > p->cast_capacity))
-                return poa_fail(e, "member %dx%d: step %d of the %s casts %ld elements, the slots hold %ld", p->width,
-                                p->depth, i + 1, g ? "backward" : "forward", a > b ? a : b, p->cast_capacity);
-        }
+        for (int i = 0; i < programs[g]->value_count; i++)
+            if (programs[g]->values[i].kind == POA_VALUE_CAST && poa_lin_at(programs[g]->values[i].size, p->batch) > p->cast_capacity)
+                p->cast_capacity = poa_lin_at(programs[g]->values[i].size, p->batch);
     p->cast_shared = p->shared.cast_bf16 && p->shared.cast_capacity >= p->cast_capacity;
     if (p->cast_shared) p->cast_bf16 = p->shared.cast_bf16, p->cast_capacity = p->shared.cast_capacity;
     if ((!p->shared.params_bf16 &&

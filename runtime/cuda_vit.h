@@ -11,9 +11,9 @@
 
    Kernels: the generated set of the member's width (gen/emit.lua's cu_text), the fused set
    (vit_fused.cu) and templates/vit_glue.cu.tmpl, through poa_nvrtc_compile_cached for the
-   device's sm_XX; each launch's grid and block are the program's expressions of the batch.
+   device's sm_XX; each launch's grid is the program's extent of the batch.
 
-   An emulated pass (poa_cuda_vit_pass_init_emulated) runs the same code with host memory and
+   An emulated pass (an exec with an emulator) runs the same code with host memory and
    hands every launch and GEMM to callbacks (tests/c/test_cuda_vit.c); a pass on an exec that
    is nowhere (cuda and emulator NULL) allocates fake addresses and runs nothing (planning). */
 #ifndef POA_CUDA_VIT_H
@@ -26,27 +26,7 @@
 #include "program_cuda.h"
 #include "vit.h"
 
-/* ---- the kernel table of a generated .cu ---- */
-
-typedef struct poa_cuda_kernel_entry {
-    char name[64];
-    char grid[3][96]; /* expressions; "1" where the table gives fewer */
-    char block[3][32];
-} poa_cuda_kernel_entry;
-
-/* Parses the "Kernels, in launch order" table of a generated .cu. *entries is malloc'd. */
-int poa_cuda_kernel_table(const char *source, poa_cuda_kernel_entry **entries, int *count,
-                          poa_error *e);
-
-/* Names bound in a table expression. */
-typedef struct poa_cuda_dims {
-    long rows, batch, tokens, patches, width, heads, head_dim, hidden;
-    long n, k, chunks, train_chunk; /* the training kernels' tables */
-} poa_cuda_dims;
-
-/* Evaluates an integer expression of + - * / ( ) over numbers and the names rows, batch,
-   tokens, T (= tokens), patches, WIDTH, HEADS, HEAD_DIM, HIDDEN, n, k, chunks, TRAIN_CHUNK. */
-int poa_cuda_eval(const char *expression, const poa_cuda_dims *dims, long *value, poa_error *e);
+/* ---- the sources ---- */
 
 /* Whether the source defines `extern "C" __global__ ... name(`. */
 int poa_cuda_source_defines(const char *source, const char *name);
@@ -95,7 +75,7 @@ typedef struct poa_cuda_vit_pass {
     int bf16, cast_shared, programs_bf16;
     CUdeviceptr params_bf16, cast_bf16, resample_bf16;
     long cast_capacity;
-    poa_cuda_vit_shared shared; /* memory owned by the caller (poa_cuda_vit_pass_init_shared) */
+    poa_cuda_vit_shared shared; /* memory owned by the caller (poa_cuda_vit_pass_init's shared) */
     int arena_shared;           /* arena is shared.arena */
     long arena_capacity;        /* floats at arena: arena_count, or the shared arena's capacity */
     int has_mask, has_drop_scale, fused_ready;
@@ -103,22 +83,15 @@ typedef struct poa_cuda_vit_pass {
     CUmodule modules[3];        /* the set, vit_fused.cu, vit_glue.cu */
 } poa_cuda_vit_pass;
 
-/* A pass of member width x depth over batch images of image_size pixels on the GPU (lt: an
-   initialised poa_cublaslt on cuda). kernel_set and glue are the sources of
-   poa_cuda_vit_sources, compiled through the NVRTC cache for the device's architecture. */
-int poa_cuda_vit_pass_init(poa_cuda_vit_pass *pass, poa_cuda *cuda, poa_cublaslt *lt,
-                           const poa_vit *model, int width, int depth, long batch, int image_size,
-                           const char *kernel_set, const char *glue, poa_error *e);
-/* The same pass emulated on the host through emulator (see cuda_exec.h). */
-int poa_cuda_vit_pass_init_emulated(poa_cuda_vit_pass *pass, const poa_cuda_emulator *emulator,
-                                    const poa_vit *model, int width, int depth, long batch,
-                                    int image_size, const char *kernel_set, poa_error *e);
-/* A pass on exec (a GPU, an emulator or nowhere) over the caller's parameters and gradients
-   (shared; the pass neither uploads, zeroes nor frees them); grads 0 for a pass that only
-   runs forward (the teacher). */
-int poa_cuda_vit_pass_init_shared(poa_cuda_vit_pass *pass, const poa_cuda_exec *exec, const poa_vit *model,
-                                  int width, int depth, long batch, int image_size, const char *kernel_set,
-                                  const char *glue, const poa_cuda_vit_shared *shared, poa_error *e);
+/* A pass of member width x depth over batch images of image_size pixels on exec: a GPU (with an
+   initialised poa_cublaslt), the host emulator (see cuda_exec.h) or nowhere. kernel_set and
+   glue are the sources of poa_cuda_vit_sources, compiled through the NVRTC cache for the
+   device's architecture (glue: GPU only). shared (or NULL): the caller's parameters and
+   gradients (the pass neither uploads, zeroes nor frees them; grads 0 for a pass that only runs
+   forward, the teacher) and the other memory it may use. */
+int poa_cuda_vit_pass_init(poa_cuda_vit_pass *pass, const poa_cuda_exec *exec, const poa_vit *model, int width,
+                           int depth, long batch, int image_size, const char *kernel_set, const char *glue,
+                           const poa_cuda_vit_shared *shared, poa_error *e);
 void poa_cuda_vit_pass_free(poa_cuda_vit_pass *pass);
 
 /* Mixed precision (DESIGN.md decision 7): from now on every GEMM reads bf16 operands (weights

@@ -153,6 +153,42 @@ static int field_text(lua_State *L, int t, const char *name, char *dst, size_t s
     return rc;
 }
 
+int poa_launch_from_lua(lua_State *L, int t, poa_program_launch *k, poa_error *e) {
+    memset(k, 0, sizeof *k);
+    if (field_text(L, t, "name", k->name, sizeof k->name) || field_text(L, t, "module", k->module, sizeof k->module))
+        return poa_fail(e, "program: a launch without a name or module");
+    int rc = 0;
+    for (int g = 0; g < 2 && rc == 0; g++) {
+        lua_getfield(L, t, g ? "block" : "grid");
+        for (int d = 0; d < 3 && rc == 0; d++) {
+            lua_rawgeti(L, -1, d + 1);
+            const int x = lua_gettop(L);
+            char over[sizeof k->over] = "";
+            if (g) {
+                const lua_Integer v = lua_tointeger(L, x);
+                k->block[d] = (unsigned)v;
+                if (v < 1 || v > 1024) rc = poa_fail(e, "launch %s: field block[%d] is not 1..1024", k->name, d + 1);
+            } else if (!lua_istable(L, x)) {
+                rc = poa_fail(e, "launch %s: field grid[%d] is not an extent {b, c, d}", k->name, d + 1);
+            } else {
+                k->grid[d] = (poa_extent){ poa_lua_field_integer(L, x, "b"), poa_lua_field_integer(L, x, "c"),
+                                           poa_lua_field_integer(L, x, "d") };
+                if (k->grid[d].b && field_text(L, x, "over", over, sizeof over))
+                    rc = poa_fail(e, "launch %s: field grid[%d].over is missing", k->name, d + 1);
+                else if (k->grid[d].d < 1)
+                    rc = poa_fail(e, "launch %s: field grid[%d].d = %ld", k->name, d + 1, k->grid[d].d);
+                else if (over[0] && k->over[0] && strcmp(over, k->over))
+                    rc = poa_fail(e, "launch %s: a grid over both %s and %s", k->name, k->over, over);
+                else if (over[0])
+                    snprintf(k->over, sizeof k->over, "%s", over);
+            }
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    return rc;
+}
+
 /* A GPU program step's CUDA launches (field "launches": {name, module, grid = {3}, block = {3}}),
    appended to p->launches. */
 static int read_launches(lua_State *L, int t, poa_program_step *s, poa_program *p, poa_error *e) {
@@ -165,23 +201,8 @@ static int read_launches(lua_State *L, int t, poa_program_step *s, poa_program *
     if (!rc) p->launches = grown, s->first_launch = p->launch_count, s->launch_count = count;
     for (int i = 0; i < count && rc == 0; i++) {
         poa_program_launch *k = &p->launches[p->launch_count + i];
-        memset(k, 0, sizeof *k);
         lua_rawgeti(L, list, i + 1);
-        int l = lua_gettop(L);
-        if (field_text(L, l, "name", k->name, sizeof k->name) || field_text(L, l, "module", k->module, sizeof k->module))
-            rc = poa_fail(e, "program: a launch without a name or module");
-        for (int g = 0; g < 2 && rc == 0; g++) {
-            lua_getfield(L, l, g ? "block" : "grid");
-            for (int d = 0; d < 3 && rc == 0; d++) {
-                lua_rawgeti(L, -1, d + 1);
-                const char *x = lua_tostring(L, -1);
-                size_t size = g ? sizeof k->block[d] : sizeof k->grid[d];
-                if (!x || strlen(x) >= size) rc = poa_fail(e, "program: launch %s: a bad %s", k->name, g ? "block" : "grid");
-                else snprintf(g ? k->block[d] : k->grid[d], size, "%s", x);
-                lua_pop(L, 1);
-            }
-            lua_pop(L, 1);
-        }
+        rc = poa_launch_from_lua(L, lua_gettop(L), k, e);
         lua_pop(L, 1);
     }
     if (rc == 0) p->launch_count += count;

@@ -45,12 +45,21 @@ typedef struct poa_operand {
     int bf16;
 } poa_operand;
 
-/* A CUDA kernel a GPU program's step launches: grid and block are expressions of `batch` alone
-   (runtime/cuda_vit.h's poa_cuda_eval). */
+/* A launch dimension as gen/lower_cuda.lua's extents: (b * x + c) / d (d >= 1) of one integer
+   x: the batch in a GPU program, n, rows, k or chunks for a training kernel. */
+typedef struct poa_extent {
+    long b, c, d;
+} poa_extent;
+
+/* A CUDA kernel launch: over is the symbol the grid is an extent of ("" for a constant grid). */
 typedef struct poa_program_launch {
-    char name[POA_PROGRAM_NAME_SIZE], module[POA_PROGRAM_NAME_SIZE];
-    char grid[3][96], block[3][32];
+    char name[POA_PROGRAM_NAME_SIZE], module[POA_PROGRAM_NAME_SIZE], over[16];
+    poa_extent grid[3];
+    unsigned block[3];
 } poa_program_launch;
+
+/* Reads a launch table at stack index t ({name, module, grid = 3 extents, block = 3 integers}). */
+int poa_launch_from_lua(lua_State *L, int t, poa_program_launch *k, poa_error *e);
 
 typedef struct poa_program_step {
     int kind;

@@ -3,7 +3,6 @@
 
 #include <string.h>
 
-#include "cuda_vit.h"
 
 int poa_program_cuda_functions(const poa_program *p, poa_cuda *cuda, const char *const *names, const CUmodule *modules,
                                int module_count, CUfunction *functions, poa_error *e) {
@@ -34,29 +33,32 @@ static int is_bf16(const poa_program *p, poa_operand o) {
     return o.bf16 || (o.value >= 0 && p->values[o.value].kind == POA_VALUE_CAST);
 }
 
-/* The launches of step s, each with its grid and block evaluated at this batch (a launch with
-   no threads, of an empty buffer, is skipped); args the step's arguments in kernel order. */
+int poa_launch_geometry(const poa_program_launch *k, long x, unsigned grid[3], const char *label, poa_error *e) {
+    int empty = 0;
+    for (int d = 0; d < 3; d++) {
+        const poa_extent g = k->grid[d];
+        const long v = g.b * x + g.c < 0 ? -1 : (g.b * x + g.c) / g.d;
+        if (v < 0 || v > (d == 0 ? 0x7fffffffL : 65535))
+            return poa_fail(e, "%s: launch %s: grid %c = %ld is out of range", label, k->name, "xyz"[d], v);
+        grid[d] = (unsigned)v;
+        empty |= v == 0;
+    }
+    return empty;
+}
+
+int poa_launch(const poa_cuda_exec *exec, CUfunction f, const poa_program_launch *k, long x, void **args,
+               const char *label, poa_error *e) {
+    unsigned grid[3];
+    const int rc = poa_launch_geometry(k, x, grid, label, e);
+    return rc ? (rc < 0 ? -1 : 0) : poa_cuda_exec_launch(exec, f, k->module, k->name, grid, k->block, args, e);
+}
+
+/* The launches of step s at this batch (a launch with no threads, of an empty buffer, is
+   skipped); args the step's arguments in kernel order. */
 static int launch(const poa_program *p, const poa_cuda_exec *x, const CUfunction *functions, const poa_program_step *s,
                   long batch, void **args, const char *label, poa_error *e) {
-    const poa_cuda_dims dims = { .batch = batch };
-    for (int i = s->first_launch; i < s->first_launch + s->launch_count; i++) {
-        const poa_program_launch *k = &p->launches[i];
-        unsigned geometry[2][3];
-        int empty = 0;
-        for (int g = 0; g < 2; g++)
-            for (int d = 0; d < 3; d++) {
-                long v;
-                if (poa_cuda_eval(g ? k->block[d] : k->grid[d], &dims, &v, e))
-                    return poa_fail(e, "%s: launch %s: %s", label, k->name, e->message);
-                if (v == 0 && !g) empty = 1;
-                if (v < 0 || v > (g ? 1024 : d == 0 ? 0x7fffffffL : 65535) || (g && v == 0))
-                    return poa_fail(e, "%s: launch %s: %s %c = %ld is out of range", label, k->name,
-                                    g ? "block" : "grid", "xyz"[d], v);
-                geometry[g][d] = (unsigned)v;
-            }
-        if (!empty && poa_cuda_exec_launch(x, functions ? functions[i] : NULL, k->module, k->name, geometry[0], geometry[1], args, e))
-            return -1;
-    }
+    for (int i = s->first_launch; i < s->first_launch + s->launch_count; i++)
+        if (poa_launch(x, functions ? functions[i] : NULL, &p->launches[i], batch, args, label, e)) return -1;
     return 0;
 }
 

@@ -14,6 +14,13 @@
 int poa_program_cuda_functions(const poa_program *p, poa_cuda *cuda, const char *const *names, const CUmodule *modules,
                                int module_count, CUfunction *functions, poa_error *e);
 
+/* Launches k over x (the value of its grid's symbol): its grid evaluated (a grid with no
+   blocks launches nothing: returns 1) and checked against the device's limits; label names
+   the caller in errors. */
+int poa_launch_geometry(const poa_program_launch *k, long x, unsigned grid[3], const char *label, poa_error *e);
+int poa_launch(const poa_cuda_exec *exec, CUfunction f, const poa_program_launch *k, long x, void **args,
+               const char *label, poa_error *e);
+
 /* Runs p's steps at this batch: bases[v] is the device address of value v (0: absent, its
    operands are NULL), bf16_bases[v] that of its bf16 copy (a parameter's shadow, a constant's
    copy; read by operands marked bf16); functions: NULL without a GPU. label names the program

@@ -1,25 +1,15 @@
 /* test_cuda_vit.c: the GPU forward and backward of one ViT member (runtime/cuda_vit.c: the GPU
-   programs of gen/schedule.lua run by runtime/program_cuda.c) and its cuBLASLt GEMMs
-   (runtime/cublaslt.c).
+   programs of gen/schedule.lua run by runtime/program_cuda.c; cuBLASLt itself: test_cublaslt.c).
 
    Everywhere (no GPU needed):
-   - cuBLASLt: the library loads by dlopen and resolves every entry point (SKIP when it is not
-     installed); without a device, poa_cublaslt_init says "no GPU".
-   - The transposition trick: the column-major call poa_cublaslt_colmajor_of makes of a
-     row-major request, evaluated by a plain column-major GEMM with cuBLASLt's semantics,
-     equals the row-major product, for all four transpositions with padded leading dimensions.
-   - runtime/bf16.h's rounding (ties, overflow, NaN); the cuBLASLt epilogues (BIAS,
-     GELU_AUX_BIAS, DGELU, BGRADB) and bf16 operands: what cublaslt.h promises row-major is what
-     cuBLASLt's column-major semantics give for the call the trick makes.
-   - Table expressions evaluate as written; unknown names are refused.
-   - For every width of the tiny and the ViT-L families: each kernel of the .cu's table is
-     defined in its text, and the glue source defines every glue kernel; NVRTC compiles the
-     glue source for sm_80 and sm_90 (SKIP without NVRTC).
+   - For every width of the tiny and the ViT-L families: each kernel gen/emit.lua lists for the
+     set (its .cu's table) is defined in its text, and the glue source defines every glue
+     kernel; NVRTC compiles the glue source for sm_80 and sm_90 (SKIP without NVRTC).
    - For every width of every shipped family, the GPU programs (gen/schedule.lua, fp32 and
      bf16, both crop sizes) of a pass made where nothing runs launch only kernels their module
-     (the width's set and its table, vit_fused.cu, the glue) defines.
+     (the width's set, vit_fused.cu, the glue) defines.
    - The launch geometry of the w96 programs evaluated for a known shape.
-   - The pass emulated on the host (poa_cuda_vit_pass_init_emulated): device pointers are host
+   - The pass emulated on the host (an exec with an emulator): device pointers are host
      pointers, each launch runs its kernel's own .cu text through tests/c/cuda_host_run.h,
      thread by thread, after the CPU kernel of its op on the same inputs (each kernel's worst
      difference printed, within 1e-5; without g++ the CPU kernels alone), with the very argument
@@ -33,7 +23,6 @@
      (norm-relative; PyTorch's bf16 autocast is off by up to 2.2% on the same model).
 
    With a GPU (else SKIP lines say what did not run):
-   - cuBLASLt GEMMs of all four transpositions at 4-byte-aligned offsets against poa_gemm.
    - The golden cases of tests/golden/fixtures/vit_*.safetensors (as test_vit_golden.c): the
      output of a global batch (mask, stochastic depth) and a local batch (resampling) and the
      gradient of every parameter within 1e-4 relative error.
@@ -43,10 +32,7 @@
 #include <lauxlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "bf16.h"
 #include "check.h"
-#include "cublaslt.h"
 #include "cuda_emulator.h"
 #include "cuda_vit.h"
 #include "fixture_util.h"
@@ -54,6 +40,7 @@
 #include "vit_test_util.h"
 
 #define TINY "tests/recipes/tiny_vit.lua"
+static const poa_cuda_exec nowhere = { 0 }; /* passes that run nothing */
 /* bf16 pass against the fp32 CPU pass, norm-relative: the output within the issue's 1e-2; the
    gradients, three or four bf16 GEMM layers further, within 2e-2: PyTorch's own bf16 autocast
    on the same model and members is off by 1.3-2.2% on its worst gradient tensor
@@ -62,224 +49,7 @@
 #define BF16_GRADIENT_TOLERANCE 2e-2
 #define LARGE "recipes/vit_l16_ee1200.lua"
 
-/* ---- cuBLASLt without a GPU ---- */
-
-static void check_cublaslt_load(void) {
-    const poa_cublaslt_api *api;
-    char name[512];
-    poa_error e = { { 0 } };
-    poa_cublaslt_api other;
-    void *library = NULL;
-    int missing = poa_cublaslt_open_library("/nonexistent/libcublasLt.so.13", &other, &library, &e);
-    int missing_named = strstr(e.message, "cannot load cuBLASLt: ") && strstr(e.message, "/nonexistent");
-    int foreign = poa_cublaslt_open_library("libm.so.6", &other, &library, &e);
-    int foreign_named = strstr(e.message, "libm.so.6 has no cublasLtCreate") != NULL;
-    CHECK("cuBLASLt: a missing library and one without its entry points are clear errors",
-          missing == -1 && missing_named && foreign == -1 && foreign_named, "%d %d %d %d: %s", missing,
-          missing_named, foreign, foreign_named, e.message);
-    if (poa_cublaslt_load(&api, name, sizeof name, &e)) {
-        if (strstr(e.message, "cannot load cuBLASLt")) {
-            CHECK_SKIP("cuBLASLt loads by dlopen", e.message);
-        } else {
-            CHECK("cuBLASLt loads by dlopen", 0, "%s", e.message);
-        }
-        return;
-    }
-    size_t version = api->get_version();
-    printf("  cuBLASLt %s, version %zu\n", name, version);
-    CHECK("cuBLASLt loads by dlopen and resolves every entry point", version > 0, "version %zu", version);
-    poa_cublaslt lt;
-    int rc = poa_cublaslt_init(&lt, NULL, 0, &e);
-    CHECK("cuBLASLt without an open device: no GPU", rc == -1 && strncmp(e.message, "no GPU: ", 8) == 0,
-          "rc %d: %s", rc, e.message);
-}
-
-/* Column-major D (m x n, ldc) = alpha op(A) op(B) + beta C, plain loops (cuBLASLt's meaning). */
-static void colmajor_gemm(int ta, int tb, long m, long n, long k, double alpha, const double *a, long lda,
-                          const double *b, long ldb, double beta, double *c, long ldc) {
-    for (long j = 0; j < n; j++)
-        for (long i = 0; i < m; i++) {
-            double s = 0;
-            for (long l = 0; l < k; l++) {
-                double x = ta ? a[l + i * lda] : a[i + l * lda]; /* op(A)[i][l] */
-                double y = tb ? b[j + l * ldb] : b[l + j * ldb]; /* op(B)[l][j] */
-                s += x * y;
-            }
-            c[i + j * ldc] = alpha * s + beta * c[i + j * ldc];
-        }
-}
-
-static void check_transposition_trick(void) {
-    const long m = 5, n = 7, k = 3;
-    int bad = 0;
-    for (int ta = 0; ta < 2; ta++)
-        for (int tb = 0; tb < 2; tb++) {
-            /* row-major stored shapes: A m x k (or k x m), B k x n (or n x k), padded */
-            long lda = (ta ? m : k) + 2, ldb = (tb ? k : n) + 3, ldc = n + 1;
-            long a_rows = ta ? k : m, b_rows = tb ? n : k;
-            double a[64], b[64], c[64], want[64];
-            for (long i = 0; i < a_rows * lda; i++) a[i] = (double)((i * 7) % 11) - 5;
-            for (long i = 0; i < b_rows * ldb; i++) b[i] = (double)((i * 5) % 13) - 6;
-            for (long i = 0; i < m * ldc; i++) c[i] = want[i] = (double)(i % 3);
-            /* row-major reference */
-            for (long i = 0; i < m; i++)
-                for (long j = 0; j < n; j++) {
-                    double s = 0;
-                    for (long l = 0; l < k; l++)
-                        s += (ta ? a[l * lda + i] : a[i * lda + l]) * (tb ? b[j * ldb + l] : b[l * ldb + j]);
-                    want[i * ldc + j] = 2 * s + 0.5 * want[i * ldc + j];
-                }
-            poa_cublaslt_colmajor c2;
-            poa_cublaslt_colmajor_of(ta, tb, m, n, k, lda, ldb, ldc, &c2);
-            /* the layouts must describe the stored operands (rows <= ld in column-major) */
-            int layouts_ok = c2.a_rows <= c2.lda && c2.b_rows <= c2.ldb && c2.c_rows <= c2.ldc &&
-                             c2.c_rows == c2.m && c2.c_cols == c2.n &&
-                             (c2.transa ? c2.a_cols : c2.a_rows) == c2.m &&
-                             (c2.transa ? c2.a_rows : c2.a_cols) == c2.k &&
-                             (c2.transb ? c2.b_cols : c2.b_rows) == c2.k &&
-                             (c2.transb ? c2.b_rows : c2.b_cols) == c2.n;
-            /* its A is our B, its B our A, C the same memory */
-            colmajor_gemm(c2.transa, c2.transb, c2.m, c2.n, c2.k, 2, b, c2.lda, a, c2.ldb, 0.5, c, c2.ldc);
-            double diff = 0;
-            for (long i = 0; i < m * ldc; i++) diff = fmax(diff, fabs(c[i] - want[i]));
-            if (!layouts_ok || diff > 1e-12) {
-                bad++;
-                printf("  trans %d%d: layouts %s, max difference %g\n", ta, tb, layouts_ok ? "ok" : "wrong", diff);
-            }
-        }
-    CHECK("cuBLASLt transposition trick: column-major call = row-major product (NN NT TN TT, padded ld)",
-          bad == 0, "%d of 4 wrong", bad);
-}
-
 static double relative_error_f(const float *a, const float *b, long n) { return relative_error(a, b, n); }
-
-/* The epilogues and bf16 operands as cublaslt.h states them row-major, against cuBLASLt's
-   column-major semantics applied to the call the trick makes (colmajor_matmul): the bias is
-   per column j of our C, the GELU aux has our C's layout, BGRADB sums op(A)'s rows. */
-/* runtime/bf16.h: round to nearest even on the bit pattern, NaN kept, exact widening. */
-static void check_bf16_rounding(void) {
-    const struct { uint32_t in; uint16_t out; } cases[] = {
-        { 0x3f800000u, 0x3f80 },                          /* 1 */
-        { 0x3f808000u, 0x3f80 }, { 0x3f818000u, 0x3f82 }, /* ties to even, down and up */
-        { 0x3f808001u, 0x3f81 }, { 0x3f807fffu, 0x3f80 }, /* just above and below a tie */
-        { 0xbf818000u, 0xbf82 },                          /* negative tie */
-        { 0x7f7fffffu, 0x7f80 },                          /* the largest float rounds to infinity */
-        { 0x7f800000u, 0x7f80 }, { 0xff800000u, 0xff80 }, /* infinities */
-        { 0x00000001u, 0x0000 }, { 0x80000000u, 0x8000 }, /* a denormal, -0 */
-    };
-    int bad = 0;
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        float x;
-        memcpy(&x, &cases[i].in, sizeof x);
-        if (poa_bf16_from_float(x) != cases[i].out) {
-            bad++;
-            printf("  bf16 of 0x%08x: 0x%04x, expected 0x%04x\n", cases[i].in, poa_bf16_from_float(x), cases[i].out);
-        }
-    }
-    const uint32_t nans[] = { 0x7fc00000u, 0x7f800001u, 0xffffffffu, 0x7fffffffu };
-    for (int i = 0; i < 4; i++) {
-        float x;
-        memcpy(&x, &nans[i], sizeof x);
-        if (!isnan(poa_bf16_to_float(poa_bf16_from_float(x)))) bad++, printf("  NaN 0x%08x lost\n", nans[i]);
-    }
-    for (uint32_t h = 0; h < 0x10000u; h += 7) /* widening then rounding is the identity off NaN */
-        if ((h & 0x7f80u) != 0x7f80u && poa_bf16_from_float(poa_bf16_to_float((uint16_t)h)) != h) bad++;
-    CHECK("bf16: round to nearest even (ties both ways), overflow to infinity, NaN kept, exact widening", bad == 0,
-          "%d wrong", bad);
-}
-
-static void check_epilogues(void) {
-    const long m = 6, n = 5, k = 4;
-    const int epilogues[] = { POA_LT_EPILOGUE_BIAS, POA_LT_EPILOGUE_GELU_AUX_BIAS, POA_LT_EPILOGUE_DGELU,
-                              POA_LT_EPILOGUE_BGRADB, POA_LT_EPILOGUE_NONE };
-    int bad = 0, cases = 0;
-    for (int x = 0; x < 5; x++)
-        for (int ta = 0; ta < 2; ta++)
-            for (int tb = 0; tb < 2; tb++) {
-                const int epilogue = epilogues[x], bf16 = x == 4; /* NONE: with bf16 operands */
-                long lda = (ta ? m : k) + 1, ldb = (tb ? k : n) + 2, ldc = n + 3, aux_ld = 8;
-                float a[64], b[64], c[64], want[64], bias[8] = { 0 }, want_bias[8] = { 0 }, aux[64], want_aux[64];
-                uint16_t a16[64], b16[64];
-                for (int i = 0; i < 64; i++) {
-                    a[i] = (float)sin(1.3 * i + 0.1) * 1.7f, b[i] = (float)cos(0.7 * i) * 1.3f;
-                    c[i] = want[i] = (float)(i % 5) * 0.25f;
-                    aux[i] = want_aux[i] = (float)sin(0.9 * i) * 2;
-                    a16[i] = poa_bf16_from_float(a[i]), b16[i] = poa_bf16_from_float(b[i]);
-                }
-                for (int j = 0; j < 8; j++) bias[j] = want_bias[j] = 0.5f * (float)j - 1;
-                const double alpha = 1.5, beta = 0.5;
-                for (long i = 0; i < m; i++)
-                    for (long j = 0; j < n; j++) {
-                        double sum = 0;
-                        for (long l = 0; l < k; l++) {
-                            double av = ta ? a[l * lda + i] : a[i * lda + l], bv = tb ? b[j * ldb + l] : b[l * ldb + j];
-                            if (bf16) av = poa_bf16_round((float)av), bv = poa_bf16_round((float)bv);
-                            sum += av * bv;
-                        }
-                        double v = alpha * sum + beta * want[i * ldc + j];
-                        if (epilogue == POA_LT_EPILOGUE_BIAS || epilogue == POA_LT_EPILOGUE_GELU_AUX_BIAS) v += bias[j];
-                        if (epilogue == POA_LT_EPILOGUE_GELU_AUX_BIAS) want_aux[i * aux_ld + j] = (float)v, v = gelu_of(v);
-                        if (epilogue == POA_LT_EPILOGUE_DGELU) v *= gelu_grad_of(aux[i * aux_ld + j]);
-                        want[i * ldc + j] = (float)v;
-                    }
-                if (epilogue == POA_LT_EPILOGUE_BGRADB)
-                    for (long i = 0; i < m; i++) {
-                        double sum = 0;
-                        for (long l = 0; l < k; l++) sum += ta ? a[l * lda + i] : a[i * lda + l];
-                        want_bias[i] = (float)sum;
-                    }
-                poa_cublaslt_call g = {
-                    .transpose_a = ta, .transpose_b = tb, .m = m, .n = n, .k = k, .alpha = (float)alpha,
-                    .beta = (float)beta, .a = (CUdeviceptr)(uintptr_t)(bf16 ? (void *)a16 : (void *)a),
-                    .b = (CUdeviceptr)(uintptr_t)(bf16 ? (void *)b16 : (void *)b), .c = (CUdeviceptr)(uintptr_t)c,
-                    .lda = lda, .ldb = ldb, .ldc = ldc, .type_a = bf16 ? POA_LT_BF16 : POA_LT_F32,
-                    .type_b = bf16 ? POA_LT_BF16 : POA_LT_F32, .type_c = POA_LT_F32, .epilogue = epilogue,
-                    .bias = (CUdeviceptr)(uintptr_t)bias, .aux = (CUdeviceptr)(uintptr_t)aux, .aux_ld = aux_ld,
-                };
-                poa_error e = { { 0 } };
-                int rc = colmajor_matmul(&g, &e);
-                double diff = 0;
-                for (long i = 0; i < m; i++)
-                    for (long j = 0; j < n; j++) {
-                        diff = fmax(diff, fabs(c[i * ldc + j] - want[i * ldc + j]));
-                        diff = fmax(diff, fabs(aux[i * aux_ld + j] - want_aux[i * aux_ld + j]));
-                    }
-                for (int j = 0; j < 8; j++) diff = fmax(diff, fabs(bias[j] - want_bias[j]));
-                cases++;
-                if (rc || diff > 1e-5) {
-                    bad++;
-                    printf("  epilogue %d trans %d%d: %s max difference %g\n", epilogue, ta, tb, rc ? e.message : "", diff);
-                }
-            }
-    CHECK("cuBLASLt epilogues BIAS, GELU_AUX_BIAS, DGELU, BGRADB and bf16 operands: the column-major call does "
-          "what cublaslt.h says row-major (NN NT TN TT)", bad == 0, "%d of %d wrong", bad, cases);
-}
-
-static void check_eval(void) {
-    poa_cuda_dims d = { .rows = 34, .batch = 2, .tokens = 17, .patches = 16, .width = 96, .heads = 3,
-                        .head_dim = 32, .hidden = 384 };
-    struct { const char *text; long want; } cases[] = {
-        { "rows", 34 }, { "batch * tokens", 34 }, { "batch * T", 34 }, { "(WIDTH + 31) / 32", 3 },
-        { "(tokens + 3) / 4", 5 }, { "HEADS", 3 }, { "32 * 8", 256 }, { "HIDDEN - HEAD_DIM * 2", 320 },
-        { "patches", 16 },
-    };
-    int bad = 0;
-    poa_error e = { { 0 } };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        long v = -1;
-        if (poa_cuda_eval(cases[i].text, &d, &v, &e) || v != cases[i].want) {
-            bad++;
-            printf("  %s = %ld, want %ld %s\n", cases[i].text, v, cases[i].want, e.message);
-        }
-    }
-    long v;
-    int unknown = poa_cuda_eval("rows * depth", &d, &v, &e);
-    int unknown_named = strstr(e.message, "unknown name depth") != NULL;
-    int trailing = poa_cuda_eval("(rows", &d, &v, &e);
-    CHECK("kernel table expressions evaluate; unknown names and bad syntax are refused",
-          bad == 0 && unknown == -1 && unknown_named && trailing == -1, "%d wrong, unknown %d (%d), syntax %d",
-          bad, unknown, unknown_named, trailing);
-}
 
 /* ---- the kernel files ---- */
 
@@ -288,34 +58,68 @@ static const char *const glue_kernels[] = {
     "poa_glue_copy", "poa_glue_fill", "poa_glue_to_bf16", "poa_glue_gather_rows", "poa_glue_scatter_add_rows",
 };
 
-/* One width of a family: every kernel of its .cu table is defined in the text, and the GPU
-   programs of passes at both crop sizes (made where nothing runs) launch only kernels their
-   module defines: the width's set (and its table), vit_fused.cu or the glue. Returns the
-   number of problems, the first described in why. */
-static int check_width(const poa_recipe *r, const poa_vit *m, int width, const char *fused, char *why, size_t size) {
+/* gen/emit.lua's launches of the kernel set (width, head_dim, hidden), the list its .cu's table
+   prints: a function of a kernel's name and the values of its arguments rows, batch, tokens and
+   patches (nil where it has none) giving its grid and block, and the names of the set's own. */
+static const char *const launches_lua =
+    "local emit, lower_cuda = require('gen.emit'), require('gen.lower_cuda')\n"
+    "local set = emit.kernel_set(...)\n"
+    "local by_name, names = {}, {}\n"
+    "for _, list in pairs(emit.launches(set)) do\n"
+    "  for _, k in ipairs(list) do\n"
+    "    by_name[k.name] = k\n"
+    "    if k.module ~= 'vit_fused.cu' then names[#names + 1] = k.name end\n"
+    "  end\n"
+    "end\n"
+    "return function(name, rows, batch, tokens, patches)\n"
+    "  local k = by_name[name] or error(name .. ' is not among the launches of ' .. set.name, 0)\n"
+    "  local bound = { WIDTH = set.width, HEADS = set.heads, HEAD_DIM = set.head_dim, HIDDEN = set.hidden,\n"
+    "                  rows = rows, batch = batch, tokens = tokens, T = tokens, patches = patches }\n"
+    "  local g = {}\n"
+    "  for d = 1, 3 do\n"
+    "    g[d], g[d + 3] = lower_cuda.constant(k.grid[d] or 1, bound), lower_cuda.constant(k.block[d] or 1, bound)\n"
+    "  end\n"
+    "  return table.unpack(g)\n"
+    "end, names\n";
+
+/* Pushes launches_lua's function and names for the set of width x head_dim x hidden. */
+static int push_launches(lua_State *L, long width, long head_dim, long hidden, poa_error *e) {
+    if (luaL_loadstring(L, launches_lua) == LUA_OK) {
+        lua_pushinteger(L, width), lua_pushinteger(L, head_dim), lua_pushinteger(L, hidden);
+        if (lua_pcall(L, 3, 2, 0) == LUA_OK) return 0;
+    }
+    poa_fail(e, "the launches of width %ld: %s", width, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return -1;
+}
+
+/* One width of a family: every kernel gen/emit.lua lists for its set is defined in the set's
+   text, and the GPU programs of passes at both crop sizes (made where nothing runs) launch only
+   kernels their module defines: the width's set, vit_fused.cu or the glue. Returns the number
+   of problems, the first described in why. */
+static int check_width(lua_State *L, const poa_recipe *r, const poa_vit *m, int width, const char *fused, char *why,
+                       size_t size) {
     char name[96];
     char *set = NULL, *glue = NULL;
     poa_error e = { { 0 } };
     int problems = 0;
-    if (poa_cuda_vit_sources(r->path, NULL, width, &set, &glue, name, sizeof name, &e)) {
+    if (poa_cuda_vit_sources(r->path, NULL, width, &set, &glue, name, sizeof name, &e) ||
+        push_launches(L, width, m->config.head_dim, width * m->config.mlp_ratio, &e)) {
         snprintf(why, size, "width %d: %.800s", width, e.message);
+        free(set), free(glue);
         return 1;
     }
-    poa_cuda_kernel_entry *entries = NULL;
-    int count = 0;
-    if (poa_cuda_kernel_table(set, &entries, &count, &e)) {
-        if (problems++ == 0) snprintf(why, size, "%s: %.800s", name, e.message);
-    } else {
-        for (int i = 0; i < count; i++)
-            if (!poa_cuda_source_defines(set, entries[i].name) && problems++ == 0)
-                snprintf(why, size, "%s: %s is listed but not defined", name, entries[i].name);
-        if (count < 16 && problems++ == 0) snprintf(why, size, "%s: only %d kernels listed", name, count);
-    }
+    const int count = (int)luaL_len(L, -1);
+    for (int i = 1; i <= count; i++, lua_pop(L, 1))
+        if (lua_rawgeti(L, -1, i) && !poa_cuda_source_defines(set, lua_tostring(L, -1)) && problems++ == 0)
+            snprintf(why, size, "%s: %s is listed but not defined", name, lua_tostring(L, -1));
+    if (count < 16 && problems++ == 0) snprintf(why, size, "%s: only %d kernels listed", name, count);
+    lua_pop(L, 2);
     const int sizes[2] = { r->global_crop_size, r->local_crop_size };
     for (int i = 0; i < 2 && problems == 0; i++) {
         poa_cuda_vit_pass p;
         for (int bf16 = 0; bf16 < 2 && problems == 0; bf16++) {
-            if (poa_cuda_vit_pass_init(&p, NULL, NULL, m, width, r->depth_min, 2, sizes[i], set, glue, &e) ||
+            if (poa_cuda_vit_pass_init(&p, &nowhere, m, width, r->depth_min, 2, sizes[i], set, glue, NULL, &e) ||
                 (bf16 && poa_cuda_vit_pass_use_bf16(&p, &e))) {
                 if (problems++ == 0) snprintf(why, size, "%s at %d px: %.800s", name, sizes[i], e.message);
                 continue;
@@ -324,19 +128,15 @@ static int check_width(const poa_recipe *r, const poa_vit *m, int width, const c
             for (int g = 0; g < 2; g++)
                 for (int k = 0; k < programs[g]->launch_count; k++) {
                     const poa_program_launch *l = &programs[g]->launches[k];
-                    int listed = 0;
-                    for (int t = 0; t < count; t++) listed |= !strcmp(entries[t].name, l->name);
-                    int ok = !strcmp(l->module, "vit_glue.cu") ? poa_cuda_source_defines(glue, l->name)
-                           : !strcmp(l->module, "vit_fused.cu") ? poa_cuda_source_defines(fused, l->name)
-                           : !strcmp(l->module, name) && listed;
-                    if (!ok && problems++ == 0)
+                    const char *text = !strcmp(l->module, "vit_glue.cu") ? glue : !strcmp(l->module, "vit_fused.cu") ? fused
+                                     : !strcmp(l->module, name)          ? set  : NULL;
+                    if (!(text && poa_cuda_source_defines(text, l->name)) && problems++ == 0)
                         snprintf(why, size, "%s at %d px: %s of module %s is not defined there", name, sizes[i], l->name,
                                  l->module);
                 }
             poa_cuda_vit_pass_free(&p);
         }
     }
-    free(entries);
     free(set);
     free(glue);
     return problems;
@@ -356,9 +156,9 @@ static void check_family(lua_State *L, const char *recipe_path) {
     char *fused = NULL;
     if (poa_cuda_vit_fused_source(recipe_path, NULL, &fused, &e)) problems++, snprintf(why, sizeof why, "%.900s", e.message);
     for (int w = r.width_min; w <= r.width_max && fused; w += r.width_step, widths++)
-        problems += check_width(&r, &m, w, fused, problems ? NULL : why, problems ? 0 : sizeof why);
+        problems += check_width(L, &r, &m, w, fused, problems ? NULL : why, problems ? 0 : sizeof why);
     snprintf(label, sizeof label,
-             "%s: all %d widths: every table kernel is defined in its .cu, every kernel the GPU programs launch "
+             "%s: all %d widths: every kernel of the set's table is defined in its .cu, every kernel the GPU programs launch "
              "(fp32 and bf16, both crops) is defined in its module", recipe_path, widths);
     CHECK(label, problems == 0 && widths > 0, "%d problems; first: %s", problems, why);
     free(fused);
@@ -405,7 +205,7 @@ static void check_geometry(void) {
     poa_cuda_vit_pass p;
     test_load_model(TINY, &r, &m);
     if (poa_cuda_vit_sources(TINY, NULL, 96, &set, NULL, NULL, 0, &e) ||
-        poa_cuda_vit_pass_init(&p, NULL, NULL, &m, 96, 4, 2, 32, set, "", &e)) {
+        poa_cuda_vit_pass_init(&p, &nowhere, &m, 96, 4, 2, 32, set, "", NULL, &e)) {
         CHECK(label, 0, "%s", e.message);
     } else {
         const struct { const char *name; unsigned grid[3], block[3]; } want[] = {
@@ -415,7 +215,6 @@ static void check_geometry(void) {
             { "attention_forward", { 5, 3, 2 }, { 128, 1, 1 } },
             { "attention_backward_dkv", { 5, 3, 2 }, { 128, 1, 1 } },
         };
-        const poa_cuda_dims dims = { .batch = 2 };
         int bad = 0;
         for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
             const poa_program_launch *l = NULL;
@@ -424,12 +223,7 @@ static void check_geometry(void) {
                 for (int k = 0; k < programs[g]->launch_count && !l; k++)
                     if (!strcmp(programs[g]->launches[k].name, want[i].name)) l = &programs[g]->launches[k];
             unsigned got[2][3] = { { 0 } };
-            for (int g = 0; g < 2 && l; g++)
-                for (int d = 0; d < 3; d++) {
-                    long v = 0;
-                    if (poa_cuda_eval(g ? l->block[d] : l->grid[d], &dims, &v, &e)) v = -1;
-                    got[g][d] = (unsigned)v;
-                }
+            if (l && poa_launch_geometry(l, 2, got[0], "w96", &e) >= 0) memcpy(got[1], l->block, sizeof got[1]);
             if (!l || memcmp(got[0], want[i].grid, sizeof want[i].grid) || memcmp(got[1], want[i].block, sizeof want[i].block)) {
                 bad++;
                 printf("  %s: %s grid (%u, %u, %u) block (%u, %u, %u)\n", want[i].name, l ? "" : "not launched", got[0][0],
@@ -475,10 +269,9 @@ static int kept_of(const poa_vit_run *fwd, const poa_vit_run *bwd, long batch, k
    attention_backward_dq/_dkv runs the CPU attention_backward once (at _dq). GEMMs evaluate
    the column-major call cuBLASLt would get, by plain loops. Glue kernels: plain loops. */
 typedef struct emulator_state {
-    const char *set;                 /* the kernel set's source: signatures and table */
-    poa_cuda_kernel_entry *table;
-    int table_count;
-    poa_cuda_dims dims;              /* width, heads, head_dim, hidden */
+    const char *set, *fused;         /* the kernel set's and the fused kernels' sources: signatures */
+    lua_State *L;                    /* launches_lua's function of the set at the top */
+    long width, head_dim, hidden;
     long geometry_checked;
     const poa_vit_kernels *k;
     poa_vit_kernels generic;
@@ -506,83 +299,70 @@ static int run_kernel(emulator_state *st, const char *module, const char *name, 
     return host_runner_launch(&from_cu_runner, module, name, grid, block, args, e);
 }
 
-
-/* The launch geometry of a generated kernel, evaluated again from its table entry with rows,
-   batch, tokens and patches bound to the values of its own arguments of those names (T =
-   patches + 1 where the kernel has no tokens argument), must be what the pass launched with
-   (which bound them to the pass's shape). */
-static int check_launch_geometry(emulator_state *st, const char *name, const unsigned grid[3],
+/* The launch geometry of a generated or fused kernel, evaluated again from gen/emit.lua's launches with
+   rows, batch, tokens and patches bound to the values of its own arguments of those names
+   (T = patches + 1 where the kernel has no tokens argument), must be what the pass launched
+   with (which bound them to the pass's shape). */
+static int check_launch_geometry(emulator_state *st, const char *source, const char *name, const unsigned grid[3],
                                  const unsigned block[3], void **args, poa_error *e) {
-    int t = 0;
-    while (t < st->table_count && strcmp(st->table[t].name, name)) t++;
-    if (t == st->table_count) return poa_fail(e, "emulator: %s is not in the table", name);
-    /* the parameter list of the definition */
+    /* the parameter list of the definition in source */
     const char *at = NULL;
     size_t n = strlen(name);
-    for (const char *c = strstr(st->set, name); c && !at; c = strstr(c + 1, name))
-        if (c > st->set && c[-1] == ' ' && c[n] == '(') at = c + n + 1;
+    for (const char *c = strstr(source, name); c && !at; c = strstr(c + 1, name))
+        if (c > source && c[-1] == ' ' && c[n] == '(') at = c + n + 1;
     if (!at) return poa_fail(e, "emulator: no definition of %s", name);
-    poa_cuda_dims d = st->dims;
-    d.rows = d.batch = d.tokens = d.patches = -1000000; /* an expression using an unbound name fails below */
-    int has_tokens = 0;
+    static const char *const bound[4] = { "rows", "batch", "tokens", "patches" };
+    long value[4] = { 0 };
+    int has[4] = { 0 };
     for (int i = 0; *at && *at != ')'; i++) {
         const char *end = at;
         while (*end && *end != ',' && *end != ')') end++;
         const char *word = end;
         while (word > at && (isalnum((unsigned char)word[-1]) || word[-1] == '_')) word--;
-        int is_long = strncmp(at + strspn(at, " \n"), "long ", 5) == 0;
-        if (is_long) {
-            size_t len = (size_t)(end - word);
-            long v = num(args, i);
-            if (len == 4 && !strncmp(word, "rows", 4)) d.rows = v;
-            if (len == 5 && !strncmp(word, "batch", 5)) d.batch = v;
-            if (len == 6 && !strncmp(word, "tokens", 6)) d.tokens = v, has_tokens = 1;
-            if (len == 7 && !strncmp(word, "patches", 7)) d.patches = v;
-        }
+        for (int b = 0; b < 4 && strncmp(at + strspn(at, " \n"), "long ", 5) == 0; b++)
+            if ((size_t)(end - word) == strlen(bound[b]) && !strncmp(word, bound[b], strlen(bound[b])))
+                value[b] = num(args, i), has[b] = 1;
         at = *end == ',' ? end + 1 : end;
     }
-    if (!has_tokens && d.patches > 0) d.tokens = d.patches + 1;
-    for (int g = 0; g < 2; g++)
-        for (int k = 0; k < 3; k++) {
-            long v;
-            if (poa_cuda_eval(g ? st->table[t].block[k] : st->table[t].grid[k], &d, &v, e)) return -1;
-            unsigned launched = g ? block[k] : grid[k];
-            if (v != (long)launched)
-                return poa_fail(e, "emulator: %s launched with %s %c = %u, its arguments give %ld", name,
-                                g ? "block" : "grid", "xyz"[k], launched, v);
-        }
-    st->geometry_checked++;
-    return 0;
+    if (!has[2] && has[3]) value[2] = value[3] + 1, has[2] = 1;
+    lua_State *L = st->L;
+    lua_pushvalue(L, -1);
+    lua_pushstring(L, name);
+    for (int b = 0; b < 4; b++) has[b] ? lua_pushinteger(L, value[b]) : lua_pushnil(L);
+    if (lua_pcall(L, 5, 6, 0) != LUA_OK) {
+        poa_fail(e, "emulator: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return -1;
+    }
+    int rc = 0;
+    for (int d = 0; d < 6 && !rc; d++) {
+        const long v = (long)lua_tointeger(L, d - 6);
+        const unsigned launched = d < 3 ? grid[d] : block[d - 3];
+        if (v != (long)launched)
+            rc = poa_fail(e, "emulator: %s launched with %s %c = %u, its arguments give %ld", name,
+                          d < 3 ? "grid" : "block", "xyz"[d % 3], launched, v);
+    }
+    lua_pop(L, 6);
+    st->geometry_checked += !rc;
+    return rc;
 }
 
 static int emulate_launch(void *context, const char *module, const char *name, const unsigned grid[3],
                           const unsigned block[3], void **args, poa_error *e) {
     emulator_state *st = context;
-    char set[80];
-    snprintf(set, sizeof set, "vit_w%ld_h%ld_f%ld.cu", st->dims.width, st->dims.head_dim, st->dims.hidden);
+    char set[80], suffix[64];
+    snprintf(set, sizeof set, "vit_w%ld_h%ld_f%ld.cu", st->width, st->head_dim, st->hidden);
+    snprintf(suffix, sizeof suffix, "_w%ld_h%ld_f%ld", st->width, st->head_dim, st->hidden);
     /* the fused kernels of this set: residual_layernorm_{forward,backward}_<set>[_dw_db|_dgamma] */
-    char suffix[64];
-    snprintf(suffix, sizeof suffix, "_w%ld_h%ld_f%ld", st->dims.width, st->dims.head_dim, st->dims.hidden);
-    const char *at = strstr(name, suffix);
-    int is_fused = !strncmp(name, "residual_layernorm_", 19) && at;
-    if (strcmp(module, is_fused ? "vit_fused.cu" : strncmp(name, "poa_glue_", 9) ? set : "vit_glue.cu"))
+    const int is_fused = !strncmp(name, "residual_layernorm_", 19) && strstr(name, suffix);
+    const int is_glue = !strncmp(name, "poa_glue_", 9);
+    if (strcmp(module, is_fused ? "vit_fused.cu" : is_glue ? "vit_glue.cu" : set))
         return poa_fail(e, "emulator: %s launched from module %s", name, module);
-    if (is_fused) { /* a block of WIDTH threads per row, or (32, 8) per 32 columns, as the table says */
-        int forward = !strncmp(name, "residual_layernorm_forward_", 27), columns = at[strlen(suffix)] != 0;
-        long rows = forward ? num(args, 9) * num(args, 10) : num(args, 13) * num(args, 14);
-        unsigned want_grid = columns ? (unsigned)((st->dims.width + 31) / 32) : (unsigned)rows;
-        unsigned want_block[2] = { columns ? 32u : (unsigned)st->dims.width, columns ? 8u : 1u };
-        if (grid[0] != want_grid || grid[1] != 1 || block[0] != want_block[0] || block[1] != want_block[1])
-            return poa_fail(e, "emulator: %s launched with grid %u block (%u, %u)", name, grid[0], block[0], block[1]);
-        st->launches++, st->geometry_checked++;
-        return run_kernel(st, module, name, grid, block, args, e);
-    }
     st->launches++;
-    if (strncmp(name, "poa_glue_", 9) && check_launch_geometry(st, name, grid, block, args, e)) return -1;
-    if (!strncmp(name, "poa_glue_", 9)) {
-        if (check_glue_geometry(name, grid, block, args, e)) return -1;
-        st->geometry_checked++;
-    }
+    if (is_glue ? check_glue_geometry(name, grid, block, args, e)
+                : check_launch_geometry(st, is_fused ? st->fused : st->set, name, grid, block, args, e))
+        return -1;
+    st->geometry_checked += is_glue;
     return run_kernel(st, module, name, grid, block, args, e);
 }
 
@@ -592,137 +372,7 @@ static int emulate_gemm(void *context, const poa_cublaslt_call *call, poa_error 
     return colmajor_matmul(call, e);
 }
 
-/* One emulated pass: forward and backward, output into out, gradients accumulated. */
-static int emulated_pass(const poa_vit *m, const char *recipe, int width, int depth, long batch, int image,
-                         int bf16, const float *params, const float *images, const unsigned char *mask,
-                         const float *drop, const float *dout, float *out, float *grads, long *launches,
-                         float **arena, kept_value *kept, int *kept_count, poa_error *e) {
-    char *set = NULL;
-    emulator_state st = { 0 };
-    const int hidden = width * m->config.mlp_ratio;
-    st.k = poa_vit_kernels_find(width, m->config.head_dim, hidden);
-    if (!st.k) {
-        poa_vit_kernels_generic_for(&st.generic, width, m->config.head_dim, hidden);
-        st.k = &st.generic;
-    }
-    const long tokens = (long)(image / m->config.patch_size) * (image / m->config.patch_size) + 1;
-    st.scratch_count = 4 * (batch * tokens * 3 * (long)hidden + tokens * m->config.max_width + 64);
-    st.scratch = calloc((size_t)st.scratch_count, sizeof(float));
-    poa_cuda_emulator em = { .context = &st, .launch = emulate_launch, .gemm = emulate_gemm,
-                             .alloc = from_cu ? host_runner_alloc : NULL, .release = from_cu ? host_runner_release : NULL };
-    poa_cuda_vit_pass p;
-    int rc = st.scratch ? 0 : poa_fail(e, "out of memory");
-    if (!rc) rc = poa_cuda_vit_sources(recipe, NULL, width, &set, NULL, NULL, 0, e);
-    if (!rc) rc = poa_cuda_kernel_table(set, &st.table, &st.table_count, e);
-    st.set = set;
-    st.dims = (poa_cuda_dims){ .width = width, .heads = width / m->config.head_dim,
-                               .head_dim = m->config.head_dim, .hidden = hidden };
-    if (!rc) rc = poa_cuda_vit_pass_init_emulated(&p, &em, m, width, depth, batch, image, set, e);
-    char *fused_source = NULL;
-    if (!rc && ((bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) || poa_cuda_vit_fused_source(recipe, NULL, &fused_source, e) ||
-                poa_cuda_vit_pass_use_fused(&p, fused_source, e) || poa_cuda_vit_pass_plan_gemms(&p, e))) {
-        poa_cuda_vit_pass_free(&p);
-        rc = -1;
-    }
-    free(fused_source);
-    if (!rc) {
-        rc = poa_cuda_vit_upload_parameters(&p, params, e) || poa_cuda_vit_upload_gradients(&p, grads, e) ||
-             poa_cuda_vit_forward(&p, images, mask, drop, e) || poa_cuda_vit_download_output(&p, out, e) ||
-             poa_cuda_vit_backward(&p, dout, e) || poa_cuda_vit_download_gradients(&p, grads, e)
-                 ? -1 : 0;
-        if (!rc && arena) {
-            *arena = malloc(sizeof(float) * (size_t)p.arena_count);
-            rc = !*arena || poa_cuda_vit_download_arena(&p, *arena, e) ? -1 : 0;
-            *kept_count = kept_of(&p.fwd, &p.bwd, batch, kept);
-        }
-        poa_cuda_vit_pass_free(&p);
-    }
-    free(st.scratch);
-    free(st.table);
-    free(set);
-    if (launches) *launches += st.geometry_checked;
-    return rc;
-}
-
 /* ---- on a GPU ---- */
-
-static void check_gpu_gemm(poa_cublaslt *lt, poa_cuda *cuda) {
-    const long m = 37, n = 45, k = 29, pad = 3, offset = 1; /* 4-byte-aligned operands */
-    int bad = 0;
-    poa_error e = { { 0 } };
-    for (int ta = 0; ta < 2; ta++)
-        for (int tb = 0; tb < 2; tb++) {
-            long lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
-            long a_rows = ta ? k : m, b_rows = tb ? n : k;
-            long na = a_rows * lda + offset, nb = b_rows * ldb + offset, nc = m * ldc + offset;
-            float *a = malloc(sizeof(float) * (size_t)na), *b = malloc(sizeof(float) * (size_t)nb);
-            float *c = malloc(sizeof(float) * (size_t)nc), *want = malloc(sizeof(float) * (size_t)nc);
-            test_fill_normal(a, na, 0, 1, 7, 1);
-            test_fill_normal(b, nb, 0, 1, 7, 2);
-            test_fill_normal(c, nc, 0, 1, 7, 3);
-            memcpy(want, c, sizeof(float) * (size_t)nc);
-            poa_gemm(ta, tb, m, n, k, 1.5f, a + offset, lda, b + offset, ldb, 0.5f, want + offset, ldc);
-            CUdeviceptr da = 0, db = 0, dc = 0;
-            int rc = poa_cuda_alloc(cuda, &da, sizeof(float) * (size_t)na, &e) ||
-                     poa_cuda_alloc(cuda, &db, sizeof(float) * (size_t)nb, &e) ||
-                     poa_cuda_alloc(cuda, &dc, sizeof(float) * (size_t)nc, &e) ||
-                     poa_cuda_copy_to_device_async(cuda, da, a, sizeof(float) * (size_t)na, &e) ||
-                     poa_cuda_copy_to_device_async(cuda, db, b, sizeof(float) * (size_t)nb, &e) ||
-                     poa_cuda_copy_to_device_async(cuda, dc, c, sizeof(float) * (size_t)nc, &e) ||
-                     poa_cublaslt_gemm(lt, ta, tb, m, n, k, 1.5f, da + 4 * offset, lda, db + 4 * offset, ldb,
-                                       0.5f, dc + 4 * offset, ldc, &e) ||
-                     poa_cuda_copy_to_host_async(cuda, c, dc, sizeof(float) * (size_t)nc, &e) ||
-                     poa_cuda_synchronize(cuda, &e);
-            double err = rc ? INFINITY : relative_error(c, want, nc);
-            if (rc || err > 1e-5) {
-                bad++;
-                printf("  gemm %c%c: %s relative error %.3g\n", ta ? 'T' : 'N', tb ? 'T' : 'N', rc ? e.message : "",
-                       err);
-            }
-            if (da) poa_cuda_free(cuda, da, &e);
-            if (db) poa_cuda_free(cuda, db, &e);
-            if (dc) poa_cuda_free(cuda, dc, &e);
-            free(a), free(b), free(c), free(want);
-        }
-    CHECK("gpu: cuBLASLt fp32 GEMM NN NT TN TT, padded ld, 4-byte-aligned offsets, equals poa_gemm within 1e-5",
-          bad == 0, "%d of 4 wrong", bad);
-}
-
-/* One GPU pass: forward and backward of a batch, output into out, gradients accumulated on
-   the device; the arena after both into *arena (malloc'd) when arena is not NULL. */
-static int gpu_pass(poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m, const char *recipe, int width,
-                    int depth, long batch, int image, int bf16, const float *params, const float *images,
-                    const unsigned char *mask, const float *drop, const float *dout, float *out,
-                    float *grads, float **arena, kept_value *kept, int *kept_count, poa_error *e) {
-    char *set = NULL, *glue = NULL;
-    poa_cuda_vit_pass p;
-    if (poa_cuda_vit_sources(recipe, NULL, width, &set, &glue, NULL, 0, e)) return -1;
-    int rc = poa_cuda_vit_pass_init(&p, cuda, lt, m, width, depth, batch, image, set, glue, e);
-    free(set), free(glue);
-    if (rc) return -1;
-    char *fused_source = NULL;
-    if ((bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) || poa_cuda_vit_fused_source(recipe, NULL, &fused_source, e) ||
-        poa_cuda_vit_pass_use_fused(&p, fused_source, e) || poa_cuda_vit_pass_plan_gemms(&p, e)) {
-        free(fused_source);
-        poa_cuda_vit_pass_free(&p);
-        return -1;
-    }
-    free(fused_source);
-    const long planned = lt->heuristic_calls;
-    rc = poa_cuda_vit_upload_parameters(&p, params, e) || poa_cuda_vit_upload_gradients(&p, grads, e) ||
-         poa_cuda_vit_forward(&p, images, mask, drop, e) || poa_cuda_vit_download_output(&p, out, e) ||
-         poa_cuda_vit_backward(&p, dout, e) || poa_cuda_vit_download_gradients(&p, grads, e);
-    if (!rc && arena) {
-        *arena = malloc(sizeof(float) * (size_t)p.arena_count);
-        rc = !*arena || poa_cuda_vit_download_arena(&p, *arena, e);
-        *kept_count = kept_of(&p.fwd, &p.bwd, batch, kept);
-    }
-    if (!rc && lt->heuristic_calls != planned)
-        rc = poa_fail(e, "%ld GEMM shapes were planned during the pass, none were expected after "
-                         "poa_cuda_vit_pass_plan_gemms", lt->heuristic_calls - planned);
-    poa_cuda_vit_pass_free(&p);
-    return rc ? -1 : 0;
-}
 
 /* Where a pass runs: on the GPU (cuda non-NULL) or emulated on the host. */
 typedef struct runner {
@@ -733,15 +383,62 @@ typedef struct runner {
     long launches;
 } runner;
 
+/* One pass where r runs it: forward and backward of a batch, output into out, gradients
+   accumulated; the arena after both into *arena (malloc'd) and the values the backward keeps
+   into kept when arena is not NULL. */
 static int run_pass(runner *r, const poa_vit *m, const char *recipe, int width, int depth, long batch, int image,
                     const float *params, const float *images, const unsigned char *mask, const float *drop,
                     const float *dout, float *out, float *grads, float **arena, kept_value *kept, int *kept_count,
                     poa_error *e) {
-    if (r->cuda)
-        return gpu_pass(r->cuda, r->lt, m, recipe, width, depth, batch, image, r->bf16, params, images, mask, drop,
-                        dout, out, grads, arena, kept, kept_count, e);
-    return emulated_pass(m, recipe, width, depth, batch, image, r->bf16, params, images, mask, drop, dout, out,
-                         grads, &r->launches, arena, kept, kept_count, e);
+    char *set = NULL, *glue = NULL, *fused_source = NULL;
+    const int hidden = width * m->config.mlp_ratio;
+    emulator_state st = { .width = width, .head_dim = m->config.head_dim, .hidden = hidden };
+    poa_cuda_emulator em = { .context = &st, .launch = emulate_launch, .gemm = emulate_gemm,
+                             .alloc = from_cu ? host_runner_alloc : NULL, .release = from_cu ? host_runner_release : NULL };
+    st.k = poa_vit_kernels_find(width, m->config.head_dim, hidden);
+    if (!st.k) {
+        poa_vit_kernels_generic_for(&st.generic, width, m->config.head_dim, hidden);
+        st.k = &st.generic;
+    }
+    const long tokens = (long)(image / m->config.patch_size) * (image / m->config.patch_size) + 1;
+    st.scratch_count = 4 * (batch * tokens * 3 * (long)hidden + tokens * m->config.max_width + 64);
+    st.scratch = r->cuda ? NULL : calloc((size_t)st.scratch_count, sizeof(float));
+    st.L = r->cuda ? NULL : poa_lua_open(e);
+    poa_cuda_vit_pass p;
+    int rc = r->cuda || (st.scratch && st.L) ? 0 : poa_fail(e, "emulator: out of memory");
+    if (!rc) rc = poa_cuda_vit_sources(recipe, NULL, width, &set, &glue, NULL, 0, e);
+    if (!rc && st.L) rc = push_launches(st.L, width, st.head_dim, hidden, e);
+    if (st.L && !rc) lua_pop(st.L, 1); /* the function stays at the top */
+    st.set = set;
+    if (!rc)
+        rc = poa_cuda_vit_pass_init(&p, &(poa_cuda_exec){ .cuda = r->cuda, .lt = r->lt, .emulator = r->cuda ? NULL : &em },
+                                    m, width, depth, batch, image, set, glue, NULL, e);
+    if (!rc && ((r->bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) || poa_cuda_vit_fused_source(recipe, NULL, &fused_source, e) ||
+                poa_cuda_vit_pass_use_fused(&p, fused_source, e) || poa_cuda_vit_pass_plan_gemms(&p, e))) {
+        poa_cuda_vit_pass_free(&p);
+        rc = -1;
+    }
+    st.fused = fused_source;
+    const long planned = r->lt ? r->lt->heuristic_calls : 0;
+    if (!rc) {
+        rc = poa_cuda_vit_upload_parameters(&p, params, e) || poa_cuda_vit_upload_gradients(&p, grads, e) ||
+             poa_cuda_vit_forward(&p, images, mask, drop, e) || poa_cuda_vit_download_output(&p, out, e) ||
+             poa_cuda_vit_backward(&p, dout, e) || poa_cuda_vit_download_gradients(&p, grads, e)
+                 ? -1 : 0;
+        if (!rc && arena) {
+            *arena = malloc(sizeof(float) * (size_t)p.arena_count);
+            rc = !*arena || poa_cuda_vit_download_arena(&p, *arena, e) ? -1 : 0;
+            *kept_count = kept_of(&p.fwd, &p.bwd, batch, kept);
+        }
+        if (!rc && r->lt && r->lt->heuristic_calls != planned)
+            rc = poa_fail(e, "%ld GEMM shapes were planned during the pass, none were expected after "
+                             "poa_cuda_vit_pass_plan_gemms", r->lt->heuristic_calls - planned);
+        poa_cuda_vit_pass_free(&p);
+    }
+    if (st.L) lua_close(st.L);
+    free(st.scratch), free(set), free(glue), free(fused_source);
+    r->launches += st.geometry_checked;
+    return rc;
 }
 
 static void check_golden(runner *r, const poa_vit *m, const float *params, const char *name) {
@@ -760,15 +457,14 @@ static void check_golden(runner *r, const poa_vit *m, const float *params, const
     poa_error e = { { 0 } };
     int failed = 0;
     for (int i = 0; i < 2 && !failed; i++) {
-        char key[64];
-        snprintf(key, sizeof key, "input.%s", batches[i]);
-        real *images = read_tensor(&f, key, &n);
-        snprintf(key, sizeof key, "droppath.%s", batches[i]);
-        real *drop = read_tensor(&f, key, &n);
-        snprintf(key, sizeof key, "dout.%s", batches[i]);
-        real *dout = read_tensor(&f, key, &n);
-        snprintf(key, sizeof key, "out.%s", batches[i]);
-        real *want = read_tensor(&f, key, &n);
+        static const char *const keys[4] = { "input", "droppath", "dout", "out" };
+        real *t[4]; /* images, drop, dout, want */
+        for (int k = 0; k < 4; k++) {
+            char key[64];
+            snprintf(key, sizeof key, "%s.%s", keys[k], batches[i]);
+            t[k] = read_tensor(&f, key, &n);
+        }
+        real *images = t[0], *drop = t[1], *dout = t[2], *want = t[3];
         float *out = malloc(sizeof(float) * (size_t)n);
         snprintf(label, sizeof label, "%s: golden %s %dx%d %s output within 1e-4", r->prefix, name, width, depth,
                  batches[i]);
@@ -807,8 +503,18 @@ static void check_golden(runner *r, const poa_vit *m, const float *params, const
 }
 
 /* The GPU against the CPU backend on the same random parameters and inputs. */
-static void check_against_cpu(runner *r, const poa_vit *m, int width, int depth, long batch, int image,
-                              int masked) {
+typedef struct cpu_case {
+    int width, depth;
+    long batch;
+    int image, masked; /* masked: with a mask and stochastic depth */
+} cpu_case;
+static const cpu_case cpu_cases[] = { { 64, 3, 3, 32, 1 }, { 64, 3, 3, 16, 0 }, { 96, 4, 2, 32, 1 }, { 32, 2, 4, 16, 0 } };
+static const cpu_case bf16_cases[] = { { 64, 3, 3, 32, 1 }, { 96, 4, 2, 16, 0 } };
+#define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+static void check_against_cpu(runner *r, const poa_vit *m, cpu_case c) {
+    const int width = c.width, depth = c.depth, image = c.image, masked = c.masked;
+    const long batch = c.batch;
     char label[256];
     const double tolerance = r->bf16 ? BF16_TOLERANCE : TOLERANCE;
     const double gradient_tolerance = r->bf16 ? BF16_GRADIENT_TOLERANCE : TOLERANCE;
@@ -896,22 +602,20 @@ static void check_against_cpu(runner *r, const poa_vit *m, int width, int depth,
     poa_vit_pass_free(&cpu);
 }
 
-/* The bf16 pass (bf16 GEMM operands, fp32 accumulation and kernels) against the fp32 CPU
-   backend, within the issue's 1e-2. */
-static void check_bf16(runner *r, const poa_vit *m) {
-    check_against_cpu(r, m, 64, 3, 3, 32, 1);
-    check_against_cpu(r, m, 96, 4, 2, 16, 0);
-}
-
 static const char *const golden_cases[] = { "intact_96x4", "elastic_32x2", "elastic_64x3", "elastic_96x2",
                                              "elastic_32x4" };
 
-static void check_all(runner *r, const poa_vit *m, const float *params) {
-    for (int i = 0; i < 5; i++) check_golden(r, m, params, golden_cases[i]);
-    check_against_cpu(r, m, 64, 3, 3, 32, 1);
-    check_against_cpu(r, m, 64, 3, 3, 16, 0);
-    check_against_cpu(r, m, 96, 4, 2, 32, 1);
-    check_against_cpu(r, m, 32, 2, 4, 16, 0);
+/* The golden cases and the comparisons with the CPU backend where cuda runs the pass (NULL:
+   emulated), then the bf16 pass (bf16 GEMM operands, fp32 accumulation and kernels) against
+   the fp32 CPU backend within the issue's 1e-2. */
+static void check_all(const char *prefix, poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m, const float *params) {
+    char bf16_prefix[32];
+    snprintf(bf16_prefix, sizeof bf16_prefix, "%s bf16", prefix);
+    runner r = { .prefix = prefix, .cuda = cuda, .lt = lt }, r16 = { .prefix = bf16_prefix, .cuda = cuda, .lt = lt, .bf16 = 1 };
+    for (int i = 0; i < COUNT(golden_cases); i++) check_golden(&r, m, params, golden_cases[i]);
+    for (int i = 0; i < COUNT(cpu_cases); i++) check_against_cpu(&r, m, cpu_cases[i]);
+    if (!cuda) printf("  emulated: %ld launches had their geometry checked against their own arguments\n", r.launches);
+    for (int i = 0; i < COUNT(bf16_cases); i++) check_against_cpu(&r16, m, bf16_cases[i]);
 }
 
 /* The same checks with the pass emulated on the host: the GPU code's buffers, arguments,
@@ -927,11 +631,7 @@ static void check_emulated(void) {
     if (poa_vit_load_parameters(&m, params, FIXTURES "vit_tiny_params.safetensors", NULL, &e)) {
         CHECK("emulated: golden parameters", 0, "%s", e.message);
     } else {
-        runner r = { .prefix = "emulated" };
-        check_all(&r, &m, params);
-        printf("  emulated: %ld launches had their geometry checked against their own arguments\n", r.launches);
-        runner r16 = { .prefix = "emulated bf16", .bf16 = 1 };
-        check_bf16(&r16, &m);
+        check_all("emulated", NULL, NULL, &m, params);
     }
     if (from_cu) {
         double worst = host_runner_report(&from_cu_runner, "emulated pass");
@@ -945,19 +645,19 @@ static void check_emulated(void) {
 }
 
 static void skip_gpu(const char *why) {
-    CHECK_SKIP("gpu: cuBLASLt fp32 GEMM NN NT TN TT against poa_gemm", why);
-    const char *cases[] = { "intact_96x4", "elastic_32x2", "elastic_64x3", "elastic_96x2", "elastic_32x4" };
-    for (int i = 0; i < 5; i++) {
-        char label[160];
-        snprintf(label, sizeof label, "gpu: golden %s global and local outputs and all gradients within 1e-4", cases[i]);
+    char label[200];
+    for (int i = 0; i < COUNT(golden_cases); i++) {
+        snprintf(label, sizeof label, "gpu: golden %s global and local outputs and all gradients within 1e-4", golden_cases[i]);
         CHECK_SKIP(label, why);
     }
-    CHECK_SKIP("gpu: 64x3 batch 3 at 32 px (mask, stochastic depth) against the CPU backend", why);
-    CHECK_SKIP("gpu: 64x3 batch 3 at 16 px against the CPU backend", why);
-    CHECK_SKIP("gpu: 96x4 batch 2 at 32 px (mask, stochastic depth) against the CPU backend", why);
-    CHECK_SKIP("gpu: 32x2 batch 4 at 16 px against the CPU backend", why);
-    CHECK_SKIP("gpu bf16: 64x3 batch 3 at 32 px (mask, stochastic depth) against the CPU backend (output 1e-2, gradients 2e-2)", why);
-    CHECK_SKIP("gpu bf16: 96x4 batch 2 at 16 px against the CPU backend (output 1e-2, gradients 2e-2)", why);
+    for (int b = 0; b < 2; b++)
+        for (int i = 0; i < (b ? COUNT(bf16_cases) : COUNT(cpu_cases)); i++) {
+            const cpu_case c = b ? bf16_cases[i] : cpu_cases[i];
+            snprintf(label, sizeof label, "gpu%s: %dx%d batch %ld at %d px%s against the CPU backend%s", b ? " bf16" : "",
+                     c.width, c.depth, c.batch, c.image, c.masked ? " (mask, stochastic depth)" : "",
+                     b ? " (output 1e-2, gradients 2e-2)" : "");
+            CHECK_SKIP(label, why);
+        }
 }
 
 static void check_gpu(void) {
@@ -967,7 +667,6 @@ static void check_gpu(void) {
     int rc = open_gpu_for_tests(&cuda, &lt, &e);
     if (rc == 0) skip_gpu(e.message);
     if (rc <= 0) return;
-    check_gpu_gemm(&lt, &cuda);
     poa_recipe recipe;
     poa_vit m;
     test_load_model(TINY, &recipe, &m);
@@ -975,10 +674,7 @@ static void check_gpu(void) {
     if (poa_vit_load_parameters(&m, params, FIXTURES "vit_tiny_params.safetensors", NULL, &e)) {
         CHECK("gpu: golden parameters", 0, "%s", e.message);
     } else {
-        runner r = { .prefix = "gpu", .cuda = &cuda, .lt = &lt };
-        check_all(&r, &m, params);
-        runner r16 = { .prefix = "gpu bf16", .cuda = &cuda, .lt = &lt, .bf16 = 1 };
-        check_bf16(&r16, &m);
+        check_all("gpu", &cuda, &lt, &m, params);
     }
     printf("  cuBLASLt: %ld shapes planned\n", lt.heuristic_calls);
     free(params);
@@ -989,11 +685,6 @@ static void check_gpu(void) {
 
 int main(void) {
     poa_error e = { { 0 } };
-    check_cublaslt_load();
-    check_transposition_trick();
-    check_bf16_rounding();
-    check_epilogues();
-    check_eval();
     check_glue();
     lua_State *L = poa_lua_open(&e);
     if (!L) {

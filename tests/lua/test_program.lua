@@ -20,6 +20,7 @@ local recipe = require("gen.recipe")
 local space = require("gen.space")
 local emit = require("gen.emit")
 local template = require("gen.template")
+local lower_cuda = require("gen.lower_cuda")
 
 local function written(st)
   local out = {}
@@ -176,10 +177,20 @@ local function count_kernels(p)
   return setmetatable(n, { __index = function() return 0 end })
 end
 
--- A grid or block expression of the batch at batch 3 (C's integer division).
-local function geometry_at(e)
-  local f = load("return " .. e:gsub("batch", "3"):gsub("/", "//"))
-  return f and f()
+-- A launch's extent of the batch (gen/lower_cuda.lua) at batch 3.
+local function geometry_at(x) return (x.b * 3 + x.c) // x.d end
+
+-- Launch expressions become extents (what C evaluates without a parser), or are refused by name.
+for _, c in ipairs({
+  { "(rows * cols + 255) / 256", { rows = { b = 17, c = 1 }, cols = 96 }, "(1632 * batch + 351) / 256" },
+  { "((n + TRAIN_CHUNK - 1) / TRAIN_CHUNK)", { n = "n", TRAIN_CHUNK = 4096 }, "(n + 4095) / 4096" },
+  { "(tokens + 3) / 4", { tokens = 17 }, "5" }, { "HIDDEN - HEAD_DIM * 2", { HIDDEN = 384, HEAD_DIM = 32 }, "320" },
+  { "rows * depth", { rows = "rows" }, 'launch geometry "rows * depth": unknown name depth' },
+  { "(rows", { rows = "rows" }, 'launch geometry "(rows": bad syntax' },
+  { "rows * batch", { rows = "rows", batch = "batch" }, 'launch geometry "rows * batch": a product of symbols or a multiple of a quotient' },
+}) do
+  local ok, x = pcall(lower_cuda.extent, c[1], c[2])
+  check.equal("launch extent of " .. c[1], ok and lower_cuda.extent_text(x) or x, c[3])
 end
 
 -- The GPU schedule (gen/schedule.lua) against the CPU program of the same member: the same
@@ -236,9 +247,9 @@ local function check_gpu(name, r, width, depth, crop, cpu, cpu_b)
               launched, why = false, k.name .. " is not in " .. k.module
             end
             for d = 1, 3 do
-              local g, bl = geometry_at(k.grid[d]), geometry_at(k.block[d])
-              if not (g and bl and g >= 1 and bl >= 1) then
-                launched, why = false, string.format("%s: grid %s block %s", k.name, k.grid[d], k.block[d])
+              local g, bl = geometry_at(k.grid[d]), k.block[d]
+              if not (g >= 1 and bl >= 1 and (k.grid[d].b == 0 or k.grid[d].over == "batch")) then
+                launched, why = false, string.format("%s: grid %s block %d", k.name, lower_cuda.extent_text(k.grid[d]), bl)
               end
             end
           end

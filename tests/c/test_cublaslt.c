@@ -1,0 +1,274 @@
+/* test_cublaslt.c: runtime/cublaslt.c (the GEMMs of every GPU pass) and runtime/bf16.h.
+
+   Everywhere (no GPU needed):
+   - cuBLASLt: the library loads by dlopen and resolves every entry point (SKIP when it is not
+     installed); without a device, poa_cublaslt_init says "no GPU".
+   - The transposition trick: the column-major call poa_cublaslt_colmajor_of makes of a
+     row-major request, evaluated by a plain column-major GEMM with cuBLASLt's semantics,
+     equals the row-major product, for all four transpositions with padded leading dimensions.
+   - runtime/bf16.h's rounding (ties, overflow, NaN); the cuBLASLt epilogues (BIAS,
+     GELU_AUX_BIAS, DGELU, BGRADB) and bf16 operands: what cublaslt.h promises row-major is what
+     cuBLASLt's column-major semantics give for the call the trick makes.
+
+   With a GPU (else a SKIP line):
+   - cuBLASLt GEMMs of all four transpositions at 4-byte-aligned offsets against poa_gemm. */
+#include <string.h>
+
+#include "backend.h"
+#include "bf16.h"
+#include "check.h"
+#include "cublaslt.h"
+#include "cuda_emulator.h"
+#include "fixture_util.h"
+#include "vit_test_util.h"
+
+/* ---- cuBLASLt without a GPU ---- */
+
+static void check_cublaslt_load(void) {
+    const poa_cublaslt_api *api;
+    char name[512];
+    poa_error e = { { 0 } };
+    poa_cublaslt_api other;
+    void *library = NULL;
+    int missing = poa_cublaslt_open_library("/nonexistent/libcublasLt.so.13", &other, &library, &e);
+    int missing_named = strstr(e.message, "cannot load cuBLASLt: ") && strstr(e.message, "/nonexistent");
+    int foreign = poa_cublaslt_open_library("libm.so.6", &other, &library, &e);
+    int foreign_named = strstr(e.message, "libm.so.6 has no cublasLtCreate") != NULL;
+    CHECK("cuBLASLt: a missing library and one without its entry points are clear errors",
+          missing == -1 && missing_named && foreign == -1 && foreign_named, "%d %d %d %d: %s", missing,
+          missing_named, foreign, foreign_named, e.message);
+    if (poa_cublaslt_load(&api, name, sizeof name, &e)) {
+        if (strstr(e.message, "cannot load cuBLASLt")) {
+            CHECK_SKIP("cuBLASLt loads by dlopen", e.message);
+        } else {
+            CHECK("cuBLASLt loads by dlopen", 0, "%s", e.message);
+        }
+        return;
+    }
+    size_t version = api->get_version();
+    printf("  cuBLASLt %s, version %zu\n", name, version);
+    CHECK("cuBLASLt loads by dlopen and resolves every entry point", version > 0, "version %zu", version);
+    poa_cublaslt lt;
+    int rc = poa_cublaslt_init(&lt, NULL, 0, &e);
+    CHECK("cuBLASLt without an open device: no GPU", rc == -1 && strncmp(e.message, "no GPU: ", 8) == 0,
+          "rc %d: %s", rc, e.message);
+}
+
+/* Column-major D (m x n, ldc) = alpha op(A) op(B) + beta C, plain loops (cuBLASLt's meaning). */
+static void colmajor_gemm(int ta, int tb, long m, long n, long k, double alpha, const double *a, long lda,
+                          const double *b, long ldb, double beta, double *c, long ldc) {
+    for (long j = 0; j < n; j++)
+        for (long i = 0; i < m; i++) {
+            double s = 0;
+            for (long l = 0; l < k; l++) {
+                double x = ta ? a[l + i * lda] : a[i + l * lda]; /* op(A)[i][l] */
+                double y = tb ? b[j + l * ldb] : b[l + j * ldb]; /* op(B)[l][j] */
+                s += x * y;
+            }
+            c[i + j * ldc] = alpha * s + beta * c[i + j * ldc];
+        }
+}
+
+static void check_transposition_trick(void) {
+    const long m = 5, n = 7, k = 3;
+    int bad = 0;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            /* row-major stored shapes: A m x k (or k x m), B k x n (or n x k), padded */
+            long lda = (ta ? m : k) + 2, ldb = (tb ? k : n) + 3, ldc = n + 1;
+            long a_rows = ta ? k : m, b_rows = tb ? n : k;
+            double a[64], b[64], c[64], want[64];
+            for (long i = 0; i < a_rows * lda; i++) a[i] = (double)((i * 7) % 11) - 5;
+            for (long i = 0; i < b_rows * ldb; i++) b[i] = (double)((i * 5) % 13) - 6;
+            for (long i = 0; i < m * ldc; i++) c[i] = want[i] = (double)(i % 3);
+            /* row-major reference */
+            for (long i = 0; i < m; i++)
+                for (long j = 0; j < n; j++) {
+                    double s = 0;
+                    for (long l = 0; l < k; l++)
+                        s += (ta ? a[l * lda + i] : a[i * lda + l]) * (tb ? b[j * ldb + l] : b[l * ldb + j]);
+                    want[i * ldc + j] = 2 * s + 0.5 * want[i * ldc + j];
+                }
+            poa_cublaslt_colmajor c2;
+            poa_cublaslt_colmajor_of(ta, tb, m, n, k, lda, ldb, ldc, &c2);
+            /* the layouts must describe the stored operands (rows <= ld in column-major) */
+            int layouts_ok = c2.a_rows <= c2.lda && c2.b_rows <= c2.ldb && c2.c_rows <= c2.ldc &&
+                             c2.c_rows == c2.m && c2.c_cols == c2.n &&
+                             (c2.transa ? c2.a_cols : c2.a_rows) == c2.m &&
+                             (c2.transa ? c2.a_rows : c2.a_cols) == c2.k &&
+                             (c2.transb ? c2.b_cols : c2.b_rows) == c2.k &&
+                             (c2.transb ? c2.b_rows : c2.b_cols) == c2.n;
+            /* its A is our B, its B our A, C the same memory */
+            colmajor_gemm(c2.transa, c2.transb, c2.m, c2.n, c2.k, 2, b, c2.lda, a, c2.ldb, 0.5, c, c2.ldc);
+            double diff = 0;
+            for (long i = 0; i < m * ldc; i++) diff = fmax(diff, fabs(c[i] - want[i]));
+            if (!layouts_ok || diff > 1e-12) {
+                bad++;
+                printf("  trans %d%d: layouts %s, max difference %g\n", ta, tb, layouts_ok ? "ok" : "wrong", diff);
+            }
+        }
+    CHECK("cuBLASLt transposition trick: column-major call = row-major product (NN NT TN TT, padded ld)",
+          bad == 0, "%d of 4 wrong", bad);
+}
+
+/* The epilogues and bf16 operands as cublaslt.h states them row-major, against cuBLASLt's
+   column-major semantics applied to the call the trick makes (colmajor_matmul): the bias is
+   per column j of our C, the GELU aux has our C's layout, BGRADB sums op(A)'s rows. */
+/* runtime/bf16.h: round to nearest even on the bit pattern, NaN kept, exact widening. */
+static void check_bf16_rounding(void) {
+    const struct { uint32_t in; uint16_t out; } cases[] = {
+        { 0x3f800000u, 0x3f80 },                          /* 1 */
+        { 0x3f808000u, 0x3f80 }, { 0x3f818000u, 0x3f82 }, /* ties to even, down and up */
+        { 0x3f808001u, 0x3f81 }, { 0x3f807fffu, 0x3f80 }, /* just above and below a tie */
+        { 0xbf818000u, 0xbf82 },                          /* negative tie */
+        { 0x7f7fffffu, 0x7f80 },                          /* the largest float rounds to infinity */
+        { 0x7f800000u, 0x7f80 }, { 0xff800000u, 0xff80 }, /* infinities */
+        { 0x00000001u, 0x0000 }, { 0x80000000u, 0x8000 }, /* a denormal, -0 */
+    };
+    int bad = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        float x;
+        memcpy(&x, &cases[i].in, sizeof x);
+        if (poa_bf16_from_float(x) != cases[i].out) {
+            bad++;
+            printf("  bf16 of 0x%08x: 0x%04x, expected 0x%04x\n", cases[i].in, poa_bf16_from_float(x), cases[i].out);
+        }
+    }
+    const uint32_t nans[] = { 0x7fc00000u, 0x7f800001u, 0xffffffffu, 0x7fffffffu };
+    for (int i = 0; i < 4; i++) {
+        float x;
+        memcpy(&x, &nans[i], sizeof x);
+        if (!isnan(poa_bf16_to_float(poa_bf16_from_float(x)))) bad++, printf("  NaN 0x%08x lost\n", nans[i]);
+    }
+    for (uint32_t h = 0; h < 0x10000u; h += 7) /* widening then rounding is the identity off NaN */
+        if ((h & 0x7f80u) != 0x7f80u && poa_bf16_from_float(poa_bf16_to_float((uint16_t)h)) != h) bad++;
+    CHECK("bf16: round to nearest even (ties both ways), overflow to infinity, NaN kept, exact widening", bad == 0,
+          "%d wrong", bad);
+}
+
+static void check_epilogues(void) {
+    const long m = 6, n = 5, k = 4;
+    const int epilogues[] = { POA_LT_EPILOGUE_BIAS, POA_LT_EPILOGUE_GELU_AUX_BIAS, POA_LT_EPILOGUE_DGELU,
+                              POA_LT_EPILOGUE_BGRADB, POA_LT_EPILOGUE_NONE };
+    int bad = 0, cases = 0;
+    for (int x = 0; x < 5; x++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                const int epilogue = epilogues[x], bf16 = x == 4; /* NONE: with bf16 operands */
+                long lda = (ta ? m : k) + 1, ldb = (tb ? k : n) + 2, ldc = n + 3, aux_ld = 8;
+                float a[64], b[64], c[64], want[64], bias[8] = { 0 }, want_bias[8] = { 0 }, aux[64], want_aux[64];
+                uint16_t a16[64], b16[64];
+                for (int i = 0; i < 64; i++) {
+                    a[i] = (float)sin(1.3 * i + 0.1) * 1.7f, b[i] = (float)cos(0.7 * i) * 1.3f;
+                    c[i] = want[i] = (float)(i % 5) * 0.25f;
+                    aux[i] = want_aux[i] = (float)sin(0.9 * i) * 2;
+                    a16[i] = poa_bf16_from_float(a[i]), b16[i] = poa_bf16_from_float(b[i]);
+                }
+                for (int j = 0; j < 8; j++) bias[j] = want_bias[j] = 0.5f * (float)j - 1;
+                const double alpha = 1.5, beta = 0.5;
+                for (long i = 0; i < m; i++)
+                    for (long j = 0; j < n; j++) {
+                        double sum = 0;
+                        for (long l = 0; l < k; l++) {
+                            double av = ta ? a[l * lda + i] : a[i * lda + l], bv = tb ? b[j * ldb + l] : b[l * ldb + j];
+                            if (bf16) av = poa_bf16_round((float)av), bv = poa_bf16_round((float)bv);
+                            sum += av * bv;
+                        }
+                        double v = alpha * sum + beta * want[i * ldc + j];
+                        if (epilogue == POA_LT_EPILOGUE_BIAS || epilogue == POA_LT_EPILOGUE_GELU_AUX_BIAS) v += bias[j];
+                        if (epilogue == POA_LT_EPILOGUE_GELU_AUX_BIAS) want_aux[i * aux_ld + j] = (float)v, v = gelu_of(v);
+                        if (epilogue == POA_LT_EPILOGUE_DGELU) v *= gelu_grad_of(aux[i * aux_ld + j]);
+                        want[i * ldc + j] = (float)v;
+                    }
+                if (epilogue == POA_LT_EPILOGUE_BGRADB)
+                    for (long i = 0; i < m; i++) {
+                        double sum = 0;
+                        for (long l = 0; l < k; l++) sum += ta ? a[l * lda + i] : a[i * lda + l];
+                        want_bias[i] = (float)sum;
+                    }
+                poa_cublaslt_call g = {
+                    .transpose_a = ta, .transpose_b = tb, .m = m, .n = n, .k = k, .alpha = (float)alpha,
+                    .beta = (float)beta, .a = (CUdeviceptr)(uintptr_t)(bf16 ? (void *)a16 : (void *)a),
+                    .b = (CUdeviceptr)(uintptr_t)(bf16 ? (void *)b16 : (void *)b), .c = (CUdeviceptr)(uintptr_t)c,
+                    .lda = lda, .ldb = ldb, .ldc = ldc, .type_a = bf16 ? POA_LT_BF16 : POA_LT_F32,
+                    .type_b = bf16 ? POA_LT_BF16 : POA_LT_F32, .type_c = POA_LT_F32, .epilogue = epilogue,
+                    .bias = (CUdeviceptr)(uintptr_t)bias, .aux = (CUdeviceptr)(uintptr_t)aux, .aux_ld = aux_ld,
+                };
+                poa_error e = { { 0 } };
+                int rc = colmajor_matmul(&g, &e);
+                double diff = 0;
+                for (long i = 0; i < m; i++)
+                    for (long j = 0; j < n; j++) {
+                        diff = fmax(diff, fabs(c[i * ldc + j] - want[i * ldc + j]));
+                        diff = fmax(diff, fabs(aux[i * aux_ld + j] - want_aux[i * aux_ld + j]));
+                    }
+                for (int j = 0; j < 8; j++) diff = fmax(diff, fabs(bias[j] - want_bias[j]));
+                cases++;
+                if (rc || diff > 1e-5) {
+                    bad++;
+                    printf("  epilogue %d trans %d%d: %s max difference %g\n", epilogue, ta, tb, rc ? e.message : "", diff);
+                }
+            }
+    CHECK("cuBLASLt epilogues BIAS, GELU_AUX_BIAS, DGELU, BGRADB and bf16 operands: the column-major call does "
+          "what cublaslt.h says row-major (NN NT TN TT)", bad == 0, "%d of %d wrong", bad, cases);
+}
+
+static void check_gpu_gemm(poa_cublaslt *lt, poa_cuda *cuda) {
+    const long m = 37, n = 45, k = 29, pad = 3, offset = 1; /* 4-byte-aligned operands */
+    int bad = 0;
+    poa_error e = { { 0 } };
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            long lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
+            long a_rows = ta ? k : m, b_rows = tb ? n : k;
+            long na = a_rows * lda + offset, nb = b_rows * ldb + offset, nc = m * ldc + offset;
+            float *a = malloc(sizeof(float) * (size_t)na), *b = malloc(sizeof(float) * (size_t)nb);
+            float *c = malloc(sizeof(float) * (size_t)nc), *want = malloc(sizeof(float) * (size_t)nc);
+            test_fill_normal(a, na, 0, 1, 7, 1);
+            test_fill_normal(b, nb, 0, 1, 7, 2);
+            test_fill_normal(c, nc, 0, 1, 7, 3);
+            memcpy(want, c, sizeof(float) * (size_t)nc);
+            poa_gemm(ta, tb, m, n, k, 1.5f, a + offset, lda, b + offset, ldb, 0.5f, want + offset, ldc);
+            CUdeviceptr da = 0, db = 0, dc = 0;
+            int rc = poa_cuda_alloc(cuda, &da, sizeof(float) * (size_t)na, &e) ||
+                     poa_cuda_alloc(cuda, &db, sizeof(float) * (size_t)nb, &e) ||
+                     poa_cuda_alloc(cuda, &dc, sizeof(float) * (size_t)nc, &e) ||
+                     poa_cuda_copy_to_device_async(cuda, da, a, sizeof(float) * (size_t)na, &e) ||
+                     poa_cuda_copy_to_device_async(cuda, db, b, sizeof(float) * (size_t)nb, &e) ||
+                     poa_cuda_copy_to_device_async(cuda, dc, c, sizeof(float) * (size_t)nc, &e) ||
+                     poa_cublaslt_gemm(lt, ta, tb, m, n, k, 1.5f, da + 4 * offset, lda, db + 4 * offset, ldb,
+                                       0.5f, dc + 4 * offset, ldc, &e) ||
+                     poa_cuda_copy_to_host_async(cuda, c, dc, sizeof(float) * (size_t)nc, &e) ||
+                     poa_cuda_synchronize(cuda, &e);
+            double err = rc ? INFINITY : relative_error(c, want, nc);
+            if (rc || err > 1e-5) {
+                bad++;
+                printf("  gemm %c%c: %s relative error %.3g\n", ta ? 'T' : 'N', tb ? 'T' : 'N', rc ? e.message : "",
+                       err);
+            }
+            if (da) poa_cuda_free(cuda, da, &e);
+            if (db) poa_cuda_free(cuda, db, &e);
+            if (dc) poa_cuda_free(cuda, dc, &e);
+            free(a), free(b), free(c), free(want);
+        }
+    CHECK("gpu: cuBLASLt fp32 GEMM NN NT TN TT, padded ld, 4-byte-aligned offsets, equals poa_gemm within 1e-5",
+          bad == 0, "%d of 4 wrong", bad);
+}
+
+int main(void) {
+    check_cublaslt_load();
+    check_transposition_trick();
+    check_bf16_rounding();
+    check_epilogues();
+    poa_cuda cuda;
+    poa_cublaslt lt;
+    poa_error e = { { 0 } };
+    int rc = open_gpu_for_tests(&cuda, &lt, &e);
+    if (rc == 0) CHECK_SKIP("gpu: cuBLASLt fp32 GEMM NN NT TN TT against poa_gemm", e.message);
+    if (rc > 0) {
+        check_gpu_gemm(&lt, &cuda);
+        poa_cublaslt_free(&lt);
+        poa_cuda_close(&cuda);
+    }
+    CHECK_EXIT();
+}
