@@ -32,20 +32,7 @@ import time
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must not spin against the other engines
 
 
-def openblas_coretype():
-    """OpenBLAS 0.3.21 (Debian 12) does not recognise a CPU whose model is hidden ("Intel(R) Xeon(R)
-    Processor" in a VM) and falls back to its SSE3 (Prescott) sgemm, 3x slower here; its core type
-    is then set from the CPU's flags before the library loads (OPENBLAS_CORETYPE, unless set)."""
-    if "OPENBLAS_CORETYPE" in os.environ:
-        return os.environ["OPENBLAS_CORETYPE"] + " (given)"
-    flags = open("/proc/cpuinfo").read().split("flags", 2)[1].split("\n")[0].split()
-    core = "SkylakeX" if "avx512f" in flags else "Haswell" if "avx2" in flags else None
-    if core:
-        os.environ["OPENBLAS_CORETYPE"] = core
-    return f"{core} (from the CPU flags)" if core else "OpenBLAS's own detection"
-
-
-CORETYPE = openblas_coretype()
+from blas_env import CORETYPE  # noqa: E402  (before numpy and the exported program)
 
 import numpy as np  # noqa: E402
 

@@ -48,11 +48,7 @@ static void usage(void) {
 }
 
 int main(int argc, char **argv) {
-    /* As poa itself (runtime/main.c): passive OpenMP waiting unless the user chose. */
-    if (!getenv("OMP_WAIT_POLICY")) {
-        setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-        execv("/proc/self/exe", argv);
-    }
+    poa_choose_library_settings(argv); /* as poa itself: OpenMP waiting, OpenBLAS's kernels */
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage(), 0;
     step_options o = { .recipe = "recipes/quickstart.lua", .steps = 5, .warmup = 2, .ibot = 1,

@@ -7,7 +7,8 @@
 Runs build/bench/step_cpu (poa's CPU trainer) with the recipe, batch, overrides and options
 given, reads back its shapes, the iBOT mask counts per global-crop slot and the elastic members
 it drew (warm-up steps included), then times the same steps in PyTorch (float32, the same
-number of threads, OMP_WAIT_POLICY=PASSIVE on both sides unless set) and prints a table with the
+number of threads, OMP_WAIT_POLICY=PASSIVE on both sides unless set, and
+the OpenBLAS kernels poa chooses on both sides: bench/blas_env.py) and prints a table with the
 median wall ms per step, the median process-CPU ms per step, images/s and torch / poa
 (> 1 means poa is faster). With --rounds R the two sides alternate R times and the medians are
 taken over every timed step of every round (the machine's load drifts).
@@ -25,6 +26,7 @@ import subprocess
 import sys
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads its OpenMP runtime
+import blas_env  # noqa: E402  (before torch: its OpenBLAS runs the kernels poa runs)
 import torch  # noqa: E402
 
 from torch_step import ROOT, TorchStep, median, parse_step_lines, time_steps  # noqa: E402
@@ -82,6 +84,7 @@ def main():
     B = int(info["batch"])
     mem = "fixed member " + args.member if args.member else "poa's elastic cycle"
     print(f"{args.recipe} {' '.join(args.overrides)}")
+    print(f"OpenBLAS kernels on both sides: {blas_env.CORETYPE}")
     print(f"  batch {B}, {int(info['global'][0])} x {int(info['global'][1])} px global + "
           f"{int(info['local'][0])} x {int(info['local'][1])} px local crops, heads "
           f"{info['prototypes']} hidden {int(info['hidden'])} bottleneck {int(info['bottleneck'])}, "

@@ -17,7 +17,8 @@ import subprocess
 import sys
 import time
 
-import torch
+import blas_env  # noqa: E402  (before torch: its OpenBLAS runs the kernels poa runs)
+import torch  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

@@ -5,6 +5,8 @@
 #ifndef POA_BACKEND_H
 #define POA_BACKEND_H
 
+#include <stddef.h>
+
 #include "real.h"
 
 /* C = alpha * op(A) * op(B) + beta * C, op(A) m x k, op(B) k x n. */
@@ -22,5 +24,13 @@ void poa_add(real *y, const real *x, long n);
 
 /* Threads used by the backend (OpenBLAS and the kernels' OpenMP loops). */
 void poa_set_threads(int threads);
+
+/* Called first thing in main: sets OMP_WAIT_POLICY and, where OpenBLAS fell back to its
+   generic kernels, OPENBLAS_CORETYPE, unless the user set them, and re-executes the program
+   once (both are read when the libraries load). Comments in backend_cpu.c. */
+void poa_choose_library_settings(char **argv);
+
+/* OpenBLAS's build, the kernels it runs and OPENBLAS_CORETYPE if set (for `poa version`). */
+void poa_blas_describe(char *out, size_t size);
 
 #endif

@@ -4,6 +4,10 @@
 
 #include <cblas.h>
 #include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 void poa_gemm(int transpose_a, int transpose_b, long m, long n, long k, real alpha,
               const real *a, long lda, const real *b, long ldb, real beta, real *c, long ldc) {
@@ -54,4 +58,40 @@ void poa_set_threads(int threads) {
     if (threads < 1) return;
     openblas_set_num_threads(threads);
     omp_set_num_threads(threads);
+}
+
+/* Two settings that libgomp and OpenBLAS read once, when they are loaded; where the user has
+   not chosen them, poa chooses and re-executes itself once with them in the environment.
+   - OMP_WAIT_POLICY=PASSIVE: OpenMP threads that spin at barriers starve the loader's threads
+     and each other on a small machine (measured on the quickstart: 8 img/s spinning, 46 img/s
+     passive).
+   - OPENBLAS_CORETYPE: OpenBLAS picks its GEMM kernels by the CPU's model number and gives a
+     model it does not know its generic Prescott (SSE3) kernels. Debian 12's 0.3.21 does so on
+     Sapphire and Emerald Rapids: the training step measured 144 img/s there against 283 with
+     the SkylakeX kernels the CPU's AVX-512 runs. So when OpenBLAS fell back to Prescott on a
+     CPU with AVX-512 (or AVX2 and FMA), poa names SkylakeX (or Haswell). `poa version` says
+     which kernels run. poa and bench/step_cpu call it first thing in main. */
+static const char *openblas_core_to_choose(void) {
+    if (getenv("OPENBLAS_CORETYPE") || strcmp(openblas_get_corename(), "Prescott") != 0)
+        return NULL;
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        return "SkylakeX";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+    return NULL;
+}
+
+void poa_choose_library_settings(char **argv) {
+    const char *core = openblas_core_to_choose();
+    if (getenv("OMP_WAIT_POLICY") && !core) return;
+    if (!getenv("OMP_WAIT_POLICY")) setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    if (core) setenv("OPENBLAS_CORETYPE", core, 1);
+    execv("/proc/self/exe", argv); /* on failure, go on as we are */
+}
+
+void poa_blas_describe(char *out, size_t size) {
+    const char *core = getenv("OPENBLAS_CORETYPE");
+    snprintf(out, size, "%s; kernels %s%s%s", openblas_get_config(), openblas_get_corename(),
+             core ? ", OPENBLAS_CORETYPE=" : "", core ? core : "");
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "commands.h"
 #include "fashion_mnist.h"
 #include "lua_sources.h"
@@ -181,24 +182,17 @@ static int help(const char *name) {
 static int version(void) {
     char lua[1200];
     poa_lua_sources_describe(lua, sizeof lua);
-    printf("poa %s\nbuild: %s\nLua sources: %s\n", poa_version, poa_build_options, lua);
+    char blas[400];
+    poa_blas_describe(blas, sizeof blas);
+    printf("poa %s\nbuild: %s\nLua sources: %s\nBLAS: %s\n", poa_version, poa_build_options, lua,
+           blas);
     fflush(stdout);
     char *info[] = { "cuda", "info", NULL };
     return poa_command_cuda(2, info);
 }
 
-/* OpenMP threads that spin at barriers starve the loader's threads and each other on a
-   small machine (measured on the quickstart: 8 img/s spinning, 46 img/s passive). libgomp
-   reads OMP_WAIT_POLICY once at load time, so when the user has not chosen one, poa sets
-   PASSIVE and re-executes itself once. */
-static void prefer_passive_openmp(char **argv) {
-    if (getenv("OMP_WAIT_POLICY")) return;
-    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-    execv("/proc/self/exe", argv); /* on failure, go on as we are */
-}
-
 int main(int argc, char **argv) {
-    prefer_passive_openmp(argv);
+    poa_choose_library_settings(argv);
     if (argc < 2) {
         usage(stderr);
         return POA_EXIT_USAGE;

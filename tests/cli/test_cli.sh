@@ -78,6 +78,16 @@ check "poa --version: git describe, the build options, the Lua sources, the GPU 
       "[ $rc -eq 0 ] && head -1 $tmp/out | grep -Eq '^poa [0-9a-z]' && grep -q '^build: .*CUDA headers' $tmp/out &&
        grep -q '^Lua sources: embedded ([0-9]* files' $tmp/out && grep -Eq '^(GPU: |no GPU)' $tmp/out &&
        sed -n '/^Lua sources/,\$p' $tmp/out | grep -qi nvrtc"
+# OpenBLAS's kernels (runtime/backend_cpu.c): where OpenBLAS would fall back to its SSE3
+# Prescott kernels on a CPU with AVX2 (Debian 12's 0.3.21 on Sapphire/Emerald Rapids), poa
+# chooses better ones; a core type the user gives is kept.
+env -u OPENBLAS_CORETYPE $poa --version > "$tmp/blas" 2>&1
+check "poa --version names OpenBLAS's kernels; never Prescott on a CPU with AVX2" \
+      "grep -q '^BLAS: OpenBLAS .*; kernels [A-Za-z]' $tmp/blas &&
+       { ! grep -qw avx2 /proc/cpuinfo || ! grep -q 'kernels Prescott' $tmp/blas; }"
+OPENBLAS_CORETYPE=Haswell $poa --version > "$tmp/blas" 2>&1
+check "OPENBLAS_CORETYPE given by the user is kept (Haswell)" \
+      "grep -q 'kernels Haswell, OPENBLAS_CORETYPE=Haswell' $tmp/blas"
 rc=$(status $poa help train)
 check "poa help train: its options, exit 0" "[ $rc -eq 0 ] && grep -q -- '--resume PATH|auto' $tmp/out && grep -q 'log_every' $tmp/out"
 rc=$(status $poa knn --help)
