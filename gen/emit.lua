@@ -72,7 +72,8 @@ local function cu_path(outdir, set) return outdir .. "/cuda/vit_" .. set.name ..
 function emit.outputs(recipe_paths, outdir)
   local loaded, sets = emit.collect(recipe_paths)
   local out = { c = { outdir .. "/registry.c", outdir .. "/train_kernels.c", outdir .. "/vit_generic.c" },
-                cu = { outdir .. "/cuda/train_kernels.cu", outdir .. "/cuda/vit_fused.cu" },
+                cu = { outdir .. "/cuda/train_kernels.cu", outdir .. "/cuda/vit_fused.cu", outdir .. "/cuda/vit_glue.cu",
+                       outdir .. "/cuda/heads_kernels.cu" },
                 text = { outdir .. "/README", outdir .. "/cuda/files.txt", outdir .. "/train_kernels.h",
                          outdir .. "/vit_fused.h" } }
   for _, set in ipairs(sets) do
@@ -359,6 +360,8 @@ do not edit, run ninja.
   vit_generic.c               the same ops for any shape, read at run time from the set
                               (poa_vit_kernels_generic_for): a width without a set runs it
   cuda/vit_w<D>_h<Dh>_f<F>.cu the same ops as CUDA kernels, compiled with NVRTC at start-up
+  cuda/vit_glue.cu            templates/vit_glue.cu.tmpl and heads_kernels.cu.tmpl (hand-written) as
+  cuda/heads_kernels.cu       the runtime fills them: listed for test_nvrtc_compile.c
   cuda/files.txt              the .cu files, one a line (tests/c/test_nvrtc_compile.c reads it)
   vit_fused.h                 the fused residual + LayerNorm ops of every set as extern C functions
                               poa_vit_residual_layernorm_{forward,backward}_<set>
@@ -392,6 +395,10 @@ function emit.write(recipe_paths, outdir)
   for _, r in ipairs(loaded) do names[#names + 1] = r.name end
   write_file(outdir .. "/cuda/vit_fused.cu", emit.fused_cu_text(sets, names))
   local cu_list = { outdir .. "/cuda/train_kernels.cu\n", outdir .. "/cuda/vit_fused.cu\n" }
+  for _, name in ipairs({ "vit_glue.cu", "heads_kernels.cu" }) do -- hand-written, as the runtime fills them
+    write_file(outdir .. "/cuda/" .. name, template.fill(name .. ".tmpl", {}))
+    cu_list[#cu_list + 1] = outdir .. "/cuda/" .. name .. "\n"
+  end
   for _, set in ipairs(sets) do
     write_file(c_path(outdir, set), emit.c_text(set))
     write_file(cu_path(outdir, set), emit.cu_text(set))
