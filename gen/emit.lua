@@ -282,17 +282,38 @@ local function train_kernels()
   return texts, list
 end
 
--- The training kernels' launches for runtime/cuda_train.c: {name, module, grid = 3 extents
--- over n, rows, k or chunks (gen/lower_cuda.lua), block = 3 integers}.
-function emit.train_launches()
+-- The glue kernels of templates/vit_glue.cu.tmpl by op, as emit.launches gives a set's (the GPU
+-- schedule reads both), and those the runtime launches by name over n elements (runtime_glue):
+-- one thread per element, 256 a block (the column sum: 8 lanes per 32 columns).
+local function glue(name, elements)
+  return { { name = "poa_glue_" .. name, module = "vit_glue.cu", grid = { "(" .. elements .. " + 255) / 256" },
+             block = { "256" } } }
+end
+emit.glue_launches = {
+  patchify = glue("patchify", "batch * channels * size * size"),
+  fill_rows = glue("fill_rows", "rows * cols"),
+  column_sum = { { name = "poa_glue_column_sum_accumulate", module = "vit_glue.cu", grid = { "(cols + 31) / 32" },
+                   block = { "32", "8" } } },
+  add = glue("add", "n"),
+  copy = glue("copy", "n"),
+  to_bf16 = glue("to_bf16", "rows * cols"),
+}
+local runtime_glue = { "fill", "gather_rows", "scatter_add_rows", "add_double", "scale" }
+
+-- The kernels the runtime launches by name (runtime/program.h's poa_runtime_launches): the
+-- training kernels and runtime_glue, {name, module, grid = 3 extents over n, rows, k or chunks
+-- (gen/lower_cuda.lua), block = 3 integers}.
+function emit.runtime_launches()
   local names, out = { n = "n", rows = "rows", k = "k", chunks = "chunks", TRAIN_CHUNK = ops_train.CHUNK }, {}
-  for _, k in ipairs(select(2, train_kernels())) do
+  local list = select(2, train_kernels())
+  for _, name in ipairs(runtime_glue) do list[#list + 1] = glue(name, "n")[1] end
+  for _, k in ipairs(list) do
     local grid, block = {}, {}
     for d = 1, 3 do
       grid[d] = lower_cuda.extent(k.grid[d] or 1, names)
       block[d] = lower_cuda.constant(k.block[d] or 1, names)
     end
-    out[#out + 1] = { name = k.name, module = "train_kernels.cu", grid = grid, block = block }
+    out[#out + 1] = { name = k.name, module = k.module or "train_kernels.cu", grid = grid, block = block }
   end
   return out
 end
