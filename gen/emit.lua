@@ -72,7 +72,8 @@ local function cu_path(outdir, set) return outdir .. "/cuda/vit_" .. set.name ..
 function emit.outputs(recipe_paths, outdir)
   local loaded, sets = emit.collect(recipe_paths)
   local out = { c = { outdir .. "/registry.c", outdir .. "/train_kernels.c", outdir .. "/vit_generic.c" },
-                cu = { outdir .. "/cuda/train_kernels.cu", outdir .. "/cuda/vit_fused.cu" },
+                cu = { outdir .. "/cuda/train_kernels.cu", outdir .. "/cuda/vit_fused.cu", outdir .. "/cuda/vit_glue.cu",
+                       outdir .. "/cuda/heads_kernels.cu" },
                 text = { outdir .. "/README", outdir .. "/cuda/files.txt", outdir .. "/train_kernels.h",
                          outdir .. "/vit_fused.h" } }
   for _, set in ipairs(sets) do
@@ -281,17 +282,38 @@ local function train_kernels()
   return texts, list
 end
 
--- The training kernels' launches for runtime/cuda_train.c: {name, module, grid = 3 extents
--- over n, rows, k or chunks (gen/lower_cuda.lua), block = 3 integers}.
-function emit.train_launches()
+-- The glue kernels of templates/vit_glue.cu.tmpl by op, as emit.launches gives a set's (the GPU
+-- schedule reads both), and those the runtime launches by name over n elements (runtime_glue):
+-- one thread per element, 256 a block (the column sum: 8 lanes per 32 columns).
+local function glue(name, elements)
+  return { { name = "poa_glue_" .. name, module = "vit_glue.cu", grid = { "(" .. elements .. " + 255) / 256" },
+             block = { "256" } } }
+end
+emit.glue_launches = {
+  patchify = glue("patchify", "batch * channels * size * size"),
+  fill_rows = glue("fill_rows", "rows * cols"),
+  column_sum = { { name = "poa_glue_column_sum_accumulate", module = "vit_glue.cu", grid = { "(cols + 31) / 32" },
+                   block = { "32", "8" } } },
+  add = glue("add", "n"),
+  copy = glue("copy", "n"),
+  to_bf16 = glue("to_bf16", "rows * cols"),
+}
+local runtime_glue = { "fill", "gather_rows", "scatter_add_rows", "add_double", "scale" }
+
+-- The kernels the runtime launches by name (runtime/program.h's poa_runtime_launches): the
+-- training kernels and runtime_glue, {name, module, grid = 3 extents over n, rows, k or chunks
+-- (gen/lower_cuda.lua), block = 3 integers}.
+function emit.runtime_launches()
   local names, out = { n = "n", rows = "rows", k = "k", chunks = "chunks", TRAIN_CHUNK = ops_train.CHUNK }, {}
-  for _, k in ipairs(select(2, train_kernels())) do
+  local list = select(2, train_kernels())
+  for _, name in ipairs(runtime_glue) do list[#list + 1] = glue(name, "n")[1] end
+  for _, k in ipairs(list) do
     local grid, block = {}, {}
     for d = 1, 3 do
       grid[d] = lower_cuda.extent(k.grid[d] or 1, names)
       block[d] = lower_cuda.constant(k.block[d] or 1, names)
     end
-    out[#out + 1] = { name = k.name, module = "train_kernels.cu", grid = grid, block = block }
+    out[#out + 1] = { name = k.name, module = k.module or "train_kernels.cu", grid = grid, block = block }
   end
   return out
 end
@@ -359,6 +381,8 @@ do not edit, run ninja.
   vit_generic.c               the same ops for any shape, read at run time from the set
                               (poa_vit_kernels_generic_for): a width without a set runs it
   cuda/vit_w<D>_h<Dh>_f<F>.cu the same ops as CUDA kernels, compiled with NVRTC at start-up
+  cuda/vit_glue.cu            templates/vit_glue.cu.tmpl and heads_kernels.cu.tmpl (hand-written) as
+  cuda/heads_kernels.cu       the runtime fills them: listed for test_nvrtc_compile.c
   cuda/files.txt              the .cu files, one a line (tests/c/test_nvrtc_compile.c reads it)
   vit_fused.h                 the fused residual + LayerNorm ops of every set as extern C functions
                               poa_vit_residual_layernorm_{forward,backward}_<set>
@@ -392,6 +416,10 @@ function emit.write(recipe_paths, outdir)
   for _, r in ipairs(loaded) do names[#names + 1] = r.name end
   write_file(outdir .. "/cuda/vit_fused.cu", emit.fused_cu_text(sets, names))
   local cu_list = { outdir .. "/cuda/train_kernels.cu\n", outdir .. "/cuda/vit_fused.cu\n" }
+  for _, name in ipairs({ "vit_glue.cu", "heads_kernels.cu" }) do -- hand-written, as the runtime fills them
+    write_file(outdir .. "/cuda/" .. name, template.fill(name .. ".tmpl", {}))
+    cu_list[#cu_list + 1] = outdir .. "/cuda/" .. name .. "\n"
+  end
   for _, set in ipairs(sets) do
     write_file(c_path(outdir, set), emit.c_text(set))
     write_file(cu_path(outdir, set), emit.cu_text(set))

@@ -298,18 +298,10 @@ function program.vit_backward(cfg, width, depth, image_size)
   return require("gen.backward").lower(g, "backward of " .. what)
 end
 
--- The GPU schedule's forward or backward (gen/schedule.lua), fp32 or with bf16 GEMM operands.
+-- The GPU schedule's forward and backward (gen/schedule.lua), fp32 or with bf16 GEMM operands.
 function program.vit_gpu_programs(cfg, width, depth, image_size, bf16)
   local g, what = program.vit_graph(cfg, width, depth, image_size)
   return require("gen.schedule").gpu_programs(g, what, bf16)
-end
-function program.vit_gpu_forward(cfg, width, depth, image_size, bf16)
-  local g, what = program.vit_graph(cfg, width, depth, image_size)
-  return (require("gen.schedule").gpu_programs(g, what, bf16))
-end
-function program.vit_gpu_backward(cfg, width, depth, image_size, bf16)
-  local g, what = program.vit_graph(cfg, width, depth, image_size)
-  return select(2, require("gen.schedule").gpu_programs(g, what, bf16))
 end
 
 -- The forward (or backward) from a loaded recipe (gen/recipe.lua) and crop "global" or "local",
@@ -321,9 +313,7 @@ function program.vit_forward_of_recipe(r, width, depth, crop, backward, device, 
                 qkv_bias = md.qkv_bias, proj_bias = md.proj_bias, ffn_bias = md.ffn_bias,
                 layerscale = md.layerscale }
   local size = crop == "local" and r.local_crops.size or r.global_crops.size
-  if device == "gpu" then
-    return (backward and program.vit_gpu_backward or program.vit_gpu_forward)(cfg, width, depth, size, bf16)
-  end
+  if device == "gpu" then return select(backward and 2 or 1, program.vit_gpu_programs(cfg, width, depth, size, bf16)) end
   return (backward and program.vit_backward or program.vit_forward)(cfg, width, depth, size)
 end
 

@@ -118,29 +118,13 @@ end
 -- Rewrite 4: the CUDA kernels of each kernel step and copy. A launch's grid and block
 -- expressions, with the step's scalar arguments and the member's constants bound, become
 -- extents of the batch (gen/lower_cuda.lua's lower_cuda.extent: data the executor evaluates).
-local function glue(name, elements)
-  return { { name = "poa_glue_" .. name, module = "vit_glue.cu", grid = { "(" .. elements .. " + 255) / 256" },
-             block = { "256" } } }
-end
--- The runtime kernels' CUDA twins in templates/vit_glue.cu.tmpl (same parameter order), 256
--- threads a block, one thread per element (the column sum: a warp of 8 lanes per 32 columns).
-local glue_launches = {
-  patchify = glue("patchify", "batch * channels * size * size"),
-  fill_rows = glue("fill_rows", "rows * cols"),
-  column_sum = { { name = "poa_glue_column_sum_accumulate", module = "vit_glue.cu", grid = { "(cols + 31) / 32" },
-                   block = { "32", "8" } } },
-  add = glue("add", "n"),
-  copy = glue("copy", "n"),
-  to_bf16 = glue("to_bf16", "rows * cols"),
-}
-
 local function launches_of(s)
   local set = s.sched.set
   local by_op = s.sched.launches
   local m = s.m
   for _, step in ipairs(s.steps) do
     local kernel = step.kind == "copy" and "copy" or step.kernel
-    local list = step.kind ~= "gemm" and (by_op[kernel] or glue_launches[kernel])
+    local list = step.kind ~= "gemm" and (by_op[kernel] or require("gen.emit").glue_launches[kernel])
     if list then
       local names = { WIDTH = set.width, HEADS = set.heads, HEAD_DIM = set.head_dim, HIDDEN = set.hidden,
                       T = m.tokens, tokens = m.tokens, patches = m.patches }

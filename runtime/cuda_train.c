@@ -14,8 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <lauxlib.h>
-
 #include "loss_plan.h"
 #include "recipe.h"
 #include "train_kernels.h"
@@ -55,32 +53,12 @@ typedef struct train_dims {
     long n, rows, k, chunks;
 } train_dims;
 
-/* The training kernels' launches (gen/emit.lua's train_launches) into g->kernels. */
-static int read_launches(poa_cuda_train *g, poa_error *e) {
-    lua_State *L = poa_lua_open(e);
-    if (!L) return -1;
-    int rc = luaL_dostring(L, "return require('gen.emit').train_launches()") != LUA_OK
-                 ? poa_fail(e, "GPU step: the training kernels' launches: %s", lua_tostring(L, -1))
-                 : 0;
-    const int count = rc ? 0 : (int)luaL_len(L, -1);
-    if (count > POA_CUDA_TRAIN_MAX_KERNELS)
-        rc = poa_fail(e, "GPU step: %d training kernels, at most %d", count, POA_CUDA_TRAIN_MAX_KERNELS);
-    for (int i = 0; i < count && !rc; i++) {
-        lua_rawgeti(L, -1, i + 1);
-        rc = poa_launch_from_lua(L, lua_gettop(L), &g->kernels[i], e);
-        lua_pop(L, 1);
-    }
-    g->kernel_count = rc ? 0 : count;
-    lua_close(L);
-    return rc;
-}
-
-/* A training kernel by name, its grid evaluated at the value dims gives its symbol. */
+/* A kernel of poa_runtime_launches by name (a training or glue kernel), its grid evaluated at
+   the value dims gives its symbol. */
 static int launch(poa_cuda_train *g, const char *name, const train_dims *dims, void **args, poa_error *e) {
-    int i = 0, s = 0;
-    while (i < g->kernel_count && strcmp(g->kernels[i].name, name)) i++;
-    if (i == g->kernel_count) return poa_fail(e, "GPU step: kernel %s is not among the training kernels", name);
-    const poa_program_launch *k = &g->kernels[i];
+    int i, s = 0;
+    const poa_program_launch *k = poa_runtime_launch(name, &i, e);
+    if (!k) return -1;
     const struct { const char *name; long value; } symbols[] = {
         { "", 0 }, { "n", dims->n }, { "rows", dims->rows }, { "k", dims->k }, { "chunks", dims->chunks } };
     while (s < ARGC(symbols) && strcmp(symbols[s].name, k->over)) s++;
@@ -92,24 +70,18 @@ static int launch(poa_cuda_train *g, const char *name, const train_dims *dims, v
     return poa_cuda_exec_launch(&g->exec, g->functions[i], k->module, name, grid, k->block, args, e);
 }
 
-/* A glue kernel of vit_glue.cu over n threads. */
-static int glue(poa_cuda_train *g, CUfunction f, const char *name, long n, void **args, poa_error *e) {
-    if (n <= 0) return 0;
-    unsigned grid[3] = { (unsigned)((n + 255) / 256), 1, 1 }, block[3] = { 256, 1, 1 };
-    g->launches++;
-    return poa_cuda_exec_launch(&g->exec, f, "vit_glue.cu", name, grid, block, args, e);
-}
-
 static int fill_value(poa_cuda_train *g, CUdeviceptr x, float value, long n, poa_error *e) {
+    train_dims dims = { .n = n };
     void *args[] = { &x, &value, &n };
-    return glue(g, g->fill, "poa_glue_fill", n, args, e);
+    return launch(g, "poa_glue_fill", &dims, args, e);
 }
 
 static int fill(poa_cuda_train *g, CUdeviceptr x, long n, poa_error *e) { return fill_value(g, x, 0, n, e); }
 
 static int add_double(poa_cuda_train *g, CUdeviceptr y, CUdeviceptr x, long n, poa_error *e) {
+    train_dims dims = { .n = n };
     void *args[] = { &y, &x, &n };
-    return glue(g, g->add_double, "poa_glue_add_double", n, args, e);
+    return launch(g, "poa_glue_add_double", &dims, args, e);
 }
 
 static long chunks_of(long n) { return (n + TRAIN_CHUNK - 1) / TRAIN_CHUNK; }
@@ -375,7 +347,6 @@ int poa_cuda_train_init(poa_cuda_train *g, poa_trainer *t, const poa_cuda_exec *
     if (!rc) rc = poa_cuda_heads_source(&g->heads_source, e);
     if (!rc) rc = poa_cuda_vit_fused_source(c->recipe.path, c->recipe.overrides, &g->fused_source, e);
     if (!rc) rc = poa_cuda_train_kernels_source(&g->train_source, e);
-    if (!rc) rc = read_launches(g, e);
     if (!rc && exec->cuda) { /* every kernel of the run compiled (in parallel) and loaded now */
         const char *sources[64 + 4], *names[64 + 4];
         char set_names[64][48];
@@ -391,14 +362,17 @@ int poa_cuda_train_init(poa_cuda_train *g, poa_trainer *t, const poa_cuda_exec *
         sources[n] = g->train_source, names[n++] = "train_kernels.cu";
         rc = poa_cuda_exec_preload(&g->exec, sources, names, n, e);
     }
+    const poa_program *launches = rc ? NULL : poa_runtime_launches(e);
+    if (!launches) rc = -1;
+    else if (launches->launch_count > (int)(sizeof g->functions / sizeof g->functions[0]))
+        rc = poa_fail(e, "GPU step: %d kernels launched by name, at most %zu", launches->launch_count,
+                      sizeof g->functions / sizeof g->functions[0]);
     if (!rc && exec->cuda) {
+        static const char *const module_names[2] = { "train_kernels.cu", "vit_glue.cu" };
         rc = poa_cuda_exec_load_module(&g->exec, g->train_source, "train_kernels.cu", &g->train_module, e) ||
-             poa_cuda_exec_load_module(&g->exec, g->glue, "vit_glue.cu", &g->glue_module, e);
-        for (int i = 0; !rc && i < g->kernel_count; i++)
-            rc = poa_cuda_get_function(exec->cuda, g->train_module, g->kernels[i].name, &g->functions[i], e);
-        if (!rc) rc = poa_cuda_get_function(exec->cuda, g->glue_module, "poa_glue_fill", &g->fill, e) ||
-                      poa_cuda_get_function(exec->cuda, g->glue_module, "poa_glue_add_double", &g->add_double, e) ||
-                      poa_cuda_get_function(exec->cuda, g->glue_module, "poa_glue_scale", &g->scale, e);
+             poa_cuda_exec_load_module(&g->exec, g->glue, "vit_glue.cu", &g->glue_module, e) ||
+             poa_cuda_functions(launches->launches, launches->launch_count, exec->cuda, module_names,
+                                (CUmodule[2]){ g->train_module, g->glue_module }, 2, g->functions, e);
     }
     /* device memory */
     const size_t f = sizeof(float), all = (size_t)(g->n + g->nh);
@@ -768,7 +742,7 @@ int poa_cuda_train_reduce_step(poa_cuda_train *g, poa_error *e) {
     long all = g->n + g->nh;
     void *args[] = { &grads, &inverse, &all };
     return poa_cuda_reduce_device(g->reduce, g->grads, all, 0, POA_DIST_SUM, e) ||
-                   glue(g, g->scale, "poa_glue_scale", all, args, e) ||
+                   launch(g, "poa_glue_scale", &(train_dims){ .n = all }, args, e) ||
                    poa_cuda_reduce_device(g->reduce, g->terms, ACCUMULATORS, 1, POA_DIST_SUM, e)
                ? -1
                : 0;

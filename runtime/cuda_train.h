@@ -33,8 +33,6 @@
 #include "cuda_vit.h"
 #include "trainer.h"
 
-enum { POA_CUDA_TRAIN_MAX_KERNELS = 64 };
-
 /* Data parallelism of the GPU step (reference §3.3, as runtime/trainer.c's reduce step and
    loss.c's poa_sinkhorn_knopp_global): the Sinkhorn-Knopp max, total, sample count and
    prototype sums, the gradients (then divided by the world size) and the loss terms are summed
@@ -72,13 +70,10 @@ typedef struct poa_cuda_train {
     int widths[64];
     char *vit_sets[64];
     char *glue, *heads_source, *train_source, *fused_source;
-    /* the training kernels' table and functions */
-    int kernel_count;
-    poa_program_launch kernels[POA_CUDA_TRAIN_MAX_KERNELS];
+    /* the functions of the kernels it launches by name (poa_runtime_launches) */
     CUmodule train_module, glue_module;
     poa_cuda_modules modules;    /* every module of the run, loaded once */
-    CUfunction functions[POA_CUDA_TRAIN_MAX_KERNELS];
-    CUfunction fill, add_double, scale;  /* glue kernels of the step's own */
+    CUfunction functions[64];
     const poa_cuda_reduce *reduce;       /* NULL: one rank */
     /* passes */
     poa_cuda_vit_pass teacher_pass;

@@ -90,29 +90,26 @@ int poa_cuda_vit_fused_source(const char *recipe_path, const char *overrides, ch
 
 /* ---- the pass ---- */
 
-enum { GLUE_FILL, GLUE_GATHER_ROWS, GLUE_SCATTER_ADD_ROWS, GLUE_COUNT };
-static const char *const glue_names[GLUE_COUNT] = { "poa_glue_fill", "poa_glue_gather_rows",
-                                                    "poa_glue_scatter_add_rows" };
 enum { MODULE_SET, MODULE_FUSED, MODULE_GLUE, MODULES };
 
 /* Fake device addresses of a pass that runs nowhere: region r starts at r << 40. */
 enum { REGION_PARAMS = 1, REGION_GRADS, REGION_ARENA, REGION_ONES, REGION_RESAMPLE, REGION_IMAGES,
        REGION_MASK, REGION_DROP, REGION_PARAMS_BF16, REGION_ARENA_BF16, REGION_RESAMPLE_BF16, REGION_DOUT };
 
-/* One of the pass's own glue kernels (not a program step) over `elements` threads. */
-static int glue(poa_cuda_vit_pass *p, int which, long elements, void **args, poa_error *e) {
-    if (!poa_cuda_exec_runs(&p->exec) || elements <= 0) return 0;
-    const long blocks = (elements + 255) / 256;
-    if (blocks > 0x7fffffffL) return poa_fail(e, "%s: %ld elements is too many", glue_names[which], elements);
-    const unsigned grid[3] = { (unsigned)blocks, 1, 1 }, block[3] = { 256, 1, 1 };
+/* One of the pass's own glue kernels (not a program step) over `elements` threads, its
+   geometry gen/emit.lua's (poa_runtime_launches). */
+static int glue(poa_cuda_vit_pass *p, const char *name, long elements, void **args, poa_error *e) {
+    if (!poa_cuda_exec_runs(&p->exec)) return 0;
+    int i;
+    const poa_program_launch *k = poa_runtime_launch(name, &i, e);
     CUfunction f = NULL;
-    if (p->exec.cuda && poa_cuda_get_function(p->exec.cuda, p->modules[MODULE_GLUE], glue_names[which], &f, e)) return -1;
-    return poa_cuda_exec_launch(&p->exec, f, "vit_glue.cu", glue_names[which], grid, block, args, e);
+    if (!k || (p->exec.cuda && poa_cuda_get_function(p->exec.cuda, p->modules[MODULE_GLUE], name, &f, e))) return -1;
+    return poa_launch(&p->exec, f, k, elements, args, name, e);
 }
 
 static int fill(poa_cuda_vit_pass *p, CUdeviceptr dst, float value, long n, poa_error *e) {
     void *args[] = { &dst, &value, &n };
-    return glue(p, GLUE_FILL, n, args, e);
+    return glue(p, "poa_glue_fill", n, args, e);
 }
 
 static int upload(poa_cuda_vit_pass *p, CUdeviceptr to, const void *from, size_t bytes, poa_error *e) {
@@ -152,7 +149,8 @@ static int find_functions(poa_cuda_vit_pass *p, poa_error *e) {
         free(p->functions[i]);
         p->functions[i] = calloc((size_t)runs[i]->program->launch_count + 1, sizeof(CUfunction));
         if (!p->functions[i]) return poa_fail(e, "member %dx%d: out of memory", p->width, p->depth);
-        if (poa_program_cuda_functions(runs[i]->program, p->exec.cuda, names, p->modules, MODULES, p->functions[i], e))
+        if (poa_cuda_functions(runs[i]->program->launches, runs[i]->program->launch_count, p->exec.cuda, names,
+                               p->modules, MODULES, p->functions[i], e))
             return -1;
     }
     return 0;
@@ -411,11 +409,6 @@ int poa_cuda_vit_upload_gradients(poa_cuda_vit_pass *p, const float *grads, poa_
     return upload(p, p->grads, grads, sizeof(float) * (size_t)p->model->parameter_count, e);
 }
 
-int poa_cuda_vit_zero_gradients(poa_cuda_vit_pass *p, poa_error *e) {
-    if (need_gpu(p, "zero gradients", e)) return -1;
-    return fill(p, p->grads, 0.0f, p->model->parameter_count, e);
-}
-
 CUdeviceptr poa_cuda_vit_output(const poa_cuda_vit_pass *p) {
     return p->arena + sizeof(float) * (size_t)p->fwd.value_offsets[p->fwd.program->output];
 }
@@ -423,22 +416,21 @@ CUdeviceptr poa_cuda_vit_dout(const poa_cuda_vit_pass *p) { return p->dout; }
 
 /* poa_glue_gather_rows or poa_glue_scatter_add_rows between rows of the pass's output (or
    dout) and `count` packed rows at `rows`. */
-static int move_rows(poa_cuda_vit_pass *p, int which, CUdeviceptr rows, CUdeviceptr indices, long count,
+static int move_rows(poa_cuda_vit_pass *p, int gather, CUdeviceptr rows, CUdeviceptr indices, long count,
                      poa_error *e) {
-    CUdeviceptr dst = which == GLUE_GATHER_ROWS ? rows : poa_cuda_vit_dout(p);
-    CUdeviceptr src = which == GLUE_GATHER_ROWS ? poa_cuda_vit_output(p) : rows;
+    CUdeviceptr dst = gather ? rows : poa_cuda_vit_dout(p), src = gather ? poa_cuda_vit_output(p) : rows;
     long width = p->width, tokens = p->tokens, patches = p->patches;
     void *args[] = { &dst, &src, &indices, &count, &width, &tokens, &patches };
-    return glue(p, which, count * width, args, e);
+    return glue(p, gather ? "poa_glue_gather_rows" : "poa_glue_scatter_add_rows", count * width, args, e);
 }
 
 int poa_cuda_vit_gather_rows(poa_cuda_vit_pass *p, CUdeviceptr rows, CUdeviceptr indices, long count, poa_error *e) {
-    return move_rows(p, GLUE_GATHER_ROWS, rows, indices, count, e);
+    return move_rows(p, 1, rows, indices, count, e);
 }
 
 int poa_cuda_vit_scatter_add_rows(poa_cuda_vit_pass *p, CUdeviceptr rows, CUdeviceptr indices, long count,
                                   poa_error *e) {
-    return move_rows(p, GLUE_SCATTER_ADD_ROWS, rows, indices, count, e);
+    return move_rows(p, 0, rows, indices, count, e);
 }
 
 int poa_cuda_vit_zero_dout(poa_cuda_vit_pass *p, poa_error *e) {

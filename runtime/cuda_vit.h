@@ -116,11 +116,10 @@ int poa_cuda_vit_fused_source(const char *recipe_path, const char *overrides, ch
    without a GPU. */
 int poa_cuda_vit_pass_plan_gemms(poa_cuda_vit_pass *pass, poa_error *e);
 
-/* Host <-> device: parameters (model->parameter_count floats), gradients (the same), the
-   gradients set to zero; the output of the last forward (rows x width floats). */
+/* Host <-> device: parameters (model->parameter_count floats), gradients (the same); the
+   output of the last forward (rows x width floats). */
 int poa_cuda_vit_upload_parameters(poa_cuda_vit_pass *pass, const float *params, poa_error *e);
 int poa_cuda_vit_upload_gradients(poa_cuda_vit_pass *pass, const float *grads, poa_error *e);
-int poa_cuda_vit_zero_gradients(poa_cuda_vit_pass *pass, poa_error *e);
 int poa_cuda_vit_download_gradients(poa_cuda_vit_pass *pass, float *grads, poa_error *e);
 int poa_cuda_vit_download_output(poa_cuda_vit_pass *pass, float *out, poa_error *e);
 /* The whole activation arena (arena_count floats; the forward program's values at their

@@ -11,6 +11,7 @@
 
 #include "backend.h"
 #include "lua_fields.h"
+#include "recipe.h"
 #include "train_kernels.h"
 
 #define P(i) (buf[i])
@@ -208,6 +209,35 @@ static int read_launches(lua_State *L, int t, poa_program_step *s, poa_program *
     if (rc == 0) p->launch_count += count;
     lua_pop(L, 1);
     return rc;
+}
+
+static poa_program runtime_program;
+static poa_error runtime_error;
+static pthread_once_t runtime_once = PTHREAD_ONCE_INIT;
+
+static void read_runtime_launches(void) {
+    poa_program_step s;
+    lua_State *L = poa_lua_open(&runtime_error);
+    if (L && luaL_dostring(L, "return { launches = require('gen.emit').runtime_launches() }") != LUA_OK)
+        poa_fail(&runtime_error, "%s", lua_tostring(L, -1));
+    else if (L)
+        read_launches(L, lua_gettop(L), &s, &runtime_program, &runtime_error);
+    if (L) lua_close(L);
+}
+
+const poa_program *poa_runtime_launches(poa_error *e) {
+    pthread_once(&runtime_once, read_runtime_launches);
+    if (!runtime_error.message[0]) return &runtime_program;
+    poa_fail(e, "the runtime's launches (gen/emit.lua): %s", runtime_error.message);
+    return NULL;
+}
+
+const poa_program_launch *poa_runtime_launch(const char *name, int *index, poa_error *e) {
+    const poa_program *p = poa_runtime_launches(e);
+    for (int i = 0; p && i < p->launch_count; i++)
+        if (strcmp(p->launches[i].name, name) == 0) return *index = i, &p->launches[i];
+    if (p) poa_fail(e, "kernel %s is not among the runtime's launches (gen/emit.lua)", name);
+    return NULL;
 }
 
 static int read_kernel(lua_State *L, int t, poa_program_step *s, poa_program *p, poa_error *e) {

@@ -91,6 +91,14 @@ typedef struct poa_program {
 /* Reads the program table at stack index `index` (gen/program.lua's format), checking every
    kernel name and its arguments against the executor's table. */
 int poa_program_from_lua(lua_State *L, int index, poa_program *p, poa_error *e);
+
+/* The kernels the runtime launches by name, outside any program (gen/emit.lua's
+   runtime_launches: the training kernels and the glue kernels around the programs), read once
+   into a program of launches only (NULL: e says why); poa_runtime_launch: the one named `name`,
+   *index its place. */
+const poa_program *poa_runtime_launches(poa_error *e);
+const poa_program_launch *poa_runtime_launch(const char *name, int *index, poa_error *e);
+
 void poa_program_free(poa_program *p);
 /* The id of the value of this name, or -1. */
 int poa_program_find(const poa_program *p, const char *name);

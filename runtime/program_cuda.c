@@ -3,13 +3,12 @@
 
 #include <string.h>
 
-
-int poa_program_cuda_functions(const poa_program *p, poa_cuda *cuda, const char *const *names, const CUmodule *modules,
-                               int module_count, CUfunction *functions, poa_error *e) {
-    memset(functions, 0, sizeof *functions * (size_t)p->launch_count);
+int poa_cuda_functions(const poa_program_launch *launches, int count, poa_cuda *cuda, const char *const *names,
+                       const CUmodule *modules, int module_count, CUfunction *functions, poa_error *e) {
+    memset(functions, 0, sizeof *functions * (size_t)count);
     if (!cuda) return 0;
-    for (int i = 0; i < p->launch_count; i++) {
-        const poa_program_launch *k = &p->launches[i];
+    for (int i = 0; i < count; i++) {
+        const poa_program_launch *k = &launches[i];
         int m = 0;
         while (m < module_count && strcmp(names[m], k->module)) m++;
         if (m == module_count) return poa_fail(e, "program: launch %s: no module %s", k->name, k->module);

@@ -9,10 +9,10 @@
 #include "cuda_exec.h"
 #include "program.h"
 
-/* Resolves the function of every launch of p (functions: p->launch_count entries) from the
-   loaded modules named names[i] (a no-op, functions NULL, without a GPU). */
-int poa_program_cuda_functions(const poa_program *p, poa_cuda *cuda, const char *const *names, const CUmodule *modules,
-                               int module_count, CUfunction *functions, poa_error *e);
+/* Resolves the function of each of count launches (a program's, or the runtime's) from the
+   loaded modules named names[i] (a no-op, functions 0, without a GPU). */
+int poa_cuda_functions(const poa_program_launch *launches, int count, poa_cuda *cuda, const char *const *names,
+                       const CUmodule *modules, int module_count, CUfunction *functions, poa_error *e);
 
 /* Launches k over x (the value of its grid's symbol): its grid evaluated (a grid with no
    blocks launches nothing: returns 1) and checked against the device's limits; label names

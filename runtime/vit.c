@@ -41,9 +41,10 @@ void poa_vit_push_config(lua_State *L, const poa_vit_config *c) {
     lua_pushnumber(L, c->layerscale), lua_setfield(L, -2, "layerscale");
 }
 
-/* The gen.program builder of each program kind (vit.h). */
-static const char *const builders[] = { "vit_forward", "vit_train_forward", "vit_backward", "vit_gpu_forward",
-                                        "vit_gpu_backward" };
+/* The gen.program builder of each program kind (vit.h): the GPU's forward and backward come
+   from one build (gen/schedule.lua's gpu_programs). */
+static const char *const builders[] = { "vit_forward", "vit_train_forward", "vit_backward", "vit_gpu_programs",
+                                        "vit_gpu_programs" };
 
 /* Pushes the `results` programs gen.program's builder(cfg, width, depth, image_size, bf16) returns. */
 static int push_built(lua_State *L, const char *builder, const poa_vit_config *c, int width, int depth, int image_size,
@@ -69,7 +70,10 @@ static int push_built(lua_State *L, const char *builder, const poa_vit_config *c
 
 int poa_vit_push_program(lua_State *L, const poa_vit_config *c, int width, int depth, int image_size, int kind,
                          int bf16, poa_error *e) {
-    return push_built(L, builders[kind], c, width, depth, image_size, bf16, 1, e);
+    const int pair = kind == POA_VIT_GPU_FORWARD || kind == POA_VIT_GPU_BACKWARD;
+    if (push_built(L, builders[kind], c, width, depth, image_size, bf16, pair ? 2 : 1, e)) return -1;
+    if (pair) lua_remove(L, kind == POA_VIT_GPU_FORWARD ? -1 : -2);
+    return 0;
 }
 
 typedef struct program_key {
@@ -93,11 +97,10 @@ int poa_vit_run_find(poa_vit_run *r, const poa_vit_config *config, int width, in
     poa_program built, sibling = { 0 };
     lua_State *L = poa_lua_open(e);
     if (!L) return -1;
-    /* the GPU's forward and backward come from one build (gen/schedule.lua's gpu_programs): both
-       are read, the other cached for the pass that asks for it next */
+    /* the GPU's two programs of one build are both read, the other cached for the pass that
+       asks for it next */
     const int pair = kind == POA_VIT_GPU_FORWARD || kind == POA_VIT_GPU_BACKWARD;
-    int rc = pair ? push_built(L, "vit_gpu_programs", config, width, depth, image_size, bf16, 2, e)
-                  : poa_vit_push_program(L, config, width, depth, image_size, kind, bf16, e);
+    int rc = push_built(L, builders[kind], config, width, depth, image_size, bf16, pair ? 2 : 1, e);
     if (rc == 0) rc = poa_program_from_lua(L, pair && kind == POA_VIT_GPU_FORWARD ? -2 : -1, &built, e);
     if (rc == 0 && pair) rc = poa_program_from_lua(L, kind == POA_VIT_GPU_FORWARD ? -1 : -2, &sibling, e);
     lua_close(L);

@@ -3,8 +3,8 @@
 
    Everywhere (no GPU needed):
    - For every width of the tiny and the ViT-L families: each kernel gen/emit.lua lists for the
-     set (its .cu's table) is defined in its text, and the glue source defines every glue
-     kernel; NVRTC compiles the glue source for sm_80 and sm_90 (SKIP without NVRTC).
+     set (its .cu's table) is defined in its text, and every kernel the runtime launches by name
+     (gen/emit.lua's runtime_launches) in its module (test_nvrtc_compile.c compiles them all).
    - For every width of every shipped family, the GPU programs (gen/schedule.lua, fp32 and
      bf16, both crop sizes) of a pass made where nothing runs launch only kernels their module
      (the width's set, vit_fused.cu, the glue) defines.
@@ -34,9 +34,9 @@
 
 #include "check.h"
 #include "cuda_emulator.h"
+#include "cuda_train.h"
 #include "cuda_vit.h"
 #include "fixture_util.h"
-#include "nvrtc_cache.h"
 #include "vit_test_util.h"
 
 #define TINY "tests/recipes/tiny_vit.lua"
@@ -52,11 +52,6 @@ static const poa_cuda_exec nowhere = { 0 }; /* passes that run nothing */
 static double relative_error_f(const float *a, const float *b, long n) { return relative_error(a, b, n); }
 
 /* ---- the kernel files ---- */
-
-static const char *const glue_kernels[] = {
-    "poa_glue_patchify", "poa_glue_fill_rows", "poa_glue_column_sum_accumulate", "poa_glue_add",
-    "poa_glue_copy", "poa_glue_fill", "poa_glue_to_bf16", "poa_glue_gather_rows", "poa_glue_scatter_add_rows",
-};
 
 /* gen/emit.lua's launches of the kernel set (width, head_dim, hidden), the list its .cu's table
    prints: a function of a kernel's name and the values of its arguments rows, batch, tokens and
@@ -165,35 +160,27 @@ static void check_family(lua_State *L, const char *recipe_path) {
     poa_vit_free(&m);
 }
 
-/* The glue kernels: defined in their source, and NVRTC compiles them. */
+/* Every kernel the runtime launches by name (gen/emit.lua's runtime_launches: the glue and the
+   training kernels) is defined in its module's source (NVRTC compiles both:
+   test_nvrtc_compile.c); the programs' glue launches: check_width. */
 static void check_glue(void) {
-    char *glue = NULL;
+    char *texts[2] = { NULL, NULL }; /* vit_glue.cu, train_kernels.cu */
     poa_error e = { { 0 } };
-    if (poa_cuda_vit_sources(TINY, NULL, 64, NULL, &glue, NULL, 0, &e)) {
-        CHECK("glue source", 0, "%s", e.message);
-        return;
-    }
-    int missing = 0;
-    for (size_t i = 0; i < sizeof glue_kernels / sizeof glue_kernels[0]; i++)
-        if (!poa_cuda_source_defines(glue, glue_kernels[i])) missing++;
-    int defines_other = poa_cuda_source_defines(glue, "layernorm_forward");
-    CHECK("glue source defines every glue kernel (and the name search is not fooled)",
-          missing == 0 && !defines_other, "%d missing, other %d", missing, defines_other);
-    if (poa_nvrtc_load(&e)) {
-        CHECK_SKIP("NVRTC compiles the glue kernels for sm_80 and sm_90", e.message);
+    const poa_program *r = NULL;
+    if (poa_cuda_vit_sources(TINY, NULL, 64, NULL, &texts[0], NULL, 0, &e) ||
+        poa_cuda_train_kernels_source(&texts[1], &e) || !(r = poa_runtime_launches(&e))) {
+        CHECK("runtime launches and their sources", 0, "%s", e.message);
     } else {
-        const char *arches[] = { "sm_80", "sm_90" };
-        for (int a = 0; a < 2; a++) {
-            poa_blob blob = { 0 };
-            char what[96];
-            snprintf(what, sizeof what, "NVRTC compiles the glue kernels for %s", arches[a]);
-            int rc = poa_nvrtc_compile(glue, "vit_glue.cu", arches[a], poa_nvrtc_kernel_options,
-                                       poa_nvrtc_kernel_option_count, &blob, NULL, &e);
-            CHECK(what, rc == 0 && blob.size > 0, "%s", e.message);
-            poa_blob_free(&blob);
-        }
+        int missing = 0;
+        for (int i = 0; i < r->launch_count; i++)
+            if (!poa_cuda_source_defines(texts[strcmp(r->launches[i].module, "vit_glue.cu") != 0], r->launches[i].name))
+                missing++, printf("  %s is not defined in %s\n", r->launches[i].name, r->launches[i].module);
+        int defines_other = poa_cuda_source_defines(texts[0], "layernorm_forward");
+        CHECK("every kernel the runtime launches by name is defined in its module (and the name search is not fooled)",
+              missing == 0 && r->launch_count > 5 && !defines_other, "%d of %d missing, other %d", missing,
+              r->launch_count, defines_other);
     }
-    free(glue);
+    free(texts[0]), free(texts[1]);
 }
 
 static void check_geometry(void) {
