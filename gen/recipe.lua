@@ -207,12 +207,13 @@ end
 -- A bare name ("quickstart": no "/" and no ".lua") is a shipped recipe first, so that a file of
 -- that name in the working directory (./quickstart, the script) is not taken for it; a path is
 -- the file itself, else the shipped recipe of that file name.
+local function exists(p)
+  local f = io.open(p, "r")
+  if f then f:close() end
+  return f ~= nil
+end
+
 function recipe.find(path)
-  local function exists(p)
-    local f = io.open(p, "r")
-    if f then f:close() end
-    return f ~= nil
-  end
   local install = package.loaded["poa.install"]
   local bare = not path:find("/") and not path:match("%.lua$")
   if exists(path) and not bare then return path end
@@ -227,7 +228,10 @@ end
 
 -- load(path [, overrides]) -> recipe table with `model` merged over its family's defaults and
 -- the training sections completed (gen/training.lua); overrides are "section.field=value".
-function recipe.load(path, overrides)
+-- The recipe at path as written, with `extends = "NAME"` resolved: NAME (a recipe beside this
+-- one, else as recipe.find finds it) gives every section, and this recipe's sections replace
+-- its fields one by one (a section that is not a table, like `name`, replaces it whole).
+local function load_written(path, depth)
   path = recipe.find(path)
   local chunk, err = loadfile(path, "t", strict_env())
   if not chunk and package.loaded["poa.install"] and not path:find("/") then
@@ -237,6 +241,26 @@ function recipe.load(path, overrides)
   if not chunk then error(err, 0) end
   local r = run_chunk(chunk, path)
   check_type(path, "(recipe)", r, "table")
+  if r.extends == nil then return r, path end
+  check_type(path, "extends", r.extends, "string")
+  if depth >= 8 then fail(path, "extends", "more than 8 recipes deep (a cycle?)") end
+  local beside = (path:match("^(.*/)") or "") .. r.extends .. ".lua"
+  local ok, base = pcall(load_written, r.extends:find("[/.]") == nil and exists(beside) and beside
+                         or r.extends, depth + 1)
+  if not ok then fail(path, "extends", base) end
+  for k, v in pairs(r) do
+    if type(v) == "table" and type(base[k]) == "table" then
+      for field, x in pairs(v) do base[k][field] = x end
+    elseif k ~= "extends" then
+      base[k] = v
+    end
+  end
+  return base, path
+end
+
+function recipe.load(path, overrides)
+  local r
+  r, path = load_written(path, 0)
   local ok3, err3 = pcall(recipe.override, r, overrides)
   if not ok3 then error(path .. ": " .. tostring(err3), 0) end
   check_type(path, "name", r.name, "string")

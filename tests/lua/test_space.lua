@@ -276,4 +276,28 @@ end
 bad_recipe("unknown model field", "widht = { 384, 1024, 64 }", "model.widht")
 bad_recipe("width not a multiple of head_dim", "width = { 384, 1024, 32 }", "model.width")
 
+-- extends: the base recipe's sections, this recipe's fields replacing theirs one by one
+do
+  local q, fm = recipe.load("recipes/quickstart.lua"), recipe.load("recipes/fashion_mnist.lua")
+  check.ok("extends: fields given replace the base's", fm.name == "fashion_mnist"
+    and fm.model.width[2] == 96 and fm.loss.lambda == 0.5 and fm.teacher.momentum == 0.99
+    and fm.optim.epochs == 120 and fm.train.output == "out/fashion_mnist")
+  check.ok("extends: fields not given are the base's", fm.model.depth[2] == q.model.depth[2]
+    and fm.model.layerscale == q.model.layerscale and fm.heads.prototypes[1] == q.heads.prototypes[1]
+    and fm.teacher.temp == q.teacher.temp and fm.optim.base_lr == q.optim.base_lr
+    and fm.local_crops.count == q.local_crops.count and fm.train.batch_size == q.train.batch_size)
+  local function extends(base, want)
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write("return { extends = " .. base .. ", name = 'x' }\n")
+    f:close()
+    local ok, err = pcall(recipe.load, path)
+    os.remove(path)
+    check.ok("extends " .. base .. ": refused naming the field", not ok
+      and tostring(err):find("extends", 1, true) and tostring(err):find(want, 1, true), tostring(err))
+  end
+  extends("'no_such_recipe'", "no_such_recipe")
+  extends("3", "string")
+end
+
 check.finish()
