@@ -178,12 +178,10 @@ static void optimizer_update(poa_trainer *t, const double *lr, const double *wd)
     }
 }
 
-/* After the gradients of a step are in: NaN check, clipping per module, AdamW, EMA. */
-void poa_trainer_apply(poa_trainer *t, poa_step_stats *s) {
+/* The CPU step's update (train_step.h's update): unless skipped, clipping per module, AdamW,
+   EMA; then the gradients zeroed. */
+void poa_trainer_update(poa_trainer *t, poa_step_stats *s, const double *lr, const double *wd) {
     const long n = t->model.parameter_count, nh = t->heads.parameter_count;
-    double *lr = t->rates, *wd = t->rates + t->model.tensor_count + t->heads.tensor_count;
-    poa_trainer_update_rates(t, s, lr, wd);
-    s->skipped = isnan(s->loss) || isinf(s->loss);
     if (!s->skipped) {
         s->grad_norm_backbone = poa_clip_grad_norm(t->grads, n, t->config.clip_grad);
         s->grad_norm_heads = poa_clip_grad_norm(t->grads_heads, nh, t->config.clip_grad);
@@ -193,7 +191,6 @@ void poa_trainer_apply(poa_trainer *t, poa_step_stats *s) {
     }
     memset(t->grads, 0, sizeof(real) * (size_t)n);
     memset(t->grads_heads, 0, sizeof(real) * (size_t)nh);
-    t->step++;
 }
 
 /* A host all-reduce (sum) of `real` values: float, or double in the fp64 build. */

@@ -55,7 +55,7 @@ typedef struct poa_work_buffer {
 real *poa_work_buffer_get(poa_work_buffer *b, long n);
 void poa_work_buffer_free(poa_work_buffer *b);
 
-/* A student branch's work buffers (runtime/train_step.c): head input and its gradient,
+/* A student branch's work buffers (runtime/train_cpu.c): head input and its gradient,
    the loss gradients per head, the backbone output gradients, the drop-path scales. */
 typedef struct poa_branch_work {
     poa_work_buffer features, dfeatures, dlogits[POA_MAX_HEADS];
@@ -144,6 +144,11 @@ void poa_trainer_begin_step(poa_trainer *t);
 int poa_trainer_micro_batch(poa_trainer *t, const poa_batch *batch, int micro, poa_error *e);
 int poa_trainer_reduce_step(poa_trainer *t, poa_error *e);
 void poa_trainer_end_step(poa_trainer *t);
+
+/* The CPU step's update after the NaN check (runtime/train_step.h's update): unless
+   s->skipped, clipping per module (s's gradient norms), AdamW at the tensors' rates lr and
+   weight decays wd, the EMA; then the gradients zeroed. */
+void poa_trainer_update(poa_trainer *t, poa_step_stats *s, const double *lr, const double *wd);
 
 /* Over several ranks, before the first step: every rank takes rank 0's parameters, teacher
    and AdamW moments (as DDP and FSDP's sync_module_states do), and all must be at the same
