@@ -764,9 +764,10 @@ static int gpu_update(void *self, poa_step_stats *s, const double *lr, const dou
 }
 
 static const poa_step_ops gpu_ops = {
-    gpu_begin,    gpu_end,           gpu_prepare, gpu_forward,        gpu_rows,     gpu_heads_forward,
-    gpu_sinkhorn, gpu_cross_entropy, gpu_koleo,   gpu_heads_backward, gpu_backward, gpu_read_step,
-    gpu_update,
+    .begin = gpu_begin, .end = gpu_end, .prepare = gpu_prepare, .forward = gpu_forward, .rows = gpu_rows,
+    .heads_forward = gpu_heads_forward, .sinkhorn = gpu_sinkhorn, .cross_entropy = gpu_cross_entropy,
+    .koleo = gpu_koleo, .heads_backward = gpu_heads_backward, .backward = gpu_backward, .read_step = gpu_read_step,
+    .update = gpu_update,
 };
 
 void poa_cuda_train_begin_step(poa_cuda_train *g) { poa_trainer_begin_step(g->t); }

@@ -1,6 +1,6 @@
 /* train_cpu.c: the CPU backend of the tri-branch step (train_step.h): the trainer's passes
    (runtime/vit.c, head.c: OpenBLAS + generated C) and work buffers, the losses of runtime/loss.c,
-   the update of trainer.c; and poa_trainer_micro_batch / end_step, which run the step on it. */
+   the optimizer of optim.c; and poa_trainer_micro_batch / end_step, which run the step on it. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -237,17 +237,40 @@ static int cpu_backward(void *self, int b, int crops, poa_error *e) {
     return 0;
 }
 
-/* The loss terms are already in t->current; the update measures the norms as it clips. */
+/* Unless skipped: clipping per module (measuring the norms), AdamW over every tensor of
+   [backbone | heads] at its lr and weight decay, the EMA; then the gradients zeroed. The loss
+   terms are already in t->current (no read_step). */
 static int cpu_update(void *self, poa_step_stats *s, const double *lr, const double *wd, poa_error *e) {
+    poa_trainer *t = ((cpu_step *)self)->t;
+    const poa_train_config *c = &t->config;
+    const long n = t->model.parameter_count, nh = t->heads.parameter_count;
     (void)e;
-    poa_trainer_update(((cpu_step *)self)->t, s, lr, wd);
+    if (!s->skipped) {
+        s->grad_norm_backbone = poa_clip_grad_norm(t->grads, n, c->clip_grad);
+        s->grad_norm_heads = poa_clip_grad_norm(t->grads_heads, nh, c->clip_grad);
+        for (int pass = 0, i = 0; pass < 2; pass++) {
+            const poa_vit_tensor *tensors = pass ? t->heads.tensors : t->model.tensors;
+            const int count = pass ? t->heads.tensor_count : t->model.tensor_count;
+            real *p = pass ? t->student_heads : t->student, *g = pass ? t->grads_heads : t->grads;
+            real *m = pass ? t->adam_m_heads : t->adam_m, *v = pass ? t->adam_v_heads : t->adam_v;
+            for (int j = 0; j < count; j++, i++) {
+                const poa_vit_tensor *x = &tensors[j];
+                poa_adamw_update(p + x->offset, g + x->offset, m + x->offset, v + x->offset, x->count, lr[i], wd[i],
+                                 c->beta1, c->beta2, c->eps, t->step + 1);
+            }
+        }
+        poa_ema_update(t->teacher, t->student, n, s->momentum);
+        poa_ema_update(t->teacher_heads, t->student_heads, nh, s->momentum);
+    }
+    memset(t->grads, 0, sizeof(real) * (size_t)n);
+    memset(t->grads_heads, 0, sizeof(real) * (size_t)nh);
     return 0;
 }
 
 static const poa_step_ops cpu_ops = {
-    cpu_begin,         cpu_end,           cpu_prepare, cpu_forward,        cpu_rows, cpu_heads_forward,
-    cpu_sinkhorn,      cpu_cross_entropy, cpu_koleo,   cpu_heads_backward, cpu_backward,
-    NULL, /* read_step */ cpu_update,
+    .begin = cpu_begin, .end = cpu_end, .prepare = cpu_prepare, .forward = cpu_forward, .rows = cpu_rows,
+    .heads_forward = cpu_heads_forward, .sinkhorn = cpu_sinkhorn, .cross_entropy = cpu_cross_entropy,
+    .koleo = cpu_koleo, .heads_backward = cpu_heads_backward, .backward = cpu_backward, .update = cpu_update,
 };
 
 int poa_trainer_micro_batch(poa_trainer *t, const poa_batch *batch, int micro, poa_error *e) {

@@ -145,11 +145,6 @@ int poa_trainer_micro_batch(poa_trainer *t, const poa_batch *batch, int micro, p
 int poa_trainer_reduce_step(poa_trainer *t, poa_error *e);
 void poa_trainer_end_step(poa_trainer *t);
 
-/* The CPU step's update after the NaN check (runtime/train_step.h's update): unless
-   s->skipped, clipping per module (s's gradient norms), AdamW at the tensors' rates lr and
-   weight decays wd, the EMA; then the gradients zeroed. */
-void poa_trainer_update(poa_trainer *t, poa_step_stats *s, const double *lr, const double *wd);
-
 /* Over several ranks, before the first step: every rank takes rank 0's parameters, teacher
    and AdamW moments (as DDP and FSDP's sync_module_states do), and all must be at the same
    step and draw count (else an error: they resumed from different checkpoints). */
