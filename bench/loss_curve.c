@@ -1,6 +1,6 @@
 /* bench/loss_curve.c: the GPU step's loss curve against the CPU backend's, side by side: two
    trainers from the same initialisation take the same synthetic batches (a new one every step)
-   for N steps, one on the CPU (runtime/train_step.c), one on the GPU (runtime/cuda_train.c).
+   for N steps, one on the CPU (runtime/train_cpu.c), one on the GPU (runtime/cuda_train.c).
      build/bench/loss_curve [RECIPE] [--steps N] [--precision bf16|fp32] [section.field=value ...]
    RECIPE defaults to tests/recipes/tiny_train.lua, N to 300. Prints every 10th step's losses
    and, at the end, "curve steps N max relative difference X mean Y final loss cpu A gpu B":

@@ -1,6 +1,6 @@
-/* cuda_train.c: the POA training step on the GPU (see cuda_train.h). The functions below
-   follow runtime/train_step.c and trainer.c's poa_trainer_apply in the same order, so that
-   every loss term and every gradient is summed in the same order as on the CPU. */
+/* cuda_train.c: the POA training step on the GPU (see cuda_train.h): the device memory, the
+   passes, and the primitives of runtime/train_step.h's step, which runs them in the CPU step's
+   order, so that every loss term and every gradient is summed in the same order as on the CPU. */
 #include "cuda_train.h"
 
 /* The GPU step is fp32 on the host side too (its host buffers are the trainer's floats); the
@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "loss_plan.h"
 #include "recipe.h"
 #include "train_kernels.h"
 
@@ -423,7 +422,6 @@ void poa_cuda_train_free(poa_cuda_train *g) {
     for (int i = 0; i < g->width_count; i++) free(g->vit_sets[i]);
     free(g->glue), free(g->heads_source), free(g->train_source), free(g->fused_source);
     free(g->tensor_offset), free(g->tensor_count_of);
-    for (int x = 0; x < 2; x++) free(g->drop_global[x]), free(g->drop_local[x]);
     memset(g, 0, sizeof *g);
 }
 
@@ -499,94 +497,136 @@ static int branch_passes(poa_cuda_train *g, poa_cuda_branch *b, int width, int d
     return 0;
 }
 
-/* ---- the micro-batch ---- */
+/* ---- the step's primitives (train_step.h) ---- */
 
-typedef struct shapes {
-    long B;
-    int G, L, S, s;
-    long N, masked;
-} shapes;
+static poa_cuda_vit_pass *pass_of(poa_cuda_train *g, int branch, int crops) {
+    if (branch == POA_STEP_TEACHER) return &g->teacher_pass;
+    return crops == POA_CROPS_LOCAL ? &g->branch[branch].local : &g->branch[branch].global;
+}
 
-static int teacher_targets(poa_cuda_train *g, const poa_batch *mb, const shapes *sh, double temp, poa_error *e) {
-    poa_trainer *t = g->t;
-    const poa_vit_config *vc = &t->model.config;
-    const long D = vc->max_width, GB = sh->G * sh->B, rows = GB + sh->masked;
+/* The head input of a branch (rows x width). */
+static CUdeviceptr input_of(poa_cuda_train *g, int branch) {
+    return branch == POA_STEP_TEACHER ? g->teacher_input : g->branch[branch].features;
+}
+
+/* The micro-batch within what the work buffers were sized for; the loss accumulators zeroed
+   at the step's first; iBOT's token indices and weights uploaded. */
+static int gpu_begin(void *self, const poa_batch *mb, const poa_step_shapes *sh, int micro, poa_error *e) {
+    poa_cuda_train *g = self;
+    const poa_train_config *c = &g->t->config;
+    g->batch = mb, g->shape = *sh;
+    if (sh->masked > g->max_masked || sh->B > c->batch_size || sh->G > c->recipe.global_crop_count ||
+        sh->L > c->recipe.local_crop_count || sh->S > c->recipe.global_crop_size || sh->s > c->recipe.local_crop_size)
+        return poa_fail(e, "GPU step: a micro-batch of %ld images of %d + %d crops (%ld masked tokens) is larger than "
+                           "the recipe's (%d images, %ld masked tokens at most)",
+                        sh->B, sh->G, sh->L, sh->masked, c->batch_size, g->max_masked);
+    if (micro == 0 && fill(g, g->terms, 2 * ACCUMULATORS, e)) return -1; /* the doubles as floats */
+    if (sh->masked &&
+        (poa_cuda_exec_upload(&g->exec, g->mask_indices, mb->masks.indices, sizeof(int) * (size_t)sh->masked, e) ||
+         poa_cuda_exec_upload(&g->exec, g->ibot_weights, mb->masks.weights, sizeof(float) * (size_t)sh->masked, e)))
+        return -1;
+    return 0;
+}
+
+/* The masks' host buffers may change with the next batch: finish reading them. */
+static int gpu_end(void *self, int rc, poa_error *e) {
+    poa_cuda_train *g = self;
+    return rc ? -1 : poa_cuda_exec_synchronize(&g->exec, e);
+}
+
+/* The passes, re-made when the member or the shapes change. */
+static int gpu_prepare(void *self, int b, int width, int depth, long rows, poa_error *e) {
+    poa_cuda_train *g = self;
+    const poa_step_shapes *sh = &g->shape;
+    const long GB = sh->G * sh->B;
+    if (b != POA_STEP_TEACHER)
+        return branch_passes(g, &g->branch[b], width, depth, g->batch, b ? &g->branch[0] : NULL, e) ||
+                       heads_pass(g, &g->branch[b].heads, &g->branch[b].has_heads, width, rows, 0, e)
+                   ? -1
+                   : 0;
     poa_cuda_vit_pass *p = &g->teacher_pass;
     if (g->has_teacher && (p->batch != GB || p->host.image_size != sh->S)) {
         poa_cuda_vit_pass_free(p);
         g->has_teacher = 0;
     }
     if (!g->has_teacher) {
-        if (vit_pass(g, p, vc->max_width, vc->max_depth, GB, sh->S, 1, NULL, e)) return -1;
+        if (vit_pass(g, p, width, depth, GB, sh->S, 1, NULL, e)) return -1;
         g->has_teacher = 1;
     }
-    if (heads_pass(g, &g->teacher_heads, &g->has_teacher_heads, vc->max_width, rows, 1, e) ||
-        poa_cuda_vit_forward(p, mb->global_crops, NULL, NULL, e) ||
-        poa_cuda_vit_gather_rows(p, g->teacher_input, 0, GB, e) ||
-        poa_cuda_vit_gather_rows(p, g->teacher_input + sizeof(float) * (size_t)(GB * D), g->mask_indices, sh->masked,
-                                 e) ||
-        poa_cuda_heads_forward(&g->teacher_heads, g->teacher_input, e))
-        return -1;
-    for (int h = 0; h < t->heads.config.heads; h++) {
-        const long K = t->heads.config.prototypes[h];
-        CUdeviceptr logits = g->teacher_heads.logits[h];
-        if (sinkhorn_knopp(g, g->targets_cls[h], logits, GB, K, temp, t->config.sinkhorn_iterations, e) ||
-            ((sh->masked || (many(g) && t->current.ibot_active)) &&
-             sinkhorn_knopp(g, g->targets_patch[h], logits + sizeof(float) * (size_t)(GB * K), sh->masked, K, temp,
-                            t->config.sinkhorn_iterations, e)))
-            return -1;
-    }
-    return 0;
+    return heads_pass(g, &g->teacher_heads, &g->has_teacher_heads, width, rows, 1, e);
 }
 
-/* Backbones on the global (masked when iBOT is on) and local crops, head rows [local CLS;
-   global CLS; masked patches], the heads; the backbones' douts zeroed for the losses. */
-static int branch_forward(poa_cuda_train *g, int index, const poa_batch *mb, const shapes *sh, uint64_t stream,
-                          poa_error *e) {
-    poa_trainer *t = g->t;
-    poa_cuda_branch *b = &g->branch[index];
-    const int width = index ? t->current.width : t->model.config.max_width;
-    const int depth = index ? t->current.depth : t->model.config.max_depth;
-    const long D = width, GB = sh->G * sh->B, LB = sh->L * sh->B, rows = LB + GB + sh->masked;
-    if (branch_passes(g, b, width, depth, mb, index ? &g->branch[0] : NULL, e) || heads_pass(g, &b->heads, &b->has_heads, width, rows, 0, e))
+/* The crops are uploaded by the first pass on them (the teacher's global, the intact local). */
+static int gpu_forward(void *self, int b, int crops, const unsigned char *masks, const real *drop, poa_error *e) {
+    poa_cuda_train *g = self;
+    poa_cuda_vit_pass *p = pass_of(g, b, crops);
+    const float *images = crops == POA_CROPS_LOCAL ? g->batch->local_crops : g->batch->global_crops;
+    return poa_cuda_vit_forward(p, p->shared.images ? NULL : images, masks, drop, e);
+}
+
+static int gpu_rows(void *self, int b, int crops, long row, int masked, int back, poa_error *e) {
+    poa_cuda_train *g = self;
+    poa_cuda_vit_pass *p = pass_of(g, b, crops);
+    const CUdeviceptr rows = (back ? g->branch[b].dfeatures : input_of(g, b)) + sizeof(float) * (size_t)(row * p->width);
+    const CUdeviceptr indices = masked ? g->mask_indices : 0;
+    const long count = masked ? g->shape.masked : p->batch;
+    return back ? poa_cuda_vit_scatter_add_rows(p, rows, indices, count, e)
+                : poa_cuda_vit_gather_rows(p, rows, indices, count, e);
+}
+
+/* The heads; a student's douts, logits' gradients and KoLeo's gradient rows then zeroed. */
+static int gpu_heads_forward(void *self, int b, poa_error *e) {
+    poa_cuda_train *g = self;
+    const poa_trainer *t = g->t;
+    if (poa_cuda_heads_forward(b == POA_STEP_TEACHER ? &g->teacher_heads : &g->branch[b].heads, input_of(g, b), e))
         return -1;
-    /* the CPU step's stochastic-depth draws */
-    const long drop_count = depth * 2L * (sh->G > sh->L ? sh->G : sh->L) * sh->B;
-    float *dg = realloc(g->drop_global[index], sizeof(float) * (size_t)drop_count);
-    if (dg) g->drop_global[index] = dg;
-    float *dl = dg ? realloc(g->drop_local[index], sizeof(float) * (size_t)drop_count) : NULL;
-    if (dl) g->drop_local[index] = dl;
-    if (!dg || !dl) return poa_fail(e, "GPU step: out of memory for the drop-path draws");
-    int failed = 0;
-    const float *drop_global = poa_trainer_drop_path(t, index, 0, dg, depth, GB, stream, &failed);
-    const float *drop_local = poa_trainer_drop_path(t, index, 1, dl, depth, LB, stream + 4096, &failed);
-    if (failed) return poa_fail(e, "GPU step: out of memory for the drop-path draws");
-    const size_t f = sizeof(float);
-    /* the crops: uploaded by the teacher (global) and the intact branch (local) */
-    if (poa_cuda_vit_forward(&b->global, b->global.shared.images ? NULL : mb->global_crops,
-                             sh->masked ? mb->masks.masks : NULL, drop_global, e) ||
-        (LB && poa_cuda_vit_forward(&b->local, b->local.shared.images ? NULL : mb->local_crops, NULL, drop_local, e)) ||
-        (LB && poa_cuda_vit_gather_rows(&b->local, b->features, 0, LB, e)) ||
-        poa_cuda_vit_gather_rows(&b->global, b->features + f * (size_t)(LB * D), 0, GB, e) ||
-        poa_cuda_vit_gather_rows(&b->global, b->features + f * (size_t)((LB + GB) * D), g->mask_indices, sh->masked,
-                                 e) ||
-        poa_cuda_heads_forward(&b->heads, b->features, e) || poa_cuda_vit_zero_dout(&b->global, e) ||
-        (LB && poa_cuda_vit_zero_dout(&b->local, e)))
-        return -1;
+    if (b == POA_STEP_TEACHER) return 0;
+    poa_cuda_branch *x = &g->branch[b];
+    if (poa_cuda_vit_zero_dout(&x->global, e) || (x->local.batch && poa_cuda_vit_zero_dout(&x->local, e))) return -1;
     for (int h = 0; h < t->heads.config.heads; h++)
-        if (fill(g, b->dlogits[h], rows * t->heads.config.prototypes[h], e)) return -1;
-    return 0;
+        if (fill(g, x->dlogits[h], x->heads.rows * t->heads.config.prototypes[h], e)) return -1;
+    return fill(g, g->koleo_grads, x->global.batch * x->width, e);
+}
+
+static int gpu_sinkhorn(void *self, int h, int patch, long row, long rows, double temp, poa_error *e) {
+    poa_cuda_train *g = self;
+    const long K = g->t->heads.config.prototypes[h];
+    return sinkhorn_knopp(g, patch ? g->targets_patch[h] : g->targets_cls[h],
+                          g->teacher_heads.logits[h] + sizeof(float) * (size_t)(row * K), rows, K, temp,
+                          g->t->config.sinkhorn_iterations, e);
+}
+
+static int gpu_cross_entropy(void *self, int b, const poa_loss_call *call, int distill, poa_error *e) {
+    poa_cuda_train *g = self;
+    const int h = call->head;
+    long K = g->t->heads.config.prototypes[h];
+    const size_t f = sizeof(float);
+    if (distill) { /* softmax(intact logits / distill_temp) */
+        CUdeviceptr Q = g->distill_targets, SI = g->branch[0].heads.logits[h];
+        long rows = (g->shape.L + g->shape.G) * g->shape.B;
+        double distill_temp = g->t->config.distill_temp;
+        void *args[] = { &Q, &SI, &distill_temp, &rows, &K };
+        if (launch(g, "poa_train_softmax", &(train_dims){ .rows = rows, .k = K }, args, e)) return -1;
+    }
+    const CUdeviceptr P = call->targets == POA_TARGETS_TEACHER_CLS     ? g->targets_cls[h]
+                          : call->targets == POA_TARGETS_TEACHER_PATCH ? g->targets_patch[h]
+                                                                       : g->distill_targets;
+    poa_cuda_branch *x = &g->branch[b];
+    return cross_entropy(g, call, P + f * (size_t)(call->target_row * K), x->heads.logits[h] + f * (size_t)(call->row * K),
+                         K, g->t->config.student_temp, call->token_weights ? g->ibot_weights : 0,
+                         x->dlogits[h] + f * (size_t)(call->row * K), e);
 }
 
 /* KoLeo of a call's rows of the head input (one global crop's CLS features); the gradients
-   into g->koleo_grads (global rows x width). */
-static int koleo_call(poa_cuda_train *g, poa_cuda_branch *x, const poa_loss_call *call, long local_rows,
-                      poa_error *e) {
+   into g->koleo_grads (global rows x width), added to the global dout by gpu_heads_backward. */
+static int gpu_koleo(void *self, int b, const poa_loss_call *call, poa_error *e) {
+    poa_cuda_train *g = self;
+    poa_cuda_branch *x = &g->branch[b];
     const size_t f = sizeof(float);
     long n = call->rows, d = x->width;
     double factor = call->factor;
     CUdeviceptr features = x->features + f * (size_t)(call->row * d);
-    CUdeviceptr grads = g->koleo_grads + f * (size_t)((call->row - local_rows) * d);
+    CUdeviceptr grads = g->koleo_grads + f * (size_t)((call->row - g->shape.L * g->shape.B) * d);
     CUdeviceptr zhat = g->koleo_zhat, norm = g->koleo_norm, kg = g->koleo_g, nn = g->koleo_nn;
     CUdeviceptr row_loss = g->koleo_row_loss;
     train_dims dims = { .n = n };
@@ -600,98 +640,18 @@ static int koleo_call(poa_cuda_train *g, poa_cuda_branch *x, const poa_loss_call
                : 0;
 }
 
-/* The loss calls of a branch (runtime/loss_plan.h, as train_step.c's branch_losses: the same
-   calls, weights and order). */
-static int branch_losses(poa_cuda_train *g, int index, double weight, const shapes *sh, double scale,
-                         poa_error *e) {
-    poa_trainer *t = g->t;
-    const poa_train_config *c = &t->config;
-    poa_cuda_branch *x = &g->branch[index], *intact = index ? &g->branch[0] : NULL;
-    const long B = sh->B, local_rows = sh->L * B, global_rows = sh->G * B;
-    const size_t f = sizeof(float);
-    const poa_loss_shape shape = { B, sh->G, sh->L, sh->masked };
-    const int capacity = poa_loss_plan_capacity(c, &shape);
-    poa_loss_call *calls = malloc(sizeof *calls * (size_t)capacity);
-    if (!calls) return poa_fail(e, "GPU step: out of memory for %d loss calls", capacity);
-    const int count = poa_loss_plan(c, index, weight, &shape, scale, calls, capacity);
-    int rc = fill(g, g->koleo_grads, global_rows * x->width, e), distill_head = -1;
-    for (int i = 0; i < count && !rc; i++) {
-        const poa_loss_call *call = &calls[i];
-        const int h = call->head;
-        if (call->term == POA_LOSS_KOLEO) {
-            rc = koleo_call(g, x, call, local_rows, e);
-            continue;
-        }
-        long K = t->heads.config.prototypes[h];
-        if (call->targets == POA_TARGETS_DISTILL && distill_head != h) {
-            CUdeviceptr Q = g->distill_targets, SI = intact->heads.logits[h];
-            long softmax_rows = local_rows + global_rows;
-            double distill_temp = c->distill_temp;
-            train_dims dims = { .rows = softmax_rows, .k = K };
-            void *args[] = { &Q, &SI, &distill_temp, &softmax_rows, &K };
-            rc = launch(g, "poa_train_softmax", &dims, args, e);
-            distill_head = h;
-        }
-        CUdeviceptr P = call->targets == POA_TARGETS_TEACHER_CLS     ? g->targets_cls[h]
-                        : call->targets == POA_TARGETS_TEACHER_PATCH ? g->targets_patch[h]
-                                                                     : g->distill_targets;
-        if (!rc)
-            rc = cross_entropy(g, call, P + f * (size_t)(call->target_row * K), x->heads.logits[h] + f * (size_t)(call->row * K),
-                               K, c->student_temp, call->token_weights ? g->ibot_weights : 0,
-                               x->dlogits[h] + f * (size_t)(call->row * K), e);
-    }
-    free(calls);
-    return rc ? -1 : poa_cuda_vit_scatter_add_rows(&x->global, g->koleo_grads, 0, global_rows, e);
-}
-
-/* Heads backward, the head-input gradients into the backbones' douts, the backbones' backward. */
-static int branch_backward(poa_cuda_train *g, int index, const shapes *sh, poa_error *e) {
-    poa_cuda_branch *b = &g->branch[index];
-    const long D = b->width, LB = sh->L * sh->B, GB = sh->G * sh->B;
-    const size_t f = sizeof(float);
-    return poa_cuda_heads_backward(&b->heads, b->dlogits, b->dfeatures, e) ||
-                   (LB && poa_cuda_vit_scatter_add_rows(&b->local, b->dfeatures, 0, LB, e)) ||
-                   poa_cuda_vit_scatter_add_rows(&b->global, b->dfeatures + f * (size_t)(LB * D), 0, GB, e) ||
-                   poa_cuda_vit_scatter_add_rows(&b->global, b->dfeatures + f * (size_t)((LB + GB) * D),
-                                                 g->mask_indices, sh->masked, e) ||
-                   poa_cuda_vit_backward(&b->global, NULL, e) || (LB && poa_cuda_vit_backward(&b->local, NULL, e))
+/* KoLeo's gradient rows into the global dout, then the heads' backward. */
+static int gpu_heads_backward(void *self, int b, poa_error *e) {
+    poa_cuda_train *g = self;
+    poa_cuda_branch *x = &g->branch[b];
+    return poa_cuda_vit_scatter_add_rows(&x->global, g->koleo_grads, 0, x->global.batch, e) ||
+                   poa_cuda_heads_backward(&x->heads, x->dlogits, x->dfeatures, e)
                ? -1
                : 0;
 }
 
-void poa_cuda_train_begin_step(poa_cuda_train *g) { poa_trainer_begin_step(g->t); }
-
-int poa_cuda_train_micro_batch(poa_cuda_train *g, const poa_batch *mb, int micro, poa_error *e) {
-    poa_trainer *t = g->t;
-    const poa_train_config *c = &t->config;
-    const poa_vit_config *vc = &t->model.config;
-    poa_step_stats *st = &t->current;
-    const double scale = 1.0 / c->accumulate;
-    shapes sh = { mb->batch_size, mb->global_count, mb->local_count, mb->global_size, mb->local_size,
-                  (long)(mb->global_size / vc->patch_size) * (mb->global_size / vc->patch_size),
-                  st->ibot_active ? mb->masks.masked : 0 };
-    if (sh.masked > g->max_masked || sh.B > c->batch_size || sh.G > c->recipe.global_crop_count ||
-        sh.L > c->recipe.local_crop_count || sh.S > c->recipe.global_crop_size || sh.s > c->recipe.local_crop_size)
-        return poa_fail(e, "GPU step: a micro-batch of %ld images of %d + %d crops (%ld masked tokens) is larger than "
-                           "the recipe's (%d images, %ld masked tokens at most)",
-                        sh.B, sh.G, sh.L, sh.masked, c->batch_size, g->max_masked);
-    if (micro == 0 && fill(g, g->terms, 2 * ACCUMULATORS, e)) return -1; /* the doubles as floats */
-    if (sh.masked &&
-        (poa_cuda_exec_upload(&g->exec, g->mask_indices, mb->masks.indices, sizeof(int) * (size_t)sh.masked, e) ||
-         poa_cuda_exec_upload(&g->exec, g->ibot_weights, mb->masks.weights, sizeof(float) * (size_t)sh.masked, e)))
-        return -1;
-    if (teacher_targets(g, mb, &sh, st->teacher_temp, e)) return -1;
-    const int branches = c->elastic ? 2 : 1;
-    if (branches == 2 && (micro == 0 || !c->draw_per_step)) poa_trainer_next_member(t, &st->width, &st->depth);
-    const uint64_t stream = ((uint64_t)t->step * 64 + (uint64_t)micro) << 16;
-    for (int b = 0; b < branches; b++) {
-        const double weight = b ? 1 - c->lambda : c->elastic ? c->lambda : 1.0;
-        if (branch_forward(g, b, mb, &sh, stream + (uint64_t)b * 8192, e) ||
-            branch_losses(g, b, weight, &sh, scale, e) || branch_backward(g, b, &sh, e))
-            return -1;
-    }
-    /* the masks' host buffers may change with the next batch: finish reading them */
-    return poa_cuda_exec_synchronize(&g->exec, e);
+static int gpu_backward(void *self, int b, int crops, poa_error *e) {
+    return poa_cuda_vit_backward(pass_of(self, b, crops), NULL, e);
 }
 
 int poa_cuda_train_plan_memory(poa_trainer *t, int bf16, const poa_batch *batch, poa_cuda_train_plan *plan,
@@ -748,59 +708,74 @@ int poa_cuda_train_reduce_step(poa_cuda_train *g, poa_error *e) {
                : 0;
 }
 
-int poa_cuda_train_end_step(poa_cuda_train *g, poa_error *e) {
-    poa_trainer *t = g->t;
-    poa_step_stats *s = &t->current;
+/* The one synchronisation of the step: the loss terms (summed over the ranks by reduce_step)
+   and the gradient norms, kept for gpu_update. */
+static int gpu_read_step(void *self, poa_step_stats *s, poa_error *e) {
+    poa_cuda_train *g = self;
     const long n = g->n, nh = g->nh;
-    const size_t f = sizeof(float);
-    double terms[ACCUMULATORS], norms[2];
-    CUdeviceptr norm_backbone = g->norms, norm_heads = g->norms + sizeof(double);
-    const int world = many(g) ? g->reduce->dist->world_size : 1; /* the terms are summed over it */
-    /* the one synchronisation of the step: the loss terms and the gradient norms */
-    if (sum_squares(g, norm_backbone, g->grads, n, e) || sum_squares(g, norm_heads, g->grads + f * (size_t)n, nh, e) ||
+    double terms[ACCUMULATORS];
+    const int world = many(g) ? g->reduce->dist->world_size : 1;
+    if (sum_squares(g, g->norms, g->grads, n, e) ||
+        sum_squares(g, g->norms + sizeof(double), g->grads + sizeof(float) * (size_t)n, nh, e) ||
         poa_cuda_exec_download(&g->exec, terms, g->terms, sizeof terms, e) ||
-        poa_cuda_exec_download(&g->exec, norms, g->norms, sizeof norms, e))
+        poa_cuda_exec_download(&g->exec, g->norm_values, g->norms, sizeof g->norm_values, e))
         return -1;
     s->dino = terms[POA_LOSS_DINO] / world, s->distill = terms[POA_LOSS_DISTILL] / world;
     s->koleo = terms[POA_LOSS_KOLEO] / world, s->ibot = terms[POA_LOSS_IBOT] / world;
     double *calls = (double *)&s->calls; /* a struct of doubles only */
     for (int i = 0; i < SLOT_COUNT; i++) calls[i] = g->slot_unit[i] != 0 ? terms[TERM_COUNT + i] / g->slot_unit[i] / world : 0;
-    s->loss = s->dino + s->distill + s->koleo + s->ibot;
-    double *lr = t->rates, *wd = t->rates + g->tensor_count;
-    poa_trainer_update_rates(t, s, lr, wd);
-    s->skipped = isnan(s->loss) || isinf(s->loss);
-    if (!s->skipped) {
-        s->grad_norm_backbone = sqrt(norms[0]), s->grad_norm_heads = sqrt(norms[1]);
-        const poa_train_config *c = &t->config;
-        float *scalars = malloc(sizeof(float) * (size_t)g->tensor_count * 2);
-        if (!scalars) return poa_fail(e, "GPU step: out of memory");
-        poa_train_adamw_constants k;
-        poa_train_adamw_scalars(lr, wd, g->tensor_count, c->beta1, c->beta2, c->eps, t->step + 1, scalars,
-                                scalars + g->tensor_count, &k);
-        CUdeviceptr p = g->student, m = g->adam_m, v = g->adam_v, shadow = g->student_bf16, grads = g->grads;
-        CUdeviceptr cs = g->chunk_start, cc = g->chunk_count, ct = g->chunk_tensor, decay = g->decay;
-        CUdeviceptr neg_step = g->neg_step;
-        long chunks = g->chunks, all = n + nh;
-        train_dims adam = { .chunks = chunks }, flat = { .n = all };
-        void *a_adam[] = { &p, &m, &v, &shadow, &grads, &cs, &cc, &ct, &decay, &neg_step, &k.beta1,
-                           &k.one_minus_beta1, &k.beta2, &k.one_minus_beta2, &k.correction2_sqrt, &k.epsilon,
-                           &chunks };
-        float keep = (float)s->momentum, take = (float)(1 - s->momentum);
-        CUdeviceptr teacher = g->teacher, teacher_shadow = g->teacher_bf16, student = g->student;
-        void *a_ema[] = { &teacher, &teacher_shadow, &student, &keep, &take, &all };
-        int rc = clip(g, g->grads, norm_backbone, n, e) || clip(g, g->grads + f * (size_t)n, norm_heads, nh, e) ||
-                 poa_cuda_exec_upload(&g->exec, g->decay, scalars, sizeof(float) * (size_t)g->tensor_count, e) ||
-                 poa_cuda_exec_upload(&g->exec, g->neg_step, scalars + g->tensor_count,
-                                      sizeof(float) * (size_t)g->tensor_count, e) ||
-                 launch(g, "poa_train_adamw", &adam, a_adam, e) || launch(g, "poa_train_ema", &flat, a_ema, e);
-        if (!rc) rc = poa_cuda_exec_synchronize(&g->exec, e); /* scalars is freed next */
-        free(scalars);
-        if (rc) return -1;
-    }
-    if (fill(g, g->grads, n + nh, e)) return -1;
-    t->step++;
-    t->last = *s;
     return 0;
 }
+
+/* Unless skipped: clipping, AdamW (and the student's shadow), EMA (and the teacher's); then the
+   gradients zeroed. */
+static int gpu_update(void *self, poa_step_stats *s, const double *lr, const double *wd, poa_error *e) {
+    poa_cuda_train *g = self;
+    if (s->skipped) return fill(g, g->grads, g->n + g->nh, e);
+    poa_trainer *t = g->t;
+    const poa_train_config *c = &t->config;
+    const long n = g->n, nh = g->nh;
+    const size_t f = sizeof(float);
+    s->grad_norm_backbone = sqrt(g->norm_values[0]), s->grad_norm_heads = sqrt(g->norm_values[1]);
+    float *scalars = malloc(sizeof(float) * (size_t)g->tensor_count * 2);
+    if (!scalars) return poa_fail(e, "GPU step: out of memory");
+    poa_train_adamw_constants k;
+    poa_train_adamw_scalars(lr, wd, g->tensor_count, c->beta1, c->beta2, c->eps, t->step + 1, scalars,
+                            scalars + g->tensor_count, &k);
+    CUdeviceptr p = g->student, m = g->adam_m, v = g->adam_v, shadow = g->student_bf16, grads = g->grads;
+    CUdeviceptr cs = g->chunk_start, cc = g->chunk_count, ct = g->chunk_tensor, decay = g->decay;
+    CUdeviceptr neg_step = g->neg_step;
+    long chunks = g->chunks, all = n + nh;
+    train_dims adam = { .chunks = chunks }, flat = { .n = all };
+    void *a_adam[] = { &p, &m, &v, &shadow, &grads, &cs, &cc, &ct, &decay, &neg_step, &k.beta1,
+                       &k.one_minus_beta1, &k.beta2, &k.one_minus_beta2, &k.correction2_sqrt, &k.epsilon,
+                       &chunks };
+    float keep = (float)s->momentum, take = (float)(1 - s->momentum);
+    CUdeviceptr teacher = g->teacher, teacher_shadow = g->teacher_bf16, student = g->student;
+    void *a_ema[] = { &teacher, &teacher_shadow, &student, &keep, &take, &all };
+    int rc = clip(g, g->grads, g->norms, n, e) || clip(g, g->grads + f * (size_t)n, g->norms + sizeof(double), nh, e) ||
+             poa_cuda_exec_upload(&g->exec, g->decay, scalars, sizeof(float) * (size_t)g->tensor_count, e) ||
+             poa_cuda_exec_upload(&g->exec, g->neg_step, scalars + g->tensor_count,
+                                  sizeof(float) * (size_t)g->tensor_count, e) ||
+             launch(g, "poa_train_adamw", &adam, a_adam, e) || launch(g, "poa_train_ema", &flat, a_ema, e);
+    if (!rc) rc = poa_cuda_exec_synchronize(&g->exec, e); /* scalars is freed next */
+    free(scalars);
+    return rc || fill(g, g->grads, all, e) ? -1 : 0;
+}
+
+static const poa_step_ops gpu_ops = {
+    .begin = gpu_begin, .end = gpu_end, .prepare = gpu_prepare, .forward = gpu_forward, .rows = gpu_rows,
+    .heads_forward = gpu_heads_forward, .sinkhorn = gpu_sinkhorn, .cross_entropy = gpu_cross_entropy,
+    .koleo = gpu_koleo, .heads_backward = gpu_heads_backward, .backward = gpu_backward, .read_step = gpu_read_step,
+    .update = gpu_update,
+};
+
+void poa_cuda_train_begin_step(poa_cuda_train *g) { poa_trainer_begin_step(g->t); }
+
+int poa_cuda_train_micro_batch(poa_cuda_train *g, const poa_batch *mb, int micro, poa_error *e) {
+    return poa_step_micro_batch(g->t, &gpu_ops, g, mb, micro, e);
+}
+
+int poa_cuda_train_end_step(poa_cuda_train *g, poa_error *e) { return poa_step_end(g->t, &gpu_ops, g, e); }
 
 #endif /* POA_FP64 */

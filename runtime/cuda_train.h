@@ -1,6 +1,6 @@
-/* cuda_train.h: the POA training step on the GPU: runtime/train_step.c's micro-batch (teacher
-   targets, intact and elastic student, every loss term, backward) and trainer.c's update
-   (NaN check, clipping per module, AdamW, EMA), step for step, on device memory.
+/* cuda_train.h: the POA training step on the GPU: runtime/train_step.h's step (teacher
+   targets, intact and elastic student, every loss term, backward; NaN check, clipping per
+   module, AdamW, EMA), the same sequence as the CPU's, on device memory.
 
    The CPU trainer (poa_trainer) stays the owner of everything that is not a tensor: the
    configuration, the networks' tensor tables and parameter groups, the schedules, the elastic
@@ -31,7 +31,7 @@
 #include "dist.h"
 #include "cuda_heads.h"
 #include "cuda_vit.h"
-#include "trainer.h"
+#include "train_step.h"
 
 /* Data parallelism of the GPU step (reference §3.3, as runtime/trainer.c's reduce step and
    loss.c's poa_sinkhorn_knopp_global): the Sinkhorn-Knopp max, total, sample count and
@@ -92,11 +92,13 @@ typedef struct poa_cuda_train {
     CUdeviceptr teacher_input, targets_cls[POA_MAX_HEADS], targets_patch[POA_MAX_HEADS];
     CUdeviceptr distill_targets, ibot_weights, mask_indices, row_loss, terms, sum_scratch;
     CUdeviceptr sk_max_partial, sk_max, sk_row_sum, sk_row_scale, sk_total, sk_colsum, sk_column_scale;
-    CUdeviceptr koleo_zhat, koleo_g, koleo_norm, koleo_row_loss, koleo_nn, koleo_features, koleo_grads;
+    CUdeviceptr koleo_zhat, koleo_g, koleo_norm, koleo_row_loss, koleo_nn, koleo_grads;
     CUdeviceptr norm_partial, norms;
     double slot_unit[sizeof(poa_loss_calls) / sizeof(double)]; /* per raw-call slot: factor / slot_scale */
-    /* host scratch */
-    float *drop_global[2], *drop_local[2];
+    /* the micro-batch being run, and the step's squared gradient norms (backbone, heads) */
+    const poa_batch *batch;
+    poa_step_shapes shape;
+    double norm_values[2];
     long launches, gemms;
 } poa_cuda_train;
 

@@ -1,7 +1,7 @@
 /* loss_plan.h: the loss calls of one student branch (reference poa-vit-and-training.md §3.5)
    as a list: which targets and logits rows each reads, its weight in the step's loss, and
    where its raw value (the reference loss module's return value, trainer.h's poa_loss_calls)
-   goes. The CPU step (train_step.c) and the GPU step (cuda_train.c) both run this list, so the
+   goes. The step (train_step.c, on the CPU and the GPU) runs this list, so the
    terms, their weights and their summation order are written once. */
 #ifndef POA_LOSS_PLAN_H
 #define POA_LOSS_PLAN_H

@@ -161,41 +161,6 @@ void poa_trainer_update_rates(const poa_trainer *t, poa_step_stats *s, double *l
     }
 }
 
-/* AdamW over every tensor of [backbone | heads] with its lr and weight decay, after clipping. */
-static void optimizer_update(poa_trainer *t, const double *lr, const double *wd) {
-    const poa_train_config *c = &t->config;
-    long step = t->step + 1;
-    for (int pass = 0, i = 0; pass < 2; pass++) {
-        const poa_vit_tensor *tensors = pass ? t->heads.tensors : t->model.tensors;
-        int count = pass ? t->heads.tensor_count : t->model.tensor_count;
-        real *p = pass ? t->student_heads : t->student, *g = pass ? t->grads_heads : t->grads;
-        real *m = pass ? t->adam_m_heads : t->adam_m, *v = pass ? t->adam_v_heads : t->adam_v;
-        for (int j = 0; j < count; j++, i++) {
-            const poa_vit_tensor *x = &tensors[j];
-            poa_adamw_update(p + x->offset, g + x->offset, m + x->offset, v + x->offset, x->count,
-                             lr[i], wd[i], c->beta1, c->beta2, c->eps, step);
-        }
-    }
-}
-
-/* After the gradients of a step are in: NaN check, clipping per module, AdamW, EMA. */
-void poa_trainer_apply(poa_trainer *t, poa_step_stats *s) {
-    const long n = t->model.parameter_count, nh = t->heads.parameter_count;
-    double *lr = t->rates, *wd = t->rates + t->model.tensor_count + t->heads.tensor_count;
-    poa_trainer_update_rates(t, s, lr, wd);
-    s->skipped = isnan(s->loss) || isinf(s->loss);
-    if (!s->skipped) {
-        s->grad_norm_backbone = poa_clip_grad_norm(t->grads, n, t->config.clip_grad);
-        s->grad_norm_heads = poa_clip_grad_norm(t->grads_heads, nh, t->config.clip_grad);
-        optimizer_update(t, lr, wd);
-        poa_ema_update(t->teacher, t->student, n, s->momentum);
-        poa_ema_update(t->teacher_heads, t->student_heads, nh, s->momentum);
-    }
-    memset(t->grads, 0, sizeof(real) * (size_t)n);
-    memset(t->grads_heads, 0, sizeof(real) * (size_t)nh);
-    t->step++;
-}
-
 /* A host all-reduce (sum) of `real` values: float, or double in the fp64 build. */
 static int all_reduce_real(poa_dist *d, real *x, long n, poa_error *e) {
 #ifdef POA_FP64

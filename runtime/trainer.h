@@ -55,7 +55,7 @@ typedef struct poa_work_buffer {
 real *poa_work_buffer_get(poa_work_buffer *b, long n);
 void poa_work_buffer_free(poa_work_buffer *b);
 
-/* A student branch's work buffers (runtime/train_step.c): head input and its gradient,
+/* A student branch's work buffers (runtime/train_cpu.c): head input and its gradient,
    the loss gradients per head, the backbone output gradients, the drop-path scales. */
 typedef struct poa_branch_work {
     poa_work_buffer features, dfeatures, dlogits[POA_MAX_HEADS];
