@@ -215,6 +215,7 @@ typedef struct runner {
     poa_cuda *cuda;
     poa_cublaslt *lt;
     int bf16;           /* the pass in bf16 (poa_cuda_vit_pass_use_bf16) */
+    const char *skip;   /* why the checks do not run (no GPU; they print SKIP lines) or NULL */
     long launches;
 } runner;
 
@@ -274,6 +275,11 @@ static int run_pass(runner *r, const poa_vit *m, const char *recipe, int width, 
 
 static void check_golden(runner *r, const poa_vit *m, const float *params, const char *name) {
     char path[256], label[256];
+    if (r->skip) {
+        snprintf(label, sizeof label, "%s: golden %s global and local outputs and all gradients within 1e-4", r->prefix, name);
+        CHECK_SKIP(label, r->skip);
+        return;
+    }
     snprintf(path, sizeof path, FIXTURES "vit_%s.safetensors", name);
     poa_safetensors f;
     open_fixture(&f, path);
@@ -352,6 +358,10 @@ static void check_against_cpu(runner *r, const poa_vit *m, cpu_case c) {
     snprintf(label, sizeof label, "%s: %dx%d batch %ld at %d px%s: output within %g and gradients within %g of the CPU backend's",
              r->prefix, width, depth, batch, image, masked ? " (mask, stochastic depth)" : "", tolerance,
              gradient_tolerance);
+    if (r->skip) {
+        CHECK_SKIP(label, r->skip);
+        return;
+    }
     poa_error e = { { 0 } };
     poa_vit_pass cpu;
     if (poa_vit_pass_init(&cpu, m, width, depth, batch, image, &e)) {
@@ -438,15 +448,27 @@ static const char *const golden_cases[] = { "intact_96x4", "elastic_32x2", "elas
 
 /* The golden cases and the comparisons with the CPU backend where cuda runs the pass (NULL:
    emulated), then the bf16 pass (bf16 GEMM operands, fp32 accumulation and kernels) against
-   the fp32 CPU backend within the issue's 1e-2. */
-static void check_all(const char *prefix, poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m, const float *params) {
+   the fp32 CPU backend within the issue's 1e-2; with skip, SKIP lines that say why not. */
+static void check_all(const char *prefix, poa_cuda *cuda, poa_cublaslt *lt, const char *skip) {
     char bf16_prefix[32];
     snprintf(bf16_prefix, sizeof bf16_prefix, "%s bf16", prefix);
-    runner r = { .prefix = prefix, .cuda = cuda, .lt = lt }, r16 = { .prefix = bf16_prefix, .cuda = cuda, .lt = lt, .bf16 = 1 };
-    for (int i = 0; i < COUNT(golden_cases); i++) check_golden(&r, m, params, golden_cases[i]);
-    for (int i = 0; i < COUNT(cpu_cases); i++) check_against_cpu(&r, m, cpu_cases[i]);
-    if (!cuda) printf("  emulated: %ld launches had their geometry checked against their own arguments\n", r.launches);
-    for (int i = 0; i < COUNT(bf16_cases); i++) check_against_cpu(&r16, m, bf16_cases[i]);
+    runner r = { .prefix = prefix, .cuda = cuda, .lt = lt, .skip = skip },
+           r16 = { .prefix = bf16_prefix, .cuda = cuda, .lt = lt, .bf16 = 1, .skip = skip };
+    poa_recipe recipe;
+    poa_vit m;
+    poa_error e = { { 0 } };
+    test_load_model(TINY, &recipe, &m);
+    float *params = malloc(sizeof(float) * (size_t)m.parameter_count);
+    if (poa_vit_load_parameters(&m, params, FIXTURES "vit_tiny_params.safetensors", NULL, &e)) {
+        CHECK("golden parameters", 0, "%s: %s", prefix, e.message);
+    } else {
+        for (int i = 0; i < COUNT(golden_cases); i++) check_golden(&r, &m, params, golden_cases[i]);
+        for (int i = 0; i < COUNT(cpu_cases); i++) check_against_cpu(&r, &m, cpu_cases[i]);
+        if (!cuda) printf("  emulated: %ld launches had their geometry checked against their own arguments\n", r.launches);
+        for (int i = 0; i < COUNT(bf16_cases); i++) check_against_cpu(&r16, &m, bf16_cases[i]);
+    }
+    free(params);
+    poa_vit_free(&m);
 }
 
 /* The same checks with the pass emulated on the host: the GPU code's buffers, arguments,
@@ -454,16 +476,7 @@ static void check_all(const char *prefix, poa_cuda *cuda, poa_cublaslt *lt, cons
 static void check_emulated(void) {
     from_cu = host_runner_available();
     if (!from_cu) CHECK_SKIP("emulated: the pass's kernels run from their .cu text", "no host C++ compiler (g++)");
-    poa_recipe recipe;
-    poa_vit m;
-    poa_error e = { { 0 } };
-    test_load_model(TINY, &recipe, &m);
-    float *params = malloc(sizeof(float) * (size_t)m.parameter_count);
-    if (poa_vit_load_parameters(&m, params, FIXTURES "vit_tiny_params.safetensors", NULL, &e)) {
-        CHECK("emulated: golden parameters", 0, "%s", e.message);
-    } else {
-        check_all("emulated", NULL, NULL, &m, params);
-    }
+    check_all("emulated", NULL, NULL, NULL);
     if (from_cu) {
         double worst = host_runner_report(&from_cu_runner, "emulated pass");
         CHECK("emulated: every kernel the pass launched ran from its .cu text within 1e-5 of its C twin on the same "
@@ -471,24 +484,6 @@ static void check_emulated(void) {
               "worst %.3g over %d kernels", worst, from_cu_runner.error_count);
         cuda_host_close(&from_cu_runner.host);
     }
-    free(params);
-    poa_vit_free(&m);
-}
-
-static void skip_gpu(const char *why) {
-    char label[200];
-    for (int i = 0; i < COUNT(golden_cases); i++) {
-        snprintf(label, sizeof label, "gpu: golden %s global and local outputs and all gradients within 1e-4", golden_cases[i]);
-        CHECK_SKIP(label, why);
-    }
-    for (int b = 0; b < 2; b++)
-        for (int i = 0; i < (b ? COUNT(bf16_cases) : COUNT(cpu_cases)); i++) {
-            const cpu_case c = b ? bf16_cases[i] : cpu_cases[i];
-            snprintf(label, sizeof label, "gpu%s: %dx%d batch %ld at %d px%s against the CPU backend%s", b ? " bf16" : "",
-                     c.width, c.depth, c.batch, c.image, c.masked ? " (mask, stochastic depth)" : "",
-                     b ? " (output 1e-2, gradients 2e-2)" : "");
-            CHECK_SKIP(label, why);
-        }
 }
 
 static void check_gpu(void) {
@@ -496,22 +491,12 @@ static void check_gpu(void) {
     poa_cublaslt lt;
     poa_error e = { { 0 } };
     int rc = open_gpu_for_tests(&cuda, &lt, &e);
-    if (rc == 0) skip_gpu(e.message);
-    if (rc <= 0) return;
-    poa_recipe recipe;
-    poa_vit m;
-    test_load_model(TINY, &recipe, &m);
-    float *params = malloc(sizeof(float) * (size_t)m.parameter_count);
-    if (poa_vit_load_parameters(&m, params, FIXTURES "vit_tiny_params.safetensors", NULL, &e)) {
-        CHECK("gpu: golden parameters", 0, "%s", e.message);
-    } else {
-        check_all("gpu", &cuda, &lt, &m, params);
+    if (rc >= 0) check_all("gpu", &cuda, &lt, rc ? NULL : e.message);
+    if (rc > 0) {
+        printf("  cuBLASLt: %ld shapes planned\n", lt.heuristic_calls);
+        poa_cublaslt_free(&lt);
+        poa_cuda_close(&cuda);
     }
-    printf("  cuBLASLt: %ld shapes planned\n", lt.heuristic_calls);
-    free(params);
-    poa_vit_free(&m);
-    poa_cublaslt_free(&lt);
-    poa_cuda_close(&cuda);
 }
 
 int main(void) {
