@@ -106,13 +106,13 @@ end
 
 -- The checks every pair of forward and backward programs passes, CPU or GPU.
 local function check_pair(name, p, b, r, width, depth)
-  check.ok(name .. " values live together never share the arena", arena_sound(p))
+  for _, x in ipairs({ { name, p }, { name .. " backward:", b } }) do
+    local arena, live = program.eval(x[2].arena, 4), program.max_live(x[2], 4)
+    check.ok(x[1] .. " values live together never share the arena", arena_sound(x[2]))
+    check.ok(x[1] .. " arena no larger than the most live at one step", arena <= live, string.format("%d > %d", arena, live))
+  end
   check.ok(name .. " every activation is written before it is read, by the program only", dataflow_sound(p))
-  check.ok(name .. " arena no larger than the most live at one step",
-    program.eval(p.arena, 4) <= program.max_live(p, 4),
-    string.format("%d > %d", program.eval(p.arena, 4), program.max_live(p, 4)))
   check.ok(name .. " reads exactly the member's blocks", params_match(p, r, width, depth))
-  check.ok(name .. " backward: values live together never share the arena", arena_sound(b))
   local sound, runs = dataflow_sound(b, true)
   check.ok(name .. " backward: cotangents written before read, forward values only recomputed", sound, runs)
   check.equal(name .. " backward: recomputes g, ln1 and ln2 of each block", runs, 3 * depth)
@@ -121,8 +121,6 @@ local function check_pair(name, p, b, r, width, depth)
   for n in pairs(params) do same = same and grads[n] == true end
   for n in pairs(grads) do same = same and params[n] == true end
   check.ok(name .. " backward: a gradient for every parameter the forward reads, no other", same)
-  check.ok(name .. " backward: arena no larger than the most live at one step",
-    program.eval(b.arena, 4) <= program.max_live(b, 4))
 end
 
 local function count_kernels(p)
