@@ -11,7 +11,9 @@
 -- cotangent written before it is read; the only forward values written are the recomputed
 -- ones (GELU's g, the LayerNorms' y: three per block); a gradient for every parameter the
 -- forward reads and for no other; FLOPs twice the forward's less the patch embedding's dx. (That the gradients are right: tests/c/test_vit_golden.c
--- against PyTorch and tests/c/f64_vit_gradcheck.c, both through the executor.)
+-- against PyTorch and tests/c/f64_vit_gradcheck.c, both through the executor.) The GPU
+-- programs (gen/schedule.lua) against the CPU's (check_gpu), and for every width of every
+-- shipped family their launches (launches_sound); the launch geometry of one member pinned.
 package.path = "./?.lua;" .. package.path
 local check = require("tests.lua.check")
 local program = require("gen.program")
