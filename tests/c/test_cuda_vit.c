@@ -82,7 +82,7 @@ static int push_launches(lua_State *L, long width, long head_dim, long hidden, p
 
 /* Every kernel the runtime launches by name (gen/emit.lua's runtime_launches: the glue and the
    training kernels) is defined in its module's source (NVRTC compiles both:
-   test_nvrtc_compile.c); the programs' glue launches: check_width. */
+   test_nvrtc_compile.c); the programs' glue launches: tests/lua/test_program.lua. */
 static void check_glue(void) {
     char *texts[2] = { NULL, NULL }; /* vit_glue.cu, train_kernels.cu */
     poa_error e = { { 0 } };
@@ -348,6 +348,7 @@ static void check_against_cpu(runner *r, const poa_vit *m, cpu_case c) {
     char label[256];
     const double tolerance = r->bf16 ? BF16_TOLERANCE : TOLERANCE;
     const double gradient_tolerance = r->bf16 ? BF16_GRADIENT_TOLERANCE : TOLERANCE;
+    double (*error_of)(const float *, const float *, long) = r->bf16 ? norm_error : relative_error_f;
     snprintf(label, sizeof label, "%s: %dx%d batch %ld at %d px%s: output within %g and gradients within %g of the CPU backend's",
              r->prefix, width, depth, batch, image, masked ? " (mask, stochastic depth)" : "", tolerance,
              gradient_tolerance);
@@ -394,8 +395,7 @@ static void check_against_cpu(runner *r, const poa_vit *m, cpu_case c) {
             while (j < cpu_count && strcmp(cpu_kept[j].name, gpu_kept[i].name)) j++;
             if (j == cpu_count || cpu_kept[j].count != gpu_kept[i].count) continue;
             compared++;
-            double err = (r->bf16 ? norm_error : relative_error_f)(arena + gpu_kept[i].offset,
-                                                                   cpu.arena + cpu_kept[j].offset, gpu_kept[i].count);
+            double err = error_of(arena + gpu_kept[i].offset, cpu.arena + cpu_kept[j].offset, gpu_kept[i].count);
             if (err > gradient_tolerance) {
                 if (off++ < 8) printf("  %s activation %s: relative error %.3g\n", r->prefix, gpu_kept[i].name, err);
                 if (!first[0]) snprintf(first, sizeof first, "%.64s", gpu_kept[i].name);
@@ -411,7 +411,6 @@ static void check_against_cpu(runner *r, const poa_vit *m, cpu_case c) {
                    off ? ", first " : "", first);
         }
         free(arena);
-        double (*error_of)(const float *, const float *, long) = r->bf16 ? norm_error : relative_error_f;
         double out_err = error_of(out, poa_vit_output(&cpu), out_count);
         double max_out = relative_error(out, poa_vit_output(&cpu), out_count), max_grad = 0;
         int bad = 0;
