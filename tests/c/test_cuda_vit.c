@@ -2,13 +2,10 @@
    programs of gen/schedule.lua run by runtime/program_cuda.c; cuBLASLt itself: test_cublaslt.c).
 
    Everywhere (no GPU needed):
-   - For every width of the tiny and the ViT-L families: each kernel gen/emit.lua lists for the
-     set (its .cu's table) is defined in its text, and every kernel the runtime launches by name
-     (gen/emit.lua's runtime_launches) in its module (test_nvrtc_compile.c compiles them all).
-   - For every width of every shipped family, the GPU programs (gen/schedule.lua, fp32 and
-     bf16, both crop sizes) of a pass made where nothing runs launch only kernels their module
-     (the width's set, vit_fused.cu, the glue) defines.
-   - The launch geometry of the w96 programs evaluated for a known shape.
+   - Every kernel the runtime launches by name (gen/emit.lua's runtime_launches) is defined in
+     its module (test_nvrtc_compile.c compiles them all; that every kernel of a set's table is
+     defined and the GPU programs of every width of every shipped family launch only kernels
+     their module defines, and the launch geometry of the w96 programs: tests/lua/test_program.lua).
    - The pass emulated on the host (an exec with an emulator): device pointers are host
      pointers, each launch runs its kernel's own .cu text through tests/c/cuda_host_run.h,
      thread by thread, after the CPU kernel of its op on the same inputs (each kernel's worst
@@ -40,14 +37,12 @@
 #include "vit_test_util.h"
 
 #define TINY "tests/recipes/tiny_vit.lua"
-static const poa_cuda_exec nowhere = { 0 }; /* passes that run nothing */
 /* bf16 pass against the fp32 CPU pass, norm-relative: the output within the issue's 1e-2; the
    gradients, three or four bf16 GEMM layers further, within 2e-2: PyTorch's own bf16 autocast
    on the same model and members is off by 1.3-2.2% on its worst gradient tensor
    (bench/bf16_error_torch.py), poa's bf16 pass by 1.1-1.4%. */
 #define BF16_TOLERANCE 1e-2
 #define BF16_GRADIENT_TOLERANCE 2e-2
-#define LARGE "recipes/vit_l16_ee1200.lua"
 
 static double relative_error_f(const float *a, const float *b, long n) { return relative_error(a, b, n); }
 
@@ -55,16 +50,13 @@ static double relative_error_f(const float *a, const float *b, long n) { return 
 
 /* gen/emit.lua's launches of the kernel set (width, head_dim, hidden), the list its .cu's table
    prints: a function of a kernel's name and the values of its arguments rows, batch, tokens and
-   patches (nil where it has none) giving its grid and block, and the names of the set's own. */
+   patches (nil where it has none) giving its grid and block. */
 static const char *const launches_lua =
     "local emit, lower_cuda = require('gen.emit'), require('gen.lower_cuda')\n"
     "local set = emit.kernel_set(...)\n"
-    "local by_name, names = {}, {}\n"
+    "local by_name = {}\n"
     "for _, list in pairs(emit.launches(set)) do\n"
-    "  for _, k in ipairs(list) do\n"
-    "    by_name[k.name] = k\n"
-    "    if k.module ~= 'vit_fused.cu' then names[#names + 1] = k.name end\n"
-    "  end\n"
+    "  for _, k in ipairs(list) do by_name[k.name] = k end\n"
     "end\n"
     "return function(name, rows, batch, tokens, patches)\n"
     "  local k = by_name[name] or error(name .. ' is not among the launches of ' .. set.name, 0)\n"
@@ -75,94 +67,22 @@ static const char *const launches_lua =
     "    g[d], g[d + 3] = lower_cuda.constant(k.grid[d] or 1, bound), lower_cuda.constant(k.block[d] or 1, bound)\n"
     "  end\n"
     "  return table.unpack(g)\n"
-    "end, names\n";
+    "end\n";
 
-/* Pushes launches_lua's function and names for the set of width x head_dim x hidden. */
+/* Pushes launches_lua's function for the set of width x head_dim x hidden. */
 static int push_launches(lua_State *L, long width, long head_dim, long hidden, poa_error *e) {
     if (luaL_loadstring(L, launches_lua) == LUA_OK) {
         lua_pushinteger(L, width), lua_pushinteger(L, head_dim), lua_pushinteger(L, hidden);
-        if (lua_pcall(L, 3, 2, 0) == LUA_OK) return 0;
+        if (lua_pcall(L, 3, 1, 0) == LUA_OK) return 0;
     }
     poa_fail(e, "the launches of width %ld: %s", width, lua_tostring(L, -1));
     lua_pop(L, 1);
     return -1;
 }
 
-/* One width of a family: every kernel gen/emit.lua lists for its set is defined in the set's
-   text, and the GPU programs of passes at both crop sizes (made where nothing runs) launch only
-   kernels their module defines: the width's set, vit_fused.cu or the glue. Returns the number
-   of problems, the first described in why. */
-static int check_width(lua_State *L, const poa_recipe *r, const poa_vit *m, int width, const char *fused, char *why,
-                       size_t size) {
-    char name[96];
-    char *set = NULL, *glue = NULL;
-    poa_error e = { { 0 } };
-    int problems = 0;
-    if (poa_cuda_vit_sources(r->path, NULL, width, &set, &glue, name, sizeof name, &e) ||
-        push_launches(L, width, m->config.head_dim, width * m->config.mlp_ratio, &e)) {
-        snprintf(why, size, "width %d: %.800s", width, e.message);
-        free(set), free(glue);
-        return 1;
-    }
-    const int count = (int)luaL_len(L, -1);
-    for (int i = 1; i <= count; i++, lua_pop(L, 1))
-        if (lua_rawgeti(L, -1, i) && !poa_cuda_source_defines(set, lua_tostring(L, -1)) && problems++ == 0)
-            snprintf(why, size, "%s: %s is listed but not defined", name, lua_tostring(L, -1));
-    if (count < 16 && problems++ == 0) snprintf(why, size, "%s: only %d kernels listed", name, count);
-    lua_pop(L, 2);
-    const int sizes[2] = { r->global_crop_size, r->local_crop_size };
-    for (int i = 0; i < 2 && problems == 0; i++) {
-        poa_cuda_vit_pass p;
-        for (int bf16 = 0; bf16 < 2 && problems == 0; bf16++) {
-            if (poa_cuda_vit_pass_init(&p, &nowhere, m, width, r->depth_min, 2, sizes[i], set, glue, NULL, &e) ||
-                (bf16 && poa_cuda_vit_pass_use_bf16(&p, &e))) {
-                if (problems++ == 0) snprintf(why, size, "%s at %d px: %.800s", name, sizes[i], e.message);
-                continue;
-            }
-            const poa_program *programs[2] = { p.fwd.program, p.bwd.program };
-            for (int g = 0; g < 2; g++)
-                for (int k = 0; k < programs[g]->launch_count; k++) {
-                    const poa_program_launch *l = &programs[g]->launches[k];
-                    const char *text = !strcmp(l->module, "vit_glue.cu") ? glue : !strcmp(l->module, "vit_fused.cu") ? fused
-                                     : !strcmp(l->module, name)          ? set  : NULL;
-                    if (!(text && poa_cuda_source_defines(text, l->name)) && problems++ == 0)
-                        snprintf(why, size, "%s at %d px: %s of module %s is not defined there", name, sizes[i], l->name,
-                                 l->module);
-                }
-            poa_cuda_vit_pass_free(&p);
-        }
-    }
-    free(set);
-    free(glue);
-    return problems;
-}
-
-static void check_family(lua_State *L, const char *recipe_path) {
-    char label[256], why[1024] = "";
-    poa_recipe r;
-    poa_vit m;
-    poa_error e = { { 0 } };
-    if (poa_recipe_load(L, recipe_path, &r, &e) || poa_vit_init(&m, &r.vit, &e)) {
-        snprintf(label, sizeof label, "%s: kernel tables", recipe_path);
-        CHECK(label, 0, "%s", e.message);
-        return;
-    }
-    int widths = 0, problems = 0;
-    char *fused = NULL;
-    if (poa_cuda_vit_fused_source(recipe_path, NULL, &fused, &e)) problems++, snprintf(why, sizeof why, "%.900s", e.message);
-    for (int w = r.width_min; w <= r.width_max && fused; w += r.width_step, widths++)
-        problems += check_width(L, &r, &m, w, fused, problems ? NULL : why, problems ? 0 : sizeof why);
-    snprintf(label, sizeof label,
-             "%s: all %d widths: every kernel of the set's table is defined in its .cu, every kernel the GPU programs launch "
-             "(fp32 and bf16, both crops) is defined in its module", recipe_path, widths);
-    CHECK(label, problems == 0 && widths > 0, "%d problems; first: %s", problems, why);
-    free(fused);
-    poa_vit_free(&m);
-}
-
 /* Every kernel the runtime launches by name (gen/emit.lua's runtime_launches: the glue and the
    training kernels) is defined in its module's source (NVRTC compiles both:
-   test_nvrtc_compile.c); the programs' glue launches: check_width. */
+   test_nvrtc_compile.c); the programs' glue launches: tests/lua/test_program.lua. */
 static void check_glue(void) {
     char *texts[2] = { NULL, NULL }; /* vit_glue.cu, train_kernels.cu */
     poa_error e = { { 0 } };
@@ -181,47 +101,6 @@ static void check_glue(void) {
               r->launch_count, defines_other);
     }
     free(texts[0]), free(texts[1]);
-}
-
-static void check_geometry(void) {
-    const char *label = "launch geometry of the w96 GPU programs at batch 2: layernorm, gelu, dpos column sums, attention";
-    poa_recipe r;
-    poa_vit m;
-    poa_error e = { { 0 } };
-    char *set = NULL;
-    poa_cuda_vit_pass p;
-    test_load_model(TINY, &r, &m);
-    if (poa_cuda_vit_sources(TINY, NULL, 96, &set, NULL, NULL, 0, &e) ||
-        poa_cuda_vit_pass_init(&p, &nowhere, &m, 96, 4, 2, 32, set, "", NULL, &e)) {
-        CHECK(label, 0, "%s", e.message);
-    } else {
-        const struct { const char *name; unsigned grid[3], block[3]; } want[] = {
-            { "layernorm_forward", { 34, 1, 1 }, { 96, 1, 1 } },
-            { "gelu_forward", { 34, 1, 1 }, { 256, 1, 1 } },
-            { "tokens_backward_dpos", { 3, 17, 1 }, { 32, 8, 1 } },
-            { "attention_forward", { 5, 3, 2 }, { 128, 1, 1 } },
-            { "attention_backward_dkv", { 5, 3, 2 }, { 128, 1, 1 } },
-        };
-        int bad = 0;
-        for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
-            const poa_program_launch *l = NULL;
-            const poa_program *programs[2] = { p.fwd.program, p.bwd.program };
-            for (int g = 0; g < 2; g++)
-                for (int k = 0; k < programs[g]->launch_count && !l; k++)
-                    if (!strcmp(programs[g]->launches[k].name, want[i].name)) l = &programs[g]->launches[k];
-            unsigned got[2][3] = { { 0 } };
-            if (l && poa_launch_geometry(l, 2, got[0], "w96", &e) >= 0) memcpy(got[1], l->block, sizeof got[1]);
-            if (!l || memcmp(got[0], want[i].grid, sizeof want[i].grid) || memcmp(got[1], want[i].block, sizeof want[i].block)) {
-                bad++;
-                printf("  %s: %s grid (%u, %u, %u) block (%u, %u, %u)\n", want[i].name, l ? "" : "not launched", got[0][0],
-                       got[0][1], got[0][2], got[1][0], got[1][1], got[1][2]);
-            }
-        }
-        CHECK(label, bad == 0, "%d of %zu wrong", bad, sizeof want / sizeof want[0]);
-        poa_cuda_vit_pass_free(&p);
-    }
-    free(set);
-    poa_vit_free(&m);
 }
 
 /* The forward activations a pass's backward reads (kept to the end of its forward, so after
@@ -248,43 +127,20 @@ static int kept_of(const poa_vit_run *fwd, const poa_vit_run *bwd, long batch, k
 
 /* ---- the pass emulated on the host ---- */
 
-/* The emulator runs each launch with the CPU backend's kernel of the same op (the generated
-   C set of the width, runtime/kernels.h), unpacking the argument array the pass hands to
-   cuLaunchKernel by the .cu signatures (the C function's parameters in order, without k). A
-   row kernel gets the op's accumulated outputs redirected to scratch and a column-sum kernel
-   its written outputs, so each kernel does only its own part; the pair
-   attention_backward_dq/_dkv runs the CPU attention_backward once (at _dq). GEMMs evaluate
-   the column-major call cuBLASLt would get, by plain loops. Glue kernels: plain loops. */
+/* The emulator: tests/c/cuda_emulator.h's, launches by the CPU backend's kernel of the same op
+   (emulate_vit_kernel, the generated C set of the width) and the glue loops, or with a host C++
+   compiler from their .cu text (tests/c/cuda_host_run.h) checked against that C twin; GEMMs by
+   the column-major call cuBLASLt would get. Before it runs, each launch's module and geometry
+   are checked here. */
 typedef struct emulator_state {
+    step_emulator em; /* first: the context emulate_step_gemm gets */
     const char *set, *fused;         /* the kernel set's and the fused kernels' sources: signatures */
     lua_State *L;                    /* launches_lua's function of the set at the top */
-    long width, head_dim, hidden;
     long geometry_checked;
-    const poa_vit_kernels *k;
-    poa_vit_kernels generic;
-    float *scratch;
-    long scratch_count;
-    long launches, gemms;
 } emulator_state;
 
-/* The pass's kernels from their .cu text (tests/c/cuda_host_run.h), each launch checked against
-   its C twin (vit_twin); unused without a host C++ compiler. */
-static host_runner from_cu_runner = { .recipe = TINY };
+static host_runner from_cu_runner = { .recipe = TINY, .twin = emulate_step_twin };
 static int from_cu;
-
-static int vit_twin(void *context, const char *module, const char *name, const unsigned grid[3],
-                    const unsigned block[3], void **args, poa_error *e) {
-    emulator_state *st = context;
-    (void)module, (void)grid, (void)block;
-    return emulate_vit_kernel(st->k, st->scratch, st->scratch_count, name, args, e);
-}
-
-static int run_kernel(emulator_state *st, const char *module, const char *name, const unsigned grid[3],
-                      const unsigned block[3], void **args, poa_error *e) {
-    if (!from_cu) return vit_twin(st, module, name, grid, block, args, e);
-    from_cu_runner.twin = vit_twin, from_cu_runner.twin_context = st;
-    return host_runner_launch(&from_cu_runner, module, name, grid, block, args, e);
-}
 
 /* The launch geometry of a generated or fused kernel, evaluated again from gen/emit.lua's launches with
    rows, batch, tokens and patches bound to the values of its own arguments of those names
@@ -337,26 +193,11 @@ static int check_launch_geometry(emulator_state *st, const char *source, const c
 static int emulate_launch(void *context, const char *module, const char *name, const unsigned grid[3],
                           const unsigned block[3], void **args, poa_error *e) {
     emulator_state *st = context;
-    char set[80], suffix[64];
-    snprintf(set, sizeof set, "vit_w%ld_h%ld_f%ld.cu", st->width, st->head_dim, st->hidden);
-    snprintf(suffix, sizeof suffix, "_w%ld_h%ld_f%ld", st->width, st->head_dim, st->hidden);
-    /* the fused kernels of this set: residual_layernorm_{forward,backward}_<set>[_dw_db|_dgamma] */
-    const int is_fused = !strncmp(name, "residual_layernorm_", 19) && strstr(name, suffix);
-    const int is_glue = !strncmp(name, "poa_glue_", 9);
-    if (strcmp(module, is_fused ? "vit_fused.cu" : is_glue ? "vit_glue.cu" : set))
-        return poa_fail(e, "emulator: %s launched from module %s", name, module);
-    st->launches++;
-    if (is_glue ? check_glue_geometry(name, grid, block, args, e)
-                : check_launch_geometry(st, is_fused ? st->fused : st->set, name, grid, block, args, e))
-        return -1;
-    st->geometry_checked += is_glue;
-    return run_kernel(st, module, name, grid, block, args, e);
-}
-
-static int emulate_gemm(void *context, const poa_cublaslt_call *call, poa_error *e) {
-    emulator_state *st = context;
-    st->gemms++;
-    return colmajor_matmul(call, e);
+    /* each kernel launched from the module that defines it: tests/lua/test_program.lua's launches_sound */
+    const int is_glue = !strcmp(module, "vit_glue.cu"), is_fused = !strcmp(module, "vit_fused.cu");
+    if (!is_glue && check_launch_geometry(st, is_fused ? st->fused : st->set, name, grid, block, args, e)) return -1;
+    st->geometry_checked += is_glue; /* by emulate_step_launch: check_glue_geometry */
+    return emulate_step_launch(&st->em, module, name, grid, block, args, e);
 }
 
 /* ---- on a GPU ---- */
@@ -367,6 +208,7 @@ typedef struct runner {
     poa_cuda *cuda;
     poa_cublaslt *lt;
     int bf16;           /* the pass in bf16 (poa_cuda_vit_pass_use_bf16) */
+    const char *skip;   /* why the checks do not run (no GPU; they print SKIP lines) or NULL */
     long launches;
 } runner;
 
@@ -379,23 +221,19 @@ static int run_pass(runner *r, const poa_vit *m, const char *recipe, int width, 
                     poa_error *e) {
     char *set = NULL, *glue = NULL, *fused_source = NULL;
     const int hidden = width * m->config.mlp_ratio;
-    emulator_state st = { .width = width, .head_dim = m->config.head_dim, .hidden = hidden };
-    poa_cuda_emulator em = { .context = &st, .launch = emulate_launch, .gemm = emulate_gemm,
+    emulator_state st = { .L = NULL };
+    poa_cuda_emulator em = { .context = &st, .launch = emulate_launch, .gemm = emulate_step_gemm,
                              .alloc = from_cu ? host_runner_alloc : NULL, .release = from_cu ? host_runner_release : NULL };
-    st.k = poa_vit_kernels_find(width, m->config.head_dim, hidden);
-    if (!st.k) {
-        poa_vit_kernels_generic_for(&st.generic, width, m->config.head_dim, hidden);
-        st.k = &st.generic;
-    }
     const long tokens = (long)(image / m->config.patch_size) * (image / m->config.patch_size) + 1;
-    st.scratch_count = 4 * (batch * tokens * 3 * (long)hidden + tokens * m->config.max_width + 64);
-    st.scratch = r->cuda ? NULL : calloc((size_t)st.scratch_count, sizeof(float));
+    st.em.scratch_count = 4 * (batch * tokens * 3 * (long)hidden + tokens * m->config.max_width + 64);
+    st.em.scratch = r->cuda ? NULL : calloc((size_t)st.em.scratch_count, sizeof(float));
+    st.em.host = from_cu ? &from_cu_runner : NULL;
+    from_cu_runner.twin_context = &st.em;
     st.L = r->cuda ? NULL : poa_lua_open(e);
     poa_cuda_vit_pass p;
-    int rc = r->cuda || (st.scratch && st.L) ? 0 : poa_fail(e, "emulator: out of memory");
+    int rc = r->cuda || (st.em.scratch && st.L) ? 0 : poa_fail(e, "emulator: out of memory");
     if (!rc) rc = poa_cuda_vit_sources(recipe, NULL, width, &set, &glue, NULL, 0, e);
-    if (!rc && st.L) rc = push_launches(st.L, width, st.head_dim, hidden, e);
-    if (st.L && !rc) lua_pop(st.L, 1); /* the function stays at the top */
+    if (!rc && st.L) rc = push_launches(st.L, width, m->config.head_dim, hidden, e);
     st.set = set;
     if (!rc)
         rc = poa_cuda_vit_pass_init(&p, &(poa_cuda_exec){ .cuda = r->cuda, .lt = r->lt, .emulator = r->cuda ? NULL : &em },
@@ -423,13 +261,18 @@ static int run_pass(runner *r, const poa_vit *m, const char *recipe, int width, 
         poa_cuda_vit_pass_free(&p);
     }
     if (st.L) lua_close(st.L);
-    free(st.scratch), free(set), free(glue), free(fused_source);
+    free(st.em.scratch), free(set), free(glue), free(fused_source);
     r->launches += st.geometry_checked;
     return rc;
 }
 
 static void check_golden(runner *r, const poa_vit *m, const float *params, const char *name) {
     char path[256], label[256];
+    if (r->skip) {
+        snprintf(label, sizeof label, "%s: golden %s global and local outputs and all gradients within 1e-4", r->prefix, name);
+        CHECK_SKIP(label, r->skip);
+        return;
+    }
     snprintf(path, sizeof path, FIXTURES "vit_%s.safetensors", name);
     poa_safetensors f;
     open_fixture(&f, path);
@@ -505,9 +348,14 @@ static void check_against_cpu(runner *r, const poa_vit *m, cpu_case c) {
     char label[256];
     const double tolerance = r->bf16 ? BF16_TOLERANCE : TOLERANCE;
     const double gradient_tolerance = r->bf16 ? BF16_GRADIENT_TOLERANCE : TOLERANCE;
+    double (*error_of)(const float *, const float *, long) = r->bf16 ? norm_error : relative_error_f;
     snprintf(label, sizeof label, "%s: %dx%d batch %ld at %d px%s: output within %g and gradients within %g of the CPU backend's",
              r->prefix, width, depth, batch, image, masked ? " (mask, stochastic depth)" : "", tolerance,
              gradient_tolerance);
+    if (r->skip) {
+        CHECK_SKIP(label, r->skip);
+        return;
+    }
     poa_error e = { { 0 } };
     poa_vit_pass cpu;
     if (poa_vit_pass_init(&cpu, m, width, depth, batch, image, &e)) {
@@ -547,8 +395,7 @@ static void check_against_cpu(runner *r, const poa_vit *m, cpu_case c) {
             while (j < cpu_count && strcmp(cpu_kept[j].name, gpu_kept[i].name)) j++;
             if (j == cpu_count || cpu_kept[j].count != gpu_kept[i].count) continue;
             compared++;
-            double err = (r->bf16 ? norm_error : relative_error_f)(arena + gpu_kept[i].offset,
-                                                                   cpu.arena + cpu_kept[j].offset, gpu_kept[i].count);
+            double err = error_of(arena + gpu_kept[i].offset, cpu.arena + cpu_kept[j].offset, gpu_kept[i].count);
             if (err > gradient_tolerance) {
                 if (off++ < 8) printf("  %s activation %s: relative error %.3g\n", r->prefix, gpu_kept[i].name, err);
                 if (!first[0]) snprintf(first, sizeof first, "%.64s", gpu_kept[i].name);
@@ -564,7 +411,6 @@ static void check_against_cpu(runner *r, const poa_vit *m, cpu_case c) {
                    off ? ", first " : "", first);
         }
         free(arena);
-        double (*error_of)(const float *, const float *, long) = r->bf16 ? norm_error : relative_error_f;
         double out_err = error_of(out, poa_vit_output(&cpu), out_count);
         double max_out = relative_error(out, poa_vit_output(&cpu), out_count), max_grad = 0;
         int bad = 0;
@@ -594,15 +440,27 @@ static const char *const golden_cases[] = { "intact_96x4", "elastic_32x2", "elas
 
 /* The golden cases and the comparisons with the CPU backend where cuda runs the pass (NULL:
    emulated), then the bf16 pass (bf16 GEMM operands, fp32 accumulation and kernels) against
-   the fp32 CPU backend within the issue's 1e-2. */
-static void check_all(const char *prefix, poa_cuda *cuda, poa_cublaslt *lt, const poa_vit *m, const float *params) {
+   the fp32 CPU backend within the issue's 1e-2; with skip, SKIP lines that say why not. */
+static void check_all(const char *prefix, poa_cuda *cuda, poa_cublaslt *lt, const char *skip) {
     char bf16_prefix[32];
     snprintf(bf16_prefix, sizeof bf16_prefix, "%s bf16", prefix);
-    runner r = { .prefix = prefix, .cuda = cuda, .lt = lt }, r16 = { .prefix = bf16_prefix, .cuda = cuda, .lt = lt, .bf16 = 1 };
-    for (int i = 0; i < COUNT(golden_cases); i++) check_golden(&r, m, params, golden_cases[i]);
-    for (int i = 0; i < COUNT(cpu_cases); i++) check_against_cpu(&r, m, cpu_cases[i]);
-    if (!cuda) printf("  emulated: %ld launches had their geometry checked against their own arguments\n", r.launches);
-    for (int i = 0; i < COUNT(bf16_cases); i++) check_against_cpu(&r16, m, bf16_cases[i]);
+    runner r = { .prefix = prefix, .cuda = cuda, .lt = lt, .skip = skip },
+           r16 = { .prefix = bf16_prefix, .cuda = cuda, .lt = lt, .bf16 = 1, .skip = skip };
+    poa_recipe recipe;
+    poa_vit m;
+    poa_error e = { { 0 } };
+    test_load_model(TINY, &recipe, &m);
+    float *params = malloc(sizeof(float) * (size_t)m.parameter_count);
+    if (poa_vit_load_parameters(&m, params, FIXTURES "vit_tiny_params.safetensors", NULL, &e)) {
+        CHECK("golden parameters", 0, "%s: %s", prefix, e.message);
+    } else {
+        for (int i = 0; i < COUNT(golden_cases); i++) check_golden(&r, &m, params, golden_cases[i]);
+        for (int i = 0; i < COUNT(cpu_cases); i++) check_against_cpu(&r, &m, cpu_cases[i]);
+        if (!cuda) printf("  emulated: %ld launches had their geometry checked against their own arguments\n", r.launches);
+        for (int i = 0; i < COUNT(bf16_cases); i++) check_against_cpu(&r16, &m, bf16_cases[i]);
+    }
+    free(params);
+    poa_vit_free(&m);
 }
 
 /* The same checks with the pass emulated on the host: the GPU code's buffers, arguments,
@@ -610,16 +468,7 @@ static void check_all(const char *prefix, poa_cuda *cuda, poa_cublaslt *lt, cons
 static void check_emulated(void) {
     from_cu = host_runner_available();
     if (!from_cu) CHECK_SKIP("emulated: the pass's kernels run from their .cu text", "no host C++ compiler (g++)");
-    poa_recipe recipe;
-    poa_vit m;
-    poa_error e = { { 0 } };
-    test_load_model(TINY, &recipe, &m);
-    float *params = malloc(sizeof(float) * (size_t)m.parameter_count);
-    if (poa_vit_load_parameters(&m, params, FIXTURES "vit_tiny_params.safetensors", NULL, &e)) {
-        CHECK("emulated: golden parameters", 0, "%s", e.message);
-    } else {
-        check_all("emulated", NULL, NULL, &m, params);
-    }
+    check_all("emulated", NULL, NULL, NULL);
     if (from_cu) {
         double worst = host_runner_report(&from_cu_runner, "emulated pass");
         CHECK("emulated: every kernel the pass launched ran from its .cu text within 1e-5 of its C twin on the same "
@@ -627,24 +476,6 @@ static void check_emulated(void) {
               "worst %.3g over %d kernels", worst, from_cu_runner.error_count);
         cuda_host_close(&from_cu_runner.host);
     }
-    free(params);
-    poa_vit_free(&m);
-}
-
-static void skip_gpu(const char *why) {
-    char label[200];
-    for (int i = 0; i < COUNT(golden_cases); i++) {
-        snprintf(label, sizeof label, "gpu: golden %s global and local outputs and all gradients within 1e-4", golden_cases[i]);
-        CHECK_SKIP(label, why);
-    }
-    for (int b = 0; b < 2; b++)
-        for (int i = 0; i < (b ? COUNT(bf16_cases) : COUNT(cpu_cases)); i++) {
-            const cpu_case c = b ? bf16_cases[i] : cpu_cases[i];
-            snprintf(label, sizeof label, "gpu%s: %dx%d batch %ld at %d px%s against the CPU backend%s", b ? " bf16" : "",
-                     c.width, c.depth, c.batch, c.image, c.masked ? " (mask, stochastic depth)" : "",
-                     b ? " (output 1e-2, gradients 2e-2)" : "");
-            CHECK_SKIP(label, why);
-        }
 }
 
 static void check_gpu(void) {
@@ -652,37 +483,16 @@ static void check_gpu(void) {
     poa_cublaslt lt;
     poa_error e = { { 0 } };
     int rc = open_gpu_for_tests(&cuda, &lt, &e);
-    if (rc == 0) skip_gpu(e.message);
-    if (rc <= 0) return;
-    poa_recipe recipe;
-    poa_vit m;
-    test_load_model(TINY, &recipe, &m);
-    float *params = malloc(sizeof(float) * (size_t)m.parameter_count);
-    if (poa_vit_load_parameters(&m, params, FIXTURES "vit_tiny_params.safetensors", NULL, &e)) {
-        CHECK("gpu: golden parameters", 0, "%s", e.message);
-    } else {
-        check_all("gpu", &cuda, &lt, &m, params);
+    if (rc >= 0) check_all("gpu", &cuda, &lt, rc ? NULL : e.message);
+    if (rc > 0) {
+        printf("  cuBLASLt: %ld shapes planned\n", lt.heuristic_calls);
+        poa_cublaslt_free(&lt);
+        poa_cuda_close(&cuda);
     }
-    printf("  cuBLASLt: %ld shapes planned\n", lt.heuristic_calls);
-    free(params);
-    poa_vit_free(&m);
-    poa_cublaslt_free(&lt);
-    poa_cuda_close(&cuda);
 }
 
 int main(void) {
-    poa_error e = { { 0 } };
     check_glue();
-    lua_State *L = poa_lua_open(&e);
-    if (!L) {
-        printf("FAIL lua: %s\n", e.message);
-        return 1;
-    }
-    const char *families[] = { TINY, "tests/recipes/tiny_train.lua", "recipes/quickstart.lua",
-                               "recipes/small_vit.lua", LARGE };
-    for (int i = 0; i < 5; i++) check_family(L, families[i]);
-    lua_close(L);
-    check_geometry();
     check_emulated();
     check_gpu();
     CHECK_EXIT();

@@ -11,7 +11,9 @@
 -- cotangent written before it is read; the only forward values written are the recomputed
 -- ones (GELU's g, the LayerNorms' y: three per block); a gradient for every parameter the
 -- forward reads and for no other; FLOPs twice the forward's less the patch embedding's dx. (That the gradients are right: tests/c/test_vit_golden.c
--- against PyTorch and tests/c/f64_vit_gradcheck.c, both through the executor.)
+-- against PyTorch and tests/c/f64_vit_gradcheck.c, both through the executor.) The GPU
+-- programs (gen/schedule.lua) against the CPU's (check_gpu), and for every width of every
+-- shipped family their launches (launches_sound); the launch geometry of one member pinned.
 package.path = "./?.lua;" .. package.path
 local check = require("tests.lua.check")
 local program = require("gen.program")
@@ -22,28 +24,16 @@ local emit = require("gen.emit")
 local template = require("gen.template")
 local lower_cuda = require("gen.lower_cuda")
 
-local function written(st)
-  local out = {}
-  if st.kind == "gemm" then out[st.c.value] = true
-  elseif st.kind == "copy" then out[st.dst.value] = true
-  else
-    for i, a in ipairs(st.args) do
-      if a.buffer and graph.kernel_params(st.kernel)[i][2] == "out" then out[a.buffer.value] = true end
-    end
+-- The values step st writes (a set of ids) and the operands it reads (a list).
+local function written_and_read(st)
+  if st.kind == "gemm" then return { [st.c.value] = true }, { st.a, st.b, st.bias } end
+  if st.kind == "copy" then return { [st.dst.value] = true }, { st.src } end
+  local out, list = {}, {}
+  for i, a in ipairs(st.args) do
+    if a.buffer and graph.kernel_params(st.kernel)[i][2] == "out" then out[a.buffer.value] = true
+    elseif a.buffer then list[#list + 1] = a.buffer end
   end
-  return out
-end
-
-local function read(st)
-  local list = {}
-  if st.kind == "gemm" then list = { st.a, st.b, st.bias }
-  elseif st.kind == "copy" then list = { st.src }
-  else
-    for i, a in ipairs(st.args) do
-      if a.buffer and graph.kernel_params(st.kernel)[i][2] ~= "out" then list[#list + 1] = a.buffer end
-    end
-  end
-  return list
+  return out, list
 end
 
 local function arena_sound(p)
@@ -66,40 +56,28 @@ local function arena_sound(p)
   return true
 end
 
--- A bf16 cast slot (GPU programs) is read by the first GEMM after it is written, and by no other.
-local function cast_sound(p, st, i, fresh)
-  for _, o in ipairs(read(st)) do
-    local v = p.values[o.value]
-    if v.kind == "cast" and not fresh[o.value] then return false, string.format("step %d reads %s not cast for it", i, v.name) end
-  end
-  if st.kind == "gemm" then for id in pairs(fresh) do fresh[id] = nil end end
-  for id in pairs(written(st)) do if p.values[id].kind == "cast" then fresh[id] = true end end
-  return true
-end
-
--- Step i reads no activation before it is written, and its bf16 casts are sound.
-local function reads_sound(p, st, i, defined, fresh)
-  for _, o in ipairs(read(st)) do
-    local v = p.values[o.value]
-    if v.kind == "act" and not defined[o.value] then return false, string.format("step %d reads %s before it is written", i, v.name) end
-  end
-  return cast_sound(p, st, i, fresh)
-end
-
--- Cotangents (the backward) and activations written before read; the forward writes only
+-- Cotangents (the backward) and activations written before read; a bf16 cast slot (GPU
+-- programs) read by the first GEMM after it is written, and by no other; the forward writes only
 -- activations and casts, the backward also gradients, and a forward value only in a recompute
 -- step. Returns the number of recompute runs (a run: consecutive steps with one note).
 local function dataflow_sound(p, backward)
   local defined, runs, last, fresh = {}, 0, nil, {}
   for i, st in ipairs(p.steps) do
-    local ok, why = reads_sound(p, st, i, defined, fresh)
-    if not ok then return false, why end
-    for id in pairs(written(st)) do
+    local out, list = written_and_read(st)
+    for _, o in ipairs(list) do
+      local v = p.values[o.value]
+      if v.kind == "act" and not defined[o.value] then
+        return false, string.format("step %d reads %s before it is written", i, v.name)
+      end
+      if v.kind == "cast" and not fresh[o.value] then return false, string.format("step %d reads %s not cast for it", i, v.name) end
+    end
+    if st.kind == "gemm" then fresh = {} end
+    for id in pairs(out) do
       local kind = p.values[id].kind
       if not (kind == "act" or kind == "cast" or (backward and (kind == "grad" or (kind == "saved" and st.note)))) then
         return false, string.format("step %d writes %s %s", i, kind, p.values[id].name)
       end
-      defined[id] = true
+      defined[id], fresh[id] = true, kind == "cast" or nil
     end
     if st.note and st.note ~= last then runs = runs + 1 end
     last = st.note
@@ -130,13 +108,13 @@ end
 
 -- The checks every pair of forward and backward programs passes, CPU or GPU.
 local function check_pair(name, p, b, r, width, depth)
-  check.ok(name .. " values live together never share the arena", arena_sound(p))
+  for _, x in ipairs({ { name, p }, { name .. " backward:", b } }) do
+    local arena, live = program.eval(x[2].arena, 4), program.max_live(x[2], 4)
+    check.ok(x[1] .. " values live together never share the arena", arena_sound(x[2]))
+    check.ok(x[1] .. " arena no larger than the most live at one step", arena <= live, string.format("%d > %d", arena, live))
+  end
   check.ok(name .. " every activation is written before it is read, by the program only", dataflow_sound(p))
-  check.ok(name .. " arena no larger than the most live at one step",
-    program.eval(p.arena, 4) <= program.max_live(p, 4),
-    string.format("%d > %d", program.eval(p.arena, 4), program.max_live(p, 4)))
   check.ok(name .. " reads exactly the member's blocks", params_match(p, r, width, depth))
-  check.ok(name .. " backward: values live together never share the arena", arena_sound(b))
   local sound, runs = dataflow_sound(b, true)
   check.ok(name .. " backward: cotangents written before read, forward values only recomputed", sound, runs)
   check.equal(name .. " backward: recomputes g, ln1 and ln2 of each block", runs, 3 * depth)
@@ -145,8 +123,6 @@ local function check_pair(name, p, b, r, width, depth)
   for n in pairs(params) do same = same and grads[n] == true end
   for n in pairs(grads) do same = same and params[n] == true end
   check.ok(name .. " backward: a gradient for every parameter the forward reads, no other", same)
-  check.ok(name .. " backward: arena no larger than the most live at one step",
-    program.eval(b.arena, 4) <= program.max_live(b, 4))
 end
 
 local function count_kernels(p)
@@ -158,8 +134,42 @@ local function count_kernels(p)
   return setmetatable(n, { __index = function() return 0 end })
 end
 
--- A launch's extent of the batch (gen/lower_cuda.lua) at batch 3.
-local function geometry_at(x) return (x.b * 3 + x.c) // x.d end
+-- A launch's extent of the batch (gen/lower_cuda.lua) at a batch.
+local function extent_at(x, batch) return (x.b * batch + x.c) // x.d end
+
+-- The texts of the modules a width's GPU programs launch from, as runtime/cuda_vit.c makes them:
+-- the width's kernel set, vit_fused.cu and the glue.
+local function module_texts(r, width)
+  local set = emit.kernel_set(width, r.model.head_dim, width * r.model.mlp_ratio)
+  return set, { ["vit_" .. set.name .. ".cu"] = emit.cu_text(set), ["vit_fused.cu"] = emit.fused_cu_text({ set }, {}),
+                ["vit_glue.cu"] = template.fill("vit_glue.cu.tmpl", {}) }
+end
+
+-- Whether text defines CUDA kernel `name` (extern "C" __global__, with or without launch bounds).
+local function defines(text, name)
+  return text ~= nil and (text:find('extern "C" __global__ void ' .. name .. "(", 1, true) or
+    text:find('extern "C" __global__ void __launch_bounds__%([^)]*%) ' .. name .. "%(")) ~= nil
+end
+
+-- Every kernel step and copy of the programs launches kernels its module's text defines, with
+-- positive geometry whose grid grows with the batch only.
+local function launches_sound(texts, programs)
+  for _, p in ipairs(programs) do
+    for i, st in ipairs(p.steps) do
+      if st.kind ~= "gemm" and #(st.launches or {}) == 0 then return false, string.format("step %d launches nothing", i) end
+      for _, k in ipairs(st.kind ~= "gemm" and st.launches or {}) do
+        if not defines(texts[k.module], k.name) then return false, k.name .. " is not in " .. k.module end
+        for d = 1, 3 do
+          local g = k.grid[d]
+          if not (extent_at(g, 3) >= 1 and k.block[d] >= 1 and (g.b == 0 or g.over == "batch")) then
+            return false, string.format("%s: grid %s block %d", k.name, lower_cuda.extent_text(g), k.block[d])
+          end
+        end
+      end
+    end
+  end
+  return true
+end
 
 -- Launch expressions become extents (what C evaluates without a parser), or are refused by name.
 for _, c in ipairs({
@@ -180,11 +190,7 @@ end
 -- biases by the GEMM epilogue, exactly those of the CPU's bias rows; every kernel step and
 -- copy launches CUDA kernels that its module's text defines, with positive geometry.
 local function check_gpu(name, r, width, depth, crop, cpu, cpu_b)
-  local set = { name = string.format("w%d_h%d_f%d", width, r.model.head_dim, width * r.model.mlp_ratio),
-                width = width, heads = width // r.model.head_dim, head_dim = r.model.head_dim,
-                hidden = width * r.model.mlp_ratio, recipes = { r.name } }
-  local texts = { ["vit_" .. set.name .. ".cu"] = emit.cu_text(set), ["vit_fused.cu"] = emit.fused_cu_text({ set }, {}),
-                  ["vit_glue.cu"] = template.fill("vit_glue.cu.tmpl", {}) }
+  local _, texts = module_texts(r, width)
   for _, bf16 in ipairs({ true, false }) do
     local gname = name .. (bf16 and " GPU bf16:" or " GPU fp32:")
     local fw, bw = program.vit_forward_of_recipe(r, width, depth, crop, false, "gpu", bf16),
@@ -216,29 +222,62 @@ local function check_gpu(name, r, width, depth, crop, cpu, cpu_b)
     check.ok(gname .. " GEMM operands bf16 exactly in bf16", operands_ok)
     check.equal(gname .. " biases by the GEMM epilogue", biases, bf16 and cpu_biases or 0)
     check.equal(gname .. " bias rows", f.fill_rows, bf16 and 0 or c.fill_rows)
-    local launched, why = true, nil
-    for _, p in ipairs({ fw, bw }) do
-      for i, st in ipairs(p.steps) do
-        if st.kind ~= "gemm" and launched then
-          launched = #(st.launches or {}) > 0
-          why = string.format("step %d launches nothing", i)
-          for _, k in ipairs(st.launches or {}) do
-            local text = texts[k.module]
-            if not (text and text:find(" " .. k.name .. "(", 1, true)) then
-              launched, why = false, k.name .. " is not in " .. k.module
-            end
-            for d = 1, 3 do
-              local g, bl = geometry_at(k.grid[d]), k.block[d]
-              if not (g >= 1 and bl >= 1 and (k.grid[d].b == 0 or k.grid[d].over == "batch")) then
-                launched, why = false, string.format("%s: grid %s block %d", k.name, lower_cuda.extent_text(k.grid[d]), bl)
-              end
-            end
-          end
+    check.ok(gname .. " every kernel step and copy launches kernels its module defines, geometry positive",
+      launches_sound(texts, { fw, bw }))
+  end
+end
+
+-- For every width of every shipped family: each kernel gen/emit.lua lists for the width's set
+-- is defined in its module's text, and the GPU programs of the smallest depth (both crops, fp32
+-- and bf16) launch only kernels their module defines, with positive geometry.
+for _, path in ipairs({ "tests/recipes/tiny_vit.lua", "tests/recipes/tiny_train.lua", "recipes/quickstart.lua",
+                        "recipes/small_vit.lua", "recipes/vit_l16_ee1200.lua" }) do
+  local r = recipe.load(path)
+  local m, widths, ok, why = r.model, 0, true, nil
+  for width = m.width[1], m.width[2], m.width[3] do
+    local set, texts = module_texts(r, width)
+    local listed = 0
+    for _, list in pairs(emit.launches(set)) do
+      for _, k in ipairs(list) do
+        listed = listed + (k.module == "vit_fused.cu" and 0 or 1)
+        if ok and not defines(texts[k.module], k.name) then ok, why = false, k.name .. " is listed but not defined" end
+      end
+    end
+    if ok and listed < 16 then ok, why = false, string.format("%s: only %d kernels listed", set.name, listed) end
+    for _, crop in ipairs({ "global", "local" }) do
+      for _, bf16 in ipairs({ true, false }) do
+        if ok then
+          ok, why = launches_sound(texts, { program.vit_forward_of_recipe(r, width, m.depth[1], crop, false, "gpu", bf16),
+                                            program.vit_forward_of_recipe(r, width, m.depth[1], crop, true, "gpu", bf16) })
+          why = why and string.format("%s %s%s: %s", set.name, crop, bf16 and " bf16" or "", why)
         end
       end
     end
-    check.ok(gname .. " every kernel step and copy launches kernels its module defines, geometry positive", launched, why)
+    widths = widths + 1
   end
+  check.ok(string.format("%s: all %d widths: every kernel of the set's table is defined in its .cu, every kernel the GPU "
+    .. "programs launch (fp32 and bf16, both crops) is defined in its module", path, widths), ok, why)
+end
+
+-- The launch geometry of the tiny family's w96 GPU programs (depth 4, 32 px, fp32) at batch 2:
+-- the first launch of each name, forward then backward.
+do
+  local r, first, got = recipe.load("tests/recipes/tiny_vit.lua"), {}, {}
+  local want = { "layernorm_forward (34, 1, 1) (96, 1, 1)", "gelu_forward (34, 1, 1) (256, 1, 1)",
+                 "tokens_backward_dpos (3, 17, 1) (32, 8, 1)", "attention_forward (5, 3, 2) (128, 1, 1)",
+                 "attention_backward_dkv (5, 3, 2) (128, 1, 1)" }
+  for _, backward in ipairs({ false, true }) do
+    for _, st in ipairs(program.vit_forward_of_recipe(r, 96, 4, "global", backward, "gpu", false).steps) do
+      for _, k in ipairs(st.launches or {}) do
+        local g = k.grid
+        first[k.name] = first[k.name] or string.format("%s (%d, %d, %d) (%d, %d, %d)", k.name, extent_at(g[1], 2),
+          extent_at(g[2], 2), extent_at(g[3], 2), k.block[1], k.block[2], k.block[3])
+      end
+    end
+  end
+  for i, w in ipairs(want) do got[i] = first[w:match("^%S+")] or "not launched" end
+  check.equal("launch geometry of the w96 GPU programs at batch 2: layernorm, gelu, dpos column sums, attention",
+    table.concat(got, ", "), table.concat(want, ", "))
 end
 
 local recipes = { "recipes/quickstart.lua", "recipes/small_vit.lua", "recipes/vit_l16_ee1200.lua", "tests/recipes/tiny_vit.lua" }
