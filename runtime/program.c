@@ -14,81 +14,39 @@
 #include "recipe.h"
 #include "train_kernels.h"
 
+/* The kernels a CPU program may name, with the argument kinds of gen/graph.lua's params (b: buffer,
+   s: scalar) and the call that runs one over a step's buffers P(i) and scalars S(i): the layout kernels
+   of gen/ops_runtime.lua (generated: build/gen/train_kernels.c), the kernels of the member's set
+   (kernels.h) in the C order of gen/ops.lua's params, column_sum (dst[:cols] += the column sums of
+   src, rows x cols, rows ld apart) and add (y[:n] += x[:n]) of backend.h. */
 #define P(i) (buf[i])
 #define S(i) (scalar[i])
+#define KERNELS(X)                                                                                                     \
+    X(patchify, "bbssss", poa_patchify(P(0), P(1), S(2), S(3), S(4), S(5)))                                            \
+    X(fill_rows, "bsbss", poa_fill_rows(P(0), S(1), P(2), S(3), S(4)))                                                 \
+    X(layernorm_forward, "bbbbbbs", k->layernorm_forward(k, P(0), P(1), P(2), P(3), P(4), P(5), S(6)))                 \
+    X(attention_forward, "bbbss", k->attention_forward(k, P(0), P(1), P(2), S(3), S(4)))                               \
+    X(residual_forward, "bbbbss", k->residual_forward(k, P(0), P(1), P(2), P(3), S(4), S(5)))                          \
+    X(gelu_forward, "bbs", k->gelu_forward(k, P(0), P(1), S(2)))                                                       \
+    X(tokens_forward, "bbbbbsbss", k->tokens_forward(k, P(0), P(1), P(2), P(3), P(4), S(5), P(6), S(7), S(8)))         \
+    X(layernorm_backward, "bbbbbbbbs", k->layernorm_backward(k, P(0), P(1), P(2), P(3), P(4), P(5), P(6), P(7), S(8))) \
+    X(gelu_backward, "bbbs", k->gelu_backward(k, P(0), P(1), P(2), S(3)))                                              \
+    X(attention_backward, "bbbbbss", k->attention_backward(k, P(0), P(1), P(2), P(3), P(4), S(5), S(6)))               \
+    X(residual_backward, "bbbbbbss", k->residual_backward(k, P(0), P(1), P(2), P(3), P(4), P(5), S(6), S(7)))          \
+    X(tokens_backward, "bbbbsbbss", k->tokens_backward(k, P(0), P(1), P(2), P(3), S(4), P(5), P(6), S(7), S(8)))       \
+    X(column_sum, "bbsss", poa_column_sum_accumulate(P(0), P(1), S(2), S(3), S(4)))                                    \
+    X(add, "bbs", poa_add(P(0), P(1), S(2)))
 
-/* The layout kernels of gen/ops_runtime.lua (generated: build/gen/train_kernels.c). */
-static void run_patchify(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    (void)k;
-    poa_patchify(P(0), P(1), S(2), S(3), S(4), S(5));
-}
-static void run_fill_rows(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    (void)k;
-    poa_fill_rows(P(0), S(1), P(2), S(3), S(4));
-}
+#define RUNNER(name, signature, call)                                                                   \
+    static void run_##name(const poa_vit_kernels *k, void **buf, const long *scalar) { (void)k, call; }
+KERNELS(RUNNER)
 
-/* The kernels of the set, in the C order of gen/ops.lua's params (kernels.h). */
-static void run_layernorm_forward(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    k->layernorm_forward(k, P(0), P(1), P(2), P(3), P(4), P(5), S(6));
-}
-static void run_attention_forward(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    k->attention_forward(k, P(0), P(1), P(2), S(3), S(4));
-}
-static void run_residual_forward(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    k->residual_forward(k, P(0), P(1), P(2), P(3), S(4), S(5));
-}
-static void run_gelu_forward(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    k->gelu_forward(k, P(0), P(1), S(2));
-}
-static void run_tokens_forward(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    k->tokens_forward(k, P(0), P(1), P(2), P(3), P(4), S(5), P(6), S(7), S(8));
-}
-
-static void run_layernorm_backward(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    k->layernorm_backward(k, P(0), P(1), P(2), P(3), P(4), P(5), P(6), P(7), S(8));
-}
-static void run_gelu_backward(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    k->gelu_backward(k, P(0), P(1), P(2), S(3));
-}
-static void run_attention_backward(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    k->attention_backward(k, P(0), P(1), P(2), P(3), P(4), S(5), S(6));
-}
-static void run_residual_backward(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    k->residual_backward(k, P(0), P(1), P(2), P(3), P(4), P(5), S(6), S(7));
-}
-static void run_tokens_backward(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    k->tokens_backward(k, P(0), P(1), P(2), P(3), S(4), P(5), P(6), S(7), S(8));
-}
-/* dst[:cols] += the column sums of src (rows x cols, rows ld apart). */
-static void run_column_sum(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    (void)k;
-    poa_column_sum_accumulate(P(0), P(1), S(2), S(3), S(4));
-}
-/* y[:n] += x[:n]. */
-static void run_add(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    (void)k;
-    poa_add(P(0), P(1), S(2));
-}
-
-/* name, argument kinds (b: buffer, s: scalar), runner */
 static const struct {
-    const char *name, *signature;
+    const char *name, *signature; /* signature: the argument kinds */
     void (*run)(const poa_vit_kernels *k, void **buf, const long *scalar);
 } kernel_table[] = {
-    { "patchify", "bbssss", run_patchify },
-    { "fill_rows", "bsbss", run_fill_rows },
-    { "layernorm_forward", "bbbbbbs", run_layernorm_forward },
-    { "attention_forward", "bbbss", run_attention_forward },
-    { "residual_forward", "bbbbss", run_residual_forward },
-    { "gelu_forward", "bbs", run_gelu_forward },
-    { "tokens_forward", "bbbbbsbss", run_tokens_forward },
-    { "layernorm_backward", "bbbbbbbbs", run_layernorm_backward },
-    { "gelu_backward", "bbbs", run_gelu_backward },
-    { "attention_backward", "bbbbbss", run_attention_backward },
-    { "residual_backward", "bbbbbbss", run_residual_backward },
-    { "tokens_backward", "bbbbsbbss", run_tokens_backward },
-    { "column_sum", "bbsss", run_column_sum },
-    { "add", "bbs", run_add },
+#define ROW(name, signature, call) { #name, signature, run_##name },
+    KERNELS(ROW)
 };
 enum { kernel_count = sizeof kernel_table / sizeof kernel_table[0] };
 
