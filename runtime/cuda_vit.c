@@ -218,7 +218,7 @@ int poa_cuda_vit_pass_init(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, cons
         if (!shared->params) return poa_fail(e, "CUDA ViT pass: shared memory needs the parameters");
     }
     if (cuda && !exec->lt) return poa_fail(e, "CUDA ViT pass: a GPU pass needs a cuBLASLt handle");
-    if (poa_vit_pass_layout(&p->host, model, width, depth, batch, image_size, e)) return -1;
+    if (poa_vit_pass_init(&p->host, model, width, depth, batch, image_size, POA_VIT_PASS_LAYOUT, e)) return -1;
     p->model = model;
     p->width = width, p->depth = depth, p->batch = batch;
     p->rows = p->host.rows, p->tokens = p->host.tokens, p->patches = p->host.patches;

@@ -11,16 +11,10 @@
 #include "backend.h"
 #include "recipe.h"
 
-int poa_vit_pass_init(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch,
-                      int image_size, poa_error *e) {
+int poa_vit_pass_init(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch, int image_size,
+                      int mode, poa_error *e) {
     memset(p, 0, sizeof *p);
-    return poa_vit_pass_prepare(p, model, width, depth, batch, image_size, e);
-}
-
-int poa_vit_pass_init_inference(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch,
-                                int image_size, poa_error *e) {
-    memset(p, 0, sizeof *p);
-    p->inference = 1;
+    p->mode = mode;
     return poa_vit_pass_prepare(p, model, width, depth, batch, image_size, e);
 }
 
@@ -165,37 +159,28 @@ static void set_bases(poa_vit_run *r, real *arena, const real *params, real *gra
     }
 }
 
-static int pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch, int image_size,
-                        int with_arena, poa_error *e);
-
-int poa_vit_pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch,
-                         int image_size, poa_error *e) {
-    return pass_prepare(p, model, width, depth, batch, image_size, 1, e);
-}
-
-int poa_vit_pass_layout(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch, int image_size,
-                        poa_error *e) {
-    memset(p, 0, sizeof *p);
-    return pass_prepare(p, model, width, depth, batch, image_size, 0, e);
-}
-
-/* The pass's programs and its arena: an inference pass, the forward's liveness arena; a
-   training pass, the training forward's (its activations the backward reads kept to its end)
-   and the backward's own values after it. */
+/* The pass's programs, bound, and the size of its arena: an inference pass, the forward's liveness
+   arena; a training pass, the training forward's (its activations the backward reads kept to its
+   end) and the backward's own values after it. */
 static int programs_arena(poa_vit_pass *p, poa_error *e) {
     const poa_vit_config *c = &p->model->config;
-    const int size = (int)p->image_size;
-    if (poa_vit_run_find(&p->fwd, c, p->width, p->depth, size, p->inference ? POA_VIT_INFERENCE : POA_VIT_FORWARD, 0,
-                         e) ||
-        (!p->inference && poa_vit_run_find(&p->bwd, c, p->width, p->depth, size, POA_VIT_BACKWARD, 0, e)))
+    const int size = (int)p->image_size, inference = p->mode == POA_VIT_PASS_INFERENCE;
+    if (poa_vit_run_find(&p->fwd, c, p->width, p->depth, size, inference ? POA_VIT_INFERENCE : POA_VIT_FORWARD, 0, e) ||
+        (!inference && poa_vit_run_find(&p->bwd, c, p->width, p->depth, size, POA_VIT_BACKWARD, 0, e)))
         return -1;
     p->backward_base = poa_lin_at(p->fwd.program->arena, p->batch);
-    p->arena_count = p->backward_base + (p->inference ? 0 : poa_lin_at(p->bwd.program->arena, p->batch));
+    p->arena_count = p->backward_base + (inference ? 0 : poa_lin_at(p->bwd.program->arena, p->batch));
+    if (poa_vit_run_bind(&p->fwd, p->model, NULL, p->batch, -1, e) ||
+        (!inference && poa_vit_run_bind(&p->bwd, p->model, p->fwd.program, p->batch, p->backward_base, e))) {
+        char message[sizeof e->message];
+        snprintf(message, sizeof message, "%s", e->message);
+        return poa_fail(e, "member %dx%d: %s", p->width, p->depth, message);
+    }
     return 0;
 }
 
-static int pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch, int image_size,
-                        int with_arena, poa_error *e) {
+int poa_vit_pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch, int image_size,
+                         poa_error *e) {
     const poa_vit_config *c = &model->config;
     if (width < c->head_dim || width > c->max_width || width % c->head_dim)
         return poa_fail(e, "member %dx%d: width must be a multiple of %d in %d..%d", width, depth,
@@ -205,14 +190,7 @@ static int pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int de
     if (image_size <= 0 || image_size % c->patch_size)
         return poa_fail(e, "image size %d is not a multiple of the patch size %d", image_size,
                         c->patch_size);
-    /* Buffers of an earlier shape are kept when they are large enough (a fresh arena
-       costs a page fault per page on every step). */
-    real *arena = p->arena, *ones = p->ones, *resample = p->resample;
-    long capacity = p->arena_capacity, resample_grid = p->resample ? p->grid : 0;
-    const poa_vit_run fwd = p->fwd, bwd = p->bwd;
-    const int inference = p->inference;
-    memset(p, 0, sizeof *p);
-    p->fwd = fwd, p->bwd = bwd, p->inference = inference;
+    const long resample_grid = p->resample ? p->grid : 0; /* the grid p->resample was made for */
     p->model = model;
     p->width = width;
     p->depth = depth;
@@ -232,26 +210,24 @@ static int pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int de
     p->tokens = p->patches + 1;
     p->rows = batch * p->tokens;
     p->alpha = (real)((double)c->max_width / width);
+    const int with_arena = p->mode != POA_VIT_PASS_LAYOUT;
     if (with_arena && programs_arena(p, e)) {
         poa_vit_pass_free(p);
         return -1;
     }
-    if (!with_arena) {
-        free(arena);
-    } else if (arena && capacity >= p->arena_count) {
-        p->arena = arena, p->arena_capacity = capacity;
-    } else {
-        free(arena);
+    /* Buffers of an earlier shape are kept when they are large enough (a fresh arena
+       costs a page fault per page on every step). */
+    if (with_arena && (!p->arena || p->arena_capacity < p->arena_count)) {
+        free(p->arena);
         p->arena = calloc((size_t)p->arena_count, sizeof(real));
         p->arena_capacity = p->arena_count;
     }
-    free(ones);
+    free(p->ones);
     p->ones = malloc(sizeof(real) * (size_t)width);
     const long native_grid = c->image_size / c->patch_size;
-    if (p->grid != native_grid && resample_grid == p->grid) {
-        p->resample = resample;
-    } else {
-        free(resample);
+    if (p->grid != resample_grid) {
+        free(p->resample);
+        p->resample = NULL;
         if (p->grid != native_grid) {
             p->resample = malloc(sizeof(real) * (size_t)(p->patches * native_grid * native_grid));
             if (p->resample) poa_vit_resample_matrix(p->resample, (int)native_grid, (int)p->grid);
@@ -263,13 +239,6 @@ static int pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int de
                         p->arena_count);
     }
     for (int i = 0; i < width; i++) p->ones[i] = 1;
-    if (with_arena && (poa_vit_run_bind(&p->fwd, model, NULL, batch, -1, e) ||
-                       (!p->inference && poa_vit_run_bind(&p->bwd, model, p->fwd.program, batch, p->backward_base, e)))) {
-        char message[sizeof e->message];
-        snprintf(message, sizeof message, "%s", e->message);
-        poa_vit_pass_free(p);
-        return poa_fail(e, "member %dx%d: %s", width, depth, message);
-    }
     return 0;
 }
 
@@ -292,7 +261,7 @@ real *poa_vit_output(const poa_vit_pass *p) {
 }
 
 const real *poa_vit_block_output(const poa_vit_pass *p, int j) {
-    if (p->inference) return NULL; /* not kept */
+    if (p->mode == POA_VIT_PASS_INFERENCE) return NULL; /* not kept */
     char name[32];
     if (j + 1 < p->depth) snprintf(name, sizeof name, "block%d.x_in", j + 1);
     else snprintf(name, sizeof name, "x_final");
@@ -313,7 +282,7 @@ void poa_vit_forward(poa_vit_pass *p, const real *params, const real *images,
 /* Runs the backward program (gen/backward.lua) with the mask and drop-path scales of the
    last forward: every parameter gradient accumulated into grads. */
 void poa_vit_backward(poa_vit_pass *p, const real *params, real *grads, const real *dout) {
-    assert(!p->inference && "poa_vit_backward: an inference pass keeps no activations");
+    assert(p->mode == POA_VIT_PASS_TRAINING && "poa_vit_backward: an inference pass keeps no activations");
     void *const slots[POA_VIT_SLOTS] = { NULL, (void *)p->mask, (void *)p->drop_scale, (void *)dout, p->resample, p->ones };
     set_bases(&p->bwd, p->arena, params, grads, slots);
     poa_program_run(p->bwd.program, p->bwd.bases, p->batch, p->kernels);

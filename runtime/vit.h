@@ -115,23 +115,21 @@ typedef struct poa_vit_pass {
     /* The forward and the backward as programs (models/vit.lua's graph lowered by
        gen/program.lua, its reverse by gen/backward.lua), run by runtime/program.c, over one
        arena: the training forward's values at their offsets, the backward's own from
-       backward_base (the forward's arena size) on. An inference pass
-       (poa_vit_pass_init_inference) holds only the forward's liveness arena and has no backward. */
-    int inference;
+       backward_base (the forward's arena size) on. */
+    int mode; /* POA_VIT_PASS_* */
     long backward_base;
     poa_vit_run fwd, bwd;
 } poa_vit_pass;
 
-/* The shape of a pass (block ids, resampling matrix) without programs or arena (arena NULL). */
-int poa_vit_pass_layout(poa_vit_pass *pass, const poa_vit *model, int width, int depth, long batch, int image_size,
-                        poa_error *e);
-int poa_vit_pass_init(poa_vit_pass *pass, const poa_vit *model, int width, int depth,
-                      long batch, int image_size, poa_error *e);
-/* A pass for the forward only (`poa forward`, `poa knn`): the program's liveness arena. */
-int poa_vit_pass_init_inference(poa_vit_pass *pass, const poa_vit *model, int width, int depth,
-                                long batch, int image_size, poa_error *e);
-/* Re-targets an initialised pass to another member or batch, keeping its buffers when they
-   are large enough. */
+/* What a pass holds: TRAINING, the forward and the backward and the arena they share; INFERENCE
+   (`poa forward`, `poa knn`), the forward only and its liveness arena; LAYOUT, the shape (block ids,
+   resampling matrix) without programs or arena (arena NULL). */
+enum { POA_VIT_PASS_TRAINING, POA_VIT_PASS_INFERENCE, POA_VIT_PASS_LAYOUT };
+
+int poa_vit_pass_init(poa_vit_pass *pass, const poa_vit *model, int width, int depth, long batch, int image_size,
+                      int mode, poa_error *e);
+/* Re-targets an initialised pass to another member or batch (its mode kept), keeping its
+   buffers when they are large enough. */
 int poa_vit_pass_prepare(poa_vit_pass *pass, const poa_vit *model, int width, int depth,
                          long batch, int image_size, poa_error *e);
 void poa_vit_pass_free(poa_vit_pass *pass);
@@ -151,9 +149,8 @@ void poa_vit_forward(poa_vit_pass *pass, const real *params, const real *images,
                      const unsigned char *mask, const real *drop_scale);
 real *poa_vit_output(const poa_vit_pass *pass);
 /* The residual stream after the pass's active block j (0-based, < depth), before any
-   LayerNorm: batch x tokens x width, valid after a forward of a training-layout pass
-   (poa_vit_pass_init; NULL for an inference pass, which reuses its arena and keeps only the
-   output). */
+   LayerNorm: batch x tokens x width, valid after a forward of a training pass (NULL for an
+   inference pass, which reuses its arena and keeps only the output). */
 const real *poa_vit_block_output(const poa_vit_pass *pass, int j);
 
 /* Accumulates d(loss)/d(params) into grads, from dout = d(loss)/d(output); not for an
