@@ -73,9 +73,7 @@ static poa_operand field_operand(lua_State *L, int t, const char *name) {
         int top = lua_gettop(L);
         o.value = (int)poa_lua_field_integer(L, top, "value") - 1;
         o.offset = field_lin(L, top, "offset");
-        lua_getfield(L, top, "bf16");
-        o.bf16 = lua_toboolean(L, -1);
-        lua_pop(L, 1);
+        o.bf16 = (int)poa_lua_field_integer(L, top, "bf16");
     }
     lua_pop(L, 1);
     return o;
@@ -112,7 +110,8 @@ static int field_text(lua_State *L, int t, const char *name, char *dst, size_t s
     return rc;
 }
 
-int poa_launch_from_lua(lua_State *L, int t, poa_program_launch *k, poa_error *e) {
+/* Reads a launch table at stack index t ({name, module, grid = 3 extents, block = 3 integers}). */
+static int read_launch(lua_State *L, int t, poa_program_launch *k, poa_error *e) {
     memset(k, 0, sizeof *k);
     if (field_text(L, t, "name", k->name, sizeof k->name) || field_text(L, t, "module", k->module, sizeof k->module))
         return poa_fail(e, "program: a launch without a name or module");
@@ -161,7 +160,7 @@ static int read_launches(lua_State *L, int t, poa_program_step *s, poa_program *
     for (int i = 0; i < count && rc == 0; i++) {
         poa_program_launch *k = &p->launches[p->launch_count + i];
         lua_rawgeti(L, list, i + 1);
-        rc = poa_launch_from_lua(L, lua_gettop(L), k, e);
+        rc = read_launch(L, lua_gettop(L), k, e);
         lua_pop(L, 1);
     }
     if (rc == 0) p->launch_count += count;
@@ -199,18 +198,17 @@ const poa_program_launch *poa_runtime_launch(const char *name, int *index, poa_e
 }
 
 static int read_kernel(lua_State *L, int t, poa_program_step *s, poa_program *p, poa_error *e) {
-    lua_getfield(L, t, "kernel");
+    lua_getfield(L, t, "kernel"); /* the name stays on the stack until the end */
     const char *name = lua_tostring(L, -1);
     s->kernel = -1;
     for (int i = 0; i < kernel_count && name; i++)
         if (strcmp(name, kernel_table[i].name) == 0) s->kernel = i;
     /* a GPU program may name kernels the CPU executor has no runner of (its launches say what) */
     int rc = !name || (s->kernel < 0 && !p->gpu) ? poa_fail(e, "program: unknown kernel %s", name ? name : "(none)") : 0;
-    char kernel_name[POA_PROGRAM_NAME_SIZE];
-    snprintf(kernel_name, sizeof kernel_name, "%s", name ? name : "");
-    lua_pop(L, 1);
-    if (rc) return rc;
-    name = kernel_name;
+    if (rc) {
+        lua_pop(L, 1);
+        return rc;
+    }
     const char *sig = s->kernel >= 0 ? kernel_table[s->kernel].signature : NULL;
     lua_getfield(L, t, "args");
     int args = lua_gettop(L);
@@ -236,6 +234,7 @@ static int read_kernel(lua_State *L, int t, poa_program_step *s, poa_program *p,
     lua_pop(L, 1);
     if (rc == 0 && p->gpu) rc = read_launches(L, t, s, p, e);
     if (rc) snprintf(e->message + strlen(e->message), sizeof e->message - strlen(e->message), " (kernel %s)", name);
+    lua_pop(L, 1);
     return rc;
 }
 

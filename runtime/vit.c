@@ -70,25 +70,19 @@ int poa_vit_push_program(lua_State *L, const poa_vit_config *c, int width, int d
     return 0;
 }
 
-typedef struct program_key {
-    poa_vit_config config;
-    int width, depth, image_size, kind, bf16;
-} program_key;
-
 int poa_vit_run_find(poa_vit_run *r, const poa_vit_config *config, int width, int depth, int image_size, int kind,
                      int bf16, poa_error *e) {
-    program_key key;
+    poa_vit_program_key key;
     memset(&key, 0, sizeof key);
     key.config = *config;
     key.width = width, key.depth = depth, key.image_size = image_size, key.kind = kind, key.bf16 = bf16;
     if ((r->program = poa_program_cache_find(&key, sizeof key))) return 0;
-    if (r->owned.steps && r->owned_width == width && r->owned_depth == depth && r->owned_image == image_size &&
-        r->owned_kind == kind && r->owned_bf16 == bf16) {
+    if (r->owned.steps && memcmp(&r->owned_key, &key, sizeof key) == 0) {
         r->program = &r->owned;
         return 0;
     }
     poa_program_free(&r->owned);
-    poa_program built, sibling = { 0 };
+    poa_program built = { 0 }, sibling = { 0 };
     lua_State *L = poa_lua_open(e);
     if (!L) return -1;
     /* the GPU's two programs of one build are both read, the other cached for the pass that
@@ -103,14 +97,13 @@ int poa_vit_run_find(poa_vit_run *r, const poa_vit_config *config, int width, in
         return rc;
     }
     if (pair) {
-        program_key other = key;
+        poa_vit_program_key other = key;
         other.kind = kind == POA_VIT_GPU_FORWARD ? POA_VIT_GPU_BACKWARD : POA_VIT_GPU_FORWARD;
         if (!poa_program_cache_add(&other, sizeof other, &sibling)) poa_program_free(&sibling);
     }
     if ((r->program = poa_program_cache_add(&key, sizeof key, &built))) return 0;
     r->owned = built;
-    r->owned_width = width, r->owned_depth = depth, r->owned_image = image_size;
-    r->owned_kind = kind, r->owned_bf16 = bf16;
+    memcpy(&r->owned_key, &key, sizeof key); /* padding included: compared with memcmp */
     r->program = &r->owned;
     return 0;
 }

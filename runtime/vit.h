@@ -78,12 +78,18 @@ enum { POA_VIT_INFERENCE, POA_VIT_FORWARD, POA_VIT_BACKWARD, POA_VIT_GPU_FORWARD
 enum { POA_VIT_SLOT_IMAGES, POA_VIT_SLOT_MASK, POA_VIT_SLOT_DROP_SCALE, POA_VIT_SLOT_DOUT, POA_VIT_SLOT_RESAMPLE,
        POA_VIT_SLOT_ONES, POA_VIT_SLOT_CAST_A, POA_VIT_SLOT_CAST_B, POA_VIT_SLOTS };
 
+/* What determines a program of a member: its key in the process-wide cache (program.h). */
+typedef struct poa_vit_program_key {
+    poa_vit_config config;
+    int width, depth, image_size, kind, bf16;
+} poa_vit_program_key;
+
 /* A program of a pass and where its values live: a value's element offset in the arena, the
    parameters or the gradients, or its slot (POA_VIT_SLOT_*). */
 typedef struct poa_vit_run {
-    const poa_program *program; /* cached process-wide (program.h), or `owned` */
+    const poa_program *program; /* cached process-wide (program.h), or `owned` when the cache is full */
     poa_program owned;
-    int owned_width, owned_depth, owned_image, owned_kind, owned_bf16;
+    poa_vit_program_key owned_key;
     long *value_offsets;
     void **bases;
 } poa_vit_run;
