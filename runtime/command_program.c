@@ -79,12 +79,9 @@ static int print_program(const program_options *o, poa_error *e) {
         rc = poa_program_from_lua(L, -1, &check, e);
         poa_program_free(&check);
     }
+    if (rc == 0) rc = poa_lua_push_function(L, "gen.program", "text", e);
     if (rc == 0) {
-        lua_getglobal(L, "require");
-        lua_pushstring(L, "gen.program");
-        lua_call(L, 1, 1);
-        lua_getfield(L, -1, "text");
-        lua_pushvalue(L, -3);
+        lua_pushvalue(L, -2);
         if (o->batch) lua_pushinteger(L, o->batch);
         else lua_pushnil(L);
         if (lua_pcall(L, 2, 1, 0) != LUA_OK) rc = poa_fail(e, "%s", lua_tostring(L, -1));

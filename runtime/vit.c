@@ -43,21 +43,14 @@ static const char *const builders[] = { "vit_forward", "vit_train_forward", "vit
 /* Pushes the `results` programs gen.program's builder(cfg, width, depth, image_size, bf16) returns. */
 static int push_built(lua_State *L, const char *builder, const poa_vit_config *c, int width, int depth, int image_size,
                       int bf16, int results, poa_error *e) {
-    lua_getglobal(L, "require");
-    lua_pushstring(L, "gen.program");
-    int rc = lua_pcall(L, 1, 1, 0);
-    if (rc == LUA_OK) {
-        lua_getfield(L, -1, builder);
-        lua_remove(L, -2);
-        poa_vit_push_config(L, c);
-        lua_pushinteger(L, width);
-        lua_pushinteger(L, depth);
-        lua_pushinteger(L, image_size);
-        lua_pushboolean(L, bf16);
-        rc = lua_pcall(L, 5, results, 0);
-    }
-    if (rc == LUA_OK) return 0;
-    rc = poa_fail(e, "member %dx%d: the %s program: %s", width, depth, builder + 4, lua_tostring(L, -1));
+    if (poa_lua_push_function(L, "gen.program", builder, e)) return -1;
+    poa_vit_push_config(L, c);
+    lua_pushinteger(L, width);
+    lua_pushinteger(L, depth);
+    lua_pushinteger(L, image_size);
+    lua_pushboolean(L, bf16);
+    if (lua_pcall(L, 5, results, 0) == LUA_OK) return 0;
+    int rc = poa_fail(e, "member %dx%d: the %s program: %s", width, depth, builder + 4, lua_tostring(L, -1));
     lua_pop(L, 1);
     return rc;
 }
