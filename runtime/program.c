@@ -313,10 +313,7 @@ void poa_program_free(poa_program *p) {
     free(p->values);
     free(p->steps);
     free(p->launches);
-    p->values = NULL;
-    p->steps = NULL;
-    p->launches = NULL;
-    p->value_count = p->step_count = p->launch_count = 0;
+    memset(p, 0, sizeof *p);
 }
 
 int poa_program_find(const poa_program *p, const char *name) {
@@ -331,15 +328,15 @@ int poa_program_find(const poa_program *p, const char *name) {
 static struct cache_entry {
     void *key;
     size_t size;
-    poa_program program;
-} *cache[CACHE_ENTRIES];
+    poa_program program; /* never moves: cache[] is never reallocated */
+} cache[CACHE_ENTRIES];
 static int cache_count;
 static long cache_bytes;
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const poa_program *find_locked(const void *key, size_t size) {
     for (int i = 0; i < cache_count; i++)
-        if (cache[i]->size == size && memcmp(cache[i]->key, key, size) == 0) return &cache[i]->program;
+        if (cache[i].size == size && memcmp(cache[i].key, key, size) == 0) return &cache[i].program;
     return NULL;
 }
 
@@ -358,17 +355,13 @@ const poa_program *poa_program_cache_add(const void *key, size_t size, poa_progr
     if (found) {
         poa_program_free(p); /* built twice by two threads: keep the first */
     } else if (cache_count < CACHE_ENTRIES && cache_bytes + bytes <= CACHE_BYTES) {
-        struct cache_entry *c = malloc(sizeof *c);
         void *k = malloc(size);
-        if (c && k) {
+        if (k) {
             memcpy(k, key, size);
-            c->key = k, c->size = size, c->program = *p;
+            cache[cache_count] = (struct cache_entry){ k, size, *p };
             memset(p, 0, sizeof *p);
-            cache[cache_count++] = c;
+            found = &cache[cache_count++].program;
             cache_bytes += bytes;
-            found = &c->program;
-        } else {
-            free(c), free(k);
         }
     }
     pthread_mutex_unlock(&cache_lock);
