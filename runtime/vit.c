@@ -63,8 +63,9 @@ int poa_vit_push_program(lua_State *L, const poa_vit_config *c, int width, int d
     return 0;
 }
 
-int poa_vit_run_find(poa_vit_run *r, const poa_vit_config *config, int width, int depth, int image_size, int kind,
-                     int bf16, poa_error *e) {
+/* Finds (in the process-wide cache) or builds the program of this kind (POA_VIT_*) into r. */
+static int run_find(poa_vit_run *r, const poa_vit_config *config, int width, int depth, int image_size, int kind,
+                    int bf16, poa_error *e) {
     poa_vit_program_key key;
     memset(&key, 0, sizeof key);
     key.config = *config;
@@ -101,8 +102,10 @@ int poa_vit_run_find(poa_vit_run *r, const poa_vit_config *config, int width, in
     return 0;
 }
 
-int poa_vit_run_bind(poa_vit_run *r, const poa_vit *model, const poa_program *forward, long batch, long backward_base,
-                     poa_error *e) {
+/* r's value offsets at this batch: a forward's (backward_base < 0) activations at their arena offsets; a
+   backward's own at backward_base + theirs and its saved ones where `forward` placed them. */
+static int run_bind(poa_vit_run *r, const poa_vit *model, const poa_program *forward, long batch, long backward_base,
+                    poa_error *e) {
     static const char *const slots[POA_VIT_SLOTS] = { "images", "mask", "drop_scale", "dout", "resample", "ones",
                                                       "cast_a", "cast_b" };
     const poa_program *g = r->program;
@@ -145,22 +148,20 @@ static void set_bases(poa_vit_run *r, real *arena, const real *params, real *gra
     }
 }
 
-/* The pass's programs, bound, and the size of its arena: an inference pass, the forward's liveness
-   arena; a training pass, the training forward's (its activations the backward reads kept to its
-   end) and the backward's own values after it. */
-static int programs_arena(poa_vit_pass *p, poa_error *e) {
-    const poa_vit_config *c = &p->model->config;
-    const int size = (int)p->image_size, inference = p->mode == POA_VIT_PASS_INFERENCE;
-    if (poa_vit_run_find(&p->fwd, c, p->width, p->depth, size, inference ? POA_VIT_INFERENCE : POA_VIT_FORWARD, 0, e) ||
-        (!inference && poa_vit_run_find(&p->bwd, c, p->width, p->depth, size, POA_VIT_BACKWARD, 0, e)))
+int poa_vit_runs_find(poa_vit_run *fwd, poa_vit_run *bwd, const poa_vit *model, int width, int depth, int image_size,
+                      long batch, int kind, int bf16, long *forward_count, long *arena_count, poa_error *e) {
+    const poa_vit_config *c = &model->config;
+    const int backward = kind != POA_VIT_INFERENCE;
+    if (run_find(fwd, c, width, depth, image_size, kind, bf16, e) ||
+        (backward && run_find(bwd, c, width, depth, image_size, kind + 1, bf16, e)))
         return -1;
-    p->backward_base = poa_lin_at(p->fwd.program->arena, p->batch);
-    p->arena_count = p->backward_base + (inference ? 0 : poa_lin_at(p->bwd.program->arena, p->batch));
-    if (poa_vit_run_bind(&p->fwd, p->model, NULL, p->batch, -1, e) ||
-        (!inference && poa_vit_run_bind(&p->bwd, p->model, p->fwd.program, p->batch, p->backward_base, e))) {
+    *forward_count = poa_lin_at(fwd->program->arena, batch);
+    *arena_count = *forward_count + (backward ? poa_lin_at(bwd->program->arena, batch) : 0);
+    if (run_bind(fwd, model, NULL, batch, -1, e) ||
+        (backward && run_bind(bwd, model, fwd->program, batch, *forward_count, e))) {
         char message[sizeof e->message];
         snprintf(message, sizeof message, "%s", e->message);
-        return poa_fail(e, "member %dx%d: %s", p->width, p->depth, message);
+        return poa_fail(e, "member %dx%d: %s", width, depth, message);
     }
     return 0;
 }
@@ -196,8 +197,12 @@ int poa_vit_pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int d
     p->tokens = p->patches + 1;
     p->rows = batch * p->tokens;
     p->alpha = (real)((double)c->max_width / width);
+    /* the programs and the size of the arena: an inference pass, the forward's liveness arena; a training pass,
+       the training forward's (its activations the backward reads kept to its end) and the backward's own after it */
     const int with_arena = p->mode != POA_VIT_PASS_LAYOUT;
-    if (with_arena && programs_arena(p, e)) {
+    if (with_arena && poa_vit_runs_find(&p->fwd, &p->bwd, model, width, depth, image_size, batch,
+                                        p->mode == POA_VIT_PASS_INFERENCE ? POA_VIT_INFERENCE : POA_VIT_FORWARD, 0,
+                                        &p->backward_base, &p->arena_count, e)) {
         poa_vit_pass_free(p);
         return -1;
     }

@@ -94,14 +94,13 @@ typedef struct poa_vit_run {
     void **bases;
 } poa_vit_run;
 
-/* Finds (in the process-wide cache) or builds the program of this kind (POA_VIT_*) into r. */
-int poa_vit_run_find(poa_vit_run *r, const poa_vit_config *config, int width, int depth, int image_size, int kind,
-                     int bf16, poa_error *e);
-/* r's value offsets at this batch: a forward's activations at their arena offsets; a
-   backward's own at backward_base + theirs (backward_base >= 0) and its saved ones where
-   `forward` placed them; parameters and gradients at their tensor's offset; the rest their slot. */
-int poa_vit_run_bind(poa_vit_run *r, const poa_vit *model, const poa_program *forward, long batch, long backward_base,
-                     poa_error *e);
+/* Finds (in the process-wide cache) or builds a member's forward program of this kind (POA_VIT_INFERENCE,
+   POA_VIT_FORWARD or POA_VIT_GPU_FORWARD) into fwd and, but for INFERENCE, its backward (the next kind) into bwd,
+   and binds their values at this batch: the forward's activations at their arena offsets, the backward's own
+   after the forward's arena (*forward_count elements; *arena_count with the backward's) and its saved ones where
+   the forward placed them; parameters and gradients at their tensor's offset; the rest at their slot. */
+int poa_vit_runs_find(poa_vit_run *fwd, poa_vit_run *bwd, const poa_vit *model, int width, int depth, int image_size,
+                      long batch, int kind, int bf16, long *forward_count, long *arena_count, poa_error *e);
 
 /* One member's pass over one crop batch: its block ids, kernels and the
    activation arena that the backward reads. */
