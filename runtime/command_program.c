@@ -2,7 +2,6 @@
    runtime runs it: the table runtime/vit.c builds (gen/program.lua over models/vit.lua, its
    reverse by gen/backward.lua; --device gpu: the GPU schedule of gen/schedule.lua), checked by the
    executor's reader (runtime/program.c), printed by gen/program.lua's text. */
-#include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
 

@@ -4,11 +4,9 @@
 #include "vit.h"
 
 #include <assert.h>
-#include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
 #include "recipe.h"
 
 int poa_vit_pass_init(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch, int image_size,
