@@ -38,26 +38,21 @@ void poa_vit_push_config(lua_State *L, const poa_vit_config *c) {
 static const char *const builders[] = { "vit_forward", "vit_train_forward", "vit_backward", "vit_gpu_programs",
                                         "vit_gpu_programs" };
 
-/* Pushes the `results` programs gen.program's builder(cfg, width, depth, image_size, bf16) returns. */
-static int push_built(lua_State *L, const char *builder, const poa_vit_config *c, int width, int depth, int image_size,
-                      int bf16, int results, poa_error *e) {
-    if (poa_lua_push_function(L, "gen.program", builder, e)) return -1;
+/* gen.program's builder(cfg, width, depth, image_size, bf16): the GPU's (forward, backward), the others one program. */
+int poa_vit_push_program(lua_State *L, const poa_vit_config *c, int width, int depth, int image_size, int kind,
+                         int bf16, poa_error *e) {
+    if (poa_lua_push_function(L, "gen.program", builders[kind], e)) return -1;
     poa_vit_push_config(L, c);
     lua_pushinteger(L, width);
     lua_pushinteger(L, depth);
     lua_pushinteger(L, image_size);
     lua_pushboolean(L, bf16);
-    if (lua_pcall(L, 5, results, 0) == LUA_OK) return 0;
-    int rc = poa_fail(e, "member %dx%d: the %s program: %s", width, depth, builder + 4, lua_tostring(L, -1));
-    lua_pop(L, 1);
-    return rc;
-}
-
-int poa_vit_push_program(lua_State *L, const poa_vit_config *c, int width, int depth, int image_size, int kind,
-                         int bf16, poa_error *e) {
-    const int pair = kind == POA_VIT_GPU_FORWARD || kind == POA_VIT_GPU_BACKWARD;
-    if (push_built(L, builders[kind], c, width, depth, image_size, bf16, pair ? 2 : 1, e)) return -1;
-    if (pair) lua_remove(L, kind == POA_VIT_GPU_FORWARD ? -1 : -2);
+    if (lua_pcall(L, 5, kind >= POA_VIT_GPU_FORWARD ? 2 : 1, 0) != LUA_OK) {
+        int rc = poa_fail(e, "member %dx%d: the %s program: %s", width, depth, builders[kind] + 4, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return rc;
+    }
+    if (kind == POA_VIT_GPU_FORWARD) lua_rotate(L, -2, 1); /* this kind's on top */
     return 0;
 }
 
@@ -79,10 +74,10 @@ static int run_find(poa_vit_run *r, const poa_vit_config *config, int width, int
     if (!L) return -1;
     /* the GPU's two programs of one build are both read, the other cached for the pass that
        asks for it next */
-    const int pair = kind == POA_VIT_GPU_FORWARD || kind == POA_VIT_GPU_BACKWARD;
-    int rc = push_built(L, builders[kind], config, width, depth, image_size, bf16, pair ? 2 : 1, e);
-    if (rc == 0) rc = poa_program_from_lua(L, pair && kind == POA_VIT_GPU_FORWARD ? -2 : -1, &built, e);
-    if (rc == 0 && pair) rc = poa_program_from_lua(L, kind == POA_VIT_GPU_FORWARD ? -1 : -2, &sibling, e);
+    const int pair = kind >= POA_VIT_GPU_FORWARD;
+    int rc = poa_vit_push_program(L, config, width, depth, image_size, kind, bf16, e);
+    if (rc == 0) rc = poa_program_from_lua(L, -1, &built, e);
+    if (rc == 0 && pair) rc = poa_program_from_lua(L, -2, &sibling, e);
     lua_close(L);
     if (rc) {
         poa_program_free(&built);

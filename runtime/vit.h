@@ -140,7 +140,8 @@ int poa_vit_pass_prepare(poa_vit_pass *pass, const poa_vit *model, int width, in
 void poa_vit_pass_free(poa_vit_pass *pass);
 
 /* Pushes on L the program of this kind (POA_VIT_*; a table, gen/program.lua's format) of member
-   width x depth at image_size. */
+   width x depth at image_size; of a GPU kind, both the GPU's programs (one build makes them), this
+   kind's on top. */
 int poa_vit_push_program(lua_State *L, const poa_vit_config *config, int width, int depth, int image_size, int kind,
                          int bf16, poa_error *e);
 /* Pushes on L the config as gen/program.lua's cfg table (the fields vit_member reads). */
