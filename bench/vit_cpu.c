@@ -49,7 +49,7 @@ int main(int argc, char **argv) {
     int members[2][2] = { { r.width_max, r.depth_max }, { r.width_min, r.depth_min } };
     for (int k = 0; k < 2; k++) {
         poa_vit_pass pass;
-        if (poa_vit_pass_init(&pass, &m, members[k][0], members[k][1], batch, S, &e)) {
+        if (poa_vit_pass_init(&pass, &m, members[k][0], members[k][1], batch, S, POA_VIT_PASS_TRAINING, &e)) {
             fprintf(stderr, "vit_cpu: %s\n", e.message);
             return 1;
         }

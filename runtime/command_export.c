@@ -209,7 +209,8 @@ static int run_export(const export_options *o, poa_error *e) {
                              .alpha = (double)config.recipe.vit.max_width / (width ? width : 1) };
     if (rc == 0) {
         poa_vit_pass layout;
-        rc = poa_vit_pass_layout(&layout, &n.intact, width, depth, 1, config.recipe.vit.image_size, e);
+        rc = poa_vit_pass_init(&layout, &n.intact, width, depth, 1, config.recipe.vit.image_size, POA_VIT_PASS_LAYOUT,
+                               e);
         poa_vit_pass_free(&layout);
         memcpy(info.block_ids, layout.block_ids, sizeof info.block_ids);
         info.step = checkpoint_step(o->checkpoint);

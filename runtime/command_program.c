@@ -2,7 +2,6 @@
    runtime runs it: the table runtime/vit.c builds (gen/program.lua over models/vit.lua, its
    reverse by gen/backward.lua; --device gpu: the GPU schedule of gen/schedule.lua), checked by the
    executor's reader (runtime/program.c), printed by gen/program.lua's text. */
-#include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,28 +20,23 @@ static int parse(int argc, char **argv, program_options *o, poa_error *e) {
     memset(o, 0, sizeof *o);
     o->crop = "global";
     o->device = "cpu";
+    const char *batch = NULL;
+    /* the options with a value: where it goes and the two it may be (NULL: any) */
+    const struct { const char *name, **value, *one, *other; } options[] = {
+        { "--net", &o->net, NULL, NULL }, { "--crop", &o->crop, "global", "local" },
+        { "--device", &o->device, "cpu", "gpu" }, { "--precision", &o->precision, "bf16", "fp32" },
+        { "--batch", &batch, NULL, NULL } };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "--net") == 0 || strcmp(a, "--crop") == 0 || strcmp(a, "--batch") == 0 ||
-            strcmp(a, "--device") == 0 || strcmp(a, "--precision") == 0) {
+        size_t n = 0;
+        while (n < sizeof options / sizeof options[0] && strcmp(a, options[n].name)) n++;
+        if (n < sizeof options / sizeof options[0]) {
             if (i + 1 >= argc) return poa_fail(e, "%s needs a value", a);
-            const char *v = argv[++i];
-            if (a[2] == 'd') {
-                if (strcmp(v, "cpu") && strcmp(v, "gpu")) return poa_fail(e, "--device %s: cpu or gpu", v);
-                o->device = v;
-            } else if (a[2] == 'p') {
-                if (strcmp(v, "bf16") && strcmp(v, "fp32")) return poa_fail(e, "--precision %s: bf16 or fp32", v);
-                o->precision = v;
-            } else if (a[2] == 'n') {
-                o->net = v;
-            } else if (a[2] == 'c') {
-                if (strcmp(v, "global") && strcmp(v, "local")) return poa_fail(e, "--crop %s: global or local", v);
-                o->crop = v;
-            } else {
-                char *end;
-                o->batch = strtol(v, &end, 10);
-                if (*end || o->batch < 1) return poa_fail(e, "--batch %s: a positive integer", v);
-            }
+            const char *v = *options[n].value = argv[++i], *one = options[n].one, *other = options[n].other;
+            if (one && strcmp(v, one) && strcmp(v, other)) return poa_fail(e, "%s %s: %s or %s", a, v, one, other);
+            char *end;
+            if (options[n].value == &batch && ((o->batch = strtol(v, &end, 10)) < 1 || *end))
+                return poa_fail(e, "--batch %s: a positive integer", v);
         } else if (strcmp(a, "--backward") == 0) {
             o->backward = 1;
         } else if (a[0] == '-') {
@@ -79,12 +73,9 @@ static int print_program(const program_options *o, poa_error *e) {
         rc = poa_program_from_lua(L, -1, &check, e);
         poa_program_free(&check);
     }
+    if (rc == 0) rc = poa_lua_push_function(L, "gen.program", "text", e);
     if (rc == 0) {
-        lua_getglobal(L, "require");
-        lua_pushstring(L, "gen.program");
-        lua_call(L, 1, 1);
-        lua_getfield(L, -1, "text");
-        lua_pushvalue(L, -3);
+        lua_pushvalue(L, -2);
         if (o->batch) lua_pushinteger(L, o->batch);
         else lua_pushnil(L);
         if (lua_pcall(L, 2, 1, 0) != LUA_OK) rc = poa_fail(e, "%s", lua_tostring(L, -1));

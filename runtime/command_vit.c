@@ -127,7 +127,7 @@ static int run_forward(const forward_options *o, poa_error *e) {
     rc = read_input(o, &recipe.vit, &images, &batch, &size, &mask, e);
     if (rc == 0 && mask && !has_mask_token)
         rc = poa_fail(e, "%s has no mask_token (exported under timm's names): no masks in %s", o->params, o->input);
-    if (rc == 0) rc = poa_vit_pass_init_inference(&pass, &model, width, depth, batch, size, e);
+    if (rc == 0) rc = poa_vit_pass_init(&pass, &model, width, depth, batch, size, POA_VIT_PASS_INFERENCE, e);
     if (rc == 0) {
         poa_vit_forward(&pass, params, images, mask, NULL);
         const real *out = poa_vit_output(&pass);

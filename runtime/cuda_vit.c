@@ -127,18 +127,11 @@ static int allocate(poa_cuda_vit_pass *p, CUdeviceptr *pointer, int region, size
 /* The pass's programs (fp32 or bf16 GEMM operands), their offsets and, on a GPU, each launch's
    function. */
 static int find_programs(poa_cuda_vit_pass *p, int bf16, poa_error *e) {
-    const poa_vit_config *c = &p->model->config;
-    const int size = (int)p->host.image_size;
-    if (poa_vit_run_find(&p->fwd, c, p->width, p->depth, size, POA_VIT_GPU_FORWARD, bf16, e) ||
-        poa_vit_run_find(&p->bwd, c, p->width, p->depth, size, POA_VIT_GPU_BACKWARD, bf16, e))
+    if (poa_vit_runs_find(&p->fwd, &p->bwd, p->model, p->width, p->depth, (int)p->host.image_size, p->batch,
+                          POA_VIT_GPU_FORWARD, bf16, &p->forward_count, &p->arena_count, e))
         return -1;
     p->programs_bf16 = bf16;
-    p->forward_count = poa_lin_at(p->fwd.program->arena, p->batch);
-    p->arena_count = p->forward_count + poa_lin_at(p->bwd.program->arena, p->batch);
-    return poa_vit_run_bind(&p->fwd, p->model, NULL, p->batch, -1, e) ||
-                   poa_vit_run_bind(&p->bwd, p->model, p->fwd.program, p->batch, p->forward_count, e)
-               ? -1
-               : 0;
+    return 0;
 }
 
 /* Each launch's function of both programs (GPU; every module loaded). */
@@ -218,7 +211,7 @@ int poa_cuda_vit_pass_init(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, cons
         if (!shared->params) return poa_fail(e, "CUDA ViT pass: shared memory needs the parameters");
     }
     if (cuda && !exec->lt) return poa_fail(e, "CUDA ViT pass: a GPU pass needs a cuBLASLt handle");
-    if (poa_vit_pass_layout(&p->host, model, width, depth, batch, image_size, e)) return -1;
+    if (poa_vit_pass_init(&p->host, model, width, depth, batch, image_size, POA_VIT_PASS_LAYOUT, e)) return -1;
     p->model = model;
     p->width = width, p->depth = depth, p->batch = batch;
     p->rows = p->host.rows, p->tokens = p->host.tokens, p->patches = p->host.patches;

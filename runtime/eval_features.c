@@ -11,13 +11,13 @@ int poa_feature_columns(const poa_feature_spec *s, int width) {
 }
 
 /* The pass features are taken from: the inference pass (the program's liveness arena) when
-   only the last block's output is read, else a training-layout pass, which keeps every block's
+   only the last block's output is read, else a training pass, which keeps every block's
    output (poa_vit_block_output). */
 static int open_pass(poa_vit_pass *pass, const poa_vit *model, int width, int depth, const poa_feature_spec *s,
                      long batch, int size, poa_error *e) {
     const int last_only = s->layer_count == 1 && s->layers[0] == depth - 1;
-    return last_only ? poa_vit_pass_init_inference(pass, model, width, depth, batch, size, e)
-                     : poa_vit_pass_init(pass, model, width, depth, batch, size, e);
+    return poa_vit_pass_init(pass, model, width, depth, batch, size,
+                             last_only ? POA_VIT_PASS_INFERENCE : POA_VIT_PASS_TRAINING, e);
 }
 
 /* A batch whose activation arena stays within ~1 GiB (the arena grows linearly with it). */

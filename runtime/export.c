@@ -102,7 +102,8 @@ int poa_export_slice_backbone(const poa_vit *intact, const real *params, const p
                               poa_error *e) {
     const int width = member->config.max_width, depth = member->config.max_depth;
     poa_vit_pass layout; /* the member's block ids and alpha, as its forward reads them */
-    if (poa_vit_pass_layout(&layout, intact, width, depth, 1, intact->config.image_size, e)) return -1;
+    if (poa_vit_pass_init(&layout, intact, width, depth, 1, intact->config.image_size, POA_VIT_PASS_LAYOUT, e))
+        return -1;
     poa_vit_pass_free(&layout);
     for (int i = 0; i < member->tensor_count; i++) {
         const poa_vit_tensor *t = &member->tensors[i];

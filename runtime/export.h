@@ -3,8 +3,8 @@
    forward reads (reference poa-vit-and-training.md §1.3: qkv rows [0:D] of each of q, k, v,
    linear weights [:out, :in], LayerNorm, LayerScale, tokens and the patch conv's first D
    channels), with alpha = Dmax / D multiplied into every linear weight (biases unscaled), the
-   member's blocks (gen/space.lua's block ids, as poa_vit_pass_layout computes them) renumbered
-   0..L-1, and the final LayerNorm included (DESIGN.md "Numerical contract" 8; the official
+   member's blocks (gen/space.lua's block ids, as a layout pass of poa_vit_pass_init computes them)
+   renumbered 0..L-1, and the final LayerNorm included (DESIGN.md "Numerical contract" 8; the official
    tool drops it, §7.1). The member is then the intact network of a ViT of the same recipe
    with max_width = D and max_depth = L, whose forward (alpha 1, every block) is the member's.
    Heads, when asked for, are sliced the same way: the first layer's input columns [:D] times

@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -126,18 +125,6 @@ static int compiler_version(const char *dir, char *version, size_t size, char *w
     return 0;
 }
 
-/* Removes the build folder and what it holds. */
-static void remove_folder(const char *dir) {
-    static const char *const files[] = { "kernels.h", "real.h", "fast_math.h", "vit_fused.h", "set.c", "set.so",
-                                         "version.txt", "log.txt" };
-    char path[1100];
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
-        unlink(path);
-    }
-    rmdir(dir);
-}
-
 /* Loads the shared object at path and its set poa_vit_kernels_<name>; NULL with why. */
 static const poa_vit_kernels *load(const char *path, const char *name, char *why, size_t size) {
     void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
@@ -162,15 +149,15 @@ static const poa_vit_kernels *compiled(int width, int head_dim, int hidden, char
     char *name = NULL, *c_text = NULL, *h_text = NULL;
     const poa_vit_kernels *k = NULL;
     const double start = now();
-    if (poa_cache_dir("kernels", dir, sizeof dir, &e) || poa_make_folders(dir, &e) ||
+    if (poa_cache_dir("kernels", dir, sizeof dir, &e) ||
         generate(width, head_dim, hidden, &name, &c_text, &h_text, &e)) {
         snprintf(why, why_size, "%s", e.message);
         goto done;
     }
-    /* A private build folder: concurrent processes never write the same file. */
-    snprintf(build, sizeof build, "%s/.build.XXXXXX", dir);
-    if (!mkdtemp(build)) {
-        snprintf(why, why_size, "cannot create a folder in %s: %s", dir, strerror(errno));
+    /* A private build folder in the cache (made if missing): concurrent processes never write the same file. */
+    snprintf(path, sizeof path, "%s/.build", dir);
+    if (poa_stage_open(path, build, sizeof build, &e)) {
+        snprintf(why, why_size, "%s", e.message);
         goto done;
     }
     char version[256];
@@ -235,7 +222,7 @@ static const poa_vit_kernels *compiled(int width, int head_dim, int hidden, char
 failed:
     snprintf(why, why_size, "%s", e.message);
 cleanup:
-    remove_folder(build);
+    poa_stage_discard(build);
 done:
     free(name), free(c_text), free(h_text);
     return k;

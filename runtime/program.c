@@ -14,81 +14,39 @@
 #include "recipe.h"
 #include "train_kernels.h"
 
+/* The kernels a CPU program may name, with the argument kinds of gen/graph.lua's params (b: buffer,
+   s: scalar) and the call that runs one over a step's buffers P(i) and scalars S(i): the layout kernels
+   of gen/ops_runtime.lua (generated: build/gen/train_kernels.c), the kernels of the member's set
+   (kernels.h) in the C order of gen/ops.lua's params, column_sum (dst[:cols] += the column sums of
+   src, rows x cols, rows ld apart) and add (y[:n] += x[:n]) of backend.h. */
 #define P(i) (buf[i])
 #define S(i) (scalar[i])
+#define KERNELS(X)                                                                                                     \
+    X(patchify, "bbssss", poa_patchify(P(0), P(1), S(2), S(3), S(4), S(5)))                                            \
+    X(fill_rows, "bsbss", poa_fill_rows(P(0), S(1), P(2), S(3), S(4)))                                                 \
+    X(layernorm_forward, "bbbbbbs", k->layernorm_forward(k, P(0), P(1), P(2), P(3), P(4), P(5), S(6)))                 \
+    X(attention_forward, "bbbss", k->attention_forward(k, P(0), P(1), P(2), S(3), S(4)))                               \
+    X(residual_forward, "bbbbss", k->residual_forward(k, P(0), P(1), P(2), P(3), S(4), S(5)))                          \
+    X(gelu_forward, "bbs", k->gelu_forward(k, P(0), P(1), S(2)))                                                       \
+    X(tokens_forward, "bbbbbsbss", k->tokens_forward(k, P(0), P(1), P(2), P(3), P(4), S(5), P(6), S(7), S(8)))         \
+    X(layernorm_backward, "bbbbbbbbs", k->layernorm_backward(k, P(0), P(1), P(2), P(3), P(4), P(5), P(6), P(7), S(8))) \
+    X(gelu_backward, "bbbs", k->gelu_backward(k, P(0), P(1), P(2), S(3)))                                              \
+    X(attention_backward, "bbbbbss", k->attention_backward(k, P(0), P(1), P(2), P(3), P(4), S(5), S(6)))               \
+    X(residual_backward, "bbbbbbss", k->residual_backward(k, P(0), P(1), P(2), P(3), P(4), P(5), S(6), S(7)))          \
+    X(tokens_backward, "bbbbsbbss", k->tokens_backward(k, P(0), P(1), P(2), P(3), S(4), P(5), P(6), S(7), S(8)))       \
+    X(column_sum, "bbsss", poa_column_sum_accumulate(P(0), P(1), S(2), S(3), S(4)))                                    \
+    X(add, "bbs", poa_add(P(0), P(1), S(2)))
 
-/* The layout kernels of gen/ops_runtime.lua (generated: build/gen/train_kernels.c). */
-static void run_patchify(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    (void)k;
-    poa_patchify(P(0), P(1), S(2), S(3), S(4), S(5));
-}
-static void run_fill_rows(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    (void)k;
-    poa_fill_rows(P(0), S(1), P(2), S(3), S(4));
-}
+#define RUNNER(name, signature, call)                                                                   \
+    static void run_##name(const poa_vit_kernels *k, void **buf, const long *scalar) { (void)k, call; }
+KERNELS(RUNNER)
 
-/* The kernels of the set, in the C order of gen/ops.lua's params (kernels.h). */
-static void run_layernorm_forward(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    k->layernorm_forward(k, P(0), P(1), P(2), P(3), P(4), P(5), S(6));
-}
-static void run_attention_forward(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    k->attention_forward(k, P(0), P(1), P(2), S(3), S(4));
-}
-static void run_residual_forward(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    k->residual_forward(k, P(0), P(1), P(2), P(3), S(4), S(5));
-}
-static void run_gelu_forward(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    k->gelu_forward(k, P(0), P(1), S(2));
-}
-static void run_tokens_forward(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    k->tokens_forward(k, P(0), P(1), P(2), P(3), P(4), S(5), P(6), S(7), S(8));
-}
-
-static void run_layernorm_backward(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    k->layernorm_backward(k, P(0), P(1), P(2), P(3), P(4), P(5), P(6), P(7), S(8));
-}
-static void run_gelu_backward(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    k->gelu_backward(k, P(0), P(1), P(2), S(3));
-}
-static void run_attention_backward(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    k->attention_backward(k, P(0), P(1), P(2), P(3), P(4), S(5), S(6));
-}
-static void run_residual_backward(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    k->residual_backward(k, P(0), P(1), P(2), P(3), P(4), P(5), S(6), S(7));
-}
-static void run_tokens_backward(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    k->tokens_backward(k, P(0), P(1), P(2), P(3), S(4), P(5), P(6), S(7), S(8));
-}
-/* dst[:cols] += the column sums of src (rows x cols, rows ld apart). */
-static void run_column_sum(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    (void)k;
-    poa_column_sum_accumulate(P(0), P(1), S(2), S(3), S(4));
-}
-/* y[:n] += x[:n]. */
-static void run_add(const poa_vit_kernels *k, void **buf, const long *scalar) {
-    (void)k;
-    poa_add(P(0), P(1), S(2));
-}
-
-/* name, argument kinds (b: buffer, s: scalar), runner */
 static const struct {
-    const char *name, *signature;
+    const char *name, *signature; /* signature: the argument kinds */
     void (*run)(const poa_vit_kernels *k, void **buf, const long *scalar);
 } kernel_table[] = {
-    { "patchify", "bbssss", run_patchify },
-    { "fill_rows", "bsbss", run_fill_rows },
-    { "layernorm_forward", "bbbbbbs", run_layernorm_forward },
-    { "attention_forward", "bbbss", run_attention_forward },
-    { "residual_forward", "bbbbss", run_residual_forward },
-    { "gelu_forward", "bbs", run_gelu_forward },
-    { "tokens_forward", "bbbbbsbss", run_tokens_forward },
-    { "layernorm_backward", "bbbbbbbbs", run_layernorm_backward },
-    { "gelu_backward", "bbbs", run_gelu_backward },
-    { "attention_backward", "bbbbbss", run_attention_backward },
-    { "residual_backward", "bbbbbbss", run_residual_backward },
-    { "tokens_backward", "bbbbsbbss", run_tokens_backward },
-    { "column_sum", "bbsss", run_column_sum },
-    { "add", "bbs", run_add },
+#define ROW(name, signature, call) { #name, signature, run_##name },
+    KERNELS(ROW)
 };
 enum { kernel_count = sizeof kernel_table / sizeof kernel_table[0] };
 
@@ -115,9 +73,7 @@ static poa_operand field_operand(lua_State *L, int t, const char *name) {
         int top = lua_gettop(L);
         o.value = (int)poa_lua_field_integer(L, top, "value") - 1;
         o.offset = field_lin(L, top, "offset");
-        lua_getfield(L, top, "bf16");
-        o.bf16 = lua_toboolean(L, -1);
-        lua_pop(L, 1);
+        o.bf16 = (int)poa_lua_field_integer(L, top, "bf16");
     }
     lua_pop(L, 1);
     return o;
@@ -154,7 +110,8 @@ static int field_text(lua_State *L, int t, const char *name, char *dst, size_t s
     return rc;
 }
 
-int poa_launch_from_lua(lua_State *L, int t, poa_program_launch *k, poa_error *e) {
+/* Reads a launch table at stack index t ({name, module, grid = 3 extents, block = 3 integers}). */
+static int read_launch(lua_State *L, int t, poa_program_launch *k, poa_error *e) {
     memset(k, 0, sizeof *k);
     if (field_text(L, t, "name", k->name, sizeof k->name) || field_text(L, t, "module", k->module, sizeof k->module))
         return poa_fail(e, "program: a launch without a name or module");
@@ -203,7 +160,7 @@ static int read_launches(lua_State *L, int t, poa_program_step *s, poa_program *
     for (int i = 0; i < count && rc == 0; i++) {
         poa_program_launch *k = &p->launches[p->launch_count + i];
         lua_rawgeti(L, list, i + 1);
-        rc = poa_launch_from_lua(L, lua_gettop(L), k, e);
+        rc = read_launch(L, lua_gettop(L), k, e);
         lua_pop(L, 1);
     }
     if (rc == 0) p->launch_count += count;
@@ -241,18 +198,17 @@ const poa_program_launch *poa_runtime_launch(const char *name, int *index, poa_e
 }
 
 static int read_kernel(lua_State *L, int t, poa_program_step *s, poa_program *p, poa_error *e) {
-    lua_getfield(L, t, "kernel");
+    lua_getfield(L, t, "kernel"); /* the name stays on the stack until the end */
     const char *name = lua_tostring(L, -1);
     s->kernel = -1;
     for (int i = 0; i < kernel_count && name; i++)
         if (strcmp(name, kernel_table[i].name) == 0) s->kernel = i;
     /* a GPU program may name kernels the CPU executor has no runner of (its launches say what) */
     int rc = !name || (s->kernel < 0 && !p->gpu) ? poa_fail(e, "program: unknown kernel %s", name ? name : "(none)") : 0;
-    char kernel_name[POA_PROGRAM_NAME_SIZE];
-    snprintf(kernel_name, sizeof kernel_name, "%s", name ? name : "");
-    lua_pop(L, 1);
-    if (rc) return rc;
-    name = kernel_name;
+    if (rc) {
+        lua_pop(L, 1);
+        return rc;
+    }
     const char *sig = s->kernel >= 0 ? kernel_table[s->kernel].signature : NULL;
     lua_getfield(L, t, "args");
     int args = lua_gettop(L);
@@ -278,6 +234,7 @@ static int read_kernel(lua_State *L, int t, poa_program_step *s, poa_program *p,
     lua_pop(L, 1);
     if (rc == 0 && p->gpu) rc = read_launches(L, t, s, p, e);
     if (rc) snprintf(e->message + strlen(e->message), sizeof e->message - strlen(e->message), " (kernel %s)", name);
+    lua_pop(L, 1);
     return rc;
 }
 
@@ -356,10 +313,7 @@ void poa_program_free(poa_program *p) {
     free(p->values);
     free(p->steps);
     free(p->launches);
-    p->values = NULL;
-    p->steps = NULL;
-    p->launches = NULL;
-    p->value_count = p->step_count = p->launch_count = 0;
+    memset(p, 0, sizeof *p);
 }
 
 int poa_program_find(const poa_program *p, const char *name) {
@@ -374,15 +328,15 @@ int poa_program_find(const poa_program *p, const char *name) {
 static struct cache_entry {
     void *key;
     size_t size;
-    poa_program program;
-} *cache[CACHE_ENTRIES];
+    poa_program program; /* never moves: cache[] is never reallocated */
+} cache[CACHE_ENTRIES];
 static int cache_count;
 static long cache_bytes;
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const poa_program *find_locked(const void *key, size_t size) {
     for (int i = 0; i < cache_count; i++)
-        if (cache[i]->size == size && memcmp(cache[i]->key, key, size) == 0) return &cache[i]->program;
+        if (cache[i].size == size && memcmp(cache[i].key, key, size) == 0) return &cache[i].program;
     return NULL;
 }
 
@@ -401,17 +355,13 @@ const poa_program *poa_program_cache_add(const void *key, size_t size, poa_progr
     if (found) {
         poa_program_free(p); /* built twice by two threads: keep the first */
     } else if (cache_count < CACHE_ENTRIES && cache_bytes + bytes <= CACHE_BYTES) {
-        struct cache_entry *c = malloc(sizeof *c);
         void *k = malloc(size);
-        if (c && k) {
+        if (k) {
             memcpy(k, key, size);
-            c->key = k, c->size = size, c->program = *p;
+            cache[cache_count] = (struct cache_entry){ k, size, *p };
             memset(p, 0, sizeof *p);
-            cache[cache_count++] = c;
+            found = &cache[cache_count++].program;
             cache_bytes += bytes;
-            found = &c->program;
-        } else {
-            free(c), free(k);
         }
     }
     pthread_mutex_unlock(&cache_lock);

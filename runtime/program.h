@@ -58,9 +58,6 @@ typedef struct poa_program_launch {
     unsigned block[3];
 } poa_program_launch;
 
-/* Reads a launch table at stack index t ({name, module, grid = 3 extents, block = 3 integers}). */
-int poa_launch_from_lua(lua_State *L, int t, poa_program_launch *k, poa_error *e);
-
 typedef struct poa_program_step {
     int kind;
     /* GEMM, row-major: c (m x n, ldc) = alpha op(a) op(b) + beta c (+ bias[j] by the GEMM's

@@ -38,8 +38,7 @@ int poa_lua_text(const char *chunk, const char *what, char **text, poa_error *e)
     return rc;
 }
 
-/* require(module)[function] on the stack, or an error. */
-static int push_function(lua_State *L, const char *module, const char *function, poa_error *e) {
+int poa_lua_push_function(lua_State *L, const char *module, const char *function, poa_error *e) {
     lua_getglobal(L, "require");
     lua_pushstring(L, module);
     if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
@@ -131,7 +130,7 @@ int poa_recipe_load_overrides(lua_State *L, const char *path, const char *const 
             return poa_fail(e, "%s: override '%s' is too long or has a line break", path, overrides[i]);
         snprintf(r->overrides + used, sizeof r->overrides - used, "%s%s", used ? "\n" : "", overrides[i]);
     }
-    if (push_function(L, "gen.recipe", "load", e)) return -1;
+    if (poa_lua_push_function(L, "gen.recipe", "load", e)) return -1;
     lua_pushstring(L, path);
     lua_createtable(L, override_count, 0);
     for (int i = 0; i < override_count; i++) {
@@ -179,8 +178,8 @@ int poa_recipe_load_overrides(lua_State *L, const char *path, const char *const 
 
 char *poa_lua_call_string(lua_State *L, const char *module, const char *function,
                           const char *recipe_path, poa_error *e) {
-    if (push_function(L, module, function, e)) return NULL;
-    if (push_function(L, "gen.recipe", "load", e)) {
+    if (poa_lua_push_function(L, module, function, e)) return NULL;
+    if (poa_lua_push_function(L, "gen.recipe", "load", e)) {
         lua_pop(L, 1);
         return NULL;
     }
@@ -204,7 +203,7 @@ int poa_recipe_push(lua_State *L, const poa_recipe *r, poa_error *e) {
     const char *overrides[64];
     snprintf(text, sizeof text, "%s", r->overrides);
     int n = poa_split_overrides(text, overrides, 64);
-    if (push_function(L, "gen.recipe", "load", e)) return -1;
+    if (poa_lua_push_function(L, "gen.recipe", "load", e)) return -1;
     lua_pushstring(L, r->path);
     lua_createtable(L, n, 0);
     for (int i = 0; i < n; i++) {
@@ -216,7 +215,7 @@ int poa_recipe_push(lua_State *L, const poa_recipe *r, poa_error *e) {
 
 int poa_recipe_member(lua_State *L, const poa_recipe *r, const char *text, int *width,
                       int *depth, poa_error *e) {
-    if (push_function(L, "gen.space", "parse_member", e)) return -1;
+    if (poa_lua_push_function(L, "gen.space", "parse_member", e)) return -1;
     if (poa_recipe_push(L, r, e)) {
         lua_pop(L, 1);
         return -1;

@@ -45,6 +45,9 @@ int poa_recipe_push(lua_State *L, const poa_recipe *recipe, poa_error *e);
 /* Splits newline-separated overrides in place into at most max pointers; returns the count. */
 int poa_split_overrides(char *text, const char **out, int max);
 
+/* Pushes require(module)[function] on L's stack, or fails with Lua's message. */
+int poa_lua_push_function(lua_State *L, const char *module, const char *function, poa_error *e);
+
 /* Calls require(module)[function](recipe_path) and returns its string result
    (malloc'd), e.g. gen.space.list_text. */
 char *poa_lua_call_string(lua_State *L, const char *module, const char *function,

@@ -4,23 +4,15 @@
 #include "vit.h"
 
 #include <assert.h>
-#include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
 #include "recipe.h"
 
-int poa_vit_pass_init(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch,
-                      int image_size, poa_error *e) {
+int poa_vit_pass_init(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch, int image_size,
+                      int mode, poa_error *e) {
     memset(p, 0, sizeof *p);
-    return poa_vit_pass_prepare(p, model, width, depth, batch, image_size, e);
-}
-
-int poa_vit_pass_init_inference(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch,
-                                int image_size, poa_error *e) {
-    memset(p, 0, sizeof *p);
-    p->inference = 1;
+    p->mode = mode;
     return poa_vit_pass_prepare(p, model, width, depth, batch, image_size, e);
 }
 
@@ -46,83 +38,67 @@ void poa_vit_push_config(lua_State *L, const poa_vit_config *c) {
 static const char *const builders[] = { "vit_forward", "vit_train_forward", "vit_backward", "vit_gpu_programs",
                                         "vit_gpu_programs" };
 
-/* Pushes the `results` programs gen.program's builder(cfg, width, depth, image_size, bf16) returns. */
-static int push_built(lua_State *L, const char *builder, const poa_vit_config *c, int width, int depth, int image_size,
-                      int bf16, int results, poa_error *e) {
-    lua_getglobal(L, "require");
-    lua_pushstring(L, "gen.program");
-    int rc = lua_pcall(L, 1, 1, 0);
-    if (rc == LUA_OK) {
-        lua_getfield(L, -1, builder);
-        lua_remove(L, -2);
-        poa_vit_push_config(L, c);
-        lua_pushinteger(L, width);
-        lua_pushinteger(L, depth);
-        lua_pushinteger(L, image_size);
-        lua_pushboolean(L, bf16);
-        rc = lua_pcall(L, 5, results, 0);
-    }
-    if (rc == LUA_OK) return 0;
-    rc = poa_fail(e, "member %dx%d: the %s program: %s", width, depth, builder + 4, lua_tostring(L, -1));
-    lua_pop(L, 1);
-    return rc;
-}
-
+/* gen.program's builder(cfg, width, depth, image_size, bf16): the GPU's (forward, backward), the others one program. */
 int poa_vit_push_program(lua_State *L, const poa_vit_config *c, int width, int depth, int image_size, int kind,
                          int bf16, poa_error *e) {
-    const int pair = kind == POA_VIT_GPU_FORWARD || kind == POA_VIT_GPU_BACKWARD;
-    if (push_built(L, builders[kind], c, width, depth, image_size, bf16, pair ? 2 : 1, e)) return -1;
-    if (pair) lua_remove(L, kind == POA_VIT_GPU_FORWARD ? -1 : -2);
+    if (poa_lua_push_function(L, "gen.program", builders[kind], e)) return -1;
+    poa_vit_push_config(L, c);
+    lua_pushinteger(L, width);
+    lua_pushinteger(L, depth);
+    lua_pushinteger(L, image_size);
+    lua_pushboolean(L, bf16);
+    if (lua_pcall(L, 5, kind >= POA_VIT_GPU_FORWARD ? 2 : 1, 0) != LUA_OK) {
+        int rc = poa_fail(e, "member %dx%d: the %s program: %s", width, depth, builders[kind] + 4, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return rc;
+    }
+    if (kind == POA_VIT_GPU_FORWARD) lua_rotate(L, -2, 1); /* this kind's on top */
     return 0;
 }
 
-typedef struct program_key {
-    poa_vit_config config;
-    int width, depth, image_size, kind, bf16;
-} program_key;
-
-int poa_vit_run_find(poa_vit_run *r, const poa_vit_config *config, int width, int depth, int image_size, int kind,
-                     int bf16, poa_error *e) {
-    program_key key;
+/* Finds (in the process-wide cache) or builds the program of this kind (POA_VIT_*) into r. */
+static int run_find(poa_vit_run *r, const poa_vit_config *config, int width, int depth, int image_size, int kind,
+                    int bf16, poa_error *e) {
+    poa_vit_program_key key;
     memset(&key, 0, sizeof key);
     key.config = *config;
     key.width = width, key.depth = depth, key.image_size = image_size, key.kind = kind, key.bf16 = bf16;
     if ((r->program = poa_program_cache_find(&key, sizeof key))) return 0;
-    if (r->owned.steps && r->owned_width == width && r->owned_depth == depth && r->owned_image == image_size &&
-        r->owned_kind == kind && r->owned_bf16 == bf16) {
+    if (r->owned.steps && memcmp(&r->owned_key, &key, sizeof key) == 0) {
         r->program = &r->owned;
         return 0;
     }
     poa_program_free(&r->owned);
-    poa_program built, sibling = { 0 };
+    poa_program built = { 0 }, sibling = { 0 };
     lua_State *L = poa_lua_open(e);
     if (!L) return -1;
     /* the GPU's two programs of one build are both read, the other cached for the pass that
        asks for it next */
-    const int pair = kind == POA_VIT_GPU_FORWARD || kind == POA_VIT_GPU_BACKWARD;
-    int rc = push_built(L, builders[kind], config, width, depth, image_size, bf16, pair ? 2 : 1, e);
-    if (rc == 0) rc = poa_program_from_lua(L, pair && kind == POA_VIT_GPU_FORWARD ? -2 : -1, &built, e);
-    if (rc == 0 && pair) rc = poa_program_from_lua(L, kind == POA_VIT_GPU_FORWARD ? -1 : -2, &sibling, e);
+    const int pair = kind >= POA_VIT_GPU_FORWARD;
+    int rc = poa_vit_push_program(L, config, width, depth, image_size, kind, bf16, e);
+    if (rc == 0) rc = poa_program_from_lua(L, -1, &built, e);
+    if (rc == 0 && pair) rc = poa_program_from_lua(L, -2, &sibling, e);
     lua_close(L);
     if (rc) {
         poa_program_free(&built);
         return rc;
     }
     if (pair) {
-        program_key other = key;
+        poa_vit_program_key other = key;
         other.kind = kind == POA_VIT_GPU_FORWARD ? POA_VIT_GPU_BACKWARD : POA_VIT_GPU_FORWARD;
         if (!poa_program_cache_add(&other, sizeof other, &sibling)) poa_program_free(&sibling);
     }
     if ((r->program = poa_program_cache_add(&key, sizeof key, &built))) return 0;
     r->owned = built;
-    r->owned_width = width, r->owned_depth = depth, r->owned_image = image_size;
-    r->owned_kind = kind, r->owned_bf16 = bf16;
+    memcpy(&r->owned_key, &key, sizeof key); /* padding included: compared with memcmp */
     r->program = &r->owned;
     return 0;
 }
 
-int poa_vit_run_bind(poa_vit_run *r, const poa_vit *model, const poa_program *forward, long batch, long backward_base,
-                     poa_error *e) {
+/* r's value offsets at this batch: a forward's (backward_base < 0) activations at their arena offsets; a
+   backward's own at backward_base + theirs and its saved ones where `forward` placed them. */
+static int run_bind(poa_vit_run *r, const poa_vit *model, const poa_program *forward, long batch, long backward_base,
+                    poa_error *e) {
     static const char *const slots[POA_VIT_SLOTS] = { "images", "mask", "drop_scale", "dout", "resample", "ones",
                                                       "cast_a", "cast_b" };
     const poa_program *g = r->program;
@@ -165,37 +141,26 @@ static void set_bases(poa_vit_run *r, real *arena, const real *params, real *gra
     }
 }
 
-static int pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch, int image_size,
-                        int with_arena, poa_error *e);
-
-int poa_vit_pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch,
-                         int image_size, poa_error *e) {
-    return pass_prepare(p, model, width, depth, batch, image_size, 1, e);
-}
-
-int poa_vit_pass_layout(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch, int image_size,
-                        poa_error *e) {
-    memset(p, 0, sizeof *p);
-    return pass_prepare(p, model, width, depth, batch, image_size, 0, e);
-}
-
-/* The pass's programs and its arena: an inference pass, the forward's liveness arena; a
-   training pass, the training forward's (its activations the backward reads kept to its end)
-   and the backward's own values after it. */
-static int programs_arena(poa_vit_pass *p, poa_error *e) {
-    const poa_vit_config *c = &p->model->config;
-    const int size = (int)p->image_size;
-    if (poa_vit_run_find(&p->fwd, c, p->width, p->depth, size, p->inference ? POA_VIT_INFERENCE : POA_VIT_FORWARD, 0,
-                         e) ||
-        (!p->inference && poa_vit_run_find(&p->bwd, c, p->width, p->depth, size, POA_VIT_BACKWARD, 0, e)))
+int poa_vit_runs_find(poa_vit_run *fwd, poa_vit_run *bwd, const poa_vit *model, int width, int depth, int image_size,
+                      long batch, int kind, int bf16, long *forward_count, long *arena_count, poa_error *e) {
+    const poa_vit_config *c = &model->config;
+    const int backward = kind != POA_VIT_INFERENCE;
+    if (run_find(fwd, c, width, depth, image_size, kind, bf16, e) ||
+        (backward && run_find(bwd, c, width, depth, image_size, kind + 1, bf16, e)))
         return -1;
-    p->backward_base = poa_lin_at(p->fwd.program->arena, p->batch);
-    p->arena_count = p->backward_base + (p->inference ? 0 : poa_lin_at(p->bwd.program->arena, p->batch));
+    *forward_count = poa_lin_at(fwd->program->arena, batch);
+    *arena_count = *forward_count + (backward ? poa_lin_at(bwd->program->arena, batch) : 0);
+    if (run_bind(fwd, model, NULL, batch, -1, e) ||
+        (backward && run_bind(bwd, model, fwd->program, batch, *forward_count, e))) {
+        char message[sizeof e->message];
+        snprintf(message, sizeof message, "%s", e->message);
+        return poa_fail(e, "member %dx%d: %s", width, depth, message);
+    }
     return 0;
 }
 
-static int pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch, int image_size,
-                        int with_arena, poa_error *e) {
+int poa_vit_pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch, int image_size,
+                         poa_error *e) {
     const poa_vit_config *c = &model->config;
     if (width < c->head_dim || width > c->max_width || width % c->head_dim)
         return poa_fail(e, "member %dx%d: width must be a multiple of %d in %d..%d", width, depth,
@@ -205,14 +170,7 @@ static int pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int de
     if (image_size <= 0 || image_size % c->patch_size)
         return poa_fail(e, "image size %d is not a multiple of the patch size %d", image_size,
                         c->patch_size);
-    /* Buffers of an earlier shape are kept when they are large enough (a fresh arena
-       costs a page fault per page on every step). */
-    real *arena = p->arena, *ones = p->ones, *resample = p->resample;
-    long capacity = p->arena_capacity, resample_grid = p->resample ? p->grid : 0;
-    const poa_vit_run fwd = p->fwd, bwd = p->bwd;
-    const int inference = p->inference;
-    memset(p, 0, sizeof *p);
-    p->fwd = fwd, p->bwd = bwd, p->inference = inference;
+    const long resample_grid = p->resample ? p->grid : 0; /* the grid p->resample was made for */
     p->model = model;
     p->width = width;
     p->depth = depth;
@@ -232,26 +190,28 @@ static int pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int de
     p->tokens = p->patches + 1;
     p->rows = batch * p->tokens;
     p->alpha = (real)((double)c->max_width / width);
-    if (with_arena && programs_arena(p, e)) {
+    /* the programs and the size of the arena: an inference pass, the forward's liveness arena; a training pass,
+       the training forward's (its activations the backward reads kept to its end) and the backward's own after it */
+    const int with_arena = p->mode != POA_VIT_PASS_LAYOUT;
+    if (with_arena && poa_vit_runs_find(&p->fwd, &p->bwd, model, width, depth, image_size, batch,
+                                        p->mode == POA_VIT_PASS_INFERENCE ? POA_VIT_INFERENCE : POA_VIT_FORWARD, 0,
+                                        &p->backward_base, &p->arena_count, e)) {
         poa_vit_pass_free(p);
         return -1;
     }
-    if (!with_arena) {
-        free(arena);
-    } else if (arena && capacity >= p->arena_count) {
-        p->arena = arena, p->arena_capacity = capacity;
-    } else {
-        free(arena);
+    /* Buffers of an earlier shape are kept when they are large enough (a fresh arena
+       costs a page fault per page on every step). */
+    if (with_arena && (!p->arena || p->arena_capacity < p->arena_count)) {
+        free(p->arena);
         p->arena = calloc((size_t)p->arena_count, sizeof(real));
         p->arena_capacity = p->arena_count;
     }
-    free(ones);
+    free(p->ones);
     p->ones = malloc(sizeof(real) * (size_t)width);
     const long native_grid = c->image_size / c->patch_size;
-    if (p->grid != native_grid && resample_grid == p->grid) {
-        p->resample = resample;
-    } else {
-        free(resample);
+    if (p->grid != resample_grid) {
+        free(p->resample);
+        p->resample = NULL;
         if (p->grid != native_grid) {
             p->resample = malloc(sizeof(real) * (size_t)(p->patches * native_grid * native_grid));
             if (p->resample) poa_vit_resample_matrix(p->resample, (int)native_grid, (int)p->grid);
@@ -263,13 +223,6 @@ static int pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int de
                         p->arena_count);
     }
     for (int i = 0; i < width; i++) p->ones[i] = 1;
-    if (with_arena && (poa_vit_run_bind(&p->fwd, model, NULL, batch, -1, e) ||
-                       (!p->inference && poa_vit_run_bind(&p->bwd, model, p->fwd.program, batch, p->backward_base, e)))) {
-        char message[sizeof e->message];
-        snprintf(message, sizeof message, "%s", e->message);
-        poa_vit_pass_free(p);
-        return poa_fail(e, "member %dx%d: %s", width, depth, message);
-    }
     return 0;
 }
 
@@ -292,7 +245,7 @@ real *poa_vit_output(const poa_vit_pass *p) {
 }
 
 const real *poa_vit_block_output(const poa_vit_pass *p, int j) {
-    if (p->inference) return NULL; /* not kept */
+    if (p->mode == POA_VIT_PASS_INFERENCE) return NULL; /* not kept */
     char name[32];
     if (j + 1 < p->depth) snprintf(name, sizeof name, "block%d.x_in", j + 1);
     else snprintf(name, sizeof name, "x_final");
@@ -313,7 +266,7 @@ void poa_vit_forward(poa_vit_pass *p, const real *params, const real *images,
 /* Runs the backward program (gen/backward.lua) with the mask and drop-path scales of the
    last forward: every parameter gradient accumulated into grads. */
 void poa_vit_backward(poa_vit_pass *p, const real *params, real *grads, const real *dout) {
-    assert(!p->inference && "poa_vit_backward: an inference pass keeps no activations");
+    assert(p->mode == POA_VIT_PASS_TRAINING && "poa_vit_backward: an inference pass keeps no activations");
     void *const slots[POA_VIT_SLOTS] = { NULL, (void *)p->mask, (void *)p->drop_scale, (void *)dout, p->resample, p->ones };
     set_bases(&p->bwd, p->arena, params, grads, slots);
     poa_program_run(p->bwd.program, p->bwd.bases, p->batch, p->kernels);

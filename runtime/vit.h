@@ -78,24 +78,29 @@ enum { POA_VIT_INFERENCE, POA_VIT_FORWARD, POA_VIT_BACKWARD, POA_VIT_GPU_FORWARD
 enum { POA_VIT_SLOT_IMAGES, POA_VIT_SLOT_MASK, POA_VIT_SLOT_DROP_SCALE, POA_VIT_SLOT_DOUT, POA_VIT_SLOT_RESAMPLE,
        POA_VIT_SLOT_ONES, POA_VIT_SLOT_CAST_A, POA_VIT_SLOT_CAST_B, POA_VIT_SLOTS };
 
+/* What determines a program of a member: its key in the process-wide cache (program.h). */
+typedef struct poa_vit_program_key {
+    poa_vit_config config;
+    int width, depth, image_size, kind, bf16;
+} poa_vit_program_key;
+
 /* A program of a pass and where its values live: a value's element offset in the arena, the
    parameters or the gradients, or its slot (POA_VIT_SLOT_*). */
 typedef struct poa_vit_run {
-    const poa_program *program; /* cached process-wide (program.h), or `owned` */
+    const poa_program *program; /* cached process-wide (program.h), or `owned` when the cache is full */
     poa_program owned;
-    int owned_width, owned_depth, owned_image, owned_kind, owned_bf16;
+    poa_vit_program_key owned_key;
     long *value_offsets;
     void **bases;
 } poa_vit_run;
 
-/* Finds (in the process-wide cache) or builds the program of this kind (POA_VIT_*) into r. */
-int poa_vit_run_find(poa_vit_run *r, const poa_vit_config *config, int width, int depth, int image_size, int kind,
-                     int bf16, poa_error *e);
-/* r's value offsets at this batch: a forward's activations at their arena offsets; a
-   backward's own at backward_base + theirs (backward_base >= 0) and its saved ones where
-   `forward` placed them; parameters and gradients at their tensor's offset; the rest their slot. */
-int poa_vit_run_bind(poa_vit_run *r, const poa_vit *model, const poa_program *forward, long batch, long backward_base,
-                     poa_error *e);
+/* Finds (in the process-wide cache) or builds a member's forward program of this kind (POA_VIT_INFERENCE,
+   POA_VIT_FORWARD or POA_VIT_GPU_FORWARD) into fwd and, but for INFERENCE, its backward (the next kind) into bwd,
+   and binds their values at this batch: the forward's activations at their arena offsets, the backward's own
+   after the forward's arena (*forward_count elements; *arena_count with the backward's) and its saved ones where
+   the forward placed them; parameters and gradients at their tensor's offset; the rest at their slot. */
+int poa_vit_runs_find(poa_vit_run *fwd, poa_vit_run *bwd, const poa_vit *model, int width, int depth, int image_size,
+                      long batch, int kind, int bf16, long *forward_count, long *arena_count, poa_error *e);
 
 /* One member's pass over one crop batch: its block ids, kernels and the
    activation arena that the backward reads. */
@@ -115,29 +120,28 @@ typedef struct poa_vit_pass {
     /* The forward and the backward as programs (models/vit.lua's graph lowered by
        gen/program.lua, its reverse by gen/backward.lua), run by runtime/program.c, over one
        arena: the training forward's values at their offsets, the backward's own from
-       backward_base (the forward's arena size) on. An inference pass
-       (poa_vit_pass_init_inference) holds only the forward's liveness arena and has no backward. */
-    int inference;
+       backward_base (the forward's arena size) on. */
+    int mode; /* POA_VIT_PASS_* */
     long backward_base;
     poa_vit_run fwd, bwd;
 } poa_vit_pass;
 
-/* The shape of a pass (block ids, resampling matrix) without programs or arena (arena NULL). */
-int poa_vit_pass_layout(poa_vit_pass *pass, const poa_vit *model, int width, int depth, long batch, int image_size,
-                        poa_error *e);
-int poa_vit_pass_init(poa_vit_pass *pass, const poa_vit *model, int width, int depth,
-                      long batch, int image_size, poa_error *e);
-/* A pass for the forward only (`poa forward`, `poa knn`): the program's liveness arena. */
-int poa_vit_pass_init_inference(poa_vit_pass *pass, const poa_vit *model, int width, int depth,
-                                long batch, int image_size, poa_error *e);
-/* Re-targets an initialised pass to another member or batch, keeping its buffers when they
-   are large enough. */
+/* What a pass holds: TRAINING, the forward and the backward and the arena they share; INFERENCE
+   (`poa forward`, `poa knn`), the forward only and its liveness arena; LAYOUT, the shape (block ids,
+   resampling matrix) without programs or arena (arena NULL). */
+enum { POA_VIT_PASS_TRAINING, POA_VIT_PASS_INFERENCE, POA_VIT_PASS_LAYOUT };
+
+int poa_vit_pass_init(poa_vit_pass *pass, const poa_vit *model, int width, int depth, long batch, int image_size,
+                      int mode, poa_error *e);
+/* Re-targets an initialised pass to another member or batch (its mode kept), keeping its
+   buffers when they are large enough. */
 int poa_vit_pass_prepare(poa_vit_pass *pass, const poa_vit *model, int width, int depth,
                          long batch, int image_size, poa_error *e);
 void poa_vit_pass_free(poa_vit_pass *pass);
 
 /* Pushes on L the program of this kind (POA_VIT_*; a table, gen/program.lua's format) of member
-   width x depth at image_size. */
+   width x depth at image_size; of a GPU kind, both the GPU's programs (one build makes them), this
+   kind's on top. */
 int poa_vit_push_program(lua_State *L, const poa_vit_config *config, int width, int depth, int image_size, int kind,
                          int bf16, poa_error *e);
 /* Pushes on L the config as gen/program.lua's cfg table (the fields vit_member reads). */
@@ -151,9 +155,8 @@ void poa_vit_forward(poa_vit_pass *pass, const real *params, const real *images,
                      const unsigned char *mask, const real *drop_scale);
 real *poa_vit_output(const poa_vit_pass *pass);
 /* The residual stream after the pass's active block j (0-based, < depth), before any
-   LayerNorm: batch x tokens x width, valid after a forward of a training-layout pass
-   (poa_vit_pass_init; NULL for an inference pass, which reuses its arena and keeps only the
-   output). */
+   LayerNorm: batch x tokens x width, valid after a forward of a training pass (NULL for an
+   inference pass, which reuses its arena and keeps only the output). */
 const real *poa_vit_block_output(const poa_vit_pass *pass, int j);
 
 /* Accumulates d(loss)/d(params) into grads, from dout = d(loss)/d(output); not for an

@@ -29,8 +29,8 @@ static double loss_of(problem *p, const real *params) {
 static void check_member(const poa_vit *m, real *params, int width, int depth) {
     poa_error e = { { 0 } };
     problem p = { .model = m };
-    if (poa_vit_pass_init(&p.global, m, width, depth, 2, 32, &e) ||
-        poa_vit_pass_init(&p.local, m, width, depth, 3, 16, &e)) {
+    if (poa_vit_pass_init(&p.global, m, width, depth, 2, 32, POA_VIT_PASS_TRAINING, &e) ||
+        poa_vit_pass_init(&p.local, m, width, depth, 3, 16, POA_VIT_PASS_TRAINING, &e)) {
         printf("FAIL pass %dx%d: %s\n", width, depth, e.message);
         return;
     }

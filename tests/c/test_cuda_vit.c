@@ -358,7 +358,7 @@ static void check_against_cpu(runner *r, const poa_vit *m, cpu_case c) {
     }
     poa_error e = { { 0 } };
     poa_vit_pass cpu;
-    if (poa_vit_pass_init(&cpu, m, width, depth, batch, image, &e)) {
+    if (poa_vit_pass_init(&cpu, m, width, depth, batch, image, POA_VIT_PASS_TRAINING, &e)) {
         CHECK(label, 0, "%s", e.message);
         return;
     }

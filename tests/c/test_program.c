@@ -28,8 +28,8 @@ static void same_bits(const poa_vit *m, const real *params, int width, int depth
     char label[160];
     snprintf(label, sizeof label, "member %dx%d batch %ld at %d px: inference pass = training pass, bit for bit",
              width, depth, batch, size);
-    if (poa_vit_pass_init(&train, m, width, depth, batch, size, &e) ||
-        poa_vit_pass_init_inference(&infer, m, width, depth, batch, size, &e)) {
+    if (poa_vit_pass_init(&train, m, width, depth, batch, size, POA_VIT_PASS_TRAINING, &e) ||
+        poa_vit_pass_init(&infer, m, width, depth, batch, size, POA_VIT_PASS_INFERENCE, &e)) {
         CHECK(label, 0, "%s", e.message);
         return;
     }
@@ -106,8 +106,8 @@ static void without_layerscale_and_biases(const poa_vit_config *config) {
     test_fill_normal(images, n_images, 0, 1, 22, 1);
     poa_vit_pass x, y;
     int rc = set_and_copy(&mb, pb, &ma, pa) ? poa_fail(&e, "the tensors differ") : 0;
-    if (rc == 0) rc = poa_vit_pass_init(&x, &ma, 64, 3, batch, 32, &e);
-    if (rc == 0) rc = poa_vit_pass_init_inference(&y, &mb, 64, 3, batch, 32, &e);
+    if (rc == 0) rc = poa_vit_pass_init(&x, &ma, 64, 3, batch, 32, POA_VIT_PASS_TRAINING, &e);
+    if (rc == 0) rc = poa_vit_pass_init(&y, &mb, 64, 3, batch, 32, POA_VIT_PASS_INFERENCE, &e);
     if (rc == 0) {
         poa_vit_forward(&x, pa, images, mask, drop);
         poa_vit_forward(&y, pb, images, mask, drop);

@@ -54,8 +54,9 @@ int main(void) {
     /* Members differ: same width and different depth, and different widths
        compared on their common first 32 channels of the CLS token. */
     poa_vit_pass a, b, c;
-    if (poa_vit_pass_init(&a, &m, 64, 2, B, 32, &e) || poa_vit_pass_init(&b, &m, 64, 3, B, 32, &e) ||
-        poa_vit_pass_init(&c, &m, 32, 3, B, 32, &e)) {
+    if (poa_vit_pass_init(&a, &m, 64, 2, B, 32, POA_VIT_PASS_TRAINING, &e) ||
+        poa_vit_pass_init(&b, &m, 64, 3, B, 32, POA_VIT_PASS_TRAINING, &e) ||
+        poa_vit_pass_init(&c, &m, 32, 3, B, 32, POA_VIT_PASS_TRAINING, &e)) {
         printf("FAIL pass init: %s\n", e.message);
         return 1;
     }
@@ -90,7 +91,7 @@ int main(void) {
 
     /* Intact + elastic into one buffer = the sum of separate buffers. */
     poa_vit_pass intact;
-    poa_vit_pass_init(&intact, &m, 96, 4, B, 32, &e);
+    poa_vit_pass_init(&intact, &m, 96, 4, B, 32, POA_VIT_PASS_TRAINING, &e);
     real *together = calloc((size_t)m.parameter_count, sizeof(real));
     real *alone = calloc((size_t)m.parameter_count, sizeof(real));
     run(&m, &intact, params, together, images, mask, dout);

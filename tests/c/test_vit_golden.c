@@ -37,8 +37,8 @@ static void check_case(const poa_vit *m, const real *params, const char *name) {
     const unsigned char *mask = f.data + mask_info->offset;
 
     poa_vit_pass global, local;
-    if (poa_vit_pass_init(&global, m, width, depth, 2, 32, &e) ||
-        poa_vit_pass_init(&local, m, width, depth, 3, 16, &e)) {
+    if (poa_vit_pass_init(&global, m, width, depth, 2, 32, POA_VIT_PASS_TRAINING, &e) ||
+        poa_vit_pass_init(&local, m, width, depth, 3, 16, POA_VIT_PASS_TRAINING, &e)) {
         printf("FAIL %s: %s\n", name, e.message);
         exit(1);
     }
@@ -58,8 +58,8 @@ static void check_case(const poa_vit *m, const real *params, const char *name) {
         /* The same program over an inference pass: its own arena, laid out by liveness. */
         poa_vit_pass inference;
         double err_inference = INFINITY;
-        if (poa_vit_pass_init_inference(&inference, m, width, depth, passes[i]->batch, (int)passes[i]->image_size,
-                                        &e) == 0) {
+        if (poa_vit_pass_init(&inference, m, width, depth, passes[i]->batch, (int)passes[i]->image_size,
+                              POA_VIT_PASS_INFERENCE, &e) == 0) {
             poa_vit_forward(&inference, params, images[i], i == 0 ? mask : NULL, drops[i]);
             err_inference = relative_error(poa_vit_output(&inference), want, n);
             printf("  %s %s: forward relative error %.3g (training pass, arena %ld), %.3g (inference pass, "
