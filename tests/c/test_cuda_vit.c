@@ -92,16 +92,16 @@ static int push_launches(lua_State *L, long width, long head_dim, long hidden, p
    text, and the GPU programs of passes at both crop sizes (made where nothing runs) launch only
    kernels their module defines: the width's set, vit_fused.cu or the glue. Returns the number
    of problems, the first described in why. */
-static int check_width(lua_State *L, const poa_recipe *r, const poa_vit *m, int width, const char *fused, char *why,
-                       size_t size) {
+static int check_width(lua_State *L, const poa_recipe *r, const poa_vit *m, int width, const poa_cuda_sources *s,
+                       char *why, size_t size) {
     char name[96];
-    char *set = NULL, *glue = NULL;
+    snprintf(name, sizeof name, "vit_w%d_h%d_f%d.cu", width, m->config.head_dim, width * m->config.mlp_ratio);
+    const char *set = poa_cuda_sources_find(s, name), *glue = poa_cuda_sources_find(s, "vit_glue.cu");
+    const char *fused = poa_cuda_sources_find(s, "vit_fused.cu");
     poa_error e = { { 0 } };
     int problems = 0;
-    if (poa_cuda_vit_sources(r->path, NULL, width, &set, &glue, name, sizeof name, &e) ||
-        push_launches(L, width, m->config.head_dim, width * m->config.mlp_ratio, &e)) {
-        snprintf(why, size, "width %d: %.800s", width, e.message);
-        free(set), free(glue);
+    if (!set || push_launches(L, width, m->config.head_dim, width * m->config.mlp_ratio, &e)) {
+        snprintf(why, size, "width %d: %.800s", width, set ? e.message : "no kernel set among the recipe's modules");
         return 1;
     }
     const int count = (int)luaL_len(L, -1);
@@ -114,7 +114,7 @@ static int check_width(lua_State *L, const poa_recipe *r, const poa_vit *m, int 
     for (int i = 0; i < 2 && problems == 0; i++) {
         poa_cuda_vit_pass p;
         for (int bf16 = 0; bf16 < 2 && problems == 0; bf16++) {
-            if (poa_cuda_vit_pass_init(&p, &nowhere, m, width, r->depth_min, 2, sizes[i], set, glue, NULL, &e) ||
+            if (poa_cuda_vit_pass_init(&p, &nowhere, m, width, r->depth_min, 2, sizes[i], s, NULL, &e) ||
                 (bf16 && poa_cuda_vit_pass_use_bf16(&p, &e))) {
                 if (problems++ == 0) snprintf(why, size, "%s at %d px: %.800s", name, sizes[i], e.message);
                 continue;
@@ -132,8 +132,6 @@ static int check_width(lua_State *L, const poa_recipe *r, const poa_vit *m, int 
             poa_cuda_vit_pass_free(&p);
         }
     }
-    free(set);
-    free(glue);
     return problems;
 }
 
@@ -148,15 +146,15 @@ static void check_family(lua_State *L, const char *recipe_path) {
         return;
     }
     int widths = 0, problems = 0;
-    char *fused = NULL;
-    if (poa_cuda_vit_fused_source(recipe_path, NULL, &fused, &e)) problems++, snprintf(why, sizeof why, "%.900s", e.message);
-    for (int w = r.width_min; w <= r.width_max && fused; w += r.width_step, widths++)
-        problems += check_width(L, &r, &m, w, fused, problems ? NULL : why, problems ? 0 : sizeof why);
+    poa_cuda_sources sources = { 0 };
+    if (poa_cuda_sources_load(&sources, recipe_path, NULL, &e)) problems++, snprintf(why, sizeof why, "%.900s", e.message);
+    for (int w = r.width_min; w <= r.width_max && sources.count; w += r.width_step, widths++)
+        problems += check_width(L, &r, &m, w, &sources, problems ? NULL : why, problems ? 0 : sizeof why);
     snprintf(label, sizeof label,
              "%s: all %d widths: every kernel of the set's table is defined in its .cu, every kernel the GPU programs launch "
              "(fp32 and bf16, both crops) is defined in its module", recipe_path, widths);
     CHECK(label, problems == 0 && widths > 0, "%d problems; first: %s", problems, why);
-    free(fused);
+    poa_cuda_sources_free(&sources);
     poa_vit_free(&m);
 }
 
@@ -164,11 +162,13 @@ static void check_family(lua_State *L, const char *recipe_path) {
    training kernels) is defined in its module's source (NVRTC compiles both:
    test_nvrtc_compile.c); the programs' glue launches: check_width. */
 static void check_glue(void) {
-    char *texts[2] = { NULL, NULL }; /* vit_glue.cu, train_kernels.cu */
+    poa_cuda_sources sources = { 0 };
+    const char *texts[2] = { NULL, NULL }; /* vit_glue.cu, train_kernels.cu */
     poa_error e = { { 0 } };
     const poa_program *r = NULL;
-    if (poa_cuda_vit_sources(TINY, NULL, 64, NULL, &texts[0], NULL, 0, &e) ||
-        poa_cuda_train_kernels_source(&texts[1], &e) || !(r = poa_runtime_launches(&e))) {
+    if (poa_cuda_sources_load(&sources, TINY, NULL, &e) ||
+        !(texts[0] = poa_cuda_sources_find(&sources, "vit_glue.cu")) ||
+        !(texts[1] = poa_cuda_sources_find(&sources, "train_kernels.cu")) || !(r = poa_runtime_launches(&e))) {
         CHECK("runtime launches and their sources", 0, "%s", e.message);
     } else {
         int missing = 0;
@@ -180,7 +180,7 @@ static void check_glue(void) {
               missing == 0 && r->launch_count > 5 && !defines_other, "%d of %d missing, other %d", missing,
               r->launch_count, defines_other);
     }
-    free(texts[0]), free(texts[1]);
+    poa_cuda_sources_free(&sources);
 }
 
 static void check_geometry(void) {
@@ -188,11 +188,11 @@ static void check_geometry(void) {
     poa_recipe r;
     poa_vit m;
     poa_error e = { { 0 } };
-    char *set = NULL;
+    poa_cuda_sources sources = { 0 };
     poa_cuda_vit_pass p;
     test_load_model(TINY, &r, &m);
-    if (poa_cuda_vit_sources(TINY, NULL, 96, &set, NULL, NULL, 0, &e) ||
-        poa_cuda_vit_pass_init(&p, &nowhere, &m, 96, 4, 2, 32, set, "", NULL, &e)) {
+    if (poa_cuda_sources_load(&sources, TINY, NULL, &e) ||
+        poa_cuda_vit_pass_init(&p, &nowhere, &m, 96, 4, 2, 32, &sources, NULL, &e)) {
         CHECK(label, 0, "%s", e.message);
     } else {
         const struct { const char *name; unsigned grid[3], block[3]; } want[] = {
@@ -220,7 +220,7 @@ static void check_geometry(void) {
         CHECK(label, bad == 0, "%d of %zu wrong", bad, sizeof want / sizeof want[0]);
         poa_cuda_vit_pass_free(&p);
     }
-    free(set);
+    poa_cuda_sources_free(&sources);
     poa_vit_free(&m);
 }
 
@@ -377,7 +377,7 @@ static int run_pass(runner *r, const poa_vit *m, const char *recipe, int width, 
                     const float *params, const float *images, const unsigned char *mask, const float *drop,
                     const float *dout, float *out, float *grads, float **arena, kept_value *kept, int *kept_count,
                     poa_error *e) {
-    char *set = NULL, *glue = NULL, *fused_source = NULL;
+    poa_cuda_sources sources = { 0 };
     const int hidden = width * m->config.mlp_ratio;
     emulator_state st = { .width = width, .head_dim = m->config.head_dim, .hidden = hidden };
     poa_cuda_emulator em = { .context = &st, .launch = emulate_launch, .gemm = emulate_gemm,
@@ -393,19 +393,18 @@ static int run_pass(runner *r, const poa_vit *m, const char *recipe, int width, 
     st.L = r->cuda ? NULL : poa_lua_open(e);
     poa_cuda_vit_pass p;
     int rc = r->cuda || (st.scratch && st.L) ? 0 : poa_fail(e, "emulator: out of memory");
-    if (!rc) rc = poa_cuda_vit_sources(recipe, NULL, width, &set, &glue, NULL, 0, e);
+    if (!rc) rc = poa_cuda_sources_load(&sources, recipe, NULL, e);
     if (!rc && st.L) rc = push_launches(st.L, width, st.head_dim, hidden, e);
     if (st.L && !rc) lua_pop(st.L, 1); /* the function stays at the top */
-    st.set = set;
+    st.fused = poa_cuda_sources_find(&sources, "vit_fused.cu");
     if (!rc)
         rc = poa_cuda_vit_pass_init(&p, &(poa_cuda_exec){ .cuda = r->cuda, .lt = r->lt, .emulator = r->cuda ? NULL : &em },
-                                    m, width, depth, batch, image, set, glue, NULL, e);
-    if (!rc && ((r->bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) || poa_cuda_vit_fused_source(recipe, NULL, &fused_source, e) ||
-                poa_cuda_vit_pass_use_fused(&p, fused_source, e) || poa_cuda_vit_pass_plan_gemms(&p, e))) {
+                                    m, width, depth, batch, image, &sources, NULL, e);
+    if (!rc) st.set = poa_cuda_sources_find(&sources, p.set_name);
+    if (!rc && ((r->bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) || poa_cuda_vit_pass_plan_gemms(&p, e))) {
         poa_cuda_vit_pass_free(&p);
         rc = -1;
     }
-    st.fused = fused_source;
     const long planned = r->lt ? r->lt->heuristic_calls : 0;
     if (!rc) {
         rc = poa_cuda_vit_upload_parameters(&p, params, e) || poa_cuda_vit_upload_gradients(&p, grads, e) ||
@@ -423,7 +422,8 @@ static int run_pass(runner *r, const poa_vit *m, const char *recipe, int width, 
         poa_cuda_vit_pass_free(&p);
     }
     if (st.L) lua_close(st.L);
-    free(st.scratch), free(set), free(glue), free(fused_source);
+    free(st.scratch);
+    poa_cuda_sources_free(&sources);
     r->launches += st.geometry_checked;
     return rc;
 }
