@@ -61,7 +61,6 @@ static int launch(poa_cuda_train *g, const char *name, const train_dims *dims, v
     unsigned grid[3];
     const int rc = poa_launch_geometry(k, symbols[s].value, grid, "GPU step", e);
     if (rc) return rc < 0 ? -1 : poa_fail(e, "GPU step: kernel %s: an empty grid", name);
-    g->launches++;
     return poa_cuda_exec_launch(&g->exec, g->functions[i], k->module, name, grid, k->block, args, e);
 }
 
@@ -253,20 +252,14 @@ static int move_state(poa_cuda_train *g, int up, poa_error *e) {
 int poa_cuda_train_upload(poa_cuda_train *g, poa_error *e) {
     poa_trainer *t = g->t;
     const long n = g->n, nh = g->nh;
-    if (move_state(g, 1, e)) return -1;
-    uint16_t *shadow = malloc(2 * (size_t)(n + nh));
-    if (!shadow) return poa_fail(e, "GPU step: out of memory for the bf16 shadows");
-    int rc = 0;
+    int rc = move_state(g, 1, e);
     for (int which = 0; which < 2 && !rc; which++) {
-        const float *backbone = which ? t->teacher : t->student, *heads = which ? t->teacher_heads : t->student_heads;
-        for (long i = 0; i < n; i++) shadow[i] = poa_bf16_from_float(backbone[i]);
-        for (long i = 0; i < nh; i++) shadow[n + i] = poa_bf16_from_float(heads[i]);
-        rc = poa_cuda_exec_upload(&g->exec, which ? g->teacher_bf16 : g->student_bf16, shadow, 2 * (size_t)(n + nh), e) ||
-             poa_cuda_exec_synchronize(&g->exec, e);
+        const CUdeviceptr shadow = which ? g->teacher_bf16 : g->student_bf16;
+        rc = poa_cuda_upload_values(&g->exec, shadow, which ? t->teacher : t->student, NULL, n, 1, e) ||
+             poa_cuda_upload_values(&g->exec, shadow + 2 * (size_t)n, which ? t->teacher_heads : t->student_heads,
+                                    NULL, nh, 1, e);
     }
-    free(shadow);
-    if (!rc) rc = fill(g, g->grads, n + nh, e);
-    return rc;
+    return rc || fill(g, g->grads, n + nh, e) ? -1 : 0;
 }
 
 int poa_cuda_train_download(poa_cuda_train *g, poa_error *e) { return move_state(g, 0, e); }

@@ -91,7 +91,6 @@ typedef struct poa_cuda_train {
     const poa_batch *batch;
     poa_step_shapes shape;
     double norm_values[2];
-    long launches, gemms;
 } poa_cuda_train;
 
 /* Device state for trainer t (initialised; its parameters, moments and step are uploaded):

@@ -50,6 +50,22 @@ void poa_cuda_sources_free(poa_cuda_sources *s) {
     memset(s, 0, sizeof *s);
 }
 
+int poa_cuda_upload_values(const poa_cuda_exec *x, CUdeviceptr to, const float *floats, const real *reals, long n,
+                           int bf16, poa_error *e) {
+    if (!poa_cuda_exec_runs(x)) return 0;
+    const size_t size = bf16 ? 2 : sizeof(float);
+    char *host = malloc(size * (size_t)(n > 0 ? n : 1));
+    if (!host) return poa_fail(e, "out of memory for %ld values to upload", n);
+    for (long i = 0; i < n; i++) {
+        const float v = floats ? floats[i] : reals ? (float)reals[i] : 1.0f;
+        if (bf16) ((uint16_t *)host)[i] = poa_bf16_from_float(v);
+        else ((float *)host)[i] = v;
+    }
+    int rc = poa_cuda_exec_upload(x, to, host, size * (size_t)n, e) || poa_cuda_exec_synchronize(x, e) ? -1 : 0;
+    free(host); /* after the synchronisation */
+    return rc;
+}
+
 /* ---- the pass ---- */
 
 enum { MODULE_SET, MODULE_FUSED, MODULE_GLUE, MODULES };
@@ -218,20 +234,11 @@ int poa_cuda_vit_pass_init(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, cons
     if (!cuda && !exec->emulator) return 0;
 
     /* constants: LayerScale ones and the resampling matrix (as float) */
-    long constant_count = p->host.resample ? p->patches * native * native : 0;
-    if (constant_count < width) constant_count = width;
-    float *host = malloc(f * (size_t)constant_count);
-    int rc = host ? 0 : poa_fail(e, "%s: out of memory", label);
-    if (!rc) {
-        for (long i = 0; i < width; i++) host[i] = 1;
-        rc = upload(p, p->ones, host, f * (size_t)width, e);
-    }
-    if (!rc && p->host.resample) {
-        for (long i = 0; i < p->patches * native * native; i++) host[i] = (float)p->host.resample[i];
-        rc = upload(p, p->resample, host, f * (size_t)(p->patches * native * native), e);
-    }
-    if (!rc && cuda) rc = poa_cuda_synchronize(cuda, e); /* host is freed next */
-    free(host);
+    int rc = poa_cuda_upload_values(&p->exec, p->ones, NULL, NULL, width, 0, e) ||
+                     (p->host.resample && poa_cuda_upload_values(&p->exec, p->resample, NULL, p->host.resample,
+                                                                 p->patches * native * native, 0, e))
+                 ? -1
+                 : 0;
     for (int i = 0; i < MODULES && !rc && cuda; i++)
         rc = poa_cuda_exec_load_module(&p->exec, texts[i], names[i], &p->modules[i], e);
     if (!rc && cuda) rc = find_functions(p, e);
@@ -269,14 +276,8 @@ int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *p, poa_error *e) {
         (resample_count && allocate(p, &p->resample_bf16, REGION_RESAMPLE_BF16, 2 * (size_t)resample_count, e)))
         return poa_fail(e, "member %dx%d: bf16 buffers: %s", p->width, p->depth, e->message);
     p->bf16 = 1;
-    if (!resample_count || (!p->exec.cuda && !p->exec.emulator)) return 0;
-    uint16_t *host = malloc(2 * (size_t)resample_count);
-    if (!host) return poa_fail(e, "member %dx%d: out of memory", p->width, p->depth);
-    for (long i = 0; i < resample_count; i++) host[i] = poa_bf16_from_float((float)p->host.resample[i]);
-    int rc = upload(p, p->resample_bf16, host, 2 * (size_t)resample_count, e);
-    if (!rc && p->exec.cuda) rc = poa_cuda_synchronize(p->exec.cuda, e);
-    free(host);
-    return rc;
+    if (!resample_count) return 0;
+    return poa_cuda_upload_values(&p->exec, p->resample_bf16, NULL, p->host.resample, resample_count, 1, e);
 }
 
 int poa_cuda_vit_pass_plan_gemms(poa_cuda_vit_pass *p, poa_error *e) {
@@ -340,14 +341,7 @@ int poa_cuda_vit_upload_parameters(poa_cuda_vit_pass *p, const float *params, po
     if (need_gpu(p, "upload parameters", e)) return -1;
     const long n = p->model->parameter_count;
     if (upload(p, p->params, params, sizeof(float) * (size_t)n, e)) return -1;
-    if (!p->bf16) return 0;
-    uint16_t *shadow = malloc(2 * (size_t)n);
-    if (!shadow) return poa_fail(e, "upload parameters: out of memory for the bf16 shadow");
-    for (long i = 0; i < n; i++) shadow[i] = poa_bf16_from_float(params[i]);
-    int rc = upload(p, p->params_bf16, shadow, 2 * (size_t)n, e);
-    if (!rc && p->exec.cuda) rc = poa_cuda_synchronize(p->exec.cuda, e); /* shadow is freed next */
-    free(shadow);
-    return rc;
+    return p->bf16 ? poa_cuda_upload_values(&p->exec, p->params_bf16, params, NULL, n, 1, e) : 0;
 }
 
 int poa_cuda_vit_upload_gradients(poa_cuda_vit_pass *p, const float *grads, poa_error *e) {

@@ -43,6 +43,12 @@ int poa_cuda_sources_load(poa_cuda_sources *s, const char *recipe, const char *o
 const char *poa_cuda_sources_find(const poa_cuda_sources *s, const char *name);
 void poa_cuda_sources_free(poa_cuda_sources *s);
 
+/* n values to device memory at `to`, as floats or (bf16) as bf16 (poa_bf16_from_float): floats,
+   else reals (the host pass's, double in the fp64 build), else (both NULL) ones; waits for the
+   copy (a no-op where nothing runs). */
+int poa_cuda_upload_values(const poa_cuda_exec *x, CUdeviceptr to, const float *floats, const real *reals, long n,
+                           int bf16, poa_error *e);
+
 /* ---- the pass ---- */
 
 /* Device memory a pass can use instead of its own: the training step's parameter and gradient
