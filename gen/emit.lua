@@ -442,4 +442,25 @@ if arg and arg[0] and arg[0]:match("gen/emit%.lua$") then
   end
 end
 
+-- Every CUDA module a run of the recipe at path loads, { {name, text}, ... }: the ViT kernel set
+-- of each width of the family and vit_fused.cu, then what every GPU run loads (vit_glue.cu,
+-- heads_kernels.cu, train_kernels.cu: the only ones with path nil). overrides: the run's
+-- "section.field=value" lines, newline-separated. runtime/cuda_vit.c's poa_cuda_sources_load reads
+-- it: the runtime compiles, `poa cuda warm` warms and the tests' emulator runs these very texts.
+function emit.cuda_modules(path, overrides)
+  local out = {}
+  if path then
+    local list = {}
+    for line in (overrides or ""):gmatch("[^\n]+") do list[#list + 1] = line end
+    local loaded, sets = emit.collect({ path }, list)
+    if #loaded == 0 then error(path .. ": the family has no CUDA kernels (only vit has)", 0) end
+    for i, set in ipairs(sets) do out[i] = { "vit_" .. set.name .. ".cu", emit.cu_text(set) } end
+    out[#out + 1] = { "vit_fused.cu", emit.fused_cu_text(sets, { loaded[1].name }) }
+  end
+  out[#out + 1] = { "vit_glue.cu", template.fill("vit_glue.cu.tmpl", {}) }
+  out[#out + 1] = { "heads_kernels.cu", template.fill("heads_kernels.cu.tmpl", {}) }
+  out[#out + 1] = { "train_kernels.cu", emit.train_cu_text() }
+  return out
+end
+
 return emit

@@ -31,8 +31,7 @@ static double now(void) {
 }
 
 typedef struct kernel_file {
-    char name[128]; /* vit_w384_h64_f1536.cu */
-    char *source;
+    const char *name, *source; /* vit_w384_h64_f1536.cu (poa_cuda_sources') */
     /* results */
     int failed;
     poa_nvrtc_outcome outcome;
@@ -46,62 +45,24 @@ typedef struct cuda_options {
     int jobs;
 } cuda_options;
 
-static const char *kernel_sources_lua =
-    "local path = ...\n"
-    "local emit = require('gen.emit')\n"
-    "local loaded, sets = emit.collect({ path })\n"
-    "if #loaded == 0 then error(path .. ': the family has no CUDA kernels yet (only vit has)', 0) end\n"
-    "local out = {}\n"
-    "for i, set in ipairs(sets) do out[i] = { 'vit_' .. set.name .. '.cu', emit.cu_text(set) } end\n"
-    "local template = require('gen.template')\n"
-    "local names = {}\n"
-    "for i, r in ipairs(loaded) do names[i] = r.name end\n"
-    "out[#out + 1] = { 'vit_fused.cu', emit.fused_cu_text(sets, names) }\n"
-    "out[#out + 1] = { 'vit_glue.cu', template.fill('vit_glue.cu.tmpl', {}) }\n"
-    "out[#out + 1] = { 'heads_kernels.cu', template.fill('heads_kernels.cu.tmpl', {}) }\n"
-    "out[#out + 1] = { 'train_kernels.cu', emit.train_cu_text() }\n"
-    "return out\n";
-
-/* The recipe's kernel files, from the generator: the ViT set of each width, and what every
-   GPU run also loads (the glue, the heads' kernels, the training kernels), with the very names
-   and text the runtime compiles, so that a warmed cache serves a whole run. */
-static int kernel_sources(const char *recipe, kernel_file **files, int *count, poa_error *e) {
+/* The recipe's kernel files (poa_cuda_sources_load: the ViT set of each width, and what every
+   GPU run also loads), with the very names and text the runtime compiles, so that a warmed cache
+   serves a whole run. */
+static int kernel_sources(const char *recipe, poa_cuda_sources *sources, kernel_file **files, int *count,
+                          poa_error *e) {
     *files = NULL;
     *count = 0;
-    lua_State *L = poa_lua_open(e);
-    if (!L) return -1;
-    int rc = 0;
-    if (luaL_loadstring(L, kernel_sources_lua) != LUA_OK) {
-        rc = poa_fail(e, "%s", lua_tostring(L, -1));
-    } else {
-        lua_pushstring(L, recipe);
-        if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-            rc = poa_fail(e, "%s", lua_tostring(L, -1));
-        } else {
-            int n = (int)luaL_len(L, -1);
-            *files = calloc((size_t)(n > 0 ? n : 1), sizeof **files);
-            for (int i = 0; i < n && *files; i++) {
-                lua_rawgeti(L, -1, i + 1);
-                lua_rawgeti(L, -1, 1);
-                lua_rawgeti(L, -2, 2);
-                snprintf((*files)[i].name, sizeof (*files)[i].name, "%s", lua_tostring(L, -2));
-                (*files)[i].source = strdup(lua_tostring(L, -1));
-                lua_pop(L, 3);
-            }
-            *count = *files ? n : 0;
-            if (n == 0) rc = poa_fail(e, "%s: no kernel files", recipe);
-        }
-    }
-    lua_close(L);
-    return rc;
+    if (poa_cuda_sources_load(sources, recipe, NULL, e)) return -1;
+    if (!(*files = calloc((size_t)sources->count, sizeof **files))) return poa_fail(e, "out of memory");
+    for (int i = 0; i < sources->count; i++) (*files)[i].name = sources->names[i], (*files)[i].source = sources->texts[i];
+    *count = sources->count;
+    return 0;
 }
 
-static void free_files(kernel_file *files, int count) {
-    for (int i = 0; i < count; i++) {
-        free(files[i].source);
-        free(files[i].ptxas_output);
-    }
+static void free_files(kernel_file *files, int count, poa_cuda_sources *sources) {
+    for (int i = 0; i < count; i++) free(files[i].ptxas_output);
     free(files);
+    poa_cuda_sources_free(sources);
 }
 
 /* ---- a small pool of threads over the files ---- */
@@ -253,12 +214,12 @@ static void choose_arch(cuda_options *o, char *arch, size_t size, const char *co
     }
 }
 
-static int prepare(const cuda_options *o, const char *arch, const char *command, kernel_file **files, int *count,
-                   double *generate_seconds, poa_error *e) {
+static int prepare(const cuda_options *o, const char *arch, const char *command, poa_cuda_sources *sources,
+                   kernel_file **files, int *count, double *generate_seconds, poa_error *e) {
     char dir[1024];
     if (poa_nvrtc_load(e) || poa_nvrtc_cache_dir(dir, sizeof dir, e)) return -1;
     double start = now();
-    if (kernel_sources(o->recipe, files, count, e)) return -1;
+    if (kernel_sources(o->recipe, sources, files, count, e)) return -1;
     *generate_seconds = now() - start;
     int major, minor;
     poa_nvrtc_version(&major, &minor);
@@ -277,10 +238,11 @@ static int command_warm(int argc, char **argv) {
     }
     char arch[32];
     choose_arch(&o, arch, sizeof arch, "warm");
+    poa_cuda_sources sources = { 0 };
     kernel_file *files;
     int count;
     double generate_seconds;
-    if (prepare(&o, arch, "warm", &files, &count, &generate_seconds, &e)) {
+    if (prepare(&o, arch, "warm", &sources, &files, &count, &generate_seconds, &e)) {
         fprintf(stderr, "poa cuda warm: %s\n", e.message);
         return POA_EXIT_FAILED;
     }
@@ -304,7 +266,7 @@ static int command_warm(int argc, char **argv) {
     printf("%d files: %d compiled, %d from the cache, %d failed; %.2f s wall (%s), generator %.3f s, "
            "command %.2f s\n", count, count - hits - failures, hits, failures, compile_seconds, kind,
            generate_seconds, now() - start);
-    free_files(files, count);
+    free_files(files, count, &sources);
     return failures ? 1 : 0;
 }
 
@@ -361,10 +323,11 @@ static int command_report(int argc, char **argv) {
         fprintf(stderr, "poa cuda report: no ptxas at %s (set CUDA_HOME to the CUDA toolkit)\n", ptxas);
         return POA_EXIT_FAILED;
     }
+    poa_cuda_sources sources = { 0 };
     kernel_file *files;
     int count;
     double generate_seconds;
-    if (prepare(&o, arch, "report", &files, &count, &generate_seconds, &e)) {
+    if (prepare(&o, arch, "report", &sources, &files, &count, &generate_seconds, &e)) {
         fprintf(stderr, "poa cuda report: %s\n", e.message);
         return POA_EXIT_FAILED;
     }
@@ -406,7 +369,7 @@ static int command_report(int argc, char **argv) {
     printf("\n%d kernels in %d files: %d spill; most registers %d (%s); most shared memory %d bytes (%s)%s\n",
            kernels, count, spilling, max_registers, max_registers_at, max_shared, max_shared_at,
            failures ? "; SOME FILES FAILED" : "");
-    free_files(files, count);
+    free_files(files, count, &sources);
     return failures ? 1 : 0;
 }
 

@@ -25,10 +25,6 @@
 enum { TERM_COUNT = POA_LOSS_TERMS, SLOT_COUNT = (int)(sizeof(poa_loss_calls) / sizeof(double)),
        ACCUMULATORS = TERM_COUNT + SLOT_COUNT };
 
-int poa_cuda_train_kernels_source(char **source, poa_error *e) {
-    return poa_lua_text("return require('gen.emit').train_cu_text()", "training kernels", source, e);
-}
-
 /* ---- data parallelism ---- */
 
 int poa_cuda_reduce_device(const poa_cuda_reduce *r, CUdeviceptr x, long count, int is_double, poa_dist_op op,
@@ -65,7 +61,6 @@ static int launch(poa_cuda_train *g, const char *name, const train_dims *dims, v
     unsigned grid[3];
     const int rc = poa_launch_geometry(k, symbols[s].value, grid, "GPU step", e);
     if (rc) return rc < 0 ? -1 : poa_fail(e, "GPU step: kernel %s: an empty grid", name);
-    g->launches++;
     return poa_cuda_exec_launch(&g->exec, g->functions[i], k->module, name, grid, k->block, args, e);
 }
 
@@ -254,26 +249,18 @@ static int move_state(poa_cuda_train *g, int up, poa_error *e) {
 }
 
 /* The state, its bf16 shadows, and zero gradients. */
-static int upload_state(poa_cuda_train *g, poa_error *e) {
+int poa_cuda_train_upload(poa_cuda_train *g, poa_error *e) {
     poa_trainer *t = g->t;
     const long n = g->n, nh = g->nh;
-    if (move_state(g, 1, e)) return -1;
-    uint16_t *shadow = malloc(2 * (size_t)(n + nh));
-    if (!shadow) return poa_fail(e, "GPU step: out of memory for the bf16 shadows");
-    int rc = 0;
+    int rc = move_state(g, 1, e);
     for (int which = 0; which < 2 && !rc; which++) {
-        const float *backbone = which ? t->teacher : t->student, *heads = which ? t->teacher_heads : t->student_heads;
-        for (long i = 0; i < n; i++) shadow[i] = poa_bf16_from_float(backbone[i]);
-        for (long i = 0; i < nh; i++) shadow[n + i] = poa_bf16_from_float(heads[i]);
-        rc = poa_cuda_exec_upload(&g->exec, which ? g->teacher_bf16 : g->student_bf16, shadow, 2 * (size_t)(n + nh), e) ||
-             poa_cuda_exec_synchronize(&g->exec, e);
+        const CUdeviceptr shadow = which ? g->teacher_bf16 : g->student_bf16;
+        rc = poa_cuda_upload_values(&g->exec, shadow, which ? t->teacher : t->student, NULL, n, 1, e) ||
+             poa_cuda_upload_values(&g->exec, shadow + 2 * (size_t)n, which ? t->teacher_heads : t->student_heads,
+                                    NULL, nh, 1, e);
     }
-    free(shadow);
-    if (!rc) rc = fill(g, g->grads, n + nh, e);
-    return rc;
+    return rc || fill(g, g->grads, n + nh, e) ? -1 : 0;
 }
-
-int poa_cuda_train_upload(poa_cuda_train *g, poa_error *e) { return upload_state(g, e); }
 
 int poa_cuda_train_download(poa_cuda_train *g, poa_error *e) { return move_state(g, 0, e); }
 
@@ -309,13 +296,6 @@ static int build_chunks(poa_cuda_train *g, poa_error *e) {
     return rc ? -1 : 0;
 }
 
-/* The ViT kernel set of a width of the family (generated once per width at init). */
-static const char *vit_set_of(const poa_cuda_train *g, int width) {
-    for (int i = 0; i < g->width_count; i++)
-        if (g->widths[i] == width) return g->vit_sets[i];
-    return NULL;
-}
-
 int poa_cuda_train_init(poa_cuda_train *g, poa_trainer *t, const poa_cuda_exec *exec, int bf16, poa_error *e) {
     memset(g, 0, sizeof *g);
     g->t = t;
@@ -329,172 +309,102 @@ int poa_cuda_train_init(poa_cuda_train *g, poa_trainer *t, const poa_cuda_exec *
         return poa_fail(e, "GPU step: loss.sinkhorn_iterations = %d; the GPU step needs at least 1",
                         c->sinkhorn_iterations);
     if (c->accumulate < 1) return poa_fail(e, "GPU step: train.accumulate = %d", c->accumulate);
-    /* sources: every width the cycle can draw, the intact width, the glue, heads, training */
-    int rc = 0;
-    for (int i = -1; i < c->slot_count && !rc; i++) {
-        int w = i < 0 ? t->model.config.max_width : c->slot_width[i];
-        if (vit_set_of(g, w)) continue;
-        if (g->width_count == (int)(sizeof g->widths / sizeof g->widths[0])) {
-            rc = poa_fail(e, "GPU step: more than %d distinct widths", g->width_count);
-            break;
-        }
-        g->widths[g->width_count] = w;
-        rc = poa_cuda_vit_sources(c->recipe.path, c->recipe.overrides, w, &g->vit_sets[g->width_count], g->glue ? NULL : &g->glue, NULL,
-                                  0, e);
-        if (!rc) g->width_count++;
-    }
-    if (!rc) rc = poa_cuda_heads_source(&g->heads_source, e);
-    if (!rc) rc = poa_cuda_vit_fused_source(c->recipe.path, c->recipe.overrides, &g->fused_source, e);
-    if (!rc) rc = poa_cuda_train_kernels_source(&g->train_source, e);
-    if (!rc && exec->cuda) { /* every kernel of the run compiled (in parallel) and loaded now */
-        const char *sources[64 + 4], *names[64 + 4];
-        char set_names[64][48];
-        int n = 0;
-        for (int i = 0; i < g->width_count; i++) {
-            snprintf(set_names[i], sizeof set_names[i], "vit_w%d_h%d_f%d.cu", g->widths[i], t->model.config.head_dim,
-                     g->widths[i] * t->model.config.mlp_ratio);
-            sources[n] = g->vit_sets[i], names[n++] = set_names[i];
-        }
-        sources[n] = g->fused_source, names[n++] = "vit_fused.cu";
-        sources[n] = g->glue, names[n++] = "vit_glue.cu";
-        sources[n] = g->heads_source, names[n++] = "heads_kernels.cu";
-        sources[n] = g->train_source, names[n++] = "train_kernels.cu";
-        rc = poa_cuda_exec_preload(&g->exec, sources, names, n, e);
-    }
+    /* every kernel of the run compiled (in parallel) and loaded now */
+    int rc = poa_cuda_sources_load(&g->sources, c->recipe.path, c->recipe.overrides, e) ||
+                     poa_cuda_exec_preload(&g->exec, (const char *const *)g->sources.texts,
+                                           (const char *const *)g->sources.names, g->sources.count, e)
+                 ? -1
+                 : 0;
     const poa_program *launches = rc ? NULL : poa_runtime_launches(e);
     if (!launches) rc = -1;
     else if (launches->launch_count > (int)(sizeof g->functions / sizeof g->functions[0]))
         rc = poa_fail(e, "GPU step: %d kernels launched by name, at most %zu", launches->launch_count,
                       sizeof g->functions / sizeof g->functions[0]);
-    if (!rc && exec->cuda) {
-        static const char *const module_names[2] = { "train_kernels.cu", "vit_glue.cu" };
-        rc = poa_cuda_exec_load_module(&g->exec, g->train_source, "train_kernels.cu", &g->train_module, e) ||
-             poa_cuda_exec_load_module(&g->exec, g->glue, "vit_glue.cu", &g->glue_module, e) ||
-             poa_cuda_functions(launches->launches, launches->launch_count, exec->cuda, module_names,
-                                (CUmodule[2]){ g->train_module, g->glue_module }, 2, g->functions, e);
+    if (!rc && exec->cuda) { /* the modules of the kernels launched by name, from the module cache */
+        static const char *const names[2] = { "train_kernels.cu", "vit_glue.cu" };
+        CUmodule modules[2] = { 0 };
+        for (int i = 0; i < 2 && !rc; i++)
+            rc = poa_cuda_exec_load_module(&g->exec, poa_cuda_sources_find(&g->sources, names[i]), names[i],
+                                           &modules[i], e);
+        if (!rc)
+            rc = poa_cuda_functions(launches->launches, launches->launch_count, exec->cuda, names, modules, 2,
+                                    g->functions, e);
     }
-    /* device memory */
+    /* device memory: the fp32 state, then the two bf16 shadows */
     const size_t f = sizeof(float), all = (size_t)(g->n + g->nh);
-    if (!rc)
-        rc = poa_cuda_exec_alloc(&g->exec, &g->student, 10, f * all, e) ||
-             poa_cuda_exec_alloc(&g->exec, &g->teacher, 11, f * all, e) ||
-             poa_cuda_exec_alloc(&g->exec, &g->grads, 12, f * all, e) ||
-             poa_cuda_exec_alloc(&g->exec, &g->adam_m, 13, f * all, e) ||
-             poa_cuda_exec_alloc(&g->exec, &g->adam_v, 14, f * all, e) ||
-             poa_cuda_exec_alloc(&g->exec, &g->student_bf16, 15, 2 * all, e) ||
-             poa_cuda_exec_alloc(&g->exec, &g->teacher_bf16, 16, 2 * all, e);
+    CUdeviceptr *state[] = { &g->student, &g->teacher, &g->grads, &g->adam_m, &g->adam_v, &g->student_bf16,
+                             &g->teacher_bf16 };
+    for (int i = 0; i < ARGC(state) && !rc; i++)
+        rc = poa_cuda_exec_alloc(&g->exec, state[i], 10 + i, (i < 5 ? f : 2) * all, e);
     if (!rc) {
         g->work_bytes = lay_out_work(g, 0);
         rc = poa_cuda_exec_alloc(&g->exec, &g->work, 17, g->work_bytes, e);
         if (!rc) lay_out_work(g, g->work);
     }
     if (!rc) rc = build_chunks(g, e);
-    if (!rc) rc = upload_state(g, e);
-    if (rc) {
-        char message[sizeof e->message];
-        snprintf(message, sizeof message, "%s", e->message);
-        poa_cuda_train_free(g);
-        return poa_fail(e, "%s", message);
-    }
-    return 0;
-}
-
-static void free_branch(poa_cuda_branch *b) {
-    if (b->has_passes) poa_cuda_vit_pass_free(&b->global), poa_cuda_vit_pass_free(&b->local);
-    if (b->has_heads) poa_cuda_heads_pass_free(&b->heads);
-    b->has_passes = b->has_heads = 0;
-    b->width = b->depth = 0;
+    if (!rc) rc = poa_cuda_train_upload(g, e);
+    if (rc) poa_cuda_train_free(g); /* which leaves e as it is */
+    return rc ? -1 : 0;
 }
 
 void poa_cuda_train_free(poa_cuda_train *g) {
-    for (int x = 0; x < 2; x++) free_branch(&g->branch[x]);
-    if (g->has_teacher) poa_cuda_vit_pass_free(&g->teacher_pass);
-    if (g->has_teacher_heads) poa_cuda_heads_pass_free(&g->teacher_heads);
+    for (int x = 0; x < 2; x++) {
+        poa_cuda_vit_pass_free(&g->branch[x].global), poa_cuda_vit_pass_free(&g->branch[x].local);
+        poa_cuda_heads_pass_free(&g->branch[x].heads);
+    }
+    poa_cuda_vit_pass_free(&g->teacher_pass);
+    poa_cuda_heads_pass_free(&g->teacher_heads);
     CUdeviceptr *pointers[] = { &g->student, &g->teacher, &g->grads, &g->adam_m, &g->adam_v, &g->student_bf16,
                                 &g->teacher_bf16, &g->work, &g->chunk_start, &g->chunk_count, &g->chunk_tensor,
                                 &g->decay, &g->neg_step };
     for (size_t i = 0; i < sizeof pointers / sizeof pointers[0]; i++) poa_cuda_exec_free(&g->exec, pointers[i]);
-    if (g->exec.cuda) {
-        poa_cuda_exec_unload_module(&g->exec, g->train_module);
-        poa_cuda_exec_unload_module(&g->exec, g->glue_module);
-        poa_cuda_modules_free(&g->modules, g->exec.cuda);
-    }
-    for (int i = 0; i < g->width_count; i++) free(g->vit_sets[i]);
-    free(g->glue), free(g->heads_source), free(g->train_source), free(g->fused_source);
+    if (g->exec.cuda) poa_cuda_modules_free(&g->modules, g->exec.cuda);
+    poa_cuda_sources_free(&g->sources);
     free(g->tensor_offset), free(g->tensor_count_of);
     memset(g, 0, sizeof *g);
 }
 
 /* ---- passes ---- */
 
-/* A backbone pass over the step's parameters; arena_of (or NULL): a pass of the same batch whose
-   arena it may use, being done with by then. */
+/* A backbone pass over the step's parameters (a made pass, model set, is made again only when
+   its member or shapes change); arena_of (or NULL): a pass of the same batch whose arena it may
+   use, being done with by then. */
 static int vit_pass(poa_cuda_train *g, poa_cuda_vit_pass *p, int width, int depth, long batch, int size,
                     int teacher, const poa_cuda_vit_pass *arena_of, poa_error *e) {
-    const char *set = vit_set_of(g, width);
-    if (!set) return poa_fail(e, "GPU step: no kernel set for width %d", width);
+    if (p->model && p->width == width && p->depth == depth && p->batch == batch && p->host.image_size == size)
+        return 0;
+    poa_cuda_vit_pass_free(p);
     poa_cuda_vit_shared shared = {
         .params = teacher ? g->teacher : g->student, .grads = teacher ? 0 : g->grads,
         .params_bf16 = teacher ? g->teacher_bf16 : g->student_bf16, .bf16 = g->bf16,
     };
-    if (arena_of && arena_of->batch == batch && arena_of->host.image_size == size) /* and its crops */
+    if (arena_of && arena_of->model && arena_of->batch == batch && arena_of->host.image_size == size) /* its crops */
         shared.arena = arena_of->arena, shared.arena_capacity = arena_of->arena_capacity,
         shared.images = arena_of->images;
     /* one pair of bf16 cast slots for every pass of the step (they run one after another): the
        teacher's, the largest */
-    if (g->has_teacher && g->teacher_pass.bf16 && p != &g->teacher_pass)
+    if (g->teacher_pass.bf16 && p != &g->teacher_pass)
         shared.cast_bf16 = g->teacher_pass.cast_bf16, shared.cast_capacity = g->teacher_pass.cast_capacity;
-    if (poa_cuda_vit_pass_init(p, &g->exec, &g->t->model, width, depth, batch, size, set, g->glue, &shared, e))
+    if (poa_cuda_vit_pass_init(p, &g->exec, &g->t->model, width, depth, batch, size, &g->sources, &shared, e))
         return -1;
-    if ((g->bf16 && poa_cuda_vit_pass_use_bf16(p, e)) || poa_cuda_vit_pass_use_fused(p, g->fused_source, e) ||
-        poa_cuda_vit_pass_plan_gemms(p, e)) {
+    if ((g->bf16 && poa_cuda_vit_pass_use_bf16(p, e)) || poa_cuda_vit_pass_plan_gemms(p, e)) {
         poa_cuda_vit_pass_free(p);
         return -1;
     }
     return 0;
 }
 
-static int heads_pass(poa_cuda_train *g, poa_cuda_heads_pass *p, int *has, int width, long rows, int teacher,
-                      poa_error *e) {
+/* A heads pass over the step's parameters (made once, heads set; then prepared for the rows). */
+static int heads_pass(poa_cuda_train *g, poa_cuda_heads_pass *p, int width, long rows, int teacher, poa_error *e) {
     const size_t f = sizeof(float);
-    if (*has) return poa_cuda_heads_pass_prepare(p, width, rows, e);
+    if (p->heads) return poa_cuda_heads_pass_prepare(p, width, rows, e);
     CUdeviceptr params = (teacher ? g->teacher : g->student) + f * (size_t)g->n;
     CUdeviceptr grads = teacher ? 0 : g->grads + f * (size_t)g->n;
-    if (poa_cuda_heads_pass_init(p, &g->exec, &g->t->heads, width, rows, params, grads, g->heads_source, e))
+    if (poa_cuda_heads_pass_init(p, &g->exec, &g->t->heads, width, rows, params, grads,
+                                 poa_cuda_sources_find(&g->sources, "heads_kernels.cu"), e))
         return -1;
-    *has = 1;
     CUdeviceptr shadow = (teacher ? g->teacher_bf16 : g->student_bf16) + 2 * (size_t)g->n;
-    if (g->bf16 && poa_cuda_heads_pass_use_bf16(p, shadow, e)) return -1;
-    return 0;
-}
-
-/* The branch's passes for (width, depth) over the micro-batch's crops, re-made when the
-   member or the shapes change. */
-static int branch_passes(poa_cuda_train *g, poa_cuda_branch *b, int width, int depth, const poa_batch *mb,
-                         const poa_cuda_branch *intact, poa_error *e) {
-    const long GB = (long)mb->global_count * mb->batch_size, LB = (long)mb->local_count * mb->batch_size;
-    if (b->has_passes && (b->width != width || b->depth != depth || b->global.batch != GB ||
-                          b->global.host.image_size != mb->global_size || b->local.batch != LB ||
-                          b->local.host.image_size != mb->local_size)) {
-        poa_cuda_vit_pass_free(&b->global), poa_cuda_vit_pass_free(&b->local);
-        b->has_passes = 0;
-    }
-    if (!b->has_passes) {
-        /* the elastic branch runs after the intact one: it uses the intact passes' arenas; the
-           intact branch runs after the teacher: its global pass uses the teacher's */
-        if (vit_pass(g, &b->global, width, depth, GB, mb->global_size, 0,
-                     intact ? (intact->has_passes ? &intact->global : NULL)
-                            : (g->has_teacher ? &g->teacher_pass : NULL),
-                     e))
-            return -1;
-        if (vit_pass(g, &b->local, width, depth, LB, mb->local_size, 0,
-                     intact && intact->has_passes ? &intact->local : NULL, e)) {
-            poa_cuda_vit_pass_free(&b->global);
-            return -1;
-        }
-        b->has_passes = 1, b->width = width, b->depth = depth;
-    }
-    return 0;
+    return g->bf16 && poa_cuda_heads_pass_use_bf16(p, shadow, e) ? -1 : 0;
 }
 
 /* ---- the step's primitives (train_step.h) ---- */
@@ -534,26 +444,24 @@ static int gpu_end(void *self, int rc, poa_error *e) {
     return rc ? -1 : poa_cuda_exec_synchronize(&g->exec, e);
 }
 
-/* The passes, re-made when the member or the shapes change. */
+/* The passes, made again when the member or the shapes change. The intact branch runs after the
+   teacher: its global pass uses the teacher's arena; the elastic branch runs after the intact
+   one: it uses the intact passes' arenas. */
 static int gpu_prepare(void *self, int b, int width, int depth, long rows, poa_error *e) {
     poa_cuda_train *g = self;
     const poa_step_shapes *sh = &g->shape;
-    const long GB = sh->G * sh->B;
-    if (b != POA_STEP_TEACHER)
-        return branch_passes(g, &g->branch[b], width, depth, g->batch, b ? &g->branch[0] : NULL, e) ||
-                       heads_pass(g, &g->branch[b].heads, &g->branch[b].has_heads, width, rows, 0, e)
+    if (b == POA_STEP_TEACHER)
+        return vit_pass(g, &g->teacher_pass, width, depth, sh->G * sh->B, sh->S, 1, NULL, e) ||
+                       heads_pass(g, &g->teacher_heads, width, rows, 1, e)
                    ? -1
                    : 0;
-    poa_cuda_vit_pass *p = &g->teacher_pass;
-    if (g->has_teacher && (p->batch != GB || p->host.image_size != sh->S)) {
-        poa_cuda_vit_pass_free(p);
-        g->has_teacher = 0;
-    }
-    if (!g->has_teacher) {
-        if (vit_pass(g, p, width, depth, GB, sh->S, 1, NULL, e)) return -1;
-        g->has_teacher = 1;
-    }
-    return heads_pass(g, &g->teacher_heads, &g->has_teacher_heads, width, rows, 1, e);
+    poa_cuda_branch *x = &g->branch[b], *intact = &g->branch[0];
+    return vit_pass(g, &x->global, width, depth, sh->G * sh->B, sh->S, 0, b ? &intact->global : &g->teacher_pass,
+                    e) ||
+                   vit_pass(g, &x->local, width, depth, sh->L * sh->B, sh->s, 0, b ? &intact->local : NULL, e) ||
+                   heads_pass(g, &x->heads, width, rows, 0, e)
+               ? -1
+               : 0;
 }
 
 /* The crops are uploaded by the first pass on them (the teacher's global, the intact local). */
@@ -570,8 +478,7 @@ static int gpu_rows(void *self, int b, int crops, long row, int masked, int back
     const CUdeviceptr rows = (back ? g->branch[b].dfeatures : input_of(g, b)) + sizeof(float) * (size_t)(row * p->width);
     const CUdeviceptr indices = masked ? g->mask_indices : 0;
     const long count = masked ? g->shape.masked : p->batch;
-    return back ? poa_cuda_vit_scatter_add_rows(p, rows, indices, count, e)
-                : poa_cuda_vit_gather_rows(p, rows, indices, count, e);
+    return poa_cuda_vit_move_rows(p, back, rows, indices, count, e);
 }
 
 /* The heads; a student's douts, logits' gradients and KoLeo's gradient rows then zeroed. */
@@ -585,7 +492,7 @@ static int gpu_heads_forward(void *self, int b, poa_error *e) {
     if (poa_cuda_vit_zero_dout(&x->global, e) || (x->local.batch && poa_cuda_vit_zero_dout(&x->local, e))) return -1;
     for (int h = 0; h < t->heads.config.heads; h++)
         if (fill(g, x->dlogits[h], x->heads.rows * t->heads.config.prototypes[h], e)) return -1;
-    return fill(g, g->koleo_grads, x->global.batch * x->width, e);
+    return fill(g, g->koleo_grads, x->global.batch * x->global.width, e);
 }
 
 static int gpu_sinkhorn(void *self, int h, int patch, long row, long rows, double temp, poa_error *e) {
@@ -623,7 +530,7 @@ static int gpu_koleo(void *self, int b, const poa_loss_call *call, poa_error *e)
     poa_cuda_train *g = self;
     poa_cuda_branch *x = &g->branch[b];
     const size_t f = sizeof(float);
-    long n = call->rows, d = x->width;
+    long n = call->rows, d = x->global.width;
     double factor = call->factor;
     CUdeviceptr features = x->features + f * (size_t)(call->row * d);
     CUdeviceptr grads = g->koleo_grads + f * (size_t)((call->row - g->shape.L * g->shape.B) * d);
@@ -644,7 +551,7 @@ static int gpu_koleo(void *self, int b, const poa_loss_call *call, poa_error *e)
 static int gpu_heads_backward(void *self, int b, poa_error *e) {
     poa_cuda_train *g = self;
     poa_cuda_branch *x = &g->branch[b];
-    return poa_cuda_vit_scatter_add_rows(&x->global, g->koleo_grads, 0, x->global.batch, e) ||
+    return poa_cuda_vit_move_rows(&x->global, 1, g->koleo_grads, 0, x->global.batch, e) ||
                    poa_cuda_heads_backward(&x->heads, x->dlogits, x->dfeatures, e)
                ? -1
                : 0;
@@ -667,9 +574,9 @@ int poa_cuda_train_plan_memory(poa_trainer *t, int bf16, const poa_batch *batch,
         const size_t all = (size_t)(g.n + g.nh);
         plan->state = all * (5 * sizeof(float) + 2 * sizeof(uint16_t));
         plan->work = g.work_bytes;
-        plan->teacher_arena = g.has_teacher ? sizeof(float) * (size_t)g.teacher_pass.arena_count : 0;
-        plan->global_arena = g.branch[0].has_passes ? sizeof(float) * (size_t)g.branch[0].global.arena_count : 0;
-        plan->local_arena = g.branch[0].has_passes ? sizeof(float) * (size_t)g.branch[0].local.arena_count : 0;
+        plan->teacher_arena = sizeof(float) * (size_t)g.teacher_pass.arena_count; /* 0: a pass not made */
+        plan->global_arena = sizeof(float) * (size_t)g.branch[0].global.arena_count;
+        plan->local_arena = sizeof(float) * (size_t)g.branch[0].local.arena_count;
         poa_cuda_train_free(&g);
     }
     plan->peak = account.peak;

@@ -51,10 +51,8 @@ int poa_cuda_reduce_device(const poa_cuda_reduce *r, CUdeviceptr x, long count, 
 
 /* One student branch's device state. */
 typedef struct poa_cuda_branch {
-    int width, depth;           /* the member its passes are made for (0: none yet) */
-    poa_cuda_vit_pass global, local;
+    poa_cuda_vit_pass global, local; /* the member's (zeroed: not made yet) */
     poa_cuda_heads_pass heads;
-    int has_passes, has_heads;
     CUdeviceptr features, dfeatures;          /* head rows x width */
     CUdeviceptr dlogits[POA_MAX_HEADS];       /* head rows x K_h */
 } poa_cuda_branch;
@@ -65,20 +63,14 @@ typedef struct poa_cuda_train {
     int bf16;
     long n, nh;                 /* backbone and head parameter counts */
     CUdeviceptr student, teacher, grads, adam_m, adam_v, student_bf16, teacher_bf16;
-    /* kernel sources: the ViT set of each width of the family, the glue, heads, training */
-    int width_count;
-    int widths[64];
-    char *vit_sets[64];
-    char *glue, *heads_source, *train_source, *fused_source;
-    /* the functions of the kernels it launches by name (poa_runtime_launches) */
-    CUmodule train_module, glue_module;
+    poa_cuda_sources sources;    /* every CUDA module of the run (the recipe's) */
     poa_cuda_modules modules;    /* every module of the run, loaded once */
+    /* the functions of the kernels it launches by name (poa_runtime_launches) */
     CUfunction functions[64];
     const poa_cuda_reduce *reduce;       /* NULL: one rank */
     /* passes */
-    poa_cuda_vit_pass teacher_pass;
+    poa_cuda_vit_pass teacher_pass;  /* zeroed: not made yet */
     poa_cuda_heads_pass teacher_heads;
-    int has_teacher, has_teacher_heads;
     poa_cuda_branch branch[2];
     /* AdamW's chunk table over [backbone | heads] and its per-tensor scalars */
     long chunks;
@@ -99,12 +91,7 @@ typedef struct poa_cuda_train {
     const poa_batch *batch;
     poa_step_shapes shape;
     double norm_values[2];
-    long launches, gemms;
 } poa_cuda_train;
-
-/* The training kernels' CUDA text (gen/emit.lua's train_cu_text: build/gen/cuda/train_kernels.cu).
-   malloc'd. */
-int poa_cuda_train_kernels_source(char **source, poa_error *e);
 
 /* Device state for trainer t (initialised; its parameters, moments and step are uploaded):
    sources compiled (or, emulated, only parsed), buffers allocated. bf16: GEMM operands in

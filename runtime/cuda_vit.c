@@ -2,89 +2,67 @@
    device memory bound to the GPU programs' values. */
 #include "cuda_vit.h"
 
-#include <ctype.h>
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bf16.h"
-#include "nvrtc_cache.h"
 #include "recipe.h"
 
 /* ---- the sources ---- */
 
-int poa_cuda_source_defines(const char *source, const char *name) {
-    const size_t n = strlen(name);
-    static const char key[] = "extern \"C\" __global__";
-    static const char bounds[] = "__launch_bounds__";
-    for (const char *at = strstr(source, key); at; at = strstr(at + 1, key)) {
-        const char *paren = strchr(at + sizeof key - 1, '(');
-        if (!paren) return 0;
-        if ((size_t)(paren - at) >= sizeof bounds - 1 &&
-            strncmp(paren - (sizeof bounds - 1), bounds, sizeof bounds - 1) == 0) {
-            const char *close = strchr(paren, ')');
-            if (!close || !(paren = strchr(close, '('))) return 0;
-        }
-        const char *end = paren;
-        while (end > at && isspace((unsigned char)end[-1])) end--;
-        const char *begin = end;
-        while (begin > at && (isalnum((unsigned char)begin[-1]) || begin[-1] == '_')) begin--;
-        if ((size_t)(end - begin) == n && strncmp(begin, name, n) == 0) return 1;
-    }
-    return 0;
-}
-
-/* With width 0: vit_fused.cu, the fused kernels of every set. The recipe is loaded with the
-   run's overrides (newline-separated), so an overridden model.width gets its sets. */
-static const char *sources_lua =
-    "local path, overrides, width = ...\n"
-    "local emit = require('gen.emit')\n"
-    "local template = require('gen.template')\n"
-    "local list = {}\n"
-    "for line in overrides:gmatch('[^\\n]+') do list[#list + 1] = line end\n"
-    "local loaded, sets = emit.collect({ path }, list)\n"
-    "if #loaded == 0 then error(path .. ': the family has no CUDA kernels (only vit has)', 0) end\n"
-    "if width == 0 then\n"
-    "  local names = {}\n"
-    "  for i, r in ipairs(loaded) do names[i] = r.name end\n"
-    "  return 'vit_fused.cu', emit.fused_cu_text(sets, names), ''\n"
-    "end\n"
-    "for _, set in ipairs(sets) do\n"
-    "  if set.width == width then\n"
-    "    return 'vit_' .. set.name .. '.cu', emit.cu_text(set), template.fill('vit_glue.cu.tmpl', {})\n"
-    "  end\n"
-    "end\n"
-    "error(string.format('%s: no kernel set of width %d', path, width), 0)\n";
-
-int poa_cuda_vit_sources(const char *recipe_path, const char *overrides, int width, char **kernel_set, char **glue,
-                         char *name, size_t name_size, poa_error *e) {
-    if (kernel_set) *kernel_set = NULL;
-    if (glue) *glue = NULL;
+int poa_cuda_sources_load(poa_cuda_sources *s, const char *recipe, const char *overrides, poa_error *e) {
+    memset(s, 0, sizeof *s);
     lua_State *L = poa_lua_open(e);
     if (!L) return -1;
     int rc = 0;
-    if (luaL_loadstring(L, sources_lua) != LUA_OK) {
+    if (luaL_loadstring(L, "return require('gen.emit').cuda_modules(...)") != LUA_OK) {
         rc = poa_fail(e, "%s", lua_tostring(L, -1));
     } else {
-        lua_pushstring(L, recipe_path);
-        lua_pushstring(L, overrides ? overrides : "");
-        lua_pushinteger(L, width);
-        if (lua_pcall(L, 3, 3, 0) != LUA_OK) {
-            rc = poa_fail(e, "%s", lua_tostring(L, -1));
-        } else {
-            if (name && name_size) snprintf(name, name_size, "%s", lua_tostring(L, -3));
-            if (kernel_set) *kernel_set = strdup(lua_tostring(L, -2));
-            if (glue) *glue = strdup(lua_tostring(L, -1));
-            if ((kernel_set && !*kernel_set) || (glue && !*glue)) rc = poa_fail(e, "out of memory");
-        }
+        lua_pushstring(L, recipe);
+        lua_pushstring(L, overrides);
+        if (lua_pcall(L, 2, 1, 0) != LUA_OK) rc = poa_fail(e, "%s", lua_tostring(L, -1));
     }
+    const int n = rc ? 0 : (int)luaL_len(L, -1);
+    s->names = calloc((size_t)n + 1, sizeof *s->names), s->texts = calloc((size_t)n + 1, sizeof *s->texts);
+    for (int i = 0; i < n && s->names && s->texts; i++, s->count++, lua_pop(L, 3)) {
+        lua_rawgeti(L, -1, i + 1);
+        lua_rawgeti(L, -1, 1);
+        lua_rawgeti(L, -2, 2);
+        s->names[i] = strdup(lua_tostring(L, -2)), s->texts[i] = strdup(lua_tostring(L, -1));
+        if (!s->names[i] || !s->texts[i]) break;
+    }
+    if (!rc && s->count < n) rc = poa_fail(e, "%s: out of memory for the CUDA modules' text", recipe ? recipe : "poa");
     lua_close(L);
+    if (rc) poa_cuda_sources_free(s);
     return rc;
 }
 
-int poa_cuda_vit_fused_source(const char *recipe_path, const char *overrides, char **source, poa_error *e) {
-    int rc = poa_cuda_vit_sources(recipe_path, overrides, 0, source, NULL, NULL, 0, e);
-    if (rc) snprintf(e->message + strlen(e->message), sizeof e->message - strlen(e->message), " (fused kernels)");
+const char *poa_cuda_sources_find(const poa_cuda_sources *s, const char *name) {
+    for (int i = 0; i < s->count; i++)
+        if (!strcmp(s->names[i], name)) return s->texts[i];
+    return NULL;
+}
+
+void poa_cuda_sources_free(poa_cuda_sources *s) {
+    for (int i = 0; s->names && s->texts && i <= s->count; i++) free(s->names[i]), free(s->texts[i]);
+    free(s->names), free(s->texts);
+    memset(s, 0, sizeof *s);
+}
+
+int poa_cuda_upload_values(const poa_cuda_exec *x, CUdeviceptr to, const float *floats, const real *reals, long n,
+                           int bf16, poa_error *e) {
+    if (!poa_cuda_exec_runs(x)) return 0;
+    const size_t size = bf16 ? 2 : sizeof(float);
+    char *host = malloc(size * (size_t)(n > 0 ? n : 1));
+    if (!host) return poa_fail(e, "out of memory for %ld values to upload", n);
+    for (long i = 0; i < n; i++) {
+        const float v = floats ? floats[i] : reals ? (float)reals[i] : 1.0f;
+        if (bf16) ((uint16_t *)host)[i] = poa_bf16_from_float(v);
+        else ((float *)host)[i] = v;
+    }
+    int rc = poa_cuda_exec_upload(x, to, host, size * (size_t)n, e) || poa_cuda_exec_synchronize(x, e) ? -1 : 0;
+    free(host); /* after the synchronisation */
     return rc;
 }
 
@@ -176,7 +154,6 @@ static void bases_of(const poa_cuda_vit_pass *p, const poa_vit_run *r, CUdevicep
 /* Runs program `which` (0 forward, 1 backward). */
 static int run(poa_cuda_vit_pass *p, int which, poa_error *e) {
     const poa_vit_run *r = which ? &p->bwd : &p->fwd;
-    if (!p->fused_ready) return poa_fail(e, "member %dx%d: no fused kernels (poa_cuda_vit_pass_use_fused)", p->width, p->depth);
     if (p->programs_bf16 && !p->bf16)
         return poa_fail(e, "member %dx%d: bf16 programs without bf16 buffers (poa_cuda_vit_pass_use_bf16)", p->width,
                         p->depth);
@@ -200,7 +177,7 @@ static int fail_freeing(poa_cuda_vit_pass *p, const char *label, const char *wha
 }
 
 int poa_cuda_vit_pass_init(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, const poa_vit *model, int width, int depth,
-                           long batch, int image_size, const char *kernel_set, const char *glue_source,
+                           long batch, int image_size, const poa_cuda_sources *sources,
                            const poa_cuda_vit_shared *shared, poa_error *e) {
     poa_cuda *cuda = exec->cuda;
     memset(p, 0, sizeof *p);
@@ -219,13 +196,12 @@ int poa_cuda_vit_pass_init(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, cons
     snprintf(p->set_name, sizeof p->set_name, "vit_w%d_h%d_f%d.cu", width, c->head_dim, p->host.hidden);
     char label[64];
     snprintf(label, sizeof label, "member %dx%d", width, depth);
-    char expected[64];
-    snprintf(expected, sizeof expected, "enum { WIDTH = %d, HEADS = %d, HEAD_DIM = %d, HIDDEN = %d }",
-             width, p->host.heads, c->head_dim, p->host.hidden);
-    if (!strstr(kernel_set, expected)) {
-        poa_cuda_vit_pass_free(p);
-        return poa_fail(e, "%s: the kernel source is not the set of this shape (no \"%s\")", label, expected);
-    }
+    const char *names[MODULES] = { p->set_name, "vit_fused.cu", "vit_glue.cu" }, *texts[MODULES];
+    for (int i = 0; i < MODULES; i++)
+        if (!(texts[i] = poa_cuda_sources_find(sources, names[i]))) {
+            poa_cuda_vit_pass_free(p);
+            return poa_fail(e, "%s: no CUDA module %s among the recipe's", label, names[i]);
+        }
     if (find_programs(p, shared && shared->bf16, e)) return fail_freeing(p, label, "", e);
 
     /* device memory */
@@ -251,23 +227,14 @@ int poa_cuda_vit_pass_init(poa_cuda_vit_pass *p, const poa_cuda_exec *exec, cons
     if (!cuda && !exec->emulator) return 0;
 
     /* constants: LayerScale ones and the resampling matrix (as float) */
-    long constant_count = p->host.resample ? p->patches * native * native : 0;
-    if (constant_count < width) constant_count = width;
-    float *host = malloc(f * (size_t)constant_count);
-    int rc = host ? 0 : poa_fail(e, "%s: out of memory", label);
-    if (!rc) {
-        for (long i = 0; i < width; i++) host[i] = 1;
-        rc = upload(p, p->ones, host, f * (size_t)width, e);
-    }
-    if (!rc && p->host.resample) {
-        for (long i = 0; i < p->patches * native * native; i++) host[i] = (float)p->host.resample[i];
-        rc = upload(p, p->resample, host, f * (size_t)(p->patches * native * native), e);
-    }
-    if (!rc && cuda) rc = poa_cuda_synchronize(cuda, e); /* host is freed next */
-    free(host);
-    if (!rc && cuda)
-        rc = poa_cuda_exec_load_module(&p->exec, kernel_set, p->set_name, &p->modules[MODULE_SET], e) ||
-             poa_cuda_exec_load_module(&p->exec, glue_source, "vit_glue.cu", &p->modules[MODULE_GLUE], e);
+    int rc = poa_cuda_upload_values(&p->exec, p->ones, NULL, NULL, width, 0, e) ||
+                     (p->host.resample && poa_cuda_upload_values(&p->exec, p->resample, NULL, p->host.resample,
+                                                                 p->patches * native * native, 0, e))
+                 ? -1
+                 : 0;
+    for (int i = 0; i < MODULES && !rc && cuda; i++)
+        rc = poa_cuda_exec_load_module(&p->exec, texts[i], names[i], &p->modules[i], e);
+    if (!rc && cuda) rc = find_functions(p, e);
     /* a zeroed arena (neither a GPU's nor an emulator's memory need start zeroed); a shared one
        is another pass's, written before read */
     if (!rc && !p->arena_shared) rc = fill(p, p->arena, 0.0f, p->arena_count, e);
@@ -279,7 +246,7 @@ int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *p, poa_error *e) {
     if (p->shared.params && !p->shared.params_bf16)
         return poa_fail(e, "member %dx%d: bf16 with shared parameters needs their shared bf16 shadow", p->width,
                         p->depth);
-    if (!p->programs_bf16 && (find_programs(p, 1, e) || (p->fused_ready && p->exec.cuda && find_functions(p, e))))
+    if (!p->programs_bf16 && (find_programs(p, 1, e) || (p->exec.cuda && find_functions(p, e))))
         return -1;
     if (p->arena_count > p->arena_capacity) /* never so far: bf16 drops the bias rows, adds no activation */
         return poa_fail(e, "member %dx%d: the bf16 programs need an arena of %ld floats, the pass has %ld (make it bf16 "
@@ -302,28 +269,8 @@ int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *p, poa_error *e) {
         (resample_count && allocate(p, &p->resample_bf16, REGION_RESAMPLE_BF16, 2 * (size_t)resample_count, e)))
         return poa_fail(e, "member %dx%d: bf16 buffers: %s", p->width, p->depth, e->message);
     p->bf16 = 1;
-    if (!resample_count || (!p->exec.cuda && !p->exec.emulator)) return 0;
-    uint16_t *host = malloc(2 * (size_t)resample_count);
-    if (!host) return poa_fail(e, "member %dx%d: out of memory", p->width, p->depth);
-    for (long i = 0; i < resample_count; i++) host[i] = poa_bf16_from_float((float)p->host.resample[i]);
-    int rc = upload(p, p->resample_bf16, host, 2 * (size_t)resample_count, e);
-    if (!rc && p->exec.cuda) rc = poa_cuda_synchronize(p->exec.cuda, e);
-    free(host);
-    return rc;
-}
-
-int poa_cuda_vit_pass_use_fused(poa_cuda_vit_pass *p, const char *fused_source, poa_error *e) {
-    if (p->fused_ready) return 0;
-    char name[96];
-    snprintf(name, sizeof name, "residual_layernorm_forward_%.*s", (int)strlen(p->set_name) - 7, p->set_name + 4);
-    if (!poa_cuda_source_defines(fused_source, name))
-        return poa_fail(e, "member %dx%d: the fused kernels' source has no %s", p->width, p->depth, name);
-    if (p->exec.cuda &&
-        (poa_cuda_exec_load_module(&p->exec, fused_source, "vit_fused.cu", &p->modules[MODULE_FUSED], e) ||
-         find_functions(p, e)))
-        return -1;
-    p->fused_ready = 1;
-    return 0;
+    if (!resample_count) return 0;
+    return poa_cuda_upload_values(&p->exec, p->resample_bf16, NULL, p->host.resample, resample_count, 1, e);
 }
 
 int poa_cuda_vit_pass_plan_gemms(poa_cuda_vit_pass *p, poa_error *e) {
@@ -387,14 +334,7 @@ int poa_cuda_vit_upload_parameters(poa_cuda_vit_pass *p, const float *params, po
     if (need_gpu(p, "upload parameters", e)) return -1;
     const long n = p->model->parameter_count;
     if (upload(p, p->params, params, sizeof(float) * (size_t)n, e)) return -1;
-    if (!p->bf16) return 0;
-    uint16_t *shadow = malloc(2 * (size_t)n);
-    if (!shadow) return poa_fail(e, "upload parameters: out of memory for the bf16 shadow");
-    for (long i = 0; i < n; i++) shadow[i] = poa_bf16_from_float(params[i]);
-    int rc = upload(p, p->params_bf16, shadow, 2 * (size_t)n, e);
-    if (!rc && p->exec.cuda) rc = poa_cuda_synchronize(p->exec.cuda, e); /* shadow is freed next */
-    free(shadow);
-    return rc;
+    return p->bf16 ? poa_cuda_upload_values(&p->exec, p->params_bf16, params, NULL, n, 1, e) : 0;
 }
 
 int poa_cuda_vit_upload_gradients(poa_cuda_vit_pass *p, const float *grads, poa_error *e) {
@@ -407,23 +347,13 @@ CUdeviceptr poa_cuda_vit_output(const poa_cuda_vit_pass *p) {
 }
 CUdeviceptr poa_cuda_vit_dout(const poa_cuda_vit_pass *p) { return p->dout; }
 
-/* poa_glue_gather_rows or poa_glue_scatter_add_rows between rows of the pass's output (or
-   dout) and `count` packed rows at `rows`. */
-static int move_rows(poa_cuda_vit_pass *p, int gather, CUdeviceptr rows, CUdeviceptr indices, long count,
-                     poa_error *e) {
-    CUdeviceptr dst = gather ? rows : poa_cuda_vit_dout(p), src = gather ? poa_cuda_vit_output(p) : rows;
+/* poa_glue_gather_rows or (back) poa_glue_scatter_add_rows. */
+int poa_cuda_vit_move_rows(poa_cuda_vit_pass *p, int back, CUdeviceptr rows, CUdeviceptr indices, long count,
+                           poa_error *e) {
+    CUdeviceptr dst = back ? poa_cuda_vit_dout(p) : rows, src = back ? rows : poa_cuda_vit_output(p);
     long width = p->width, tokens = p->tokens, patches = p->patches;
     void *args[] = { &dst, &src, &indices, &count, &width, &tokens, &patches };
-    return glue(p, gather ? "poa_glue_gather_rows" : "poa_glue_scatter_add_rows", count * width, args, e);
-}
-
-int poa_cuda_vit_gather_rows(poa_cuda_vit_pass *p, CUdeviceptr rows, CUdeviceptr indices, long count, poa_error *e) {
-    return move_rows(p, 1, rows, indices, count, e);
-}
-
-int poa_cuda_vit_scatter_add_rows(poa_cuda_vit_pass *p, CUdeviceptr rows, CUdeviceptr indices, long count,
-                                  poa_error *e) {
-    return move_rows(p, 0, rows, indices, count, e);
+    return glue(p, back ? "poa_glue_scatter_add_rows" : "poa_glue_gather_rows", count * width, args, e);
 }
 
 int poa_cuda_vit_zero_dout(poa_cuda_vit_pass *p, poa_error *e) {

@@ -28,15 +28,26 @@
 
 /* ---- the sources ---- */
 
-/* Whether the source defines `extern "C" __global__ ... name(`. */
-int poa_cuda_source_defines(const char *source, const char *name);
+/* Every CUDA module a run of the recipe loads, by the name the NVRTC cache and the emulator know
+   it by (gen/emit.lua's cuda_modules): the ViT kernel set of each width of the family
+   ("vit_w64_h32_f256.cu"), vit_fused.cu, vit_glue.cu, heads_kernels.cu and train_kernels.cu
+   (recipe NULL: the last three only), exactly what `poa cuda warm` compiles. overrides: the run's
+   "section.field=value" lines (poa_recipe's), or NULL. */
+typedef struct poa_cuda_sources {
+    int count;
+    char **names, **texts;
+} poa_cuda_sources;
 
-/* The generated .cu text of the kernel set of `width` in the recipe's family (exactly what
-   `poa cuda warm` compiles) and the glue kernels' text; *name gets "vit_w64_h32_f256.cu".
-   overrides: the run's "section.field=value" lines (poa_recipe's), or NULL. malloc'd; either
-   out pointer may be NULL. */
-int poa_cuda_vit_sources(const char *recipe_path, const char *overrides, int width, char **kernel_set, char **glue,
-                         char *name, size_t name_size, poa_error *e);
+int poa_cuda_sources_load(poa_cuda_sources *s, const char *recipe, const char *overrides, poa_error *e);
+/* The text of module `name`, or NULL. */
+const char *poa_cuda_sources_find(const poa_cuda_sources *s, const char *name);
+void poa_cuda_sources_free(poa_cuda_sources *s);
+
+/* n values to device memory at `to`, as floats or (bf16) as bf16 (poa_bf16_from_float): floats,
+   else reals (the host pass's, double in the fp64 build), else (both NULL) ones; waits for the
+   copy (a no-op where nothing runs). */
+int poa_cuda_upload_values(const poa_cuda_exec *x, CUdeviceptr to, const float *floats, const real *reals, long n,
+                           int bf16, poa_error *e);
 
 /* ---- the pass ---- */
 
@@ -78,19 +89,19 @@ typedef struct poa_cuda_vit_pass {
     poa_cuda_vit_shared shared; /* memory owned by the caller (poa_cuda_vit_pass_init's shared) */
     int arena_shared;           /* arena is shared.arena */
     long arena_capacity;        /* floats at arena: arena_count, or the shared arena's capacity */
-    int has_mask, has_drop_scale, fused_ready;
+    int has_mask, has_drop_scale;
     char set_name[80];          /* the set's module, "vit_w64_h32_f256.cu" */
     CUmodule modules[3];        /* the set, vit_fused.cu, vit_glue.cu */
 } poa_cuda_vit_pass;
 
 /* A pass of member width x depth over batch images of image_size pixels on exec: a GPU (with an
-   initialised poa_cublaslt), the host emulator (see cuda_exec.h) or nowhere. kernel_set and
-   glue are the sources of poa_cuda_vit_sources, compiled through the NVRTC cache for the
-   device's architecture (glue: GPU only). shared (or NULL): the caller's parameters and
+   initialised poa_cublaslt), the host emulator (see cuda_exec.h) or nowhere. Its kernels are the
+   width's set, vit_fused.cu and vit_glue.cu of sources, compiled through the NVRTC cache for the
+   device's architecture (GPU only). shared (or NULL): the caller's parameters and
    gradients (the pass neither uploads, zeroes nor frees them; grads 0 for a pass that only runs
    forward, the teacher) and the other memory it may use. */
 int poa_cuda_vit_pass_init(poa_cuda_vit_pass *pass, const poa_cuda_exec *exec, const poa_vit *model, int width,
-                           int depth, long batch, int image_size, const char *kernel_set, const char *glue,
+                           int depth, long batch, int image_size, const poa_cuda_sources *sources,
                            const poa_cuda_vit_shared *shared, poa_error *e);
 void poa_cuda_vit_pass_free(poa_cuda_vit_pass *pass);
 
@@ -102,13 +113,6 @@ void poa_cuda_vit_pass_free(poa_cuda_vit_pass *pass);
    upload writes the shadow too). Expected error against the fp32 CPU pass: about 1e-2
    relative (bf16's 8-bit mantissa). */
 int poa_cuda_vit_pass_use_bf16(poa_cuda_vit_pass *pass, poa_error *e);
-
-/* The fused kernels' text (vit_fused.cu: the residual_layernorm launches of the GPU program):
-   needed before the pass runs. */
-int poa_cuda_vit_pass_use_fused(poa_cuda_vit_pass *pass, const char *fused_source, poa_error *e);
-
-/* The fused kernels' text of the recipe's family (vit_fused.cu), overrides as above. malloc'd. */
-int poa_cuda_vit_fused_source(const char *recipe_path, const char *overrides, char **source, poa_error *e);
 
 /* Walks the pass's programs without running anything and has cuBLASLt build the descriptors and
    choose the algorithm of every GEMM they will issue (poa_cublaslt_prepare), so that a step
@@ -143,12 +147,10 @@ CUdeviceptr poa_cuda_vit_dout(const poa_cuda_vit_pass *pass);
 
 /* Head-input rows (device, count x width) from the output of the last forward: the CLS token
    of each image (indices 0 and count = batch), or the patch tokens indices[i] (device ints,
-   image * patches + patch: iBOT's masked tokens). scatter_add adds such rows back into dout
-   (the transpose; zero dout first with poa_cuda_vit_zero_dout). */
-int poa_cuda_vit_gather_rows(poa_cuda_vit_pass *pass, CUdeviceptr rows, CUdeviceptr indices, long count,
-                             poa_error *e);
-int poa_cuda_vit_scatter_add_rows(poa_cuda_vit_pass *pass, CUdeviceptr rows, CUdeviceptr indices, long count,
-                                  poa_error *e);
+   image * patches + patch: iBOT's masked tokens); back: such rows added back into dout (the
+   transpose; zero dout first with poa_cuda_vit_zero_dout). */
+int poa_cuda_vit_move_rows(poa_cuda_vit_pass *pass, int back, CUdeviceptr rows, CUdeviceptr indices, long count,
+                           poa_error *e);
 int poa_cuda_vit_zero_dout(poa_cuda_vit_pass *pass, poa_error *e);
 
 #endif

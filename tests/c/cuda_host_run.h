@@ -1,7 +1,7 @@
 /* cuda_host_run.h: an emulated GPU pass whose launches run the kernels' own .cu text through
    tests/c/cuda_host.h. The module sources come by name from the generator, as the runtime gets
-   them (vit_wW_hH_fF.cu and vit_glue.cu of the recipe, vit_fused.cu, heads_kernels.cu,
-   train_kernels.cu). Differential check: each launch first runs the emulator's C twin (the CPU
+   them (poa_cuda_sources_load: vit_wW_hH_fF.cu and vit_fused.cu of the recipe, vit_glue.cu,
+   heads_kernels.cu, train_kernels.cu). Differential check: each launch first runs the emulator's C twin (the CPU
    backend's kernels, the glue loops, the heads' and training kernels' C) on the same inputs;
    then memory is restored and the .cu kernel runs; each kernel's worst difference over every
    element either of them wrote (host_difference) is kept for the report. The .cu results are
@@ -10,6 +10,7 @@
 #ifndef POA_TEST_CUDA_HOST_RUN_H
 #define POA_TEST_CUDA_HOST_RUN_H
 
+#include <ctype.h>
 #include <math.h>
 #include <time.h>
 
@@ -53,24 +54,26 @@ static inline void host_runner_release(void *context, void *pointer) {
     cuda_host_free(pointer);
 }
 
-static inline int host_module_source(const char *recipe, const char *module, char **source, poa_error *e) {
-    int width, head_dim, hidden;
-    if (!strcmp(module, "vit_glue.cu"))
-        return poa_lua_text("return require('gen.template').fill('vit_glue.cu.tmpl', {})", "glue kernels", source, e);
-    if (!strcmp(module, "heads_kernels.cu")) return poa_cuda_heads_source(source, e);
-    if (!strcmp(module, "train_kernels.cu")) return poa_cuda_train_kernels_source(source, e);
-    if (!recipe) return poa_fail(e, "cuda_host: module %s needs a recipe", module);
-    if (!strcmp(module, "vit_fused.cu")) return poa_cuda_vit_fused_source(recipe, NULL, source, e);
-    if (sscanf(module, "vit_w%d_h%d_f%d.cu", &width, &head_dim, &hidden) == 3) {
-        char name[80];
-        if (poa_cuda_vit_sources(recipe, NULL, width, source, NULL, name, sizeof name, e)) return -1;
-        if (strcmp(name, module)) {
-            free(*source);
-            return poa_fail(e, "cuda_host: %s of width %d is %s, not %s", recipe, width, name, module);
+/* Whether the source defines `extern "C" __global__ ... name(`. */
+static inline int poa_cuda_source_defines(const char *source, const char *name) {
+    const size_t n = strlen(name);
+    static const char key[] = "extern \"C\" __global__";
+    static const char bounds[] = "__launch_bounds__";
+    for (const char *at = strstr(source, key); at; at = strstr(at + 1, key)) {
+        const char *paren = strchr(at + sizeof key - 1, '(');
+        if (!paren) return 0;
+        if ((size_t)(paren - at) >= sizeof bounds - 1 &&
+            strncmp(paren - (sizeof bounds - 1), bounds, sizeof bounds - 1) == 0) {
+            const char *close = strchr(paren, ')');
+            if (!close || !(paren = strchr(close, '('))) return 0;
         }
-        return 0;
+        const char *end = paren;
+        while (end > at && isspace((unsigned char)end[-1])) end--;
+        const char *begin = end;
+        while (begin > at && (isalnum((unsigned char)begin[-1]) || begin[-1] == '_')) begin--;
+        if ((size_t)(end - begin) == n && strncmp(begin, name, n) == 0) return 1;
     }
-    return poa_fail(e, "cuda_host: no source for module %s", module);
+    return 0;
 }
 
 static inline double host_seconds(void) {
@@ -190,10 +193,12 @@ static inline int host_runner_launch(host_runner *r, const char *module, const c
                                      const unsigned block[3], void **args, poa_error *e) {
     const cuda_host_module *m = cuda_host_load(&r->host, module, NULL, e);
     if (!m) {
-        char *source = NULL;
-        if (host_module_source(r->recipe, module, &source, e)) return -1;
-        m = cuda_host_load(&r->host, module, source, e);
-        free(source);
+        poa_cuda_sources sources;
+        if (poa_cuda_sources_load(&sources, r->recipe, NULL, e)) return -1;
+        const char *source = poa_cuda_sources_find(&sources, module);
+        m = source ? cuda_host_load(&r->host, module, source, e) : NULL;
+        if (!source) poa_fail(e, "cuda_host: no source for module %s%s", module, r->recipe ? "" : " (no recipe)");
+        poa_cuda_sources_free(&sources);
         if (!m) return -1;
     }
     r->launches++;

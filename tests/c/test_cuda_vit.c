@@ -84,11 +84,13 @@ static int push_launches(lua_State *L, long width, long head_dim, long hidden, p
    training kernels) is defined in its module's source (NVRTC compiles both:
    test_nvrtc_compile.c); the programs' glue launches: tests/lua/test_program.lua. */
 static void check_glue(void) {
-    char *texts[2] = { NULL, NULL }; /* vit_glue.cu, train_kernels.cu */
+    poa_cuda_sources sources = { 0 };
+    const char *texts[2] = { NULL, NULL }; /* vit_glue.cu, train_kernels.cu */
     poa_error e = { { 0 } };
     const poa_program *r = NULL;
-    if (poa_cuda_vit_sources(TINY, NULL, 64, NULL, &texts[0], NULL, 0, &e) ||
-        poa_cuda_train_kernels_source(&texts[1], &e) || !(r = poa_runtime_launches(&e))) {
+    if (poa_cuda_sources_load(&sources, TINY, NULL, &e) ||
+        !(texts[0] = poa_cuda_sources_find(&sources, "vit_glue.cu")) ||
+        !(texts[1] = poa_cuda_sources_find(&sources, "train_kernels.cu")) || !(r = poa_runtime_launches(&e))) {
         CHECK("runtime launches and their sources", 0, "%s", e.message);
     } else {
         int missing = 0;
@@ -100,7 +102,7 @@ static void check_glue(void) {
               missing == 0 && r->launch_count > 5 && !defines_other, "%d of %d missing, other %d", missing,
               r->launch_count, defines_other);
     }
-    free(texts[0]), free(texts[1]);
+    poa_cuda_sources_free(&sources);
 }
 
 /* The forward activations a pass's backward reads (kept to the end of its forward, so after
@@ -219,7 +221,7 @@ static int run_pass(runner *r, const poa_vit *m, const char *recipe, int width, 
                     const float *params, const float *images, const unsigned char *mask, const float *drop,
                     const float *dout, float *out, float *grads, float **arena, kept_value *kept, int *kept_count,
                     poa_error *e) {
-    char *set = NULL, *glue = NULL, *fused_source = NULL;
+    poa_cuda_sources sources = { 0 };
     const int hidden = width * m->config.mlp_ratio;
     emulator_state st = { .L = NULL };
     poa_cuda_emulator em = { .context = &st, .launch = emulate_launch, .gemm = emulate_step_gemm,
@@ -232,18 +234,17 @@ static int run_pass(runner *r, const poa_vit *m, const char *recipe, int width, 
     st.L = r->cuda ? NULL : poa_lua_open(e);
     poa_cuda_vit_pass p;
     int rc = r->cuda || (st.em.scratch && st.L) ? 0 : poa_fail(e, "emulator: out of memory");
-    if (!rc) rc = poa_cuda_vit_sources(recipe, NULL, width, &set, &glue, NULL, 0, e);
+    if (!rc) rc = poa_cuda_sources_load(&sources, recipe, NULL, e);
     if (!rc && st.L) rc = push_launches(st.L, width, m->config.head_dim, hidden, e);
-    st.set = set;
+    st.fused = poa_cuda_sources_find(&sources, "vit_fused.cu");
     if (!rc)
         rc = poa_cuda_vit_pass_init(&p, &(poa_cuda_exec){ .cuda = r->cuda, .lt = r->lt, .emulator = r->cuda ? NULL : &em },
-                                    m, width, depth, batch, image, set, glue, NULL, e);
-    if (!rc && ((r->bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) || poa_cuda_vit_fused_source(recipe, NULL, &fused_source, e) ||
-                poa_cuda_vit_pass_use_fused(&p, fused_source, e) || poa_cuda_vit_pass_plan_gemms(&p, e))) {
+                                    m, width, depth, batch, image, &sources, NULL, e);
+    if (!rc) st.set = poa_cuda_sources_find(&sources, p.set_name);
+    if (!rc && ((r->bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) || poa_cuda_vit_pass_plan_gemms(&p, e))) {
         poa_cuda_vit_pass_free(&p);
         rc = -1;
     }
-    st.fused = fused_source;
     const long planned = r->lt ? r->lt->heuristic_calls : 0;
     if (!rc) {
         rc = poa_cuda_vit_upload_parameters(&p, params, e) || poa_cuda_vit_upload_gradients(&p, grads, e) ||
@@ -261,7 +262,8 @@ static int run_pass(runner *r, const poa_vit *m, const char *recipe, int width, 
         poa_cuda_vit_pass_free(&p);
     }
     if (st.L) lua_close(st.L);
-    free(st.em.scratch), free(set), free(glue), free(fused_source);
+    free(st.em.scratch);
+    poa_cuda_sources_free(&sources);
     r->launches += st.geometry_checked;
     return rc;
 }

@@ -279,7 +279,7 @@ static int run_micro_batch(replay *r, poa_error *e) {
         FETCH(v->teacher_logits[h], g->teacher_heads.logits[h], teacher_rows * K);
         for (int b = 0; b < 2; b++) FETCH(v->logits[b][h], g->branch[b].heads.logits[h], rows * K);
     }
-    for (int b = 0; b < 2; b++) FETCH(v->features[b], g->branch[b].features, rows * g->branch[b].width);
+    for (int b = 0; b < 2; b++) FETCH(v->features[b], g->branch[b].features, rows * g->branch[b].global.width);
     FETCH(v->grads, g->grads, n + nh);
 #undef FETCH
     v->grads_heads = v->grads + n;
