@@ -307,14 +307,7 @@ function emit.runtime_launches()
   local names, out = { n = "n", rows = "rows", k = "k", chunks = "chunks", TRAIN_CHUNK = ops_train.CHUNK }, {}
   local list = select(2, train_kernels())
   for _, name in ipairs(runtime_glue) do list[#list + 1] = glue(name, "n")[1] end
-  for _, k in ipairs(list) do
-    local grid, block = {}, {}
-    for d = 1, 3 do
-      grid[d] = lower_cuda.extent(k.grid[d] or 1, names)
-      block[d] = lower_cuda.constant(k.block[d] or 1, names)
-    end
-    out[#out + 1] = { name = k.name, module = k.module or "train_kernels.cu", grid = grid, block = block }
-  end
+  for _, k in ipairs(list) do out[#out + 1] = lower_cuda.launch(k, names, k.module or "train_kernels.cu") end
   return out
 end
 

@@ -56,7 +56,7 @@ Graph.__index = Graph
 -- A new graph for member m (the table models/<family>.lua's forward reads: widths, depth,
 -- block ids, token counts, flags).
 function graph.new(m)
-  return setmetatable({ m = m, values = {}, nodes = {}, params = {}, inputs = {}, consts = {} }, Graph)
+  return setmetatable({ m = m, values = {}, nodes = {}, named = {} }, Graph)
 end
 
 local function add_value(g, v)
@@ -71,15 +71,17 @@ function Graph:act(name, rows, cols)
   return add_value(self, { name = name, kind = "act", rows = rows, cols = cols })
 end
 
+-- The value of g under key (made by make() the first time it is asked for): each parameter,
+-- gradient, input and const is one value however often the forward names it.
+local function interned(g, key, make)
+  if not g.named[key] then g.named[key] = add_value(g, make()) end
+  return g.named[key]
+end
+
 -- A parameter tensor by state-dict name (nil name: absent, returns nil); ld: its row length.
 function Graph:param(name, ld)
   if not name then return nil end
-  local v = self.params[name]
-  if not v then
-    v = add_value(self, { name = name, kind = "param", ld = ld })
-    self.params[name] = v
-  end
-  return v
+  return interned(self, "param " .. name, function() return { name = name, kind = "param", ld = ld } end)
 end
 
 -- A forward activation as the backward reads it, and a parameter's gradient.
@@ -87,31 +89,15 @@ function Graph:saved(name, rows, cols)
   return add_value(self, { name = name, kind = "saved", rows = rows, cols = cols })
 end
 function Graph:grad(name, ld)
-  local key = "grad " .. name
-  local v = self.params[key]
-  if not v then
-    v = add_value(self, { name = name, kind = "grad", ld = ld })
-    self.params[key] = v
-  end
-  return v
+  return interned(self, "grad " .. name, function() return { name = name, kind = "grad", ld = ld } end)
 end
 
 function Graph:input(name, elem)
-  local v = self.inputs[name]
-  if not v then
-    v = add_value(self, { name = name, kind = "input", elem = elem })
-    self.inputs[name] = v
-  end
-  return v
+  return interned(self, "input " .. name, function() return { name = name, kind = "input", elem = elem } end)
 end
 
 function Graph:const(name)
-  local v = self.consts[name]
-  if not v then
-    v = add_value(self, { name = name, kind = "const" })
-    self.consts[name] = v
-  end
-  return v
+  return interned(self, "const " .. name, function() return { name = name, kind = "const" } end)
 end
 
 -- A view of value v at element offset (a lin or integer).

@@ -79,16 +79,18 @@ function lower.patchify(s, n)
                           channels = m.in_channels, size = m.image_size, patch = m.patch_size })
 end
 
--- Per group: y_g = bias_g (or 0), then y_g += alpha x W_g^T (GEMM, beta 1).
+-- Per group: y_g = bias_g (or 0), then y_g += alpha x W_g^T (GEMM, beta 1); in a schedule with
+-- the bias epilogue (gen/schedule.lua) y_g = alpha x W_g^T + bias_g by the GEMM alone, beta 0.
 function lower.linear(s, n)
   local rows, ldy = n.y.rows, n.n * n.groups
+  local epilogue = s.sched and s.sched.bias_epilogue
   for g = 0, n.groups - 1 do
-    local y = operand(graph.at(n.y), g * n.n)
-    kernel(s, "fill_rows", { y = y, ld = ldy, vec = n.bias and operand(graph.at(n.bias), g * n.group_stride),
-                             rows = rows, cols = n.n })
+    local y, bias = operand(graph.at(n.y), g * n.n), n.bias and operand(graph.at(n.bias), g * n.group_stride)
+    if not epilogue then kernel(s, "fill_rows", { y = y, ld = ldy, vec = bias, rows = rows, cols = n.n }) end
     gemm(s, { what = n.y.name .. (n.groups > 1 and ("[" .. g .. "]") or ""), ta = 0, tb = 1, m = rows,
               n = n.n, k = n.k, alpha = n.alpha, a = operand(n.x), lda = n.k,
-              b = operand(graph.at(n.w), g * n.group_stride * n.ldw), ldb = n.ldw, beta = 1, c = y, ldc = ldy })
+              b = operand(graph.at(n.w), g * n.group_stride * n.ldw), ldb = n.ldw, beta = epilogue and 0 or 1,
+              c = y, ldc = ldy, bias = epilogue and bias or nil })
   end
 end
 

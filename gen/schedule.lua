@@ -4,7 +4,8 @@
 --   1. each residual add (LayerScale, drop path) and the LayerNorm that reads its output fused
 --      into one op, residual_layernorm (a graph rewrite: the backward derives its rule from it,
 --      gen/backward.lua);
---   2. in bf16, the bias added by the GEMM's epilogue instead of a bias-rows step before it;
+--   2. in bf16, the bias added by the GEMM's epilogue instead of a bias-rows step before it
+--      (bias_epilogue: gen/program.lua's linear lowering);
 --   3. in bf16, every GEMM operand read as bf16: a parameter from the parameters' bf16 shadow,
 --      a constant (the resampling matrix) from its bf16 copy, anything else cast just before the
 --      GEMM by a to_bf16 step into one of two cast slots (A into cast_a, B into cast_b, same ld),
@@ -58,19 +59,6 @@ function lowerings.residual_layernorm(s, n)
     rstd = st.operand(graph.at(n.rstd)), h = st.operand(n.h), gamma = st.operand(n.gamma),
     sample_scale = st.operand(n.scale), w = st.operand(n.w), bias = st.operand(n.b), batch = lin(1, 0),
     tokens = s.m.tokens })
-end
-
--- Rewrite 2 (bf16): per group y_g = alpha x W_g^T + bias_g by the GEMM's BIAS epilogue, beta 0.
-function lowerings.linear(s, n)
-  if not s.sched.bf16 then return program.lowerings.linear(s, n) end
-  local ldy = n.n * n.groups
-  for g = 0, n.groups - 1 do
-    st.gemm(s, { what = n.y.name .. (n.groups > 1 and ("[" .. g .. "]") or ""), ta = 0, tb = 1, m = n.y.rows,
-                 n = n.n, k = n.k, alpha = n.alpha, a = st.operand(n.x), lda = n.k,
-                 b = st.operand(graph.at(n.w), g * n.group_stride * n.ldw), ldb = n.ldw, beta = 0,
-                 c = st.operand(graph.at(n.y), g * n.n), ldc = ldy,
-                 bias = n.bias and st.operand(graph.at(n.bias), g * n.group_stride) })
-  end
 end
 
 -- Rewrite 3: the bf16 form of each GEMM operand (a step list and its values; slots added).
@@ -142,14 +130,7 @@ local function launches_of(s)
       for _, k in ipairs(list) do
         local any = not k.outputs
         for _, o in ipairs(k.outputs or {}) do any = any or present[o] end
-        if any then
-          local grid, block = {}, {}
-          for d = 1, 3 do
-            grid[d] = lower_cuda.extent(k.grid[d] or "1", names)
-            block[d] = lower_cuda.constant(k.block[d] or "1", names)
-          end
-          step.launches[#step.launches + 1] = { name = k.name, module = k.module, grid = grid, block = block }
-        end
+        if any then step.launches[#step.launches + 1] = lower_cuda.launch(k, names) end
       end
       assert(#step.launches > 0, "schedule: " .. kernel .. " launches nothing")
     elseif step.kind ~= "gemm" then
@@ -158,12 +139,12 @@ local function launches_of(s)
   end
 end
 
--- The GPU schedule of member m: {lowerings, finish, bf16, set, launches} for program.lower and
--- backward.lower.
+-- The GPU schedule of member m: {lowerings, finish, bias_epilogue, set, launches} for
+-- program.lower and backward.lower.
 function schedule.gpu(m, bf16)
-  local set = { name = string.format("w%d_h%d_f%d", m.width, m.width // m.heads, m.hidden), width = m.width,
-                heads = m.heads, head_dim = m.width // m.heads, hidden = m.hidden }
-  local sched = { lowerings = lowerings, bf16 = bf16, set = set, launches = require("gen.emit").launches(set) }
+  local emit = require("gen.emit")
+  local set = emit.kernel_set(m.width, m.width // m.heads, m.hidden)
+  local sched = { lowerings = lowerings, bias_epilogue = bf16, set = set, launches = emit.launches(set) }
   function sched.finish(s, values)
     if bf16 then cast_operands(s, values) end
     launches_of(s)
