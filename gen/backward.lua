@@ -35,19 +35,6 @@ backward.recompute = {
   end },
 }
 
--- The inputs and outputs of each op (node fields; a field is a value or a view).
-backward.fields = {
-  patchify = { ins = { "x" }, outs = { "y" } },
-  linear = { ins = { "x", "w", "bias" }, outs = { "y" } },
-  layernorm = { ins = { "x", "w", "b" }, outs = { "y", "mean", "rstd" } },
-  attention = { ins = { "qkv" }, outs = { "y", "probs" } },
-  residual = { ins = { "x", "h", "gamma", "scale" }, outs = { "y" } },
-  residual_layernorm = { ins = { "x", "h", "gamma", "scale", "w", "b" }, outs = { "y", "ln", "mean", "rstd" } },
-  gelu = { ins = { "x" }, outs = { "y" } },
-  resample_pos = { ins = { "x", "r" }, outs = { "y" } },
-  tokens = { ins = { "patch", "cls", "mask_token", "pos", "mask" }, outs = { "y" } },
-}
-
 local function value_of(f) return f and (f.value or f) end
 local function is_view(f) return f and f.value ~= nil end
 
@@ -85,9 +72,9 @@ function State:need(f)
     -- recomputed into the backward's own arena: the forward need not keep a place for it
     self.map[v.id] = self.gb:act(v.name, v.rows, v.cols)
     local t = {}
-    for k, x in pairs(n) do
-      if type(x) == "table" and (x.kind or is_view(x)) then t[k] = is_view(x) and self:tview(x) or self:import(x)
-      else t[k] = x end
+    for k, x in pairs(n) do t[k] = x end
+    for _, fields in ipairs({ n.ins, n.outs }) do
+      for _, k in ipairs(fields) do t[k] = is_view(n[k]) and self:tview(n[k]) or self:import(n[k]) end
     end
     local first = #self.steps + 1
     local lowerings = self.sched and self.sched.lowerings or program.lowerings
@@ -270,10 +257,9 @@ local function needs_of(g)
   local needs, producer = {}, {}
   for _, v in ipairs(g.values) do needs[v.id] = v.kind == "param" end
   for _, n in ipairs(g.nodes) do
-    local f = assert(backward.fields[n.op], "backward: no fields of " .. n.op)
     local any = false
-    for _, k in ipairs(f.ins) do any = any or (n[k] ~= nil and needs[value_of(n[k]).id]) end
-    for _, k in ipairs(f.outs) do
+    for _, k in ipairs(n.ins) do any = any or needs[value_of(n[k]).id] end
+    for _, k in ipairs(n.outs) do
       local v = value_of(n[k])
       needs[v.id], producer[v.id] = any, n
     end
@@ -291,7 +277,7 @@ function backward.lower(g, title, sched)
   for i = #g.nodes, 1, -1 do
     local n = g.nodes[i]
     local live = false
-    for _, k in ipairs(backward.fields[n.op].outs) do live = live or s.cots[value_of(n[k]).id] ~= nil end
+    for _, k in ipairs(n.outs) do live = live or s.cots[value_of(n[k]).id] ~= nil end
     if live then assert(rules[n.op], "backward: no rule for " .. n.op)(s, n) end
   end
   if sched then sched.finish(s, s.gb.values) end

@@ -56,7 +56,7 @@ Graph.__index = Graph
 -- A new graph for member m (the table models/<family>.lua's forward reads: widths, depth,
 -- block ids, token counts, flags).
 function graph.new(m)
-  return setmetatable({ m = m, values = {}, nodes = {}, named = {} }, Graph)
+  return setmetatable({ m = m, values = {}, nodes = {}, named = {}, made = 0 }, Graph)
 end
 
 local function add_value(g, v)
@@ -113,8 +113,17 @@ local function view(x)
   return graph.at(x)
 end
 
+-- Records node t of op. Its outputs (t.outs, field names) are the activations made since the
+-- previous node, its inputs (t.ins) its other values and views: what gen/backward.lua reads.
 local function node(g, op, t)
-  t.op = op
+  t.op, t.ins, t.outs = op, {}, {}
+  for k, x in pairs(t) do
+    local v = type(x) == "table" and (x.value or x)
+    if v and v.kind then table.insert(v.kind == "act" and v.id > g.made and t.outs or t.ins, k) end
+  end
+  table.sort(t.ins)
+  table.sort(t.outs)
+  g.made = #g.values
   g.nodes[#g.nodes + 1] = t
   return t
 end

@@ -35,7 +35,8 @@ function schedule.fuse_residual_layernorm(g)
     local r = n.op == "layernorm" and at_zero(n.x) and residual_of[n.x.value.id]
     if r and not fused[r] then
       fused[r] = { op = "residual_layernorm", x = r.x, h = r.h, gamma = r.gamma, scale = r.scale, y = r.y,
-                   w = n.w, b = n.b, ln = n.y, mean = n.mean, rstd = n.rstd }
+                   w = n.w, b = n.b, ln = n.y, mean = n.mean, rstd = n.rstd,
+                   ins = { "b", "w", table.unpack(r.ins) }, outs = { "ln", "mean", "rstd", "y" } }
       fused[n] = false
     end
   end
