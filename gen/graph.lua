@@ -100,18 +100,14 @@ function Graph:const(name)
   return interned(self, "const " .. name, function() return { name = name, kind = "const" } end)
 end
 
--- A view of value v at element offset (a lin or integer).
+-- A view of value v at element offset (a lin or integer); a view given no offset is itself.
 function graph.at(v, offset)
-  if v == nil then return nil end
+  if v == nil or (v.value and offset == nil) then return v end
   if type(offset) == "number" then offset = lin(0, offset) end
   return { value = v, offset = offset or lin(0, 0) }
 end
 function Graph:at(v, offset) return graph.at(v, offset) end
-local function view(x)
-  if x == nil then return nil end
-  if x.value then return x end
-  return graph.at(x)
-end
+local view = graph.at
 
 -- Records node t of op. Its outputs (t.outs, field names) are the activations made since the
 -- previous node, its inputs (t.ins) its other values and views: what gen/backward.lua reads.

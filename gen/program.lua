@@ -286,24 +286,20 @@ function program.training(g, what, sched, prefix)
   return f, b
 end
 
--- Its forward program, and its backward (gen/backward.lua).
-function program.vit_forward(cfg, width, depth, image_size)
-  local g, what = program.vit_graph(cfg, width, depth, image_size)
-  return program.lower(g, "forward of " .. what)
-end
-function program.vit_train_forward(cfg, width, depth, image_size)
-  local g, what = program.vit_graph(cfg, width, depth, image_size)
-  return (program.training(g, what))
-end
-function program.vit_backward(cfg, width, depth, image_size)
-  local g, what = program.vit_graph(cfg, width, depth, image_size)
-  return require("gen.backward").lower(g, "backward of " .. what)
-end
-
--- The GPU schedule's forward and backward (gen/schedule.lua), fp32 or with bf16 GEMM operands.
-function program.vit_gpu_programs(cfg, width, depth, image_size, bf16)
-  local g, what = program.vit_graph(cfg, width, depth, image_size)
-  return require("gen.schedule").gpu_programs(g, what, bf16)
+-- The builders runtime/vit.c calls by name, (cfg, width, depth, image_size[, bf16]) -> the
+-- programs of the member's graph: its forward, its training forward (program.training), its
+-- backward (gen/backward.lua), the GPU schedule's forward and backward (gen/schedule.lua), fp32
+-- or with bf16 GEMM operands.
+for name, build in pairs({
+  vit_forward = function(g, what) return program.lower(g, "forward of " .. what) end,
+  vit_train_forward = function(g, what) return (program.training(g, what)) end,
+  vit_backward = function(g, what) return require("gen.backward").lower(g, "backward of " .. what) end,
+  vit_gpu_programs = function(g, what, bf16) return require("gen.schedule").gpu_programs(g, what, bf16) end,
+}) do
+  program[name] = function(cfg, width, depth, image_size, bf16)
+    local g, what = program.vit_graph(cfg, width, depth, image_size)
+    return build(g, what, bf16)
+  end
 end
 
 -- The forward (or backward) from a loaded recipe (gen/recipe.lua) and crop "global" or "local",

@@ -91,10 +91,7 @@ local function cast_operands(s, values)
           local r, c, v = lin_of(rows), lin_of(cols), slot(which)
           v.size = { b = math.max(v.size.b, r.b * ld + c.b), c = math.max(v.size.c, (r.c - 1) * ld + c.c) }
           local dst = { value = v.id, offset = lin(0, 0) }
-          local saved = s.steps
-          s.steps = steps
-          st.kernel(s, "to_bf16", { dst = dst, src = o, ld = ld, rows = rows, cols = cols })
-          s.steps = saved
+          st.kernel({ steps = steps }, "to_bf16", { dst = dst, src = o, ld = ld, rows = rows, cols = cols })
           step[which] = dst
         end
       end
