@@ -30,8 +30,8 @@ local st = program.steps
 backward.recompute = {
   gelu = { field = "y" },
   layernorm = { field = "y" },
-  residual_layernorm = { field = "ln", lower = function(lowerings, s, t)
-    lowerings.layernorm(s, { x = graph.at(t.y), w = t.w, b = t.b, y = t.ln, mean = t.mean, rstd = t.rstd })
+  residual_layernorm = { field = "ln", lower = function(s, t)
+    program.lowerings.layernorm(s, { x = graph.at(t.y), w = t.w, b = t.b, y = t.ln, mean = t.mean, rstd = t.rstd })
   end },
 }
 
@@ -77,8 +77,8 @@ function State:need(f)
       for _, k in ipairs(fields) do t[k] = is_view(n[k]) and self:tview(n[k]) or self:import(n[k]) end
     end
     local first = #self.steps + 1
-    local lowerings = self.sched and self.sched.lowerings or program.lowerings
-    if policy.lower then policy.lower(lowerings, self, t) else lowerings[n.op](self, t) end
+    local lower = policy.lower or program.lowerings[n.op]
+    lower(self, t)
     for i = first, #self.steps do self.steps[i].note = "recompute " .. v.name end
   end
   return self:view(f)

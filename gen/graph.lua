@@ -21,6 +21,8 @@ local graph = {}
 
 function graph.lin(b, c) return { b = b or 0, c = c or 0 } end
 local lin = graph.lin
+-- x as a lin: an integer is the constant x.
+function graph.lin_of(x) return type(x) == "number" and lin(0, x) or x end
 
 -- The runtime kernels that are not row-wise ops of gen/ops.lua (runtime/program.c), with the
 -- C parameter order of each; "out"/"in"/"mask" are buffers, the rest scalars.
@@ -103,8 +105,7 @@ end
 -- A view of value v at element offset (a lin or integer); a view given no offset is itself.
 function graph.at(v, offset)
   if v == nil or (v.value and offset == nil) then return v end
-  if type(offset) == "number" then offset = lin(0, offset) end
-  return { value = v, offset = offset or lin(0, 0) }
+  return { value = v, offset = graph.lin_of(offset or 0) }
 end
 function Graph:at(v, offset) return graph.at(v, offset) end
 local view = graph.at

@@ -17,7 +17,7 @@ local graph = require("gen.graph")
 local space = require("gen.space")
 
 local program = {}
-local lin = graph.lin
+local lin, lin_of = graph.lin, graph.lin_of
 
 local ALIGN = 16
 
@@ -39,7 +39,7 @@ end
 local function operand(x, extra)
   if x == nil then return nil end
   local off = x.offset or lin(0, 0)
-  if extra then off = lin_add(off, type(extra) == "number" and lin(0, extra) or extra) end
+  if extra then off = lin_add(off, lin_of(extra)) end
   return { value = x.value.id, offset = off }
 end
 
@@ -51,7 +51,7 @@ local function kernel(s, name, args, macs)
       list[i] = { buffer = a } -- nil: a NULL pointer (an optional tensor)
     else
       assert(a ~= nil, "program: kernel " .. name .. " needs " .. p[1])
-      list[i] = { scalar = type(a) == "number" and lin(0, a) or a }
+      list[i] = { scalar = lin_of(a) }
     end
   end
   s.steps[#s.steps + 1] = { kind = "kernel", kernel = name, args = list, macs = macs or lin(0, 0) }
@@ -60,7 +60,7 @@ end
 -- m and k may be lins (the batch in one of them at most).
 local function gemm(s, t)
   t.kind = "gemm"
-  local m, k = type(t.m) == "number" and lin(0, t.m) or t.m, type(t.k) == "number" and lin(0, t.k) or t.k
+  local m, k = lin_of(t.m), lin_of(t.k)
   assert(m.b == 0 or k.b == 0, "program: a GEMM with the batch in m and k")
   t.macs = m.b == 0 and lin_mul(k, m.c * t.n) or lin_mul(m, t.n * k.c)
   s.steps[#s.steps + 1] = t
@@ -115,6 +115,16 @@ function lower.residual(s, n)
                                   sample_scale = operand(n.scale), batch = lin(1, 0), tokens = s.m.tokens })
 end
 
+-- A residual and the LayerNorm after it fused (gen/schedule.lua's rewrite 1): y = x (copied),
+-- then y += s gamma h and ln = LayerNorm(y) in one kernel.
+function lower.residual_layernorm(s, n)
+  local y = operand(graph.at(n.y))
+  copy(s, operand(n.x), y, lin_mul(n.y.rows, n.y.cols))
+  kernel(s, "residual_layernorm_forward", { x = y, y = operand(graph.at(n.ln)), mean = operand(graph.at(n.mean)),
+    rstd = operand(graph.at(n.rstd)), h = operand(n.h), gamma = operand(n.gamma), sample_scale = operand(n.scale),
+    w = operand(n.w), bias = operand(n.b), batch = lin(1, 0), tokens = s.m.tokens })
+end
+
 function lower.gelu(s, n)
   kernel(s, "gelu_forward", { g = operand(graph.at(n.y)), u = operand(n.x), rows = n.y.rows })
 end
@@ -136,14 +146,12 @@ function lower.tokens(s, n)
                                 mask = operand(n.mask), batch = lin(1, 0), patches = m.patches })
 end
 
--- The operands of a step, each with whether the step writes it.
+-- The operands a step reads or writes.
 local function step_operands(st)
-  if st.kind == "gemm" then return { { st.a }, { st.b }, { st.c, true } } end
-  if st.kind == "copy" then return { { st.src }, { st.dst, true } } end
+  if st.kind == "gemm" then return { st.a, st.b, st.c } end
+  if st.kind == "copy" then return { st.src, st.dst } end
   local list = {}
-  for i, a in ipairs(st.args) do
-    if a.buffer then list[#list + 1] = { a.buffer, graph.kernel_params(st.kernel)[i][2] == "out" } end
-  end
+  for _, a in ipairs(st.args) do list[#list + 1] = a.buffer end
   return list
 end
 
@@ -169,16 +177,8 @@ local function place(values, steps, output, keep)
   local first, last = {}, {}
   for i, st in ipairs(steps) do
     for _, o in ipairs(step_operands(st)) do
-      local id = o[1].value
-      if values[id].kind == "act" then
-        first[id] = first[id] or i
-        last[id] = i
-      end
+      first[o.value], last[o.value] = first[o.value] or i, i
     end
-  end
-  if output then last[output] = #steps + 1 end
-  for id, v in ipairs(values) do
-    if keep and keep[v.name] and last[id] then last[id] = #steps + 1 end
   end
   local order = {}
   for id, v in ipairs(values) do
@@ -187,7 +187,8 @@ local function place(values, steps, output, keep)
       assert(size.b == 0 or size.c == 0, "program: " .. v.name .. ": a size must be b * batch or constant")
       v.size = size
       v.aligned = lin(align(size.b), align(size.c))
-      v.first, v.last = assert(first[id], "program: " .. v.name .. " is never used"), last[id]
+      v.first = assert(first[id], "program: " .. v.name .. " is never used")
+      v.last = (id == output or (keep and keep[v.name])) and #steps + 1 or last[id]
       order[#order + 1] = v
     end
   end
@@ -230,17 +231,16 @@ program.lowerings = lower
 program.place = place
 program.lin_mul = lin_mul
 function program.offset(o, extra)
-  return { value = o.value, offset = lin_add(o.offset, type(extra) == "number" and lin(0, extra) or extra) }
+  return { value = o.value, offset = lin_add(o.offset, lin_of(extra)) }
 end
 
 -- The program of graph g (built for the member table m). sched (optional: the CPU's when nil)
--- is a backend's schedule (gen/schedule.lua): its lowerings replace the CPU's op by op, and its
+-- is a backend's schedule (gen/schedule.lua): the lowerings read its flags, and its
 -- finish(s, values) rewrites the step list before the arena is placed.
 -- keep: names of activations to keep to the end (a training forward's, for its backward).
 function program.lower(g, title, sched, keep)
-  local lowerings = sched and sched.lowerings or lower
   local s = { steps = {}, m = g.m, sched = sched }
-  for _, n in ipairs(g.nodes) do assert(lowerings[n.op], "program: no lowering of " .. n.op)(s, n) end
+  for _, n in ipairs(g.nodes) do assert(lower[n.op], "program: no lowering of " .. n.op)(s, n) end
   if sched then sched.finish(s, g.values) end
   local out = g.output_value and g.output_value.id
   local arena = place(g.values, s.steps, out, keep)

@@ -2,8 +2,8 @@
 -- forward) and of the steps lowered from it (DESIGN.md, "Programs"). The CPU program is
 -- gen/program.lua's plain lowering; the GPU program is the same graph with
 --   1. each residual add (LayerScale, drop path) and the LayerNorm that reads its output fused
---      into one op, residual_layernorm (a graph rewrite: the backward derives its rule from it,
---      gen/backward.lua);
+--      into one op, residual_layernorm (a graph rewrite: gen/program.lua lowers the fused op,
+--      gen/backward.lua has its rule);
 --   2. in bf16, the bias added by the GEMM's epilogue instead of a bias-rows step before it
 --      (bias_epilogue: gen/program.lua's linear lowering);
 --   3. in bf16, every GEMM operand read as bf16: a parameter from the parameters' bf16 shadow,
@@ -50,20 +50,7 @@ function schedule.fuse_residual_layernorm(g)
   return count
 end
 
-local lowerings = setmetatable({}, { __index = program.lowerings })
-
--- y = x (copied), then y += s gamma h and ln = LayerNorm(y) in one kernel.
-function lowerings.residual_layernorm(s, n)
-  local y = st.operand(graph.at(n.y))
-  st.copy(s, st.operand(n.x), y, program.lin_mul(n.y.rows, n.y.cols))
-  st.kernel(s, "residual_layernorm_forward", { x = y, y = st.operand(graph.at(n.ln)), mean = st.operand(graph.at(n.mean)),
-    rstd = st.operand(graph.at(n.rstd)), h = st.operand(n.h), gamma = st.operand(n.gamma),
-    sample_scale = st.operand(n.scale), w = st.operand(n.w), bias = st.operand(n.b), batch = lin(1, 0),
-    tokens = s.m.tokens })
-end
-
 -- Rewrite 3: the bf16 form of each GEMM operand (a step list and its values; slots added).
-local function lin_of(x) return type(x) == "table" and x or lin(0, x) end
 local function cast_operands(s, values)
   local slots = {}
   local function slot(which)
@@ -88,7 +75,7 @@ local function cast_operands(s, values)
           if which == "a" then rows, cols = trans and step.k or step.m, trans and step.m or step.k
           else rows, cols = trans and step.n or step.k, trans and step.k or step.n end
           -- the slot holds the largest operand cast into it: (rows - 1) ld + cols elements
-          local r, c, v = lin_of(rows), lin_of(cols), slot(which)
+          local r, c, v = graph.lin_of(rows), graph.lin_of(cols), slot(which)
           v.size = { b = math.max(v.size.b, r.b * ld + c.b), c = math.max(v.size.c, (r.c - 1) * ld + c.c) }
           local dst = { value = v.id, offset = lin(0, 0) }
           st.kernel({ steps = steps }, "to_bf16", { dst = dst, src = o, ld = ld, rows = rows, cols = cols })
@@ -137,12 +124,12 @@ local function launches_of(s)
   end
 end
 
--- The GPU schedule of member m: {lowerings, finish, bias_epilogue, set, launches} for
--- program.lower and backward.lower.
+-- The GPU schedule of member m: {finish, bias_epilogue, set, launches} for program.lower and
+-- backward.lower.
 function schedule.gpu(m, bf16)
   local emit = require("gen.emit")
   local set = emit.kernel_set(m.width, m.width // m.heads, m.hidden)
-  local sched = { lowerings = lowerings, bias_epilogue = bf16, set = set, launches = emit.launches(set) }
+  local sched = { bias_epilogue = bf16, set = set, launches = emit.launches(set) }
   function sched.finish(s, values)
     if bf16 then cast_operands(s, values) end
     launches_of(s)
