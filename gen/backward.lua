@@ -31,7 +31,7 @@ backward.recompute = {
   gelu = { field = "y" },
   layernorm = { field = "y" },
   residual_layernorm = { field = "ln", lower = function(s, t)
-    program.lowerings.layernorm(s, { x = graph.at(t.y), w = t.w, b = t.b, y = t.ln, mean = t.mean, rstd = t.rstd })
+    program.lowerings.layernorm(s, { x = t.y, w = t.w, b = t.b, y = t.ln, mean = t.mean, rstd = t.rstd })
   end },
 }
 
@@ -53,13 +53,12 @@ function State:import(v)
   return b
 end
 
--- A forward view (or value) as a view of the backward graph, and as an operand of a step.
+-- A forward view (or value) as a view (or value) of the backward graph, and as an operand of a step.
 function State:tview(f)
-  if f == nil then return nil end
   if is_view(f) then return { value = self:import(f.value), offset = f.offset } end
-  return graph.at(self:import(f))
+  return f and self:import(f)
 end
-function State:view(f) return f and st.operand(self:tview(f)) end
+function State:view(f) return st.operand(self:tview(f)) end
 
 -- A forward activation a rule reads: kept, or recomputed here by its producer's forward
 -- lowering (once) when the policy says so.
@@ -74,7 +73,7 @@ function State:need(f)
     local t = {}
     for k, x in pairs(n) do t[k] = x end
     for _, fields in ipairs({ n.ins, n.outs }) do
-      for _, k in ipairs(fields) do t[k] = is_view(n[k]) and self:tview(n[k]) or self:import(n[k]) end
+      for _, k in ipairs(fields) do t[k] = self:tview(n[k]) end
     end
     local first = #self.steps + 1
     local lower = policy.lower or program.lowerings[n.op]
@@ -116,15 +115,15 @@ function State:written(f, write)
   assert(not is_view(f) or (f.offset.b == 0 and f.offset.c == 0), "backward: a written part of a view")
   self.parts = self.parts + 1
   local part = self.gb:act("d." .. v.name .. "." .. self.parts, v.rows, v.cols)
-  write(st.operand(graph.at(part)))
-  st.kernel(self, "add", { y = to, x = st.operand(graph.at(part)), n = program.lin_mul(v.rows, v.cols) })
+  write(st.operand(part))
+  st.kernel(self, "add", { y = to, x = st.operand(part), n = program.lin_mul(v.rows, v.cols) })
 end
 
 function State:needs_grad(f) return f ~= nil and self.needs[value_of(f).id] end
 
 -- A scratch activation of the backward (rows x cols).
 function State:scratch(name, rows, cols)
-  return st.operand(graph.at(self.gb:act(name, rows, cols)))
+  return st.operand(self.gb:act(name, rows, cols))
 end
 
 local rules = {}
@@ -154,7 +153,7 @@ end
 
 -- dx (+)= LayerNorm's input gradient; dw += sum dy xhat, db += sum dy.
 function rules.layernorm(s, n)
-  local dy, x, mean, rstd = s:cot(graph.at(n.y)), s:need(n.x), s:need(graph.at(n.mean)), s:need(graph.at(n.rstd))
+  local dy, x, mean, rstd = s:cot(n.y), s:need(n.x), s:need(n.mean), s:need(n.rstd)
   s:written(n.x, function(dx)
     st.kernel(s, "layernorm_backward", { dx = dx, dw = s:target(n.w), db = s:target(n.b), dy = dy, x = x,
                                          mean = mean, rstd = rstd, w = s:view(n.w), rows = n.y.rows })
@@ -165,7 +164,7 @@ end
 -- its four batched matmuls (dv = P^T dout, dP = dout v^T, dq = dS k, dk = dS^T q).
 function rules.attention(s, n)
   local m = s.m
-  local dy, qkv, probs = s:cot(graph.at(n.y)), s:need(n.qkv), s:need(graph.at(n.probs))
+  local dy, qkv, probs = s:cot(n.y), s:need(n.qkv), s:need(n.probs)
   local work = s:scratch("d." .. n.y.name .. ".work", n.probs.rows, n.probs.cols)
   s:written(n.qkv, function(dqkv)
     st.kernel(s, "attention_backward", { dqkv = dqkv, work = work, dout = dy, qkv = qkv, probs = probs,
@@ -190,7 +189,7 @@ end
 
 -- y = x + s gamma h: dh = s gamma dy, dgamma += sum s h dy, dx (+)= dy (an alias when first).
 function rules.residual(s, n)
-  local dy = s:cot(graph.at(n.y))
+  local dy = s:cot(n.y)
   local h = s:need(n.h)
   local dgamma = value_of(n.gamma).kind == "param" and s:target(n.gamma)
                  or s:scratch("d." .. n.y.name .. ".gamma", lin(0, 1), n.y.cols)
@@ -205,13 +204,13 @@ end
 -- after read the stream) += LayerNorm's input gradient in place, then as the residual's rule;
 -- dw, db, dgamma accumulated (no dgamma without LayerScale).
 function rules.residual_layernorm(s, n)
-  local dy = s:cot(graph.at(n.y))
+  local dy = s:cot(n.y)
   if not dy then
-    dy = s:target(graph.at(n.y))
+    dy = s:target(n.y)
     st.kernel(s, "fill_rows", { y = dy, ld = n.y.cols, rows = n.y.rows, cols = n.y.cols })
   end
-  local dln, h = s:cot(graph.at(n.ln)), s:need(n.h)
-  local y, mean, rstd = s:need(graph.at(n.y)), s:need(graph.at(n.mean)), s:need(graph.at(n.rstd))
+  local dln, h = s:cot(n.ln), s:need(n.h)
+  local y, mean, rstd = s:need(n.y), s:need(n.mean), s:need(n.rstd)
   local dgamma = value_of(n.gamma).kind == "param" and s:target(n.gamma) or nil
   s:written(n.h, function(dh)
     st.kernel(s, "residual_layernorm_backward", { dx = dy, dh = dh, dw = s:target(n.w), db = s:target(n.b),
@@ -222,7 +221,7 @@ function rules.residual_layernorm(s, n)
 end
 
 function rules.gelu(s, n)
-  local dy, u = s:cot(graph.at(n.y)), s:need(n.x)
+  local dy, u = s:cot(n.y), s:need(n.x)
   s:written(n.x, function(du) st.kernel(s, "gelu_backward", { du = du, dg = dy, u = u, rows = n.y.rows }) end)
 end
 
@@ -230,7 +229,7 @@ end
 function rules.resample_pos(s, n)
   local m = s.m
   local native, ld = m.native_grid * m.native_grid, value_of(n.x).ld
-  local dpos = s:cot(graph.at(n.y))
+  local dpos = s:cot(n.y)
   st.kernel(s, "add", { y = s:target(n.x), x = dpos, n = m.width })
   st.gemm(s, { what = "d." .. value_of(n.x).name, ta = 1, tb = 0, m = lin(0, native), n = m.width, k = m.patches,
                alpha = 1, a = s:view(n.r), lda = native, b = program.offset(dpos, m.width), ldb = m.width, beta = 1,
@@ -247,7 +246,7 @@ function rules.tokens(s, n)
   s:written(n.patch, function(dpatch)
     st.kernel(s, "tokens_backward", { dpatch = dpatch, dcls = s:target(n.cls),
                                       dmask_token = n.mask_token and s:target(n.mask_token), dpos = dpos,
-                                      pos_ld = n.pos_ld, dx = s:cot(graph.at(n.y)), mask = s:view(n.mask),
+                                      pos_ld = n.pos_ld, dx = s:cot(n.y), mask = s:view(n.mask),
                                       batch = lin(1, 0), patches = m.patches })
   end)
 end

@@ -37,6 +37,7 @@ end
 
 -- Step builders. `s` is the lowering state: {steps, graph}.
 local function operand(x, extra)
+  x = graph.at(x)
   if x == nil then return nil end
   local off = x.offset or lin(0, 0)
   if extra then off = lin_add(off, lin_of(extra)) end
@@ -75,7 +76,7 @@ local lower = {}
 
 function lower.patchify(s, n)
   local m = s.m
-  kernel(s, "patchify", { patches = operand(graph.at(n.y)), images = operand(n.x), batch = lin(1, 0),
+  kernel(s, "patchify", { patches = operand(n.y), images = operand(n.x), batch = lin(1, 0),
                           channels = m.in_channels, size = m.image_size, patch = m.patch_size })
 end
 
@@ -85,31 +86,29 @@ function lower.linear(s, n)
   local rows, ldy = n.y.rows, n.n * n.groups
   local epilogue = s.sched and s.sched.bias_epilogue
   for g = 0, n.groups - 1 do
-    local y, bias = operand(graph.at(n.y), g * n.n), n.bias and operand(graph.at(n.bias), g * n.group_stride)
+    local y, bias = operand(n.y, g * n.n), n.bias and operand(n.bias, g * n.group_stride)
     if not epilogue then kernel(s, "fill_rows", { y = y, ld = ldy, vec = bias, rows = rows, cols = n.n }) end
     gemm(s, { what = n.y.name .. (n.groups > 1 and ("[" .. g .. "]") or ""), ta = 0, tb = 1, m = rows,
               n = n.n, k = n.k, alpha = n.alpha, a = operand(n.x), lda = n.k,
-              b = operand(graph.at(n.w), g * n.group_stride * n.ldw), ldb = n.ldw, beta = epilogue and 0 or 1,
+              b = operand(n.w, g * n.group_stride * n.ldw), ldb = n.ldw, beta = epilogue and 0 or 1,
               c = y, ldc = ldy, bias = epilogue and bias or nil })
   end
 end
 
 function lower.layernorm(s, n)
-  kernel(s, "layernorm_forward", { y = operand(graph.at(n.y)), mean = operand(graph.at(n.mean)),
-                                   rstd = operand(graph.at(n.rstd)), x = operand(n.x), w = operand(n.w),
-                                   b = operand(n.b), rows = n.y.rows })
+  kernel(s, "layernorm_forward", { y = operand(n.y), mean = operand(n.mean), rstd = operand(n.rstd), x = operand(n.x),
+                                   w = operand(n.w), b = operand(n.b), rows = n.y.rows })
 end
 
 -- MACs: the two batched matmuls, q k^T and probs v (T x T x D per sample each).
 function lower.attention(s, n)
   local m = s.m
-  kernel(s, "attention_forward", { out = operand(graph.at(n.y)), probs = operand(graph.at(n.probs)),
-                                   qkv = operand(n.qkv), batch = lin(1, 0), tokens = m.tokens },
-    lin(2 * m.tokens * m.tokens * m.width, 0))
+  kernel(s, "attention_forward", { out = operand(n.y), probs = operand(n.probs), qkv = operand(n.qkv),
+                                   batch = lin(1, 0), tokens = m.tokens }, lin(2 * m.tokens * m.tokens * m.width, 0))
 end
 
 function lower.residual(s, n)
-  local y = operand(graph.at(n.y))
+  local y = operand(n.y)
   copy(s, operand(n.x), y, lin_mul(n.y.rows, n.y.cols))
   kernel(s, "residual_forward", { x = y, h = operand(n.h), gamma = operand(n.gamma),
                                   sample_scale = operand(n.scale), batch = lin(1, 0), tokens = s.m.tokens })
@@ -118,30 +117,30 @@ end
 -- A residual and the LayerNorm after it fused (gen/schedule.lua's rewrite 1): y = x (copied),
 -- then y += s gamma h and ln = LayerNorm(y) in one kernel.
 function lower.residual_layernorm(s, n)
-  local y = operand(graph.at(n.y))
+  local y = operand(n.y)
   copy(s, operand(n.x), y, lin_mul(n.y.rows, n.y.cols))
-  kernel(s, "residual_layernorm_forward", { x = y, y = operand(graph.at(n.ln)), mean = operand(graph.at(n.mean)),
-    rstd = operand(graph.at(n.rstd)), h = operand(n.h), gamma = operand(n.gamma), sample_scale = operand(n.scale),
+  kernel(s, "residual_layernorm_forward", { x = y, y = operand(n.ln), mean = operand(n.mean),
+    rstd = operand(n.rstd), h = operand(n.h), gamma = operand(n.gamma), sample_scale = operand(n.scale),
     w = operand(n.w), bias = operand(n.b), batch = lin(1, 0), tokens = s.m.tokens })
 end
 
 function lower.gelu(s, n)
-  kernel(s, "gelu_forward", { g = operand(graph.at(n.y)), u = operand(n.x), rows = n.y.rows })
+  kernel(s, "gelu_forward", { g = operand(n.y), u = operand(n.x), rows = n.y.rows })
 end
 
 -- Row 0 copied, rows 1.. = R (patches x native^2) * pos_embed[1..] (native^2 x D, ld Dmax).
 function lower.resample_pos(s, n)
   local m = s.m
   local native = m.native_grid * m.native_grid
-  copy(s, operand(n.x), operand(graph.at(n.y)), lin(0, m.width))
+  copy(s, operand(n.x), operand(n.y), lin(0, m.width))
   gemm(s, { what = n.y.name, ta = 0, tb = 0, m = lin(0, m.patches), n = m.width, k = native, alpha = 1,
             a = operand(n.r), lda = native, b = operand(n.x, n.x.value.ld), ldb = n.x.value.ld, beta = 0,
-            c = operand(graph.at(n.y), m.width), ldc = m.width })
+            c = operand(n.y, m.width), ldc = m.width })
 end
 
 function lower.tokens(s, n)
   local m = s.m
-  kernel(s, "tokens_forward", { x = operand(graph.at(n.y)), patch = operand(n.patch), cls = operand(n.cls),
+  kernel(s, "tokens_forward", { x = operand(n.y), patch = operand(n.patch), cls = operand(n.cls),
                                 mask_token = operand(n.mask_token), pos = operand(n.pos), pos_ld = n.pos_ld,
                                 mask = operand(n.mask), batch = lin(1, 0), patches = m.patches })
 end
