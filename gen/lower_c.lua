@@ -74,6 +74,9 @@ function lower_c.let(pad, name, e, ctype, p, lang)
   return string.format("%sconst %s %s = %s;", pad, t, name, p(e))
 end
 
+-- Does text name the variable name?
+function lower_c.names(text, name) return text:find("%f[%w_]" .. name .. "%f[^%w_]") ~= nil end
+
 -- The runtime scalars the op derives from its parameters, one line each.
 function lower_c.prelude(op, lines, p)
   for _, pre in ipairs(op.prelude) do
@@ -239,7 +242,7 @@ local function cloned(op, style)
   local args, unused = {}, {}
   for _, p in ipairs(op.params) do
     args[#args + 1] = p[1]
-    if (p[2] == "long" or p[2] == "real" or p[2] == "double") and not body:find("%f[%w_]" .. p[1] .. "%f[^%w_]") then
+    if (p[2] == "long" or p[2] == "real" or p[2] == "double") and not lower_c.names(body, p[1]) then
       unused[#unused + 1] = "    (void)" .. p[1] .. ";\n"
     end
   end

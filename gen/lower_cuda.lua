@@ -115,12 +115,9 @@ local function row_kernel(op, dims)
       end
     end
   end
-  if #op.loops == 1 then -- a one-row op (a sum over a whole vector) need not name its row
-    local var, used = op.loops[1][1], false
-    for j = split_at + 1, #lines do
-      if lines[j]:find("%f[%w_]" .. var .. "%f[^%w_]") then used = true end
-    end
-    if not used then table.remove(lines, split_at) end
+  -- a one-row op (a sum over a whole vector) need not name its row
+  if #op.loops == 1 and not lower_c.names(table.concat(lines, "\n", split_at + 1), op.loops[1][1]) then
+    table.remove(lines, split_at)
   end
   return template.fill("rowwise_kernel.cu.tmpl", {
     NAME = op.name, BLOCK = block, GRID = total, MATH = lower_c.math(op, "//   "),
