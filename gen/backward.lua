@@ -58,7 +58,7 @@ function State:tview(f)
   if is_view(f) then return { value = self:import(f.value), offset = f.offset } end
   return f and self:import(f)
 end
-function State:view(f) return st.operand(self:tview(f)) end
+function State:view(f) return f and st.operand(self:tview(f)) end
 
 -- A forward activation a rule reads: kept, or recomputed here by its producer's forward
 -- lowering (once) when the policy says so.

@@ -150,7 +150,9 @@ local function step_operands(st)
   if st.kind == "gemm" then return { st.a, st.b, st.c } end
   if st.kind == "copy" then return { st.src, st.dst } end
   local list = {}
-  for _, a in ipairs(st.args) do list[#list + 1] = a.buffer end
+  for _, a in ipairs(st.args) do
+    if a.buffer then list[#list + 1] = a.buffer end -- nil or false: a NULL pointer
+  end
   return list
 end
 
