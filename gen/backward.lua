@@ -30,22 +30,9 @@ local st = program.steps
 backward.recompute = {
   gelu = { field = "y" },
   layernorm = { field = "y" },
-  residual_layernorm = { field = "ln", lower = function(lowerings, s, t)
-    lowerings.layernorm(s, { x = graph.at(t.y), w = t.w, b = t.b, y = t.ln, mean = t.mean, rstd = t.rstd })
+  residual_layernorm = { field = "ln", lower = function(s, t)
+    program.lowerings.layernorm(s, { x = t.y, w = t.w, b = t.b, y = t.ln, mean = t.mean, rstd = t.rstd })
   end },
-}
-
--- The inputs and outputs of each op (node fields; a field is a value or a view).
-backward.fields = {
-  patchify = { ins = { "x" }, outs = { "y" } },
-  linear = { ins = { "x", "w", "bias" }, outs = { "y" } },
-  layernorm = { ins = { "x", "w", "b" }, outs = { "y", "mean", "rstd" } },
-  attention = { ins = { "qkv" }, outs = { "y", "probs" } },
-  residual = { ins = { "x", "h", "gamma", "scale" }, outs = { "y" } },
-  residual_layernorm = { ins = { "x", "h", "gamma", "scale", "w", "b" }, outs = { "y", "ln", "mean", "rstd" } },
-  gelu = { ins = { "x" }, outs = { "y" } },
-  resample_pos = { ins = { "x", "r" }, outs = { "y" } },
-  tokens = { ins = { "patch", "cls", "mask_token", "pos", "mask" }, outs = { "y" } },
 }
 
 local function value_of(f) return f and (f.value or f) end
@@ -66,11 +53,10 @@ function State:import(v)
   return b
 end
 
--- A forward view (or value) as a view of the backward graph, and as an operand of a step.
+-- A forward view (or value) as a view (or value) of the backward graph, and as an operand of a step.
 function State:tview(f)
-  if f == nil then return nil end
   if is_view(f) then return { value = self:import(f.value), offset = f.offset } end
-  return graph.at(self:import(f))
+  return f and self:import(f)
 end
 function State:view(f) return f and st.operand(self:tview(f)) end
 
@@ -85,13 +71,13 @@ function State:need(f)
     -- recomputed into the backward's own arena: the forward need not keep a place for it
     self.map[v.id] = self.gb:act(v.name, v.rows, v.cols)
     local t = {}
-    for k, x in pairs(n) do
-      if type(x) == "table" and (x.kind or is_view(x)) then t[k] = is_view(x) and self:tview(x) or self:import(x)
-      else t[k] = x end
+    for k, x in pairs(n) do t[k] = x end
+    for _, fields in ipairs({ n.ins, n.outs }) do
+      for _, k in ipairs(fields) do t[k] = self:tview(n[k]) end
     end
     local first = #self.steps + 1
-    local lowerings = self.sched and self.sched.lowerings or program.lowerings
-    if policy.lower then policy.lower(lowerings, self, t) else lowerings[n.op](self, t) end
+    local lower = policy.lower or program.lowerings[n.op]
+    lower(self, t)
     for i = first, #self.steps do self.steps[i].note = "recompute " .. v.name end
   end
   return self:view(f)
@@ -129,15 +115,15 @@ function State:written(f, write)
   assert(not is_view(f) or (f.offset.b == 0 and f.offset.c == 0), "backward: a written part of a view")
   self.parts = self.parts + 1
   local part = self.gb:act("d." .. v.name .. "." .. self.parts, v.rows, v.cols)
-  write(st.operand(graph.at(part)))
-  st.kernel(self, "add", { y = to, x = st.operand(graph.at(part)), n = program.lin_mul(v.rows, v.cols) })
+  write(st.operand(part))
+  st.kernel(self, "add", { y = to, x = st.operand(part), n = program.lin_mul(v.rows, v.cols) })
 end
 
 function State:needs_grad(f) return f ~= nil and self.needs[value_of(f).id] end
 
 -- A scratch activation of the backward (rows x cols).
 function State:scratch(name, rows, cols)
-  return st.operand(graph.at(self.gb:act(name, rows, cols)))
+  return st.operand(self.gb:act(name, rows, cols))
 end
 
 local rules = {}
@@ -167,7 +153,7 @@ end
 
 -- dx (+)= LayerNorm's input gradient; dw += sum dy xhat, db += sum dy.
 function rules.layernorm(s, n)
-  local dy, x, mean, rstd = s:cot(graph.at(n.y)), s:need(n.x), s:need(graph.at(n.mean)), s:need(graph.at(n.rstd))
+  local dy, x, mean, rstd = s:cot(n.y), s:need(n.x), s:need(n.mean), s:need(n.rstd)
   s:written(n.x, function(dx)
     st.kernel(s, "layernorm_backward", { dx = dx, dw = s:target(n.w), db = s:target(n.b), dy = dy, x = x,
                                          mean = mean, rstd = rstd, w = s:view(n.w), rows = n.y.rows })
@@ -178,7 +164,7 @@ end
 -- its four batched matmuls (dv = P^T dout, dP = dout v^T, dq = dS k, dk = dS^T q).
 function rules.attention(s, n)
   local m = s.m
-  local dy, qkv, probs = s:cot(graph.at(n.y)), s:need(n.qkv), s:need(graph.at(n.probs))
+  local dy, qkv, probs = s:cot(n.y), s:need(n.qkv), s:need(n.probs)
   local work = s:scratch("d." .. n.y.name .. ".work", n.probs.rows, n.probs.cols)
   s:written(n.qkv, function(dqkv)
     st.kernel(s, "attention_backward", { dqkv = dqkv, work = work, dout = dy, qkv = qkv, probs = probs,
@@ -203,7 +189,7 @@ end
 
 -- y = x + s gamma h: dh = s gamma dy, dgamma += sum s h dy, dx (+)= dy (an alias when first).
 function rules.residual(s, n)
-  local dy = s:cot(graph.at(n.y))
+  local dy = s:cot(n.y)
   local h = s:need(n.h)
   local dgamma = value_of(n.gamma).kind == "param" and s:target(n.gamma)
                  or s:scratch("d." .. n.y.name .. ".gamma", lin(0, 1), n.y.cols)
@@ -218,13 +204,13 @@ end
 -- after read the stream) += LayerNorm's input gradient in place, then as the residual's rule;
 -- dw, db, dgamma accumulated (no dgamma without LayerScale).
 function rules.residual_layernorm(s, n)
-  local dy = s:cot(graph.at(n.y))
+  local dy = s:cot(n.y)
   if not dy then
-    dy = s:target(graph.at(n.y))
+    dy = s:target(n.y)
     st.kernel(s, "fill_rows", { y = dy, ld = n.y.cols, rows = n.y.rows, cols = n.y.cols })
   end
-  local dln, h = s:cot(graph.at(n.ln)), s:need(n.h)
-  local y, mean, rstd = s:need(graph.at(n.y)), s:need(graph.at(n.mean)), s:need(graph.at(n.rstd))
+  local dln, h = s:cot(n.ln), s:need(n.h)
+  local y, mean, rstd = s:need(n.y), s:need(n.mean), s:need(n.rstd)
   local dgamma = value_of(n.gamma).kind == "param" and s:target(n.gamma) or nil
   s:written(n.h, function(dh)
     st.kernel(s, "residual_layernorm_backward", { dx = dy, dh = dh, dw = s:target(n.w), db = s:target(n.b),
@@ -235,7 +221,7 @@ function rules.residual_layernorm(s, n)
 end
 
 function rules.gelu(s, n)
-  local dy, u = s:cot(graph.at(n.y)), s:need(n.x)
+  local dy, u = s:cot(n.y), s:need(n.x)
   s:written(n.x, function(du) st.kernel(s, "gelu_backward", { du = du, dg = dy, u = u, rows = n.y.rows }) end)
 end
 
@@ -243,7 +229,7 @@ end
 function rules.resample_pos(s, n)
   local m = s.m
   local native, ld = m.native_grid * m.native_grid, value_of(n.x).ld
-  local dpos = s:cot(graph.at(n.y))
+  local dpos = s:cot(n.y)
   st.kernel(s, "add", { y = s:target(n.x), x = dpos, n = m.width })
   st.gemm(s, { what = "d." .. value_of(n.x).name, ta = 1, tb = 0, m = lin(0, native), n = m.width, k = m.patches,
                alpha = 1, a = s:view(n.r), lda = native, b = program.offset(dpos, m.width), ldb = m.width, beta = 1,
@@ -260,7 +246,7 @@ function rules.tokens(s, n)
   s:written(n.patch, function(dpatch)
     st.kernel(s, "tokens_backward", { dpatch = dpatch, dcls = s:target(n.cls),
                                       dmask_token = n.mask_token and s:target(n.mask_token), dpos = dpos,
-                                      pos_ld = n.pos_ld, dx = s:cot(graph.at(n.y)), mask = s:view(n.mask),
+                                      pos_ld = n.pos_ld, dx = s:cot(n.y), mask = s:view(n.mask),
                                       batch = lin(1, 0), patches = m.patches })
   end)
 end
@@ -270,10 +256,9 @@ local function needs_of(g)
   local needs, producer = {}, {}
   for _, v in ipairs(g.values) do needs[v.id] = v.kind == "param" end
   for _, n in ipairs(g.nodes) do
-    local f = assert(backward.fields[n.op], "backward: no fields of " .. n.op)
     local any = false
-    for _, k in ipairs(f.ins) do any = any or (n[k] ~= nil and needs[value_of(n[k]).id]) end
-    for _, k in ipairs(f.outs) do
+    for _, k in ipairs(n.ins) do any = any or needs[value_of(n[k]).id] end
+    for _, k in ipairs(n.outs) do
       local v = value_of(n[k])
       needs[v.id], producer[v.id] = any, n
     end
@@ -291,7 +276,7 @@ function backward.lower(g, title, sched)
   for i = #g.nodes, 1, -1 do
     local n = g.nodes[i]
     local live = false
-    for _, k in ipairs(backward.fields[n.op].outs) do live = live or s.cots[value_of(n[k]).id] ~= nil end
+    for _, k in ipairs(n.outs) do live = live or s.cots[value_of(n[k]).id] ~= nil end
     if live then assert(rules[n.op], "backward: no rule for " .. n.op)(s, n) end
   end
   if sched then sched.finish(s, s.gb.values) end

@@ -66,26 +66,6 @@ function emit.collect(recipe_paths, overrides)
   return loaded, sets
 end
 
-local function c_path(outdir, set) return outdir .. "/vit_" .. set.name .. ".c" end
-local function cu_path(outdir, set) return outdir .. "/cuda/vit_" .. set.name .. ".cu" end
-
-function emit.outputs(recipe_paths, outdir)
-  local loaded, sets = emit.collect(recipe_paths)
-  local out = { c = { outdir .. "/registry.c", outdir .. "/train_kernels.c", outdir .. "/vit_generic.c" },
-                cu = { outdir .. "/cuda/train_kernels.cu", outdir .. "/cuda/vit_fused.cu", outdir .. "/cuda/vit_glue.cu",
-                       outdir .. "/cuda/heads_kernels.cu" },
-                text = { outdir .. "/README", outdir .. "/cuda/files.txt", outdir .. "/train_kernels.h",
-                         outdir .. "/vit_fused.h" } }
-  for _, set in ipairs(sets) do
-    out.c[#out.c + 1] = c_path(outdir, set)
-    out.cu[#out.cu + 1] = cu_path(outdir, set)
-  end
-  for _, r in ipairs(loaded) do
-    out.text[#out.text + 1] = outdir .. "/" .. r.name .. "/space.txt"
-  end
-  return out
-end
-
 local function dims_of(set)
   return { WIDTH = set.width, HEADS = set.heads, HEAD_DIM = set.head_dim, HIDDEN = set.hidden }
 end
@@ -116,14 +96,6 @@ local function c_ops_of_train_file()
   return list
 end
 
--- cuda/vit_fused.cu: the fused ops of every set in one file (one NVRTC compile), each set's
--- kernels in a namespace holding its constants; kernel names <op>_<set>.
--- One row of a .cu's "Kernels, in launch order" table (name padded to width).
-local function table_line(width, name, grid, block)
-  return string.format("//   %-" .. width .. "s grid (%s), block (%s)", name, table.concat(grid, ", "),
-    table.concat(block, ", "))
-end
-
 -- The CUDA kernels each op launches, in launch order, for kernel set `set`: op name -> list of
 -- {name, module (the .cu it is in), grid = {x, y[, z]}, block = {x, y} (expressions of the
 -- op's scalar parameters and the set's WIDTH, HEADS, HEAD_DIM, HIDDEN), outputs (a column-sum
@@ -147,22 +119,26 @@ function emit.launches(set)
   return by_op
 end
 
+-- The rows of a .cu's "Kernels, in launch order" table for the launches in list (names padded
+-- to width).
 local function table_lines_of(list, width, lines)
   for _, k in ipairs(list) do
-    local grid = { k.grid[1], table.concat(k.grid, ", ", 2) }
-    lines[#lines + 1] = table_line(width, k.name, grid, { k.block[1], k.block[2] })
+    lines[#lines + 1] = string.format("//   %-" .. width .. "s grid (%s, %s), block (%s, %s)", k.name, k.grid[1],
+      table.concat(k.grid, ", ", 2), k.block[1], k.block[2])
   end
 end
 
+-- cuda/vit_fused.cu: the fused ops of every set in one file (one NVRTC compile), each set's
+-- kernels in a namespace holding its constants; kernel names <op>_<set>.
 function emit.fused_cu_text(sets, recipes)
   local parts, table_lines = {}, {}
   for _, set in ipairs(sets) do
     local dims = dims_of(set)
     local kernels = {}
-    local launches = emit.launches(set)
     for _, name in ipairs(ops.fused_order) do
-      kernels[#kernels + 1] = lower_cuda.op(fused_c_op(name, set, ""), dims)
-      table_lines_of(launches[name], 44, table_lines)
+      local text, list = lower_cuda.op(fused_c_op(name, set, ""), dims)
+      kernels[#kernels + 1] = text
+      table_lines_of(list, 44, table_lines)
     end
     parts[#parts + 1] = string.format("namespace set_%s {\nenum { WIDTH = %d, HEADS = %d, HEAD_DIM = %d, HIDDEN = %d };\n\n%s}  // namespace set_%s\n",
       set.name, set.width, set.heads, set.head_dim, set.hidden, table.concat(kernels, "\n"), set.name)
@@ -256,10 +232,8 @@ function emit.train_h_text()
   local decls = {}
   for _, o in ipairs(c_ops_of_train_file()) do
     local op = o[1]
-    local math = {}
-    for _, m in ipairs(op.math) do math[#math + 1] = "   " .. m end
-    decls[#decls + 1] = string.format("/* %s:\n%s */\nvoid %s(%s);\n", op.name,
-      table.concat(math, "\n"), op.name, lower_c.params(op))
+    decls[#decls + 1] = string.format("/* %s:\n%s */\nvoid %s(%s);\n", op.name, lower_c.math(op, "   "), op.name,
+      lower_c.params(op))
   end
   return template.fill("train_kernels.h.tmpl", {
     FILE = "train_kernels.h", CHUNK = ops_train.CHUNK, DECLARATIONS = table.concat(decls, "\n"),
@@ -307,23 +281,14 @@ function emit.runtime_launches()
   local names, out = { n = "n", rows = "rows", k = "k", chunks = "chunks", TRAIN_CHUNK = ops_train.CHUNK }, {}
   local list = select(2, train_kernels())
   for _, name in ipairs(runtime_glue) do list[#list + 1] = glue(name, "n")[1] end
-  for _, k in ipairs(list) do
-    local grid, block = {}, {}
-    for d = 1, 3 do
-      grid[d] = lower_cuda.extent(k.grid[d] or 1, names)
-      block[d] = lower_cuda.constant(k.block[d] or 1, names)
-    end
-    out[#out + 1] = { name = k.name, module = k.module or "train_kernels.cu", grid = grid, block = block }
-  end
+  for _, k in ipairs(list) do out[#out + 1] = lower_cuda.launch(k, names, k.module or "train_kernels.cu") end
   return out
 end
 
 function emit.train_cu_text()
   local kernels, list = train_kernels()
   local table_lines = {}
-  for _, k in ipairs(list) do
-    table_lines[#table_lines + 1] = table_line(34, k.name, { k.grid[1], k.grid[2] }, { k.block[1], k.block[2] })
-  end
+  table_lines_of(list, 34, table_lines)
   local names = {}
   for i, t in ipairs(train_hand_written_cu) do names[i] = t.file end
   return template.fill("train_kernels.cu.tmpl", {
@@ -361,15 +326,13 @@ function emit.registry_text(loaded, sets)
   })
 end
 
--- The space summary of a recipe: gen/space.lua's member table when that module is present.
+-- The space summary of a recipe and gen/space.lua's member table.
 function emit.space_text(r)
-  local ok, space = pcall(require, "gen.space")
   local head = string.format("%s: ViT family, widths %d..%d step %d, depths %d..%d step %d, head_dim %d, "
     .. "mlp_ratio %d\nkernel sets: %d (one per width; depths share them)\n\n", r.name, r.model.width[1],
     r.model.width[2], r.model.width[3], r.model.depth[1], r.model.depth[2], r.model.depth[3],
     r.model.head_dim, r.model.mlp_ratio, #widths_of(r.model))
-  if ok and type(space) == "table" and space.list_text then return head .. space.list_text(r) end
-  return head
+  return head .. require("gen.space").list_text(r)
 end
 
 local README = [[
@@ -396,39 +359,52 @@ Row-wise ops come from one description each (gen/ops.lua) lowered by gen/lower_c
 gen/lower_cuda.lua; attention from templates/attention_*.tmpl.
 ]]
 
-local function write_file(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
+-- Every file of the build, in the order write() writes them: {kind ("c", "cu" or "text"),
+-- path, text = a function making its text}. outputs() lists their paths by kind for ninja.
+local function files(recipe_paths, outdir)
+  local loaded, sets = emit.collect(recipe_paths)
+  local names, list = {}, {}
+  for _, r in ipairs(loaded) do names[#names + 1] = r.name end
+  local function add(kind, name, text) list[#list + 1] = { kind = kind, path = outdir .. "/" .. name, text = text } end
+  add("text", "README", function() return README end)
+  add("text", "cuda/files.txt", function() -- the .cu files, one a line
+    local cu = {}
+    for _, f in ipairs(list) do if f.kind == "cu" then cu[#cu + 1] = f.path .. "\n" end end
+    return table.concat(cu)
+  end)
+  add("c", "registry.c", function() return emit.registry_text(loaded, sets) end)
+  add("c", "train_kernels.c", emit.train_c_text)
+  add("c", "vit_generic.c", function() return emit.c_text(nil) end)
+  add("text", "train_kernels.h", emit.train_h_text)
+  add("text", "vit_fused.h", function() return emit.fused_h_text(sets) end)
+  add("cu", "cuda/train_kernels.cu", emit.train_cu_text)
+  add("cu", "cuda/vit_fused.cu", function() return emit.fused_cu_text(sets, names) end)
+  for _, name in ipairs({ "vit_glue.cu", "heads_kernels.cu" }) do -- hand-written, as the runtime fills them
+    add("cu", "cuda/" .. name, function() return template.fill(name .. ".tmpl", {}) end)
+  end
+  for _, set in ipairs(sets) do
+    add("c", "vit_" .. set.name .. ".c", function() return emit.c_text(set) end)
+    add("cu", "cuda/vit_" .. set.name .. ".cu", function() return emit.cu_text(set) end)
+  end
+  for _, r in ipairs(loaded) do add("text", r.name .. "/space.txt", function() return emit.space_text(r) end) end
+  return list
+end
+
+function emit.outputs(recipe_paths, outdir)
+  local out = { c = {}, cu = {}, text = {} }
+  for _, f in ipairs(files(recipe_paths, outdir)) do table.insert(out[f.kind], f.path) end
+  return out
 end
 
 function emit.write(recipe_paths, outdir)
-  local loaded, sets = emit.collect(recipe_paths)
-  os.execute("mkdir -p '" .. outdir .. "/cuda'")
-  write_file(outdir .. "/README", README)
-  write_file(outdir .. "/registry.c", emit.registry_text(loaded, sets))
-  write_file(outdir .. "/vit_fused.h", emit.fused_h_text(sets))
-  write_file(outdir .. "/train_kernels.c", emit.train_c_text())
-  write_file(outdir .. "/vit_generic.c", emit.c_text(nil))
-  write_file(outdir .. "/train_kernels.h", emit.train_h_text())
-  write_file(outdir .. "/cuda/train_kernels.cu", emit.train_cu_text())
-  local names = {}
-  for _, r in ipairs(loaded) do names[#names + 1] = r.name end
-  write_file(outdir .. "/cuda/vit_fused.cu", emit.fused_cu_text(sets, names))
-  local cu_list = { outdir .. "/cuda/train_kernels.cu\n", outdir .. "/cuda/vit_fused.cu\n" }
-  for _, name in ipairs({ "vit_glue.cu", "heads_kernels.cu" }) do -- hand-written, as the runtime fills them
-    write_file(outdir .. "/cuda/" .. name, template.fill(name .. ".tmpl", {}))
-    cu_list[#cu_list + 1] = outdir .. "/cuda/" .. name .. "\n"
-  end
-  for _, set in ipairs(sets) do
-    write_file(c_path(outdir, set), emit.c_text(set))
-    write_file(cu_path(outdir, set), emit.cu_text(set))
-    cu_list[#cu_list + 1] = cu_path(outdir, set) .. "\n"
-  end
-  write_file(outdir .. "/cuda/files.txt", table.concat(cu_list))
-  for _, r in ipairs(loaded) do
-    os.execute("mkdir -p '" .. outdir .. "/" .. r.name .. "'")
-    write_file(outdir .. "/" .. r.name .. "/space.txt", emit.space_text(r))
+  local made = {}
+  for _, f in ipairs(files(recipe_paths, outdir)) do
+    local dir = f.path:match("^(.*)/")
+    if not made[dir] then os.execute("mkdir -p '" .. dir .. "'") end
+    made[dir] = true
+    local out = assert(io.open(f.path, "w"))
+    out:write(f.text())
+    out:close()
   end
 end
 

@@ -21,6 +21,8 @@ local graph = {}
 
 function graph.lin(b, c) return { b = b or 0, c = c or 0 } end
 local lin = graph.lin
+-- x as a lin: an integer is the constant x.
+function graph.lin_of(x) return type(x) == "number" and lin(0, x) or x end
 
 -- The runtime kernels that are not row-wise ops of gen/ops.lua (runtime/program.c), with the
 -- C parameter order of each; "out"/"in"/"mask" are buffers, the rest scalars.
@@ -56,7 +58,7 @@ Graph.__index = Graph
 -- A new graph for member m (the table models/<family>.lua's forward reads: widths, depth,
 -- block ids, token counts, flags).
 function graph.new(m)
-  return setmetatable({ m = m, values = {}, nodes = {}, params = {}, inputs = {}, consts = {} }, Graph)
+  return setmetatable({ m = m, values = {}, nodes = {}, named = {}, made = 0 }, Graph)
 end
 
 local function add_value(g, v)
@@ -71,15 +73,17 @@ function Graph:act(name, rows, cols)
   return add_value(self, { name = name, kind = "act", rows = rows, cols = cols })
 end
 
+-- The value of g under key (made by make() the first time it is asked for): each parameter,
+-- gradient, input and const is one value however often the forward names it.
+local function interned(g, key, make)
+  if not g.named[key] then g.named[key] = add_value(g, make()) end
+  return g.named[key]
+end
+
 -- A parameter tensor by state-dict name (nil name: absent, returns nil); ld: its row length.
 function Graph:param(name, ld)
   if not name then return nil end
-  local v = self.params[name]
-  if not v then
-    v = add_value(self, { name = name, kind = "param", ld = ld })
-    self.params[name] = v
-  end
-  return v
+  return interned(self, "param " .. name, function() return { name = name, kind = "param", ld = ld } end)
 end
 
 -- A forward activation as the backward reads it, and a parameter's gradient.
@@ -87,48 +91,36 @@ function Graph:saved(name, rows, cols)
   return add_value(self, { name = name, kind = "saved", rows = rows, cols = cols })
 end
 function Graph:grad(name, ld)
-  local key = "grad " .. name
-  local v = self.params[key]
-  if not v then
-    v = add_value(self, { name = name, kind = "grad", ld = ld })
-    self.params[key] = v
-  end
-  return v
+  return interned(self, "grad " .. name, function() return { name = name, kind = "grad", ld = ld } end)
 end
 
 function Graph:input(name, elem)
-  local v = self.inputs[name]
-  if not v then
-    v = add_value(self, { name = name, kind = "input", elem = elem })
-    self.inputs[name] = v
-  end
-  return v
+  return interned(self, "input " .. name, function() return { name = name, kind = "input", elem = elem } end)
 end
 
 function Graph:const(name)
-  local v = self.consts[name]
-  if not v then
-    v = add_value(self, { name = name, kind = "const" })
-    self.consts[name] = v
-  end
-  return v
+  return interned(self, "const " .. name, function() return { name = name, kind = "const" } end)
 end
 
--- A view of value v at element offset (a lin or integer).
+-- A view of value v at element offset (a lin or integer); a view given no offset is itself.
 function graph.at(v, offset)
-  if v == nil then return nil end
-  if type(offset) == "number" then offset = lin(0, offset) end
-  return { value = v, offset = offset or lin(0, 0) }
+  if v == nil or (v.value and offset == nil) then return v end
+  return { value = v, offset = graph.lin_of(offset or 0) }
 end
 function Graph:at(v, offset) return graph.at(v, offset) end
-local function view(x)
-  if x == nil then return nil end
-  if x.value then return x end
-  return graph.at(x)
-end
+local view = graph.at
 
+-- Records node t of op. Its outputs (t.outs, field names) are the activations made since the
+-- previous node, its inputs (t.ins) its other values and views: what gen/backward.lua reads.
 local function node(g, op, t)
-  t.op = op
+  t.op, t.ins, t.outs = op, {}, {}
+  for k, x in pairs(t) do
+    local v = type(x) == "table" and (x.value or x)
+    if v and v.kind then table.insert(v.kind == "act" and v.id > g.made and t.outs or t.ins, k) end
+  end
+  table.sort(t.ins)
+  table.sort(t.outs)
+  g.made = #g.values
   g.nodes[#g.nodes + 1] = t
   return t
 end

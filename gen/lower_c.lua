@@ -21,36 +21,67 @@ local target = {
   present = function(name) return name .. " != NULL" end,
 }
 
-local function printer(op, row, column)
-  local ctx = { op = op, row = row, column = column or "i" }
-  return function(e) return ir.print(e, target, ctx) end
+-- What the C and CUDA lowerings spell differently (gen/lower_cuda.lua passes its own): the real
+-- and bf16 element types, the bf16 rounding of a stored value, the expression target. The
+-- helpers below take it as `lang` (default C) and serve both.
+local C = { real = "real", bf16 = "uint16_t", round = "poa_bf16_from_real", target = target }
+
+function lower_c.printer(op, lang)
+  local ctx = { op = op, row = op.row, column = "i" }
+  return function(e) return ir.print(e, (lang or C).target, ctx) end
 end
+local printer = lower_c.printer
 
-local element_ctypes = { real = "real", double = "double", bf16 = "uint16_t", long = "long" }
-local scalar_ctypes = { mask = "const unsigned char *", long = "long ", real = "real ", double = "double " }
+local scalar_ctypes = { mask = "const unsigned char *", long = "long ", double = "double " }
 
-local function ctype_of(op, p)
+local function ctype_of(op, p, lang)
+  if p[2] == "real" then return lang.real .. " " end
   if scalar_ctypes[p[2]] then return scalar_ctypes[p[2]] end
-  local e = element_ctypes[op.tensors[p[1]].type]
-  return (p[2] == "in" and "const " or "") .. e .. " *"
+  local e = op.tensors[p[1]].type
+  return (p[2] == "in" and "const " or "") .. (lang[e] or e) .. " *"
 end
 
-function lower_c.params(op)
+function lower_c.params(op, lang)
   local list = {}
-  for _, p in ipairs(op.params) do list[#list + 1] = ctype_of(op, p) .. p[1] end
+  for _, p in ipairs(op.params) do list[#list + 1] = ctype_of(op, p, lang or C) .. p[1] end
   return table.concat(list, ", ")
 end
 
--- The row length as C text: a constant name, or the printed runtime expression.
-local function length_of(op, p)
+-- The row length as text: a constant name, or the printed runtime expression.
+function lower_c.length(op, p)
   if type(op.length) == "string" then return op.length end
   return p(op.length)
 end
+local length_of = lower_c.length
 
 -- The stored value of e into tensor t: rounded to bf16 for bf16 tensors.
-local function stored(op, t, text)
-  if op.tensors[t].type == "bf16" then return "poa_bf16_from_real(" .. text .. ")" end
+function lower_c.stored(op, t, text, lang)
+  if op.tensors[t].type == "bf16" then return (lang or C).round .. "(" .. text .. ")" end
   return text
+end
+local stored = lower_c.stored
+
+-- The op's math lines, each after prefix (inside a comment).
+function lower_c.math(op, prefix)
+  local lines = {}
+  for _, m in ipairs(op.math) do lines[#lines + 1] = prefix .. m end
+  return table.concat(lines, "\n")
+end
+
+-- The line of a let after pad: its type its own, int for a condition, else the real type.
+function lower_c.let(pad, name, e, ctype, p, lang)
+  local t = ctype or (ir.is_condition(e) and "int") or (lang or C).real
+  return string.format("%sconst %s %s = %s;", pad, t, name, p(e))
+end
+
+-- Does text name the variable name?
+function lower_c.names(text, name) return text:find("%f[%w_]" .. name .. "%f[^%w_]") ~= nil end
+
+-- The runtime scalars the op derives from its parameters, one line each.
+function lower_c.prelude(op, lines, p)
+  for _, pre in ipairs(op.prelude) do
+    lines[#lines + 1] = string.format("    const long %s = %s;", pre[1], p(pre[2]))
+  end
 end
 
 -- The largest of 16, 8, ..., 1 that divides n: the column block of the column reductions
@@ -73,14 +104,8 @@ local function open_loops(lines, loops, depth, p)
   return depth + 1
 end
 
-local function let_type(e, ctype)
-  if ctype then return ctype end
-  if ir.is_condition(e) then return "int" end
-  return "real"
-end
-
 local function row_body(op, lines, depth)
-  local p = printer(op, op.row)
+  local p = printer(op)
   local len = length_of(op, p)
   for _, s in ipairs(op.row_stages) do
     local pad = indent(depth)
@@ -97,13 +122,13 @@ local function row_body(op, lines, depth)
         lines[#lines + 1] = string.format("%sfor (long i = 0; i < %s; i++) %s += %s;", pad, len, s.name, p(s.expr))
       end
     elseif s.stage == "let" then
-      lines[#lines + 1] = string.format("%sconst %s %s = %s;", pad, let_type(s.expr, s.ctype), s.name, p(s.expr))
+      lines[#lines + 1] = lower_c.let(pad, s.name, s.expr, s.ctype, p)
     elseif s.stage == "store" then
       lines[#lines + 1] = string.format("%s%s[%s] = %s;", pad, s.target, p(s.row or op.row),
         stored(op, s.target, p(s.expr)))
     elseif s.stage == "map" then
       local t = op.tensors[s.target]
-      local out = ir.print(ir.load(s.target, s.row), target, { op = op, row = op.row, column = "i" })
+      local out = p(ir.load(s.target, s.row))
       assert(t.shape == "rows" or t.shape == "span" or t.shape == "vector",
         op.name .. ": map target must be a row, span or vector tensor")
       assert(not (s.accumulate and t.type == "bf16"), op.name .. ": no += into a bf16 tensor")
@@ -122,7 +147,7 @@ end
 
 local function row_stages(op, lines)
   if #op.row_stages == 0 then return end
-  local p = printer(op, op.row)
+  local p = printer(op)
   local collapse = #op.loops > 1 and (" collapse(" .. #op.loops .. ")") or ""
   lines[#lines + 1] = indent(1) .. "#pragma omp parallel for" .. collapse .. " schedule(static)"
   local depth = open_loops(lines, op.loops, 1, p)
@@ -131,7 +156,7 @@ local function row_stages(op, lines)
 end
 
 local function colsum(op, s, lines, dims)
-  local p = printer(op, op.row)
+  local p = printer(op)
   local runtime = type(op.length) ~= "string" or dims == nil
   -- a length known at run time only: blocks of 16 columns, the last one shorter
   local cb = runtime and 16 or lower_c.column_block(assert(dims[op.length], "lower_c: unknown length " .. tostring(op.length)))
@@ -163,7 +188,7 @@ local function colsum(op, s, lines, dims)
   end
   local d2 = open_loops(lines, s.over, d1, p)
   for _, l in ipairs(s.lets) do
-    lines[#lines + 1] = string.format("%sconst %s %s = %s;", indent(d2), let_type(l[2], l[3]), l[1], p(l[2]))
+    lines[#lines + 1] = lower_c.let(indent(d2), l[1], l[2], l[3], p)
   end
   local d3 = d2
   if s.where then
@@ -182,7 +207,7 @@ local function colsum(op, s, lines, dims)
   lines[#lines + 1] = string.format("%sfor (int c = 0; c < %s; c++) {", indent(d1), count)
   lines[#lines + 1] = indent(d1 + 1) .. "const long i = c0 + c;"
   for i, o in ipairs(s.outputs) do
-    local out = ir.print(ir.load(o.target, o.row), target, { op = op, row = op.row, column = "i" })
+    local out = p(ir.load(o.target, o.row))
     lines[#lines + 1] = string.format("%s%s %s acc%d[c];", indent(d1 + 1), out, o.assign and "=" or "+=", i - 1)
   end
   lines[#lines + 1] = indent(d1) .. "}"
@@ -217,21 +242,19 @@ local function cloned(op, style)
   local args, unused = {}, {}
   for _, p in ipairs(op.params) do
     args[#args + 1] = p[1]
-    if scalar_ctypes[p[2]] and p[2] ~= "mask" and not body:find("%f[%w_]" .. p[1] .. "%f[^%w_]") then
+    if (p[2] == "long" or p[2] == "real" or p[2] == "double") and not lower_c.names(body, p[1]) then
       unused[#unused + 1] = "    (void)" .. p[1] .. ";\n"
     end
   end
-  local math = {}
-  for _, m in ipairs(op.math) do math[#math + 1] = "     " .. m end
   return template.fill(templates[style].cloned, {
     SOURCE = templates[style].source,
     NAME = op.name,
-    MATH = table.concat(math, "\n"),
+    MATH = lower_c.math(op, "     "),
     PARAMS = lower_c.params(op),
     ARGS = table.concat(args, ", "),
     UNUSED = table.concat(unused),
     ROW = op.loops[1][1],
-    EXTENT = printer(op, op.row)(op.loops[1][2]),
+    EXTENT = printer(op)(op.loops[1][2]),
     BODY = table.concat(lines, "\n") .. "\n",
   })
 end
@@ -243,18 +266,13 @@ function lower_c.op(op, dims, style)
   style = style or "vit"
   if elementwise(op) then return cloned(op, style) end
   local lines = {}
-  local p = printer(op, op.row)
-  for _, pre in ipairs(op.prelude) do
-    lines[#lines + 1] = string.format("%sconst long %s = %s;", indent(1), pre[1], p(pre[2]))
-  end
+  lower_c.prelude(op, lines, printer(op))
   row_stages(op, lines)
   for _, s in ipairs(op.colsums) do colsum(op, s, lines, dims) end
-  local math = {}
-  for _, m in ipairs(op.math) do math[#math + 1] = "     " .. m end
   return template.fill(templates[style].plain, {
     SOURCE = templates[style].source,
     NAME = op.name,
-    MATH = table.concat(math, "\n"),
+    MATH = lower_c.math(op, "     "),
     PARAMS = lower_c.params(op),
     BODY = table.concat(lines, "\n") .. "\n",
   })

@@ -7,6 +7,7 @@
 -- Every kernel of an op takes the op's parameters in the order of the C function (no `k`).
 local ir = require("gen.ir")
 local template = require("gen.template")
+local lower_c = require("gen.lower_c")
 
 local lower_cuda = {}
 
@@ -27,43 +28,10 @@ local target = {
   mul = function(a, b) return "__fmul_rn(" .. a .. ", " .. b .. ")" end,
 }
 
-local function printer(op, column)
-  local ctx = { op = op, row = op.row, column = column or "i" }
-  return function(e) return ir.print(e, target, ctx) end
-end
-
-local element_ctypes = { real = "float", double = "double", bf16 = "unsigned short", long = "long" }
-local scalar_ctypes = { mask = "const unsigned char *", long = "long ", real = "float ", double = "double " }
-
-function lower_cuda.params(op)
-  local list = {}
-  for _, p in ipairs(op.params) do
-    local c = scalar_ctypes[p[2]]
-    if not c then
-      c = (p[2] == "in" and "const " or "") .. element_ctypes[op.tensors[p[1]].type] .. " *"
-    end
-    list[#list + 1] = c .. p[1]
-  end
-  return table.concat(list, ", ")
-end
-
--- The row length: a constant name or the printed runtime expression.
-local function length_of(op, p)
-  if type(op.length) == "string" then return op.length end
-  return p(op.length)
-end
-
--- A stored value: rounded to bf16 (poa_bf16_round of train_prelude.cu.tmpl) for bf16 tensors.
-local function stored(op, t, text)
-  if op.tensors[t].type == "bf16" then return "poa_bf16_round(" .. text .. ")" end
-  return text
-end
-
-local function math_comment(op)
-  local out = {}
-  for _, m in ipairs(op.math) do out[#out + 1] = "//   " .. m end
-  return table.concat(out, "\n")
-end
+-- gen/lower_c.lua's helpers (printer, params, stored, lets) in CUDA's spelling.
+local CUDA = { real = "float", bf16 = "unsigned short", round = "poa_bf16_round", target = target }
+local function printer(op) return lower_c.printer(op, CUDA) end
+local length_of = lower_c.length
 
 -- The threads of a row kernel: the row length rounded up to a warp, at most 256 (256 for a
 -- runtime length).
@@ -71,12 +39,6 @@ function lower_cuda.block_size(length)
   if not length then return 256 end
   local n = ((length + 31) // 32) * 32
   return math.min(n, 256)
-end
-
-local function let_type(e, ctype)
-  if ctype then return ctype end
-  if ir.is_condition(e) then return "int" end
-  return "float"
 end
 
 -- Lines that split the flat index `flat` into the loop variables of `loops` (outermost first).
@@ -105,17 +67,11 @@ local function extent(loops, p)
   return table.concat(parts, " * ")
 end
 
-local function prelude(op, lines, p)
-  for _, pre in ipairs(op.prelude) do
-    lines[#lines + 1] = string.format("    const long %s = %s;", pre[1], p(pre[2]))
-  end
-end
-
 local function row_kernel(op, dims)
   local p = printer(op)
   local block = lower_cuda.block_size(type(op.length) == "string" and dims[op.length] or nil)
   local lines = {}
-  prelude(op, lines, p)
+  lower_c.prelude(op, lines, p)
   local total = extent(op.loops, p)
   lines[#lines + 1] = "    if (blockIdx.x >= " .. total .. ") return;"
   split_index(lines, op.loops, "blockIdx.x", p, "    ")
@@ -142,15 +98,15 @@ local function row_kernel(op, dims)
       end
       lines[#lines + 1] = string.format("    %s = %s(%s);", s.name, fn, s.name)
     elseif s.stage == "let" then
-      lines[#lines + 1] = string.format("    const %s %s = %s;", let_type(s.expr, s.ctype), s.name, p(s.expr))
+      lines[#lines + 1] = lower_c.let("    ", s.name, s.expr, s.ctype, p, CUDA)
     elseif s.stage == "store" then
       lines[#lines + 1] = string.format("    if (threadIdx.x == 0) %s[%s] = %s;", s.target,
-        p(s.row or op.row), stored(op, s.target, p(s.expr)))
+        p(s.row or op.row), lower_c.stored(op, s.target, p(s.expr), CUDA))
     elseif s.stage == "map" then
       open_stride()
       local out = p(ir.load(s.target, s.row))
       local body = string.format("%s %s %s %s;", stride, out, s.accumulate and "+=" or "=",
-        stored(op, s.target, p(s.expr)))
+        lower_c.stored(op, s.target, p(s.expr), CUDA))
       if s.where then
         lines[#lines + 1] = "    if (" .. p(s.where) .. ")"
         lines[#lines + 1] = "        " .. body
@@ -159,16 +115,13 @@ local function row_kernel(op, dims)
       end
     end
   end
-  if #op.loops == 1 then -- a one-row op (a sum over a whole vector) need not name its row
-    local var, used = op.loops[1][1], false
-    for j = split_at + 1, #lines do
-      if lines[j]:find("%f[%w_]" .. var .. "%f[^%w_]") then used = true end
-    end
-    if not used then table.remove(lines, split_at) end
+  -- a one-row op (a sum over a whole vector) need not name its row
+  if #op.loops == 1 and not lower_c.names(table.concat(lines, "\n", split_at + 1), op.loops[1][1]) then
+    table.remove(lines, split_at)
   end
   return template.fill("rowwise_kernel.cu.tmpl", {
-    NAME = op.name, BLOCK = block, GRID = total, MATH = math_comment(op),
-    PARAMS = lower_cuda.params(op), BODY = table.concat(lines, "\n") .. "\n",
+    NAME = op.name, BLOCK = block, GRID = total, MATH = lower_c.math(op, "//   "),
+    PARAMS = lower_c.params(op, CUDA), BODY = table.concat(lines, "\n") .. "\n",
   }), { name = op.name, grid = { total, "1" }, block = { block, 1 } }
 end
 
@@ -186,7 +139,7 @@ local function colsum_kernel(op, s)
   end
   lines[#lines + 1] = string.format("    __shared__ %s partial[%d][%d][33];", acc, #s.outputs, lanes)
   if s.when then lines[#lines + 1] = "    if (!(" .. p(s.when) .. ")) return;" end
-  prelude(op, lines, p)
+  lower_c.prelude(op, lines, p)
   lines[#lines + 1] = "    const int i = blockIdx.x * 32 + threadIdx.x;"
   if #s.keep > 0 then
     lines[#lines + 1] = "    if (blockIdx.y >= " .. extent(s.keep, p) .. ") return;"
@@ -200,7 +153,7 @@ local function colsum_kernel(op, s)
   split_index(inner, s.over, "o", p, "            ")
   for _, l in ipairs(inner) do lines[#lines + 1] = l end
   for _, l in ipairs(s.lets) do
-    lines[#lines + 1] = string.format("            const %s %s = %s;", let_type(l[2], l[3]), l[1], p(l[2]))
+    lines[#lines + 1] = lower_c.let("            ", l[1], l[2], l[3], p, CUDA)
   end
   local pad = "            "
   if s.where then
@@ -222,7 +175,7 @@ local function colsum_kernel(op, s)
     lines[#lines + 1] = string.format("        %s sum%d = 0;", acc, j - 1)
     lines[#lines + 1] = string.format("        for (int y = 0; y < %d; y++) sum%d += partial[%d][y][threadIdx.x];",
       lanes, j - 1, j - 1)
-    local out = ir.print(ir.load(o.target, o.row), target, { op = op, row = op.row, column = "i" })
+    local out = p(ir.load(o.target, o.row))
     lines[#lines + 1] = string.format("        %s %s sum%d;", out, o.assign and "=" or "+=", j - 1)
   end
   lines[#lines + 1] = "    }"
@@ -230,7 +183,7 @@ local function colsum_kernel(op, s)
   local grid_y = extent(s.keep, p)
   return template.fill("colsum_kernel.cu.tmpl", {
     NAME = name, OP = op.name, LANES = lanes, GRID_X = grid_x, GRID_Y = grid_y,
-    MATH = math_comment(op), PARAMS = lower_cuda.params(op), BODY = table.concat(lines, "\n") .. "\n",
+    MATH = lower_c.math(op, "//   "), PARAMS = lower_c.params(op, CUDA), BODY = table.concat(lines, "\n") .. "\n",
   }), { name = name, grid = { "(" .. len .. " + 31) / 32", grid_y }, block = { 32, lanes }, outputs = names }
 end
 
@@ -306,6 +259,17 @@ function lower_cuda.constant(text, names)
   local x = lower_cuda.extent(text, names)
   if x.b ~= 0 then error(string.format('launch geometry "%s": not a constant', text), 0) end
   return x.c
+end
+
+-- A kernel's launch {name, module, grid = 3 extents, block = 3 integers} from its expressions
+-- (k.grid and k.block, up to three each, a missing one 1) with names bound.
+function lower_cuda.launch(k, names, module)
+  local grid, block = {}, {}
+  for d = 1, 3 do
+    grid[d] = lower_cuda.extent(k.grid[d] or 1, names)
+    block[d] = lower_cuda.constant(k.block[d] or 1, names)
+  end
+  return { name = k.name, module = module or k.module, grid = grid, block = block }
 end
 
 -- An extent as text: "34", "(2 * batch + 289) / 256".

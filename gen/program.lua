@@ -17,7 +17,7 @@ local graph = require("gen.graph")
 local space = require("gen.space")
 
 local program = {}
-local lin = graph.lin
+local lin, lin_of = graph.lin, graph.lin_of
 
 local ALIGN = 16
 
@@ -37,9 +37,10 @@ end
 
 -- Step builders. `s` is the lowering state: {steps, graph}.
 local function operand(x, extra)
+  x = graph.at(x)
   if x == nil then return nil end
   local off = x.offset or lin(0, 0)
-  if extra then off = lin_add(off, type(extra) == "number" and lin(0, extra) or extra) end
+  if extra then off = lin_add(off, lin_of(extra)) end
   return { value = x.value.id, offset = off }
 end
 
@@ -51,7 +52,7 @@ local function kernel(s, name, args, macs)
       list[i] = { buffer = a } -- nil: a NULL pointer (an optional tensor)
     else
       assert(a ~= nil, "program: kernel " .. name .. " needs " .. p[1])
-      list[i] = { scalar = type(a) == "number" and lin(0, a) or a }
+      list[i] = { scalar = lin_of(a) }
     end
   end
   s.steps[#s.steps + 1] = { kind = "kernel", kernel = name, args = list, macs = macs or lin(0, 0) }
@@ -60,7 +61,7 @@ end
 -- m and k may be lins (the batch in one of them at most).
 local function gemm(s, t)
   t.kind = "gemm"
-  local m, k = type(t.m) == "number" and lin(0, t.m) or t.m, type(t.k) == "number" and lin(0, t.k) or t.k
+  local m, k = lin_of(t.m), lin_of(t.k)
   assert(m.b == 0 or k.b == 0, "program: a GEMM with the batch in m and k")
   t.macs = m.b == 0 and lin_mul(k, m.c * t.n) or lin_mul(m, t.n * k.c)
   s.steps[#s.steps + 1] = t
@@ -75,72 +76,82 @@ local lower = {}
 
 function lower.patchify(s, n)
   local m = s.m
-  kernel(s, "patchify", { patches = operand(graph.at(n.y)), images = operand(n.x), batch = lin(1, 0),
+  kernel(s, "patchify", { patches = operand(n.y), images = operand(n.x), batch = lin(1, 0),
                           channels = m.in_channels, size = m.image_size, patch = m.patch_size })
 end
 
--- Per group: y_g = bias_g (or 0), then y_g += alpha x W_g^T (GEMM, beta 1).
+-- Per group: y_g = bias_g (or 0), then y_g += alpha x W_g^T (GEMM, beta 1); in a schedule with
+-- the bias epilogue (gen/schedule.lua) y_g = alpha x W_g^T + bias_g by the GEMM alone, beta 0.
 function lower.linear(s, n)
   local rows, ldy = n.y.rows, n.n * n.groups
+  local epilogue = s.sched and s.sched.bias_epilogue
   for g = 0, n.groups - 1 do
-    local y = operand(graph.at(n.y), g * n.n)
-    kernel(s, "fill_rows", { y = y, ld = ldy, vec = n.bias and operand(graph.at(n.bias), g * n.group_stride),
-                             rows = rows, cols = n.n })
+    local y, bias = operand(n.y, g * n.n), n.bias and operand(n.bias, g * n.group_stride)
+    if not epilogue then kernel(s, "fill_rows", { y = y, ld = ldy, vec = bias, rows = rows, cols = n.n }) end
     gemm(s, { what = n.y.name .. (n.groups > 1 and ("[" .. g .. "]") or ""), ta = 0, tb = 1, m = rows,
               n = n.n, k = n.k, alpha = n.alpha, a = operand(n.x), lda = n.k,
-              b = operand(graph.at(n.w), g * n.group_stride * n.ldw), ldb = n.ldw, beta = 1, c = y, ldc = ldy })
+              b = operand(n.w, g * n.group_stride * n.ldw), ldb = n.ldw, beta = epilogue and 0 or 1,
+              c = y, ldc = ldy, bias = epilogue and bias or nil })
   end
 end
 
 function lower.layernorm(s, n)
-  kernel(s, "layernorm_forward", { y = operand(graph.at(n.y)), mean = operand(graph.at(n.mean)),
-                                   rstd = operand(graph.at(n.rstd)), x = operand(n.x), w = operand(n.w),
-                                   b = operand(n.b), rows = n.y.rows })
+  kernel(s, "layernorm_forward", { y = operand(n.y), mean = operand(n.mean), rstd = operand(n.rstd), x = operand(n.x),
+                                   w = operand(n.w), b = operand(n.b), rows = n.y.rows })
 end
 
 -- MACs: the two batched matmuls, q k^T and probs v (T x T x D per sample each).
 function lower.attention(s, n)
   local m = s.m
-  kernel(s, "attention_forward", { out = operand(graph.at(n.y)), probs = operand(graph.at(n.probs)),
-                                   qkv = operand(n.qkv), batch = lin(1, 0), tokens = m.tokens },
-    lin(2 * m.tokens * m.tokens * m.width, 0))
+  kernel(s, "attention_forward", { out = operand(n.y), probs = operand(n.probs), qkv = operand(n.qkv),
+                                   batch = lin(1, 0), tokens = m.tokens }, lin(2 * m.tokens * m.tokens * m.width, 0))
 end
 
 function lower.residual(s, n)
-  local y = operand(graph.at(n.y))
+  local y = operand(n.y)
   copy(s, operand(n.x), y, lin_mul(n.y.rows, n.y.cols))
   kernel(s, "residual_forward", { x = y, h = operand(n.h), gamma = operand(n.gamma),
                                   sample_scale = operand(n.scale), batch = lin(1, 0), tokens = s.m.tokens })
 end
 
+-- A residual and the LayerNorm after it fused (gen/schedule.lua's rewrite 1): y = x (copied),
+-- then y += s gamma h and ln = LayerNorm(y) in one kernel.
+function lower.residual_layernorm(s, n)
+  local y = operand(n.y)
+  copy(s, operand(n.x), y, lin_mul(n.y.rows, n.y.cols))
+  kernel(s, "residual_layernorm_forward", { x = y, y = operand(n.ln), mean = operand(n.mean),
+    rstd = operand(n.rstd), h = operand(n.h), gamma = operand(n.gamma), sample_scale = operand(n.scale),
+    w = operand(n.w), bias = operand(n.b), batch = lin(1, 0), tokens = s.m.tokens })
+end
+
 function lower.gelu(s, n)
-  kernel(s, "gelu_forward", { g = operand(graph.at(n.y)), u = operand(n.x), rows = n.y.rows })
+  kernel(s, "gelu_forward", { g = operand(n.y), u = operand(n.x), rows = n.y.rows })
 end
 
 -- Row 0 copied, rows 1.. = R (patches x native^2) * pos_embed[1..] (native^2 x D, ld Dmax).
 function lower.resample_pos(s, n)
   local m = s.m
   local native = m.native_grid * m.native_grid
-  copy(s, operand(n.x), operand(graph.at(n.y)), lin(0, m.width))
+  copy(s, operand(n.x), operand(n.y), lin(0, m.width))
   gemm(s, { what = n.y.name, ta = 0, tb = 0, m = lin(0, m.patches), n = m.width, k = native, alpha = 1,
             a = operand(n.r), lda = native, b = operand(n.x, n.x.value.ld), ldb = n.x.value.ld, beta = 0,
-            c = operand(graph.at(n.y), m.width), ldc = m.width })
+            c = operand(n.y, m.width), ldc = m.width })
 end
 
 function lower.tokens(s, n)
   local m = s.m
-  kernel(s, "tokens_forward", { x = operand(graph.at(n.y)), patch = operand(n.patch), cls = operand(n.cls),
+  kernel(s, "tokens_forward", { x = operand(n.y), patch = operand(n.patch), cls = operand(n.cls),
                                 mask_token = operand(n.mask_token), pos = operand(n.pos), pos_ld = n.pos_ld,
                                 mask = operand(n.mask), batch = lin(1, 0), patches = m.patches })
 end
 
--- The operands of a step, each with whether the step writes it.
+-- The operands a step reads or writes.
 local function step_operands(st)
-  if st.kind == "gemm" then return { { st.a }, { st.b }, { st.c, true } } end
-  if st.kind == "copy" then return { { st.src }, { st.dst, true } } end
+  if st.kind == "gemm" then return { st.a, st.b, st.c } end
+  if st.kind == "copy" then return { st.src, st.dst } end
   local list = {}
-  for i, a in ipairs(st.args) do
-    if a.buffer then list[#list + 1] = { a.buffer, graph.kernel_params(st.kernel)[i][2] == "out" } end
+  for _, a in ipairs(st.args) do
+    if a.buffer then list[#list + 1] = a.buffer end -- nil or false: a NULL pointer
   end
   return list
 end
@@ -167,16 +178,8 @@ local function place(values, steps, output, keep)
   local first, last = {}, {}
   for i, st in ipairs(steps) do
     for _, o in ipairs(step_operands(st)) do
-      local id = o[1].value
-      if values[id].kind == "act" then
-        first[id] = first[id] or i
-        last[id] = i
-      end
+      first[o.value], last[o.value] = first[o.value] or i, i
     end
-  end
-  if output then last[output] = #steps + 1 end
-  for id, v in ipairs(values) do
-    if keep and keep[v.name] and last[id] then last[id] = #steps + 1 end
   end
   local order = {}
   for id, v in ipairs(values) do
@@ -185,7 +188,8 @@ local function place(values, steps, output, keep)
       assert(size.b == 0 or size.c == 0, "program: " .. v.name .. ": a size must be b * batch or constant")
       v.size = size
       v.aligned = lin(align(size.b), align(size.c))
-      v.first, v.last = assert(first[id], "program: " .. v.name .. " is never used"), last[id]
+      v.first = assert(first[id], "program: " .. v.name .. " is never used")
+      v.last = (id == output or (keep and keep[v.name])) and #steps + 1 or last[id]
       order[#order + 1] = v
     end
   end
@@ -228,17 +232,16 @@ program.lowerings = lower
 program.place = place
 program.lin_mul = lin_mul
 function program.offset(o, extra)
-  return { value = o.value, offset = lin_add(o.offset, type(extra) == "number" and lin(0, extra) or extra) }
+  return { value = o.value, offset = lin_add(o.offset, lin_of(extra)) }
 end
 
 -- The program of graph g (built for the member table m). sched (optional: the CPU's when nil)
--- is a backend's schedule (gen/schedule.lua): its lowerings replace the CPU's op by op, and its
+-- is a backend's schedule (gen/schedule.lua): the lowerings read its flags, and its
 -- finish(s, values) rewrites the step list before the arena is placed.
 -- keep: names of activations to keep to the end (a training forward's, for its backward).
 function program.lower(g, title, sched, keep)
-  local lowerings = sched and sched.lowerings or lower
   local s = { steps = {}, m = g.m, sched = sched }
-  for _, n in ipairs(g.nodes) do assert(lowerings[n.op], "program: no lowering of " .. n.op)(s, n) end
+  for _, n in ipairs(g.nodes) do assert(lower[n.op], "program: no lowering of " .. n.op)(s, n) end
   if sched then sched.finish(s, g.values) end
   local out = g.output_value and g.output_value.id
   local arena = place(g.values, s.steps, out, keep)
@@ -284,24 +287,20 @@ function program.training(g, what, sched, prefix)
   return f, b
 end
 
--- Its forward program, and its backward (gen/backward.lua).
-function program.vit_forward(cfg, width, depth, image_size)
-  local g, what = program.vit_graph(cfg, width, depth, image_size)
-  return program.lower(g, "forward of " .. what)
-end
-function program.vit_train_forward(cfg, width, depth, image_size)
-  local g, what = program.vit_graph(cfg, width, depth, image_size)
-  return (program.training(g, what))
-end
-function program.vit_backward(cfg, width, depth, image_size)
-  local g, what = program.vit_graph(cfg, width, depth, image_size)
-  return require("gen.backward").lower(g, "backward of " .. what)
-end
-
--- The GPU schedule's forward and backward (gen/schedule.lua), fp32 or with bf16 GEMM operands.
-function program.vit_gpu_programs(cfg, width, depth, image_size, bf16)
-  local g, what = program.vit_graph(cfg, width, depth, image_size)
-  return require("gen.schedule").gpu_programs(g, what, bf16)
+-- The builders runtime/vit.c calls by name, (cfg, width, depth, image_size[, bf16]) -> the
+-- programs of the member's graph: its forward, its training forward (program.training), its
+-- backward (gen/backward.lua), the GPU schedule's forward and backward (gen/schedule.lua), fp32
+-- or with bf16 GEMM operands.
+for name, build in pairs({
+  vit_forward = function(g, what) return program.lower(g, "forward of " .. what) end,
+  vit_train_forward = function(g, what) return (program.training(g, what)) end,
+  vit_backward = function(g, what) return require("gen.backward").lower(g, "backward of " .. what) end,
+  vit_gpu_programs = function(g, what, bf16) return require("gen.schedule").gpu_programs(g, what, bf16) end,
+}) do
+  program[name] = function(cfg, width, depth, image_size, bf16)
+    local g, what = program.vit_graph(cfg, width, depth, image_size)
+    return build(g, what, bf16)
+  end
 end
 
 -- The forward (or backward) from a loaded recipe (gen/recipe.lua) and crop "global" or "local",

@@ -2,9 +2,10 @@
 -- forward) and of the steps lowered from it (DESIGN.md, "Programs"). The CPU program is
 -- gen/program.lua's plain lowering; the GPU program is the same graph with
 --   1. each residual add (LayerScale, drop path) and the LayerNorm that reads its output fused
---      into one op, residual_layernorm (a graph rewrite: the backward derives its rule from it,
---      gen/backward.lua);
---   2. in bf16, the bias added by the GEMM's epilogue instead of a bias-rows step before it;
+--      into one op, residual_layernorm (a graph rewrite: gen/program.lua lowers the fused op,
+--      gen/backward.lua has its rule);
+--   2. in bf16, the bias added by the GEMM's epilogue instead of a bias-rows step before it
+--      (bias_epilogue: gen/program.lua's linear lowering);
 --   3. in bf16, every GEMM operand read as bf16: a parameter from the parameters' bf16 shadow,
 --      a constant (the resampling matrix) from its bf16 copy, anything else cast just before the
 --      GEMM by a to_bf16 step into one of two cast slots (A into cast_a, B into cast_b, same ld),
@@ -34,7 +35,8 @@ function schedule.fuse_residual_layernorm(g)
     local r = n.op == "layernorm" and at_zero(n.x) and residual_of[n.x.value.id]
     if r and not fused[r] then
       fused[r] = { op = "residual_layernorm", x = r.x, h = r.h, gamma = r.gamma, scale = r.scale, y = r.y,
-                   w = n.w, b = n.b, ln = n.y, mean = n.mean, rstd = n.rstd }
+                   w = n.w, b = n.b, ln = n.y, mean = n.mean, rstd = n.rstd,
+                   ins = { "b", "w", table.unpack(r.ins) }, outs = { "ln", "mean", "rstd", "y" } }
       fused[n] = false
     end
   end
@@ -48,33 +50,7 @@ function schedule.fuse_residual_layernorm(g)
   return count
 end
 
-local lowerings = setmetatable({}, { __index = program.lowerings })
-
--- y = x (copied), then y += s gamma h and ln = LayerNorm(y) in one kernel.
-function lowerings.residual_layernorm(s, n)
-  local y = st.operand(graph.at(n.y))
-  st.copy(s, st.operand(n.x), y, program.lin_mul(n.y.rows, n.y.cols))
-  st.kernel(s, "residual_layernorm_forward", { x = y, y = st.operand(graph.at(n.ln)), mean = st.operand(graph.at(n.mean)),
-    rstd = st.operand(graph.at(n.rstd)), h = st.operand(n.h), gamma = st.operand(n.gamma),
-    sample_scale = st.operand(n.scale), w = st.operand(n.w), bias = st.operand(n.b), batch = lin(1, 0),
-    tokens = s.m.tokens })
-end
-
--- Rewrite 2 (bf16): per group y_g = alpha x W_g^T + bias_g by the GEMM's BIAS epilogue, beta 0.
-function lowerings.linear(s, n)
-  if not s.sched.bf16 then return program.lowerings.linear(s, n) end
-  local ldy = n.n * n.groups
-  for g = 0, n.groups - 1 do
-    st.gemm(s, { what = n.y.name .. (n.groups > 1 and ("[" .. g .. "]") or ""), ta = 0, tb = 1, m = n.y.rows,
-                 n = n.n, k = n.k, alpha = n.alpha, a = st.operand(n.x), lda = n.k,
-                 b = st.operand(graph.at(n.w), g * n.group_stride * n.ldw), ldb = n.ldw, beta = 0,
-                 c = st.operand(graph.at(n.y), g * n.n), ldc = ldy,
-                 bias = n.bias and st.operand(graph.at(n.bias), g * n.group_stride) })
-  end
-end
-
 -- Rewrite 3: the bf16 form of each GEMM operand (a step list and its values; slots added).
-local function lin_of(x) return type(x) == "table" and x or lin(0, x) end
 local function cast_operands(s, values)
   local slots = {}
   local function slot(which)
@@ -99,13 +75,10 @@ local function cast_operands(s, values)
           if which == "a" then rows, cols = trans and step.k or step.m, trans and step.m or step.k
           else rows, cols = trans and step.n or step.k, trans and step.k or step.n end
           -- the slot holds the largest operand cast into it: (rows - 1) ld + cols elements
-          local r, c, v = lin_of(rows), lin_of(cols), slot(which)
+          local r, c, v = graph.lin_of(rows), graph.lin_of(cols), slot(which)
           v.size = { b = math.max(v.size.b, r.b * ld + c.b), c = math.max(v.size.c, (r.c - 1) * ld + c.c) }
           local dst = { value = v.id, offset = lin(0, 0) }
-          local saved = s.steps
-          s.steps = steps
-          st.kernel(s, "to_bf16", { dst = dst, src = o, ld = ld, rows = rows, cols = cols })
-          s.steps = saved
+          st.kernel({ steps = steps }, "to_bf16", { dst = dst, src = o, ld = ld, rows = rows, cols = cols })
           step[which] = dst
         end
       end
@@ -142,14 +115,7 @@ local function launches_of(s)
       for _, k in ipairs(list) do
         local any = not k.outputs
         for _, o in ipairs(k.outputs or {}) do any = any or present[o] end
-        if any then
-          local grid, block = {}, {}
-          for d = 1, 3 do
-            grid[d] = lower_cuda.extent(k.grid[d] or "1", names)
-            block[d] = lower_cuda.constant(k.block[d] or "1", names)
-          end
-          step.launches[#step.launches + 1] = { name = k.name, module = k.module, grid = grid, block = block }
-        end
+        if any then step.launches[#step.launches + 1] = lower_cuda.launch(k, names) end
       end
       assert(#step.launches > 0, "schedule: " .. kernel .. " launches nothing")
     elseif step.kind ~= "gemm" then
@@ -158,12 +124,12 @@ local function launches_of(s)
   end
 end
 
--- The GPU schedule of member m: {lowerings, finish, bf16, set, launches} for program.lower and
+-- The GPU schedule of member m: {finish, bias_epilogue, set, launches} for program.lower and
 -- backward.lower.
 function schedule.gpu(m, bf16)
-  local set = { name = string.format("w%d_h%d_f%d", m.width, m.width // m.heads, m.hidden), width = m.width,
-                heads = m.heads, head_dim = m.width // m.heads, hidden = m.hidden }
-  local sched = { lowerings = lowerings, bf16 = bf16, set = set, launches = require("gen.emit").launches(set) }
+  local emit = require("gen.emit")
+  local set = emit.kernel_set(m.width, m.width // m.heads, m.hidden)
+  local sched = { bias_epilogue = bf16, set = set, launches = emit.launches(set) }
   function sched.finish(s, values)
     if bf16 then cast_operands(s, values) end
     launches_of(s)
