@@ -408,16 +408,6 @@ function emit.write(recipe_paths, outdir)
   end
 end
 
-if arg and arg[0] and arg[0]:match("gen/emit%.lua$") then
-  local recipes = {}
-  for i = 2, #arg do recipes[#recipes + 1] = arg[i] end
-  local ok, err = pcall(emit.write, recipes, arg[1])
-  if not ok then
-    io.stderr:write("gen/emit.lua: " .. tostring(err) .. "\n")
-    os.exit(1)
-  end
-end
-
 -- Every CUDA module a run of the recipe at path loads, { {name, text}, ... }: the ViT kernel set
 -- of each width of the family and vit_fused.cu, then what every GPU run loads (vit_glue.cu,
 -- heads_kernels.cu, train_kernels.cu: the only ones with path nil). overrides: the run's
@@ -437,6 +427,16 @@ function emit.cuda_modules(path, overrides)
   out[#out + 1] = { "heads_kernels.cu", template.fill("heads_kernels.cu.tmpl", {}) }
   out[#out + 1] = { "train_kernels.cu", emit.train_cu_text() }
   return out
+end
+
+if arg and arg[0] and arg[0]:match("gen/emit%.lua$") then
+  local recipes = {}
+  for i = 2, #arg do recipes[#recipes + 1] = arg[i] end
+  local ok, err = pcall(emit.write, recipes, arg[1])
+  if not ok then
+    io.stderr:write("gen/emit.lua: " .. tostring(err) .. "\n")
+    os.exit(1)
+  end
 end
 
 return emit
