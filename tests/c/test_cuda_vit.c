@@ -43,8 +43,6 @@
 #define BF16_TOLERANCE 1e-2
 #define BF16_GRADIENT_TOLERANCE 2e-2
 
-static double relative_error_f(const float *a, const float *b, long n) { return relative_error(a, b, n); }
-
 /* ---- the kernel files ---- */
 
 /* gen/emit.lua's launches of the kernel set (width, head_dim, hidden), the list its .cu's table
@@ -340,7 +338,7 @@ static void check_against_cpu(runner *r, const poa_vit *m, cpu_case c) {
     char label[256];
     const double tolerance = r->bf16 ? BF16_TOLERANCE : TOLERANCE;
     const double gradient_tolerance = r->bf16 ? BF16_GRADIENT_TOLERANCE : TOLERANCE;
-    double (*error_of)(const float *, const float *, long) = r->bf16 ? norm_error : relative_error_f;
+    double (*error_of)(const float *, const float *, long long) = r->bf16 ? norm_error : relative_error;
     snprintf(label, sizeof label, "%s: %dx%d batch %ld at %d px%s: output within %g and gradients within %g of the CPU backend's",
              r->prefix, width, depth, batch, image, masked ? " (mask, stochastic depth)" : "", tolerance,
              gradient_tolerance);
