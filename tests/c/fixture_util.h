@@ -52,9 +52,9 @@ static inline double relative_error(const real *a, const real *b, long long n) {
 
 /* ||a - b|| / ||b|| (2-norms): the error measure of the bf16 checks, where single elements
    near zero carry bf16's full relative rounding. */
-static inline double norm_error(const real *a, const real *b, long n) {
+static inline double norm_error(const real *a, const real *b, long long n) {
     double diff = 0, size = 0;
-    for (long i = 0; i < n; i++) diff += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), size += (double)b[i] * b[i];
+    for (long long i = 0; i < n; i++) diff += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), size += (double)b[i] * b[i];
     return size == 0 ? (diff == 0 ? 0 : INFINITY) : sqrt(diff / size);
 }
 

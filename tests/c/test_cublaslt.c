@@ -1,9 +1,9 @@
-/* test_cublaslt.c: runtime/cublaslt.c (the GEMMs of every GPU pass) and runtime/bf16.h.
+/* test_cublaslt.c: runtime/cublaslt.c (the GEMMs of every GPU pass; runtime/bf16.h's rounding:
+   tests/c/test_train_kernels.c).
 
    Everywhere (no GPU needed):
    - cuBLASLt: the library loads by dlopen and resolves every entry point (SKIP when it is not
      installed); without a device, poa_cublaslt_init says "no GPU".
-   - runtime/bf16.h's rounding (ties, overflow, NaN).
    - The transposition trick: the column-major call poa_cublaslt_colmajor_of makes of a
      row-major request (its layouts those of the stored operands), evaluated with cuBLASLt's
      semantics by a plain column-major GEMM (tests/c/cuda_emulator.h's colmajor_matmul), equals
@@ -53,38 +53,6 @@ static void check_cublaslt_load(void) {
     int rc = poa_cublaslt_init(&lt, NULL, 0, &e);
     CHECK("cuBLASLt without an open device: no GPU", rc == -1 && strncmp(e.message, "no GPU: ", 8) == 0,
           "rc %d: %s", rc, e.message);
-}
-
-/* runtime/bf16.h: round to nearest even on the bit pattern, NaN kept, exact widening. */
-static void check_bf16_rounding(void) {
-    const struct { uint32_t in; uint16_t out; } cases[] = {
-        { 0x3f800000u, 0x3f80 },                          /* 1 */
-        { 0x3f808000u, 0x3f80 }, { 0x3f818000u, 0x3f82 }, /* ties to even, down and up */
-        { 0x3f808001u, 0x3f81 }, { 0x3f807fffu, 0x3f80 }, /* just above and below a tie */
-        { 0xbf818000u, 0xbf82 },                          /* negative tie */
-        { 0x7f7fffffu, 0x7f80 },                          /* the largest float rounds to infinity */
-        { 0x7f800000u, 0x7f80 }, { 0xff800000u, 0xff80 }, /* infinities */
-        { 0x00000001u, 0x0000 }, { 0x80000000u, 0x8000 }, /* a denormal, -0 */
-    };
-    int bad = 0;
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        float x;
-        memcpy(&x, &cases[i].in, sizeof x);
-        if (poa_bf16_from_float(x) != cases[i].out) {
-            bad++;
-            printf("  bf16 of 0x%08x: 0x%04x, expected 0x%04x\n", cases[i].in, poa_bf16_from_float(x), cases[i].out);
-        }
-    }
-    const uint32_t nans[] = { 0x7fc00000u, 0x7f800001u, 0xffffffffu, 0x7fffffffu };
-    for (int i = 0; i < 4; i++) {
-        float x;
-        memcpy(&x, &nans[i], sizeof x);
-        if (!isnan(poa_bf16_to_float(poa_bf16_from_float(x)))) bad++, printf("  NaN 0x%08x lost\n", nans[i]);
-    }
-    for (uint32_t h = 0; h < 0x10000u; h += 7) /* widening then rounding is the identity off NaN */
-        if ((h & 0x7f80u) != 0x7f80u && poa_bf16_from_float(poa_bf16_to_float((uint16_t)h)) != h) bad++;
-    CHECK("bf16: round to nearest even (ties both ways), overflow to infinity, NaN kept, exact widening", bad == 0,
-          "%d wrong", bad);
 }
 
 /* The transposition trick, the epilogues and bf16 operands as cublaslt.h states them row-major,
@@ -211,7 +179,6 @@ static void check_gpu_gemm(poa_cublaslt *lt, poa_cuda *cuda) {
 
 int main(void) {
     check_cublaslt_load();
-    check_bf16_rounding();
     check_epilogues();
     poa_cuda cuda;
     poa_cublaslt lt;

@@ -25,7 +25,6 @@
      gradient of every parameter within 1e-4 relative error.
    - The GPU against the CPU backend on the same random parameters and inputs (64x3 and 96x4,
      both crop sizes): outputs and all gradients within 1e-4. */
-#include <ctype.h>
 #include <lauxlib.h>
 #include <string.h>
 
@@ -44,36 +43,51 @@
 #define BF16_TOLERANCE 1e-2
 #define BF16_GRADIENT_TOLERANCE 2e-2
 
-static double relative_error_f(const float *a, const float *b, long n) { return relative_error(a, b, n); }
-
 /* ---- the kernel files ---- */
 
 /* gen/emit.lua's launches of the kernel set (width, head_dim, hidden), the list its .cu's table
-   prints: a function of a kernel's name and the values of its arguments rows, batch, tokens and
-   patches (nil where it has none) giving its grid and block. */
+   prints, with the texts of the set's module and vit_fused.cu: a function of a kernel's name, the
+   module it was launched from, arg (arg(i): its argument i, 0-based, as a long) and the grid and
+   block it was launched with, that raises an error unless they are the list's, with rows, batch,
+   tokens and patches bound to the values of its own `long` arguments of those names in its
+   definition there (T = tokens, or patches + 1 where it has no tokens). */
 static const char *const launches_lua =
     "local emit, lower_cuda = require('gen.emit'), require('gen.lower_cuda')\n"
-    "local set = emit.kernel_set(...)\n"
-    "local by_name = {}\n"
+    "local width, head_dim, hidden, set_text, fused_text = ...\n"
+    "local set = emit.kernel_set(width, head_dim, hidden)\n"
+    "local by_name, texts = {}, { ['vit_' .. set.name .. '.cu'] = set_text, ['vit_fused.cu'] = fused_text }\n"
     "for _, list in pairs(emit.launches(set)) do\n"
     "  for _, k in ipairs(list) do by_name[k.name] = k end\n"
     "end\n"
-    "return function(name, rows, batch, tokens, patches)\n"
+    "return function(name, module, arg, ...)\n"
     "  local k = by_name[name] or error(name .. ' is not among the launches of ' .. set.name, 0)\n"
-    "  local bound = { WIDTH = set.width, HEADS = set.heads, HEAD_DIM = set.head_dim, HIDDEN = set.hidden,\n"
-    "                  rows = rows, batch = batch, tokens = tokens, T = tokens, patches = patches }\n"
-    "  local g = {}\n"
-    "  for d = 1, 3 do\n"
-    "    g[d], g[d + 3] = lower_cuda.constant(k.grid[d] or 1, bound), lower_cuda.constant(k.block[d] or 1, bound)\n"
+    "  local text = texts[module] or error(module .. ' is neither the set nor vit_fused.cu', 0)\n"
+    "  local params = text:match(' ' .. name .. '%((.-)%)') or error('no definition of ' .. name, 0)\n"
+    "  local bound, i = { WIDTH = set.width, HEADS = set.heads, HEAD_DIM = set.head_dim, HIDDEN = set.hidden }, 0\n"
+    "  for p in params:gmatch('[^,]+') do\n"
+    "    local n = p:match('^%s*long%s+([%w_]+)%s*$')\n"
+    "    if n == 'rows' or n == 'batch' or n == 'tokens' or n == 'patches' then bound[n] = arg(i) end\n"
+    "    i = i + 1\n"
     "  end\n"
-    "  return table.unpack(g)\n"
+    "  bound.tokens = bound.tokens or bound.patches and bound.patches + 1\n"
+    "  bound.T = bound.tokens\n"
+    "  for d, launched in ipairs({ ... }) do\n"
+    "    local want = lower_cuda.constant((d <= 3 and k.grid[d] or k.block[d - 3]) or 1, bound)\n"
+    "    if launched ~= want then\n"
+    "      error(string.format('%s launched with %s %s = %d, its arguments give %d', name, d <= 3 and 'grid' or 'block',\n"
+    "        ('xyzxyz'):sub(d, d), launched, want), 0)\n"
+    "    end\n"
+    "  end\n"
     "end\n";
 
-/* Pushes launches_lua's function for the set of width x head_dim x hidden. */
-static int push_launches(lua_State *L, long width, long head_dim, long hidden, poa_error *e) {
+/* Pushes launches_lua's function for the set of width x head_dim x hidden, its module's text
+   set and vit_fused.cu's text fused. */
+static int push_launches(lua_State *L, long width, long head_dim, long hidden, const char *set, const char *fused,
+                         poa_error *e) {
     if (luaL_loadstring(L, launches_lua) == LUA_OK) {
         lua_pushinteger(L, width), lua_pushinteger(L, head_dim), lua_pushinteger(L, hidden);
-        if (lua_pcall(L, 3, 1, 0) == LUA_OK) return 0;
+        lua_pushstring(L, set), lua_pushstring(L, fused);
+        if (lua_pcall(L, 5, 1, 0) == LUA_OK) return 0;
     }
     poa_fail(e, "the launches of width %ld: %s", width, lua_tostring(L, -1));
     lua_pop(L, 1);
@@ -136,7 +150,6 @@ static int kept_of(const poa_vit_run *fwd, const poa_vit_run *bwd, long batch, k
    are checked here. */
 typedef struct emulator_state {
     step_emulator em; /* first: the context emulate_step_gemm gets */
-    const char *set, *fused;         /* the kernel set's and the fused kernels' sources: signatures */
     lua_State *L;                    /* launches_lua's function of the set at the top */
     long geometry_checked;
 } emulator_state;
@@ -144,60 +157,38 @@ typedef struct emulator_state {
 static host_runner from_cu_runner = { .recipe = TINY, .twin = emulate_step_twin };
 static int from_cu;
 
+/* arg of launches_lua's function: argument i of the launch (its upvalue: the argument array). */
+static int launch_arg(lua_State *L) {
+    lua_pushinteger(L, num(lua_touserdata(L, lua_upvalueindex(1)), (int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
 /* The launch geometry of a generated or fused kernel, evaluated again from gen/emit.lua's launches with
-   rows, batch, tokens and patches bound to the values of its own arguments of those names
-   (T = patches + 1 where the kernel has no tokens argument), must be what the pass launched
-   with (which bound them to the pass's shape). */
-static int check_launch_geometry(emulator_state *st, const char *source, const char *name, const unsigned grid[3],
+   rows, batch, tokens and patches bound to the values of its own arguments of those names, must be
+   what the pass launched with (which bound them to the pass's shape). */
+static int check_launch_geometry(emulator_state *st, const char *module, const char *name, const unsigned grid[3],
                                  const unsigned block[3], void **args, poa_error *e) {
-    /* the parameter list of the definition in source */
-    const char *at = NULL;
-    size_t n = strlen(name);
-    for (const char *c = strstr(source, name); c && !at; c = strstr(c + 1, name))
-        if (c > source && c[-1] == ' ' && c[n] == '(') at = c + n + 1;
-    if (!at) return poa_fail(e, "emulator: no definition of %s", name);
-    static const char *const bound[4] = { "rows", "batch", "tokens", "patches" };
-    long value[4] = { 0 };
-    int has[4] = { 0 };
-    for (int i = 0; *at && *at != ')'; i++) {
-        const char *end = at;
-        while (*end && *end != ',' && *end != ')') end++;
-        const char *word = end;
-        while (word > at && (isalnum((unsigned char)word[-1]) || word[-1] == '_')) word--;
-        for (int b = 0; b < 4 && strncmp(at + strspn(at, " \n"), "long ", 5) == 0; b++)
-            if ((size_t)(end - word) == strlen(bound[b]) && !strncmp(word, bound[b], strlen(bound[b])))
-                value[b] = num(args, i), has[b] = 1;
-        at = *end == ',' ? end + 1 : end;
-    }
-    if (!has[2] && has[3]) value[2] = value[3] + 1, has[2] = 1;
     lua_State *L = st->L;
     lua_pushvalue(L, -1);
-    lua_pushstring(L, name);
-    for (int b = 0; b < 4; b++) has[b] ? lua_pushinteger(L, value[b]) : lua_pushnil(L);
-    if (lua_pcall(L, 5, 6, 0) != LUA_OK) {
+    lua_pushstring(L, name), lua_pushstring(L, module);
+    lua_pushlightuserdata(L, args);
+    lua_pushcclosure(L, launch_arg, 1);
+    for (int d = 0; d < 6; d++) lua_pushinteger(L, d < 3 ? grid[d] : block[d - 3]);
+    if (lua_pcall(L, 9, 0, 0) != LUA_OK) {
         poa_fail(e, "emulator: %s", lua_tostring(L, -1));
         lua_pop(L, 1);
         return -1;
     }
-    int rc = 0;
-    for (int d = 0; d < 6 && !rc; d++) {
-        const long v = (long)lua_tointeger(L, d - 6);
-        const unsigned launched = d < 3 ? grid[d] : block[d - 3];
-        if (v != (long)launched)
-            rc = poa_fail(e, "emulator: %s launched with %s %c = %u, its arguments give %ld", name,
-                          d < 3 ? "grid" : "block", "xyz"[d % 3], launched, v);
-    }
-    lua_pop(L, 6);
-    st->geometry_checked += !rc;
-    return rc;
+    st->geometry_checked++;
+    return 0;
 }
 
 static int emulate_launch(void *context, const char *module, const char *name, const unsigned grid[3],
                           const unsigned block[3], void **args, poa_error *e) {
     emulator_state *st = context;
     /* each kernel launched from the module that defines it: tests/lua/test_program.lua's launches_sound */
-    const int is_glue = !strcmp(module, "vit_glue.cu"), is_fused = !strcmp(module, "vit_fused.cu");
-    if (!is_glue && check_launch_geometry(st, is_fused ? st->fused : st->set, name, grid, block, args, e)) return -1;
+    const int is_glue = !strcmp(module, "vit_glue.cu");
+    if (!is_glue && check_launch_geometry(st, module, name, grid, block, args, e)) return -1;
     st->geometry_checked += is_glue; /* by emulate_step_launch: check_glue_geometry */
     return emulate_step_launch(&st->em, module, name, grid, block, args, e);
 }
@@ -235,12 +226,14 @@ static int run_pass(runner *r, const poa_vit *m, const char *recipe, int width, 
     poa_cuda_vit_pass p;
     int rc = r->cuda || (st.em.scratch && st.L) ? 0 : poa_fail(e, "emulator: out of memory");
     if (!rc) rc = poa_cuda_sources_load(&sources, recipe, NULL, e);
-    if (!rc && st.L) rc = push_launches(st.L, width, m->config.head_dim, hidden, e);
-    st.fused = poa_cuda_sources_find(&sources, "vit_fused.cu");
+    char set_name[64];
+    snprintf(set_name, sizeof set_name, "vit_w%d_h%d_f%d.cu", width, m->config.head_dim, hidden);
+    if (!rc && st.L)
+        rc = push_launches(st.L, width, m->config.head_dim, hidden, poa_cuda_sources_find(&sources, set_name),
+                           poa_cuda_sources_find(&sources, "vit_fused.cu"), e);
     if (!rc)
         rc = poa_cuda_vit_pass_init(&p, &(poa_cuda_exec){ .cuda = r->cuda, .lt = r->lt, .emulator = r->cuda ? NULL : &em },
                                     m, width, depth, batch, image, &sources, NULL, e);
-    if (!rc) st.set = poa_cuda_sources_find(&sources, p.set_name);
     if (!rc && ((r->bf16 && poa_cuda_vit_pass_use_bf16(&p, e)) || poa_cuda_vit_pass_plan_gemms(&p, e))) {
         poa_cuda_vit_pass_free(&p);
         rc = -1;
@@ -350,7 +343,7 @@ static void check_against_cpu(runner *r, const poa_vit *m, cpu_case c) {
     char label[256];
     const double tolerance = r->bf16 ? BF16_TOLERANCE : TOLERANCE;
     const double gradient_tolerance = r->bf16 ? BF16_GRADIENT_TOLERANCE : TOLERANCE;
-    double (*error_of)(const float *, const float *, long) = r->bf16 ? norm_error : relative_error_f;
+    double (*error_of)(const float *, const float *, long long) = r->bf16 ? norm_error : relative_error;
     snprintf(label, sizeof label, "%s: %dx%d batch %ld at %d px%s: output within %g and gradients within %g of the CPU backend's",
              r->prefix, width, depth, batch, image, masked ? " (mask, stochastic depth)" : "", tolerance,
              gradient_tolerance);

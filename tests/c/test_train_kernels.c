@@ -2,7 +2,8 @@
    gen/ops_train.lua) against the hand-written runtime functions they replace on the GPU:
    - bf16 rounding (runtime/bf16.h, the stores of every bf16 tensor) against a scalar reference
      that picks the nearer of the two neighbouring bf16 values in double (ties to even), on
-     chosen ties, overflow, NaN, infinities, denormals and random bit patterns; the cast kernel.
+     chosen ties, overflow, NaN, infinities, denormals and random bit patterns; exact widening
+     (every non-NaN bf16 back to itself); the cast kernel.
    - AdamW over a buffer of three tensors with their own lr and weight decay, three steps: p, m,
      v bit for bit equal to runtime/optim.c's poa_adamw_update called per tensor (as trainer.c
      does); the bf16 shadow equal to the rounded master. EMA bit for bit equal to
@@ -111,7 +112,10 @@ static void test_bf16(void) {
         uint16_t got = poa_bf16_from_float(x), want = bf16_reference(x);
         if (got != want && bad++ < 5) printf("  bf16 of 0x%08x: got 0x%04x, want 0x%04x\n", chosen[i], got, want);
     }
-    CHECK("bf16: chosen values (ties to even, overflow to infinity, NaN, denormals)", bad == 0, "%d differ", bad);
+    for (uint32_t h = 0; h < 0x10000u; h++) /* widening then rounding is the identity off NaN */
+        if ((h & 0x7fffu) <= 0x7f80u && poa_bf16_from_float(poa_bf16_to_float((uint16_t)h)) != h) bad++;
+    CHECK("bf16: chosen values (ties to even, overflow to infinity, NaN, denormals); widening is exact (bf16 -> float "
+          "-> bf16 is the identity off NaN)", bad == 0, "%d differ", bad);
     int nan_ok = 1;
     for (uint32_t payload = 1; payload < 0x800000; payload = payload * 3 + 1) {
         float x = from_bits(0x7f800000u | payload);
