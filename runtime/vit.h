@@ -32,18 +32,10 @@ typedef struct poa_vit_tensor {
     long offset, count; /* in elements of the parameter buffer */
 } poa_vit_tensor;
 
-/* Offsets of one block's tensors (-1 when the model has no such tensor). */
-typedef struct poa_vit_block_offsets {
-    long norm1_weight, norm1_bias, qkv_weight, qkv_bias, proj_weight, proj_bias, ls1;
-    long norm2_weight, norm2_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, ls2;
-} poa_vit_block_offsets;
-
 typedef struct poa_vit {
     poa_vit_config config;
     int tensor_count;
     poa_vit_tensor *tensors;
-    long patch_weight, patch_bias, cls_token, pos_embed, mask_token, norm_weight, norm_bias;
-    poa_vit_block_offsets blocks[POA_VIT_MAX_DEPTH];
     long parameter_count;
 } poa_vit;
 
