@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pos_resample.h" /* the bicubic resampling matrix of reference §1.7 */
 #include "recipe.h"
 
 int poa_vit_pass_init(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch, int image_size,

@@ -155,9 +155,4 @@ const real *poa_vit_block_output(const poa_vit_pass *pass, int j);
    inference pass. */
 void poa_vit_backward(poa_vit_pass *pass, const real *params, real *grads, const real *dout);
 
-/* The bicubic resampling matrix of reference §1.7 (PyTorch's bicubic with
-   align_corners=False and scale factor (out + 0.1) / in, A = -0.75, clamped
-   taps): out_grid^2 x in_grid^2. */
-void poa_vit_resample_matrix(real *matrix, int in_grid, int out_grid);
-
 #endif
