@@ -101,7 +101,7 @@ typedef struct poa_vit_pass {
     int width, depth, hidden, heads;
     int block_ids[POA_VIT_MAX_DEPTH];
     const poa_vit_kernels *kernels;
-    long batch, image_size, grid, patches, tokens, rows;
+    long batch, image_size, patches, tokens, rows;
     real alpha;
     real *arena;
     long arena_count, arena_capacity;
@@ -111,10 +111,8 @@ typedef struct poa_vit_pass {
     const real *drop_scale;    /* of the last forward: depth x 2 x batch, or NULL */
     /* The forward and the backward as programs (models/vit.lua's graph lowered by
        gen/program.lua, its reverse by gen/backward.lua), run by runtime/program.c, over one
-       arena: the training forward's values at their offsets, the backward's own from
-       backward_base (the forward's arena size) on. */
+       arena: the training forward's values at their offsets, the backward's own after them. */
     int mode; /* POA_VIT_PASS_* */
-    long backward_base;
     poa_vit_run fwd, bwd;
 } poa_vit_pass;
 
