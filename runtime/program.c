@@ -157,9 +157,8 @@ static int read_launches(lua_State *L, int t, poa_program_step *s, poa_program *
     if (!rc && !grown) rc = poa_fail(e, "program: out of memory");
     if (!rc) p->launches = grown, s->first_launch = p->launch_count, s->launch_count = count;
     for (int i = 0; i < count && rc == 0; i++) {
-        poa_program_launch *k = &p->launches[p->launch_count + i];
         lua_rawgeti(L, list, i + 1);
-        rc = read_launch(L, lua_gettop(L), k, e);
+        rc = read_launch(L, lua_gettop(L), &p->launches[p->launch_count + i], e);
         lua_pop(L, 1);
     }
     if (rc == 0) p->launch_count += count;
@@ -216,8 +215,7 @@ static int read_kernel(lua_State *L, int t, poa_program_step *s, poa_program *p,
     for (int i = 0; i < s->arg_count && rc == 0; i++) {
         lua_rawgeti(L, args, i + 1);
         int a = lua_gettop(L);
-        lua_getfield(L, a, "scalar");
-        s->is_scalar[i] = !lua_isnil(L, -1);
+        s->is_scalar[i] = lua_getfield(L, a, "scalar") != LUA_TNIL;
         lua_pop(L, 1);
         if (sig && s->is_scalar[i] != (sig[i] == 's'))
             rc = poa_fail(e, "program: kernel %s argument %d must be a %s", name, i + 1, sig[i] == 's' ? "scalar" : "buffer");
