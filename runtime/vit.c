@@ -97,9 +97,9 @@ static int run_find(poa_vit_run *r, const poa_vit_config *config, int width, int
 }
 
 /* r's value offsets at this batch: its activations at base + their arena offsets; a backward's (`forward` not
-   NULL) saved ones where `forward` placed them. */
-static int run_bind(poa_vit_run *r, const poa_vit *model, const poa_program *forward, long batch, long base,
-                    poa_error *e) {
+   NULL) saved ones where `forward` placed them. width, depth: the member, for the messages. */
+static int run_bind(poa_vit_run *r, const poa_vit *model, const poa_program *forward, int width, int depth, long batch,
+                    long base, poa_error *e) {
     static const char *const slots[POA_VIT_SLOTS] = { "images", "mask", "drop_scale", "dout", "resample", "ones",
                                                       "cast_a", "cast_b" };
     const poa_program *g = r->program;
@@ -107,7 +107,7 @@ static int run_bind(poa_vit_run *r, const poa_vit *model, const poa_program *for
     free(r->bases);
     r->value_offsets = calloc((size_t)g->value_count + 1, sizeof *r->value_offsets);
     r->bases = calloc((size_t)g->value_count + 1, sizeof *r->bases);
-    if (!r->value_offsets || !r->bases) return poa_fail(e, "%s: out of memory", "program binding");
+    if (!r->value_offsets || !r->bases) return poa_fail(e, "member %dx%d: out of memory", width, depth);
     for (int i = 0; i < g->value_count; i++) {
         const poa_program_value *v = &g->values[i];
         long at = -1;
@@ -123,10 +123,11 @@ static int run_bind(poa_vit_run *r, const poa_vit *model, const poa_program *for
             for (int s = 0; s < POA_VIT_SLOTS; s++)
                 if (strcmp(v->name, slots[s]) == 0) at = s;
         }
-        if (at < 0) return poa_fail(e, "the program's %s has no place in the pass", v->name);
+        if (at < 0)
+            return poa_fail(e, "member %dx%d: the program's %s has no place in the pass", width, depth, v->name);
         r->value_offsets[i] = at;
     }
-    if (!forward && g->output < 0) return poa_fail(e, "the forward program has no output");
+    if (!forward && g->output < 0) return poa_fail(e, "member %dx%d: the forward program has no output", width, depth);
     return 0;
 }
 
@@ -151,13 +152,8 @@ int poa_vit_runs_find(poa_vit_run *fwd, poa_vit_run *bwd, const poa_vit *model, 
         return -1;
     *forward_count = poa_lin_at(fwd->program->arena, batch);
     *arena_count = *forward_count + (backward ? poa_lin_at(bwd->program->arena, batch) : 0);
-    if (run_bind(fwd, model, NULL, batch, 0, e) ||
-        (backward && run_bind(bwd, model, fwd->program, batch, *forward_count, e))) {
-        char message[sizeof e->message];
-        snprintf(message, sizeof message, "%s", e->message);
-        return poa_fail(e, "member %dx%d: %s", width, depth, message);
-    }
-    return 0;
+    return run_bind(fwd, model, NULL, width, depth, batch, 0, e) ||
+           (backward && run_bind(bwd, model, fwd->program, width, depth, batch, *forward_count, e)) ? -1 : 0;
 }
 
 int poa_vit_pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch, int image_size,
