@@ -9,18 +9,17 @@
 #include <string.h>
 #include <unistd.h>
 
+#ifdef POA_FP64
+#define cblas_gemm cblas_dgemm
+#else
+#define cblas_gemm cblas_sgemm
+#endif
+
 void poa_gemm(int transpose_a, int transpose_b, long m, long n, long k, real alpha,
               const real *a, long lda, const real *b, long ldb, real beta, real *c, long ldc) {
     if (m <= 0 || n <= 0) return;
-#ifdef POA_FP64
-    cblas_dgemm(CblasRowMajor, transpose_a ? CblasTrans : CblasNoTrans,
-                transpose_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, alpha, a,
-                (int)lda, b, (int)ldb, beta, c, (int)ldc);
-#else
-    cblas_sgemm(CblasRowMajor, transpose_a ? CblasTrans : CblasNoTrans,
-                transpose_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, alpha, a,
-                (int)lda, b, (int)ldb, beta, c, (int)ldc);
-#endif
+    cblas_gemm(CblasRowMajor, transpose_a ? CblasTrans : CblasNoTrans, transpose_b ? CblasTrans : CblasNoTrans,
+               (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
 }
 
 /* Each thread owns a contiguous range of columns (cut at multiples of 16) and adds the rows

@@ -88,13 +88,10 @@ static int print_program(const program_options *o, poa_error *e) {
 int poa_command_program(int argc, char **argv) {
     program_options o;
     poa_error e = { { 0 } };
-    if (parse(argc, argv, &o, &e)) {
+    const int usage = parse(argc, argv, &o, &e) != 0;
+    if (usage || print_program(&o, &e)) {
         fprintf(stderr, "poa program: %s\n", e.message);
-        return POA_EXIT_USAGE;
-    }
-    if (print_program(&o, &e)) {
-        fprintf(stderr, "poa program: %s\n", e.message);
-        return POA_EXIT_FAILED;
+        return usage ? POA_EXIT_USAGE : POA_EXIT_FAILED;
     }
     return POA_EXIT_OK;
 }

@@ -38,7 +38,8 @@ static int pick_batch(const poa_vit *model, int width, int depth, const poa_feat
    final-LN patch token of the last chosen layer. scratch: tokens x width per image. */
 static void take_rows(const poa_vit_pass *pass, const real *params, const poa_feature_spec *s,
                       long rows, int columns, real *normed, real *mean, real *rstd, real *out) {
-    const poa_vit *m = pass->model;
+    const poa_vit_tensor *w = poa_vit_find_tensor(pass->model, "norm.norm.weight"),
+                         *bias = poa_vit_find_tensor(pass->model, "norm.norm.bias");
     const int width = pass->width;
     const long tokens = pass->tokens;
     for (int i = 0; i < s->layer_count; i++) {
@@ -46,7 +47,7 @@ static void take_rows(const poa_vit_pass *pass, const real *params, const poa_fe
         if (s->layers[i] != pass->depth - 1) {
             pass->kernels->layernorm_forward(pass->kernels, normed, mean, rstd,
                                              poa_vit_block_output(pass, s->layers[i]),
-                                             params + m->norm_weight, params + m->norm_bias,
+                                             params + w->offset, params + bias->offset,
                                              pass->rows);
             y = normed;
         }

@@ -91,13 +91,6 @@ static int slice_tensor(const poa_vit_tensor *s, const real *src, const poa_vit_
     return 0;
 }
 
-/* The q/k/v grouping and whether alpha multiplies member tensor t of block j. */
-static void block_tensor_role(const poa_vit_block_offsets *o, long offset, int *groups, int *scaled) {
-    *groups = offset == o->qkv_weight || offset == o->qkv_bias ? 3 : 1;
-    *scaled = offset == o->qkv_weight || offset == o->proj_weight || offset == o->fc1_weight ||
-              offset == o->fc2_weight;
-}
-
 int poa_export_slice_backbone(const poa_vit *intact, const real *params, const poa_vit *member, real *out,
                               poa_error *e) {
     const int width = member->config.max_width, depth = member->config.max_depth;
@@ -111,7 +104,9 @@ int poa_export_slice_backbone(const poa_vit *intact, const real *params, const p
         int j = -1, consumed = 0, groups = 1, scaled = 0;
         if (sscanf(t->name, "blocks.%d.%n", &j, &consumed) == 1 && consumed > 0 && j >= 0 && j < depth) {
             snprintf(name, sizeof name, "blocks.%d.%s", layout.block_ids[j], t->name + consumed);
-            block_tensor_role(&member->blocks[j], t->offset, &groups, &scaled);
+            /* the q/k/v grouping, and alpha multiplies the block's linear weights */
+            groups = strncmp(t->name + consumed, "attn.qkv.", 9) == 0 ? 3 : 1;
+            scaled = strstr(t->name + consumed, "linear.weight") != NULL;
         } else {
             snprintf(name, sizeof name, "%s", t->name);
         }

@@ -59,7 +59,10 @@ static const char *compiler(void) {
     return cc && cc[0] ? cc : POA_KERNEL_CC;
 }
 
-static int write_text(const char *path, const char *text, size_t size, poa_error *e) {
+/* Writes size bytes of text to dir/name. */
+static int write_text(const char *dir, const char *name, const char *text, size_t size, poa_error *e) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *f = fopen(path, "wb");
     if (!f) return poa_fail(e, "cannot write %s: %s", path, strerror(errno));
     int ok = fwrite(text, 1, size, f) == size;
@@ -67,13 +70,13 @@ static int write_text(const char *path, const char *text, size_t size, poa_error
     return 0;
 }
 
-/* The first line of file `path` into why (after `prefix`), for a one-line reason. */
-static void first_line(const char *path, const char *prefix, char *why, size_t size) {
+/* The first line of file `path` into dst (after `prefix`), for a one-line reason. */
+static void first_line(const char *path, const char *prefix, char *dst, size_t size) {
     char *text = poa_read_text(path);
     const char *line = text ? text : "";
     while (*line == '\n') line++;
     int n = (int)strcspn(line, "\n");
-    snprintf(why, size, "%s%s%.*s", prefix, n ? ": " : "", n > 200 ? 200 : n, line);
+    snprintf(dst, size, "%s%s%.*s", prefix, n ? ": " : "", n > 200 ? 200 : n, line);
     free(text);
 }
 
@@ -109,7 +112,7 @@ static void key_part(uint8_t *digest, const char *text) {
 }
 
 /* The compiler's identity: the first line of `cc --version` (e.g. "cc (Debian 12.2.0-14) 12.2.0"). */
-static int compiler_version(const char *dir, char *version, size_t size, char *why, size_t why_size) {
+static int compiler_version(const char *dir, char *version, size_t size, poa_error *e) {
     char command[2048], log[1100];
     snprintf(log, sizeof log, "%s/version.txt", dir);
     snprintf(command, sizeof command, "%s --version", compiler());
@@ -118,50 +121,43 @@ static int compiler_version(const char *dir, char *version, size_t size, char *w
         char prefix[600];
         snprintf(prefix, sizeof prefix, "the C compiler '%s' does not run (%s %d; set CC)", compiler(),
                  rc < 0 ? "shell error" : "exit status", rc);
-        first_line(log, prefix, why, why_size);
+        first_line(log, prefix, e->message, sizeof e->message);
         return -1;
     }
     first_line(log, "", version, size);
     return 0;
 }
 
-/* Loads the shared object at path and its set poa_vit_kernels_<name>; NULL with why. */
-static const poa_vit_kernels *load(const char *path, const char *name, char *why, size_t size) {
+/* Loads the shared object at path and its set poa_vit_kernels_<name>; NULL: e says why. */
+static const poa_vit_kernels *load(const char *path, const char *name, poa_error *e) {
     void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!handle) {
-        snprintf(why, size, "%s", dlerror());
+        poa_fail(e, "%s", dlerror());
         return NULL;
     }
     char symbol[128];
     snprintf(symbol, sizeof symbol, "poa_vit_kernels_%s", name);
     const poa_vit_kernels *k = dlsym(handle, symbol);
     if (!k) {
-        snprintf(why, size, "%s: no %s", path, symbol);
+        poa_fail(e, "%s: no %s", path, symbol);
         dlclose(handle);
     }
     return k;
 }
 
-/* The width's set from the cache, or compiled into it; NULL with why. Says what it did. */
-static const poa_vit_kernels *compiled(int width, int head_dim, int hidden, char *why, size_t why_size) {
-    poa_error e = { { 0 } };
+/* The width's set from the cache, or compiled into it; NULL: e says why. Says what it did. */
+static const poa_vit_kernels *compiled(int width, int head_dim, int hidden, poa_error *e) {
     char dir[900], build[1000], path[1100];
     char *name = NULL, *c_text = NULL, *h_text = NULL;
     const poa_vit_kernels *k = NULL;
     const double start = now();
-    if (poa_cache_dir("kernels", dir, sizeof dir, &e) ||
-        generate(width, head_dim, hidden, &name, &c_text, &h_text, &e)) {
-        snprintf(why, why_size, "%s", e.message);
+    if (poa_cache_dir("kernels", dir, sizeof dir, e) || generate(width, head_dim, hidden, &name, &c_text, &h_text, e))
         goto done;
-    }
     /* A private build folder in the cache (made if missing): concurrent processes never write the same file. */
     snprintf(path, sizeof path, "%s/.build", dir);
-    if (poa_stage_open(path, build, sizeof build, &e)) {
-        snprintf(why, why_size, "%s", e.message);
-        goto done;
-    }
+    if (poa_stage_open(path, build, sizeof build, e)) goto done;
     char version[256];
-    if (compiler_version(build, version, sizeof version, why, why_size)) goto cleanup;
+    if (compiler_version(build, version, sizeof version, e)) goto cleanup;
     /* The key: the generated text, the headers it includes, the compiler, its version and flags. */
     uint8_t key[32] = { 0 };
     const char *parts[] = { "poa kernel cache 1", c_text, h_text, compiler(), version, FLAGS };
@@ -171,7 +167,7 @@ static const poa_vit_kernels *compiled(int width, int head_dim, int hidden, char
         char embedded[64];
         snprintf(embedded, sizeof embedded, "runtime/%s", headers[i]);
         if (!(sources[i] = poa_lua_source_find(embedded))) {
-            snprintf(why, why_size, "%s is not embedded in this poa", embedded);
+            poa_fail(e, "%s is not embedded in this poa", embedded);
             goto cleanup;
         }
         key_part(key, sources[i]->text);
@@ -180,47 +176,40 @@ static const poa_vit_kernels *compiled(int width, int head_dim, int hidden, char
     for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", key[i]);
     snprintf(path, sizeof path, "%s/vit_%s.%.16s.so", dir, name, hex);
     if (access(path, R_OK) == 0) {
-        char load_why[1200];
-        if ((k = load(path, name, load_why, sizeof load_why))) {
+        if ((k = load(path, name, e))) {
             fprintf(stderr, "poa: width %d: kernel set from the cache, %s\n", width, path);
             goto cleanup;
         }
-        fprintf(stderr, "poa: width %d: a bad cache entry (%s), compiling again\n", width, load_why);
+        fprintf(stderr, "poa: width %d: a bad cache entry (%s), compiling again\n", width, e->message);
     }
-    char file[1200], log[1200], command[4096];
-    for (int i = 0; i < HEADER_COUNT; i++) {
-        snprintf(file, sizeof file, "%s/%s", build, headers[i]);
-        if (write_text(file, sources[i]->text, sources[i]->size, &e)) goto failed;
-    }
-    snprintf(file, sizeof file, "%s/vit_fused.h", build);
-    if (write_text(file, h_text, strlen(h_text), &e)) goto failed;
-    snprintf(file, sizeof file, "%s/set.c", build);
-    if (write_text(file, c_text, strlen(c_text), &e)) goto failed;
-    snprintf(log, sizeof log, "%s/log.txt", build);
+    for (int i = 0; i < HEADER_COUNT; i++)
+        if (write_text(build, headers[i], sources[i]->text, sources[i]->size, e)) goto cleanup;
+    if (write_text(build, "vit_fused.h", h_text, strlen(h_text), e) ||
+        write_text(build, "set.c", c_text, strlen(c_text), e))
+        goto cleanup;
     if (strchr(build, '\'')) {
-        snprintf(why, why_size, "the cache folder %s holds a quote", dir);
+        poa_fail(e, "the cache folder %s holds a quote", dir);
         goto cleanup;
     }
-    snprintf(command, sizeof command, "%s %s -I'%s' -o '%s/set.so' '%s'", compiler(), FLAGS, build, build, file);
+    char file[1200], log[1200], command[4096];
+    snprintf(log, sizeof log, "%s/log.txt", build);
+    snprintf(command, sizeof command, "%s %s -I'%s' -o '%s/set.so' '%s/set.c'", compiler(), FLAGS, build, build, build);
     int rc = poa_run_logged(command, log);
     if (rc != 0) {
         char prefix[600];
         snprintf(prefix, sizeof prefix, "'%s' failed on the generated set (exit status %d)", compiler(), rc);
-        first_line(log, prefix, why, why_size);
+        first_line(log, prefix, e->message, sizeof e->message);
         goto cleanup;
     }
     snprintf(file, sizeof file, "%s/set.so", build);
     if (rename(file, path) != 0) { /* the rename is atomic: a reader sees no half-written entry */
-        snprintf(why, why_size, "cannot store %s: %s", path, strerror(errno));
+        poa_fail(e, "cannot store %s: %s", path, strerror(errno));
         goto cleanup;
     }
-    if (!(k = load(path, name, why, why_size))) goto cleanup;
+    if (!(k = load(path, name, e))) goto cleanup;
     fprintf(stderr, "poa: width %d (head_dim %d, MLP %d) has no kernel set in this build: generated it "
                     "(gen/emit.lua) and compiled it with %s in %.1f s into %s\n",
             width, head_dim, hidden, compiler(), now() - start, path);
-    goto cleanup;
-failed:
-    snprintf(why, why_size, "%s", e.message);
 cleanup:
     poa_stage_discard(build);
 done:
@@ -242,14 +231,14 @@ const poa_vit_kernels *poa_vit_kernels_for(int width, int head_dim, int hidden) 
         if (entries[i].width == width && entries[i].head_dim == head_dim && entries[i].hidden == hidden)
             k = entries[i].kernels;
     if (!k) {
-        char why[1400] = "";
+        poa_error why = { { 0 } };
         struct entry *slot = entry_count < MAX_SETS ? &entries[entry_count] : NULL;
-        k = slot ? compiled(width, head_dim, hidden, why, sizeof why) : NULL;
-        if (!slot) snprintf(why, sizeof why, "more than %d widths without a kernel set", MAX_SETS);
+        k = slot ? compiled(width, head_dim, hidden, &why) : NULL;
+        if (!slot) poa_fail(&why, "more than %d widths without a kernel set", MAX_SETS);
         if (!k) {
             fprintf(stderr, "poa: width %d (head_dim %d, MLP %d) runs the generic kernels "
                             "(the shape read at run time, slower): no specialized set: %s\n",
-                    width, head_dim, hidden, why);
+                    width, head_dim, hidden, why.message);
             static poa_vit_kernels overflow;
             poa_vit_kernels *generic = slot ? &slot->generic : &overflow;
             poa_vit_kernels_generic_for(generic, width, head_dim, hidden);

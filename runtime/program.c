@@ -79,28 +79,6 @@ static poa_operand field_operand(lua_State *L, int t, const char *name) {
     return o;
 }
 
-static int read_value(lua_State *L, int t, poa_program_value *v, poa_error *e) {
-    static const char *const kinds[] = { "act", "param", "input", "const", "saved", "grad", "cast" };
-    lua_getfield(L, t, "name");
-    lua_getfield(L, t, "kind");
-    lua_getfield(L, t, "elem");
-    const char *name = lua_tostring(L, -3), *kind = lua_tostring(L, -2), *elem = lua_tostring(L, -1);
-    int rc = 0;
-    if (!name || !kind || strlen(name) >= sizeof v->name) rc = poa_fail(e, "program: a value without a name or kind");
-    v->kind = -1;
-    for (int i = 0; i < 7 && rc == 0; i++)
-        if (strcmp(kind, kinds[i]) == 0) v->kind = i;
-    if (rc == 0 && v->kind < 0) rc = poa_fail(e, "program: value %s of unknown kind %s", name, kind);
-    if (rc == 0) {
-        snprintf(v->name, sizeof v->name, "%s", name);
-        v->elem_size = elem && strcmp(elem, "u8") == 0 ? 1 : elem && strcmp(elem, "bf16") == 0 ? 2 : (int)sizeof(real);
-    }
-    lua_pop(L, 3);
-    v->size = field_lin(L, t, "size");
-    v->offset = field_lin(L, t, "offset");
-    return rc;
-}
-
 /* Copies string field `name` of table t into dst (size bytes); 0, or -1 when absent or too long. */
 static int field_text(lua_State *L, int t, const char *name, char *dst, size_t size) {
     lua_getfield(L, t, name);
@@ -110,40 +88,61 @@ static int field_text(lua_State *L, int t, const char *name, char *dst, size_t s
     return rc;
 }
 
+/* The index of text among names[0 .. count - 1], or -1. */
+static int index_of(const char *text, const char *const *names, int count) {
+    while (count-- > 0)
+        if (strcmp(text, names[count]) == 0) return count;
+    return -1;
+}
+
+static int read_value(lua_State *L, int t, poa_program_value *v, poa_error *e) {
+    static const char *const kinds[] = { "act", "param", "input", "const", "saved", "grad", "cast" };
+    char kind[16], elem[8] = "";
+    if (field_text(L, t, "name", v->name, sizeof v->name) || field_text(L, t, "kind", kind, sizeof kind))
+        return poa_fail(e, "program: a value without a name or kind");
+    if ((v->kind = index_of(kind, kinds, 7)) < 0)
+        return poa_fail(e, "program: value %s of unknown kind %s", v->name, kind);
+    field_text(L, t, "elem", elem, sizeof elem);
+    v->elem_size = strcmp(elem, "u8") == 0 ? 1 : strcmp(elem, "bf16") == 0 ? 2 : (int)sizeof(real);
+    v->size = field_lin(L, t, "size");
+    v->offset = field_lin(L, t, "offset");
+    return 0;
+}
+
 /* Reads a launch table at stack index t ({name, module, grid = 3 extents, block = 3 integers}). */
 static int read_launch(lua_State *L, int t, poa_program_launch *k, poa_error *e) {
     memset(k, 0, sizeof *k);
     if (field_text(L, t, "name", k->name, sizeof k->name) || field_text(L, t, "module", k->module, sizeof k->module))
         return poa_fail(e, "program: a launch without a name or module");
     int rc = 0;
-    for (int g = 0; g < 2 && rc == 0; g++) {
-        lua_getfield(L, t, g ? "block" : "grid");
-        for (int d = 0; d < 3 && rc == 0; d++) {
-            lua_rawgeti(L, -1, d + 1);
-            const int x = lua_gettop(L);
-            char over[sizeof k->over] = "";
-            if (g) {
-                const lua_Integer v = lua_tointeger(L, x);
-                k->block[d] = (unsigned)v;
-                if (v < 1 || v > 1024) rc = poa_fail(e, "launch %s: field block[%d] is not 1..1024", k->name, d + 1);
-            } else if (!lua_istable(L, x)) {
-                rc = poa_fail(e, "launch %s: field grid[%d] is not an extent {b, c, d}", k->name, d + 1);
-            } else {
-                k->grid[d] = (poa_extent){ poa_lua_field_integer(L, x, "b"), poa_lua_field_integer(L, x, "c"),
-                                           poa_lua_field_integer(L, x, "d") };
-                if (k->grid[d].b && field_text(L, x, "over", over, sizeof over))
-                    rc = poa_fail(e, "launch %s: field grid[%d].over is missing", k->name, d + 1);
-                else if (k->grid[d].d < 1)
-                    rc = poa_fail(e, "launch %s: field grid[%d].d = %ld", k->name, d + 1, k->grid[d].d);
-                else if (over[0] && k->over[0] && strcmp(over, k->over))
-                    rc = poa_fail(e, "launch %s: a grid over both %s and %s", k->name, k->over, over);
-                else if (over[0])
-                    snprintf(k->over, sizeof k->over, "%s", over);
-            }
-            lua_pop(L, 1);
+    lua_getfield(L, t, "grid");
+    lua_getfield(L, t, "block");
+    for (int d = 0; d < 3 && rc == 0; d++) {
+        lua_rawgeti(L, -2, d + 1);
+        lua_rawgeti(L, -2, d + 1);
+        const int x = lua_gettop(L) - 1; /* grid[d], then block[d] */
+        const lua_Integer v = lua_tointeger(L, -1);
+        char over[sizeof k->over] = "";
+        k->block[d] = (unsigned)v;
+        if (v < 1 || v > 1024) {
+            rc = poa_fail(e, "launch %s: field block[%d] is not 1..1024", k->name, d + 1);
+        } else if (!lua_istable(L, x)) {
+            rc = poa_fail(e, "launch %s: field grid[%d] is not an extent {b, c, d}", k->name, d + 1);
+        } else {
+            k->grid[d] = (poa_extent){ poa_lua_field_integer(L, x, "b"), poa_lua_field_integer(L, x, "c"),
+                                       poa_lua_field_integer(L, x, "d") };
+            if (k->grid[d].b && field_text(L, x, "over", over, sizeof over))
+                rc = poa_fail(e, "launch %s: field grid[%d].over is missing", k->name, d + 1);
+            else if (k->grid[d].d < 1)
+                rc = poa_fail(e, "launch %s: field grid[%d].d = %ld", k->name, d + 1, k->grid[d].d);
+            else if (over[0] && k->over[0] && strcmp(over, k->over))
+                rc = poa_fail(e, "launch %s: a grid over both %s and %s", k->name, k->over, over);
+            else if (over[0])
+                snprintf(k->over, sizeof k->over, "%s", over);
         }
-        lua_pop(L, 1);
+        lua_pop(L, 2);
     }
+    lua_pop(L, 2);
     return rc;
 }
 
@@ -158,9 +157,8 @@ static int read_launches(lua_State *L, int t, poa_program_step *s, poa_program *
     if (!rc && !grown) rc = poa_fail(e, "program: out of memory");
     if (!rc) p->launches = grown, s->first_launch = p->launch_count, s->launch_count = count;
     for (int i = 0; i < count && rc == 0; i++) {
-        poa_program_launch *k = &p->launches[p->launch_count + i];
         lua_rawgeti(L, list, i + 1);
-        rc = read_launch(L, lua_gettop(L), k, e);
+        rc = read_launch(L, lua_gettop(L), &p->launches[p->launch_count + i], e);
         lua_pop(L, 1);
     }
     if (rc == 0) p->launch_count += count;
@@ -198,17 +196,14 @@ const poa_program_launch *poa_runtime_launch(const char *name, int *index, poa_e
 }
 
 static int read_kernel(lua_State *L, int t, poa_program_step *s, poa_program *p, poa_error *e) {
-    lua_getfield(L, t, "kernel"); /* the name stays on the stack until the end */
-    const char *name = lua_tostring(L, -1);
+    char name[POA_PROGRAM_NAME_SIZE] = "(none)";
+    const int unnamed = field_text(L, t, "kernel", name, sizeof name);
     s->kernel = -1;
-    for (int i = 0; i < kernel_count && name; i++)
+    for (int i = 0; i < kernel_count; i++)
         if (strcmp(name, kernel_table[i].name) == 0) s->kernel = i;
     /* a GPU program may name kernels the CPU executor has no runner of (its launches say what) */
-    int rc = !name || (s->kernel < 0 && !p->gpu) ? poa_fail(e, "program: unknown kernel %s", name ? name : "(none)") : 0;
-    if (rc) {
-        lua_pop(L, 1);
-        return rc;
-    }
+    if (unnamed || (s->kernel < 0 && !p->gpu)) return poa_fail(e, "program: unknown kernel %s", name);
+    int rc = 0;
     const char *sig = s->kernel >= 0 ? kernel_table[s->kernel].signature : NULL;
     lua_getfield(L, t, "args");
     int args = lua_gettop(L);
@@ -220,8 +215,7 @@ static int read_kernel(lua_State *L, int t, poa_program_step *s, poa_program *p,
     for (int i = 0; i < s->arg_count && rc == 0; i++) {
         lua_rawgeti(L, args, i + 1);
         int a = lua_gettop(L);
-        lua_getfield(L, a, "scalar");
-        s->is_scalar[i] = !lua_isnil(L, -1);
+        s->is_scalar[i] = lua_getfield(L, a, "scalar") != LUA_TNIL;
         lua_pop(L, 1);
         if (sig && s->is_scalar[i] != (sig[i] == 's'))
             rc = poa_fail(e, "program: kernel %s argument %d must be a %s", name, i + 1, sig[i] == 's' ? "scalar" : "buffer");
@@ -234,17 +228,15 @@ static int read_kernel(lua_State *L, int t, poa_program_step *s, poa_program *p,
     lua_pop(L, 1);
     if (rc == 0 && p->gpu) rc = read_launches(L, t, s, p, e);
     if (rc) snprintf(e->message + strlen(e->message), sizeof e->message - strlen(e->message), " (kernel %s)", name);
-    lua_pop(L, 1);
     return rc;
 }
 
 static int read_step(lua_State *L, int t, poa_program_step *s, poa_program *p, poa_error *e) {
+    static const char *const kinds[] = { "gemm", "kernel", "copy" }; /* POA_STEP_* */
+    char kind[8] = "";
     memset(s, 0, sizeof *s);
-    lua_getfield(L, t, "kind");
-    const char *kind = lua_tostring(L, -1);
-    s->kind = !kind ? -1 : strcmp(kind, "gemm") == 0 ? POA_STEP_GEMM : strcmp(kind, "kernel") == 0 ? POA_STEP_KERNEL
-            : strcmp(kind, "copy") == 0 ? POA_STEP_COPY : -1;
-    lua_pop(L, 1);
+    field_text(L, t, "kind", kind, sizeof kind);
+    s->kind = index_of(kind, kinds, 3);
     if (s->kind == POA_STEP_KERNEL) return read_kernel(L, t, s, p, e);
     if (s->kind == POA_STEP_COPY) {
         s->a = field_operand(L, t, "src");
@@ -283,9 +275,8 @@ int poa_program_from_lua(lua_State *L, int index, poa_program *p, poa_error *e) 
         lua_pop(L, 2);
         return poa_fail(e, "program: no values or steps");
     }
-    lua_getfield(L, t, "device");
-    p->gpu = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "gpu") == 0;
-    lua_pop(L, 1);
+    char device[4] = "";
+    p->gpu = field_text(L, t, "device", device, sizeof device) == 0 && strcmp(device, "gpu") == 0;
     p->value_count = (int)luaL_len(L, values);
     p->step_count = (int)luaL_len(L, steps);
     p->values = calloc((size_t)p->value_count + 1, sizeof *p->values);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pos_resample.h" /* the bicubic resampling matrix of reference §1.7 */
 #include "recipe.h"
 
 int poa_vit_pass_init(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch, int image_size,
@@ -95,10 +96,10 @@ static int run_find(poa_vit_run *r, const poa_vit_config *config, int width, int
     return 0;
 }
 
-/* r's value offsets at this batch: a forward's (backward_base < 0) activations at their arena offsets; a
-   backward's own at backward_base + theirs and its saved ones where `forward` placed them. */
-static int run_bind(poa_vit_run *r, const poa_vit *model, const poa_program *forward, long batch, long backward_base,
-                    poa_error *e) {
+/* r's value offsets at this batch: its activations at base + their arena offsets; a backward's (`forward` not
+   NULL) saved ones where `forward` placed them. width, depth: the member, for the messages. */
+static int run_bind(poa_vit_run *r, const poa_vit *model, const poa_program *forward, int width, int depth, long batch,
+                    long base, poa_error *e) {
     static const char *const slots[POA_VIT_SLOTS] = { "images", "mask", "drop_scale", "dout", "resample", "ones",
                                                       "cast_a", "cast_b" };
     const poa_program *g = r->program;
@@ -106,12 +107,12 @@ static int run_bind(poa_vit_run *r, const poa_vit *model, const poa_program *for
     free(r->bases);
     r->value_offsets = calloc((size_t)g->value_count + 1, sizeof *r->value_offsets);
     r->bases = calloc((size_t)g->value_count + 1, sizeof *r->bases);
-    if (!r->value_offsets || !r->bases) return poa_fail(e, "%s: out of memory", "program binding");
+    if (!r->value_offsets || !r->bases) return poa_fail(e, "member %dx%d: out of memory", width, depth);
     for (int i = 0; i < g->value_count; i++) {
         const poa_program_value *v = &g->values[i];
         long at = -1;
         if (v->kind == POA_VALUE_ACT) {
-            at = (backward_base >= 0 ? backward_base : 0) + poa_lin_at(v->offset, batch);
+            at = base + poa_lin_at(v->offset, batch);
         } else if (v->kind == POA_VALUE_SAVED) {
             int f = forward ? poa_program_find(forward, v->name) : -1;
             if (f >= 0 && forward->values[f].kind == POA_VALUE_ACT) at = poa_lin_at(forward->values[f].offset, batch);
@@ -122,10 +123,11 @@ static int run_bind(poa_vit_run *r, const poa_vit *model, const poa_program *for
             for (int s = 0; s < POA_VIT_SLOTS; s++)
                 if (strcmp(v->name, slots[s]) == 0) at = s;
         }
-        if (at < 0) return poa_fail(e, "the program's %s has no place in the pass", v->name);
+        if (at < 0)
+            return poa_fail(e, "member %dx%d: the program's %s has no place in the pass", width, depth, v->name);
         r->value_offsets[i] = at;
     }
-    if (backward_base < 0 && g->output < 0) return poa_fail(e, "the forward program has no output");
+    if (!forward && g->output < 0) return poa_fail(e, "member %dx%d: the forward program has no output", width, depth);
     return 0;
 }
 
@@ -150,13 +152,8 @@ int poa_vit_runs_find(poa_vit_run *fwd, poa_vit_run *bwd, const poa_vit *model, 
         return -1;
     *forward_count = poa_lin_at(fwd->program->arena, batch);
     *arena_count = *forward_count + (backward ? poa_lin_at(bwd->program->arena, batch) : 0);
-    if (run_bind(fwd, model, NULL, batch, -1, e) ||
-        (backward && run_bind(bwd, model, fwd->program, batch, *forward_count, e))) {
-        char message[sizeof e->message];
-        snprintf(message, sizeof message, "%s", e->message);
-        return poa_fail(e, "member %dx%d: %s", width, depth, message);
-    }
-    return 0;
+    return run_bind(fwd, model, NULL, width, depth, batch, 0, e) ||
+           (backward && run_bind(bwd, model, fwd->program, width, depth, batch, *forward_count, e)) ? -1 : 0;
 }
 
 int poa_vit_pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int depth, long batch, int image_size,
@@ -170,7 +167,7 @@ int poa_vit_pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int d
     if (image_size <= 0 || image_size % c->patch_size)
         return poa_fail(e, "image size %d is not a multiple of the patch size %d", image_size,
                         c->patch_size);
-    const long resample_grid = p->resample ? p->grid : 0; /* the grid p->resample was made for */
+    const long resample_grid = p->resample ? p->image_size / c->patch_size : 0; /* the grid p->resample was made for */
     p->model = model;
     p->width = width;
     p->depth = depth;
@@ -185,17 +182,18 @@ int poa_vit_pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int d
     p->kernels = poa_vit_kernels_for(width, c->head_dim, p->hidden);
     p->batch = batch;
     p->image_size = image_size;
-    p->grid = image_size / c->patch_size;
-    p->patches = p->grid * p->grid;
+    const long grid = image_size / c->patch_size;
+    p->patches = grid * grid;
     p->tokens = p->patches + 1;
     p->rows = batch * p->tokens;
     p->alpha = (real)((double)c->max_width / width);
     /* the programs and the size of the arena: an inference pass, the forward's liveness arena; a training pass,
        the training forward's (its activations the backward reads kept to its end) and the backward's own after it */
     const int with_arena = p->mode != POA_VIT_PASS_LAYOUT;
+    long forward_count;
     if (with_arena && poa_vit_runs_find(&p->fwd, &p->bwd, model, width, depth, image_size, batch,
                                         p->mode == POA_VIT_PASS_INFERENCE ? POA_VIT_INFERENCE : POA_VIT_FORWARD, 0,
-                                        &p->backward_base, &p->arena_count, e)) {
+                                        &forward_count, &p->arena_count, e)) {
         poa_vit_pass_free(p);
         return -1;
     }
@@ -209,15 +207,15 @@ int poa_vit_pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int d
     free(p->ones);
     p->ones = malloc(sizeof(real) * (size_t)width);
     const long native_grid = c->image_size / c->patch_size;
-    if (p->grid != resample_grid) {
+    if (grid != resample_grid) {
         free(p->resample);
         p->resample = NULL;
-        if (p->grid != native_grid) {
+        if (grid != native_grid) {
             p->resample = malloc(sizeof(real) * (size_t)(p->patches * native_grid * native_grid));
-            if (p->resample) poa_vit_resample_matrix(p->resample, (int)native_grid, (int)p->grid);
+            if (p->resample) poa_vit_resample_matrix(p->resample, (int)native_grid, (int)grid);
         }
     }
-    if ((with_arena && !p->arena) || !p->ones || (p->grid != native_grid && !p->resample)) {
+    if ((with_arena && !p->arena) || !p->ones || (grid != native_grid && !p->resample)) {
         poa_vit_pass_free(p);
         return poa_fail(e, "member %dx%d: out of memory for %ld activations", width, depth,
                         p->arena_count);

@@ -32,18 +32,10 @@ typedef struct poa_vit_tensor {
     long offset, count; /* in elements of the parameter buffer */
 } poa_vit_tensor;
 
-/* Offsets of one block's tensors (-1 when the model has no such tensor). */
-typedef struct poa_vit_block_offsets {
-    long norm1_weight, norm1_bias, qkv_weight, qkv_bias, proj_weight, proj_bias, ls1;
-    long norm2_weight, norm2_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, ls2;
-} poa_vit_block_offsets;
-
 typedef struct poa_vit {
     poa_vit_config config;
     int tensor_count;
     poa_vit_tensor *tensors;
-    long patch_weight, patch_bias, cls_token, pos_embed, mask_token, norm_weight, norm_bias;
-    poa_vit_block_offsets blocks[POA_VIT_MAX_DEPTH];
     long parameter_count;
 } poa_vit;
 
@@ -109,7 +101,7 @@ typedef struct poa_vit_pass {
     int width, depth, hidden, heads;
     int block_ids[POA_VIT_MAX_DEPTH];
     const poa_vit_kernels *kernels;
-    long batch, image_size, grid, patches, tokens, rows;
+    long batch, image_size, patches, tokens, rows;
     real alpha;
     real *arena;
     long arena_count, arena_capacity;
@@ -119,10 +111,8 @@ typedef struct poa_vit_pass {
     const real *drop_scale;    /* of the last forward: depth x 2 x batch, or NULL */
     /* The forward and the backward as programs (models/vit.lua's graph lowered by
        gen/program.lua, its reverse by gen/backward.lua), run by runtime/program.c, over one
-       arena: the training forward's values at their offsets, the backward's own from
-       backward_base (the forward's arena size) on. */
+       arena: the training forward's values at their offsets, the backward's own after them. */
     int mode; /* POA_VIT_PASS_* */
-    long backward_base;
     poa_vit_run fwd, bwd;
 } poa_vit_pass;
 
@@ -162,10 +152,5 @@ const real *poa_vit_block_output(const poa_vit_pass *pass, int j);
 /* Accumulates d(loss)/d(params) into grads, from dout = d(loss)/d(output); not for an
    inference pass. */
 void poa_vit_backward(poa_vit_pass *pass, const real *params, real *grads, const real *dout);
-
-/* The bicubic resampling matrix of reference §1.7 (PyTorch's bicubic with
-   align_corners=False and scale factor (out + 0.1) / in, A = -0.75, clamped
-   taps): out_grid^2 x in_grid^2. */
-void poa_vit_resample_matrix(real *matrix, int in_grid, int out_grid);
 
 #endif

@@ -8,8 +8,8 @@
 #include "random.h"
 #include "safetensors.h"
 
-static long add_tensor(poa_vit *m, const char *name, int ndim, long long d0, long long d1,
-                       long long d2, long long d3) {
+static void add_tensor(poa_vit *m, const char *name, int ndim, long long d0, long long d1, long long d2,
+                       long long d3) {
     poa_vit_tensor *t = &m->tensors[m->tensor_count++];
     long long shape[4] = { d0, d1, d2, d3 };
     snprintf(t->name, sizeof t->name, "%s", name);
@@ -21,7 +21,6 @@ static long add_tensor(poa_vit *m, const char *name, int ndim, long long d0, lon
     }
     t->offset = m->parameter_count;
     m->parameter_count += t->count;
-    return t->offset;
 }
 
 int poa_vit_init(poa_vit *m, const poa_vit_config *c, poa_error *e) {
@@ -37,39 +36,29 @@ int poa_vit_init(poa_vit *m, const poa_vit_config *c, poa_error *e) {
     const long long grid = c->image_size / c->patch_size;
     m->tensors = calloc((size_t)(8 + 16 * c->max_depth), sizeof *m->tensors);
     if (!m->tensors) return poa_fail(e, "model: out of memory");
-    m->patch_weight = add_tensor(m, "patch_embed.proj.weight", 4, D, C, P, P);
-    m->patch_bias = add_tensor(m, "patch_embed.proj.bias", 1, D, 0, 0, 0);
-    m->cls_token = add_tensor(m, "cls_token", 3, 1, 1, D, 0);
-    m->pos_embed = add_tensor(m, "pos_embed", 3, 1, 1 + grid * grid, D, 0);
-    m->mask_token = add_tensor(m, "mask_token", 2, 1, D, 0, 0);
+    add_tensor(m, "patch_embed.proj.weight", 4, D, C, P, P);
+    add_tensor(m, "patch_embed.proj.bias", 1, D, 0, 0, 0);
+    add_tensor(m, "cls_token", 3, 1, 1, D, 0);
+    add_tensor(m, "pos_embed", 3, 1, 1 + grid * grid, D, 0);
+    add_tensor(m, "mask_token", 2, 1, D, 0, 0);
+    /* a block's tensors in state-dict order (present: 0 where the model has none) */
+    const struct { const char *suffix; int present, ndim; long long d0, d1; } block[] = {
+        { "norm1.norm.weight", 1, 1, D, 0 }, { "norm1.norm.bias", 1, 1, D, 0 },
+        { "attn.qkv.linear.weight", 1, 2, 3 * D, D }, { "attn.qkv.linear.bias", c->qkv_bias, 1, 3 * D, 0 },
+        { "attn.proj.linear.weight", 1, 2, D, D }, { "attn.proj.linear.bias", c->proj_bias, 1, D, 0 },
+        { "ls1.gamma", c->layerscale != 0, 1, D, 0 }, { "norm2.norm.weight", 1, 1, D, 0 },
+        { "norm2.norm.bias", 1, 1, D, 0 }, { "mlp.fc1.linear.weight", 1, 2, F, D },
+        { "mlp.fc1.linear.bias", c->ffn_bias, 1, F, 0 }, { "mlp.fc2.linear.weight", 1, 2, D, F },
+        { "mlp.fc2.linear.bias", c->ffn_bias, 1, D, 0 }, { "ls2.gamma", c->layerscale != 0, 1, D, 0 } };
     for (int i = 0; i < c->max_depth; i++) {
-        poa_vit_block_offsets *b = &m->blocks[i];
-        char n[POA_VIT_NAME_SIZE];
-#define BLOCK_TENSOR(field, suffix, ndim, d0, d1)                       \
-    snprintf(n, sizeof n, "blocks.%d.%s", i, suffix);                   \
-    b->field = add_tensor(m, n, ndim, d0, d1, 0, 0)
-        BLOCK_TENSOR(norm1_weight, "norm1.norm.weight", 1, D, 0);
-        BLOCK_TENSOR(norm1_bias, "norm1.norm.bias", 1, D, 0);
-        BLOCK_TENSOR(qkv_weight, "attn.qkv.linear.weight", 2, 3 * D, D);
-        b->qkv_bias = -1;
-        if (c->qkv_bias) { BLOCK_TENSOR(qkv_bias, "attn.qkv.linear.bias", 1, 3 * D, 0); }
-        BLOCK_TENSOR(proj_weight, "attn.proj.linear.weight", 2, D, D);
-        b->proj_bias = -1;
-        if (c->proj_bias) { BLOCK_TENSOR(proj_bias, "attn.proj.linear.bias", 1, D, 0); }
-        b->ls1 = b->ls2 = -1;
-        if (c->layerscale != 0) { BLOCK_TENSOR(ls1, "ls1.gamma", 1, D, 0); }
-        BLOCK_TENSOR(norm2_weight, "norm2.norm.weight", 1, D, 0);
-        BLOCK_TENSOR(norm2_bias, "norm2.norm.bias", 1, D, 0);
-        BLOCK_TENSOR(fc1_weight, "mlp.fc1.linear.weight", 2, F, D);
-        b->fc1_bias = b->fc2_bias = -1;
-        if (c->ffn_bias) { BLOCK_TENSOR(fc1_bias, "mlp.fc1.linear.bias", 1, F, 0); }
-        BLOCK_TENSOR(fc2_weight, "mlp.fc2.linear.weight", 2, D, F);
-        if (c->ffn_bias) { BLOCK_TENSOR(fc2_bias, "mlp.fc2.linear.bias", 1, D, 0); }
-        if (c->layerscale != 0) { BLOCK_TENSOR(ls2, "ls2.gamma", 1, D, 0); }
-#undef BLOCK_TENSOR
+        for (size_t k = 0; k < sizeof block / sizeof block[0]; k++) {
+            char n[POA_VIT_NAME_SIZE];
+            snprintf(n, sizeof n, "blocks.%d.%s", i, block[k].suffix);
+            if (block[k].present) add_tensor(m, n, block[k].ndim, block[k].d0, block[k].d1, 0, 0);
+        }
     }
-    m->norm_weight = add_tensor(m, "norm.norm.weight", 1, D, 0, 0, 0);
-    m->norm_bias = add_tensor(m, "norm.norm.bias", 1, D, 0, 0, 0);
+    add_tensor(m, "norm.norm.weight", 1, D, 0, 0, 0);
+    add_tensor(m, "norm.norm.bias", 1, D, 0, 0, 0);
     return 0;
 }
 
