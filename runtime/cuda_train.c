@@ -27,8 +27,9 @@ enum { TERM_COUNT = POA_LOSS_TERMS, SLOT_COUNT = (int)(sizeof(poa_loss_calls) / 
 
 /* ---- data parallelism ---- */
 
-int poa_cuda_reduce_device(const poa_cuda_reduce *r, CUdeviceptr x, long count, int is_double, poa_dist_op op,
-                           poa_error *e) {
+/* In place, count floats (or doubles) of a device buffer over every rank. */
+static int reduce_device(const poa_cuda_reduce *r, CUdeviceptr x, long count, int is_double, poa_dist_op op,
+                         poa_error *e) {
     if (count <= 0) return 0;
     if (r->nccl)
         return poa_nccl_all_reduce(r->nccl, x, x, (size_t)count, is_double ? POA_NCCL_FLOAT64 : POA_NCCL_FLOAT32, op,
@@ -141,16 +142,16 @@ static int sinkhorn_knopp(poa_cuda_train *g, CUdeviceptr targets, CUdeviceptr lo
                        launch(g, "poa_train_max", &partials, a_max, e)
                  : fill_value(g, max, -FLT_MAX, 1, e))
         return -1;
-    if (dp && poa_cuda_reduce_device(g->reduce, max, 1, 0, POA_DIST_MAX, e)) return -1;
+    if (dp && reduce_device(g->reduce, max, 1, 0, POA_DIST_MAX, e)) return -1;
     if (rows > 0 ? launch(g, "poa_train_sinkhorn_exp", &block, a_exp, e) || sum_doubles(g, total, row_sum, rows, e)
                  : fill(g, total, 2, e))
         return -1;
-    if (dp && poa_cuda_reduce_device(g->reduce, total, 1, 1, POA_DIST_SUM, e)) return -1;
+    if (dp && reduce_device(g->reduce, total, 1, 1, POA_DIST_SUM, e)) return -1;
     if (rows > 0 && launch(g, "poa_train_sinkhorn_fill", &one, a_fill, e)) return -1;
     for (int it = 0; it < iterations; it++)
         if ((rows > 0 ? launch(g, "poa_train_sinkhorn_columns_colsum", &block, a_columns, e)
                       : fill(g, colsum, 2 * k, e)) ||
-            (dp && poa_cuda_reduce_device(g->reduce, colsum, k, 1, POA_DIST_SUM, e)) ||
+            (dp && reduce_device(g->reduce, colsum, k, 1, POA_DIST_SUM, e)) ||
             launch(g, "poa_train_sinkhorn_column_scale", &columns, a_column_scale, e) ||
             (rows > 0 && launch(g, "poa_train_sinkhorn_rows", &block, a_rows, e)))
             return -1;
@@ -249,7 +250,7 @@ static int move_state(poa_cuda_train *g, int up, poa_error *e) {
 }
 
 /* The state, its bf16 shadows, and zero gradients. */
-int poa_cuda_train_upload(poa_cuda_train *g, poa_error *e) {
+static int upload_state(poa_cuda_train *g, poa_error *e) {
     poa_trainer *t = g->t;
     const long n = g->n, nh = g->nh;
     int rc = move_state(g, 1, e);
@@ -342,7 +343,7 @@ int poa_cuda_train_init(poa_cuda_train *g, poa_trainer *t, const poa_cuda_exec *
         if (!rc) lay_out_work(g, g->work);
     }
     if (!rc) rc = build_chunks(g, e);
-    if (!rc) rc = poa_cuda_train_upload(g, e);
+    if (!rc) rc = upload_state(g, e);
     if (rc) poa_cuda_train_free(g); /* which leaves e as it is */
     return rc ? -1 : 0;
 }
@@ -608,9 +609,9 @@ int poa_cuda_train_reduce_step(poa_cuda_train *g, poa_error *e) {
     float inverse = (float)(1.0 / world);
     long all = g->n + g->nh;
     void *args[] = { &grads, &inverse, &all };
-    return poa_cuda_reduce_device(g->reduce, g->grads, all, 0, POA_DIST_SUM, e) ||
+    return reduce_device(g->reduce, g->grads, all, 0, POA_DIST_SUM, e) ||
                    launch(g, "poa_glue_scale", &(train_dims){ .n = all }, args, e) ||
-                   poa_cuda_reduce_device(g->reduce, g->terms, ACCUMULATORS, 1, POA_DIST_SUM, e)
+                   reduce_device(g->reduce, g->terms, ACCUMULATORS, 1, POA_DIST_SUM, e)
                ? -1
                : 0;
 }

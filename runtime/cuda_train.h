@@ -45,10 +45,6 @@ typedef struct poa_cuda_reduce {
     poa_cuda *cuda;
 } poa_cuda_reduce;
 
-/* In place, count floats (or doubles) of a device buffer over every rank. */
-int poa_cuda_reduce_device(const poa_cuda_reduce *r, CUdeviceptr x, long count, int is_double, poa_dist_op op,
-                           poa_error *e);
-
 /* One student branch's device state. */
 typedef struct poa_cuda_branch {
     poa_cuda_vit_pass global, local; /* the member's (zeroed: not made yet) */
@@ -122,8 +118,7 @@ int poa_cuda_train_plan_memory(poa_trainer *t, int bf16, const poa_batch *batch,
                                poa_error *e);
 
 /* The device state into the trainer's host buffers (student, teacher, AdamW moments), e.g.
-   before poa_trainer_save; and the reverse, after poa_trainer_load. */
+   before poa_trainer_save (poa_cuda_train_init uploads them, from a loaded checkpoint too). */
 int poa_cuda_train_download(poa_cuda_train *g, poa_error *e);
-int poa_cuda_train_upload(poa_cuda_train *g, poa_error *e);
 
 #endif

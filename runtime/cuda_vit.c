@@ -90,14 +90,6 @@ static int fill(poa_cuda_vit_pass *p, CUdeviceptr dst, float value, long n, poa_
     return glue(p, "poa_glue_fill", n, args, e);
 }
 
-static int upload(poa_cuda_vit_pass *p, CUdeviceptr to, const void *from, size_t bytes, poa_error *e) {
-    return poa_cuda_exec_upload(&p->exec, to, from, bytes, e);
-}
-
-static int download(poa_cuda_vit_pass *p, void *to, CUdeviceptr from, size_t bytes, poa_error *e) {
-    return poa_cuda_exec_download(&p->exec, to, from, bytes, e);
-}
-
 static int allocate(poa_cuda_vit_pass *p, CUdeviceptr *pointer, int region, size_t bytes, poa_error *e) {
     return poa_cuda_exec_alloc(&p->exec, pointer, region, bytes, e);
 }
@@ -318,59 +310,61 @@ int poa_cuda_vit_forward(poa_cuda_vit_pass *p, const float *images, const unsign
     p->has_drop_scale = drop_scale != NULL;
     if (!images && !p->shared.images)
         return poa_fail(e, "member %dx%d: forward without images", p->width, p->depth);
-    if ((images && upload(p, p->images, images, sizeof(float) * (size_t)image_count, e)) ||
-        (mask && upload(p, p->mask, mask, (size_t)(p->batch * p->patches), e)) ||
-        (drop_scale && upload(p, p->drop_scale, drop_scale, sizeof(float) * (size_t)(p->depth * 2 * p->batch), e)))
+    if ((images && poa_cuda_exec_upload(&p->exec, p->images, images, sizeof(float) * (size_t)image_count, e)) ||
+        (mask && poa_cuda_exec_upload(&p->exec, p->mask, mask, (size_t)(p->batch * p->patches), e)) ||
+        (drop_scale && poa_cuda_exec_upload(&p->exec, p->drop_scale, drop_scale,
+                                            sizeof(float) * (size_t)(p->depth * 2 * p->batch), e)))
         return -1;
     return run(p, 0, e);
 }
 
 int poa_cuda_vit_backward(poa_cuda_vit_pass *p, const float *dout, poa_error *e) {
-    if (dout && upload(p, p->dout, dout, sizeof(float) * (size_t)(p->rows * p->width), e)) return -1;
+    if (dout && poa_cuda_exec_upload(&p->exec, p->dout, dout, sizeof(float) * (size_t)(p->rows * p->width), e))
+        return -1;
     return run(p, 1, e);
 }
 
 int poa_cuda_vit_upload_parameters(poa_cuda_vit_pass *p, const float *params, poa_error *e) {
     if (need_gpu(p, "upload parameters", e)) return -1;
     const long n = p->model->parameter_count;
-    if (upload(p, p->params, params, sizeof(float) * (size_t)n, e)) return -1;
+    if (poa_cuda_exec_upload(&p->exec, p->params, params, sizeof(float) * (size_t)n, e)) return -1;
     return p->bf16 ? poa_cuda_upload_values(&p->exec, p->params_bf16, params, NULL, n, 1, e) : 0;
 }
 
 int poa_cuda_vit_upload_gradients(poa_cuda_vit_pass *p, const float *grads, poa_error *e) {
     if (need_gpu(p, "upload gradients", e)) return -1;
-    return upload(p, p->grads, grads, sizeof(float) * (size_t)p->model->parameter_count, e);
+    return poa_cuda_exec_upload(&p->exec, p->grads, grads, sizeof(float) * (size_t)p->model->parameter_count, e);
 }
 
-CUdeviceptr poa_cuda_vit_output(const poa_cuda_vit_pass *p) {
+/* The output of the last forward (rows x width, final LayerNorm) on the device. */
+static CUdeviceptr output_of(const poa_cuda_vit_pass *p) {
     return p->arena + sizeof(float) * (size_t)p->fwd.value_offsets[p->fwd.program->output];
 }
-CUdeviceptr poa_cuda_vit_dout(const poa_cuda_vit_pass *p) { return p->dout; }
 
 /* poa_glue_gather_rows or (back) poa_glue_scatter_add_rows. */
 int poa_cuda_vit_move_rows(poa_cuda_vit_pass *p, int back, CUdeviceptr rows, CUdeviceptr indices, long count,
                            poa_error *e) {
-    CUdeviceptr dst = back ? poa_cuda_vit_dout(p) : rows, src = back ? rows : poa_cuda_vit_output(p);
+    CUdeviceptr dst = back ? p->dout : rows, src = back ? rows : output_of(p);
     long width = p->width, tokens = p->tokens, patches = p->patches;
     void *args[] = { &dst, &src, &indices, &count, &width, &tokens, &patches };
     return glue(p, back ? "poa_glue_scatter_add_rows" : "poa_glue_gather_rows", count * width, args, e);
 }
 
 int poa_cuda_vit_zero_dout(poa_cuda_vit_pass *p, poa_error *e) {
-    return fill(p, poa_cuda_vit_dout(p), 0.0f, p->rows * p->width, e);
+    return fill(p, p->dout, 0.0f, p->rows * p->width, e);
 }
 
 int poa_cuda_vit_download_gradients(poa_cuda_vit_pass *p, float *grads, poa_error *e) {
     if (need_gpu(p, "download gradients", e)) return -1;
-    return download(p, grads, p->grads, sizeof(float) * (size_t)p->model->parameter_count, e);
+    return poa_cuda_exec_download(&p->exec, grads, p->grads, sizeof(float) * (size_t)p->model->parameter_count, e);
 }
 
 int poa_cuda_vit_download_output(poa_cuda_vit_pass *p, float *out, poa_error *e) {
     if (need_gpu(p, "download output", e)) return -1;
-    return download(p, out, poa_cuda_vit_output(p), sizeof(float) * (size_t)(p->rows * p->width), e);
+    return poa_cuda_exec_download(&p->exec, out, output_of(p), sizeof(float) * (size_t)(p->rows * p->width), e);
 }
 
 int poa_cuda_vit_download_arena(poa_cuda_vit_pass *p, float *arena, poa_error *e) {
     if (need_gpu(p, "download arena", e)) return -1;
-    return download(p, arena, p->arena, sizeof(float) * (size_t)p->arena_count, e);
+    return poa_cuda_exec_download(&p->exec, arena, p->arena, sizeof(float) * (size_t)p->arena_count, e);
 }

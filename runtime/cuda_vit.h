@@ -136,14 +136,9 @@ int poa_cuda_vit_download_arena(poa_cuda_vit_pass *pass, float *arena, poa_error
 int poa_cuda_vit_forward(poa_cuda_vit_pass *pass, const float *images, const unsigned char *mask,
                          const float *drop_scale, poa_error *e);
 /* As poa_vit_backward: gradients accumulate (+=) into the device gradient buffer; dout (host,
-   rows x width) = d(loss)/d(output), or NULL when it is already on the device at
-   poa_cuda_vit_dout(pass). */
+   rows x width) = d(loss)/d(output), or NULL when poa_cuda_vit_move_rows (back) put it on the
+   device. */
 int poa_cuda_vit_backward(poa_cuda_vit_pass *pass, const float *dout, poa_error *e);
-
-/* Device addresses of the output of the last forward (rows x width, final LayerNorm) and of
-   where backward reads d(loss)/d(output) (rows x width). */
-CUdeviceptr poa_cuda_vit_output(const poa_cuda_vit_pass *pass);
-CUdeviceptr poa_cuda_vit_dout(const poa_cuda_vit_pass *pass);
 
 /* Head-input rows (device, count x width) from the output of the last forward: the CLS token
    of each image (indices 0 and count = batch), or the patch tokens indices[i] (device ints,

@@ -17,6 +17,10 @@ int poa_cuda_functions(const poa_program_launch *launches, int count, poa_cuda *
     return 0;
 }
 
+static int is_bf16(const poa_program *p, poa_operand o) {
+    return o.bf16 || (o.value >= 0 && p->values[o.value].kind == POA_VALUE_CAST);
+}
+
 /* Where operand o points: its value's base (or bf16 copy) + offset elements of its type. */
 static CUdeviceptr address(const poa_program *p, const CUdeviceptr *bases, const CUdeviceptr *bf16_bases,
                            poa_operand o, long batch) {
@@ -24,12 +28,8 @@ static CUdeviceptr address(const poa_program *p, const CUdeviceptr *bases, const
     const CUdeviceptr base = o.bf16 ? bf16_bases[o.value] : bases[o.value];
     if (!base) return 0;
     const poa_program_value *v = &p->values[o.value];
-    const size_t size = o.bf16 || v->kind == POA_VALUE_CAST ? 2 : v->elem_size == 1 ? 1 : sizeof(float);
+    const size_t size = is_bf16(p, o) ? 2 : v->elem_size == 1 ? 1 : sizeof(float);
     return base + size * (size_t)poa_lin_at(o.offset, batch);
-}
-
-static int is_bf16(const poa_program *p, poa_operand o) {
-    return o.bf16 || (o.value >= 0 && p->values[o.value].kind == POA_VALUE_CAST);
 }
 
 int poa_launch_geometry(const poa_program_launch *k, long x, unsigned grid[3], const char *label, poa_error *e) {
@@ -50,15 +50,6 @@ int poa_launch(const poa_cuda_exec *exec, CUfunction f, const poa_program_launch
     unsigned grid[3];
     const int rc = poa_launch_geometry(k, x, grid, label, e);
     return rc ? (rc < 0 ? -1 : 0) : poa_cuda_exec_launch(exec, f, k->module, k->name, grid, k->block, args, e);
-}
-
-/* The launches of step s at this batch (a launch with no threads, of an empty buffer, is
-   skipped); args the step's arguments in kernel order. */
-static int launch(const poa_program *p, const poa_cuda_exec *x, const CUfunction *functions, const poa_program_step *s,
-                  long batch, void **args, const char *label, poa_error *e) {
-    for (int i = s->first_launch; i < s->first_launch + s->launch_count; i++)
-        if (poa_launch(x, functions ? functions[i] : NULL, &p->launches[i], batch, args, label, e)) return -1;
-    return 0;
 }
 
 int poa_program_run_cuda(const poa_program *p, const poa_cuda_exec *x, const CUfunction *functions,
@@ -90,14 +81,15 @@ int poa_program_run_cuda(const poa_program *p, const poa_cuda_exec *x, const CUf
             pointers[1] = address(p, bases, bf16_bases, s->a, batch);
             scalars[0] = poa_lin_at(s->m, batch);
             args[0] = &pointers[0], args[1] = &pointers[1], args[2] = &scalars[0];
-            rc = launch(p, x, functions, s, batch, args, label, e);
         } else {
             for (int j = 0; j < s->arg_count; j++) {
                 if (s->is_scalar[j]) scalars[j] = poa_lin_at(s->scalars[j], batch), args[j] = &scalars[j];
                 else pointers[j] = address(p, bases, bf16_bases, s->args[j], batch), args[j] = &pointers[j];
             }
-            rc = launch(p, x, functions, s, batch, args, label, e);
         }
+        /* a copy's or kernel's launches, args in kernel order (one with no threads, of an empty buffer, is skipped) */
+        for (int l = s->first_launch; s->kind != POA_STEP_GEMM && l < s->first_launch + s->launch_count && !rc; l++)
+            rc = poa_launch(x, functions ? functions[l] : NULL, &p->launches[l], batch, args, label, e);
         if (rc) return -1;
     }
     return 0;
