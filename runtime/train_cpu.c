@@ -273,8 +273,30 @@ static const poa_step_ops cpu_ops = {
     .koleo = cpu_koleo, .heads_backward = cpu_heads_backward, .backward = cpu_backward, .update = cpu_update,
 };
 
+/* Before the first step: the training programs of every member the elastic cycle draws (and of
+   the intact network), at both crop sizes, built into the process-wide program cache, as the GPU
+   step compiles its kernels at start-up. runtime/vit.c would build a member's on its first use
+   instead: a cost the run pays once per member (about 30 ms for a small_vit member), but inside
+   a step. Stops when the cache is full; the members left are built on first use. */
+static int build_programs(poa_trainer *t, poa_error *e) {
+    const poa_train_config *c = &t->config;
+    const int sizes[2] = { c->recipe.global_crop_size, c->recipe.local_crop_count ? c->recipe.local_crop_size : 0 };
+    poa_vit_pass p = { 0 };
+    int rc = 0, full = 0;
+    for (int i = -1; i < c->slot_count && !rc && !full; i++)
+        for (int s = 0; s < 2 && sizes[s] && !rc && !full; s++) {
+            rc = poa_vit_pass_prepare(&p, &t->model, i < 0 ? t->model.config.max_width : c->slot_width[i],
+                                      i < 0 ? t->model.config.max_depth : c->slot_depth[i], 1, sizes[s], e);
+            full = p.fwd.program == &p.fwd.owned || p.bwd.program == &p.bwd.owned;
+        }
+    poa_vit_pass_free(&p);
+    t->programs_built = 1;
+    return rc;
+}
+
 int poa_trainer_micro_batch(poa_trainer *t, const poa_batch *batch, int micro, poa_error *e) {
     cpu_step c = { .t = t };
+    if (!t->programs_built && build_programs(t, e)) return -1;
     return poa_step_micro_batch(t, &cpu_ops, &c, batch, micro, e);
 }
 

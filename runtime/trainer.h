@@ -83,6 +83,7 @@ typedef struct poa_trainer {
     /* Work buffers kept across steps: the teacher's pass and heads pass, and per student
        branch (intact, elastic) its global, local and heads passes. */
     poa_vit_pass teacher_pass, student_global[2], student_local[2];
+    int programs_built; /* the members' programs built into the cache (train_cpu.c's build_programs) */
     poa_heads_pass teacher_heads_pass, student_heads_pass[2];
     /* ... and the micro-batch's other buffers: the teacher's head input and targets, per
        branch its poa_branch_work, the distillation targets, iBOT weights, KoLeo rows. */
