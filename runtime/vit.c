@@ -179,7 +179,7 @@ int poa_vit_pass_prepare(poa_vit_pass *p, const poa_vit *model, int width, int d
         double step = depth > 1 ? (double)(c->max_depth - 1) / (depth - 1) : 0;
         p->block_ids[j] = j == depth - 1 && depth > 1 ? c->max_depth - 1 : (int)(j * step);
     }
-    p->kernels = poa_vit_kernels_for(width, c->head_dim, p->hidden);
+    p->kernels = p->mode == POA_VIT_PASS_LAYOUT ? NULL : poa_vit_kernels_for(width, c->head_dim, p->hidden);
     p->batch = batch;
     p->image_size = image_size;
     const long grid = image_size / c->patch_size;

@@ -118,7 +118,7 @@ typedef struct poa_vit_pass {
 
 /* What a pass holds: TRAINING, the forward and the backward and the arena they share; INFERENCE
    (`poa forward`, `poa knn`), the forward only and its liveness arena; LAYOUT, the shape (block ids,
-   resampling matrix) without programs or arena (arena NULL). */
+   resampling matrix) without programs, arena or kernels (NULL: a width not in the build is not compiled). */
 enum { POA_VIT_PASS_TRAINING, POA_VIT_PASS_INFERENCE, POA_VIT_PASS_LAYOUT };
 
 int poa_vit_pass_init(poa_vit_pass *pass, const poa_vit *model, int width, int depth, long batch, int image_size,

@@ -58,3 +58,5 @@ $poa cuda plan tests/recipes/tiny_train.lua 'model.width={48,80,32}' model.head_
 rc=$?
 check "poa cuda plan with model.width overridden to 48..80: the GPU kernel sets of those widths are generated" \
       "[ $rc -eq 0 ] && grep -q 'batch 4' $dir/plan.log"
+check "poa cuda plan loads no CPU kernel set (its passes only lay members out: no 'poa: width' line)" \
+      "! grep -q '^poa: width' $dir/plan.log"
