@@ -1,4 +1,5 @@
-/* test_trainer.c: a step updates the student and the teacher; a step whose loss is NaN
+/* test_trainer.c: the first step has every member's training programs built (not only the
+   members it drew); a step updates the student and the teacher; a step whose loss is NaN
    changes neither (no update, no EMA) and says it skipped; loss.distill_weight scales the
    same-view term alone (0: off); the baseline switch trains the intact network alone (no
    same-view term, no elastic draw). */
@@ -53,6 +54,22 @@ int main(void) {
     memcpy(student, t.student, sizeof(real) * (size_t)n);
     memcpy(teacher, t.teacher, sizeof(real) * (size_t)n);
     step(&t, &b);
+    /* train_cpu.c's build_programs: by the end of the first step, the training programs (forward and
+       backward, both crop sizes) of every member of the elastic cycle are in the process-wide cache,
+       not only the members this step drew */
+    int cached = 0, wanted = 0;
+    for (int i = 0; i < t.config.slot_count; i++)
+        for (int crops = 0; crops < 2; crops++)
+            for (int kind = POA_VIT_FORWARD; kind <= POA_VIT_BACKWARD; kind++, wanted++) {
+                poa_vit_program_key key;
+                memset(&key, 0, sizeof key); /* as runtime/vit.c's: compared with its padding */
+                key.config = t.model.config, key.kind = kind;
+                key.width = t.config.slot_width[i], key.depth = t.config.slot_depth[i];
+                key.image_size = crops ? t.config.recipe.local_crop_size : t.config.recipe.global_crop_size;
+                cached += poa_program_cache_find(&key, sizeof key) != NULL;
+            }
+    CHECK("after the first step every member's training programs are built (both crops, forward and backward)",
+          cached == wanted && wanted > 8, "%d of %d", cached, wanted);
     long moved = differing(student, t.student, n), followed = differing(teacher, t.teacher, n);
     CHECK("a step updates the student", moved > n / 2 && !t.last.skipped, "%ld of %ld changed", moved, n);
     CHECK("a step moves the teacher by EMA", followed > n / 2, "%ld of %ld changed", followed, n);
