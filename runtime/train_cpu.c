@@ -283,8 +283,12 @@ static int build_programs(poa_trainer *t, poa_error *e) {
     const int sizes[2] = { c->recipe.global_crop_size, c->recipe.local_crop_count ? c->recipe.local_crop_size : 0 };
     poa_vit_pass p = { 0 };
     int rc = 0, full = 0;
-    for (int i = -1; i < c->slot_count && !rc && !full; i++)
-        for (int s = 0; s < 2 && sizes[s] && !rc && !full; s++) {
+    /* crop size outermost (the pass's resampling matrix made once per size); a slot that repeats the one
+       before it (gen/space.lua groups a member's replicas) is skipped */
+    for (int s = 0; s < 2 && sizes[s] && !rc && !full; s++)
+        for (int i = -1; i < c->slot_count && !rc && !full; i++) {
+            if (i > 0 && c->slot_width[i] == c->slot_width[i - 1] && c->slot_depth[i] == c->slot_depth[i - 1])
+                continue;
             rc = poa_vit_pass_prepare(&p, &t->model, i < 0 ? t->model.config.max_width : c->slot_width[i],
                                       i < 0 ? t->model.config.max_depth : c->slot_depth[i], 1, sizes[s], e);
             full = p.fwd.program == &p.fwd.owned || p.bwd.program == &p.bwd.owned;
