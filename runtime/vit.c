@@ -85,7 +85,8 @@ static int run_find(poa_vit_run *r, const poa_vit_config *config, int width, int
         return rc;
     }
     if (pair) {
-        poa_vit_program_key other = key;
+        poa_vit_program_key other;
+        memcpy(&other, &key, sizeof key); /* padding included: keys are compared bytewise */
         other.kind = kind == POA_VIT_GPU_FORWARD ? POA_VIT_GPU_BACKWARD : POA_VIT_GPU_FORWARD;
         if (!poa_program_cache_add(&other, sizeof other, &sibling)) poa_program_free(&sibling);
     }
